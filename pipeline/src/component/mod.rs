@@ -1,0 +1,158 @@
+//! Components: receivers make events, processors turn events into events or telemetry,
+//! exporters ship telemetry. Each goes through three phases:
+//!
+//! 1. `validate` — pure checks of the typed config (what `periscope validate` runs);
+//! 2. `build` — side effects: open files and sockets, load programs; may fail;
+//! 3. start — the topology runs the built component on a dedicated thread.
+
+mod id;
+pub mod registry;
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::de::DeserializeOwned;
+
+pub use id::{ComponentId, Kind};
+pub use registry::{ComponentType, Registry};
+
+use crate::devices::DeviceTable;
+use crate::model::{EventBatch, Payload, Telemetry};
+use crate::telemetry::ComponentCounters;
+use crate::topology::{EventOutput, StopSignal};
+
+/// A problem found by a config's `validate`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Invalid {
+    /// Dotted path of the offending option, relative to the component (`interval`), or empty
+    /// for the component as a whole.
+    pub path: String,
+    /// What is wrong and what would be valid.
+    pub message: String,
+}
+
+impl Invalid {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Invalid {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// What every component config is: a typed, documented struct read from YAML.
+///
+/// Implementors derive `Deserialize` with `#[serde(deny_unknown_fields)]` and `JsonSchema`
+/// (whose doc comments become `periscope components` output), and `Default` when every option
+/// has a default.
+pub trait ComponentConfig: DeserializeOwned + schemars::JsonSchema + Debug + Send + Sync + 'static {
+    /// The type name used in ids (`pcap`).
+    const TYPE: &'static str;
+
+    /// Pure checks beyond what the types enforce: no I/O, no side effects.
+    fn validate(&self) -> Result<(), Vec<Invalid>> {
+        Ok(())
+    }
+}
+
+/// What `build` gets to know about its surroundings.
+#[derive(Clone)]
+pub struct BuildContext {
+    /// The component's id.
+    pub id: ComponentId,
+    /// Names of devices and namespaces, filled by receivers, read by processors/exporters.
+    pub devices: DeviceTable,
+    /// The component's own counters; the framework counts received/sent, the component adds
+    /// its drops (with a log line saying why) and errors.
+    pub counters: Arc<ComponentCounters>,
+}
+
+/// A receiver's config.
+pub trait ReceiverConfig: ComponentConfig {
+    /// True when the receiver ends by itself (a file replay): a run whose receivers are all
+    /// finite exits once they are done and everything is flushed.
+    fn is_finite(&self) -> bool {
+        false
+    }
+
+    fn build(&self, ctx: &BuildContext) -> anyhow::Result<Box<dyn Receiver>>;
+}
+
+/// A processor's config.
+pub trait ProcessorConfig: ComponentConfig {
+    fn build(&self, ctx: &BuildContext) -> anyhow::Result<Box<dyn Processor>>;
+}
+
+/// An exporter's config.
+pub trait ExporterConfig: ComponentConfig {
+    fn build(&self, ctx: &BuildContext) -> anyhow::Result<Box<dyn Exporter>>;
+}
+
+/// A built receiver.
+pub trait Receiver: Send {
+    /// Produces events into `output` until the input ends (finite receivers) or `stop` is
+    /// raised. Runs on a thread of its own. An error ends this receiver and is reported; the
+    /// run's exit code says a component failed.
+    fn run(self: Box<Self>, output: &mut EventOutput, stop: &StopSignal) -> anyhow::Result<()>;
+}
+
+/// Where a processor puts what goes downstream.
+#[derive(Debug, Default)]
+pub struct Emitter {
+    pub(crate) out: Vec<Payload>,
+}
+
+impl Emitter {
+    pub fn events(&mut self, batch: EventBatch) {
+        if !batch.is_empty() {
+            self.out.push(Payload::Events(batch));
+        }
+    }
+
+    pub fn telemetry(&mut self, telemetry: Telemetry) {
+        if telemetry.item_count() > 0 {
+            self.out.push(Payload::Telemetry(telemetry));
+        }
+    }
+
+    pub fn payload(&mut self, payload: Payload) {
+        match payload {
+            Payload::Events(b) => self.events(b),
+            Payload::Telemetry(t) => self.telemetry(t),
+        }
+    }
+
+    /// What was emitted so far (for tests).
+    pub fn take(&mut self) -> Vec<Payload> {
+        std::mem::take(&mut self.out)
+    }
+}
+
+/// A built processor. One instance per pipeline; all calls come from the pipeline's thread.
+pub trait Processor: Send {
+    /// Handles one payload. Payload kinds a processor does not handle must be passed on.
+    fn process(&mut self, payload: Payload, out: &mut Emitter);
+
+    /// When `tick` is next due; `None` if the processor has no periodic work.
+    fn next_tick(&self) -> Option<Instant> {
+        None
+    }
+
+    /// Periodic work (emit aggregated telemetry).
+    fn tick(&mut self, _now: Instant, _out: &mut Emitter) {}
+
+    /// The input has ended: emit everything still held.
+    fn flush(&mut self, _out: &mut Emitter) {}
+}
+
+/// A built exporter. Runs on a thread of its own, fed by a bounded queue.
+pub trait Exporter: Send {
+    /// Ships (or buffers) one batch. An error counts the batch's items as dropped.
+    fn export(&mut self, telemetry: Telemetry) -> anyhow::Result<()>;
+
+    /// Writes out whatever is buffered; called when the input ends, before the run exits.
+    fn flush(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,11 @@
+//! periscope's core: the event and telemetry model, component traits and registry, the YAML
+//! config and its validation, the topology that runs pipelines, and self-telemetry.
+
+pub mod component;
+pub mod config;
+pub mod devices;
+pub mod model;
+pub mod telemetry;
+pub mod topology;
+
+pub use devices::{DeviceInfo, DeviceTable};

@@ -1,0 +1,1 @@
+//! The flow processor (to be written).

@@ -1,0 +1,3 @@
+//! Processors: enrich events and turn them into telemetry.
+
+pub mod flow;

@@ -1,0 +1,4 @@
+//! Receivers: where events come from.
+
+pub mod pcap;
+pub mod synthetic;

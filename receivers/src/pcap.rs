@@ -1,0 +1,1 @@
+//! Replays pcap and pcapng files (to be written).

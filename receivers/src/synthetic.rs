@@ -1,0 +1,1 @@
+//! Generates packet events for benchmarks (to be written).

@@ -94,6 +94,16 @@ impl ComponentType {
         (self.schema)()
     }
 
+    /// Names of the config's top-level options.
+    pub fn option_names(&self) -> Vec<String> {
+        self.schema()
+            .as_value()
+            .get("properties")
+            .and_then(|p| p.as_object())
+            .map(|p| p.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Reads the config of one component from its YAML node.
     pub fn parse(&self, node: &Node, path: &[String]) -> Result<AnyConfig, DeError> {
         (self.parse)(node, path)

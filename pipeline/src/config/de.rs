@@ -351,7 +351,10 @@ impl<'de, I: Iterator<Item = (usize, &'de Node)>> de::SeqAccess<'de> for SeqAcce
             Some((i, node)) => {
                 let mut path = self.path.to_vec();
                 path.push(i.to_string());
-                seed.deserialize(NodeDeserializer { node, path }).map(Some)
+                let at = NodeDeserializer { node, path: path.clone() };
+                seed.deserialize(NodeDeserializer { node, path })
+                    .map(Some)
+                    .map_err(|e| at.locate(e))
             }
             None => Ok(None),
         }
@@ -373,7 +376,10 @@ impl<'de, I: Iterator<Item = &'de (Node, Node)>> de::MapAccess<'de> for MapAcces
                 let mut path = self.path.to_vec();
                 path.push(key.as_str().unwrap_or("?").to_string());
                 self.value = Some((value, path.clone()));
-                seed.deserialize(NodeDeserializer { node: key, path }).map(Some)
+                let at = NodeDeserializer { node: key, path: path.clone() };
+                seed.deserialize(NodeDeserializer { node: key, path })
+                    .map(Some)
+                    .map_err(|e| at.locate(e))
             }
             None => Ok(None),
         }
@@ -384,7 +390,9 @@ impl<'de, I: Iterator<Item = &'de (Node, Node)>> de::MapAccess<'de> for MapAcces
             .value
             .take()
             .ok_or_else(|| <DeError as de::Error>::custom("value without a key"))?;
+        let at = NodeDeserializer { node, path: path.clone() };
         seed.deserialize(NodeDeserializer { node, path })
+            .map_err(|e| at.locate(e))
     }
 }
 

@@ -202,7 +202,15 @@ impl Loader {
                     match name {
                         "pipelines" => pipelines = self.pipelines(&value, &defined_ids),
                         "telemetry" => match de::from_node::<TelemetryConfig>(&value, &path) {
-                            Ok(t) => telemetry = t,
+                            Ok(t) => {
+                                for (problem_path, message) in t.problems() {
+                                    let mut full = path.clone();
+                                    full.extend(problem_path.split('.').map(str::to_string));
+                                    let node = value.locate(&full[2..]);
+                                    self.error(Some(node.location), &join(&full), message);
+                                }
+                                telemetry = t
+                            }
                             Err(e) => self.de_error(e),
                         },
                         "shutdown_timeout" => match de::from_node::<ConfigDuration>(&value, &path) {
@@ -287,6 +295,31 @@ impl Loader {
             );
             return None;
         };
+        // Report every unknown option at once (serde stops at the first), then parse the rest.
+        let known = component_type.option_names();
+        let mut value = value.clone();
+        if let NodeValue::Mapping(entries) = &mut value.value {
+            entries.retain(|(k, _)| {
+                let name = k.as_str().unwrap_or("");
+                if known.iter().any(|o| o == name) {
+                    return true;
+                }
+                let candidates: Vec<&str> = known.iter().map(String::as_str).collect();
+                let message = if candidates.is_empty() {
+                    format!("unknown option `{name}`; {kind} `{}` takes no options", id.type_name())
+                } else {
+                    format!("unknown option `{name}`; {}", suggestion(name, &candidates, "options"))
+                };
+                self.errors.push(ConfigError {
+                    file: self.file.clone(),
+                    location: Some(k.location),
+                    path: format!("{}.{name}", join(&path)),
+                    message,
+                });
+                false
+            });
+        }
+        let value = &value;
         let config = match component_type.parse(value, &path) {
             Ok(c) => c,
             Err(e) => {
@@ -341,6 +374,16 @@ impl Loader {
                     continue;
                 }
             };
+            for (edge, cfg) in [("input", spec.edges.input), ("output", spec.edges.output)] {
+                if cfg.capacity == 0 {
+                    let node = value.locate(&["edges".into(), edge.into(), "capacity".into()]);
+                    self.error(
+                        Some(node.location),
+                        &format!("{}.edges.{edge}.capacity", join(&path)),
+                        "must be at least 1 (batches the queue holds)",
+                    );
+                }
+            }
             let mut lists = Vec::new();
             for (kind, field, names) in [
                 (Kind::Receiver, "receivers", &spec.receivers),

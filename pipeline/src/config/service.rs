@@ -69,6 +69,30 @@ pub struct TelemetryConfig {
     pub metrics: SelfMetricsConfig,
 }
 
+impl TelemetryConfig {
+    /// Pure checks: (relative key path, message).
+    pub(super) fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        const LEVELS: &[&str] = &["off", "error", "warn", "info", "debug", "trace"];
+        let level = self.logs.level.trim();
+        // A bare word must be a level; directive lists (`periscope=debug,info`) are checked when
+        // the logger starts.
+        if !level.contains('=') && !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            out.push((
+                "logs.level",
+                format!(
+                    "unknown log level `{level}`; {}",
+                    super::error::suggestion(level, LEVELS, "levels")
+                ),
+            ));
+        }
+        if self.metrics.interval.0.is_zero() {
+            out.push(("metrics.interval", "must be longer than zero, e.g. 10s".to_string()));
+        }
+        out
+    }
+}
+
 /// `service.telemetry.logs`.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -25,6 +25,12 @@ impl fmt::Display for ConfigDuration {
     }
 }
 
+impl serde::Serialize for ConfigDuration {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 impl<'de> Deserialize<'de> for ConfigDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
@@ -55,7 +61,7 @@ impl schemars::JsonSchema for ConfigDuration {
 }
 
 /// What an edge does when its queue is full.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WhenFull {
     /// Wait for room: backpressure reaches the sender (a kernel receiver then loses records

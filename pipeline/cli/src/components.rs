@@ -1,0 +1,13 @@
+//! The one list of every component type periscope knows. Adding a component touches its own
+//! file and one line here.
+
+use periscope_pipeline::component::Registry;
+
+/// Every receiver, processor and exporter type.
+pub fn registry() -> Registry {
+    Registry::new()
+        // receivers
+        // processors
+        .processor::<periscope_processors::flow::FlowConfig>()
+        // exporters
+}

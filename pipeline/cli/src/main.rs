@@ -1,7 +1,6 @@
 //! The `periscope` command: run the agent, validate a config, list the components.
 
-mod components;
-mod describe;
+use periscope::{components, describe};
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

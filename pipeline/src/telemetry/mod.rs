@@ -131,7 +131,7 @@ impl SelfTelemetry {
             Metric {
                 name: Cow::Borrowed(name),
                 description: Cow::Borrowed(description),
-                unit: Cow::Borrowed("{item}"),
+                unit: Cow::Borrowed(if name == names::COMPONENT_ERRORS { "{error}" } else { "{item}" }),
                 data: MetricData::Sum {
                     points,
                     temporality: Temporality::Cumulative,

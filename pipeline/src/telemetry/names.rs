@@ -29,8 +29,6 @@ pub const ATTR_INTERFACE_NAME: &str = "network.interface.name";
 pub const ATTR_IO_DIRECTION: &str = "network.io.direction";
 /// `tcp`, `udp`, `icmp`, `icmpv6` or `other`.
 pub const ATTR_TRANSPORT: &str = "network.transport";
-/// `ipv4`, `ipv6` or `other`.
-pub const ATTR_NETWORK_TYPE: &str = "network.type";
 pub const ATTR_SOURCE_ADDRESS: &str = "source.address";
 pub const ATTR_SOURCE_PORT: &str = "source.port";
 pub const ATTR_DESTINATION_ADDRESS: &str = "destination.address";
@@ -42,3 +40,42 @@ pub const ATTR_OVERFLOW: &str = "otel.metric.overflow";
 pub const RESOURCE_SERVICE_NAME: &str = "service.name";
 pub const RESOURCE_SERVICE_VERSION: &str = "service.version";
 pub const RESOURCE_HOST_NAME: &str = "host.name";
+
+/// Every name above, for the test that keeps `docs/metrics.md` complete.
+pub const ALL: &[&str] = &[
+    COMPONENT_RECEIVED,
+    COMPONENT_SENT,
+    COMPONENT_DROPPED,
+    COMPONENT_ERRORS,
+    NETWORK_PACKETS,
+    NETWORK_BYTES,
+    ATTR_COMPONENT_KIND,
+    ATTR_COMPONENT_ID,
+    ATTR_PIPELINE_ID,
+    ATTR_NETNS_INODE,
+    ATTR_INTERFACE_NAME,
+    ATTR_IO_DIRECTION,
+    ATTR_TRANSPORT,
+    ATTR_SOURCE_ADDRESS,
+    ATTR_SOURCE_PORT,
+    ATTR_DESTINATION_ADDRESS,
+    ATTR_DESTINATION_PORT,
+    ATTR_OVERFLOW,
+    RESOURCE_SERVICE_NAME,
+    RESOURCE_SERVICE_VERSION,
+    RESOURCE_HOST_NAME,
+];
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_name_is_documented() {
+        let docs = include_str!("../../../docs/metrics.md");
+        let missing: Vec<&str> = super::ALL
+            .iter()
+            .copied()
+            .filter(|n| !docs.contains(&format!("`{n}`")))
+            .collect();
+        assert!(missing.is_empty(), "not in docs/metrics.md: {missing:?}");
+    }
+}

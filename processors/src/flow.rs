@@ -66,7 +66,10 @@ impl ComponentConfig for FlowConfig {
     fn validate(&self) -> Result<(), Vec<Invalid>> {
         let mut problems = Vec::new();
         if self.interval.0.is_zero() {
-            problems.push(Invalid::new("interval", "must be longer than zero, e.g. 10s"));
+            problems.push(Invalid::new(
+                "interval",
+                "must be longer than zero, e.g. 10s",
+            ));
         }
         if self.cardinality_limit == 0 {
             problems.push(Invalid::new("cardinality_limit", "must be at least 1"));
@@ -81,7 +84,11 @@ impl ComponentConfig for FlowConfig {
 
 impl ProcessorConfig for FlowConfig {
     fn build(&self, ctx: &BuildContext) -> anyhow::Result<Box<dyn Processor>> {
-        Ok(Box::new(Flow::new(self.clone(), ctx.devices.clone(), ctx.id.to_string())))
+        Ok(Box::new(Flow::new(
+            self.clone(),
+            ctx.devices.clone(),
+            ctx.id.to_string(),
+        )))
     }
 }
 
@@ -173,15 +180,36 @@ impl Flow {
 
     fn attributes(&self, key: &SeriesKey) -> Vec<KeyValue> {
         let mut a = Vec::with_capacity(8);
-        a.push(KeyValue::new(names::ATTR_NETNS_INODE, i64::from(key.device.netns.inode)));
-        a.push(KeyValue::new(names::ATTR_INTERFACE_NAME, self.devices.interface_name(&key.device)));
-        a.push(KeyValue::new(names::ATTR_IO_DIRECTION, key.direction.as_str()));
+        a.push(KeyValue::new(
+            names::ATTR_NETNS_INODE,
+            i64::from(key.device.netns.inode),
+        ));
+        a.push(KeyValue::new(
+            names::ATTR_INTERFACE_NAME,
+            self.devices.interface_name(&key.device),
+        ));
+        a.push(KeyValue::new(
+            names::ATTR_IO_DIRECTION,
+            key.direction.as_str(),
+        ));
         a.push(KeyValue::new(names::ATTR_TRANSPORT, key.transport.as_str()));
         if self.config.flow_attributes {
-            a.push(KeyValue::new(names::ATTR_SOURCE_ADDRESS, key.src_addr.to_string()));
-            a.push(KeyValue::new(names::ATTR_SOURCE_PORT, i64::from(key.src_port)));
-            a.push(KeyValue::new(names::ATTR_DESTINATION_ADDRESS, key.dst_addr.to_string()));
-            a.push(KeyValue::new(names::ATTR_DESTINATION_PORT, i64::from(key.dst_port)));
+            a.push(KeyValue::new(
+                names::ATTR_SOURCE_ADDRESS,
+                key.src_addr.to_string(),
+            ));
+            a.push(KeyValue::new(
+                names::ATTR_SOURCE_PORT,
+                i64::from(key.src_port),
+            ));
+            a.push(KeyValue::new(
+                names::ATTR_DESTINATION_ADDRESS,
+                key.dst_addr.to_string(),
+            ));
+            a.push(KeyValue::new(
+                names::ATTR_DESTINATION_PORT,
+                i64::from(key.dst_port),
+            ));
         }
         a
     }
@@ -290,12 +318,19 @@ mod tests {
         Event::Packet(p)
     }
 
-    fn sums(out: &mut Emitter) -> Vec<(String, Vec<(Vec<KeyValue>, i64)>)> {
+    /// (metric name, [(attributes, value)]) of every emitted sum.
+    type Sums = Vec<(String, Vec<(Vec<KeyValue>, i64)>)>;
+
+    fn sums(out: &mut Emitter) -> Sums {
         let mut result = Vec::new();
         for p in out.take() {
-            let Payload::Telemetry(Telemetry::Metrics(m)) = p else { panic!("expected metrics") };
+            let Payload::Telemetry(Telemetry::Metrics(m)) = p else {
+                panic!("expected metrics")
+            };
             for metric in m.metrics {
-                let MetricData::Sum { points, .. } = metric.data else { panic!("expected a sum") };
+                let MetricData::Sum { points, .. } = metric.data else {
+                    panic!("expected a sum")
+                };
                 let mut pts: Vec<_> = points
                     .into_iter()
                     .map(|p| match p.value {
@@ -327,8 +362,13 @@ mod tests {
         let s = sums(&mut out);
         assert_eq!(s[0].0, names::NETWORK_PACKETS);
         assert_eq!(s[0].1.iter().map(|p| p.1).collect::<Vec<_>>(), vec![2, 1]);
-        assert_eq!(s[1].1.iter().map(|p| p.1).collect::<Vec<_>>(), vec![160, 1500]);
-        assert!(s[0].1[0].0.contains(&KeyValue::new(names::ATTR_INTERFACE_NAME, "if1")));
+        assert_eq!(
+            s[1].1.iter().map(|p| p.1).collect::<Vec<_>>(),
+            vec![160, 1500]
+        );
+        assert!(s[0].1[0]
+            .0
+            .contains(&KeyValue::new(names::ATTR_INTERFACE_NAME, "if1")));
     }
 
     #[test]
@@ -362,9 +402,19 @@ mod tests {
             ..FlowConfig::default()
         });
         let mut out = Emitter::default();
-        f.process(Payload::Events(EventBatch { events: vec![packet(1, 10, 1)] }), &mut out);
+        f.process(
+            Payload::Events(EventBatch {
+                events: vec![packet(1, 10, 1)],
+            }),
+            &mut out,
+        );
         f.tick(Instant::now(), &mut out);
-        f.process(Payload::Events(EventBatch { events: vec![packet(1, 10, 1), packet(1, 10, 1)] }), &mut out);
+        f.process(
+            Payload::Events(EventBatch {
+                events: vec![packet(1, 10, 1), packet(1, 10, 1)],
+            }),
+            &mut out,
+        );
         f.flush(&mut out);
         let s = sums(&mut out);
         assert_eq!(s[0].1[0].1, 1);

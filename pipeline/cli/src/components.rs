@@ -9,5 +9,5 @@ pub fn registry() -> Registry {
         // receivers
         // processors
         .processor::<periscope_processors::flow::FlowConfig>()
-        // exporters
+    // exporters
 }

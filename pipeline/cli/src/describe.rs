@@ -29,7 +29,10 @@ pub fn describe(registry: &Registry, only: Option<&str>) -> String {
 fn describe_type(out: &mut String, t: &ComponentType) {
     let schema = t.schema();
     let root = schema.as_value();
-    let summary = root.get("description").and_then(Value::as_str).unwrap_or("");
+    let summary = root
+        .get("description")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let _ = writeln!(out, "  {}", t.type_name);
     for line in summary.lines() {
         let _ = writeln!(out, "      {line}");
@@ -82,12 +85,19 @@ fn resolve<'a>(root: &'a Value, v: &'a Value) -> &'a Value {
 
 /// A short type description: `string`, `integer`, `max | realtime`, `list of string`.
 fn type_of(root: &Value, v: &Value) -> String {
-    if v.get("$ref").and_then(Value::as_str).is_some_and(|r| r.ends_with("/Duration")) {
+    if v.get("$ref")
+        .and_then(Value::as_str)
+        .is_some_and(|r| r.ends_with("/Duration"))
+    {
         return "duration".into();
     }
     let v = resolve(root, v);
     if let Some(values) = v.get("enum").and_then(Value::as_array) {
-        return values.iter().map(render_default).collect::<Vec<_>>().join(" | ");
+        return values
+            .iter()
+            .map(render_default)
+            .collect::<Vec<_>>()
+            .join(" | ");
     }
     if let Some(c) = v.get("const") {
         return render_default(c);
@@ -104,7 +114,10 @@ fn type_of(root: &Value, v: &Value) -> String {
     }
     match v.get("type") {
         Some(Value::String(t)) if t == "array" => {
-            let item = v.get("items").map(|i| type_of(root, i)).unwrap_or_else(|| "value".into());
+            let item = v
+                .get("items")
+                .map(|i| type_of(root, i))
+                .unwrap_or_else(|| "value".into());
             format!("list of {item}")
         }
         Some(Value::String(t)) if t == "object" => "mapping".into(),

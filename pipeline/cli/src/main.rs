@@ -95,8 +95,9 @@ fn validate(path: &Path) -> ExitCode {
 fn init_logging(level: &str) -> Result<(), String> {
     let filter = match EnvFilter::try_from_default_env() {
         Ok(f) => f,
-        Err(_) => EnvFilter::try_new(level)
-            .map_err(|e| format!("service.telemetry.logs.level: `{level}` is not a valid log filter: {e}"))?,
+        Err(_) => EnvFilter::try_new(level).map_err(|e| {
+            format!("service.telemetry.logs.level: `{level}` is not a valid log filter: {e}")
+        })?,
     };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -110,17 +111,19 @@ fn watch_signals() -> anyhow::Result<crossbeam_channel::Receiver<()>> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let (tx, rx) = crossbeam_channel::bounded(1);
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
-    std::thread::Builder::new().name("signals".into()).spawn(move || {
-        let mut seen = 0;
-        for sig in signals.forever() {
-            seen += 1;
-            if seen > 1 {
-                eprintln!("periscope: second signal, exiting without draining");
-                std::process::exit(128 + sig);
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut seen = 0;
+            for sig in signals.forever() {
+                seen += 1;
+                if seen > 1 {
+                    eprintln!("periscope: second signal, exiting without draining");
+                    std::process::exit(128 + sig);
+                }
+                let _ = tx.try_send(());
             }
-            let _ = tx.try_send(());
-        }
-    })?;
+        })?;
     Ok(rx)
 }
 
@@ -208,7 +211,12 @@ fn components_cmd(only: Option<&str>, json: bool) -> ExitCode {
         let all: serde_json::Map<String, serde_json::Value> = registry
             .iter()
             .filter(|t| only.is_none_or(|o| o == t.type_name))
-            .map(|t| (format!("{}/{}", t.kind.section(), t.type_name), t.schema().to_value()))
+            .map(|t| {
+                (
+                    format!("{}/{}", t.kind.section(), t.type_name),
+                    t.schema().to_value(),
+                )
+            })
             .collect();
         println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
     } else {

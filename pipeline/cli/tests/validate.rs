@@ -48,7 +48,11 @@ fn every_malformed_config_fails_with_a_located_message() {
         .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
         .collect();
     files.sort();
-    assert!(files.len() >= 15, "expected at least 15 malformed configs, found {}", files.len());
+    assert!(
+        files.len() >= 15,
+        "expected at least 15 malformed configs, found {}",
+        files.len()
+    );
     let mut failures = Vec::new();
     for file in &files {
         let exp = expectation(file);
@@ -88,7 +92,11 @@ fn all_errors_are_reported_at_once() {
         "receivers:\n  pcap: {path: a.pcap, sped: max}\nprocessors:\n  flow: {interval: -1s, flow_atributes: true}\n  flw/x: {}\nexporters:\n  file: {path: out.jsonl}\nservice:\n  pipelines:\n    metrics: {receivers: [pcap], processors: [flow], exporters: [file, debug]}\n",
     )
     .expect("write config");
-    let out = periscope().args(["validate", "-c"]).arg(&file).output().expect("run periscope");
+    let out = periscope()
+        .args(["validate", "-c"])
+        .arg(&file)
+        .output()
+        .expect("run periscope");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     for needle in [
@@ -113,7 +121,9 @@ fn unreadable_file_is_named() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr.contains("/nonexistent/periscope.yaml: cannot read the config file: No such file or directory"),
+        stderr.contains(
+            "/nonexistent/periscope.yaml: cannot read the config file: No such file or directory"
+        ),
         "{stderr}"
     );
 }
@@ -128,7 +138,11 @@ fn shipped_configs_are_valid() {
             continue;
         }
         n += 1;
-        let out = periscope().args(["validate", "-c"]).arg(&path).output().expect("run periscope");
+        let out = periscope()
+            .args(["validate", "-c"])
+            .arg(&path)
+            .output()
+            .expect("run periscope");
         assert!(
             out.status.success(),
             "{}: {}",
@@ -141,24 +155,41 @@ fn shipped_configs_are_valid() {
 
 #[test]
 fn components_lists_every_type_with_documented_options() {
-    let out = periscope().arg("components").output().expect("run periscope");
+    let out = periscope()
+        .arg("components")
+        .output()
+        .expect("run periscope");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
     for t in ["pcap", "synthetic", "flow", "file", "debug"] {
-        assert!(stdout.contains(&format!("\n  {t}\n")), "`{t}` missing:\n{stdout}");
+        assert!(
+            stdout.contains(&format!("\n  {t}\n")),
+            "`{t}` missing:\n{stdout}"
+        );
     }
-    let out = periscope().args(["components", "--json"]).output().expect("run periscope");
+    let out = periscope()
+        .args(["components", "--json"])
+        .output()
+        .expect("run periscope");
     let all: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON schemas");
     let mut undocumented = Vec::new();
     for (name, schema) in all.as_object().expect("object") {
         if schema.get("description").is_none() {
             undocumented.push(name.clone());
         }
-        for (opt, prop) in schema.get("properties").and_then(|p| p.as_object()).into_iter().flatten() {
+        for (opt, prop) in schema
+            .get("properties")
+            .and_then(|p| p.as_object())
+            .into_iter()
+            .flatten()
+        {
             if prop.get("description").is_none() {
                 undocumented.push(format!("{name}.{opt}"));
             }
         }
     }
-    assert!(undocumented.is_empty(), "options without docs: {undocumented:?}");
+    assert!(
+        undocumented.is_empty(),
+        "options without docs: {undocumented:?}"
+    );
 }

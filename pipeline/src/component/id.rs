@@ -17,7 +17,10 @@ impl ComponentId {
             Some((t, n)) => (t, Some(n)),
             None => (text, None),
         };
-        let type_ok = type_name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+        let type_ok = type_name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase())
             && type_name
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');

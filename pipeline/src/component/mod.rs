@@ -46,7 +46,9 @@ impl Invalid {
 /// Implementors derive `Deserialize` with `#[serde(deny_unknown_fields)]` and `JsonSchema`
 /// (whose doc comments become `periscope components` output), and `Default` when every option
 /// has a default.
-pub trait ComponentConfig: DeserializeOwned + schemars::JsonSchema + Debug + Send + Sync + 'static {
+pub trait ComponentConfig:
+    DeserializeOwned + schemars::JsonSchema + Debug + Send + Sync + 'static
+{
     /// The type name used in ids (`pcap`).
     const TYPE: &'static str;
 

@@ -173,7 +173,11 @@ impl Registry {
 
     /// Type names of one kind, sorted.
     pub fn type_names(&self, kind: Kind) -> Vec<&'static str> {
-        self.types.keys().filter(|(k, _)| *k == kind).map(|(_, t)| *t).collect()
+        self.types
+            .keys()
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, t)| *t)
+            .collect()
     }
 
     /// Every type, by kind then name.

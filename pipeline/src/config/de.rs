@@ -53,7 +53,10 @@ impl de::Error for DeError {
     }
 
     fn invalid_value(unexp: de::Unexpected, exp: &dyn de::Expected) -> Self {
-        Self::custom(format!("invalid value {}: expected {exp}", describe(&unexp)))
+        Self::custom(format!(
+            "invalid value {}: expected {exp}",
+            describe(&unexp)
+        ))
     }
 
     fn missing_field(field: &'static str) -> Self {
@@ -76,7 +79,10 @@ fn describe(u: &de::Unexpected) -> String {
 }
 
 /// Deserializes `T` from `node`, whose key path is `path`.
-pub fn from_node<'de, T: de::Deserialize<'de>>(node: &'de Node, path: &[String]) -> Result<T, DeError> {
+pub fn from_node<'de, T: de::Deserialize<'de>>(
+    node: &'de Node,
+    path: &[String],
+) -> Result<T, DeError> {
     T::deserialize(NodeDeserializer {
         node,
         path: path.to_vec(),
@@ -111,7 +117,9 @@ impl<'a> NodeDeserializer<'a> {
     fn parse<T: std::str::FromStr>(&self, what: &str) -> Result<T, DeError> {
         let text = self.scalar()?;
         text.trim().parse::<T>().map_err(|_| {
-            self.locate(de::Error::custom(format!("expected {what}, found `{text}`")))
+            self.locate(de::Error::custom(format!(
+                "expected {what}, found `{text}`"
+            )))
         })
     }
 
@@ -171,13 +179,33 @@ impl<'de> de::Deserializer<'de> for NodeDeserializer<'de> {
     }
 
     number!(deserialize_i8, visit_i8, i8, "an integer (-128 to 127)");
-    number!(deserialize_i16, visit_i16, i16, "an integer (-32768 to 32767)");
+    number!(
+        deserialize_i16,
+        visit_i16,
+        i16,
+        "an integer (-32768 to 32767)"
+    );
     number!(deserialize_i32, visit_i32, i32, "a 32-bit integer");
     number!(deserialize_i64, visit_i64, i64, "an integer");
     number!(deserialize_u8, visit_u8, u8, "a whole number from 0 to 255");
-    number!(deserialize_u16, visit_u16, u16, "a whole number from 0 to 65535");
-    number!(deserialize_u32, visit_u32, u32, "a whole number from 0 to 4294967295");
-    number!(deserialize_u64, visit_u64, u64, "a whole number (0 or more)");
+    number!(
+        deserialize_u16,
+        visit_u16,
+        u16,
+        "a whole number from 0 to 65535"
+    );
+    number!(
+        deserialize_u32,
+        visit_u32,
+        u32,
+        "a whole number from 0 to 4294967295"
+    );
+    number!(
+        deserialize_u64,
+        visit_u64,
+        u64,
+        "a whole number (0 or more)"
+    );
     number!(deserialize_f32, visit_f32, f32, "a number");
     number!(deserialize_f64, visit_f64, f64, "a number");
 
@@ -261,7 +289,11 @@ impl<'de> de::Deserializer<'de> for NodeDeserializer<'de> {
         }
     }
 
-    fn deserialize_tuple<V: Visitor<'de>>(self, _len: usize, visitor: V) -> Result<V::Value, DeError> {
+    fn deserialize_tuple<V: Visitor<'de>>(
+        self,
+        _len: usize,
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
         self.deserialize_seq(visitor)
     }
 
@@ -346,12 +378,18 @@ struct SeqAccess<'a, I> {
 impl<'de, I: Iterator<Item = (usize, &'de Node)>> de::SeqAccess<'de> for SeqAccess<'_, I> {
     type Error = DeError;
 
-    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, DeError> {
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, DeError> {
         match self.items.next() {
             Some((i, node)) => {
                 let mut path = self.path.to_vec();
                 path.push(i.to_string());
-                let at = NodeDeserializer { node, path: path.clone() };
+                let at = NodeDeserializer {
+                    node,
+                    path: path.clone(),
+                };
                 seed.deserialize(NodeDeserializer { node, path })
                     .map(Some)
                     .map_err(|e| at.locate(e))
@@ -370,13 +408,19 @@ struct MapAccess<'a, 'de, I> {
 impl<'de, I: Iterator<Item = &'de (Node, Node)>> de::MapAccess<'de> for MapAccess<'_, 'de, I> {
     type Error = DeError;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, DeError> {
         match self.entries.next() {
             Some((key, value)) => {
                 let mut path = self.path.to_vec();
                 path.push(key.as_str().unwrap_or("?").to_string());
                 self.value = Some((value, path.clone()));
-                let at = NodeDeserializer { node: key, path: path.clone() };
+                let at = NodeDeserializer {
+                    node: key,
+                    path: path.clone(),
+                };
                 seed.deserialize(NodeDeserializer { node: key, path })
                     .map(Some)
                     .map_err(|e| at.locate(e))
@@ -390,7 +434,10 @@ impl<'de, I: Iterator<Item = &'de (Node, Node)>> de::MapAccess<'de> for MapAcces
             .value
             .take()
             .ok_or_else(|| <DeError as de::Error>::custom("value without a key"))?;
-        let at = NodeDeserializer { node, path: path.clone() };
+        let at = NodeDeserializer {
+            node,
+            path: path.clone(),
+        };
         seed.deserialize(NodeDeserializer { node, path })
             .map_err(|e| at.locate(e))
     }
@@ -406,7 +453,10 @@ impl<'de> de::EnumAccess<'de> for EnumAccess<'de> {
     type Error = DeError;
     type Variant = NodeDeserializer<'de>;
 
-    fn variant_seed<V: DeserializeSeed<'de>>(self, seed: V) -> Result<(V::Value, Self::Variant), DeError> {
+    fn variant_seed<V: DeserializeSeed<'de>>(
+        self,
+        seed: V,
+    ) -> Result<(V::Value, Self::Variant), DeError> {
         let v = seed.deserialize(NodeDeserializer {
             node: self.key,
             path: self.path.clone(),
@@ -488,7 +538,11 @@ mod tests {
         let doc = parse("inner: {speed: fast}\nlist: [1, 70000]\n").unwrap();
         let e = from_node::<Outer>(&doc, &[]).unwrap_err();
         assert_eq!(e.path, vec!["inner".to_string(), "speed".to_string()]);
-        assert!(e.message.contains("expected a whole number"), "{}", e.message);
+        assert!(
+            e.message.contains("expected a whole number"),
+            "{}",
+            e.message
+        );
         let doc = parse("inner: {speed: 1}\nlist: [1, 70000]\n").unwrap();
         let e = from_node::<Outer>(&doc, &[]).unwrap_err();
         assert_eq!(e.path, vec!["list".to_string(), "1".to_string()]);

@@ -5,13 +5,20 @@ use super::yaml::{Location, Node, NodeValue};
 
 /// Replaces references in every scalar; returns the problems found (unset variables without
 /// a default, malformed references), each with its location.
-pub fn substitute(node: &mut Node, lookup: &dyn Fn(&str) -> Option<String>) -> Vec<(Location, String)> {
+pub fn substitute(
+    node: &mut Node,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Vec<(Location, String)> {
     let mut errors = Vec::new();
     walk(node, lookup, &mut errors);
     errors
 }
 
-fn walk(node: &mut Node, lookup: &dyn Fn(&str) -> Option<String>, errors: &mut Vec<(Location, String)>) {
+fn walk(
+    node: &mut Node,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Vec<(Location, String)>,
+) {
     match &mut node.value {
         NodeValue::Scalar { text, .. } => {
             if text.contains('$') {
@@ -22,7 +29,9 @@ fn walk(node: &mut Node, lookup: &dyn Fn(&str) -> Option<String>, errors: &mut V
             }
         }
         NodeValue::Sequence(items) => items.iter_mut().for_each(|n| walk(n, lookup, errors)),
-        NodeValue::Mapping(entries) => entries.iter_mut().for_each(|(_, v)| walk(v, lookup, errors)),
+        NodeValue::Mapping(entries) => entries
+            .iter_mut()
+            .for_each(|(_, v)| walk(v, lookup, errors)),
     }
 }
 
@@ -88,7 +97,9 @@ mod tests {
         assert_eq!(expand("${env:NOPE:-d}", &env).unwrap(), "d");
         assert_eq!(expand("cost $$5 $x", &env).unwrap(), "cost $5 $x");
         assert!(expand("${env:NOPE}", &env).unwrap_err().contains("not set"));
-        assert!(expand("${file:x}", &env).unwrap_err().contains("unsupported"));
+        assert!(expand("${file:x}", &env)
+            .unwrap_err()
+            .contains("unsupported"));
         assert!(expand("${env:A", &env).unwrap_err().contains("closing"));
     }
 }

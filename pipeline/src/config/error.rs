@@ -59,7 +59,10 @@ impl fmt::Display for ConfigErrors {
 impl std::error::Error for ConfigErrors {}
 
 /// The candidate closest to `name`, if it is close enough to be a likely typo.
-pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| (strsim::jaro_winkler(name, c), c))
@@ -89,7 +92,10 @@ mod tests {
     #[test]
     fn suggests_near_names_only() {
         assert_eq!(did_you_mean("speeed", ["path", "speed"]), Some("speed"));
-        assert_eq!(did_you_mean("recievers", ["receivers", "processors"]), Some("receivers"));
+        assert_eq!(
+            did_you_mean("recievers", ["receivers", "processors"]),
+            Some("receivers")
+        );
         assert_eq!(did_you_mean("zzz", ["path", "speed"]), None);
     }
 }

@@ -18,7 +18,9 @@ pub use error::{ConfigError, ConfigErrors};
 pub use service::{EdgeConfig, EdgesConfig, LogsConfig, SelfMetricsConfig, TelemetryConfig};
 pub use types::{ConfigDuration, WhenFull};
 
-use crate::component::registry::{AnyConfig, AnyExporterConfig, AnyProcessorConfig, AnyReceiverConfig};
+use crate::component::registry::{
+    AnyConfig, AnyExporterConfig, AnyProcessorConfig, AnyReceiverConfig,
+};
 use crate::component::{ComponentId, Kind, Registry};
 use crate::model::Signal;
 use error::suggestion;
@@ -72,7 +74,9 @@ pub fn load_file(path: &Path, registry: &Registry) -> Result<Config, ConfigError
             message: format!("cannot read the config file: {e}"),
         }])
     })?;
-    load_str(&text, Some(path), registry, &|name| std::env::var(name).ok())
+    load_str(&text, Some(path), registry, &|name| {
+        std::env::var(name).ok()
+    })
 }
 
 /// Loads and validates a config from text; `file` is used in messages.
@@ -101,7 +105,9 @@ pub fn load_str(
     if loader.errors.is_empty() {
         Ok(config)
     } else {
-        loader.errors.sort_by_key(|e| e.location.map(|l| (l.line, l.column)));
+        loader
+            .errors
+            .sort_by_key(|e| e.location.map(|l| (l.line, l.column)));
         Err(ConfigErrors(loader.errors))
     }
 }
@@ -153,7 +159,10 @@ impl Loader {
                 self.error(
                     Some(key.location),
                     name,
-                    format!("unknown section `{name}`; {}", suggestion(name, TOP_LEVEL, "sections")),
+                    format!(
+                        "unknown section `{name}`; {}",
+                        suggestion(name, TOP_LEVEL, "sections")
+                    ),
                 );
             }
         }
@@ -161,12 +170,18 @@ impl Loader {
         let mut processors = Vec::new();
         let mut exporters = Vec::new();
         for kind in [Kind::Receiver, Kind::Processor, Kind::Exporter] {
-            let Some(section) = root.get(kind.section()) else { continue };
+            let Some(section) = root.get(kind.section()) else {
+                continue;
+            };
             for (key, value) in self.entries(section, kind.section(), "components").to_vec() {
-                let Some(parsed) = self.component(kind, &key, &value, registry) else { continue };
+                let Some(parsed) = self.component(kind, &key, &value, registry) else {
+                    continue;
+                };
                 match parsed {
                     (id, AnyConfig::Receiver(config)) => receivers.push(Configured { id, config }),
-                    (id, AnyConfig::Processor(config)) => processors.push(Configured { id, config }),
+                    (id, AnyConfig::Processor(config)) => {
+                        processors.push(Configured { id, config })
+                    }
                     (id, AnyConfig::Exporter(config)) => exporters.push(Configured { id, config }),
                 }
             }
@@ -175,7 +190,11 @@ impl Loader {
         let defined = |kind: Kind| -> Vec<String> {
             root.get(kind.section())
                 .and_then(|s| match &s.value {
-                    NodeValue::Mapping(e) => Some(e.iter().filter_map(|(k, _)| k.as_str().map(str::to_string)).collect()),
+                    NodeValue::Mapping(e) => Some(
+                        e.iter()
+                            .filter_map(|(k, _)| k.as_str().map(str::to_string))
+                            .collect(),
+                    ),
                     _ => None,
                 })
                 .unwrap_or_default()
@@ -253,12 +272,22 @@ impl Loader {
         if let Some(list) = &telemetry.metrics.exporters {
             for (i, e) in list.iter().enumerate() {
                 if !defined_ids[2].1.contains(e) {
-                    let node = root.locate(&["service".into(), "telemetry".into(), "metrics".into(), "exporters".into(), i.to_string()]);
-                    let candidates: Vec<&str> = defined_ids[2].1.iter().map(String::as_str).collect();
+                    let node = root.locate(&[
+                        "service".into(),
+                        "telemetry".into(),
+                        "metrics".into(),
+                        "exporters".into(),
+                        i.to_string(),
+                    ]);
+                    let candidates: Vec<&str> =
+                        defined_ids[2].1.iter().map(String::as_str).collect();
                     self.error(
                         Some(node.location),
                         &format!("service.telemetry.metrics.exporters.{i}"),
-                        format!("exporter `{e}` is not defined under `exporters`; {}", suggestion(e, &candidates, "exporters")),
+                        format!(
+                            "exporter `{e}` is not defined under `exporters`; {}",
+                            suggestion(e, &candidates, "exporters")
+                        ),
                     );
                 }
             }
@@ -276,7 +305,13 @@ impl Loader {
         }
     }
 
-    fn component(&mut self, kind: Kind, key: &Node, value: &Node, registry: &Registry) -> Option<(ComponentId, AnyConfig)> {
+    fn component(
+        &mut self,
+        kind: Kind,
+        key: &Node,
+        value: &Node,
+        registry: &Registry,
+    ) -> Option<(ComponentId, AnyConfig)> {
         let text = key.as_str().unwrap_or("");
         let path = vec![kind.section().to_string(), text.to_string()];
         let id = match ComponentId::parse(text) {
@@ -291,7 +326,11 @@ impl Loader {
             self.error(
                 Some(key.location),
                 &join(&path),
-                format!("unknown {kind} type `{}`; {}", id.type_name(), suggestion(id.type_name(), &names, &format!("{kind} types"))),
+                format!(
+                    "unknown {kind} type `{}`; {}",
+                    id.type_name(),
+                    suggestion(id.type_name(), &names, &format!("{kind} types"))
+                ),
             );
             return None;
         };
@@ -306,9 +345,15 @@ impl Loader {
                 }
                 let candidates: Vec<&str> = known.iter().map(String::as_str).collect();
                 let message = if candidates.is_empty() {
-                    format!("unknown option `{name}`; {kind} `{}` takes no options", id.type_name())
+                    format!(
+                        "unknown option `{name}`; {kind} `{}` takes no options",
+                        id.type_name()
+                    )
                 } else {
-                    format!("unknown option `{name}`; {}", suggestion(name, &candidates, "options"))
+                    format!(
+                        "unknown option `{name}`; {}",
+                        suggestion(name, &candidates, "options")
+                    )
                 };
                 self.errors.push(ConfigError {
                     file: self.file.clone(),
@@ -330,7 +375,12 @@ impl Loader {
         if let Err(problems) = config.validate() {
             for p in problems {
                 let mut full = path.clone();
-                full.extend(p.path.split('.').filter(|s| !s.is_empty()).map(str::to_string));
+                full.extend(
+                    p.path
+                        .split('.')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string),
+                );
                 let node = value.locate(&full[2..]);
                 self.error(Some(node.location), &join(&full), p.message);
             }
@@ -339,15 +389,25 @@ impl Loader {
         Some((id, config))
     }
 
-    fn pipelines(&mut self, node: &Node, defined: &[(Kind, Vec<String>); 3]) -> Vec<PipelineConfig> {
+    fn pipelines(
+        &mut self,
+        node: &Node,
+        defined: &[(Kind, Vec<String>); 3],
+    ) -> Vec<PipelineConfig> {
         let mut out = Vec::new();
-        let entries = self.entries(node, "service.pipelines", "pipelines").to_vec();
+        let entries = self
+            .entries(node, "service.pipelines", "pipelines")
+            .to_vec();
         if entries.is_empty() && !matches!(node.value, NodeValue::Mapping(_) if false) {
             self.error(Some(node.location), "service.pipelines", "no pipelines defined; add e.g. `metrics: {receivers: [...], processors: [...], exporters: [...]}`");
         }
         for (key, value) in entries {
             let text = key.as_str().unwrap_or("");
-            let path = vec!["service".to_string(), "pipelines".to_string(), text.to_string()];
+            let path = vec![
+                "service".to_string(),
+                "pipelines".to_string(),
+                text.to_string(),
+            ];
             let id = match ComponentId::parse(text) {
                 Ok(id) => id,
                 Err(e) => {
@@ -362,7 +422,10 @@ impl Loader {
                     self.error(
                         Some(key.location),
                         &join(&path),
-                        format!("unknown pipeline type `{other}`; {}", suggestion(other, &["metrics", "traces"], "pipeline types")),
+                        format!(
+                            "unknown pipeline type `{other}`; {}",
+                            suggestion(other, &["metrics", "traces"], "pipeline types")
+                        ),
                     );
                     continue;
                 }
@@ -390,7 +453,11 @@ impl Loader {
                 (Kind::Processor, "processors", &spec.processors),
                 (Kind::Exporter, "exporters", &spec.exporters),
             ] {
-                let known = &defined.iter().find(|(k, _)| *k == kind).map(|(_, v)| v.clone()).unwrap_or_default();
+                let known = &defined
+                    .iter()
+                    .find(|(k, _)| *k == kind)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default();
                 let candidates: Vec<&str> = known.iter().map(String::as_str).collect();
                 let mut ids = Vec::new();
                 for (i, name) in names.iter().enumerate() {
@@ -400,17 +467,32 @@ impl Loader {
                         self.error(
                             Some(location),
                             &item_path,
-                            format!("{kind} `{name}` is not defined under `{}`; {}", kind.section(), suggestion(name, &candidates, &format!("{}", kind.section()))),
+                            format!(
+                                "{kind} `{name}` is not defined under `{}`; {}",
+                                kind.section(),
+                                suggestion(name, &candidates, kind.section())
+                            ),
                         );
                     } else if names[..i].contains(name) {
-                        self.error(Some(location), &item_path, format!("{kind} `{name}` is listed twice"));
+                        self.error(
+                            Some(location),
+                            &item_path,
+                            format!("{kind} `{name}` is listed twice"),
+                        );
                     } else if let Ok(id) = ComponentId::parse(name) {
                         ids.push(id);
                     }
                 }
                 if names.is_empty() && kind != Kind::Processor {
-                    let location = value.get(field).map(|n| n.location).unwrap_or(value.location);
-                    self.error(Some(location), &format!("{}.{field}", join(&path)), format!("a pipeline needs at least one {kind}"));
+                    let location = value
+                        .get(field)
+                        .map(|n| n.location)
+                        .unwrap_or(value.location);
+                    self.error(
+                        Some(location),
+                        &format!("{}.{field}", join(&path)),
+                        format!("a pipeline needs at least one {kind}"),
+                    );
                 }
                 lists.push(ids);
             }

@@ -87,7 +87,10 @@ impl TelemetryConfig {
             ));
         }
         if self.metrics.interval.0.is_zero() {
-            out.push(("metrics.interval", "must be longer than zero, e.g. 10s".to_string()));
+            out.push((
+                "metrics.interval",
+                "must be longer than zero, e.g. 10s".to_string(),
+            ));
         }
         out
     }
@@ -108,7 +111,9 @@ fn default_level() -> String {
 
 impl Default for LogsConfig {
     fn default() -> Self {
-        LogsConfig { level: default_level() }
+        LogsConfig {
+            level: default_level(),
+        }
     }
 }
 

@@ -61,7 +61,9 @@ impl schemars::JsonSchema for ConfigDuration {
 }
 
 /// What an edge does when its queue is full.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum WhenFull {
     /// Wait for room: backpressure reaches the sender (a kernel receiver then loses records

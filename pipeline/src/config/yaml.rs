@@ -32,7 +32,10 @@ pub struct Node {
 #[derive(Clone, Debug, PartialEq)]
 pub enum NodeValue {
     /// A scalar; `quoted` scalars are always strings (`"10"` is not a number).
-    Scalar { text: String, quoted: bool },
+    Scalar {
+        text: String,
+        quoted: bool,
+    },
     Sequence(Vec<Node>),
     /// Keys in the order written; duplicates are rejected while parsing.
     Mapping(Vec<(Node, Node)>),
@@ -266,7 +269,13 @@ mod tests {
         let b = doc.locate(&["a".into(), "b".into()]);
         assert_eq!(b.location, Location { line: 2, column: 6 });
         let y = doc.locate(&["a".into(), "c".into(), "1".into()]);
-        assert_eq!(y.value, NodeValue::Scalar { text: "y".into(), quoted: true });
+        assert_eq!(
+            y.value,
+            NodeValue::Scalar {
+                text: "y".into(),
+                quoted: true
+            }
+        );
     }
 
     #[test]
@@ -279,7 +288,10 @@ mod tests {
     #[test]
     fn empty_document_is_an_empty_mapping() {
         assert_eq!(parse("").unwrap().value, NodeValue::Mapping(vec![]));
-        assert_eq!(parse("# only a comment\n").unwrap().value, NodeValue::Mapping(vec![]));
+        assert_eq!(
+            parse("# only a comment\n").unwrap().value,
+            NodeValue::Mapping(vec![])
+        );
     }
 
     #[test]
@@ -291,6 +303,9 @@ mod tests {
     #[test]
     fn aliases_expand() {
         let doc = parse("x: &a {k: 1}\ny: *a\n").unwrap();
-        assert_eq!(doc.get("y").and_then(|y| y.get("k")).and_then(Node::as_str), Some("1"));
+        assert_eq!(
+            doc.get("y").and_then(|y| y.get("k")).and_then(Node::as_str),
+            Some("1")
+        );
     }
 }

@@ -201,6 +201,10 @@ mod tests {
     #[test]
     fn events_stay_small_enough_to_copy() {
         // A packet event is copied into batches by value; keep it near a cache line.
-        assert!(std::mem::size_of::<Event>() <= 80, "{}", std::mem::size_of::<Event>());
+        assert!(
+            std::mem::size_of::<Event>() <= 80,
+            "{}",
+            std::mem::size_of::<Event>()
+        );
     }
 }

@@ -79,7 +79,12 @@ impl Default for SelfTelemetry {
 
 impl SelfTelemetry {
     /// Counters for a component (`pipeline` is set for processors, one instance per pipeline).
-    pub fn register(&self, kind: &'static str, id: &str, pipeline: Option<&str>) -> Arc<ComponentCounters> {
+    pub fn register(
+        &self,
+        kind: &'static str,
+        id: &str,
+        pipeline: Option<&str>,
+    ) -> Arc<ComponentCounters> {
         let counters = Arc::new(ComponentCounters::default());
         if let Ok(mut entries) = self.entries.lock() {
             entries.push(Entry {
@@ -99,7 +104,14 @@ impl SelfTelemetry {
             .map(|entries| {
                 entries
                     .iter()
-                    .map(|e| (e.kind, e.id.clone(), e.pipeline.clone(), e.counters.values()))
+                    .map(|e| {
+                        (
+                            e.kind,
+                            e.id.clone(),
+                            e.pipeline.clone(),
+                            e.counters.values(),
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default()
@@ -109,36 +121,41 @@ impl SelfTelemetry {
     pub fn metrics(&self) -> MetricsBatch {
         let now = now_ns();
         let values = self.values();
-        let make = |name: &'static str, description: &'static str, pick: fn(&CounterValues) -> u64| {
-            let points = values
-                .iter()
-                .map(|(kind, id, pipeline, v)| {
-                    let mut attributes = vec![
-                        KeyValue::new(names::ATTR_COMPONENT_KIND, *kind),
-                        KeyValue::new(names::ATTR_COMPONENT_ID, id.clone()),
-                    ];
-                    if let Some(p) = pipeline {
-                        attributes.push(KeyValue::new(names::ATTR_PIPELINE_ID, p.clone()));
-                    }
-                    NumberPoint {
-                        attributes,
-                        start_time_ns: self.start_ns,
-                        time_ns: now,
-                        value: Number::Int(i64::try_from(pick(v)).unwrap_or(i64::MAX)),
-                    }
-                })
-                .collect();
-            Metric {
-                name: Cow::Borrowed(name),
-                description: Cow::Borrowed(description),
-                unit: Cow::Borrowed(if name == names::COMPONENT_ERRORS { "{error}" } else { "{item}" }),
-                data: MetricData::Sum {
-                    points,
-                    temporality: Temporality::Cumulative,
-                    monotonic: true,
-                },
-            }
-        };
+        let make =
+            |name: &'static str, description: &'static str, pick: fn(&CounterValues) -> u64| {
+                let points = values
+                    .iter()
+                    .map(|(kind, id, pipeline, v)| {
+                        let mut attributes = vec![
+                            KeyValue::new(names::ATTR_COMPONENT_KIND, *kind),
+                            KeyValue::new(names::ATTR_COMPONENT_ID, id.clone()),
+                        ];
+                        if let Some(p) = pipeline {
+                            attributes.push(KeyValue::new(names::ATTR_PIPELINE_ID, p.clone()));
+                        }
+                        NumberPoint {
+                            attributes,
+                            start_time_ns: self.start_ns,
+                            time_ns: now,
+                            value: Number::Int(i64::try_from(pick(v)).unwrap_or(i64::MAX)),
+                        }
+                    })
+                    .collect();
+                Metric {
+                    name: Cow::Borrowed(name),
+                    description: Cow::Borrowed(description),
+                    unit: Cow::Borrowed(if name == names::COMPONENT_ERRORS {
+                        "{error}"
+                    } else {
+                        "{item}"
+                    }),
+                    data: MetricData::Sum {
+                        points,
+                        temporality: Temporality::Cumulative,
+                        monotonic: true,
+                    },
+                }
+            };
         MetricsBatch {
             resource: Resource::default(),
             scope: Scope {
@@ -146,10 +163,26 @@ impl SelfTelemetry {
                 version: Cow::Borrowed(env!("CARGO_PKG_VERSION")),
             },
             metrics: vec![
-                make(names::COMPONENT_RECEIVED, "Items a component received.", |v| v.received),
-                make(names::COMPONENT_SENT, "Items a component handed downstream.", |v| v.sent),
-                make(names::COMPONENT_DROPPED, "Items a component or its outgoing queue dropped.", |v| v.dropped),
-                make(names::COMPONENT_ERRORS, "Errors a component ran into.", |v| v.errors),
+                make(
+                    names::COMPONENT_RECEIVED,
+                    "Items a component received.",
+                    |v| v.received,
+                ),
+                make(
+                    names::COMPONENT_SENT,
+                    "Items a component handed downstream.",
+                    |v| v.sent,
+                ),
+                make(
+                    names::COMPONENT_DROPPED,
+                    "Items a component or its outgoing queue dropped.",
+                    |v| v.dropped,
+                ),
+                make(
+                    names::COMPONENT_ERRORS,
+                    "Errors a component ran into.",
+                    |v| v.errors,
+                ),
             ],
         }
     }

@@ -88,7 +88,11 @@ pub struct EventOutput {
 }
 
 impl EventOutput {
-    pub fn new(edges: Vec<EdgeSender>, counters: Arc<ComponentCounters>, batch_capacity: usize) -> Self {
+    pub fn new(
+        edges: Vec<EdgeSender>,
+        counters: Arc<ComponentCounters>,
+        batch_capacity: usize,
+    ) -> Self {
         EventOutput {
             edges,
             counters,

@@ -15,7 +15,9 @@ use crossbeam_channel::{select, Receiver, RecvTimeoutError, Sender};
 
 pub use edge::{bounded, EdgeSender, EventOutput, StopSignal};
 
-use crate::component::{BuildContext, ComponentId, Emitter, Exporter, Processor, Receiver as EventReceiver};
+use crate::component::{
+    BuildContext, ComponentId, Emitter, Exporter, Processor, Receiver as EventReceiver,
+};
 use crate::config::{Config, WhenFull};
 use crate::devices::DeviceTable;
 use crate::model::{Payload, Resource, Signal, Telemetry};
@@ -115,8 +117,11 @@ pub fn build(config: &Config, devices: &DeviceTable) -> anyhow::Result<Topology>
     for p in &config.pipelines {
         let mut processors = Vec::new();
         for pid in &p.processors {
-            let Some(c) = config.processors.iter().find(|c| &c.id == pid) else { continue };
-            let counters = telemetry.register("processor", &pid.to_string(), Some(&p.id.to_string()));
+            let Some(c) = config.processors.iter().find(|c| &c.id == pid) else {
+                continue;
+            };
+            let counters =
+                telemetry.register("processor", &pid.to_string(), Some(&p.id.to_string()));
             let ctx = BuildContext {
                 id: pid.clone(),
                 devices: devices.clone(),
@@ -136,7 +141,11 @@ pub fn build(config: &Config, devices: &DeviceTable) -> anyhow::Result<Topology>
             exporters: p
                 .exporters
                 .iter()
-                .filter_map(|e| exporter_index.get(e).map(|i| (*i, p.edges.output.when_full)))
+                .filter_map(|e| {
+                    exporter_index
+                        .get(e)
+                        .map(|i| (*i, p.edges.output.when_full))
+                })
                 .collect(),
         });
     }
@@ -173,7 +182,10 @@ pub fn build(config: &Config, devices: &DeviceTable) -> anyhow::Result<Topology>
     }
 
     if !errors.is_empty() {
-        return Err(anyhow!("could not build the pipeline:\n  {}", errors.join("\n  ")));
+        return Err(anyhow!(
+            "could not build the pipeline:\n  {}",
+            errors.join("\n  ")
+        ));
     }
 
     let self_metrics = config.telemetry.metrics.enabled.then(|| {
@@ -206,7 +218,10 @@ struct Running {
     handle: JoinHandle<anyhow::Result<()>>,
 }
 
-fn spawn(name: String, f: impl FnOnce() -> anyhow::Result<()> + Send + 'static) -> anyhow::Result<Running> {
+fn spawn(
+    name: String,
+    f: impl FnOnce() -> anyhow::Result<()> + Send + 'static,
+) -> anyhow::Result<Running> {
     let thread_name: String = name.chars().take(15).collect();
     let handle = std::thread::Builder::new()
         .name(thread_name)
@@ -248,7 +263,9 @@ impl Topology {
             let (tx, rx) = bounded(e.capacity);
             exporter_tx.push((e.id.to_string(), tx));
             let name = format!("exporter {}", e.id);
-            exporter_threads.push(spawn(name, move || run_exporter(e.exporter, rx, e.counters))?);
+            exporter_threads.push(spawn(name, move || {
+                run_exporter(e.exporter, rx, e.counters)
+            })?);
         }
 
         // Then pipelines.
@@ -260,12 +277,22 @@ impl Topology {
             let outputs: Vec<EdgeSender> = p
                 .exporters
                 .iter()
-                .map(|(i, policy)| EdgeSender::new(exporter_tx[*i].1.clone(), *policy, p.counters.clone()))
+                .map(|(i, policy)| {
+                    EdgeSender::new(exporter_tx[*i].1.clone(), *policy, p.counters.clone())
+                })
                 .collect();
             let name = format!("pipeline {}", p.id);
             let resource = resource.clone();
             pipeline_threads.push(spawn(name, move || {
-                run_pipeline(p.id, p.signal, p.processors, rx, outputs, p.counters, resource);
+                run_pipeline(
+                    p.id,
+                    p.signal,
+                    p.processors,
+                    rx,
+                    outputs,
+                    p.counters,
+                    resource,
+                );
                 Ok(())
             })?);
         }
@@ -274,7 +301,7 @@ impl Topology {
         let (self_stop_tx, self_stop_rx) = crossbeam_channel::bounded::<()>(1);
         let mut self_thread = None;
         if let Some((interval, targets)) = self_metrics {
-            let counters = telemetry.register("exporter_feed", "self_telemetry", None);
+            let counters = telemetry.register("pipeline", "service.telemetry", None);
             let edges: Vec<EdgeSender> = exporter_tx
                 .iter()
                 .filter(|(id, _)| targets.contains(id))
@@ -297,9 +324,15 @@ impl Topology {
             let edges = r
                 .targets
                 .iter()
-                .map(|(i, policy)| EdgeSender::new(pipeline_tx[*i].clone(), *policy, r.counters.clone()))
+                .map(|(i, policy)| {
+                    EdgeSender::new(pipeline_tx[*i].clone(), *policy, r.counters.clone())
+                })
                 .collect();
-            let mut output = EventOutput::new(edges, r.counters.clone(), crate::model::EventBatch::DEFAULT_CAPACITY);
+            let mut output = EventOutput::new(
+                edges,
+                r.counters.clone(),
+                crate::model::EventBatch::DEFAULT_CAPACITY,
+            );
             let stop = stop.clone();
             let done = done_tx.clone();
             let counters = r.counters.clone();
@@ -368,7 +401,11 @@ impl Topology {
     }
 }
 
-fn run_exporter(mut exporter: Box<dyn Exporter>, rx: Receiver<Payload>, counters: Arc<ComponentCounters>) -> anyhow::Result<()> {
+fn run_exporter(
+    mut exporter: Box<dyn Exporter>,
+    rx: Receiver<Payload>,
+    counters: Arc<ComponentCounters>,
+) -> anyhow::Result<()> {
     for payload in rx {
         let n = payload.item_count() as u64;
         counters.add_received(n);
@@ -385,10 +422,7 @@ fn run_exporter(mut exporter: Box<dyn Exporter>, rx: Receiver<Payload>, counters
             }
         }
     }
-    exporter.flush().map_err(|e| {
-        counters.add_errors(1);
-        e
-    })
+    exporter.flush().inspect_err(|_| counters.add_errors(1))
 }
 
 struct Chain {
@@ -435,8 +469,12 @@ fn run_pipeline(
             match payload {
                 Payload::Telemetry(mut t) if t.signal() == signal => {
                     match &mut t {
-                        Telemetry::Metrics(m) if m.resource.attributes.is_empty() => m.resource = resource.clone(),
-                        Telemetry::Traces(s) if s.resource.attributes.is_empty() => s.resource = resource.clone(),
+                        Telemetry::Metrics(m) if m.resource.attributes.is_empty() => {
+                            m.resource = resource.clone()
+                        }
+                        Telemetry::Traces(s) if s.resource.attributes.is_empty() => {
+                            s.resource = resource.clone()
+                        }
                         _ => {}
                     }
                     counters.add_sent(n);
@@ -460,7 +498,11 @@ fn run_pipeline(
         }
     };
     loop {
-        let next_tick = chain.processors.iter().filter_map(|(p, _)| p.next_tick()).min();
+        let next_tick = chain
+            .processors
+            .iter()
+            .filter_map(|(p, _)| p.next_tick())
+            .min();
         let received = match next_tick {
             Some(t) => rx.recv_deadline(t),
             None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
@@ -479,7 +521,9 @@ fn run_pipeline(
             if chain.processors[i].0.next_tick().is_some_and(|t| t <= now) {
                 let mut emitter = Emitter::default();
                 chain.processors[i].0.tick(now, &mut emitter);
-                chain.processors[i].1.add_sent(emitter.out.iter().map(|p| p.item_count() as u64).sum());
+                chain.processors[i]
+                    .1
+                    .add_sent(emitter.out.iter().map(|p| p.item_count() as u64).sum());
                 let out = chain.run(i + 1, emitter.out);
                 deliver(out);
             }
@@ -489,13 +533,21 @@ fn run_pipeline(
     for i in 0..chain.processors.len() {
         let mut emitter = Emitter::default();
         chain.processors[i].0.flush(&mut emitter);
-        chain.processors[i].1.add_sent(emitter.out.iter().map(|p| p.item_count() as u64).sum());
+        chain.processors[i]
+            .1
+            .add_sent(emitter.out.iter().map(|p| p.item_count() as u64).sum());
         let out = chain.run(i + 1, emitter.out);
         deliver(out);
     }
 }
 
-fn run_self_metrics(interval: Duration, telemetry: SelfTelemetry, edges: Vec<EdgeSender>, stop: Receiver<()>, resource: Resource) {
+fn run_self_metrics(
+    interval: Duration,
+    telemetry: SelfTelemetry,
+    edges: Vec<EdgeSender>,
+    stop: Receiver<()>,
+    resource: Resource,
+) {
     let send = || {
         let mut batch = telemetry.metrics();
         batch.resource = resource.clone();
@@ -504,15 +556,10 @@ fn run_self_metrics(interval: Duration, telemetry: SelfTelemetry, edges: Vec<Edg
         }
     };
     let mut next = Instant::now() + interval;
-    loop {
-        match stop.recv_deadline(next) {
-            Err(RecvTimeoutError::Timeout) => {
-                send();
-                next += interval;
-            }
-            // Stop requested (the sender was dropped): a final snapshot once pipelines are done.
-            _ => break,
-        }
+    // Until the stop sender is dropped (pipelines are done), then a final snapshot below.
+    while let Err(RecvTimeoutError::Timeout) = stop.recv_deadline(next) {
+        send();
+        next += interval;
     }
     send();
 }

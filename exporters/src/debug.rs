@@ -1,1 +1,636 @@
-//! (to be written)
+//! The `debug` exporter: prints what reaches it, like the OpenTelemetry Collector's `debug`
+//! exporter (`basic` counts, `normal` one line per point or span, `detailed` everything in the
+//! Collector's layout).
+
+use std::fmt::{self, Write as _};
+use std::io::{self, Write};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Deserialize;
+
+use periscope_pipeline::component::{BuildContext, ComponentConfig, Exporter, ExporterConfig};
+use periscope_pipeline::model::{
+    AnyValue, Attributes, ExponentialHistogramPoint, HistogramPoint, Metric, MetricData,
+    MetricsBatch, Number, NumberPoint, Resource, Scope, Span, SpanKind, SpanStatus, Telemetry,
+    Temporality, TracesBatch,
+};
+
+/// Prints each batch on stderr or stdout, like the OpenTelemetry Collector's `debug` exporter:
+/// a line of counts, one line per data point or span, or every field.
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DebugConfig {
+    /// How much to print per batch: `basic` (one line of counts), `normal` (also one line per
+    /// data point or span) or `detailed` (also every field: resource, scope, timestamps,
+    /// histogram buckets, span events).
+    #[serde(default)]
+    pub verbosity: Verbosity,
+    /// Where to print: `stderr` (next to the logs) or `stdout` (to pipe it elsewhere).
+    #[serde(default)]
+    pub output: Output,
+}
+
+/// How much the `debug` exporter prints.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Verbosity {
+    /// One line per batch: how many metrics and data points, or spans.
+    #[default]
+    Basic,
+    /// Also one line per data point (name, attributes, value) or span (name, ids, duration,
+    /// attributes).
+    Normal,
+    /// Also every field of every resource, scope, metric, data point, span and span event.
+    Detailed,
+}
+
+/// Where the `debug` exporter prints.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Output {
+    /// Standard error, where the logs go.
+    #[default]
+    Stderr,
+    /// Standard output.
+    Stdout,
+}
+
+impl ComponentConfig for DebugConfig {
+    const TYPE: &'static str = "debug";
+}
+
+impl ExporterConfig for DebugConfig {
+    fn build(&self, ctx: &BuildContext) -> anyhow::Result<Box<dyn Exporter>> {
+        let name = ctx.id.to_string();
+        Ok(match self.output {
+            Output::Stderr => Box::new(DebugExporter::new(name, self.verbosity, io::stderr())),
+            Output::Stdout => Box::new(DebugExporter::new(name, self.verbosity, io::stdout())),
+        })
+    }
+}
+
+/// The running `debug` exporter, writing to any `Write` (stderr, stdout, a buffer in tests).
+pub struct DebugExporter<W> {
+    name: String,
+    verbosity: Verbosity,
+    out: W,
+    /// One batch's text, written with one `write_all` so that lines from other threads do not
+    /// interleave with it.
+    text: String,
+}
+
+impl<W: Write> DebugExporter<W> {
+    /// `name` (the component id) starts every batch's first line.
+    pub fn new(name: impl Into<String>, verbosity: Verbosity, out: W) -> Self {
+        DebugExporter {
+            name: name.into(),
+            verbosity,
+            out,
+            text: String::new(),
+        }
+    }
+
+    /// The writer, with everything printed so far.
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+}
+
+impl<W: Write + Send> Exporter for DebugExporter<W> {
+    fn export(&mut self, telemetry: Telemetry) -> anyhow::Result<()> {
+        self.text.clear();
+        render(&self.name, self.verbosity, &telemetry, &mut self.text);
+        self.out
+            .write_all(self.text.as_bytes())
+            .context("cannot print the batch")
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        self.out.flush().context("cannot print")
+    }
+}
+
+/// Appends the text the `debug` exporter prints for one batch to `out`.
+pub fn render(name: &str, verbosity: Verbosity, telemetry: &Telemetry, out: &mut String) {
+    // Writing into a String cannot fail.
+    let _ = match telemetry {
+        Telemetry::Metrics(m) => render_metrics(name, verbosity, m, out),
+        Telemetry::Traces(t) => render_traces(name, verbosity, t, out),
+    };
+}
+
+fn plural(n: usize, one: &'static str, many: &'static str) -> &'static str {
+    if n == 1 {
+        one
+    } else {
+        many
+    }
+}
+
+fn render_metrics(name: &str, v: Verbosity, b: &MetricsBatch, out: &mut String) -> fmt::Result {
+    let points: usize = b.metrics.iter().map(|m| m.data.len()).sum();
+    writeln!(
+        out,
+        "{name}: Metrics: {} {}, {points} {}",
+        b.metrics.len(),
+        plural(b.metrics.len(), "metric", "metrics"),
+        plural(points, "data point", "data points"),
+    )?;
+    match v {
+        Verbosity::Basic => Ok(()),
+        Verbosity::Normal => {
+            normal_headers(out, "Metrics", &b.resource, &b.scope)?;
+            b.metrics.iter().try_for_each(|m| normal_metric(out, m))
+        }
+        Verbosity::Detailed => {
+            detailed_headers(out, "Metrics", &b.resource, &b.scope)?;
+            for (i, m) in b.metrics.iter().enumerate() {
+                writeln!(out, "Metric #{i}")?;
+                detailed_metric(out, m)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn render_traces(name: &str, v: Verbosity, b: &TracesBatch, out: &mut String) -> fmt::Result {
+    let n = b.spans.len();
+    writeln!(out, "{name}: Traces: {n} {}", plural(n, "span", "spans"))?;
+    match v {
+        Verbosity::Basic => Ok(()),
+        Verbosity::Normal => {
+            normal_headers(out, "Spans", &b.resource, &b.scope)?;
+            b.spans.iter().try_for_each(|s| normal_span(out, s))
+        }
+        Verbosity::Detailed => {
+            detailed_headers(out, "Spans", &b.resource, &b.scope)?;
+            for (i, s) in b.spans.iter().enumerate() {
+                writeln!(out, "Span #{i}")?;
+                detailed_span(out, s)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+// ---- normal: the Collector's one-line-per-item layout ----
+
+fn normal_headers(out: &mut String, kind: &str, r: &Resource, s: &Scope) -> fmt::Result {
+    write!(out, "Resource{kind} #0")?;
+    for a in &r.attributes {
+        write!(out, " {}={}", a.key, a.value)?;
+    }
+    write!(out, "\nScope{kind} #0")?;
+    if !s.name.is_empty() {
+        write!(out, " {}", s.name)?;
+    }
+    if !s.version.is_empty() {
+        write!(out, "@{}", s.version)?;
+    }
+    out.push('\n');
+    Ok(())
+}
+
+/// `{k=v,k=v}`
+fn braces(out: &mut String, attributes: &Attributes) -> fmt::Result {
+    out.push('{');
+    for (i, a) in attributes.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write!(out, "{}={}", a.key, a.value)?;
+    }
+    out.push('}');
+    Ok(())
+}
+
+fn stats(
+    out: &mut String,
+    count: u64,
+    sum: Option<f64>,
+    min: Option<f64>,
+    max: Option<f64>,
+) -> fmt::Result {
+    write!(out, " count={count}")?;
+    for (label, v) in [("sum", sum), ("min", min), ("max", max)] {
+        if let Some(v) = v {
+            write!(out, " {label}={v}")?;
+        }
+    }
+    Ok(())
+}
+
+fn normal_metric(out: &mut String, m: &Metric) -> fmt::Result {
+    match &m.data {
+        MetricData::Sum { points, .. } | MetricData::Gauge { points } => {
+            for p in points {
+                out.push_str(&m.name);
+                braces(out, &p.attributes)?;
+                match p.value {
+                    Number::Int(i) => writeln!(out, " {i}")?,
+                    Number::Double(d) => writeln!(out, " {d}")?,
+                }
+            }
+        }
+        MetricData::Histogram { points, .. } => {
+            for p in points {
+                out.push_str(&m.name);
+                braces(out, &p.attributes)?;
+                stats(out, p.count, p.sum, p.min, p.max)?;
+                for (i, c) in p.bucket_counts.iter().enumerate() {
+                    match p.explicit_bounds.get(i) {
+                        Some(le) => write!(out, " le{le}={c}")?,
+                        None => write!(out, " le+Inf={c}")?,
+                    }
+                }
+                out.push('\n');
+            }
+        }
+        MetricData::ExponentialHistogram { points, .. } => {
+            for p in points {
+                out.push_str(&m.name);
+                braces(out, &p.attributes)?;
+                stats(out, p.count, p.sum, p.min, p.max)?;
+                let factor = exp_factor(p.scale);
+                let neg = &p.negative;
+                for (j, c) in neg.bucket_counts.iter().enumerate().rev() {
+                    let index = f64::from(neg.offset) + j as f64;
+                    write!(out, " le{}={c}", -(index * factor).exp())?;
+                }
+                if p.zero_count != 0 {
+                    write!(out, " zero={}", p.zero_count)?;
+                }
+                let pos = &p.positive;
+                for (j, c) in pos.bucket_counts.iter().enumerate() {
+                    let index = f64::from(pos.offset) + j as f64;
+                    write!(out, " le{}={c}", ((index + 1.0) * factor).exp())?;
+                }
+                out.push('\n');
+            }
+        }
+    }
+    Ok(())
+}
+
+fn duration(s: &Span) -> Duration {
+    Duration::from_nanos(s.end_time_ns.saturating_sub(s.start_time_ns))
+}
+
+fn normal_span(out: &mut String, s: &Span) -> fmt::Result {
+    write!(
+        out,
+        "{} {} {} duration={:?}",
+        s.name,
+        Hex(&s.trace_id),
+        Hex(&s.span_id),
+        duration(s)
+    )?;
+    match &s.status {
+        SpanStatus::Unset => {}
+        SpanStatus::Ok => out.push_str(" status=Ok"),
+        SpanStatus::Error(m) if m.is_empty() => out.push_str(" status=Error"),
+        SpanStatus::Error(m) => write!(out, " status=Error({m})")?,
+    }
+    for a in &s.attributes {
+        write!(out, " {}={}", a.key, a.value)?;
+    }
+    out.push('\n');
+    Ok(())
+}
+
+// ---- detailed: the Collector's `otlptext` layout ----
+
+fn detailed_headers(out: &mut String, kind: &str, r: &Resource, s: &Scope) -> fmt::Result {
+    writeln!(out, "Resource{kind} #0")?;
+    attribute_block(out, "Resource attributes", "", &r.attributes)?;
+    writeln!(out, "Scope{kind} #0")?;
+    writeln!(out, "InstrumentationScope {} {}", s.name, s.version)
+}
+
+/// `header:` then one `-> key: Type(value)` line per attribute; nothing when there are none.
+fn attribute_block(out: &mut String, header: &str, indent: &str, a: &Attributes) -> fmt::Result {
+    if a.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "{indent}{header}:")?;
+    for kv in a {
+        writeln!(out, "{indent}     -> {}: {}", kv.key, Typed(&kv.value))?;
+    }
+    Ok(())
+}
+
+fn temporality(t: Temporality) -> &'static str {
+    match t {
+        Temporality::Cumulative => "Cumulative",
+        Temporality::Delta => "Delta",
+    }
+}
+
+fn detailed_metric(out: &mut String, m: &Metric) -> fmt::Result {
+    let data_type = match m.data {
+        MetricData::Sum { .. } => "Sum",
+        MetricData::Gauge { .. } => "Gauge",
+        MetricData::Histogram { .. } => "Histogram",
+        MetricData::ExponentialHistogram { .. } => "ExponentialHistogram",
+    };
+    writeln!(out, "Descriptor:")?;
+    writeln!(out, "     -> Name: {}", m.name)?;
+    writeln!(out, "     -> Description: {}", m.description)?;
+    writeln!(out, "     -> Unit: {}", m.unit)?;
+    writeln!(out, "     -> DataType: {data_type}")?;
+    match &m.data {
+        MetricData::Sum {
+            points,
+            temporality: t,
+            monotonic,
+        } => {
+            writeln!(out, "     -> IsMonotonic: {monotonic}")?;
+            writeln!(out, "     -> AggregationTemporality: {}", temporality(*t))?;
+            number_points(out, points)
+        }
+        MetricData::Gauge { points } => number_points(out, points),
+        MetricData::Histogram {
+            points,
+            temporality: t,
+        } => {
+            writeln!(out, "     -> AggregationTemporality: {}", temporality(*t))?;
+            points
+                .iter()
+                .enumerate()
+                .try_for_each(|(i, p)| histogram_point(out, i, p))
+        }
+        MetricData::ExponentialHistogram {
+            points,
+            temporality: t,
+        } => {
+            writeln!(out, "     -> AggregationTemporality: {}", temporality(*t))?;
+            points
+                .iter()
+                .enumerate()
+                .try_for_each(|(i, p)| exponential_point(out, i, p))
+        }
+    }
+}
+
+fn point_header(
+    out: &mut String,
+    kind: &str,
+    i: usize,
+    attributes: &Attributes,
+    start_ns: u64,
+    time_ns: u64,
+) -> fmt::Result {
+    writeln!(out, "{kind}DataPoints #{i}")?;
+    attribute_block(out, "Data point attributes", "", attributes)?;
+    writeln!(out, "StartTimestamp: {}", Timestamp(start_ns))?;
+    writeln!(out, "Timestamp: {}", Timestamp(time_ns))
+}
+
+fn number_points(out: &mut String, points: &[NumberPoint]) -> fmt::Result {
+    for (i, p) in points.iter().enumerate() {
+        point_header(out, "Number", i, &p.attributes, p.start_time_ns, p.time_ns)?;
+        match p.value {
+            Number::Int(v) => writeln!(out, "Value: {v}")?,
+            Number::Double(v) => writeln!(out, "Value: {}", Fixed(v))?,
+        }
+    }
+    Ok(())
+}
+
+fn detailed_stats(
+    out: &mut String,
+    count: u64,
+    sum: Option<f64>,
+    min: Option<f64>,
+    max: Option<f64>,
+) -> fmt::Result {
+    writeln!(out, "Count: {count}")?;
+    for (label, v) in [("Sum", sum), ("Min", min), ("Max", max)] {
+        if let Some(v) = v {
+            writeln!(out, "{label}: {}", Fixed(v))?;
+        }
+    }
+    Ok(())
+}
+
+fn histogram_point(out: &mut String, i: usize, p: &HistogramPoint) -> fmt::Result {
+    point_header(
+        out,
+        "Histogram",
+        i,
+        &p.attributes,
+        p.start_time_ns,
+        p.time_ns,
+    )?;
+    detailed_stats(out, p.count, p.sum, p.min, p.max)?;
+    for (j, b) in p.explicit_bounds.iter().enumerate() {
+        writeln!(out, "ExplicitBounds #{j}: {}", Fixed(*b))?;
+    }
+    for (j, c) in p.bucket_counts.iter().enumerate() {
+        writeln!(out, "Buckets #{j}, Count: {c}")?;
+    }
+    Ok(())
+}
+
+/// log(base) of an exponential histogram: bucket `index` covers (base^index, base^(index+1)].
+fn exp_factor(scale: i32) -> f64 {
+    std::f64::consts::LN_2 * 2f64.powi(-scale)
+}
+
+fn exponential_point(out: &mut String, i: usize, p: &ExponentialHistogramPoint) -> fmt::Result {
+    point_header(
+        out,
+        "ExponentialHistogram",
+        i,
+        &p.attributes,
+        p.start_time_ns,
+        p.time_ns,
+    )?;
+    detailed_stats(out, p.count, p.sum, p.min, p.max)?;
+    writeln!(out, "Scale: {}", p.scale)?;
+    let factor = exp_factor(p.scale);
+    let neg = &p.negative;
+    for (j, c) in neg.bucket_counts.iter().enumerate().rev() {
+        let index = f64::from(neg.offset) + j as f64;
+        let (lower, upper) = ((index * factor).exp(), ((index + 1.0) * factor).exp());
+        writeln!(
+            out,
+            "Bucket [{}, {}), Count: {c}",
+            Fixed(-upper),
+            Fixed(-lower)
+        )?;
+    }
+    if p.zero_count != 0 {
+        writeln!(out, "Bucket [0, 0], Count: {}", p.zero_count)?;
+    }
+    let pos = &p.positive;
+    for (j, c) in pos.bucket_counts.iter().enumerate() {
+        let index = f64::from(pos.offset) + j as f64;
+        let (lower, upper) = ((index * factor).exp(), ((index + 1.0) * factor).exp());
+        writeln!(
+            out,
+            "Bucket ({}, {}], Count: {c}",
+            Fixed(lower),
+            Fixed(upper)
+        )?;
+    }
+    Ok(())
+}
+
+fn detailed_span(out: &mut String, s: &Span) -> fmt::Result {
+    let kind = match s.kind {
+        SpanKind::Internal => "Internal",
+        SpanKind::Server => "Server",
+        SpanKind::Client => "Client",
+        SpanKind::Producer => "Producer",
+        SpanKind::Consumer => "Consumer",
+    };
+    let (code, message) = match &s.status {
+        SpanStatus::Unset => ("Unset", ""),
+        SpanStatus::Ok => ("Ok", ""),
+        SpanStatus::Error(m) => ("Error", m.as_str()),
+    };
+    // A root span's parent id is empty, as in OTLP.
+    let parent: &[u8] = if s.parent_span_id == [0; 8] {
+        &[]
+    } else {
+        &s.parent_span_id
+    };
+    writeln!(out, "    Trace ID       : {}", Hex(&s.trace_id))?;
+    writeln!(out, "    Parent ID      : {}", Hex(parent))?;
+    writeln!(out, "    ID             : {}", Hex(&s.span_id))?;
+    writeln!(out, "    Name           : {}", s.name)?;
+    writeln!(out, "    Kind           : {kind}")?;
+    writeln!(out, "    Start time     : {}", Timestamp(s.start_time_ns))?;
+    writeln!(out, "    End time       : {}", Timestamp(s.end_time_ns))?;
+    writeln!(out, "    Duration       : {:?}", duration(s))?;
+    writeln!(out, "    Status code    : {code}")?;
+    writeln!(out, "    Status message : {message}")?;
+    attribute_block(out, "Attributes", "", &s.attributes)?;
+    if !s.events.is_empty() {
+        writeln!(out, "Events:")?;
+        for (i, e) in s.events.iter().enumerate() {
+            writeln!(out, "SpanEvent #{i}")?;
+            writeln!(out, "     -> Name: {}", e.name)?;
+            writeln!(out, "     -> Timestamp: {}", Timestamp(e.time_ns))?;
+            attribute_block(out, "-> Attributes", "     ", &e.attributes)?;
+        }
+    }
+    Ok(())
+}
+
+// ---- value formatting ----
+
+/// An attribute value with its type, as the Collector prints it: `Str(tcp)`, `Int(443)`.
+struct Typed<'a>(&'a AnyValue);
+
+impl fmt::Display for Typed<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            AnyValue::String(s) => write!(f, "Str({s})"),
+            AnyValue::Int(i) => write!(f, "Int({i})"),
+            AnyValue::Double(d) => write!(f, "Double({d})"),
+            AnyValue::Bool(b) => write!(f, "Bool({b})"),
+        }
+    }
+}
+
+/// A double with six decimals, like Go's `%f` (which the Collector uses).
+struct Fixed(f64);
+
+impl fmt::Display for Fixed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let v = self.0;
+        if v.is_nan() {
+            f.write_str("NaN")
+        } else if v.is_infinite() {
+            f.write_str(if v > 0.0 { "+Inf" } else { "-Inf" })
+        } else {
+            write!(f, "{v:.6}")
+        }
+    }
+}
+
+/// Lowercase hex of an id; empty for an empty id.
+struct Hex<'a>(&'a [u8]);
+
+impl fmt::Display for Hex<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+/// Nanoseconds since the epoch as Go prints a UTC time: `2020-02-11 20:26:12.000000321 +0000
+/// UTC`, trailing zeros of the fraction dropped.
+struct Timestamp(u64);
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.0 / 1_000_000_000;
+        let nanos = self.0 % 1_000_000_000;
+        let (year, month, day) = civil_from_days(secs / 86_400);
+        let rem = secs % 86_400;
+        write!(
+            f,
+            "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+            rem / 3600,
+            rem / 60 % 60,
+            rem % 60
+        )?;
+        if nanos != 0 {
+            let fraction = format!("{nanos:09}");
+            write!(f, ".{}", fraction.trim_end_matches('0'))?;
+        }
+        f.write_str(" +0000 UTC")
+    }
+}
+
+/// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar
+/// (Howard Hinnant's `civil_from_days`, for non-negative days).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_like_go() {
+        assert_eq!(Timestamp(0).to_string(), "1970-01-01 00:00:00 +0000 UTC");
+        assert_eq!(
+            Timestamp(1_581_452_772_000_000_321).to_string(),
+            "2020-02-11 20:26:12.000000321 +0000 UTC"
+        );
+        assert_eq!(
+            Timestamp(951_782_400_500_000_000).to_string(),
+            "2000-02-29 00:00:00.5 +0000 UTC"
+        );
+        assert_eq!(
+            Timestamp(4_102_444_799_000_000_000).to_string(),
+            "2099-12-31 23:59:59 +0000 UTC"
+        );
+    }
+
+    #[test]
+    fn fixed_and_hex() {
+        assert_eq!(Fixed(1.23).to_string(), "1.230000");
+        assert_eq!(Fixed(f64::INFINITY).to_string(), "+Inf");
+        assert_eq!(Hex(&[0, 0xab]).to_string(), "00ab");
+        assert_eq!(Hex(&[]).to_string(), "");
+    }
+}

@@ -1,5 +1,17 @@
 //! Exporters: where telemetry goes.
+//!
+//! - [`file`]: one OTLP/JSON request per line, as the OpenTelemetry Collector's file exporter
+//!   writes it;
+//! - [`debug`]: a human-readable summary on stderr or stdout, like the Collector's debug
+//!   exporter.
+//!
+//! [`otlp_proto`] maps periscope's telemetry model onto the OTLP protobuf messages and
+//! [`otlp_json`] encodes those as OTLP/JSON; both are meant for the OTLP exporters too.
 
 pub mod debug;
 pub mod file;
 pub mod otlp_json;
+pub mod otlp_proto;
+
+pub use debug::DebugConfig;
+pub use file::FileConfig;

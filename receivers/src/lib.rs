@@ -1,4 +1,5 @@
 //! Receivers: where events come from.
 
+pub mod decode;
 pub mod pcap;
 pub mod synthetic;

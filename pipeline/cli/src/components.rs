@@ -7,7 +7,11 @@ use periscope_pipeline::component::Registry;
 pub fn registry() -> Registry {
     Registry::new()
         // receivers
+        .receiver::<periscope_receivers::pcap::PcapConfig>()
+        .receiver::<periscope_receivers::synthetic::SyntheticConfig>()
         // processors
         .processor::<periscope_processors::flow::FlowConfig>()
-    // exporters
+        // exporters
+        .exporter::<periscope_exporters::file::FileConfig>()
+        .exporter::<periscope_exporters::debug::DebugConfig>()
 }

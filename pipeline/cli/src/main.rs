@@ -143,7 +143,10 @@ fn run(path: &Path) -> ExitCode {
     let topology = match topology::build(&config, &devices) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            match e.downcast_ref::<topology::BuildErrors>() {
+                Some(errors) => errors.0.iter().for_each(|e| eprintln!("error: {e}")),
+                None => eprintln!("error: {e:#}"),
+            }
             return ExitCode::from(1);
         }
     };

@@ -101,10 +101,10 @@ fn all_errors_are_reported_at_once() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     for needle in [
         ":2:24: receivers.pcap.sped: unknown option `sped`; did you mean `speed`?",
-        ":4:21: processors.flow.interval: `-1s` is negative",
-        ":4:26: processors.flow.flow_atributes: unknown option",
+        ":4:20: processors.flow.interval: `-1s` is negative",
+        ":4:25: processors.flow.flow_atributes: unknown option",
         ":5:3: processors.flw/x: unknown processor type `flw`; did you mean `flow`?",
-        ":10:77: service.pipelines.metrics.exporters.1: exporter `debug` is not defined",
+        ":10:72: service.pipelines.metrics.exporters.1: exporter `debug` is not defined",
         "the config has 5 errors",
     ] {
         assert!(stderr.contains(needle), "missing `{needle}` in:\n{stderr}");

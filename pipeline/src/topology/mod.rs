@@ -75,6 +75,18 @@ impl RunReport {
     }
 }
 
+/// Components that could not be built, one message each (`receiver `pcap`: cannot open ...`).
+#[derive(Debug)]
+pub struct BuildErrors(pub Vec<String>);
+
+impl std::fmt::Display for BuildErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join("\n"))
+    }
+}
+
+impl std::error::Error for BuildErrors {}
+
 /// Builds every component of `config` (the side-effect phase). Nothing runs yet.
 pub fn build(config: &Config, devices: &DeviceTable) -> anyhow::Result<Topology> {
     let telemetry = SelfTelemetry::default();

@@ -1,1 +1,0 @@
-//! Replays pcap and pcapng files (to be written).

@@ -319,10 +319,11 @@ impl Topology {
                 .filter(|(id, _)| targets.contains(id))
                 .map(|(_, tx)| EdgeSender::new(tx.clone(), WhenFull::DropNewest, counters.clone()))
                 .collect();
+            let counters = counters.clone();
             let telemetry = telemetry.clone();
             let resource = resource.clone();
             self_thread = Some(spawn("self telemetry".into(), move || {
-                run_self_metrics(interval, telemetry, edges, self_stop_rx, resource);
+                run_self_metrics(interval, telemetry, edges, self_stop_rx, resource, counters);
                 Ok(())
             })?);
         }
@@ -559,12 +560,17 @@ fn run_self_metrics(
     edges: Vec<EdgeSender>,
     stop: Receiver<()>,
     resource: Resource,
+    counters: Arc<ComponentCounters>,
 ) {
     let send = || {
         let mut batch = telemetry.metrics();
         batch.resource = resource.clone();
+        let payload = Payload::Telemetry(Telemetry::Metrics(batch));
+        let n = payload.item_count() as u64;
         for e in &edges {
-            e.send(Payload::Telemetry(Telemetry::Metrics(batch.clone())));
+            if e.send(payload.clone()) {
+                counters.add_sent(n);
+            }
         }
     };
     let mut next = Instant::now() + interval;

@@ -209,15 +209,13 @@ impl CaptureReader {
     /// as they are found.
     pub fn open(path: &Path, devices: DeviceTable) -> anyhow::Result<Self> {
         let shown = path.display();
-        let file = File::open(path)
-            .map_err(|e| anyhow!("cannot open {shown}: {}", io_reason(&e)))?;
+        let file =
+            File::open(path).map_err(|e| anyhow!("cannot open {shown}: {}", io_reason(&e)))?;
         let meta = file
             .metadata()
             .map_err(|e| anyhow!("cannot open {shown}: {}", io_reason(&e)))?;
         if meta.is_dir() {
-            return Err(anyhow!(
-                "cannot open {shown}: it is a directory"
-            ));
+            return Err(anyhow!("cannot open {shown}: it is a directory"));
         }
         let mut input = BufReader::with_capacity(256 * 1024, file);
         let mut head = [0u8; 4];
@@ -229,9 +227,7 @@ impl CaptureReader {
             } else {
                 format!("it is only {got} bytes long")
             };
-            return Err(anyhow!(
-                "`{shown}` is not a pcap or pcapng file ({what})"
-            ));
+            return Err(anyhow!("`{shown}` is not a pcap or pcapng file ({what})"));
         }
         let magic = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
         let format = match magic {
@@ -244,8 +240,8 @@ impl CaptureReader {
             },
             _ => {
                 return Err(anyhow!(
-                "`{shown}` is not a pcap or pcapng file (starts with 0x{magic:08x})"
-            ))
+                    "`{shown}` is not a pcap or pcapng file (starts with 0x{magic:08x})"
+                ))
             }
         };
         let stem = path

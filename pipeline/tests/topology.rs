@@ -368,5 +368,5 @@ service:
     let report = handle.join().unwrap().unwrap();
     let took = stop_at.elapsed();
     assert!(took < Duration::from_millis(1500), "took {took:?}");
-    assert_eq!(report.unfinished, vec!["exporter collect".to_string()]);
+    assert_eq!(report.unfinished, vec!["exporter `collect`".to_string()]);
 }

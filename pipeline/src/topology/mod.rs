@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context};
+use anyhow::Context;
 use crossbeam_channel::{select, Receiver, RecvTimeoutError, Sender};
 
 pub use edge::{bounded, EdgeSender, EventOutput, StopSignal};
@@ -194,10 +194,7 @@ pub fn build(config: &Config, devices: &DeviceTable) -> anyhow::Result<Topology>
     }
 
     if !errors.is_empty() {
-        return Err(anyhow!(
-            "could not build the pipeline:\n  {}",
-            errors.join("\n  ")
-        ));
+        return Err(BuildErrors(errors).into());
     }
 
     let self_metrics = config.telemetry.metrics.enabled.then(|| {
@@ -234,7 +231,14 @@ fn spawn(
     name: String,
     f: impl FnOnce() -> anyhow::Result<()> + Send + 'static,
 ) -> anyhow::Result<Running> {
-    let thread_name: String = name.chars().take(15).collect();
+    // Linux thread names hold 15 bytes: keep the id, drop the kind and quotes.
+    let thread_name: String = name
+        .split_once(' ')
+        .map_or(name.as_str(), |(_, id)| id)
+        .trim_matches('`')
+        .chars()
+        .take(15)
+        .collect();
     let handle = std::thread::Builder::new()
         .name(thread_name)
         .spawn(f)
@@ -274,7 +278,7 @@ impl Topology {
         for e in exporters {
             let (tx, rx) = bounded(e.capacity);
             exporter_tx.push((e.id.to_string(), tx));
-            let name = format!("exporter {}", e.id);
+            let name = format!("exporter `{}`", e.id);
             exporter_threads.push(spawn(name, move || {
                 run_exporter(e.exporter, rx, e.counters)
             })?);
@@ -293,7 +297,7 @@ impl Topology {
                     EdgeSender::new(exporter_tx[*i].1.clone(), *policy, p.counters.clone())
                 })
                 .collect();
-            let name = format!("pipeline {}", p.id);
+            let name = format!("pipeline `{}`", p.id);
             let resource = resource.clone();
             pipeline_threads.push(spawn(name, move || {
                 run_pipeline(
@@ -322,7 +326,7 @@ impl Topology {
             let counters = counters.clone();
             let telemetry = telemetry.clone();
             let resource = resource.clone();
-            self_thread = Some(spawn("self telemetry".into(), move || {
+            self_thread = Some(spawn("service.telemetry".into(), move || {
                 run_self_metrics(interval, telemetry, edges, self_stop_rx, resource, counters);
                 Ok(())
             })?);
@@ -350,7 +354,7 @@ impl Topology {
             let done = done_tx.clone();
             let counters = r.counters.clone();
             let receiver = r.receiver;
-            receiver_threads.push(spawn(format!("receiver {}", r.id), move || {
+            receiver_threads.push(spawn(format!("receiver `{}`", r.id), move || {
                 let result = receiver.run(&mut output, &stop);
                 if result.is_err() {
                     counters.add_errors(1);

@@ -1,0 +1,307 @@
+//! Raw ring-buffer records → events.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use periscope_pipeline::model::{
+    DeviceRef, Direction, NetnsId, NetworkType, PacketEvent, Transport,
+};
+
+use super::records::{
+    PacketRecord, PERISCOPE_DIR_EGRESS, PERISCOPE_DIR_INGRESS, PERISCOPE_PACKET_VERSION,
+    PERISCOPE_RECORD_PACKET,
+};
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+
+/// Why a ring-buffer record could not be decoded. Each is a bug or a version mismatch
+/// between the embedded object and this crate, never a property of the traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// Fewer bytes than the record's size.
+    #[error("record of {len} bytes, a packet record has {need}")]
+    TooShort { len: usize, need: usize },
+    /// The first byte is not a kind this decoder handles.
+    #[error("record kind {0}, expected {PERISCOPE_RECORD_PACKET} (packet)")]
+    UnknownKind(u8),
+    /// A packet record of a layout version this crate does not know.
+    #[error("packet record version {0}, this build reads version {PERISCOPE_PACKET_VERSION}")]
+    UnsupportedVersion(u8),
+    /// A direction byte that is neither ingress nor egress.
+    #[error("packet record direction {0}")]
+    BadDirection(u8),
+}
+
+/// Converts the kernel's `CLOCK_BOOTTIME` timestamps (`bpf_ktime_get_boot_ns`) into Unix
+/// time. The programs use boot time because it is cheap, monotonic and counts suspend, so the
+/// offset to wall-clock time only changes when the wall clock is set; re-measure it (e.g.
+/// every few seconds) to follow such steps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BootClock {
+    /// `CLOCK_REALTIME - CLOCK_BOOTTIME`, in nanoseconds.
+    offset_ns: i128,
+}
+
+impl BootClock {
+    /// Measures the offset now (two clock reads around one, error well under a microsecond).
+    pub fn now() -> BootClock {
+        let boot_a = clock_ns(libc::CLOCK_BOOTTIME);
+        let real = clock_ns(libc::CLOCK_REALTIME);
+        let boot_b = clock_ns(libc::CLOCK_BOOTTIME);
+        BootClock {
+            offset_ns: real - (boot_a + boot_b) / 2,
+        }
+    }
+
+    /// A clock with a given `CLOCK_REALTIME - CLOCK_BOOTTIME` offset (tests, replays).
+    pub fn from_offset_ns(offset_ns: i128) -> BootClock {
+        BootClock { offset_ns }
+    }
+
+    /// `CLOCK_BOOTTIME` nanoseconds → nanoseconds since the Unix epoch (saturating).
+    pub fn to_unix_ns(&self, boot_ns: u64) -> u64 {
+        (i128::from(boot_ns) + self.offset_ns).clamp(0, i128::from(u64::MAX)) as u64
+    }
+
+    /// The current `CLOCK_BOOTTIME`, in nanoseconds.
+    pub fn boot_now_ns() -> u64 {
+        clock_ns(libc::CLOCK_BOOTTIME) as u64
+    }
+}
+
+fn clock_ns(clock: libc::clockid_t) -> i128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write to; both clocks exist on every Linux.
+    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
+    debug_assert_eq!(rc, 0);
+    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+}
+
+/// Decodes one ring-buffer record (the bytes of a `struct periscope_packet`) into an event.
+/// Never allocates; bytes past the record are ignored.
+pub fn decode_packet(bytes: &[u8], clock: &BootClock) -> Result<PacketEvent, DecodeError> {
+    let need = size_of::<PacketRecord>();
+    let Some(rec) = PacketRecord::from_bytes(bytes) else {
+        return Err(match bytes.first() {
+            Some(&kind) if kind != PERISCOPE_RECORD_PACKET => DecodeError::UnknownKind(kind),
+            _ => DecodeError::TooShort {
+                len: bytes.len(),
+                need,
+            },
+        });
+    };
+    if rec.kind != PERISCOPE_RECORD_PACKET {
+        return Err(DecodeError::UnknownKind(rec.kind));
+    }
+    if rec.version != PERISCOPE_PACKET_VERSION {
+        return Err(DecodeError::UnsupportedVersion(rec.version));
+    }
+    let direction = match rec.direction {
+        PERISCOPE_DIR_INGRESS => Direction::Ingress,
+        PERISCOPE_DIR_EGRESS => Direction::Egress,
+        d => return Err(DecodeError::BadDirection(d)),
+    };
+    let (network, src_addr, dst_addr) = match rec.ethertype {
+        ETH_P_IP => (NetworkType::Ipv4, ipv4(&rec.saddr), ipv4(&rec.daddr)),
+        ETH_P_IPV6 => (
+            NetworkType::Ipv6,
+            IpAddr::V6(Ipv6Addr::from(rec.saddr)),
+            IpAddr::V6(Ipv6Addr::from(rec.daddr)),
+        ),
+        _ => (
+            NetworkType::Other,
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        ),
+    };
+    let transport = match network {
+        NetworkType::Other => Transport::Other,
+        _ => Transport::from_ip_protocol(rec.l4_proto),
+    };
+    // The record reuses the port fields for ICMP type and code; events carry ports only.
+    let (src_port, dst_port) = match transport {
+        Transport::Tcp | Transport::Udp => (rec.sport, rec.dport),
+        _ => (0, 0),
+    };
+    Ok(PacketEvent {
+        timestamp_ns: clock.to_unix_ns(rec.ts_boot_ns),
+        device: DeviceRef {
+            netns: NetnsId {
+                inode: rec.netns_inode,
+                cookie: rec.netns_cookie,
+            },
+            ifindex: rec.ifindex,
+        },
+        direction,
+        network,
+        transport,
+        src_addr,
+        dst_addr,
+        src_port,
+        dst_port,
+        length: rec.len,
+        tcp_flags: if transport == Transport::Tcp {
+            rec.tcp_flags
+        } else {
+            0
+        },
+    })
+}
+
+fn ipv4(addr: &[u8; 16]) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::records::*;
+    use super::*;
+
+    fn tcp4() -> PacketRecord {
+        let mut r = PacketRecord {
+            kind: PERISCOPE_RECORD_PACKET,
+            version: PERISCOPE_PACKET_VERSION,
+            hook: PERISCOPE_HOOK_TC,
+            direction: PERISCOPE_DIR_EGRESS,
+            ifindex: 7,
+            ts_boot_ns: 5_000,
+            netns_cookie: 0x1122_3344_5566_7788,
+            netns_inode: 4026531840,
+            len: 74,
+            ethertype: ETH_P_IP,
+            sport: 40000,
+            dport: 443,
+            l4_proto: 6,
+            tcp_flags: 0x02,
+            ..PacketRecord::default()
+        };
+        r.saddr[..4].copy_from_slice(&[10, 0, 0, 1]);
+        r.daddr[..4].copy_from_slice(&[10, 0, 0, 2]);
+        r
+    }
+
+    #[test]
+    fn decodes_a_tcp_syn_over_ipv4() {
+        let clock = BootClock::from_offset_ns(1_700_000_000_000_000_000);
+        let ev = decode_packet(tcp4().as_bytes(), &clock).unwrap();
+        assert_eq!(
+            ev,
+            PacketEvent {
+                timestamp_ns: 1_700_000_000_000_005_000,
+                device: DeviceRef {
+                    netns: NetnsId {
+                        inode: 4026531840,
+                        cookie: 0x1122_3344_5566_7788
+                    },
+                    ifindex: 7
+                },
+                direction: Direction::Egress,
+                network: NetworkType::Ipv4,
+                transport: Transport::Tcp,
+                src_addr: "10.0.0.1".parse().unwrap(),
+                dst_addr: "10.0.0.2".parse().unwrap(),
+                src_port: 40000,
+                dst_port: 443,
+                length: 74,
+                tcp_flags: 0x02,
+            }
+        );
+    }
+
+    #[test]
+    fn decodes_udp_over_ipv6_with_trailing_bytes_and_any_alignment() {
+        let mut r = tcp4();
+        r.direction = PERISCOPE_DIR_INGRESS;
+        r.ethertype = ETH_P_IPV6;
+        r.l4_proto = 17;
+        r.tcp_flags = 0;
+        r.saddr = "fd00::1".parse::<Ipv6Addr>().unwrap().octets();
+        r.daddr = "fd00::2".parse::<Ipv6Addr>().unwrap().octets();
+        // Ring-buffer bytes at an odd offset, followed by padding.
+        let mut buf = vec![0u8; 1];
+        buf.extend_from_slice(r.as_bytes());
+        buf.extend_from_slice(&[0xaa; 8]);
+        let ev = decode_packet(&buf[1..], &BootClock::from_offset_ns(0)).unwrap();
+        assert_eq!(ev.direction, Direction::Ingress);
+        assert_eq!(
+            (ev.network, ev.transport),
+            (NetworkType::Ipv6, Transport::Udp)
+        );
+        assert_eq!(ev.src_addr, "fd00::1".parse::<IpAddr>().unwrap());
+        assert_eq!(ev.dst_addr, "fd00::2".parse::<IpAddr>().unwrap());
+        assert_eq!((ev.src_port, ev.dst_port, ev.tcp_flags), (40000, 443, 0));
+        assert_eq!(ev.timestamp_ns, 5_000);
+    }
+
+    #[test]
+    fn icmp_type_and_code_do_not_become_ports() {
+        let mut r = tcp4();
+        r.l4_proto = 1;
+        r.sport = 8;
+        r.dport = 0;
+        r.tcp_flags = 0;
+        let ev = decode_packet(r.as_bytes(), &BootClock::from_offset_ns(0)).unwrap();
+        assert_eq!(ev.transport, Transport::Icmp);
+        assert_eq!((ev.src_port, ev.dst_port), (0, 0));
+    }
+
+    #[test]
+    fn non_ip_frames_have_no_addresses_or_transport() {
+        let mut r = tcp4();
+        r.ethertype = 0x0806; // ARP
+        r.l4_proto = 0;
+        let ev = decode_packet(r.as_bytes(), &BootClock::from_offset_ns(0)).unwrap();
+        assert_eq!(
+            (ev.network, ev.transport),
+            (NetworkType::Other, Transport::Other)
+        );
+        assert_eq!(ev.src_addr, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        assert_eq!((ev.src_port, ev.dst_port, ev.tcp_flags), (0, 0, 0));
+        assert_eq!(ev.length, 74);
+    }
+
+    #[test]
+    fn rejects_what_it_cannot_read() {
+        let clock = BootClock::from_offset_ns(0);
+        let r = tcp4();
+        assert_eq!(
+            decode_packet(&r.as_bytes()[..79], &clock),
+            Err(DecodeError::TooShort { len: 79, need: 80 })
+        );
+        assert_eq!(
+            decode_packet(&[], &clock),
+            Err(DecodeError::TooShort { len: 0, need: 80 })
+        );
+        assert_eq!(
+            decode_packet(&[9; 4], &clock),
+            Err(DecodeError::UnknownKind(9))
+        );
+        let mut v = r;
+        v.version = 2;
+        assert_eq!(
+            decode_packet(v.as_bytes(), &clock),
+            Err(DecodeError::UnsupportedVersion(2))
+        );
+        let mut d = r;
+        d.direction = 3;
+        assert_eq!(
+            decode_packet(d.as_bytes(), &clock),
+            Err(DecodeError::BadDirection(3))
+        );
+    }
+
+    #[test]
+    fn boot_clock_tracks_the_wall_clock() {
+        let clock = BootClock::now();
+        let unix = clock.to_unix_ns(BootClock::boot_now_ns());
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64;
+        assert!(unix.abs_diff(wall) < 50_000_000, "{unix} vs {wall}");
+        assert_eq!(BootClock::from_offset_ns(-10).to_unix_ns(3), 0);
+    }
+}

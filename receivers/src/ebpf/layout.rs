@@ -1,0 +1,205 @@
+//! What clang-19 computed for `ebpf/periscope.h`, and the tests that hold the Rust mirror
+//! ([`super::records`]) to it.
+//!
+//! `build.rs` compiles a unit declaring one variable of every `struct periscope_*` and
+//! `enum periscope_*` of the header — with the same clang and flags as the programs — reads
+//! the BTF clang emitted for it, and generates [`C_STRUCTS`] and [`C_ENUMERATORS`]. The
+//! numbers are therefore the BPF compiler's, never copied by hand. The tests require:
+//! every C struct has a Rust mirror and vice versa, with the same size, the same fields in the
+//! same order at the same offsets with the same sizes, and no implicit padding on either side;
+//! every C enumerator has a Rust constant of the same name and value, and vice versa.
+
+/// A struct of the header as clang laid it out.
+#[derive(Clone, Copy, Debug)]
+pub struct CStruct {
+    /// The C name, without `struct`.
+    pub name: &'static str,
+    /// `sizeof`.
+    pub size: usize,
+    /// The fields in declaration order.
+    pub fields: &'static [CField],
+}
+
+/// A field of a [`CStruct`].
+#[derive(Clone, Copy, Debug)]
+pub struct CField {
+    pub name: &'static str,
+    /// `offsetof`, in bytes.
+    pub offset: usize,
+    /// `sizeof` of the field's type.
+    pub size: usize,
+}
+
+/// An enumerator of an `enum periscope_*` of the header.
+#[derive(Clone, Copy, Debug)]
+pub struct CEnumerator {
+    /// The enum's name, without `enum`.
+    pub enum_name: &'static str,
+    /// The enumerator's name.
+    pub name: &'static str,
+    pub value: i64,
+}
+
+include!(concat!(env!("OUT_DIR"), "/c_layout.rs"));
+
+#[cfg(all(test, not(periscope_ebpf_stub)))]
+mod tests {
+    use super::super::records::*;
+    use super::*;
+    use std::mem::{offset_of, size_of};
+
+    /// The Rust side of one struct.
+    struct RustStruct {
+        c_name: &'static str,
+        rust_name: &'static str,
+        size: usize,
+        fields: Vec<(&'static str, usize, usize)>,
+    }
+
+    fn field_size<T, F>(_: fn(&T) -> &F) -> usize {
+        size_of::<F>()
+    }
+
+    /// Describes a mirror struct; the destructuring pattern makes the compiler reject a field
+    /// list that misses one of the struct's fields.
+    macro_rules! mirror {
+        ($ty:ident => $c:literal { $($field:ident),* $(,)? }) => {{
+            #[allow(dead_code)]
+            fn exhaustive(v: $ty) {
+                let $ty { $($field: _),* } = v;
+            }
+            RustStruct {
+                c_name: $c,
+                rust_name: stringify!($ty),
+                size: size_of::<$ty>(),
+                fields: vec![$((
+                    stringify!($field),
+                    offset_of!($ty, $field),
+                    field_size(|s: &$ty| &s.$field),
+                )),*],
+            }
+        }};
+    }
+
+    fn rust_structs() -> Vec<RustStruct> {
+        vec![
+            mirror!(PacketRecord => "periscope_packet" {
+                kind, version, hook, direction, ifindex, ts_boot_ns, netns_cookie, netns_inode,
+                len, ethertype, sport, dport, l4_proto, tcp_flags, flags, _pad0, vlan_id, _pad1,
+                saddr, daddr,
+            }),
+            mirror!(DevKey => "periscope_dev_key" {
+                netns_cookie, netns_inode, ifindex, direction, hook, _pad,
+            }),
+            mirror!(DevCounters => "periscope_dev_counters" { packets, bytes, records_lost }),
+            mirror!(Stats => "periscope_stats" { records_lost, counters_map_full }),
+            mirror!(Config => "periscope_config" { netns_cookie, netns_inode, flags }),
+        ]
+    }
+
+    macro_rules! consts {
+        ($($name:ident),* $(,)?) => { vec![$((stringify!($name), $name as i64)),*] };
+    }
+
+    fn rust_enumerators() -> Vec<(&'static str, i64)> {
+        consts![
+            PERISCOPE_RECORD_PACKET,
+            PERISCOPE_PACKET_VERSION,
+            PERISCOPE_HOOK_XDP,
+            PERISCOPE_HOOK_TC,
+            PERISCOPE_DIR_INGRESS,
+            PERISCOPE_DIR_EGRESS,
+            PERISCOPE_PKT_VLAN,
+            PERISCOPE_PKT_TRUNCATED,
+            PERISCOPE_PKT_FRAGMENT,
+            PERISCOPE_CFG_RECORDS,
+        ]
+    }
+
+    #[test]
+    fn every_c_struct_has_a_rust_mirror_and_back() {
+        let rust = rust_structs();
+        for c in C_STRUCTS {
+            assert!(
+                rust.iter().any(|r| r.c_name == c.name),
+                "struct {} of ebpf/periscope.h has no Rust mirror in src/ebpf/records.rs",
+                c.name
+            );
+        }
+        for r in &rust {
+            assert!(
+                C_STRUCTS.iter().any(|c| c.name == r.c_name),
+                "{} mirrors struct {}, which ebpf/periscope.h does not define",
+                r.rust_name,
+                r.c_name
+            );
+        }
+    }
+
+    #[test]
+    fn rust_mirrors_match_the_c_layout() {
+        for r in rust_structs() {
+            let Some(c) = C_STRUCTS.iter().find(|c| c.name == r.c_name) else {
+                continue; // reported by every_c_struct_has_a_rust_mirror_and_back
+            };
+            let what = format!("{} (struct {})", r.rust_name, c.name);
+            assert_eq!(r.size, c.size, "{what}: size");
+            let c_fields: Vec<_> = c
+                .fields
+                .iter()
+                .map(|f| (f.name, f.offset, f.size))
+                .collect();
+            assert_eq!(
+                r.fields, c_fields,
+                "{what}: fields as (name, offset, size), Rust left, C right"
+            );
+        }
+    }
+
+    #[test]
+    fn the_header_has_no_implicit_padding() {
+        // The fields add up to the size: every gap is an explicit `_pad` field. C pads before
+        // a field that would be misaligned, so this also means every field sits at its natural
+        // alignment, and the layout is the same for the BPF target and any 64-bit host.
+        for c in C_STRUCTS {
+            let sum: usize = c.fields.iter().map(|f| f.size).sum();
+            assert_eq!(
+                sum,
+                c.size,
+                "struct {}: {} bytes of implicit padding; add explicit _pad fields to \
+                 ebpf/periscope.h",
+                c.name,
+                c.size - sum
+            );
+        }
+    }
+
+    #[test]
+    fn every_c_enumerator_has_a_rust_constant_and_back() {
+        let rust = rust_enumerators();
+        for e in C_ENUMERATORS {
+            let found = rust.iter().find(|(name, _)| *name == e.name);
+            assert_eq!(
+                found.map(|(_, v)| *v),
+                Some(e.value),
+                "enum {} {{ {} = {} }} of ebpf/periscope.h: Rust constant (in src/ebpf/records.rs)",
+                e.enum_name,
+                e.name,
+                e.value
+            );
+        }
+        for (name, _) in &rust {
+            assert!(
+                C_ENUMERATORS.iter().any(|e| e.name == *name),
+                "Rust constant {name} has no enumerator in ebpf/periscope.h"
+            );
+        }
+    }
+
+    #[test]
+    fn the_table_is_not_empty() {
+        // A build.rs that silently found nothing would make the tests above vacuous.
+        assert!(C_STRUCTS.len() >= 5, "{C_STRUCTS:?}");
+        assert!(C_ENUMERATORS.len() >= 10, "{C_ENUMERATORS:?}");
+    }
+}

@@ -1,0 +1,94 @@
+//! The kernel side of the eBPF receivers: the embedded programs, the Rust mirror of the
+//! records they share with user space, and decoding of those records into events.
+//!
+//! The programs are C (`ebpf/*.bpf.c`, CO-RE), compiled by clang-19 from `build.rs` and
+//! embedded here; `ebpf/periscope.h` defines every kernel↔user record and [`records`]
+//! mirrors it, checked field by field against what clang laid out (see [`layout`]).
+//!
+//! Minimum kernel: 5.8 for ring buffers and `bpf_ktime_get_boot_ns`; XDP links need 5.9,
+//! TCX links 6.6 (older kernels get a netlink/clsact attachment, which cannot be pinned).
+
+mod decode;
+pub mod layout;
+pub mod records;
+
+pub use decode::{decode_packet, BootClock, DecodeError};
+pub use records::{Config, DevCounters, DevKey, PacketRecord, Stats};
+
+use aya::{Btf, Ebpf, EbpfLoader};
+
+/// Names of the programs, maps and globals of the packet object (`ebpf/packet.bpf.c`).
+pub mod names {
+    /// XDP program (`SEC("xdp")`): ingress, before the stack allocates an skb.
+    pub const XDP: &str = "periscope_xdp";
+    /// TC program (`SEC("classifier")`) for the ingress side of a TCX/clsact hook.
+    pub const TC_INGRESS: &str = "periscope_tc_ingress";
+    /// TC program (`SEC("classifier")`) for the egress side of a TCX/clsact hook.
+    pub const TC_EGRESS: &str = "periscope_tc_egress";
+    /// Ring buffer of [`PacketRecord`](super::PacketRecord)s.
+    pub const EVENTS: &str = "periscope_events";
+    /// Per-CPU hash [`DevKey`](super::DevKey) → [`DevCounters`](super::DevCounters).
+    pub const COUNTERS: &str = "periscope_counters";
+    /// Per-CPU array with one [`Stats`](super::Stats) at index 0.
+    pub const STATS: &str = "periscope_stats";
+    /// The `.rodata` global holding a [`Config`](super::Config).
+    pub const CONFIG: &str = "periscope_config";
+}
+
+/// Why an embedded program could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The crate was built with `PERISCOPE_EBPF_STUB=1`, which embeds no object.
+    #[error(
+        "this periscope was built with PERISCOPE_EBPF_STUB=1 and has no eBPF programs; \
+         rebuild it without that variable (needs clang-19, libbpf-dev and bpftool)"
+    )]
+    StubBuild,
+    /// aya could not parse or load the object (map creation, BTF relocation, ...).
+    #[error("loading the eBPF object {object}: {source}")]
+    Load {
+        object: &'static str,
+        #[source]
+        source: aya::EbpfError,
+    },
+}
+
+/// The packet object (`packet.bpf.o`): XDP and TC programs, counters, ring buffer. The bytes
+/// are 8-byte aligned, as aya requires.
+#[cfg(not(periscope_ebpf_stub))]
+pub fn packet_object() -> Result<&'static [u8], Error> {
+    Ok(aya::include_bytes_aligned!(concat!(
+        env!("OUT_DIR"),
+        "/packet.bpf.o"
+    )))
+}
+
+/// The packet object; this is a stub build, which has none.
+#[cfg(periscope_ebpf_stub)]
+pub fn packet_object() -> Result<&'static [u8], Error> {
+    Err(Error::StubBuild)
+}
+
+/// Loads the packet object for one network namespace: creates its maps and sets the
+/// [`Config`] global, but loads no program into the kernel yet (`Xdp::load`,
+/// `SchedClassifier::load` do, so that a receiver loads only what it attaches).
+///
+/// `btf` is the BTF to relocate against; `None` uses `/sys/kernel/btf/vmlinux`. Note that
+/// aya 0.14's `EbpfLoader::new()` parses `/sys/kernel/btf/vmlinux` itself whether or not a
+/// BTF is given (20–35 ms in a release build here), so passing a shared one does not save
+/// that parse; reusing one `EbpfLoader` across loads would, but `override_global` borrows the
+/// config for the loader's whole lifetime.
+pub fn load_packet(config: &Config, btf: Option<&Btf>) -> Result<Ebpf, Error> {
+    let object = packet_object()?;
+    let mut loader = EbpfLoader::new();
+    if let Some(btf) = btf {
+        loader.btf(Some(btf));
+    }
+    loader
+        .override_global(names::CONFIG, config, true)
+        .load(object)
+        .map_err(|source| Error::Load {
+            object: "packet.bpf.o",
+            source,
+        })
+}

@@ -15,8 +15,8 @@ use periscope_pipeline::component::{
 use periscope_pipeline::config::ConfigDuration;
 use periscope_pipeline::devices::DeviceTable;
 use periscope_pipeline::model::{
-    DeviceRef, Direction, Event, KeyValue, Metric, MetricData, MetricsBatch, Number, NumberPoint,
-    PacketEvent, Payload, Scope, Telemetry, Temporality, Transport,
+    DeviceCounters, DeviceRef, Direction, Event, KeyValue, Metric, MetricData, MetricsBatch,
+    Number, NumberPoint, PacketEvent, Payload, Scope, Telemetry, Temporality, Transport,
 };
 use periscope_pipeline::telemetry::{names, now_ns};
 
@@ -117,6 +117,12 @@ pub struct Flow {
     scope_name: String,
     series: FxHashMap<SeriesKey, Totals>,
     overflow: Option<Totals>,
+    /// Exact cumulative totals from kernel counters, per series without the 5-tuple. Where a
+    /// series has them they replace what packet records add up to (records may be sampled or
+    /// lost); only used when `flow_attributes` is off.
+    exact: FxHashMap<SeriesKey, Totals>,
+    /// In delta mode, the exact totals emitted last, to report their difference.
+    exact_emitted: FxHashMap<SeriesKey, Totals>,
     /// Start of the current cumulative series, or of the current delta period.
     start_ns: u64,
     next_emit: Instant,
@@ -134,6 +140,8 @@ impl Flow {
             scope_name,
             series: FxHashMap::default(),
             overflow: None,
+            exact: FxHashMap::default(),
+            exact_emitted: FxHashMap::default(),
             start_ns: now_ns(),
             next_emit,
             warned_overflow: false,
@@ -156,6 +164,8 @@ impl Flow {
             key.src_port = p.src_port;
             key.dst_addr = p.dst_addr;
             key.dst_port = p.dst_port;
+        } else if self.exact.contains_key(&key) {
+            return;
         }
         let limit = self.config.cardinality_limit;
         // Below the limit every key gets a series; at the limit only existing ones do.
@@ -176,6 +186,30 @@ impl Flow {
         };
         totals.packets += 1;
         totals.bytes += u64::from(p.length);
+    }
+
+    fn record_exact(&mut self, c: &DeviceCounters) {
+        if self.config.flow_attributes {
+            return;
+        }
+        let key = SeriesKey {
+            device: c.device,
+            direction: c.direction,
+            transport: c.transport,
+            src_addr: UNSPECIFIED,
+            src_port: 0,
+            dst_addr: UNSPECIFIED,
+            dst_port: 0,
+        };
+        // Counted from records until now: the kernel's totals include those packets.
+        self.series.remove(&key);
+        self.exact.insert(
+            key,
+            Totals {
+                packets: c.packets,
+                bytes: c.bytes,
+            },
+        );
     }
 
     fn attributes(&self, key: &SeriesKey) -> Vec<KeyValue> {
@@ -222,6 +256,15 @@ impl Flow {
             .iter()
             .map(|(k, t)| (self.attributes(k), *t))
             .collect();
+        for (k, t) in &self.exact {
+            let mut value = *t;
+            if self.config.temporality == Temporality::Delta {
+                let last = self.exact_emitted.insert(*k, *t).unwrap_or_default();
+                value.packets = t.packets.saturating_sub(last.packets);
+                value.bytes = t.bytes.saturating_sub(last.bytes);
+            }
+            rows.push((self.attributes(k), value));
+        }
         if let Some(t) = self.overflow {
             rows.push((vec![KeyValue::new(names::ATTR_OVERFLOW, true)], t));
         }
@@ -280,6 +323,7 @@ impl Processor for Flow {
                 for event in &batch.events {
                     match event {
                         Event::Packet(p) => self.record(p),
+                        Event::DeviceCounters(c) => self.record_exact(c),
                     }
                 }
             }
@@ -419,6 +463,43 @@ mod tests {
         let s = sums(&mut out);
         assert_eq!(s[0].1[0].1, 1);
         assert_eq!(s[2].1[0].1, 2);
+    }
+
+    #[test]
+    fn kernel_counters_replace_record_counts() {
+        let mut f = flow(FlowConfig::default());
+        let mut out = Emitter::default();
+        // Two records seen, but the kernel counted 5 packets (3 records were lost).
+        f.process(
+            Payload::Events(EventBatch {
+                events: vec![packet(1, 10, 1), packet(1, 10, 2)],
+            }),
+            &mut out,
+        );
+        let mut c = DeviceCounters {
+            transport: Transport::Tcp,
+            packets: 5,
+            bytes: 50,
+            ..DeviceCounters::default()
+        };
+        c.device.ifindex = 1;
+        f.process(
+            Payload::Events(EventBatch {
+                events: vec![Event::DeviceCounters(c)],
+            }),
+            &mut out,
+        );
+        // Records after the counters are not added on top of them.
+        f.process(
+            Payload::Events(EventBatch {
+                events: vec![packet(1, 10, 3)],
+            }),
+            &mut out,
+        );
+        f.flush(&mut out);
+        let s = sums(&mut out);
+        assert_eq!(s[0].1.iter().map(|p| p.1).collect::<Vec<_>>(), vec![5]);
+        assert_eq!(s[1].1.iter().map(|p| p.1).collect::<Vec<_>>(), vec![50]);
     }
 
     #[test]

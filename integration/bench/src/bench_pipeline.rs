@@ -102,9 +102,10 @@ fn run_bare(events: u64, flows: u64) -> anyhow::Result<Measure> {
         for payload in rx {
             if let Payload::Events(batch) = payload {
                 for e in &batch.events {
-                    let periscope_pipeline::model::Event::Packet(p) = e;
-                    n += 1;
-                    bytes += u64::from(p.length);
+                    if let periscope_pipeline::model::Event::Packet(p) = e {
+                        n += 1;
+                        bytes += u64::from(p.length);
+                    }
                 }
             }
         }

@@ -143,11 +143,30 @@ impl Default for PacketEvent {
     }
 }
 
+/// Exact totals a kernel hook counted for one device, direction and transport, cumulative
+/// since the hook was attached (pinned hooks keep counting across agent restarts). Receivers
+/// send them periodically; they stay exact when packet records are sampled or lost.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceCounters {
+    /// When the counters were read, in nanoseconds since the Unix epoch.
+    pub timestamp_ns: u64,
+    pub device: DeviceRef,
+    pub direction: Direction,
+    pub transport: Transport,
+    /// Packets the hook saw.
+    pub packets: u64,
+    /// Bytes (L2 frame length) the hook saw.
+    pub bytes: u64,
+    /// Packet records the hook could not deliver (ring buffer full).
+    pub records_lost: u64,
+}
+
 /// Every kind of event a receiver can produce. New kinds (socket lifecycle, DNS, bursts)
 /// become new variants; processors pass on variants they do not handle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {
     Packet(PacketEvent),
+    DeviceCounters(DeviceCounters),
 }
 
 impl Event {
@@ -155,6 +174,7 @@ impl Event {
     pub fn timestamp_ns(&self) -> u64 {
         match self {
             Event::Packet(p) => p.timestamp_ns,
+            Event::DeviceCounters(c) => c.timestamp_ns,
         }
     }
 }

@@ -48,6 +48,7 @@ pub fn run<C: ReceiverConfig>(config: &C, stop: StopSignal) -> anyhow::Result<Ru
                 batches += 1;
                 events.extend(b.events.into_iter().map(|e| match e {
                     Event::Packet(p) => p,
+                    other => panic!("offline receivers send only packet events, got {other:?}"),
                 }));
             }
             Payload::Telemetry(_) => panic!("a receiver sent telemetry"),

@@ -2,5 +2,6 @@
 
 pub mod decode;
 pub mod ebpf;
+pub mod kernel;
 pub mod pcap;
 pub mod synthetic;

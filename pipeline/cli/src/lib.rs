@@ -3,3 +3,4 @@
 
 pub mod components;
 pub mod describe;
+pub mod doctor;

@@ -1,6 +1,6 @@
 //! The `periscope` command: run the agent, validate a config, list the components.
 
-use periscope::{components, describe};
+use periscope::{components, describe, doctor};
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -39,6 +39,13 @@ enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Show what this machine allows: privileges, mounts, the hooks the kernel accepts (probed),
+    /// and, with -c, whether that config's receivers can run (exit 1 if not).
+    Doctor {
+        /// Config file whose receivers to check.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
     /// List every component type with its documented options.
     Components {
         /// Only this type (e.g. `pcap`).
@@ -56,6 +63,7 @@ fn main() -> ExitCode {
         Command::Run { config } => run(&config),
         Command::Validate { config } => validate(&config),
         Command::Components { only, json } => components_cmd(only.as_deref(), json),
+        Command::Doctor { config } => doctor_cmd(config.as_deref()),
     }
 }
 
@@ -140,6 +148,15 @@ fn run(path: &Path) -> ExitCode {
     }
     for w in &config.warnings {
         tracing::warn!("{w}");
+    }
+    let receivers: Vec<(String, String)> = config
+        .receivers
+        .iter()
+        .map(|r| (r.id.to_string(), r.id.type_name().to_string()))
+        .collect();
+    if let Err(e) = doctor::preflight(&receivers) {
+        eprintln!("error: {e}");
+        return ExitCode::from(1);
     }
     let devices = DeviceTable::default();
     let topology = match topology::build(&config, &devices) {
@@ -228,4 +245,27 @@ fn components_cmd(only: Option<&str>, json: bool) -> ExitCode {
         print!("{}", describe::describe(&registry, only));
     }
     ExitCode::SUCCESS
+}
+
+fn doctor_cmd(path: Option<&Path>) -> ExitCode {
+    let types: Option<Vec<String>> = match path {
+        None => None,
+        Some(p) => match load(p) {
+            Ok(config) => Some(
+                config
+                    .receivers
+                    .iter()
+                    .map(|r| r.id.type_name().to_string())
+                    .collect(),
+            ),
+            Err(code) => return code,
+        },
+    };
+    let (report, ok) = doctor::report(types.as_deref());
+    print!("{report}");
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }

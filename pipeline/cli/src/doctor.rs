@@ -1,0 +1,165 @@
+//! `periscope doctor`: what this machine lets periscope do — privileges, mounts, and which
+//! hooks the kernel accepts (by probing) — and, given a config, whether its receivers can run.
+
+use std::fmt::Write;
+
+use periscope_receivers::kernel::{self, Hook, Support};
+
+/// The kernel hooks a receiver type needs (receivers that need none are absent).
+fn hooks_of(receiver_type: &str) -> &'static [Hook] {
+    match receiver_type {
+        "xdp" => &[Hook::KernelBtf, Hook::RingBuffer, Hook::Xdp],
+        "tcx" => &[
+            Hook::KernelBtf,
+            Hook::RingBuffer,
+            Hook::TcClassifier,
+            Hook::Tcx,
+        ],
+        _ => &[],
+    }
+}
+
+/// The report, and whether everything the config needs is there.
+pub fn report(receiver_types: Option<&[String]>) -> (String, bool) {
+    let mut out = String::new();
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    let _ = writeln!(out, "process");
+    let _ = writeln!(
+        out,
+        "  user id           {euid}{}",
+        if euid == 0 { " (root)" } else { "" }
+    );
+    let needed = [
+        kernel::CAP_BPF,
+        kernel::CAP_NET_ADMIN,
+        kernel::CAP_PERFMON,
+        kernel::CAP_SYS_ADMIN,
+    ];
+    let missing = kernel::missing_capabilities(&needed);
+    for c in needed {
+        let has = !missing.contains(&c);
+        let _ = writeln!(
+            out,
+            "  {:<17} {}",
+            c.name,
+            if has { "yes" } else { "MISSING" }
+        );
+    }
+    let lockdown = std::fs::read_to_string("/sys/kernel/security/lockdown")
+        .ok()
+        .and_then(|l| {
+            l.split('[')
+                .nth(1)
+                .and_then(|r| r.split(']').next())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let _ = writeln!(out, "kernel");
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "  release           {} (informational; hooks below are probed)",
+        release.trim()
+    );
+    let _ = writeln!(out, "  lockdown          {lockdown}");
+    let mounted = |yes: bool, path: &str| {
+        if yes {
+            format!("mounted at {path}")
+        } else {
+            format!("not mounted at {path} (periscope run mounts it)")
+        }
+    };
+    let _ = writeln!(
+        out,
+        "  bpffs             {}",
+        mounted(kernel::bpffs_mounted(), kernel::BPFFS_PATH)
+    );
+    let _ = writeln!(
+        out,
+        "  tracefs           {}",
+        mounted(kernel::tracefs_mounted(), kernel::TRACEFS_PATH)
+    );
+    let cgroup2 = std::fs::read_to_string("/proc/mounts")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.split_whitespace().nth(2) == Some("cgroup2"))
+        .and_then(|l| l.split_whitespace().nth(1).map(str::to_string));
+    let _ = writeln!(
+        out,
+        "  cgroup v2         {}",
+        cgroup2.as_deref().unwrap_or("not mounted")
+    );
+
+    let probes = kernel::probe_all();
+    let _ = writeln!(
+        out,
+        "hooks (probed by loading a minimal program of each kind)"
+    );
+    for p in &probes {
+        let status = match &p.support {
+            Support::Yes => "yes".to_string(),
+            Support::No(why) => format!("no: {why}"),
+        };
+        let _ = writeln!(out, "  {:<17} {status}", p.hook.name());
+    }
+    let supported = |h: Hook| probes.iter().any(|p| p.hook == h && p.support.is_yes());
+    if !supported(Hook::Fentry) && supported(Hook::TpBtf) {
+        let _ = writeln!(
+            out,
+            "  note: fentry is refused; TCP/UDP hooks fall back to tp_btf/tracepoints"
+        );
+    }
+
+    let mut ok = true;
+    if let Some(types) = receiver_types {
+        let _ = writeln!(out, "this config's receivers");
+        for t in types {
+            let hooks = hooks_of(t);
+            if hooks.is_empty() {
+                let _ = writeln!(out, "  {t:<17} needs no kernel hooks");
+                continue;
+            }
+            let missing: Vec<&str> = hooks
+                .iter()
+                .filter(|h| !supported(**h))
+                .map(|h| h.name())
+                .collect();
+            if missing.is_empty() {
+                let names: Vec<&str> = hooks.iter().map(|h| h.name()).collect();
+                let _ = writeln!(out, "  {t:<17} ok ({})", names.join(", "));
+            } else {
+                ok = false;
+                let _ = writeln!(out, "  {t:<17} CANNOT RUN: missing {}", missing.join(", "));
+            }
+        }
+    }
+    (out, ok)
+}
+
+/// Before `run`: receivers that need kernel hooks need privileges and bpffs/tracefs. Returns a
+/// one-line error naming what is missing.
+pub fn preflight(receivers: &[(String, String)]) -> Result<(), String> {
+    let kernel_receivers: Vec<&(String, String)> = receivers
+        .iter()
+        .filter(|(_, t)| !hooks_of(t).is_empty())
+        .collect();
+    let Some((first_id, _)) = kernel_receivers.first() else {
+        return Ok(());
+    };
+    let missing = kernel::missing_capabilities(&[
+        kernel::CAP_BPF,
+        kernel::CAP_NET_ADMIN,
+        kernel::CAP_PERFMON,
+    ]);
+    if !missing.is_empty() {
+        let names: Vec<&str> = missing.iter().map(|c| c.name).collect();
+        return Err(format!(
+            "receiver `{first_id}` loads eBPF programs and needs {} (run as root, or grant the capabilities)",
+            names.join(", ")
+        ));
+    }
+    kernel::ensure_bpffs().map_err(|e| format!("receiver `{first_id}`: {e}"))?;
+    kernel::ensure_tracefs().map_err(|e| format!("receiver `{first_id}`: {e}"))?;
+    Ok(())
+}

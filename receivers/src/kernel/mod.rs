@@ -1,0 +1,15 @@
+//! What this kernel and this process can do: capabilities, the bpffs and tracefs mounts, and
+//! which program types and attachments the kernel accepts — found by probing, never by
+//! comparing version strings. `periscope doctor` prints it; receivers check it before loading.
+
+mod caps;
+mod mounts;
+mod probe;
+
+pub use caps::{
+    missing_capabilities, Capability, CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON, CAP_SYS_ADMIN,
+};
+pub use mounts::{
+    bpffs_mounted, ensure_bpffs, ensure_tracefs, tracefs_mounted, Mount, BPFFS_PATH, TRACEFS_PATH,
+};
+pub use probe::{probe_all, Hook, Probe, Support};

@@ -21,6 +21,33 @@ use periscope_pipeline::devices::DeviceTable;
 use periscope_pipeline::model::Payload;
 use periscope_pipeline::topology::{self, bounded, EdgeSender, EventOutput, StopSignal};
 
+/// Counts heap allocations, to show that per-event work allocates nothing (only per batch).
+struct CountingAllocator;
+
+static ALLOCATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+// SAFETY: forwards to the system allocator; only adds a relaxed counter.
+unsafe impl std::alloc::GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAllocator = CountingAllocator;
+
+fn allocations() -> u64 {
+    ALLOCATIONS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// CPU time (user + system) of this process so far.
 fn cpu_time() -> Duration {
     // SAFETY: getrusage writes into the struct we pass and has no other effect.
@@ -34,6 +61,7 @@ struct Measure {
     wall: Duration,
     cpu: Duration,
     events: u64,
+    allocations: u64,
 }
 
 impl Measure {
@@ -42,6 +70,9 @@ impl Measure {
     }
     fn per_cpu_sec(&self) -> f64 {
         self.events as f64 / self.cpu.as_secs_f64()
+    }
+    fn allocations_per_event(&self) -> f64 {
+        self.allocations as f64 / self.events as f64
     }
 }
 
@@ -61,9 +92,9 @@ fn run_pipeline(events: u64, flows: u64, out: &std::path::Path) -> anyhow::Resul
     let topology = topology::build(&config, &devices)?;
     let telemetry = topology.self_telemetry();
     let (_keep, shutdown) = crossbeam_channel::bounded::<()>(1);
-    let (cpu0, t0) = (cpu_time(), Instant::now());
+    let (cpu0, t0, a0) = (cpu_time(), Instant::now(), allocations());
     let report = topology.run(shutdown)?;
-    let (wall, cpu) = (t0.elapsed(), cpu_time() - cpu0);
+    let (wall, cpu, allocations) = (t0.elapsed(), cpu_time() - cpu0, allocations() - a0);
     if !report.is_success() {
         bail!("pipeline run failed: {report:?}");
     }
@@ -76,7 +107,12 @@ fn run_pipeline(events: u64, flows: u64, out: &std::path::Path) -> anyhow::Resul
     if received != events {
         bail!("the flow processor received {received} events, expected {events}");
     }
-    Ok(Measure { wall, cpu, events })
+    Ok(Measure {
+        wall,
+        cpu,
+        events,
+        allocations,
+    })
 }
 
 fn run_bare(events: u64, flows: u64) -> anyhow::Result<Measure> {
@@ -96,7 +132,7 @@ fn run_bare(events: u64, flows: u64) -> anyhow::Result<Measure> {
         counters: std::sync::Arc::clone(&counters),
     };
     let receiver = config.build(&ctx)?;
-    let (cpu0, t0) = (cpu_time(), Instant::now());
+    let (cpu0, t0, a0) = (cpu_time(), Instant::now(), allocations());
     let consumer = std::thread::spawn(move || {
         let (mut n, mut bytes) = (0u64, 0u64);
         for payload in rx {
@@ -120,12 +156,17 @@ fn run_bare(events: u64, flows: u64) -> anyhow::Result<Measure> {
     receiver.run(&mut output, &StopSignal::default())?;
     drop(output);
     let (n, bytes) = consumer.join().map_err(|_| anyhow!("consumer panicked"))?;
-    let (wall, cpu) = (t0.elapsed(), cpu_time() - cpu0);
+    let (wall, cpu, allocations) = (t0.elapsed(), cpu_time() - cpu0, allocations() - a0);
     if n != events {
         bail!("bare consumer saw {n} events, expected {events}");
     }
     std::hint::black_box(bytes);
-    Ok(Measure { wall, cpu, events })
+    Ok(Measure {
+        wall,
+        cpu,
+        events,
+        allocations,
+    })
 }
 
 fn main() -> anyhow::Result<()> {
@@ -151,6 +192,7 @@ fn main() -> anyhow::Result<()> {
          bare channel     {:>8.2} M events/s wall  {:>8.2} M events/CPU-s  ({:.3}s wall, {:.3}s CPU)\n\
          pipeline         {:>8.2} M events/s wall  {:>8.2} M events/CPU-s  ({:.3}s wall, {:.3}s CPU)\n\
          ratio pipeline/bare: {:.3} (wall), {:.3} (per CPU-s)\n\
+         heap allocations per event: bare {:.5}, pipeline {:.5} (batches of 1024 events)\n\
          reproduce: cargo run --release -p periscope-bench --bin bench-pipeline -- {events} {flows}\n",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         bare.per_sec() / 1e6,
@@ -163,6 +205,8 @@ fn main() -> anyhow::Result<()> {
         pipe.cpu.as_secs_f64(),
         pipe.per_sec() / bare.per_sec(),
         pipe.per_cpu_sec() / bare.per_cpu_sec(),
+        bare.allocations_per_event(),
+        pipe.allocations_per_event(),
     );
     print!("{report}");
     std::fs::create_dir_all("bench-results")?;

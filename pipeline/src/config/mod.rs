@@ -264,7 +264,13 @@ impl Loader {
                     };
                     list.iter().any(|r| r.to_string() == *id)
                 });
-                if !used {
+                let feeds_self_metrics = *kind == Kind::Exporter
+                    && telemetry
+                        .metrics
+                        .exporters
+                        .as_ref()
+                        .is_some_and(|l| l.contains(id));
+                if !used && !feeds_self_metrics {
                     warnings.push(format!("{kind} `{id}` is defined but no pipeline uses it"));
                 }
             }
@@ -398,7 +404,7 @@ impl Loader {
         let entries = self
             .entries(node, "service.pipelines", "pipelines")
             .to_vec();
-        if entries.is_empty() && !matches!(node.value, NodeValue::Mapping(_) if false) {
+        if entries.is_empty() {
             self.error(Some(node.location), "service.pipelines", "no pipelines defined; add e.g. `metrics: {receivers: [...], processors: [...], exporters: [...]}`");
         }
         for (key, value) in entries {

@@ -94,8 +94,15 @@ pub fn build(config: &Config, devices: &DeviceTable) -> anyhow::Result<Topology>
 
     let mut exporters = Vec::new();
     let mut exporter_index = BTreeMap::new();
+    let self_metrics_targets = config
+        .telemetry
+        .metrics
+        .exporters
+        .clone()
+        .unwrap_or_default();
     for c in &config.exporters {
-        if !config.pipelines.iter().any(|p| p.exporters.contains(&c.id)) {
+        let in_pipeline = config.pipelines.iter().any(|p| p.exporters.contains(&c.id));
+        if !in_pipeline && !self_metrics_targets.contains(&c.id.to_string()) {
             continue;
         }
         let counters = telemetry.register("exporter", &c.id.to_string(), None);

@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
  * packet.bpf.c — per-packet observation at XDP (ingress) and TC/TCX (ingress and
- * egress): exact per-device counters in a per-CPU hash, and one periscope_packet
- * record per packet in a ring buffer.
+ * egress): exact counters per device, direction and L4 protocol in a per-CPU hash,
+ * and a periscope_packet record in a ring buffer for every packet, for 1 in
+ * periscope_config.sample_rate packets, or for none (counters only); with
+ * PERISCOPE_CFG_DNS, TCP/UDP packets from or to port 53 always get a record.
  *
  * The programs never change what happens to a packet: XDP returns XDP_PASS, TC
  * returns TCX_NEXT (== TC_ACT_UNSPEC), i.e. "no opinion, ask the next program",
@@ -240,8 +242,18 @@ static __always_inline void count_lost_record(struct periscope_dev_counters *c)
 		s->records_lost++;
 }
 
+static __always_inline int is_dns(const struct periscope_packet *rec)
+{
+	if (rec->l4_proto != IPPROTO_UDP_ && rec->l4_proto != IPPROTO_TCP_)
+		return 0;
+	return rec->sport == 53 || rec->dport == 53;
+}
+
 static __always_inline void observe(struct pkt_ctx *p)
 {
+	/* Parsed on the stack first: the counter key needs the L4 protocol, and
+	 * whether a record is written depends on sampling and on the ports. */
+	struct periscope_packet pkt = {};
 	struct periscope_dev_key key = {
 		.netns_cookie = periscope_config.netns_cookie,
 		.netns_inode = periscope_config.netns_inode,
@@ -251,6 +263,12 @@ static __always_inline void observe(struct pkt_ctx *p)
 	};
 	struct periscope_dev_counters *c;
 	struct periscope_packet *rec;
+	__u32 flags = periscope_config.flags;
+	__u32 rate = periscope_config.sample_rate;
+	int emit = 0;
+
+	parse(p->data, p->data_end, &pkt);
+	key.l4_proto = pkt.l4_proto;
 
 	c = bpf_map_lookup_elem(&periscope_counters, &key);
 	if (!c) {
@@ -271,7 +289,11 @@ static __always_inline void observe(struct pkt_ctx *p)
 			s->counters_map_full++;
 	}
 
-	if (!(periscope_config.flags & PERISCOPE_CFG_RECORDS))
+	if (flags & PERISCOPE_CFG_RECORDS)
+		emit = rate <= 1 || bpf_get_prandom_u32() % rate == 0;
+	if (!emit && (flags & PERISCOPE_CFG_DNS) && is_dns(&pkt))
+		emit = 1;
+	if (!emit)
 		return;
 
 	rec = bpf_ringbuf_reserve(&periscope_events, sizeof(*rec), 0);
@@ -279,18 +301,17 @@ static __always_inline void observe(struct pkt_ctx *p)
 		count_lost_record(c);
 		return;
 	}
-	/* Reserved memory is not zeroed: write every byte. */
-	__builtin_memset(rec, 0, sizeof(*rec));
-	rec->kind = PERISCOPE_RECORD_PACKET;
-	rec->version = PERISCOPE_PACKET_VERSION;
-	rec->hook = p->hook;
-	rec->direction = p->direction;
-	rec->ifindex = p->ifindex;
-	rec->ts_boot_ns = bpf_ktime_get_boot_ns();
-	rec->netns_cookie = key.netns_cookie;
-	rec->netns_inode = key.netns_inode;
-	rec->len = p->len;
-	parse(p->data, p->data_end, rec);
+	pkt.kind = PERISCOPE_RECORD_PACKET;
+	pkt.version = PERISCOPE_PACKET_VERSION;
+	pkt.hook = p->hook;
+	pkt.direction = p->direction;
+	pkt.ifindex = p->ifindex;
+	pkt.ts_boot_ns = bpf_ktime_get_boot_ns();
+	pkt.netns_cookie = key.netns_cookie;
+	pkt.netns_inode = key.netns_inode;
+	pkt.len = p->len;
+	/* Reserved memory is not zeroed: the copy writes every byte. */
+	__builtin_memcpy(rec, &pkt, sizeof(*rec));
 	bpf_ringbuf_submit(rec, BPF_RB_NO_WAKEUP);
 }
 

@@ -63,8 +63,12 @@ enum periscope_packet_flags {
 
 /* Bits of periscope_config.flags. */
 enum periscope_config_flags {
-	/* Write a periscope_packet record per packet (otherwise: counters only). */
+	/* Write a periscope_packet record per packet (otherwise: counters only), or
+	 * 1 in periscope_config.sample_rate packets when that is above 1. */
 	PERISCOPE_CFG_RECORDS = 1,
+	/* Write a record for every TCP/UDP packet from or to port 53, whatever the
+	 * sampling (and also when PERISCOPE_CFG_RECORDS is off). */
+	PERISCOPE_CFG_DNS = 2,
 };
 
 /*
@@ -95,9 +99,10 @@ struct periscope_packet {
 };
 
 /*
- * Key of the `periscope_counters` per-CPU hash: one entry per device, direction
- * and hook. The namespace is part of the key so that maps may be shared between
- * program instances loaded for different namespaces. 24 bytes.
+ * Key of the `periscope_counters` per-CPU hash: one entry per device, direction,
+ * hook and L4 protocol, so that per-transport totals are exact too. The namespace
+ * is part of the key so that maps may be shared between program instances loaded
+ * for different namespaces. 24 bytes.
  */
 struct periscope_dev_key {
 	__u64 netns_cookie;
@@ -105,7 +110,8 @@ struct periscope_dev_key {
 	__u32 ifindex;
 	__u8 direction;     /* enum periscope_direction */
 	__u8 hook;          /* enum periscope_hook */
-	__u8 _pad[6];
+	__u8 l4_proto;      /* periscope_packet.l4_proto: IP protocol, 0 if not IP */
+	__u8 _pad[5];
 };
 
 /*
@@ -132,12 +138,14 @@ struct periscope_stats {
  * The `.rodata` global `periscope_config`, set by the loader before load
  * (aya's EbpfLoader::override_global). XDP and TC programs cannot read the
  * device's namespace without kfuncs, so a program instance is loaded per
- * namespace with that namespace's id. 16 bytes.
+ * namespace with that namespace's id. 24 bytes.
  */
 struct periscope_config {
 	__u64 netns_cookie;
 	__u32 netns_inode;
 	__u32 flags;        /* enum periscope_config_flags */
+	__u32 sample_rate;  /* with PERISCOPE_CFG_RECORDS: 1 in N packets; 0 and 1 mean every */
+	__u32 _pad;
 };
 
 #endif /* PERISCOPE_H */

@@ -86,6 +86,7 @@ fn the_verifier_accepts_every_program() {
         netns_cookie: 0x1234_5678_9abc_def0,
         netns_inode: 4026531840,
         flags: PERISCOPE_CFG_RECORDS,
+        ..Config::default()
     };
     let t = Instant::now();
     drop(aya::EbpfLoader::new());
@@ -198,6 +199,7 @@ impl Netns {
             netns_cookie: cookie,
             netns_inode: inode,
             flags: PERISCOPE_CFG_RECORDS,
+            ..Config::default()
         }
     }
 
@@ -347,14 +349,15 @@ fn drain(bpf: &mut Ebpf, clock: &BootClock) -> Vec<(PacketRecord, PacketEvent)> 
 fn counters(bpf: &Ebpf) -> HashMap<DevKey, DevCounters> {
     let map = PerCpuHashMap::<_, DevKey, DevCounters>::try_from(bpf.map(names::COUNTERS).unwrap())
         .expect("counters map");
-    map.iter()
-        .map(|kv| {
-            let (k, per_cpu) = kv.expect("read counters");
-            let mut sum = DevCounters::default();
-            per_cpu.iter().for_each(|c| sum.add(c));
-            (k, sum)
-        })
-        .collect()
+    // Keys carry the L4 protocol; these tests compare per device, direction and hook.
+    let mut out: HashMap<DevKey, DevCounters> = HashMap::new();
+    for kv in map.iter() {
+        let (mut k, per_cpu) = kv.expect("read counters");
+        k.l4_proto = 0;
+        let sum = out.entry(k).or_default();
+        per_cpu.iter().for_each(|c| sum.add(c));
+    }
+    out
 }
 
 fn stats(bpf: &Ebpf) -> Stats {
@@ -414,7 +417,8 @@ fn key(config: &Config, ifindex: u32, direction: u8, hook: u8) -> DevKey {
         ifindex,
         direction,
         hook,
-        _pad: [0; 6],
+        l4_proto: 0,
+        _pad: [0; 5],
     }
 }
 

@@ -44,6 +44,8 @@ const CONFIG: Config = Config {
     netns_cookie: 77,
     netns_inode: 4026530000,
     flags: PERISCOPE_CFG_RECORDS,
+    sample_rate: 0,
+    _pad: 0,
 };
 
 /// The object with its XDP and TC egress programs loaded.
@@ -97,14 +99,15 @@ fn drain(bpf: &mut Ebpf) -> Vec<PacketRecord> {
 fn counters(bpf: &Ebpf) -> HashMap<DevKey, DevCounters> {
     let map = PerCpuHashMap::<_, DevKey, DevCounters>::try_from(bpf.map(names::COUNTERS).unwrap())
         .unwrap();
-    map.iter()
-        .map(|kv| {
-            let (k, per_cpu) = kv.unwrap();
-            let mut sum = DevCounters::default();
-            per_cpu.iter().for_each(|c| sum.add(c));
-            (k, sum)
-        })
-        .collect()
+    // Keys carry the L4 protocol; these tests compare per device, direction and hook.
+    let mut out: HashMap<DevKey, DevCounters> = HashMap::new();
+    for kv in map.iter() {
+        let (mut k, per_cpu) = kv.unwrap();
+        k.l4_proto = 0;
+        let sum = out.entry(k).or_default();
+        per_cpu.iter().for_each(|c| sum.add(c));
+    }
+    out
 }
 
 fn stats(bpf: &Ebpf) -> Stats {
@@ -551,7 +554,7 @@ fn the_parser_reads_what_each_frame_carries() {
             (k.netns_cookie, k.netns_inode),
             (CONFIG.netns_cookie, CONFIG.netns_inode)
         );
-        assert_eq!(k._pad, [0; 6]);
+        assert_eq!(k._pad, [0; 5]);
     }
 }
 
@@ -625,4 +628,71 @@ fn counters_only_mode_writes_no_records() {
         (1000, 1000 * frame.len() as u64, 0)
     );
     eprintln!("XDP test run, counters only: {ns_per_run} ns/packet");
+}
+
+/// Counters are kept per L4 protocol; `sample_rate` writes about 1 record in N; DNS packets
+/// (port 53) are written whatever the sampling when `PERISCOPE_CFG_DNS` is set, even with
+/// records off.
+#[test]
+fn sampling_dns_and_per_transport_counters() {
+    if !bpf_capable("sampling_dns_and_per_transport_counters") {
+        return;
+    }
+    const RUNS: u32 = 4000;
+    let mut udp_frame = eth(0x0800);
+    ipv4(&mut udp_frame, 17, 0, 0, 8);
+    udp(&mut udp_frame, 1000, 2000, 0);
+    let mut tcp_frame = eth(0x0800);
+    ipv4(&mut tcp_frame, 6, 0, 0, 20);
+    tcp(&mut tcp_frame, 1000, 2000, 0x10);
+    let mut dns_frame = eth(0x0800);
+    ipv4(&mut dns_frame, 17, 0, 0, 8);
+    udp(&mut dns_frame, 33333, 53, 0);
+
+    // 1 in 8, plus DNS.
+    let config = Config {
+        flags: PERISCOPE_CFG_RECORDS | PERISCOPE_CFG_DNS,
+        sample_rate: 8,
+        ..CONFIG
+    };
+    let mut bpf = loaded(load_packet(&config, None).unwrap_or_else(|e| panic!("{}", chain(&e))));
+    run(&bpf, names::XDP, &udp_frame, RUNS);
+    run(&bpf, names::XDP, &tcp_frame, 10);
+    run(&bpf, names::XDP, &dns_frame, 50);
+    let recs = drain(&mut bpf);
+    let sampled = recs
+        .iter()
+        .filter(|r| r.dport == 2000 && r.l4_proto == 17)
+        .count();
+    let dns = recs.iter().filter(|r| r.dport == 53).count();
+    assert_eq!(dns, 50, "every DNS packet is written");
+    let expect = (RUNS / 8) as usize;
+    assert!(
+        sampled > expect / 2 && sampled < expect * 2,
+        "1 in 8 of {RUNS}: {sampled} records"
+    );
+    // Per-transport keys.
+    let map = PerCpuHashMap::<_, DevKey, DevCounters>::try_from(bpf.map(names::COUNTERS).unwrap())
+        .unwrap();
+    let mut by_proto: HashMap<u8, u64> = HashMap::new();
+    for kv in map.iter() {
+        let (k, per_cpu) = kv.unwrap();
+        *by_proto.entry(k.l4_proto).or_default() += per_cpu.iter().map(|c| c.packets).sum::<u64>();
+    }
+    assert_eq!(by_proto.get(&17), Some(&u64::from(RUNS + 50)));
+    assert_eq!(by_proto.get(&6), Some(&10));
+
+    // Records off, DNS on: only DNS.
+    let config = Config {
+        flags: PERISCOPE_CFG_DNS,
+        sample_rate: 0,
+        ..CONFIG
+    };
+    let mut bpf = loaded(load_packet(&config, None).unwrap_or_else(|e| panic!("{}", chain(&e))));
+    run(&bpf, names::XDP, &udp_frame, 100);
+    run(&bpf, names::XDP, &dns_frame, 7);
+    let recs = drain(&mut bpf);
+    assert_eq!(recs.len(), 7);
+    assert!(recs.iter().all(|r| r.dport == 53));
+    eprintln!("1-in-8 sampling wrote {sampled} of {RUNS} records (expected ~{expect})");
 }

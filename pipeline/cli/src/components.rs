@@ -9,6 +9,8 @@ pub fn registry() -> Registry {
         // receivers
         .receiver::<periscope_receivers::pcap::PcapConfig>()
         .receiver::<periscope_receivers::synthetic::SyntheticConfig>()
+        .receiver::<periscope_receivers::xdp::XdpConfig>()
+        .receiver::<periscope_receivers::tcx::TcxConfig>()
         // processors
         .processor::<periscope_processors::flow::FlowConfig>()
         // exporters

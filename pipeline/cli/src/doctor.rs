@@ -8,7 +8,14 @@ use periscope_receivers::kernel::{self, Hook, Support};
 /// The kernel hooks a receiver type needs (receivers that need none are absent).
 fn hooks_of(receiver_type: &str) -> &'static [Hook] {
     match receiver_type {
-        "xdp" => &[Hook::KernelBtf, Hook::RingBuffer, Hook::Xdp],
+        // xdp falls back to TCX ingress where a device's XDP slot is taken.
+        "xdp" => &[
+            Hook::KernelBtf,
+            Hook::RingBuffer,
+            Hook::Xdp,
+            Hook::TcClassifier,
+            Hook::Tcx,
+        ],
         "tcx" => &[
             Hook::KernelBtf,
             Hook::RingBuffer,
@@ -155,7 +162,7 @@ pub fn preflight(receivers: &[(String, String)]) -> Result<(), String> {
     if !missing.is_empty() {
         let names: Vec<&str> = missing.iter().map(|c| c.name).collect();
         return Err(format!(
-            "receiver `{first_id}` loads eBPF programs and needs {} (run as root, or grant the capabilities)",
+            "receiver `{first_id}` loads eBPF programs and enters network namespaces: missing {} (run as root, or grant the capabilities)",
             names.join(", ")
         ));
     }

@@ -89,11 +89,13 @@ mod tests {
                 saddr, daddr,
             }),
             mirror!(DevKey => "periscope_dev_key" {
-                netns_cookie, netns_inode, ifindex, direction, hook, _pad,
+                netns_cookie, netns_inode, ifindex, direction, hook, l4_proto, _pad,
             }),
             mirror!(DevCounters => "periscope_dev_counters" { packets, bytes, records_lost }),
             mirror!(Stats => "periscope_stats" { records_lost, counters_map_full }),
-            mirror!(Config => "periscope_config" { netns_cookie, netns_inode, flags }),
+            mirror!(Config => "periscope_config" {
+                netns_cookie, netns_inode, flags, sample_rate, _pad,
+            }),
         ]
     }
 
@@ -113,6 +115,7 @@ mod tests {
             PERISCOPE_PKT_TRUNCATED,
             PERISCOPE_PKT_FRAGMENT,
             PERISCOPE_CFG_RECORDS,
+            PERISCOPE_CFG_DNS,
         ]
     }
 
@@ -200,6 +203,6 @@ mod tests {
     fn the_table_is_not_empty() {
         // A build.rs that silently found nothing would make the tests above vacuous.
         assert!(C_STRUCTS.len() >= 5, "{C_STRUCTS:?}");
-        assert!(C_ENUMERATORS.len() >= 10, "{C_ENUMERATORS:?}");
+        assert!(C_ENUMERATORS.len() >= 11, "{C_ENUMERATORS:?}");
     }
 }

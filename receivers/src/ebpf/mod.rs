@@ -79,10 +79,23 @@ pub fn packet_object() -> Result<&'static [u8], Error> {
 /// that parse; reusing one `EbpfLoader` across loads would, but `override_global` borrows the
 /// config for the loader's whole lifetime.
 pub fn load_packet(config: &Config, btf: Option<&Btf>) -> Result<Ebpf, Error> {
+    load_packet_sized(config, btf, None)
+}
+
+/// [`load_packet`] with the ring buffer's size in bytes (a power of two, a multiple of the
+/// page size); `None` keeps the object's 1 MiB.
+pub fn load_packet_sized(
+    config: &Config,
+    btf: Option<&Btf>,
+    ring_bytes: Option<u32>,
+) -> Result<Ebpf, Error> {
     let object = packet_object()?;
     let mut loader = EbpfLoader::new();
     if let Some(btf) = btf {
         loader.btf(Some(btf));
+    }
+    if let Some(bytes) = ring_bytes {
+        loader.map_max_entries(names::EVENTS, bytes);
     }
     loader
         .override_global(names::CONFIG, config, true)

@@ -23,8 +23,12 @@ pub const PERISCOPE_PKT_VLAN: u8 = 1;
 pub const PERISCOPE_PKT_TRUNCATED: u8 = 2;
 /// `enum periscope_packet_flags`: a non-first IP fragment (no ports).
 pub const PERISCOPE_PKT_FRAGMENT: u8 = 4;
-/// `enum periscope_config_flags`: write a [`PacketRecord`] per packet.
+/// `enum periscope_config_flags`: write a [`PacketRecord`] per packet (or 1 in
+/// [`Config::sample_rate`]).
 pub const PERISCOPE_CFG_RECORDS: u32 = 1;
+/// `enum periscope_config_flags`: write a record for every TCP/UDP packet from or to port 53,
+/// whatever the sampling.
+pub const PERISCOPE_CFG_DNS: u32 = 2;
 
 /// `struct periscope_packet`: one packet seen by an XDP or TC program (ring buffer
 /// `periscope_events`).
@@ -91,7 +95,9 @@ pub struct DevKey {
     pub ifindex: u32,
     pub direction: u8,
     pub hook: u8,
-    pub _pad: [u8; 6],
+    /// IP protocol (IPv6: next header after extension headers); 0 if not IP.
+    pub l4_proto: u8,
+    pub _pad: [u8; 5],
 }
 
 /// `struct periscope_dev_counters`: value of `periscope_counters`, one per CPU.
@@ -134,7 +140,11 @@ impl Stats {
 pub struct Config {
     pub netns_cookie: u64,
     pub netns_inode: u32,
+    /// `PERISCOPE_CFG_*` bits.
     pub flags: u32,
+    /// With [`PERISCOPE_CFG_RECORDS`]: a record for 1 in this many packets; 0 and 1 mean every.
+    pub sample_rate: u32,
+    pub _pad: u32,
 }
 
 impl Default for Config {
@@ -144,6 +154,8 @@ impl Default for Config {
             netns_cookie: 0,
             netns_inode: 0,
             flags: PERISCOPE_CFG_RECORDS,
+            sample_rate: 0,
+            _pad: 0,
         }
     }
 }

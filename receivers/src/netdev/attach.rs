@@ -1,0 +1,1075 @@
+//! The attachment manager: one loaded packet object per network namespace (its id is a
+//! `.rodata` global), bpf_links on the devices in it, optional pins, and the reading of its
+//! ring buffer and counters.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use aya::maps::{Map, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
+use aya::programs::links::{FdLink, Link, LinkOrder, PinnedLink};
+use aya::programs::tc::TcAttachOptions;
+use aya::programs::{SchedClassifier, TcAttachType, Xdp, XdpMode};
+use aya::{Ebpf, EbpfLoader, Pod};
+use aya_obj::programs::XdpAttachType;
+
+use periscope_pipeline::devices::{DeviceInfo, DeviceTable};
+use periscope_pipeline::model::{
+    DeviceCounters, DeviceRef, Direction, NetnsId, PacketEvent, Transport,
+};
+
+use crate::ebpf::records::{PERISCOPE_DIR_EGRESS, PERISCOPE_DIR_INGRESS};
+use crate::ebpf::{
+    decode_packet, names, packet_object, BootClock, Config, DevCounters, DevKey, Stats,
+};
+use crate::netns::{Device, Namespace};
+
+use super::options::{InterfaceFilter, RecordOptions};
+
+/// One attachment point of a device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Hook {
+    /// XDP (ingress).
+    Xdp,
+    /// TCX ingress.
+    TcxIngress,
+    /// TCX egress.
+    TcxEgress,
+}
+
+impl Hook {
+    /// The name used in pins and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Hook::Xdp => "xdp",
+            Hook::TcxIngress => "tcx-ingress",
+            Hook::TcxEgress => "tcx-egress",
+        }
+    }
+
+    fn program(self) -> &'static str {
+        match self {
+            Hook::Xdp => names::XDP,
+            Hook::TcxIngress => names::TC_INGRESS,
+            Hook::TcxEgress => names::TC_EGRESS,
+        }
+    }
+}
+
+/// What a receiver attaches.
+#[derive(Clone, Debug)]
+pub struct AttachOptions {
+    /// The hooks every matching device gets.
+    pub hooks: Vec<Hook>,
+    /// With [`Hook::Xdp`]: when a device already has another XDP program, observe it through
+    /// TCX ingress instead.
+    pub tcx_fallback: bool,
+    /// Program flags and sampling.
+    pub records: RecordOptions,
+    /// Ring buffer bytes per namespace.
+    pub ring_bytes: u32,
+    /// Where to pin (`/sys/fs/bpf/periscope/<receiver>`), or `None` not to pin.
+    pub pin_root: Option<PathBuf>,
+    /// Which devices.
+    pub interfaces: InterfaceFilter,
+}
+
+/// Totals of what the manager did (the receiver's status).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AttachStats {
+    /// Namespaces with a loaded (or adopted) object.
+    pub namespaces: usize,
+    /// Links created by this process.
+    pub attached: u64,
+    /// Pinned links found from an earlier run and taken over.
+    pub adopted: u64,
+    /// Devices observed through TCX ingress because another XDP program holds the device.
+    pub xdp_fallbacks: u64,
+    /// Attach failures (logged).
+    pub failed: u64,
+    /// Records that could not be decoded (a bug or a version mismatch; logged once).
+    pub decode_errors: u64,
+}
+
+/// What happened to a device that was offered.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DeviceOutcome {
+    /// Filtered out by `interfaces`.
+    Skipped,
+    /// Already attached (a rename or state change): names updated.
+    Known,
+    /// Attached (and how long it took), possibly partly from adopted pins.
+    Attached {
+        latency: Duration,
+        adopted: usize,
+        /// The XDP slot was taken: observed through TCX ingress.
+        fallback: bool,
+    },
+}
+
+enum HeldLink {
+    Owned(#[allow(dead_code)] FdLink),
+    Pinned(PinnedLink),
+}
+
+struct DevState {
+    links: Vec<(Hook, HeldLink)>,
+}
+
+/// The programs of one namespace: a fresh object, or programs adopted from pins.
+enum Programs {
+    Fresh(Box<Ebpf>),
+    Pinned(Box<PinnedPrograms>),
+}
+
+/// Programs opened from the pins of an earlier run.
+struct PinnedPrograms {
+    xdp: Option<Xdp>,
+    tc_ingress: Option<SchedClassifier>,
+    tc_egress: Option<SchedClassifier>,
+}
+
+struct NsState {
+    ns: Namespace,
+    /// The nsfs file: entering the namespace to attach. Dropped with the state.
+    handle: File,
+    programs: Programs,
+    ring: RingBuf<MapData>,
+    counters: PerCpuHashMap<MapData, DevKey, DevCounters>,
+    stats: PerCpuArray<MapData, Stats>,
+    /// Pin directory of this namespace.
+    dir: Option<PathBuf>,
+    devices: HashMap<u32, DevState>,
+    /// Pinned links of an earlier run not yet claimed by a device, by pin file name.
+    adopted: HashMap<String, PinnedLink>,
+    /// When the namespace was added (unclaimed adopted links are released after a while).
+    added_at: Instant,
+    /// Stats (losses) read last time.
+    lost_seen: u64,
+}
+
+/// The attachment manager. Not thread-safe: one receiver thread drives it.
+pub struct Attacher {
+    opts: AttachOptions,
+    devices: DeviceTable,
+    namespaces: HashMap<NetnsId, NsState>,
+    clock: BootClock,
+    clock_at: Instant,
+    /// One loader for every namespace: `EbpfLoader::new()` parses the kernel's BTF (~30 ms),
+    /// so reusing it makes a namespace's load that much cheaper. Its globals borrow their data
+    /// for the loader's lifetime, so each namespace's [`Config`] (24 bytes) is leaked: a
+    /// bounded cost of 24 bytes per namespace ever loaded, for ~30 ms less per namespace.
+    loader: EbpfLoader<'static>,
+    stats: AttachStats,
+}
+
+fn io_errno(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<io::Error>() {
+            if let Some(code) = io.raw_os_error() {
+                return Some(code);
+            }
+        }
+        cur = err.source();
+    }
+    None
+}
+
+/// The error and its causes on one line.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+/// The ifindex a pinned XDP or TCX link is attached to (0 once its device is gone).
+fn pinned_link_ifindex(path: &Path) -> io::Result<u32> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+
+    const BPF_OBJ_GET: libc::c_long = 7;
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    #[repr(C)]
+    struct ObjGet {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+        path_fd: i32,
+        _pad: [u32; 11],
+    }
+    #[repr(C)]
+    struct InfoByFd {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+        _pad: [u32; 12],
+    }
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::other("NUL in pin path"))?;
+    let get = ObjGet {
+        pathname: c.as_ptr() as u64,
+        bpf_fd: 0,
+        file_flags: 0,
+        path_fd: 0,
+        _pad: [0; 11],
+    };
+    // SAFETY: a BPF_OBJ_GET attr with a valid C string; the kernel reads size_of bytes.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            &get as *const ObjGet,
+            std::mem::size_of::<ObjGet>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new fd the kernel returned, owned only here.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // struct bpf_link_info: type, id, prog_id, then a union aligned to 8 whose xdp and tcx
+    // members start with `__u32 ifindex`.
+    let mut info = [0u64; 16];
+    let attr = InfoByFd {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: std::mem::size_of_val(&info) as u32,
+        info: info.as_mut_ptr() as u64,
+        _pad: [0; 12],
+    };
+    // SAFETY: the kernel writes at most info_len bytes into `info`.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            &attr as *const InfoByFd,
+            std::mem::size_of::<InfoByFd>(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(info[2] as u32)
+}
+
+fn pin_dir_name(id: NetnsId) -> String {
+    format!("{}-{}", id.inode, id.cookie)
+}
+
+fn parse_pin_dir_name(name: &str) -> Option<NetnsId> {
+    let (inode, cookie) = name.split_once('-')?;
+    Some(NetnsId {
+        inode: inode.parse().ok()?,
+        cookie: cookie.parse().ok()?,
+    })
+}
+
+fn link_pin_name(hook: Hook, ifindex: u32) -> String {
+    format!("link-{}-{ifindex}", hook.name())
+}
+
+fn sum<T: Pod + Copy + Default>(per_cpu: &[T], add: impl Fn(&mut T, &T)) -> T {
+    let mut total = T::default();
+    per_cpu.iter().for_each(|v| add(&mut total, v));
+    total
+}
+
+impl Attacher {
+    /// A manager that registers the devices it attaches in `devices`.
+    pub fn new(opts: AttachOptions, devices: DeviceTable) -> Attacher {
+        let opts_ring = opts.ring_bytes;
+        Attacher {
+            opts,
+            devices,
+            namespaces: HashMap::new(),
+            clock: BootClock::now(),
+            clock_at: Instant::now(),
+            loader: {
+                let mut l = EbpfLoader::new();
+                l.map_max_entries(names::EVENTS, opts_ring);
+                l
+            },
+            stats: AttachStats::default(),
+        }
+    }
+
+    /// What it did so far.
+    pub fn stats(&self) -> AttachStats {
+        AttachStats {
+            namespaces: self.namespaces.len(),
+            ..self.stats.clone()
+        }
+    }
+
+    /// The programs loaded with a namespace (the TCX ingress program an XDP receiver falls
+    /// back to is loaded when a device needs it).
+    fn programs_needed(&self) -> Vec<Hook> {
+        self.opts.hooks.clone()
+    }
+
+    /// Whether devices may fall back to TCX ingress.
+    fn has_fallback(&self) -> bool {
+        let h = &self.opts.hooks;
+        self.opts.tcx_fallback && h.contains(&Hook::Xdp) && !h.contains(&Hook::TcxIngress)
+    }
+
+    /// Loads the object for a namespace (or adopts its pins); returns the time it took and
+    /// whether pins were adopted.
+    pub fn add_namespace(&mut self, ns: &Namespace) -> anyhow::Result<(Duration, bool)> {
+        if self.namespaces.contains_key(&ns.id) {
+            return Ok((Duration::ZERO, false));
+        }
+        let t = Instant::now();
+        let handle = File::open(&ns.path)
+            .map_err(|e| anyhow::anyhow!("opening namespace {}: {e}", ns.path.display()))?;
+        let inode = handle.metadata()?.ino();
+        if inode != u64::from(ns.id.inode) {
+            anyhow::bail!(
+                "{} is no longer namespace {} (now {inode})",
+                ns.path.display(),
+                ns.id.inode
+            );
+        }
+        let dir = self
+            .opts
+            .pin_root
+            .as_ref()
+            .map(|root| root.join(pin_dir_name(ns.id)));
+        let mut adopted_any = false;
+        let state = match dir.as_deref().filter(|d| d.is_dir()) {
+            Some(d) => match self.adopt(ns, &handle, d) {
+                Ok(s) => {
+                    adopted_any = true;
+                    s
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        dir = %d.display(),
+                        "pins of an earlier run are incomplete ({e:#}); removing them and \
+                         attaching afresh"
+                    );
+                    remove_pins(d);
+                    self.load(ns, handle, dir.clone())?
+                }
+            },
+            None => self.load(ns, handle, dir.clone())?,
+        };
+        self.namespaces.insert(ns.id, state);
+        Ok((t.elapsed(), adopted_any))
+    }
+
+    fn load(
+        &mut self,
+        ns: &Namespace,
+        handle: File,
+        dir: Option<PathBuf>,
+    ) -> anyhow::Result<NsState> {
+        let config = Config {
+            netns_cookie: ns.id.cookie,
+            netns_inode: ns.id.inode,
+            flags: self.opts.records.flags,
+            sample_rate: self.opts.records.sample_rate,
+            _pad: 0,
+        };
+        let config: &'static Config = Box::leak(Box::new(config));
+        let mut bpf = self
+            .loader
+            .override_global(names::CONFIG, config, true)
+            .load(packet_object()?)
+            .map_err(|source| crate::ebpf::Error::Load {
+                object: "packet.bpf.o",
+                source,
+            })?;
+        for hook in self.programs_needed() {
+            let name = hook.program();
+            let prog = bpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow::anyhow!("the packet object has no program {name}"))?;
+            match hook {
+                Hook::Xdp => {
+                    let p: &mut Xdp = prog.try_into()?;
+                    p.load()
+                        .map_err(|e| anyhow::anyhow!("loading {name}: {}", chain(&e)))?;
+                }
+                Hook::TcxIngress | Hook::TcxEgress => {
+                    let p: &mut SchedClassifier = prog.try_into()?;
+                    p.load()
+                        .map_err(|e| anyhow::anyhow!("loading {name}: {}", chain(&e)))?;
+                }
+            }
+        }
+        if let Some(d) = &dir {
+            std::fs::create_dir_all(d)
+                .map_err(|e| anyhow::anyhow!("creating pin directory {}: {e}", d.display()))?;
+            for hook in self.programs_needed() {
+                let name = hook.program();
+                let path = d.join(format!("prog-{}", hook.name()));
+                let prog = bpf
+                    .program_mut(name)
+                    .ok_or_else(|| anyhow::anyhow!("no program {name}"))?;
+                let r = match hook {
+                    Hook::Xdp => <&mut Xdp>::try_from(prog)?.pin(&path),
+                    _ => <&mut SchedClassifier>::try_from(prog)?.pin(&path),
+                };
+                r.map_err(|e| anyhow::anyhow!("pinning {}: {}", path.display(), chain(&e)))?;
+            }
+            for map in [names::EVENTS, names::COUNTERS, names::STATS] {
+                let path = d.join(format!("map-{map}"));
+                bpf.map(map)
+                    .ok_or_else(|| anyhow::anyhow!("no map {map}"))?
+                    .pin(&path)
+                    .map_err(|e| anyhow::anyhow!("pinning {}: {}", path.display(), chain(&e)))?;
+            }
+        }
+        let mut take = |name: &str| -> anyhow::Result<Map> {
+            bpf.take_map(name)
+                .ok_or_else(|| anyhow::anyhow!("the packet object has no map {name}"))
+        };
+        let ring = RingBuf::try_from(take(names::EVENTS)?)?;
+        let counters = PerCpuHashMap::try_from(take(names::COUNTERS)?)?;
+        let stats = PerCpuArray::try_from(take(names::STATS)?)?;
+        Ok(NsState {
+            ns: ns.clone(),
+            handle,
+            programs: Programs::Fresh(Box::new(bpf)),
+            ring,
+            counters,
+            stats,
+            dir,
+            devices: HashMap::new(),
+            adopted: HashMap::new(),
+            added_at: Instant::now(),
+            lost_seen: 0,
+        })
+    }
+
+    /// Takes over the pins an earlier run left in `dir`.
+    fn adopt(&self, ns: &Namespace, _handle: &File, dir: &Path) -> anyhow::Result<NsState> {
+        let map = |name: &str| -> anyhow::Result<Map> {
+            let path = dir.join(format!("map-{name}"));
+            let data = MapData::from_pin(&path)
+                .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), chain(&e)))?;
+            Ok(Map::from_map_data(data)?)
+        };
+        let ring = RingBuf::try_from(map(names::EVENTS)?)?;
+        let counters = PerCpuHashMap::try_from(map(names::COUNTERS)?)?;
+        let stats = PerCpuArray::try_from(map(names::STATS)?)?;
+        let (mut xdp, mut tc_ingress, mut tc_egress) = (None, None, None);
+        for hook in self.programs_needed() {
+            let path = dir.join(format!("prog-{}", hook.name()));
+            let err = |e: aya::programs::ProgramError| {
+                anyhow::anyhow!("{}: {}", path.display(), chain(&e))
+            };
+            match hook {
+                Hook::Xdp => {
+                    xdp = Some(Xdp::from_pin(&path, XdpAttachType::Interface).map_err(err)?)
+                }
+                Hook::TcxIngress => {
+                    tc_ingress = Some(SchedClassifier::from_pin(&path).map_err(err)?)
+                }
+                Hook::TcxEgress => tc_egress = Some(SchedClassifier::from_pin(&path).map_err(err)?),
+            }
+        }
+        if self.has_fallback() {
+            // Pinned only if an earlier run needed it.
+            let path = dir.join(format!("prog-{}", Hook::TcxIngress.name()));
+            if path.exists() {
+                tc_ingress = Some(
+                    SchedClassifier::from_pin(&path)
+                        .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), chain(&e)))?,
+                );
+            }
+        }
+        let mut adopted = HashMap::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(ifindex) = name.rsplit('-').next().and_then(|i| i.parse::<u32>().ok()) {
+                if !name.starts_with("link-") {
+                    continue;
+                }
+                // A link whose device went away while no agent ran is defunct (ifindex 0),
+                // even if a new device got the same ifindex since.
+                match pinned_link_ifindex(&entry.path()) {
+                    Ok(i) if i == ifindex => {}
+                    other => {
+                        tracing::info!(
+                            pin = %entry.path().display(),
+                            "pinned link no longer on device {ifindex} ({other:?}); removing it"
+                        );
+                        let _ = std::fs::remove_file(entry.path());
+                        continue;
+                    }
+                }
+                match PinnedLink::from_pin(entry.path()) {
+                    Ok(l) => {
+                        adopted.insert(name, l);
+                    }
+                    Err(e) => {
+                        tracing::warn!(pin = %entry.path().display(), "cannot open pinned link ({}); removing it", chain(&e));
+                        let _ = std::fs::remove_file(entry.path());
+                    }
+                }
+            }
+        }
+        let handle = File::open(&ns.path)?;
+        Ok(NsState {
+            ns: ns.clone(),
+            handle,
+            programs: Programs::Pinned(Box::new(PinnedPrograms {
+                xdp,
+                tc_ingress,
+                tc_egress,
+            })),
+            ring,
+            counters,
+            stats,
+            dir: Some(dir.to_path_buf()),
+            devices: HashMap::new(),
+            adopted,
+            added_at: Instant::now(),
+            lost_seen: 0,
+        })
+    }
+
+    /// Attaches to a device of a known namespace, if the interface filter takes it.
+    pub fn add_device(&mut self, netns: NetnsId, dev: &Device) -> anyhow::Result<DeviceOutcome> {
+        if !self.opts.interfaces.matches(&dev.name) {
+            return Ok(DeviceOutcome::Skipped);
+        }
+        let hooks = self.opts.hooks.clone();
+        let has_fallback = self.has_fallback();
+        let Some(state) = self.namespaces.get_mut(&netns) else {
+            anyhow::bail!(
+                "device {} ({}) of namespace {} that is not loaded",
+                dev.name,
+                dev.ifindex,
+                netns.inode
+            );
+        };
+        let device_ref = DeviceRef {
+            netns,
+            ifindex: dev.ifindex,
+        };
+        let info = DeviceInfo {
+            name: dev.name.clone(),
+            netns_name: state.ns.name.clone(),
+        };
+        if state.devices.contains_key(&dev.ifindex) {
+            self.devices.insert(device_ref, info);
+            return Ok(DeviceOutcome::Known);
+        }
+        let t = Instant::now();
+        let mut links = Vec::new();
+        let mut to_attach = Vec::new();
+        for hook in &hooks {
+            let pin = link_pin_name(*hook, dev.ifindex);
+            match state.adopted.remove(&pin) {
+                Some(l) => links.push((*hook, HeldLink::Pinned(l))),
+                None => to_attach.push(*hook),
+            }
+        }
+        // A device of an earlier run may have been observed through the fallback.
+        let fb_pin = link_pin_name(Hook::TcxIngress, dev.ifindex);
+        if has_fallback {
+            if let Some(l) = state.adopted.remove(&fb_pin) {
+                links.push((Hook::TcxIngress, HeldLink::Pinned(l)));
+                to_attach.retain(|h| *h != Hook::Xdp);
+            }
+        }
+        let adopted = links.len();
+        let mut fallback = false;
+        let mut errors = Vec::new();
+        if !to_attach.is_empty() {
+            let ifindex = dev.ifindex;
+            let name = dev.name.as_str();
+            let NsState {
+                handle,
+                programs,
+                dir,
+                ..
+            } = state;
+            let handle: &File = handle;
+            let mut attached = {
+                let mut refs = program_refs(programs)?;
+                let jobs: Vec<(Hook, ProgRef<'_>)> = to_attach
+                    .iter()
+                    .filter_map(|h| refs.remove(h).map(|r| (*h, r)))
+                    .collect();
+                // One thread per hook: the kernel waits for an RCU grace period when it
+                // creates a device's TCX entry; the waits of ingress and egress overlap.
+                attach_parallel(handle, jobs, ifindex, name)
+            };
+            let busy = attached.iter().position(|(hook, r, _, _)| {
+                *hook == Hook::Xdp
+                    && r.as_ref().err().is_some_and(|e| {
+                        matches!(io_errno(e.as_ref()), Some(libc::EBUSY) | Some(libc::EEXIST))
+                    })
+            });
+            if let (true, Some(i)) = (has_fallback, busy) {
+                let why = attached[i].1.as_ref().err().map(|e| e.to_string());
+                match ensure_fallback_loaded(programs, dir.as_deref()) {
+                    Ok(()) => {
+                        drop(attached.remove(i));
+                        let tc = program_refs(programs)?.remove(&Hook::TcxIngress);
+                        if let Some(tc) = tc {
+                            let mut fb = attach_parallel(
+                                handle,
+                                vec![(Hook::TcxIngress, tc)],
+                                ifindex,
+                                name,
+                            );
+                            for f in &mut fb {
+                                f.2 = true;
+                                f.3.clone_from(&why);
+                            }
+                            attached.extend(fb);
+                        }
+                    }
+                    Err(e) => errors.push(format!("TCX ingress fallback: {e:#}")),
+                }
+            }
+            for (hook, r, was_fallback, why) in attached {
+                match r {
+                    Ok(link) => {
+                        if was_fallback {
+                            fallback = true;
+                            self.stats.xdp_fallbacks += 1;
+                            tracing::warn!(
+                                netns = state_name(&state.ns),
+                                device = %dev.name,
+                                "device already has another XDP program ({}); observing it \
+                                 through TCX ingress instead",
+                                why.unwrap_or_default()
+                            );
+                        }
+                        let held = match &state.dir {
+                            Some(d) => {
+                                let path = d.join(link_pin_name(hook, dev.ifindex));
+                                let _ = std::fs::remove_file(&path);
+                                match link.pin(&path) {
+                                    Ok(p) => HeldLink::Pinned(p),
+                                    Err(e) => {
+                                        errors.push(format!(
+                                            "pinning {}: {}",
+                                            path.display(),
+                                            chain(&e)
+                                        ));
+                                        continue;
+                                    }
+                                }
+                            }
+                            None => HeldLink::Owned(link),
+                        };
+                        self.stats.attached += 1;
+                        links.push((hook, held));
+                    }
+                    Err(e) => errors.push(format!("{}: {e:#}", hook.name())),
+                }
+            }
+        }
+        self.stats.adopted += adopted as u64;
+        let latency = t.elapsed();
+        if !links.is_empty() {
+            state.devices.insert(dev.ifindex, DevState { links });
+            // Registered once attached: names resolve for every record of the device.
+            self.devices.insert(device_ref, info);
+        }
+        if !errors.is_empty() {
+            self.stats.failed += errors.len() as u64;
+            anyhow::bail!(
+                "attaching to {} (ifindex {}) in {}: {}",
+                dev.name,
+                dev.ifindex,
+                state_name(&state.ns),
+                errors.join("; ")
+            );
+        }
+        Ok(DeviceOutcome::Attached {
+            latency,
+            adopted,
+            fallback,
+        })
+    }
+
+    /// Forgets a device: its links are detached (and unpinned).
+    /// Call after a last [`Attacher::read_counters`]: its counters are deleted from the
+    /// kernel's map too (an ifindex may be reused by a later device).
+    pub fn remove_device(&mut self, netns: NetnsId, ifindex: u32) {
+        if let Some(state) = self.namespaces.get_mut(&netns) {
+            if let Some(dev) = state.devices.remove(&ifindex) {
+                release(dev);
+            }
+            let keys: Vec<DevKey> = state
+                .counters
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|k| k.ifindex == ifindex)
+                .collect();
+            for k in keys {
+                let _ = state.counters.remove(&k);
+            }
+        }
+        self.devices.remove(&DeviceRef { netns, ifindex });
+    }
+
+    /// Forgets a namespace: returns its last counters, then detaches, unpins and closes
+    /// everything of it.
+    pub fn remove_namespace(&mut self, netns: NetnsId) -> Vec<DeviceCounters> {
+        let mut last = Vec::new();
+        if let Some(mut state) = self.namespaces.remove(&netns) {
+            last = read_ns_counters(&mut state, now_unix_ns());
+            for (ifindex, dev) in state.devices.drain() {
+                release(dev);
+                self.devices.remove(&DeviceRef { netns, ifindex });
+            }
+            if let Some(d) = &state.dir {
+                remove_pins(d);
+            }
+        }
+        last
+    }
+
+    /// Removes the pin directories of namespaces this manager does not hold (namespaces that
+    /// vanished while no agent ran, or left the scope).
+    pub fn sweep_pins(&self) -> usize {
+        let Some(root) = &self.opts.pin_root else {
+            return 0;
+        };
+        let Ok(entries) = std::fs::read_dir(root) else {
+            return 0;
+        };
+        let mut removed = 0;
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let keep =
+                parse_pin_dir_name(&name).is_some_and(|id| self.namespaces.contains_key(&id));
+            if !keep {
+                tracing::info!(dir = %e.path().display(), "removing pins of a namespace that is gone");
+                remove_pins(&e.path());
+                removed += 1;
+            }
+        }
+        removed
+    }
+
+    /// Releases (unpins) adopted links that no device claimed within `after` of their
+    /// namespace being added: their devices are gone. Returns how many.
+    pub fn release_unclaimed(&mut self, after: Duration) -> usize {
+        let mut n = 0;
+        for state in self.namespaces.values_mut() {
+            if state.adopted.is_empty() || state.added_at.elapsed() < after {
+                continue;
+            }
+            for (name, link) in state.adopted.drain() {
+                tracing::info!(
+                    netns = state_name(&state.ns),
+                    pin = name,
+                    "releasing a pinned link no device claimed"
+                );
+                if let Err(e) = link.unpin() {
+                    tracing::debug!("unpinning {name}: {e}");
+                }
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Reads every ring buffer; calls `f` per decoded record. Returns how many were read.
+    pub fn drain(&mut self, f: &mut dyn FnMut(PacketEvent)) -> usize {
+        if self.clock_at.elapsed() > Duration::from_secs(5) {
+            self.clock = BootClock::now();
+            self.clock_at = Instant::now();
+        }
+        let mut n = 0;
+        for state in self.namespaces.values_mut() {
+            while let Some(item) = state.ring.next() {
+                match decode_packet(&item, &self.clock) {
+                    Ok(ev) => {
+                        n += 1;
+                        f(ev);
+                    }
+                    Err(e) => {
+                        if self.stats.decode_errors == 0 {
+                            tracing::error!("undecodable packet record: {e}");
+                        }
+                        self.stats.decode_errors += 1;
+                    }
+                }
+            }
+        }
+        n
+    }
+
+    /// Exact totals per device, direction and transport, and the records lost since the last
+    /// call (over every namespace).
+    pub fn read_counters(&mut self) -> (Vec<DeviceCounters>, u64) {
+        let now = now_unix_ns();
+        let mut out = Vec::new();
+        let mut new_losses = 0;
+        for state in self.namespaces.values_mut() {
+            out.extend(read_ns_counters(state, now));
+            if let Ok(per_cpu) = state.stats.get(&0, 0) {
+                let total = sum(&per_cpu, |a, b| a.add(b)).records_lost;
+                new_losses += total.saturating_sub(state.lost_seen);
+                state.lost_seen = total;
+            }
+        }
+        (out, new_losses)
+    }
+
+    /// Stops: without pins every link is detached and every program unloaded; with pins the
+    /// links stay attached and counting.
+    pub fn shutdown(mut self) {
+        // Device names stay in the table: downstream stages flush after receivers stop.
+        self.namespaces.clear();
+    }
+}
+
+fn state_name(ns: &Namespace) -> String {
+    ns.name
+        .clone()
+        .unwrap_or_else(|| ns.path.display().to_string())
+}
+
+fn release(dev: DevState) {
+    for (_, link) in dev.links {
+        match link {
+            HeldLink::Owned(l) => drop(l),
+            HeldLink::Pinned(p) => {
+                // Removing the pin drops the kernel's reference; closing ours detaches.
+                if let Err(e) = p.unpin() {
+                    tracing::debug!("unpinning a link: {e}");
+                }
+            }
+        }
+    }
+}
+
+fn remove_pins(dir: &Path) {
+    if let Err(e) = std::fs::remove_dir_all(dir) {
+        if e.kind() != io::ErrorKind::NotFound {
+            tracing::warn!(dir = %dir.display(), "removing pins: {e}");
+        }
+    }
+}
+
+fn now_unix_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn read_ns_counters(state: &mut NsState, now: u64) -> Vec<DeviceCounters> {
+    let mut agg: HashMap<(u32, Direction, Transport), DeviceCounters> = HashMap::new();
+    for kv in state.counters.iter() {
+        let Ok((key, per_cpu)) = kv else { continue };
+        let c = sum(&per_cpu, |a, b| a.add(b));
+        let direction = match key.direction {
+            PERISCOPE_DIR_INGRESS => Direction::Ingress,
+            PERISCOPE_DIR_EGRESS => Direction::Egress,
+            _ => continue,
+        };
+        let transport = Transport::from_ip_protocol(key.l4_proto);
+        let e = agg
+            .entry((key.ifindex, direction, transport))
+            .or_insert_with(|| DeviceCounters {
+                timestamp_ns: now,
+                device: DeviceRef {
+                    netns: NetnsId {
+                        inode: key.netns_inode,
+                        cookie: key.netns_cookie,
+                    },
+                    ifindex: key.ifindex,
+                },
+                direction,
+                transport,
+                ..DeviceCounters::default()
+            });
+        e.packets += c.packets;
+        e.bytes += c.bytes;
+        e.records_lost += c.records_lost;
+    }
+    let mut v: Vec<_> = agg.into_values().collect();
+    v.sort_by_key(|c| (c.device.ifindex, c.direction, c.transport));
+    v
+}
+
+/// Loads (and pins, with pins) the TCX ingress program devices fall back to.
+fn ensure_fallback_loaded(programs: &mut Programs, dir: Option<&Path>) -> anyhow::Result<()> {
+    match programs {
+        Programs::Fresh(bpf) => {
+            let p: &mut SchedClassifier = bpf
+                .program_mut(names::TC_INGRESS)
+                .ok_or_else(|| anyhow::anyhow!("no program {}", names::TC_INGRESS))?
+                .try_into()?;
+            if p.fd().is_err() {
+                p.load()
+                    .map_err(|e| anyhow::anyhow!("loading {}: {}", names::TC_INGRESS, chain(&e)))?;
+                if let Some(d) = dir {
+                    let path = d.join(format!("prog-{}", Hook::TcxIngress.name()));
+                    p.pin(&path).map_err(|e| {
+                        anyhow::anyhow!("pinning {}: {}", path.display(), chain(&e))
+                    })?;
+                }
+            }
+            Ok(())
+        }
+        Programs::Pinned(p) => {
+            if p.tc_ingress.is_some() {
+                Ok(())
+            } else {
+                anyhow::bail!("the pins of the earlier run have no TCX ingress program")
+            }
+        }
+    }
+}
+
+/// A loaded program of one of the hooks.
+enum ProgRef<'a> {
+    Xdp(&'a mut Xdp),
+    Tc(&'a mut SchedClassifier),
+}
+
+/// Mutable references to every loaded program at once (so that hooks attach in parallel).
+fn program_refs(programs: &mut Programs) -> anyhow::Result<HashMap<Hook, ProgRef<'_>>> {
+    let mut out = HashMap::new();
+    match programs {
+        Programs::Fresh(bpf) => {
+            for (name, prog) in bpf.programs_mut() {
+                let hook = match name {
+                    names::XDP => Hook::Xdp,
+                    names::TC_INGRESS => Hook::TcxIngress,
+                    names::TC_EGRESS => Hook::TcxEgress,
+                    _ => continue,
+                };
+                let r = match hook {
+                    Hook::Xdp => ProgRef::Xdp(prog.try_into()?),
+                    _ => ProgRef::Tc(prog.try_into()?),
+                };
+                out.insert(hook, r);
+            }
+        }
+        Programs::Pinned(p) => {
+            if let Some(x) = p.xdp.as_mut() {
+                out.insert(Hook::Xdp, ProgRef::Xdp(x));
+            }
+            if let Some(t) = p.tc_ingress.as_mut() {
+                out.insert(Hook::TcxIngress, ProgRef::Tc(t));
+            }
+            if let Some(t) = p.tc_egress.as_mut() {
+                out.insert(Hook::TcxEgress, ProgRef::Tc(t));
+            }
+        }
+    }
+    Ok(out)
+}
+
+type AttachResult = Result<FdLink, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Attaches each job on its own thread inside the namespace of `ns`; returns (hook, result,
+/// fallback = false, why = None) per job.
+fn attach_parallel(
+    ns: &File,
+    jobs: Vec<(Hook, ProgRef<'_>)>,
+    ifindex: u32,
+    name: &str,
+) -> Vec<(Hook, AttachResult, bool, Option<String>)> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = jobs
+            .into_iter()
+            .map(|(hook, prog)| {
+                let h = s.spawn(move || -> AttachResult {
+                    enter(ns)?;
+                    attach_one(prog, hook, ifindex, name)
+                });
+                (hook, h)
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|(hook, h)| {
+                let r = h
+                    .join()
+                    .unwrap_or_else(|_| Err("the attach thread panicked".into()));
+                (hook, r, false, None)
+            })
+            .collect()
+    })
+}
+
+/// Moves the calling thread into the namespace of `ns` (an nsfs file).
+fn enter(ns: &File) -> io::Result<()> {
+    // SAFETY: a valid nsfs fd; setns changes only the calling thread, a short-lived one.
+    let rc = unsafe { libc::setns(ns.as_fd().as_raw_fd(), libc::CLONE_NEWNET) };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(e.kind(), format!("setns: {e}")));
+    }
+    Ok(())
+}
+
+/// Attaches one hook (the calling thread is in the device's namespace).
+fn attach_one(prog: ProgRef<'_>, hook: Hook, ifindex: u32, name: &str) -> AttachResult {
+    match prog {
+        ProgRef::Xdp(prog) => {
+            let id = prog.attach_to_if_index(ifindex, XdpMode::default())?;
+            let link = prog.take_link(id)?;
+            // aya falls back to a netlink attachment when link creation fails with EINVAL:
+            // that cannot be pinned nor resist `ip link set dev X xdp off`. Undo it.
+            if format!("{link:?}").contains("NlLink") {
+                let _ = link.detach();
+                return Err(
+                    "the kernel refused an XDP bpf_link (aya fell back to netlink, \
+                            which periscope does not use); detached again"
+                        .into(),
+                );
+            }
+            Ok(FdLink::try_from(link)?)
+        }
+        ProgRef::Tc(prog) => {
+            let attach_type = if hook == Hook::TcxIngress {
+                TcAttachType::Ingress
+            } else {
+                TcAttachType::Egress
+            };
+            // First in the chain: no other program's verdict can hide packets from us.
+            let id = prog.attach_with_options(
+                name,
+                attach_type,
+                TcAttachOptions::TcxOrder(LinkOrder::first()),
+            )?;
+            let link = prog.take_link(id)?;
+            Ok(FdLink::try_from(link)?)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pin_dir_names_round_trip() {
+        let id = NetnsId {
+            inode: 4026532000,
+            cookie: 77,
+        };
+        assert_eq!(parse_pin_dir_name(&pin_dir_name(id)), Some(id));
+        assert_eq!(parse_pin_dir_name("junk"), None);
+        assert_eq!(link_pin_name(Hook::TcxEgress, 3), "link-tcx-egress-3");
+    }
+}

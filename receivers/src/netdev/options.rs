@@ -1,0 +1,339 @@
+//! The config options the `xdp` and `tcx` receivers share, and what they resolve to.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use serde::Deserialize;
+
+use periscope_pipeline::component::Invalid;
+use periscope_pipeline::config::ConfigDuration;
+
+use crate::ebpf::records::{PERISCOPE_CFG_DNS, PERISCOPE_CFG_RECORDS};
+use crate::netns::NamespaceScope;
+
+/// Which network namespaces to attach in: `all`, a list of `/run/netns` names or nsfs paths
+/// (`host` is the host namespace), or `{cgroup: PATH}` for the namespaces of every process in
+/// that cgroup v2 subtree.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[serde(untagged)]
+pub enum NamespacesConfig {
+    /// `all`: every namespace on the host, as they come and go.
+    All(AllNamespaces),
+    /// `[name-or-path, ...]`: these namespaces only.
+    Listed(Vec<String>),
+    /// `{cgroup: /sys/fs/cgroup/...}`: the namespaces of the processes in a cgroup subtree.
+    Cgroup(CgroupNamespaces),
+}
+
+impl Default for NamespacesConfig {
+    fn default() -> Self {
+        NamespacesConfig::All(AllNamespaces::All)
+    }
+}
+
+/// The keyword `all`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AllNamespaces {
+    /// Every namespace.
+    All,
+}
+
+/// `{cgroup: PATH}`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CgroupNamespaces {
+    /// A cgroup v2 directory (`/sys/fs/cgroup/unified/kubepods`); its whole subtree counts.
+    pub cgroup: PathBuf,
+}
+
+impl NamespacesConfig {
+    /// What the namespace watcher takes.
+    pub fn scope(&self) -> NamespaceScope {
+        match self {
+            NamespacesConfig::All(_) => NamespaceScope::All,
+            NamespacesConfig::Listed(l) => NamespaceScope::Listed(l.clone()),
+            NamespacesConfig::Cgroup(c) => NamespaceScope::Cgroup(c.cgroup.clone()),
+        }
+    }
+
+    fn validate(&self, errors: &mut Vec<Invalid>) {
+        match self {
+            NamespacesConfig::All(_) => {}
+            NamespacesConfig::Listed(l) => {
+                if l.is_empty() {
+                    errors.push(Invalid::new(
+                        "namespaces",
+                        "an empty list attaches nowhere; write `all`, or list namespace names \
+                         or paths (e.g. [host, /run/netns/pod1])",
+                    ));
+                }
+                for (i, n) in l.iter().enumerate() {
+                    if n.trim().is_empty() {
+                        errors.push(Invalid::new(
+                            format!("namespaces.{i}"),
+                            "must not be empty; give a /run/netns name or an nsfs path",
+                        ));
+                    }
+                }
+            }
+            NamespacesConfig::Cgroup(c) => {
+                if !c.cgroup.is_absolute() {
+                    errors.push(Invalid::new(
+                        "namespaces.cgroup",
+                        format!(
+                            "`{}` is not an absolute path; give a cgroup v2 directory such as \
+                             /sys/fs/cgroup/unified/kubepods",
+                            c.cgroup.display()
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Which devices to attach to, by interface name (shell globs: `eth*`, `veth?`, `lo`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InterfacesConfig {
+    /// Attach only to devices whose name matches one of these; empty (the default) means every
+    /// device.
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Never attach to devices whose name matches one of these (applied after `include`);
+    /// nothing is excluded by default.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
+impl InterfacesConfig {
+    fn validate(&self, errors: &mut Vec<Invalid>) {
+        for (key, list) in [("include", &self.include), ("exclude", &self.exclude)] {
+            for (i, g) in list.iter().enumerate() {
+                if let Err(e) = Glob::new(g) {
+                    errors.push(Invalid::new(
+                        format!("interfaces.{key}.{i}"),
+                        format!("`{g}` is not a valid glob ({e}); e.g. eth*, veth?, lo"),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// The compiled filter.
+    pub fn filter(&self) -> anyhow::Result<InterfaceFilter> {
+        let set = |globs: &[String]| -> anyhow::Result<Option<GlobSet>> {
+            if globs.is_empty() {
+                return Ok(None);
+            }
+            let mut b = GlobSetBuilder::new();
+            for g in globs {
+                b.add(Glob::new(g)?);
+            }
+            Ok(Some(b.build()?))
+        };
+        Ok(InterfaceFilter {
+            include: set(&self.include)?,
+            exclude: set(&self.exclude)?,
+        })
+    }
+}
+
+/// Compiled `interfaces` globs.
+#[derive(Clone, Debug, Default)]
+pub struct InterfaceFilter {
+    include: Option<GlobSet>,
+    exclude: Option<GlobSet>,
+}
+
+impl InterfaceFilter {
+    /// Every device.
+    pub fn all() -> Self {
+        InterfaceFilter::default()
+    }
+
+    /// Whether a device of this name is attached to.
+    pub fn matches(&self, name: &str) -> bool {
+        self.include.as_ref().is_none_or(|s| s.is_match(name))
+            && !self.exclude.as_ref().is_some_and(|s| s.is_match(name))
+    }
+}
+
+/// Which packets get a record in the ring buffer (every packet is always counted).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EventsMode {
+    /// A record per packet.
+    #[default]
+    All,
+    /// A record for 1 in `sample_rate` packets (chosen at random).
+    Sample,
+    /// No records: exact counters only.
+    None,
+}
+
+/// What the shared options resolve to, for the attachment manager.
+#[derive(Clone, Debug)]
+pub struct RecordOptions {
+    /// `PERISCOPE_CFG_*` bits for the programs.
+    pub flags: u32,
+    /// 1 in N when sampling, else 0.
+    pub sample_rate: u32,
+}
+
+/// The options both receivers have (each config repeats them with its own docs; this is
+/// what they check and resolve to).
+#[derive(Clone, Debug)]
+pub struct Shared<'a> {
+    pub namespaces: &'a NamespacesConfig,
+    pub interfaces: &'a InterfacesConfig,
+    pub events: EventsMode,
+    pub sample_rate: u32,
+    pub always_emit_dns: bool,
+    pub ring_buffer_size: u32,
+    pub poll_interval: ConfigDuration,
+    pub counters_interval: ConfigDuration,
+}
+
+/// Smallest ring buffer: one page.
+pub const MIN_RING_BYTES: u32 = 4096;
+/// Largest ring buffer accepted (per namespace).
+pub const MAX_RING_BYTES: u32 = 1 << 30;
+
+impl Shared<'_> {
+    /// Pure checks.
+    pub fn validate(&self, errors: &mut Vec<Invalid>) {
+        self.namespaces.validate(errors);
+        self.interfaces.validate(errors);
+        if self.events == EventsMode::Sample && self.sample_rate < 2 {
+            errors.push(Invalid::new(
+                "sample_rate",
+                format!(
+                    "{} with `events: sample` keeps every packet; give 2 or more (1 in N \
+                     packets), or write `events: all`",
+                    self.sample_rate
+                ),
+            ));
+        }
+        let r = self.ring_buffer_size;
+        if !r.is_power_of_two() || !(MIN_RING_BYTES..=MAX_RING_BYTES).contains(&r) {
+            errors.push(Invalid::new(
+                "ring_buffer_size",
+                format!(
+                    "{r} bytes: must be a power of two from {MIN_RING_BYTES} to \
+                     {MAX_RING_BYTES} (e.g. 1048576 for 1 MiB)"
+                ),
+            ));
+        }
+        if self.poll_interval.0.is_zero() || self.poll_interval.0 > Duration::from_secs(10) {
+            errors.push(Invalid::new(
+                "poll_interval",
+                format!(
+                    "{}: must be above zero and at most 10s (e.g. 10ms)",
+                    self.poll_interval
+                ),
+            ));
+        }
+        if self.counters_interval.0 < Duration::from_millis(10) {
+            errors.push(Invalid::new(
+                "counters_interval",
+                format!(
+                    "{}: must be at least 10ms (e.g. 10s)",
+                    self.counters_interval
+                ),
+            ));
+        }
+    }
+
+    /// The program flags and sampling rate.
+    pub fn records(&self) -> RecordOptions {
+        let mut flags = match self.events {
+            EventsMode::All | EventsMode::Sample => PERISCOPE_CFG_RECORDS,
+            EventsMode::None => 0,
+        };
+        if self.always_emit_dns {
+            flags |= PERISCOPE_CFG_DNS;
+        }
+        RecordOptions {
+            flags,
+            sample_rate: if self.events == EventsMode::Sample {
+                self.sample_rate
+            } else {
+                0
+            },
+        }
+    }
+}
+
+pub(crate) fn default_sample_rate() -> u32 {
+    100
+}
+
+pub(crate) fn default_ring_buffer_size() -> u32 {
+    1 << 20
+}
+
+pub(crate) fn default_poll_interval() -> ConfigDuration {
+    ConfigDuration::from_millis(10)
+}
+
+pub(crate) fn default_counters_interval() -> ConfigDuration {
+    ConfigDuration::from_secs(10)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_map_to_program_flags() {
+        let ns = NamespacesConfig::default();
+        let ifs = InterfacesConfig::default();
+        let shared = |events, always_emit_dns| Shared {
+            namespaces: &ns,
+            interfaces: &ifs,
+            events,
+            sample_rate: 50,
+            always_emit_dns,
+            ring_buffer_size: 1 << 20,
+            poll_interval: default_poll_interval(),
+            counters_interval: default_counters_interval(),
+        };
+        let r = shared(EventsMode::All, false).records();
+        assert_eq!((r.flags, r.sample_rate), (PERISCOPE_CFG_RECORDS, 0));
+        let r = shared(EventsMode::Sample, true).records();
+        assert_eq!(
+            (r.flags, r.sample_rate),
+            (PERISCOPE_CFG_RECORDS | PERISCOPE_CFG_DNS, 50)
+        );
+        let r = shared(EventsMode::None, true).records();
+        assert_eq!((r.flags, r.sample_rate), (PERISCOPE_CFG_DNS, 0));
+        let r = shared(EventsMode::None, false).records();
+        assert_eq!(r.flags, 0);
+    }
+
+    #[test]
+    fn filters_by_include_then_exclude() {
+        let f = InterfacesConfig {
+            include: vec!["veth*".into(), "eth0".into()],
+            exclude: vec!["veth-x*".into()],
+        }
+        .filter()
+        .unwrap();
+        assert!(f.matches("veth1"));
+        assert!(f.matches("eth0"));
+        assert!(!f.matches("eth1"));
+        assert!(!f.matches("veth-x1"));
+        let all = InterfaceFilter::all();
+        assert!(all.matches("lo"));
+        let no_lo = InterfacesConfig {
+            include: vec![],
+            exclude: vec!["lo".into()],
+        }
+        .filter()
+        .unwrap();
+        assert!(!no_lo.matches("lo") && no_lo.matches("eth0"));
+    }
+}

@@ -1,0 +1,295 @@
+//! The run loop shared by the `xdp` and `tcx` receivers: discovery events in, attachments
+//! made and released, ring buffers polled on a timer, counters sent periodically.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver as Rx, RecvTimeoutError};
+
+use periscope_pipeline::component::Receiver;
+use periscope_pipeline::devices::DeviceTable;
+use periscope_pipeline::model::{DeviceCounters, Event};
+use periscope_pipeline::topology::{EventOutput, StopSignal};
+
+use crate::kernel;
+use crate::netns::{Discovery, NamespaceScope};
+
+use super::attach::{AttachOptions, Attacher, DeviceOutcome};
+
+/// Where pins go: `<PIN_ROOT>/<receiver id>/<netns inode>-<netns cookie>/`.
+pub const PIN_ROOT: &str = "/sys/fs/bpf/periscope";
+
+/// Where namespaces and devices come from.
+pub enum DiscoverySource {
+    /// The namespace watcher ([`crate::netns::watch`]) with this scope.
+    Watch(NamespaceScope),
+    /// Events from elsewhere (tests, or a watcher shared by several receivers).
+    Channel(Rx<Discovery>),
+}
+
+/// Timers and identity of a receiver.
+#[derive(Clone, Debug)]
+pub struct ReceiverOptions {
+    /// The component id, for logs.
+    pub id: String,
+    /// How often the ring buffers are read.
+    pub poll_interval: Duration,
+    /// How often [`DeviceCounters`] are sent.
+    pub counters_interval: Duration,
+    /// After this long, pins of namespaces that were not (re)discovered are removed.
+    pub sweep_after: Duration,
+}
+
+/// A built `xdp` or `tcx` receiver.
+pub struct NetdevReceiver {
+    opts: ReceiverOptions,
+    attach: AttachOptions,
+    devices: DeviceTable,
+    source: DiscoverySource,
+}
+
+impl NetdevReceiver {
+    /// A receiver that attaches per `attach` to what `source` reports.
+    pub fn new(
+        opts: ReceiverOptions,
+        attach: AttachOptions,
+        devices: DeviceTable,
+        source: DiscoverySource,
+    ) -> NetdevReceiver {
+        NetdevReceiver {
+            opts,
+            attach,
+            devices,
+            source,
+        }
+    }
+
+    /// Takes namespaces and devices from `rx` instead of the watcher.
+    pub fn with_discovery(mut self, rx: Rx<Discovery>) -> Self {
+        self.source = DiscoverySource::Channel(rx);
+        self
+    }
+
+    /// The checks `build` makes: privileges, bpffs for pins, the pin directory.
+    pub fn preflight(id: &str, pin_root: Option<&PathBuf>) -> anyhow::Result<()> {
+        let missing = kernel::missing_capabilities(&[
+            kernel::CAP_BPF,
+            kernel::CAP_NET_ADMIN,
+            kernel::CAP_PERFMON,
+            kernel::CAP_SYS_ADMIN,
+        ]);
+        if !missing.is_empty() {
+            let names: Vec<&str> = missing.iter().map(|c| c.name).collect();
+            anyhow::bail!(
+                "receiver `{id}` loads eBPF programs and enters network namespaces: missing {} \
+                 (run as root, or grant the capabilities)",
+                names.join(", ")
+            );
+        }
+        if let Some(root) = pin_root {
+            kernel::ensure_bpffs().map_err(|e| anyhow::anyhow!("receiver `{id}`: {e}"))?;
+            std::fs::create_dir_all(root).map_err(|e| {
+                anyhow::anyhow!("receiver `{id}`: creating {}: {e}", root.display())
+            })?;
+        }
+        Ok(())
+    }
+}
+
+impl Receiver for NetdevReceiver {
+    fn run(self: Box<Self>, output: &mut EventOutput, stop: &StopSignal) -> anyhow::Result<()> {
+        let NetdevReceiver {
+            opts,
+            attach,
+            devices,
+            source,
+        } = *self;
+        let pinned = attach.pin_root.is_some();
+        let mut attacher = Attacher::new(attach, devices);
+        let (_watcher, rx) = match source {
+            DiscoverySource::Channel(rx) => (None, rx),
+            DiscoverySource::Watch(scope) => {
+                let (tx, rx) = crossbeam_channel::unbounded();
+                let w = crate::netns::watch(scope, tx).map_err(|e| {
+                    anyhow::anyhow!("{}: watching network namespaces: {e}", opts.id)
+                })?;
+                (Some(w), rx)
+            }
+        };
+        let started = Instant::now();
+        let mut swept = !pinned;
+        let mut next_poll = Instant::now() + opts.poll_interval;
+        let mut next_counters = Instant::now() + opts.counters_interval;
+        let mut batch = output.new_batch();
+        let mut disconnected = false;
+        let mut latencies: Vec<Duration> = Vec::new();
+        loop {
+            let now = Instant::now();
+            let wait = next_poll.min(next_counters).saturating_duration_since(now);
+            let got = if disconnected {
+                stop.sleep(wait);
+                None
+            } else {
+                match rx.recv_timeout(wait.min(Duration::from_millis(50))) {
+                    Ok(d) => Some(d),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => {
+                        disconnected = true;
+                        None
+                    }
+                }
+            };
+            if let Some(d) = got {
+                handle(&opts, &mut attacher, d, output, &mut batch, &mut latencies);
+                while let Ok(d) = rx.try_recv() {
+                    handle(&opts, &mut attacher, d, output, &mut batch, &mut latencies);
+                }
+            }
+            let stopping = stop.is_raised();
+            let now = Instant::now();
+            if now >= next_poll || stopping {
+                poll(&mut attacher, output, &mut batch);
+                next_poll = now + opts.poll_interval;
+            }
+            if now >= next_counters || stopping {
+                // Records first, so counters never run behind the records sent before them.
+                poll(&mut attacher, output, &mut batch);
+                send_counters(&opts, &mut attacher, output, &mut batch);
+                next_counters = now + opts.counters_interval;
+            }
+            if !swept && started.elapsed() >= opts.sweep_after {
+                attacher.sweep_pins();
+                swept = true;
+            }
+            if pinned {
+                attacher.release_unclaimed(opts.sweep_after);
+            }
+            if stopping {
+                break;
+            }
+        }
+        output.send(batch);
+        let stats = attacher.stats();
+        if !latencies.is_empty() {
+            latencies.sort();
+            let p = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+            tracing::info!(
+                receiver = %opts.id,
+                "attach latency over {} devices: p50 {:?}, p99 {:?}",
+                latencies.len(),
+                p(0.5),
+                p(0.99)
+            );
+        }
+        tracing::info!(
+            receiver = %opts.id,
+            namespaces = stats.namespaces,
+            attached = stats.attached,
+            adopted = stats.adopted,
+            xdp_fallbacks = stats.xdp_fallbacks,
+            failed = stats.failed,
+            "stopping ({})",
+            if pinned {
+                "pinned links stay attached and counting"
+            } else {
+                "detaching everything"
+            }
+        );
+        attacher.shutdown();
+        Ok(())
+    }
+}
+
+fn handle(
+    opts: &ReceiverOptions,
+    attacher: &mut Attacher,
+    d: Discovery,
+    output: &mut EventOutput,
+    batch: &mut periscope_pipeline::model::EventBatch,
+    latencies: &mut Vec<Duration>,
+) {
+    match d {
+        Discovery::NamespaceAdded(ns) => match attacher.add_namespace(&ns) {
+            Ok((took, adopted)) => tracing::debug!(
+                receiver = %opts.id,
+                netns = %ns.path.display(),
+                "namespace {} in {took:?}",
+                if adopted { "adopted from pins" } else { "loaded" }
+            ),
+            Err(e) => {
+                output.counters().add_errors(1);
+                tracing::warn!(receiver = %opts.id, netns = %ns.path.display(), "cannot observe this namespace: {e:#}");
+            }
+        },
+        Discovery::DeviceAdded { netns, device } => match attacher.add_device(netns, &device) {
+            Ok(DeviceOutcome::Attached { latency, .. }) => latencies.push(latency),
+            Ok(_) => {}
+            Err(e) => {
+                output.counters().add_errors(1);
+                tracing::warn!(receiver = %opts.id, "{e:#}");
+            }
+        },
+        Discovery::DeviceRemoved { netns, ifindex } => {
+            // Its last counts first.
+            poll(attacher, output, batch);
+            send_counters(opts, attacher, output, batch);
+            attacher.remove_device(netns, ifindex);
+        }
+        Discovery::NamespaceRemoved(netns) => {
+            poll(attacher, output, batch);
+            let last = attacher.remove_namespace(netns);
+            push_counters(output, batch, last);
+        }
+    }
+}
+
+fn poll(
+    attacher: &mut Attacher,
+    output: &mut EventOutput,
+    batch: &mut periscope_pipeline::model::EventBatch,
+) {
+    attacher.drain(&mut |ev| {
+        batch.push(Event::Packet(ev));
+        if batch.is_full() {
+            let fresh = output.new_batch();
+            output.send(std::mem::replace(batch, fresh));
+        }
+    });
+    if !batch.is_empty() {
+        output.send(std::mem::replace(batch, output.new_batch()));
+    }
+}
+
+fn send_counters(
+    opts: &ReceiverOptions,
+    attacher: &mut Attacher,
+    output: &mut EventOutput,
+    batch: &mut periscope_pipeline::model::EventBatch,
+) {
+    let (counters, lost) = attacher.read_counters();
+    if lost > 0 {
+        output.counters().add_dropped(lost);
+        tracing::warn!(
+            receiver = %opts.id,
+            "{lost} packet records lost to full ring buffers (packets still counted exactly; \
+             raise ring_buffer_size, lower poll_interval, or sample)"
+        );
+    }
+    push_counters(output, batch, counters);
+}
+
+fn push_counters(
+    output: &mut EventOutput,
+    batch: &mut periscope_pipeline::model::EventBatch,
+    counters: Vec<DeviceCounters>,
+) {
+    for c in counters {
+        batch.push(Event::DeviceCounters(c));
+        if batch.is_full() {
+            output.send(std::mem::replace(batch, output.new_batch()));
+        }
+    }
+    if !batch.is_empty() {
+        output.send(std::mem::replace(batch, output.new_batch()));
+    }
+}

@@ -1,0 +1,178 @@
+//! Running code inside a namespace: a dedicated thread enters it with `setns` (the calling
+//! thread never changes namespace).
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use super::Namespace;
+
+/// `statfs` magic of nsfs, the filesystem of `/proc/PID/ns/*` and their bind mounts.
+pub(crate) const NSFS_MAGIC: i64 = 0x6e73_6673;
+/// `ioctl(NS_GET_NSTYPE)` = `_IO(0xb7, 0x3)`: which kind of namespace an nsfs file is.
+const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+/// `SO_NETNS_COOKIE` (not in every libc version).
+const SO_NETNS_COOKIE: libc::c_int = 71;
+
+/// An open nsfs file of a namespace. Holding it keeps the namespace alive: drop it when the
+/// namespace is gone.
+#[derive(Debug)]
+pub struct NetnsHandle {
+    pub fd: OwnedFd,
+    pub inode: u32,
+}
+
+impl NetnsHandle {
+    /// Opens `ns.path` and checks that it is still the namespace with `ns.id.inode`.
+    pub fn open(ns: &Namespace) -> io::Result<Self> {
+        Self::open_path(&ns.path, Some(ns.id.inode))
+    }
+
+    /// Opens a network namespace file; with `expect`, fails unless it has that inode (the path
+    /// may have been re-used by another namespace since it was found).
+    pub(crate) fn open_path(path: &Path, expect: Option<u32>) -> io::Result<Self> {
+        // std opens with O_CLOEXEC.
+        let file = File::open(path).map_err(|e| with_path(e, "open", path))?;
+        let fd = file.as_raw_fd();
+        if fs_magic(fd).map_err(|e| with_path(e, "fstatfs", path))? != NSFS_MAGIC {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{}: not a namespace file (no nsfs mounted there)",
+                    path.display()
+                ),
+            ));
+        }
+        // SAFETY: plain ioctl on an fd we own; no memory is passed.
+        let kind = unsafe { libc::ioctl(fd, NS_GET_NSTYPE as _) };
+        if kind < 0 {
+            return Err(with_path(io::Error::last_os_error(), "NS_GET_NSTYPE", path));
+        }
+        if kind != libc::CLONE_NEWNET {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{}: not a network namespace", path.display()),
+            ));
+        }
+        let inode = inode_u32(file.metadata()?.ino(), path)?;
+        if let Some(want) = expect {
+            if inode != want {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!(
+                        "{}: now namespace {inode}, expected {want} (it went away)",
+                        path.display()
+                    ),
+                ));
+            }
+        }
+        Ok(Self {
+            fd: file.into(),
+            inode,
+        })
+    }
+}
+
+/// Runs `f` on a fresh thread that has entered `ns`; returns its result. A panic in `f` is
+/// resumed on the calling thread.
+///
+/// A fresh thread per call (rather than a long-lived one hopping between namespaces) means a
+/// thread never lingers in a namespace, which would keep it alive; it costs ~50-100 µs.
+pub fn run_in<T: Send>(ns: &NetnsHandle, f: impl FnOnce() -> T + Send) -> io::Result<T> {
+    let fd = ns.fd.as_raw_fd();
+    std::thread::scope(|s| {
+        let worker = std::thread::Builder::new()
+            .name("netns-enter".into())
+            .spawn_scoped(s, move || {
+                // SAFETY: `fd` stays open: `ns` outlives the scope.
+                if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
+                    let e = io::Error::last_os_error();
+                    return Err(io::Error::new(e.kind(), format!("setns(netns): {e}")));
+                }
+                Ok(f())
+            })?;
+        match worker.join() {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
+}
+
+/// The namespace's cookie (`SO_NETNS_COOKIE` of a socket opened inside it).
+pub fn netns_cookie(ns: &NetnsHandle) -> io::Result<u64> {
+    run_in(ns, || {
+        // SAFETY: plain socket(2); the result is checked and owned right away.
+        let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh, valid descriptor that nothing else owns.
+        let sock = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        socket_cookie(sock.as_raw_fd())
+    })?
+}
+
+/// `SO_NETNS_COOKIE` of any socket: the cookie of the namespace it was created in.
+pub(crate) fn socket_cookie(fd: RawFd) -> io::Result<u64> {
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` (8) bytes into `cookie`.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(e.kind(), format!("SO_NETNS_COOKIE: {e}")));
+    }
+    Ok(cookie)
+}
+
+/// The filesystem magic of an open file.
+pub(crate) fn fs_magic(fd: RawFd) -> io::Result<i64> {
+    // SAFETY: statfs is plain data; the kernel fills it.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid, writable statfs.
+    if unsafe { libc::fstatfs(fd, &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st.f_type as i64)
+}
+
+/// The filesystem magic of a path (following symlinks), without opening it.
+pub(crate) fn path_fs_magic(path: &Path) -> io::Result<i64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path has a NUL byte"))?;
+    // SAFETY: statfs is plain data; the kernel fills it.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is NUL-terminated and `st` is writable.
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st.f_type as i64)
+}
+
+/// Namespace inodes are 32-bit (`proc_inum`); anything else is not a namespace.
+pub(crate) fn inode_u32(ino: u64, path: &Path) -> io::Result<u32> {
+    u32::try_from(ino).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{}: inode {ino} does not fit a namespace inode",
+                path.display()
+            ),
+        )
+    })
+}
+
+fn with_path(e: io::Error, what: &str, path: &Path) -> io::Error {
+    io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
+}

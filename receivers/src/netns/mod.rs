@@ -1,0 +1,46 @@
+//! Network namespaces and their devices: finding every namespace on the host, watching for
+//! namespaces and devices that come and go, and running code inside a namespace.
+//!
+//! The API below is the contract between discovery (this folder) and attachment
+//! (`crate::netdev`).
+
+mod devices;
+mod discover;
+mod enter;
+mod procevents;
+mod watch;
+
+use std::path::PathBuf;
+
+use periscope_pipeline::model::NetnsId;
+
+pub use devices::{list_devices, Device};
+pub use discover::{host_namespace, scan};
+pub use enter::{netns_cookie, run_in, NetnsHandle};
+pub use watch::{watch, NamespaceScope, Watcher};
+
+/// A network namespace found on the host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Namespace {
+    /// Inode and cookie: the inode alone is reused after a namespace dies.
+    pub id: NetnsId,
+    /// `/run/netns` or Docker netns name, if it has one.
+    pub name: Option<String>,
+    /// A path through which it was found and can be opened (`/run/netns/x`, `/proc/PID/ns/net`).
+    pub path: PathBuf,
+}
+
+/// What the watcher reports. Devices are reported only for namespaces in scope, after the
+/// namespace itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Discovery {
+    /// A namespace in scope appeared (or was there at start). Sent again, as an update, when
+    /// a namespace already reported gets a name (a bind mount appeared after its process).
+    NamespaceAdded(Namespace),
+    /// A namespace is gone (no process, no bind mount): forget it and its devices.
+    NamespaceRemoved(NetnsId),
+    /// A device appeared in a namespace (or was there at start), or changed name/state.
+    DeviceAdded { netns: NetnsId, device: Device },
+    /// A device left the namespace (deleted or moved elsewhere).
+    DeviceRemoved { netns: NetnsId, ifindex: u32 },
+}

@@ -1,0 +1,740 @@
+//! Watching for namespaces and devices that come and go.
+//!
+//! One thread does everything, woken by epoll:
+//! - inotify on the bind-mount folders ([`BIND_DIRS`], or their nearest existing ancestor
+//!   until they exist) and the mount table (`/proc/self/mountinfo` signals `EPOLLPRI` on every
+//!   mount/umount: `ip netns add` creates the file *before* mounting the namespace on it, so the
+//!   mount event, not the file, is what says the namespace is there);
+//! - one rtnetlink socket per namespace in scope, created inside it and subscribed to
+//!   `RTNLGRP_LINK` (RTM_NEWLINK/RTM_DELLINK; a device moved away shows as DELLINK);
+//! - fork/exec events from the proc connector (scope `All`): the namespace of a process that
+//!   just forked or exec'd is stat'ed, so `unshare -n CMD` is seen within a few ms;
+//! - a periodic rescan of `/proc/*/ns/net` (or of the cgroup subtree) every
+//!   [`RESCAN_INTERVAL`] for namespaces that only processes hold, as a backstop and to notice
+//!   namespaces whose last process exited.
+//!
+//! Every namespace in scope is held open (its nsfs fd and its netlink socket) while tracked;
+//! both are closed when a rescan no longer reaches it, so that it can die.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{SendTimeoutError, Sender};
+use inotify::{Inotify, WatchDescriptor, WatchMask};
+use netlink_sys::Socket;
+use periscope_pipeline::model::NetnsId;
+
+use super::devices::{link_subscription, list_devices, parse_links, LinkUpdate, RECV_BUF};
+use super::discover::{
+    bind_mounts, host_found, merge, names_by_inode, nsfs_inode, pid_namespaces, proc_namespaces,
+    stat_at, Found, BIND_DIRS,
+};
+use super::enter::{run_in, socket_cookie, NetnsHandle};
+use super::procevents::ProcEvents;
+use super::{Device, Discovery, Namespace};
+
+/// How often `/proc` (or the cgroup subtree) is rescanned for namespaces that no bind mount
+/// announces. A scan of ~300 processes costs ~1.4 ms of CPU (`proc_scan_cost` in discover.rs),
+/// so 250 ms keeps it near 0.5% of a core; namespaces under `/run/netns` are seen at once
+/// through the mount table anyway.
+pub const RESCAN_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Which namespaces to watch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NamespaceScope {
+    /// Every namespace on the host.
+    All,
+    /// These: `/run/netns` names or nsfs paths (`/proc/PID/ns/net`, `/var/run/docker/netns/x`);
+    /// `host` is the host namespace.
+    Listed(Vec<String>),
+    /// The namespaces of every process in this cgroup v2 subtree.
+    Cgroup(PathBuf),
+}
+
+/// A running watcher; dropping it stops the watch and releases every namespace it held.
+pub struct Watcher {
+    stop: Arc<AtomicBool>,
+    wake: Arc<OwnedFd>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        wake(&self.wake);
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::error!("netns watcher thread panicked");
+            }
+        }
+    }
+}
+
+/// Starts watching: reports every namespace in scope and its devices now, then changes as they
+/// happen, on `events`.
+///
+/// `NamespaceAdded` comes before any `DeviceAdded` of that namespace. It is sent again for a
+/// namespace already reported when its name becomes known (a bind mount appeared): treat it as
+/// an update. `DeviceAdded` is likewise sent again when a device's name or state changes.
+pub fn watch(scope: NamespaceScope, events: Sender<Discovery>) -> io::Result<Watcher> {
+    if let NamespaceScope::Cgroup(dir) = &scope {
+        if !dir.join("cgroup.procs").is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!(
+                    "{}: not a cgroup v2 directory (no cgroup.procs)",
+                    dir.display()
+                ),
+            ));
+        }
+    }
+    let host = host_found()?;
+    // SAFETY: plain syscalls; results are checked and owned at once.
+    let epoll = owned(
+        unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) },
+        "epoll_create1",
+    )?;
+    let wake_fd = Arc::new(owned(
+        // SAFETY: as above.
+        unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) },
+        "eventfd",
+    )?);
+    let inotify = Inotify::init().map_err(|e| ctx(e, "inotify_init"))?;
+    let mountinfo = File::open("/proc/self/mountinfo").map_err(|e| ctx(e, "open mountinfo"))?;
+    epoll_add(
+        &epoll,
+        wake_fd.as_raw_fd(),
+        libc::EPOLLIN as u32,
+        TOKEN_WAKE,
+    )?;
+    epoll_add(
+        &epoll,
+        inotify.as_raw_fd(),
+        libc::EPOLLIN as u32,
+        TOKEN_INOTIFY,
+    )?;
+    epoll_add(
+        &epoll,
+        mountinfo.as_raw_fd(),
+        libc::EPOLLPRI as u32,
+        TOKEN_MOUNTS,
+    )?;
+
+    // The cgroup's path as `/proc/PID/cgroup` shows it, to tell whether a new process is in it.
+    let cgroup_rel = match &scope {
+        NamespaceScope::Cgroup(dir) => cgroup_relative(dir),
+        _ => None,
+    };
+    let procs = if matches!(scope, NamespaceScope::All) || cgroup_rel.is_some() {
+        match ProcEvents::subscribe() {
+            Ok(p) => match epoll_add(&epoll, p.as_raw_fd(), libc::EPOLLIN as u32, TOKEN_PROCS) {
+                Ok(()) => Some(p),
+                Err(e) => {
+                    tracing::debug!(error = %e, "proc connector not polled");
+                    None
+                }
+            },
+            Err(e) => {
+                tracing::info!(error = %e, "no proc connector: processes' namespaces are found by periodic scans only");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut state = Loop {
+        scope,
+        out: Out {
+            events,
+            stop: stop.clone(),
+            closed: false,
+        },
+        epoll,
+        inotify,
+        dir_watches: HashSet::new(),
+        _mountinfo: mountinfo,
+        procs,
+        cgroup_rel,
+        proc_dir: File::open("/proc").ok(),
+        wake: wake_fd.clone(),
+        tracked: HashMap::new(),
+        host,
+        last_scan: Vec::new(),
+        full_due: false,
+        buf: vec![0; RECV_BUF],
+    };
+    let thread = std::thread::Builder::new()
+        .name("netns-watch".into())
+        .spawn(move || state.run())?;
+    Ok(Watcher {
+        stop,
+        wake: wake_fd,
+        thread: Some(thread),
+    })
+}
+
+const TOKEN_WAKE: u64 = u64::MAX;
+const TOKEN_INOTIFY: u64 = u64::MAX - 1;
+const TOKEN_MOUNTS: u64 = u64::MAX - 2;
+const TOKEN_PROCS: u64 = u64::MAX - 3;
+// Netlink sockets use the namespace's inode (u32) as their token: no clash with the above.
+
+/// A namespace in scope, held open while tracked.
+struct Tracked {
+    ns: Namespace,
+    handle: NetnsHandle,
+    links: Socket,
+    devices: BTreeMap<u32, Device>,
+}
+
+/// The sending side, which gives up when the watcher stops or the receiver is gone.
+struct Out {
+    events: Sender<Discovery>,
+    stop: Arc<AtomicBool>,
+    closed: bool,
+}
+
+impl Out {
+    fn send(&mut self, mut ev: Discovery) {
+        // A bounded, unread channel must not keep Drop of the Watcher waiting forever.
+        loop {
+            if self.closed || self.stop.load(Ordering::Relaxed) {
+                return;
+            }
+            match self.events.send_timeout(ev, Duration::from_millis(50)) {
+                Ok(()) => return,
+                Err(SendTimeoutError::Timeout(back)) => ev = back,
+                Err(SendTimeoutError::Disconnected(_)) => {
+                    self.closed = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.closed || self.stop.load(Ordering::Relaxed)
+    }
+}
+
+struct Loop {
+    scope: super::NamespaceScope,
+    out: Out,
+    epoll: OwnedFd,
+    inotify: Inotify,
+    dir_watches: HashSet<WatchDescriptor>,
+    /// Held for its `EPOLLPRI` on mount table changes; never read.
+    _mountinfo: File,
+    /// fork/exec events (scope `All` only; `None` if the kernel refused): a process in a new
+    /// namespace is looked at at once.
+    procs: Option<ProcEvents>,
+    /// Scope `Cgroup`: its path relative to the cgroup2 root (`/a/b`).
+    cgroup_rel: Option<String>,
+    /// `/proc`, to stat `PID/ns/net` of those processes.
+    proc_dir: Option<File>,
+    wake: Arc<OwnedFd>,
+    tracked: HashMap<u32, Tracked>,
+    host: Found,
+    /// The last `/proc` (scope `All`) or cgroup (scope `Cgroup`) scan, reused by the quick
+    /// rescans that events trigger between two periodic ones.
+    last_scan: Vec<Found>,
+    /// Events were lost: rescan everything now.
+    full_due: bool,
+    buf: Vec<u8>,
+}
+
+impl Loop {
+    fn run(&mut self) {
+        self.refresh_dir_watches();
+        self.rescan(true);
+        let mut next_full = Instant::now() + RESCAN_INTERVAL;
+        let mut ready = [libc::epoll_event { events: 0, u64: 0 }; 64];
+        while !self.out.done() {
+            // Rounded up: a 0 ms timeout just before the deadline would spin.
+            let timeout = (next_full.saturating_duration_since(Instant::now())
+                + Duration::from_micros(999))
+            .as_millis()
+            .min(i32::MAX as u128) as i32;
+            // SAFETY: `ready` is a valid, writable array of its length.
+            let n = unsafe {
+                libc::epoll_wait(
+                    self.epoll.as_raw_fd(),
+                    ready.as_mut_ptr(),
+                    ready.len() as i32,
+                    timeout,
+                )
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                tracing::error!(error = %e, "netns watcher: epoll_wait failed, stopping");
+                return;
+            }
+            let mut quick = false;
+            for ev in &ready[..n as usize] {
+                match ev.u64 {
+                    TOKEN_WAKE => drain_eventfd(&self.wake),
+                    TOKEN_INOTIFY => {
+                        self.drain_inotify();
+                        self.refresh_dir_watches();
+                        quick = true;
+                    }
+                    TOKEN_MOUNTS => quick = true,
+                    TOKEN_PROCS => quick |= self.new_process_namespaces(),
+                    token => self.read_links(token as u32),
+                }
+            }
+            if self.out.done() {
+                break;
+            }
+            if Instant::now() >= next_full || std::mem::take(&mut self.full_due) {
+                self.rescan(true);
+                next_full = Instant::now() + RESCAN_INTERVAL;
+            } else if quick {
+                self.rescan(false);
+            }
+        }
+        // Dropping `self` closes every socket and fd held in a namespace.
+    }
+
+    /// Looks at the namespace of each process that just forked or exec'd; true if one is not
+    /// known yet (it is added to the last scan, for a quick rescan to pick it up).
+    fn new_process_namespaces(&mut self) -> bool {
+        let (Some(procs), Some(dir)) = (&self.procs, &self.proc_dir) else {
+            return false;
+        };
+        let mut pids = Vec::new();
+        if procs.drain(&mut self.buf, &mut pids).is_err() {
+            self.full_due = true; // events were lost
+        }
+        let mut known: HashSet<u32> = self.last_scan.iter().map(|f| f.inode).collect();
+        let mut new = false;
+        let mut rel = String::new();
+        for pid in pids {
+            rel.clear();
+            let _ = write!(rel, "{pid}/ns/net\0");
+            if let Some(cg) = &self.cgroup_rel {
+                if !in_cgroup(pid, cg) {
+                    continue;
+                }
+            }
+            let Some(ino) = stat_at(dir, rel.as_bytes()) else {
+                continue;
+            };
+            let Ok(inode) = u32::try_from(ino) else {
+                continue;
+            };
+            if !self.tracked.contains_key(&inode) && known.insert(inode) {
+                self.last_scan.push(Found {
+                    inode,
+                    name: None,
+                    path: PathBuf::from(format!("/proc/{pid}/ns/net")),
+                });
+                new = true;
+            }
+        }
+        new
+    }
+
+    /// Finds what is in scope now and reports the difference. `full` rescans `/proc` (or the
+    /// cgroup); otherwise the last such scan is reused with fresh bind mounts.
+    fn rescan(&mut self, full: bool) {
+        let binds = bind_mounts();
+        let wanted: Vec<Found> = match &self.scope {
+            NamespaceScope::All => {
+                if full {
+                    match proc_namespaces() {
+                        Ok(found) => self.last_scan = found,
+                        Err(e) => tracing::warn!(error = %e, "netns watcher: /proc scan failed"),
+                    }
+                }
+                merge(self.host.clone(), binds, self.last_scan.clone())
+            }
+            NamespaceScope::Listed(list) => resolve_listed(list, &self.host, &binds),
+            NamespaceScope::Cgroup(dir) => {
+                if full {
+                    self.last_scan = pid_namespaces(cgroup_pids(dir));
+                }
+                let names = names_by_inode(&binds);
+                let mut found = self.last_scan.clone();
+                for f in &mut found {
+                    if let Some(n) = names.get(&f.inode) {
+                        f.name = Some(n.clone());
+                    }
+                }
+                found
+            }
+        };
+        let inodes: HashSet<u32> = wanted.iter().map(|f| f.inode).collect();
+        let gone: Vec<u32> = self
+            .tracked
+            .keys()
+            .filter(|i| !inodes.contains(i))
+            .copied()
+            .collect();
+        for inode in gone {
+            self.remove(inode);
+        }
+        for f in wanted {
+            match self.tracked.get_mut(&f.inode) {
+                None => self.add(f),
+                Some(t) => {
+                    if f.name.is_some() && f.name != t.ns.name {
+                        t.ns.name = f.name;
+                        let ns = t.ns.clone();
+                        self.out.send(Discovery::NamespaceAdded(ns));
+                    }
+                }
+            }
+            if self.out.done() {
+                return;
+            }
+        }
+    }
+
+    /// Opens a namespace, subscribes to its links from inside and reports it with its devices.
+    fn add(&mut self, f: Found) {
+        let handle = match NetnsHandle::open_path(&f.path, Some(f.inode)) {
+            Ok(h) => h,
+            Err(e) => {
+                // Gone between the scan and now (a process exited): the next scan settles it.
+                tracing::debug!(error = %e, "netns watcher: namespace not opened");
+                return;
+            }
+        };
+        // Subscribe before dumping, so that no change between the two is missed.
+        let inside = run_in(&handle, || -> io::Result<_> {
+            let links = link_subscription()?;
+            let cookie = socket_cookie(links.as_raw_fd())?;
+            let devices = list_devices()?;
+            Ok((links, cookie, devices))
+        });
+        let (links, cookie, devices) = match inside.and_then(|r| r) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(path = %f.path.display(), error = %e, "netns watcher: cannot watch namespace");
+                return;
+            }
+        };
+        if let Err(e) = epoll_add(
+            &self.epoll,
+            links.as_raw_fd(),
+            libc::EPOLLIN as u32,
+            u64::from(f.inode),
+        ) {
+            tracing::warn!(error = %e, "netns watcher: cannot poll netlink socket");
+            return;
+        }
+        let ns = Namespace {
+            id: NetnsId {
+                inode: f.inode,
+                cookie,
+            },
+            name: f.name,
+            path: f.path,
+        };
+        tracing::debug!(
+            ?ns,
+            devices = devices.len(),
+            "netns watcher: namespace added"
+        );
+        self.out.send(Discovery::NamespaceAdded(ns.clone()));
+        let mut map = BTreeMap::new();
+        for device in devices {
+            map.insert(device.ifindex, device.clone());
+            self.out.send(Discovery::DeviceAdded {
+                netns: ns.id,
+                device,
+            });
+        }
+        self.tracked.insert(
+            ns.id.inode,
+            Tracked {
+                ns,
+                handle,
+                links,
+                devices: map,
+            },
+        );
+    }
+
+    fn remove(&mut self, inode: u32) {
+        let Some(t) = self.tracked.remove(&inode) else {
+            return;
+        };
+        epoll_del(&self.epoll, t.links.as_raw_fd());
+        tracing::debug!(ns = ?t.ns, "netns watcher: namespace removed");
+        let id = t.ns.id;
+        // Close the socket and the nsfs fd before reporting, so the namespace can die.
+        drop(t);
+        self.out.send(Discovery::NamespaceRemoved(id));
+    }
+
+    /// Drains a namespace's link socket and reports what changed.
+    fn read_links(&mut self, inode: u32) {
+        let Some(t) = self.tracked.get_mut(&inode) else {
+            return;
+        };
+        let mut updates = Vec::new();
+        let mut resync = false;
+        loop {
+            match t.links.recv(&mut &mut self.buf[..], 0) {
+                Ok(n) => {
+                    let n = n.min(self.buf.len());
+                    if let Err(e) = parse_links(&self.buf[..n], |u| updates.push(u)) {
+                        tracing::debug!(error = %e, "netns watcher: netlink error message");
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // The socket overflowed: changes were lost, so list the devices again.
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => resync = true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "netns watcher: netlink recv failed");
+                    break;
+                }
+            }
+        }
+        let netns = t.ns.id;
+        for u in updates {
+            match u {
+                LinkUpdate::New(mut device, has_kind) => {
+                    if !has_kind {
+                        if let Some(known) = t.devices.get(&device.ifindex) {
+                            device.kind = known.kind.clone();
+                        }
+                    }
+                    if t.devices.get(&device.ifindex) != Some(&device) {
+                        t.devices.insert(device.ifindex, device.clone());
+                        self.out.send(Discovery::DeviceAdded { netns, device });
+                    }
+                }
+                LinkUpdate::Del(ifindex) => {
+                    if t.devices.remove(&ifindex).is_some() {
+                        self.out.send(Discovery::DeviceRemoved { netns, ifindex });
+                    }
+                }
+            }
+        }
+        if resync {
+            match run_in(&t.handle, list_devices).and_then(|r| r) {
+                Ok(now) => {
+                    let now: BTreeMap<u32, Device> =
+                        now.into_iter().map(|d| (d.ifindex, d)).collect();
+                    let old = std::mem::replace(&mut t.devices, now);
+                    for ifindex in old.keys().filter(|i| !t.devices.contains_key(i)) {
+                        let ifindex = *ifindex;
+                        self.out.send(Discovery::DeviceRemoved { netns, ifindex });
+                    }
+                    for (ifindex, device) in &t.devices {
+                        if old.get(ifindex) != Some(device) {
+                            let device = device.clone();
+                            self.out.send(Discovery::DeviceAdded { netns, device });
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "netns watcher: device resync failed"),
+            }
+        }
+    }
+
+    fn drain_inotify(&mut self) {
+        let mut buf = [0u8; 4096];
+        // Non-blocking: loops until EAGAIN. What changed does not matter: any change rescans.
+        while let Ok(events) = self.inotify.read_events(&mut buf) {
+            if events.count() == 0 {
+                break;
+            }
+        }
+    }
+
+    /// Watches each bind-mount folder, or its nearest existing ancestor until it exists.
+    fn refresh_dir_watches(&mut self) {
+        let mut now = HashSet::new();
+        for dir in BIND_DIRS {
+            let (path, mask) = watch_target(Path::new(dir));
+            match self.inotify.watches().add(&path, mask) {
+                Ok(wd) => {
+                    now.insert(wd);
+                }
+                Err(e) => {
+                    tracing::debug!(path = %path.display(), error = %e, "inotify watch failed")
+                }
+            }
+        }
+        for old in self.dir_watches.difference(&now) {
+            // Fails harmlessly if the folder is gone (the kernel already dropped the watch).
+            let _ = self.inotify.watches().remove(old.clone());
+        }
+        self.dir_watches = now;
+    }
+}
+
+/// The folder itself if it exists, else its nearest existing ancestor (for its creation).
+fn watch_target(dir: &Path) -> (PathBuf, WatchMask) {
+    if dir.is_dir() {
+        return (
+            dir.to_path_buf(),
+            WatchMask::CREATE
+                | WatchMask::DELETE
+                | WatchMask::MOVED_FROM
+                | WatchMask::MOVED_TO
+                | WatchMask::DELETE_SELF
+                | WatchMask::MOVE_SELF
+                | WatchMask::ONLYDIR,
+        );
+    }
+    let mut up = dir.parent();
+    while let Some(p) = up {
+        if p.is_dir() {
+            break;
+        }
+        up = p.parent();
+    }
+    (
+        up.unwrap_or(Path::new("/")).to_path_buf(),
+        WatchMask::CREATE | WatchMask::MOVED_TO | WatchMask::ONLYDIR,
+    )
+}
+
+/// Resolves `Listed` entries: `host`, a bare name under the bind-mount folders, or a path.
+/// Entries that do not exist (yet) are skipped; they are looked up again at every rescan.
+fn resolve_listed(list: &[String], host: &Found, binds: &[Found]) -> Vec<Found> {
+    let names = names_by_inode(binds);
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for entry in list {
+        let found = if entry == "host" {
+            Some(host.clone())
+        } else if !entry.contains('/') {
+            BIND_DIRS.iter().find_map(|dir| {
+                let path = Path::new(dir).join(entry);
+                let inode = nsfs_inode(&path).ok()?;
+                Some(Found {
+                    inode,
+                    name: Some(entry.clone()),
+                    path,
+                })
+            })
+        } else {
+            let path = PathBuf::from(entry);
+            nsfs_inode(&path).ok().map(|inode| Found {
+                inode,
+                name: names.get(&inode).cloned(),
+                path,
+            })
+        };
+        if let Some(f) = found {
+            if seen.insert(f.inode) {
+                out.push(f);
+            }
+        }
+    }
+    out
+}
+
+/// `dir` relative to the cgroup2 mount it is under (`/sys/fs/cgroup/unified/a/b` → `/a/b`).
+fn cgroup_relative(dir: &Path) -> Option<String> {
+    let dir = std::fs::canonicalize(dir).ok()?;
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(' ');
+            let (_, at, fstype) = (f.next()?, f.next()?, f.next()?);
+            (fstype == "cgroup2").then(|| PathBuf::from(at))
+        })
+        .filter_map(|at| {
+            let rel = dir.strip_prefix(&at).ok()?;
+            Some((at.as_os_str().len(), format!("/{}", rel.to_str()?)))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, rel)| rel.trim_end_matches('/').to_owned())
+}
+
+/// Whether `pid` is in cgroup `rel` (relative to the cgroup2 root) or below it.
+fn in_cgroup(pid: u32, rel: &str) -> bool {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
+        return false;
+    };
+    text.lines().filter_map(|l| l.strip_prefix("0::")).any(|p| {
+        rel.is_empty() || p == rel || p.strip_prefix(rel).is_some_and(|r| r.starts_with('/'))
+    })
+}
+
+/// Every pid in `cgroup.procs` of `dir` and of its descendants.
+fn cgroup_pids(dir: &Path) -> Vec<u32> {
+    let mut pids = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        // A cgroup removed meanwhile just contributes nothing.
+        if let Ok(text) = std::fs::read_to_string(d.join("cgroup.procs")) {
+            pids.extend(text.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
+        }
+        if let Ok(entries) = std::fs::read_dir(&d) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(e.path());
+                }
+            }
+        }
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    pids
+}
+
+fn owned(fd: RawFd, what: &str) -> io::Result<OwnedFd> {
+    if fd < 0 {
+        return Err(ctx(io::Error::last_os_error(), what));
+    }
+    // SAFETY: a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn epoll_add(epoll: &OwnedFd, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
+    let mut ev = libc::epoll_event { events, u64: token };
+    // SAFETY: both fds are open; `ev` is valid for the call.
+    if unsafe { libc::epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) } != 0 {
+        return Err(ctx(io::Error::last_os_error(), "epoll_ctl(ADD)"));
+    }
+    Ok(())
+}
+
+fn epoll_del(epoll: &OwnedFd, fd: RawFd) {
+    // SAFETY: a null event is allowed for EPOLL_CTL_DEL.
+    unsafe {
+        libc::epoll_ctl(
+            epoll.as_raw_fd(),
+            libc::EPOLL_CTL_DEL,
+            fd,
+            std::ptr::null_mut(),
+        )
+    };
+}
+
+fn wake(fd: &OwnedFd) {
+    let one: u64 = 1;
+    // SAFETY: writes 8 bytes from a valid u64 to an eventfd.
+    unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+}
+
+fn drain_eventfd(fd: &OwnedFd) {
+    let mut v: u64 = 0;
+    // SAFETY: reads 8 bytes into a valid u64; non-blocking.
+    unsafe { libc::read(fd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+}
+
+fn ctx(e: io::Error, what: &str) -> io::Error {
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}

@@ -1,0 +1,149 @@
+//! The `xdp` receiver: an XDP program (ingress, before the stack allocates an skb) on every
+//! matching net_device of every matching network namespace, attached as namespaces and devices
+//! appear, through bpf_links (optionally pinned).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use periscope_pipeline::component::{
+    BuildContext, ComponentConfig, Invalid, Receiver, ReceiverConfig,
+};
+use periscope_pipeline::config::ConfigDuration;
+
+use crate::netdev::{
+    default_counters_interval, default_poll_interval, default_ring_buffer_size,
+    default_sample_rate, AttachOptions, DiscoverySource, EventsMode, Hook, InterfacesConfig,
+    NamespacesConfig, NetdevReceiver, ReceiverOptions, Shared, PIN_ROOT,
+};
+
+/// Observes packets received by every net_device in every network namespace with an XDP
+/// program: exact per-device, per-transport packet and byte counters in the kernel
+/// (sent as device counters every `counters_interval`), and a packet record per packet (or
+/// sampled, or none) read from a ring buffer. Devices whose XDP slot another program holds are
+/// observed through TCX ingress instead (logged). Needs root (CAP_BPF, CAP_NET_ADMIN,
+/// CAP_PERFMON, CAP_SYS_ADMIN).
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct XdpConfig {
+    /// Which network namespaces: `all` (default), a list of `/run/netns` names or nsfs paths
+    /// (`host` for the host namespace), or `{cgroup: PATH}` for the namespaces of the processes
+    /// in a cgroup v2 subtree.
+    #[serde(default)]
+    pub namespaces: NamespacesConfig,
+    /// Which devices, by name: `{include: [globs], exclude: [globs]}`; every device by default.
+    #[serde(default)]
+    pub interfaces: InterfacesConfig,
+    /// Packet records: `all` (one per packet, default), `sample` (1 in `sample_rate`) or `none`
+    /// (counters only). Counters are exact in every mode.
+    #[serde(default)]
+    pub events: EventsMode,
+    /// With `events: sample`: a record for 1 in this many packets (default 100).
+    #[serde(default = "default_sample_rate")]
+    pub sample_rate: u32,
+    /// Write a record for every TCP/UDP packet from or to port 53 whatever `events` says (for
+    /// the DNS processor).
+    #[serde(default)]
+    pub always_emit_dns: bool,
+    /// Pin links, programs and maps under /sys/fs/bpf/periscope/<id>/ so that they keep
+    /// counting after the agent exits, cannot be detached from inside the namespace, and are
+    /// adopted (not attached twice) by the next run. Without it, stopping detaches everything.
+    #[serde(default)]
+    pub pin: bool,
+    /// Ring buffer size per namespace in bytes: a power of two from 4096 (default 1048576; a
+    /// record takes 88 bytes).
+    #[serde(default = "default_ring_buffer_size")]
+    pub ring_buffer_size: u32,
+    /// How often the ring buffers are read (records are written without wake-ups); default
+    /// 10ms.
+    #[serde(default = "default_poll_interval")]
+    pub poll_interval: ConfigDuration,
+    /// How often the exact kernel counters are sent downstream (and once more at stop);
+    /// default 10s.
+    #[serde(default = "default_counters_interval")]
+    pub counters_interval: ConfigDuration,
+}
+
+impl Default for XdpConfig {
+    fn default() -> Self {
+        XdpConfig {
+            namespaces: NamespacesConfig::default(),
+            interfaces: InterfacesConfig::default(),
+            events: EventsMode::default(),
+            sample_rate: default_sample_rate(),
+            always_emit_dns: false,
+            pin: false,
+            ring_buffer_size: default_ring_buffer_size(),
+            poll_interval: default_poll_interval(),
+            counters_interval: default_counters_interval(),
+        }
+    }
+}
+
+impl XdpConfig {
+    fn shared(&self) -> Shared<'_> {
+        Shared {
+            namespaces: &self.namespaces,
+            interfaces: &self.interfaces,
+            events: self.events,
+            sample_rate: self.sample_rate,
+            always_emit_dns: self.always_emit_dns,
+            ring_buffer_size: self.ring_buffer_size,
+            poll_interval: self.poll_interval,
+            counters_interval: self.counters_interval,
+        }
+    }
+
+    /// Builds the concrete receiver (tests feed it discovery events with
+    /// [`NetdevReceiver::with_discovery`]).
+    pub fn build_receiver(&self, ctx: &BuildContext) -> anyhow::Result<NetdevReceiver> {
+        let id = ctx.id.to_string();
+        let pin_root = self.pin.then(|| pin_root(&id));
+        NetdevReceiver::preflight(&id, pin_root.as_ref())?;
+        let shared = self.shared();
+        Ok(NetdevReceiver::new(
+            ReceiverOptions {
+                id,
+                poll_interval: self.poll_interval.0,
+                counters_interval: self.counters_interval.0,
+                sweep_after: Duration::from_secs(5),
+            },
+            AttachOptions {
+                hooks: vec![Hook::Xdp],
+                tcx_fallback: true,
+                records: shared.records(),
+                ring_bytes: self.ring_buffer_size,
+                pin_root,
+                interfaces: self.interfaces.filter()?,
+            },
+            ctx.devices.clone(),
+            DiscoverySource::Watch(self.namespaces.scope()),
+        ))
+    }
+}
+
+/// `/sys/fs/bpf/periscope/<id>` with `/` in the id made `_`.
+pub(crate) fn pin_root(id: &str) -> PathBuf {
+    PathBuf::from(PIN_ROOT).join(id.replace('/', "_"))
+}
+
+impl ComponentConfig for XdpConfig {
+    const TYPE: &'static str = "xdp";
+
+    fn validate(&self) -> Result<(), Vec<Invalid>> {
+        let mut errors = Vec::new();
+        self.shared().validate(&mut errors);
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+impl ReceiverConfig for XdpConfig {
+    fn build(&self, ctx: &BuildContext) -> anyhow::Result<Box<dyn Receiver>> {
+        Ok(Box::new(self.build_receiver(ctx)?))
+    }
+}

@@ -16,4 +16,6 @@ pub fn registry() -> Registry {
         // exporters
         .exporter::<periscope_exporters::file::FileConfig>()
         .exporter::<periscope_exporters::debug::DebugConfig>()
+        .exporter::<periscope_exporters::otlp::OtlpConfig>()
+        .exporter::<periscope_exporters::prometheus::PrometheusConfig>()
 }

@@ -40,6 +40,10 @@ pub const ATTR_OVERFLOW: &str = "otel.metric.overflow";
 pub const RESOURCE_SERVICE_NAME: &str = "service.name";
 pub const RESOURCE_SERVICE_VERSION: &str = "service.version";
 pub const RESOURCE_HOST_NAME: &str = "host.name";
+/// From `/etc/machine-id` (added by the otlp exporter).
+pub const RESOURCE_HOST_ID: &str = "host.id";
+/// From the `K8S_NODE_NAME` environment variable, when set (added by the otlp exporter).
+pub const RESOURCE_K8S_NODE_NAME: &str = "k8s.node.name";
 
 /// Every name above, for the test that keeps `docs/metrics.md` complete.
 pub const ALL: &[&str] = &[
@@ -64,6 +68,8 @@ pub const ALL: &[&str] = &[
     RESOURCE_SERVICE_NAME,
     RESOURCE_SERVICE_VERSION,
     RESOURCE_HOST_NAME,
+    RESOURCE_HOST_ID,
+    RESOURCE_K8S_NODE_NAME,
 ];
 
 #[cfg(test)]

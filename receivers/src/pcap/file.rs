@@ -471,7 +471,7 @@ impl CaptureReader {
                 "block length {len} is less than the {min}-byte minimum"
             )));
         }
-        if len % 4 != 0 {
+        if !len.is_multiple_of(4) {
             return Err(RecordError::Corrupt(format!(
                 "block length {len} is not a multiple of 4"
             )));

@@ -31,7 +31,7 @@ use std::process::{Command, Output};
 use std::thread;
 
 /// The programs under `ebpf/`, each `ebpf/<name>.bpf.c`, compiled to `<name>.bpf.o`.
-const PROGRAMS: &[&str] = &["packet"];
+const PROGRAMS: &[&str] = &["packet", "bench_bare"];
 
 /// The one header of kernel↔user records.
 const HEADER: &str = "periscope.h";

@@ -69,6 +69,23 @@ pub fn packet_object() -> Result<&'static [u8], Error> {
     Err(Error::StubBuild)
 }
 
+/// The baseline object of `bench-netdev` (`bench_bare.bpf.o`): an XDP program
+/// (`bench_bare_xdp`) that only bumps a per-CPU packet/byte counter (`bench_bare_counters`)
+/// and passes the packet. Not used by the agent.
+#[cfg(not(periscope_ebpf_stub))]
+pub fn bench_bare_object() -> Result<&'static [u8], Error> {
+    Ok(aya::include_bytes_aligned!(concat!(
+        env!("OUT_DIR"),
+        "/bench_bare.bpf.o"
+    )))
+}
+
+/// The baseline object of `bench-netdev`; this is a stub build, which has none.
+#[cfg(periscope_ebpf_stub)]
+pub fn bench_bare_object() -> Result<&'static [u8], Error> {
+    Err(Error::StubBuild)
+}
+
 /// Loads the packet object for one network namespace: creates its maps and sets the
 /// [`Config`] global, but loads no program into the kernel yet (`Xdp::load`,
 /// `SchedClassifier::load` do, so that a receiver loads only what it attaches).

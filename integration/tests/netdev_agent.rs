@@ -499,6 +499,8 @@ fn tcx_counts_pod_traffic_exactly_attaches_new_namespaces_and_leaves_nothing() {
     let ic = inode(c);
     let packets = totals(&series_now(&out, "periscope.network.packets"));
     let bytes = totals(&series_now(&out, "periscope.network.bytes"));
+    let delivered = totals(&series_now(&out, "periscope.network.records.delivered"));
+    let lost = totals(&series_now(&out, "periscope.network.records.lost"));
     let udp_bytes = |k: u64, s: usize| (k * (s as u64 + L2_OVERHEAD)) as i64;
     for (iface, dir, ns, k, s) in [
         ("pa0", "transmit", &ia, n, size),
@@ -506,6 +508,12 @@ fn tcx_counts_pod_traffic_exactly_attaches_new_namespaces_and_leaves_nothing() {
         ("pc0", "transmit", &ic, m, msize),
         ("pbc0", "receive", &ib, m, msize),
     ] {
+        // events: all, a large ring: every packet's record is delivered, none lost.
+        assert_eq!(
+            (get(&delivered, iface, dir, "udp", ns), get(&lost, iface, dir, "udp", ns)),
+            (k as i64, 0),
+            "udp records delivered/lost on {iface} {dir} (netns {ns}); all: {delivered:#?}"
+        );
         assert_eq!(
             get(&packets, iface, dir, "udp", ns),
             k as i64,

@@ -104,6 +104,13 @@ struct SeriesKey {
     dst_port: u16,
 }
 
+/// Cumulative packet-record totals of a kernel receiver for one series.
+#[derive(Clone, Copy, Debug, Default)]
+struct RecordTotals {
+    delivered: u64,
+    lost: u64,
+}
+
 #[derive(Clone, Copy, Debug, Default)]
 struct Totals {
     packets: u64,
@@ -123,6 +130,10 @@ pub struct Flow {
     exact: FxHashMap<SeriesKey, Totals>,
     /// In delta mode, the exact totals emitted last, to report their difference.
     exact_emitted: FxHashMap<SeriesKey, Totals>,
+    /// Packet records a kernel receiver delivered and lost, per series without the 5-tuple.
+    records: FxHashMap<SeriesKey, RecordTotals>,
+    /// In delta mode, the record totals emitted last.
+    records_emitted: FxHashMap<SeriesKey, RecordTotals>,
     /// Start of the current cumulative series, or of the current delta period.
     start_ns: u64,
     next_emit: Instant,
@@ -142,6 +153,8 @@ impl Flow {
             overflow: None,
             exact: FxHashMap::default(),
             exact_emitted: FxHashMap::default(),
+            records: FxHashMap::default(),
+            records_emitted: FxHashMap::default(),
             start_ns: now_ns(),
             next_emit,
             warned_overflow: false,
@@ -189,9 +202,6 @@ impl Flow {
     }
 
     fn record_exact(&mut self, c: &DeviceCounters) {
-        if self.config.flow_attributes {
-            return;
-        }
         let key = SeriesKey {
             device: c.device,
             direction: c.direction,
@@ -201,6 +211,16 @@ impl Flow {
             dst_addr: UNSPECIFIED,
             dst_port: 0,
         };
+        self.records.insert(
+            key,
+            RecordTotals {
+                delivered: c.records_delivered,
+                lost: c.records_lost,
+            },
+        );
+        if self.config.flow_attributes {
+            return;
+        }
         // Counted from records until now: the kernel's totals include those packets.
         self.series.remove(&key);
         self.exact.insert(
@@ -268,11 +288,24 @@ impl Flow {
         if let Some(t) = self.overflow {
             rows.push((vec![KeyValue::new(names::ATTR_OVERFLOW, true)], t));
         }
+        let mut record_rows: Vec<(Vec<KeyValue>, RecordTotals)> = Vec::new();
+        for (k, t) in &self.records {
+            let mut value = *t;
+            if self.config.temporality == Temporality::Delta {
+                let last = self.records_emitted.insert(*k, *t).unwrap_or_default();
+                value.delivered = t.delivered.saturating_sub(last.delivered);
+                value.lost = t.lost.saturating_sub(last.lost);
+            }
+            // Without flow attributes these rows share the traffic series' attributes.
+            let mut attributes = self.attributes(k);
+            attributes.truncate(4);
+            record_rows.push((attributes, value));
+        }
         if self.config.temporality == Temporality::Delta {
             self.series.clear();
             self.overflow = None;
         }
-        if rows.is_empty() {
+        if rows.is_empty() && record_rows.is_empty() {
             return;
         }
         let start = self.start_ns;
@@ -292,26 +325,51 @@ impl Flow {
             temporality: self.config.temporality,
             monotonic: true,
         };
+        let mut metrics = Vec::with_capacity(4);
+        if !rows.is_empty() {
+            metrics.push(Metric {
+                name: Cow::Borrowed(names::NETWORK_PACKETS),
+                description: Cow::Borrowed("Packets seen at the hook."),
+                unit: Cow::Borrowed("{packet}"),
+                data: sum(packets),
+            });
+            metrics.push(Metric {
+                name: Cow::Borrowed(names::NETWORK_BYTES),
+                description: Cow::Borrowed("Bytes seen at the hook (L2 frame length)."),
+                unit: Cow::Borrowed("By"),
+                data: sum(bytes),
+            });
+        }
+        if !record_rows.is_empty() {
+            let delivered = record_rows
+                .iter()
+                .map(|(a, t)| point(a, t.delivered))
+                .collect();
+            let lost = record_rows.iter().map(|(a, t)| point(a, t.lost)).collect();
+            metrics.push(Metric {
+                name: Cow::Borrowed(names::NETWORK_RECORDS_DELIVERED),
+                description: Cow::Borrowed(
+                    "Packet records a kernel receiver read from its ring buffer.",
+                ),
+                unit: Cow::Borrowed("{record}"),
+                data: sum(delivered),
+            });
+            metrics.push(Metric {
+                name: Cow::Borrowed(names::NETWORK_RECORDS_LOST),
+                description: Cow::Borrowed(
+                    "Packet records lost to a full ring buffer (the packets are still counted).",
+                ),
+                unit: Cow::Borrowed("{record}"),
+                data: sum(lost),
+            });
+        }
         out.telemetry(Telemetry::Metrics(MetricsBatch {
             resource: Default::default(),
             scope: Scope {
                 name: Cow::Owned(format!("periscope/{}", self.scope_name)),
                 version: Cow::Borrowed(env!("CARGO_PKG_VERSION")),
             },
-            metrics: vec![
-                Metric {
-                    name: Cow::Borrowed(names::NETWORK_PACKETS),
-                    description: Cow::Borrowed("Packets seen at the hook."),
-                    unit: Cow::Borrowed("{packet}"),
-                    data: sum(packets),
-                },
-                Metric {
-                    name: Cow::Borrowed(names::NETWORK_BYTES),
-                    description: Cow::Borrowed("Bytes seen at the hook (L2 frame length)."),
-                    unit: Cow::Borrowed("By"),
-                    data: sum(bytes),
-                },
-            ],
+            metrics,
         }));
     }
 }
@@ -480,6 +538,8 @@ mod tests {
             transport: Transport::Tcp,
             packets: 5,
             bytes: 50,
+            records_delivered: 2,
+            records_lost: 3,
             ..DeviceCounters::default()
         };
         c.device.ifindex = 1;
@@ -500,6 +560,11 @@ mod tests {
         let s = sums(&mut out);
         assert_eq!(s[0].1.iter().map(|p| p.1).collect::<Vec<_>>(), vec![5]);
         assert_eq!(s[1].1.iter().map(|p| p.1).collect::<Vec<_>>(), vec![50]);
+        assert_eq!(s[2].0, names::NETWORK_RECORDS_DELIVERED);
+        assert_eq!(s[2].1.iter().map(|p| p.1).collect::<Vec<_>>(), vec![2]);
+        assert_eq!(s[3].0, names::NETWORK_RECORDS_LOST);
+        assert_eq!(s[3].1.iter().map(|p| p.1).collect::<Vec<_>>(), vec![3]);
+        assert_eq!(s[2].1[0].0, s[0].1[0].0, "same attributes as the traffic series");
     }
 
     #[test]

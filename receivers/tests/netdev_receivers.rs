@@ -896,6 +896,10 @@ fn a_flood_through_a_tiny_ring_buffer_keeps_totals_exact_and_reports_losses() {
         DATAGRAMS as u64,
         "records delivered + lost"
     );
+    assert_eq!(
+        dc.records_delivered, recs,
+        "the receiver's per-device count of delivered records"
+    );
     let dropped = counters.values().dropped;
     assert!(
         dropped >= dc.records_lost,

@@ -159,6 +159,9 @@ pub struct DeviceCounters {
     pub bytes: u64,
     /// Packet records the hook could not deliver (ring buffer full).
     pub records_lost: u64,
+    /// Packet records the receiver read from the ring buffer, since this receiver started
+    /// (with `packets` and `records_lost` this tells sampled from lost).
+    pub records_delivered: u64,
 }
 
 /// Every kind of event a receiver can produce. New kinds (socket lifecycle, DNS, bursts)

@@ -14,6 +14,10 @@ pub const COMPONENT_ERRORS: &str = "periscope.component.errors";
 pub const NETWORK_PACKETS: &str = "periscope.network.packets";
 /// Bytes seen, as L2 frame length at the hook (flow processor).
 pub const NETWORK_BYTES: &str = "periscope.network.bytes";
+/// Packet records a kernel receiver read from its ring buffer (flow processor).
+pub const NETWORK_RECORDS_DELIVERED: &str = "periscope.network.records.delivered";
+/// Packet records lost to a full ring buffer (flow processor).
+pub const NETWORK_RECORDS_LOST: &str = "periscope.network.records.lost";
 
 /// `receiver`, `processor` or `exporter`.
 pub const ATTR_COMPONENT_KIND: &str = "periscope.component.kind";
@@ -53,6 +57,8 @@ pub const ALL: &[&str] = &[
     COMPONENT_ERRORS,
     NETWORK_PACKETS,
     NETWORK_BYTES,
+    NETWORK_RECORDS_DELIVERED,
+    NETWORK_RECORDS_LOST,
     ATTR_COMPONENT_KIND,
     ATTR_COMPONENT_ID,
     ATTR_PIPELINE_ID,

@@ -150,6 +150,8 @@ struct NsState {
     added_at: Instant,
     /// Stats (losses) read last time.
     lost_seen: u64,
+    /// Records read from the ring buffer, per (ifindex, direction, transport).
+    delivered: HashMap<(u32, Direction, Transport), u64>,
 }
 
 /// The attachment manager. Not thread-safe: one receiver thread drives it.
@@ -452,6 +454,7 @@ impl Attacher {
             adopted: HashMap::new(),
             added_at: Instant::now(),
             lost_seen: 0,
+            delivered: HashMap::new(),
         })
     }
 
@@ -541,6 +544,7 @@ impl Attacher {
             adopted,
             added_at: Instant::now(),
             lost_seen: 0,
+            delivered: HashMap::new(),
         })
     }
 
@@ -800,6 +804,10 @@ impl Attacher {
                 match decode_packet(&item, &self.clock) {
                     Ok(ev) => {
                         n += 1;
+                        *state
+                            .delivered
+                            .entry((ev.device.ifindex, ev.direction, ev.transport))
+                            .or_default() += 1;
                         f(ev);
                     }
                     Err(e) => {
@@ -902,6 +910,13 @@ fn read_ns_counters(state: &mut NsState, now: u64) -> Vec<DeviceCounters> {
         e.packets += c.packets;
         e.bytes += c.bytes;
         e.records_lost += c.records_lost;
+    }
+    for ((ifindex, direction, transport), c) in agg.iter_mut() {
+        c.records_delivered = state
+            .delivered
+            .get(&(*ifindex, *direction, *transport))
+            .copied()
+            .unwrap_or(0);
     }
     let mut v: Vec<_> = agg.into_values().collect();
     v.sort_by_key(|c| (c.device.ifindex, c.direction, c.transport));

@@ -510,7 +510,10 @@ fn tcx_counts_pod_traffic_exactly_attaches_new_namespaces_and_leaves_nothing() {
     ] {
         // events: all, a large ring: every packet's record is delivered, none lost.
         assert_eq!(
-            (get(&delivered, iface, dir, "udp", ns), get(&lost, iface, dir, "udp", ns)),
+            (
+                get(&delivered, iface, dir, "udp", ns),
+                get(&lost, iface, dir, "udp", ns)
+            ),
             (k as i64, 0),
             "udp records delivered/lost on {iface} {dir} (netns {ns}); all: {delivered:#?}"
         );

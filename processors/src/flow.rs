@@ -564,7 +564,10 @@ mod tests {
         assert_eq!(s[2].1.iter().map(|p| p.1).collect::<Vec<_>>(), vec![2]);
         assert_eq!(s[3].0, names::NETWORK_RECORDS_LOST);
         assert_eq!(s[3].1.iter().map(|p| p.1).collect::<Vec<_>>(), vec![3]);
-        assert_eq!(s[2].1[0].0, s[0].1[0].0, "same attributes as the traffic series");
+        assert_eq!(
+            s[2].1[0].0, s[0].1[0].0,
+            "same attributes as the traffic series"
+        );
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! fd00:7e57::/64 on the veth between them); both are deleted when the test ends, even when it
 //! fails, so the tests can run again at once.
 
+mod common;
+
 use std::collections::HashMap;
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
@@ -28,33 +30,7 @@ use periscope_receivers::ebpf::{
     decode_packet, load_packet, names, BootClock, Config, DevCounters, DevKey, PacketRecord, Stats,
 };
 
-/// Whether this process may load BPF programs; skips (or, under CI, fails) when not.
-fn bpf_capable(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let reason = if unsafe { libc::geteuid() } != 0 {
-        "not root"
-    } else if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
-        "no kernel BTF at /sys/kernel/btf/vmlinux"
-    } else {
-        return true;
-    };
-    if std::env::var_os("CI").is_some() {
-        panic!("{test}: cannot load eBPF programs ({reason}), and CI is set");
-    }
-    eprintln!("skipping {test}: {reason} (needs root and a BPF-capable kernel)");
-    false
-}
-
-/// The error and every cause: aya's load errors carry the verifier log in a source.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(&format!("\n  caused by: {c}"));
-        cur = c.source();
-    }
-    s
-}
+use common::{bpf_capable, chain};
 
 fn load(config: &Config, btf: &Btf) -> Ebpf {
     load_packet(config, Some(btf)).unwrap_or_else(|e| panic!("{}", chain(&e)))

@@ -4,6 +4,8 @@
 //! Needs root on a BPF-capable kernel; without root these tests skip with a one-line reason,
 //! except when `CI` is set: then they fail.
 
+mod common;
+
 use std::collections::HashMap;
 
 use aya::maps::{PerCpuArray, PerCpuHashMap, RingBuf};
@@ -14,31 +16,7 @@ use periscope_receivers::ebpf::{
     load_packet, names, packet_object, Config, DevCounters, DevKey, PacketRecord, Stats,
 };
 
-fn bpf_capable(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let reason = if unsafe { libc::geteuid() } != 0 {
-        "not root"
-    } else if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
-        "no kernel BTF at /sys/kernel/btf/vmlinux"
-    } else {
-        return true;
-    };
-    if std::env::var_os("CI").is_some() {
-        panic!("{test}: cannot load eBPF programs ({reason}), and CI is set");
-    }
-    eprintln!("skipping {test}: {reason} (needs root and a BPF-capable kernel)");
-    false
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(&format!("\n  caused by: {c}"));
-        cur = c.source();
-    }
-    s
-}
+use common::{bpf_capable, chain};
 
 const CONFIG: Config = Config {
     netns_cookie: 77,

@@ -87,3 +87,31 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Whether this process may load BPF programs; skips (or, under CI, fails) when not.
+pub fn bpf_capable(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let reason = if unsafe { libc::geteuid() } != 0 {
+        "not root"
+    } else if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
+        "no kernel BTF at /sys/kernel/btf/vmlinux"
+    } else {
+        return true;
+    };
+    if std::env::var_os("CI").is_some() {
+        panic!("{test}: cannot load eBPF programs ({reason}), and CI is set");
+    }
+    eprintln!("skipping {test}: {reason} (needs root and a BPF-capable kernel)");
+    false
+}
+
+/// The error and every cause: aya's load errors carry the verifier log in a source.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(&format!("\n  caused by: {c}"));
+        cur = c.source();
+    }
+    s
+}

@@ -30,6 +30,8 @@
 /* The `kind` byte at offset 0 of every ring-buffer record. */
 enum periscope_record_kind {
 	PERISCOPE_RECORD_PACKET = 1,
+	PERISCOPE_RECORD_SOCKET = 2,
+	PERISCOPE_RECORD_DROP = 3,
 };
 
 /* The `version` byte of a packet record; bumped when its layout changes. */
@@ -145,6 +147,159 @@ struct periscope_config {
 	__u32 netns_inode;
 	__u32 flags;        /* enum periscope_config_flags */
 	__u32 sample_rate;  /* with PERISCOPE_CFG_RECORDS: 1 in N packets; 0 and 1 mean every */
+	__u32 _pad;
+};
+
+/* ---- sockets: sockops, sk_msg/sk_skb, tcp_udp (fentry or tracepoints) ---------- */
+
+/* The `version` byte of a socket record. */
+enum periscope_socket_version {
+	PERISCOPE_SOCKET_VERSION = 1,
+};
+
+/* What happened to a socket (periscope_socket.event). */
+enum periscope_socket_event {
+	/* connect() sent a SYN (process context: pid and comm are the caller's). */
+	PERISCOPE_SOCK_CONNECT = 1,
+	/* The handshake completed; role says which side. duration_ns: SYN sent ->
+	 * established on the client (0 when the SYN was not seen). */
+	PERISCOPE_SOCK_ESTABLISHED = 2,
+	/* A new smoothed RTT sample (srtt_us, rttvar_us); rate-limited per socket. */
+	PERISCOPE_SOCK_RTT = 3,
+	/* A segment was retransmitted (total_retrans counts them so far). */
+	PERISCOPE_SOCK_RETRANSMIT = 4,
+	/* A TCP state change other than the ones above (old_state -> state). */
+	PERISCOPE_SOCK_STATE = 5,
+	/* The socket reached TCP_CLOSE: final bytes, retransmits, RTT; duration_ns is
+	 * its life from connect/accept (0 when its start was not seen). */
+	PERISCOPE_SOCK_CLOSE = 6,
+	/* Data sent (size bytes; one sendmsg call, or one sk_msg message). */
+	PERISCOPE_SOCK_SEND = 7,
+	/* Data received (size bytes; one recvmsg call, or one sk_skb verdict). */
+	PERISCOPE_SOCK_RECV = 8,
+};
+
+/* Which mechanism produced a socket or drop record (periscope_socket.hook). */
+enum periscope_socket_hook {
+	PERISCOPE_SOCK_HOOK_SOCKOPS = 1,
+	PERISCOPE_SOCK_HOOK_SK_MSG = 2,
+	PERISCOPE_SOCK_HOOK_SK_SKB = 3,
+	PERISCOPE_SOCK_HOOK_TRACEPOINT = 4,
+	PERISCOPE_SOCK_HOOK_FENTRY = 5,
+};
+
+/* Which side of a connection the socket is (periscope_socket.role). */
+enum periscope_socket_role {
+	PERISCOPE_ROLE_UNKNOWN = 0,
+	PERISCOPE_ROLE_CLIENT = 1, /* active open: connect() */
+	PERISCOPE_ROLE_SERVER = 2, /* passive open: accepted */
+};
+
+/*
+ * One socket event. Addresses and ports are the socket's own view: local first,
+ * remote second (for a client, local is the client). Fields an event does not
+ * fill are zero. pid/tgid/comm are the task that ran the hook, and are zero for
+ * events fired from softirq or timers (receive path, retransmit timer). 160 bytes.
+ */
+struct periscope_socket {
+	__u8 kind;          /* PERISCOPE_RECORD_SOCKET */
+	__u8 version;       /* PERISCOPE_SOCKET_VERSION */
+	__u8 event;         /* enum periscope_socket_event */
+	__u8 hook;          /* enum periscope_socket_hook */
+	__u8 family;        /* AF_INET (2) or AF_INET6 (10) */
+	__u8 protocol;      /* IPPROTO_TCP (6) or IPPROTO_UDP (17) */
+	__u8 role;          /* enum periscope_socket_role */
+	__u8 state;         /* TCP state after the event (TCP_ESTABLISHED = 1 ...), 0 for UDP */
+	__u8 old_state;     /* TCP state before a state change */
+	__u8 _pad0[3];
+	__u32 pid;          /* kernel pid (thread id) */
+	__u32 tgid;         /* process id */
+	__u32 netns_inode;  /* the socket's network namespace */
+	__u64 ts_boot_ns;   /* bpf_ktime_get_boot_ns() */
+	__u64 cookie;       /* bpf_get_socket_cookie(): one per socket for the boot */
+	__u64 netns_cookie; /* the socket's namespace cookie, 0 where the hook cannot read it */
+	__u64 cgroup_id;    /* cgroup v2 id of the task (or of the socket) */
+	__u16 lport;        /* local port, host byte order */
+	__u16 rport;        /* remote port, host byte order */
+	__u32 _pad1;
+	__u8 laddr[16];     /* local address; IPv4: first 4 bytes; network byte order */
+	__u8 raddr[16];     /* remote address; ditto */
+	__u32 srtt_us;      /* smoothed RTT, microseconds */
+	__u32 rttvar_us;    /* RTT variance (mdev), microseconds */
+	__u32 total_retrans;/* segments retransmitted over the socket's life so far */
+	__u32 size;         /* SEND/RECV: bytes; RETRANSMIT: segments in this retransmission */
+	__u64 bytes_sent;   /* CLOSE: bytes handed to the stack (tcp bytes_sent) */
+	__u64 bytes_acked;  /* CLOSE: bytes the peer acknowledged */
+	__u64 bytes_received; /* CLOSE: bytes received in order */
+	__u64 duration_ns;  /* see enum periscope_socket_event */
+	char comm[16];      /* task command name, NUL-padded */
+};
+
+/* The `version` byte of a drop record. */
+enum periscope_drop_version {
+	PERISCOPE_DROP_VERSION = 1,
+};
+
+/*
+ * A packet the kernel dropped (tracepoint skb:kfree_skb), with the kernel's
+ * reason (enum skb_drop_reason, named by user space from the kernel's BTF).
+ * Only IPv4/IPv6 packets are reported. 64 bytes.
+ */
+struct periscope_drop {
+	__u8 kind;          /* PERISCOPE_RECORD_DROP */
+	__u8 version;       /* PERISCOPE_DROP_VERSION */
+	__u8 family;        /* AF_INET or AF_INET6 */
+	__u8 protocol;      /* IP protocol of the dropped packet */
+	__u32 reason;       /* enum skb_drop_reason value */
+	__u64 ts_boot_ns;
+	__u32 netns_inode;  /* namespace of the device (else of the socket) */
+	__u32 ifindex;      /* the device, 0 if none */
+	__u16 sport;        /* TCP/UDP ports, host byte order */
+	__u16 dport;
+	__u32 len;          /* skb->len */
+	__u8 saddr[16];
+	__u8 daddr[16];
+};
+
+/*
+ * Key of the cgroup_skb per-CPU hash `periscope_cgroup_counters`: one entry per
+ * cgroup, direction and IP protocol. 16 bytes.
+ */
+struct periscope_cgroup_key {
+	__u64 cgroup_id;    /* cgroup v2 id of the socket's cgroup */
+	__u8 direction;     /* enum periscope_direction */
+	__u8 family;        /* AF_INET or AF_INET6 */
+	__u8 l4_proto;      /* IP protocol (IPv6: next header of the fixed header) */
+	__u8 _pad[5];
+};
+
+/* Value of `periscope_cgroup_counters`: IP-level packets and bytes. 16 bytes. */
+struct periscope_cgroup_counters {
+	__u64 packets;
+	__u64 bytes;        /* skb->len at the hook: the IP packet, no L2 header */
+};
+
+/* Single-entry per-CPU array `periscope_socket_stats` of every socket object. 24 bytes. */
+struct periscope_socket_stats {
+	__u64 records_lost;    /* failed ring-buffer reservations */
+	__u64 sockmap_full;    /* sk_msg: sockets not added to the sockhash (map full) */
+	__u64 table_full;      /* sockets whose start (pid, time) found no room */
+};
+
+/* Bits of periscope_socket_config.flags. */
+enum periscope_socket_config_flags {
+	PERISCOPE_SOCK_CFG_SEND_RECV_UDP = 1, /* tcp_udp: a SEND/RECV record per UDP call */
+	PERISCOPE_SOCK_CFG_SEND_RECV_TCP = 2, /* tcp_udp: a SEND/RECV record per TCP call */
+	PERISCOPE_SOCK_CFG_DROPS = 4,         /* tcp_udp: drop records */
+};
+
+/*
+ * The `.rodata` global `periscope_socket_config` of the socket objects (sockops,
+ * sk_msg, tcp_udp), set by the loader before load. 16 bytes.
+ */
+struct periscope_socket_config {
+	__u64 rtt_interval_ns; /* sockops: at most one RTT record per socket per interval; 0: none */
+	__u32 flags;           /* enum periscope_socket_config_flags */
 	__u32 _pad;
 };
 

@@ -31,7 +31,17 @@ use std::process::{Command, Output};
 use std::thread;
 
 /// The programs under `ebpf/`, each `ebpf/<name>.bpf.c`, compiled to `<name>.bpf.o`.
-const PROGRAMS: &[&str] = &["packet", "bench_bare"];
+const PROGRAMS: &[&str] = &[
+    "packet",
+    "bench_bare",
+    "sockops",
+    "sk_msg",
+    "tcp_udp",
+    "cgroup_skb",
+];
+
+/// Headers the programs include besides [`HEADER`].
+const INCLUDES: &[&str] = &["socket_common.h"];
 
 /// The one header of kernel↔user records.
 const HEADER: &str = "periscope.h";
@@ -62,6 +72,9 @@ fn main() {
         "cargo::rerun-if-changed={}",
         ebpf_dir.join(HEADER).display()
     );
+    for name in INCLUDES {
+        println!("cargo::rerun-if-changed={}", ebpf_dir.join(name).display());
+    }
     for name in PROGRAMS {
         println!(
             "cargo::rerun-if-changed={}",
@@ -162,12 +175,13 @@ fn check_folder(ebpf_dir: &Path) {
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let known = name == HEADER
+            || INCLUDES.contains(&name.as_str())
             || name
                 .strip_suffix(".bpf.c")
                 .is_some_and(|n| PROGRAMS.contains(&n));
         if (name.ends_with(".bpf.c") || name.ends_with(".h")) && !known {
             fail(&format!(
-                "ebpf/{name} is not listed in receivers/build.rs (PROGRAMS or HEADER): add it so \
+                "ebpf/{name} is not listed in receivers/build.rs (PROGRAMS, HEADER or INCLUDES): add it so \
                  that it is compiled and tracked"
             ));
         }

@@ -5,7 +5,9 @@ pub mod component;
 pub mod config;
 pub mod devices;
 pub mod model;
+pub mod sockets;
 pub mod telemetry;
 pub mod topology;
 
 pub use devices::{DeviceInfo, DeviceTable};
+pub use sockets::{SocketOwner, SocketTable};

@@ -15,8 +15,9 @@ use periscope_pipeline::component::{
 use periscope_pipeline::config::ConfigDuration;
 use periscope_pipeline::devices::DeviceTable;
 use periscope_pipeline::model::{
-    DeviceCounters, DeviceRef, Direction, Event, KeyValue, Metric, MetricData, MetricsBatch,
-    Number, NumberPoint, PacketEvent, Payload, Scope, Telemetry, Temporality, Transport,
+    CgroupCounters, DeviceCounters, DeviceRef, Direction, Event, KeyValue, Metric, MetricData,
+    MetricsBatch, NetworkType, Number, NumberPoint, PacketEvent, Payload, Scope, Telemetry,
+    Temporality, Transport,
 };
 use periscope_pipeline::telemetry::{names, now_ns};
 
@@ -111,6 +112,15 @@ struct RecordTotals {
     lost: u64,
 }
 
+/// What a cgroup series is keyed by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct CgroupKey {
+    cgroup_id: u64,
+    direction: Direction,
+    network: NetworkType,
+    transport: Transport,
+}
+
 #[derive(Clone, Copy, Debug, Default)]
 struct Totals {
     packets: u64,
@@ -134,6 +144,10 @@ pub struct Flow {
     records: FxHashMap<SeriesKey, RecordTotals>,
     /// In delta mode, the record totals emitted last.
     records_emitted: FxHashMap<SeriesKey, RecordTotals>,
+    /// Exact cumulative cgroup_skb totals per cgroup, direction, network and transport.
+    cgroups: FxHashMap<CgroupKey, Totals>,
+    /// In delta mode, the cgroup totals emitted last.
+    cgroups_emitted: FxHashMap<CgroupKey, Totals>,
     /// Start of the current cumulative series, or of the current delta period.
     start_ns: u64,
     next_emit: Instant,
@@ -155,6 +169,8 @@ impl Flow {
             exact_emitted: FxHashMap::default(),
             records: FxHashMap::default(),
             records_emitted: FxHashMap::default(),
+            cgroups: FxHashMap::default(),
+            cgroups_emitted: FxHashMap::default(),
             start_ns: now_ns(),
             next_emit,
             warned_overflow: false,
@@ -232,6 +248,46 @@ impl Flow {
         );
     }
 
+    fn record_cgroup(&mut self, c: &CgroupCounters) {
+        let key = CgroupKey {
+            cgroup_id: c.cgroup_id,
+            direction: c.direction,
+            network: c.network,
+            transport: c.transport,
+        };
+        // Kernel totals are cumulative; a bounded map (a cgroup per key, and cgroups come and
+        // go) — beyond the limit new cgroups are dropped with one warning.
+        if self.cgroups.len() >= self.config.cardinality_limit && !self.cgroups.contains_key(&key) {
+            if !self.warned_overflow {
+                self.warned_overflow = true;
+                tracing::warn!(
+                    processor = %self.scope_name,
+                    "flow: cardinality limit reached for cgroup series; new cgroups are not reported"
+                );
+            }
+            return;
+        }
+        self.cgroups.insert(
+            key,
+            Totals {
+                packets: c.packets,
+                bytes: c.bytes,
+            },
+        );
+    }
+
+    fn cgroup_attributes(key: &CgroupKey) -> Vec<KeyValue> {
+        vec![
+            KeyValue::new(
+                names::ATTR_CGROUP_ID,
+                i64::try_from(key.cgroup_id).unwrap_or(i64::MAX),
+            ),
+            KeyValue::new(names::ATTR_IO_DIRECTION, key.direction.as_str()),
+            KeyValue::new(names::ATTR_NETWORK_TYPE, key.network.as_str()),
+            KeyValue::new(names::ATTR_TRANSPORT, key.transport.as_str()),
+        ]
+    }
+
     fn attributes(&self, key: &SeriesKey) -> Vec<KeyValue> {
         let mut a = Vec::with_capacity(8);
         a.push(KeyValue::new(
@@ -301,11 +357,21 @@ impl Flow {
             attributes.truncate(4);
             record_rows.push((attributes, value));
         }
+        let mut cgroup_rows: Vec<(Vec<KeyValue>, Totals)> = Vec::new();
+        for (k, t) in &self.cgroups {
+            let mut value = *t;
+            if self.config.temporality == Temporality::Delta {
+                let last = self.cgroups_emitted.insert(*k, *t).unwrap_or_default();
+                value.packets = t.packets.saturating_sub(last.packets);
+                value.bytes = t.bytes.saturating_sub(last.bytes);
+            }
+            cgroup_rows.push((Self::cgroup_attributes(k), value));
+        }
         if self.config.temporality == Temporality::Delta {
             self.series.clear();
             self.overflow = None;
         }
-        if rows.is_empty() && record_rows.is_empty() {
+        if rows.is_empty() && record_rows.is_empty() && cgroup_rows.is_empty() {
             return;
         }
         let start = self.start_ns;
@@ -336,6 +402,29 @@ impl Flow {
             metrics.push(Metric {
                 name: Cow::Borrowed(names::NETWORK_BYTES),
                 description: Cow::Borrowed("Bytes seen at the hook (L2 frame length)."),
+                unit: Cow::Borrowed("By"),
+                data: sum(bytes),
+            });
+        }
+        if !cgroup_rows.is_empty() {
+            let packets = cgroup_rows
+                .iter()
+                .map(|(a, t)| point(a, t.packets))
+                .collect();
+            let bytes = cgroup_rows.iter().map(|(a, t)| point(a, t.bytes)).collect();
+            metrics.push(Metric {
+                name: Cow::Borrowed(names::CGROUP_PACKETS),
+                description: Cow::Borrowed(
+                    "IP packets of a cgroup's sockets at the cgroup_skb hooks.",
+                ),
+                unit: Cow::Borrowed("{packet}"),
+                data: sum(packets),
+            });
+            metrics.push(Metric {
+                name: Cow::Borrowed(names::CGROUP_BYTES),
+                description: Cow::Borrowed(
+                    "Bytes of a cgroup's IP packets at the cgroup_skb hooks (no L2 header).",
+                ),
                 unit: Cow::Borrowed("By"),
                 data: sum(bytes),
             });
@@ -382,6 +471,9 @@ impl Processor for Flow {
                     match event {
                         Event::Packet(p) => self.record(p),
                         Event::DeviceCounters(c) => self.record_exact(c),
+                        Event::CgroupCounters(c) => self.record_cgroup(c),
+                        // Socket events and drops are the `connections` processor's.
+                        Event::Socket(_) | Event::Drop(_) => {}
                     }
                 }
             }

@@ -1,3 +1,4 @@
 //! Processors: enrich events and turn them into telemetry.
 
+pub mod connections;
 pub mod flow;

@@ -135,6 +135,7 @@ fn no_caps_child() {
     let ctx = periscope_pipeline::component::BuildContext {
         id: periscope_pipeline::component::ComponentId::parse("xdp").expect("id"),
         devices: Default::default(),
+        sockets: Default::default(),
         counters: Default::default(),
     };
     match XdpConfig::default().build_receiver(&ctx) {
@@ -151,6 +152,7 @@ fn without_capabilities_build_fails_with_one_line() {
         let ctx = periscope_pipeline::component::BuildContext {
             id: periscope_pipeline::component::ComponentId::parse("xdp").expect("id"),
             devices: Default::default(),
+            sockets: Default::default(),
             counters: Default::default(),
         };
         let e = XdpConfig::default()

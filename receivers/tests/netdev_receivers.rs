@@ -241,6 +241,7 @@ fn context(id: &str) -> BuildContext {
     BuildContext {
         id: ComponentId::parse(id).expect("component id"),
         devices: DeviceTable::default(),
+        sockets: Default::default(),
         counters: Arc::default(),
     }
 }

@@ -19,6 +19,7 @@ pub fn ctx(id: &str) -> BuildContext {
     BuildContext {
         id: ComponentId::parse(id).expect("valid id"),
         devices: DeviceTable::default(),
+        sockets: Default::default(),
         counters: Arc::default(),
     }
 }

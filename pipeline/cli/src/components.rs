@@ -11,8 +11,13 @@ pub fn registry() -> Registry {
         .receiver::<periscope_receivers::synthetic::SyntheticConfig>()
         .receiver::<periscope_receivers::xdp::XdpConfig>()
         .receiver::<periscope_receivers::tcx::TcxConfig>()
+        .receiver::<periscope_receivers::sockops::SockopsConfig>()
+        .receiver::<periscope_receivers::sk_msg::SkMsgConfig>()
+        .receiver::<periscope_receivers::tcp_udp::TcpUdpConfig>()
+        .receiver::<periscope_receivers::cgroup_skb::CgroupSkbConfig>()
         // processors
         .processor::<periscope_processors::flow::FlowConfig>()
+        .processor::<periscope_processors::connections::ConnectionsConfig>()
         // exporters
         .exporter::<periscope_exporters::file::FileConfig>()
         .exporter::<periscope_exporters::debug::DebugConfig>()

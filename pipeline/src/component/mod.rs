@@ -19,6 +19,7 @@ pub use registry::{ComponentType, Registry};
 
 use crate::devices::DeviceTable;
 use crate::model::{EventBatch, Payload, Telemetry};
+use crate::sockets::SocketTable;
 use crate::telemetry::ComponentCounters;
 use crate::topology::{EventOutput, StopSignal};
 
@@ -65,6 +66,8 @@ pub struct BuildContext {
     pub id: ComponentId,
     /// Names of devices and namespaces, filled by receivers, read by processors/exporters.
     pub devices: DeviceTable,
+    /// Which process owns a socket, filled by the `connections` processor.
+    pub sockets: SocketTable,
     /// The component's own counters; the framework counts received/sent, the component adds
     /// its drops (with a log line saying why) and errors.
     pub counters: Arc<ComponentCounters>,

@@ -164,12 +164,245 @@ pub struct DeviceCounters {
     pub records_delivered: u64,
 }
 
-/// Every kind of event a receiver can produce. New kinds (socket lifecycle, DNS, bursts)
-/// become new variants; processors pass on variants they do not handle.
+/// What happened to a socket.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SocketEventKind {
+    /// connect() sent a SYN (the process is the caller).
+    #[default]
+    Connect,
+    /// The TCP handshake completed; `duration_ns` is the connect latency on the client.
+    Established,
+    /// A smoothed-RTT sample (`srtt_us`, `rttvar_us`).
+    Rtt,
+    /// A segment was retransmitted.
+    Retransmit,
+    /// Another TCP state change (`old_state` → `state`).
+    StateChange,
+    /// The socket closed; bytes, retransmits and RTT are final, `duration_ns` is its life.
+    Close,
+    /// Data sent: `size` bytes (one send call or one sk_msg message).
+    Send,
+    /// Data received: `size` bytes.
+    Receive,
+}
+
+impl SocketEventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SocketEventKind::Connect => "connect",
+            SocketEventKind::Established => "established",
+            SocketEventKind::Rtt => "rtt",
+            SocketEventKind::Retransmit => "retransmit",
+            SocketEventKind::StateChange => "state_change",
+            SocketEventKind::Close => "close",
+            SocketEventKind::Send => "send",
+            SocketEventKind::Receive => "receive",
+        }
+    }
+}
+
+/// Which kernel mechanism saw a socket event.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SocketHook {
+    #[default]
+    Sockops,
+    SkMsg,
+    SkSkb,
+    /// A (BTF) tracepoint.
+    Tracepoint,
+    /// fentry/fexit.
+    Fentry,
+}
+
+impl SocketHook {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SocketHook::Sockops => "sockops",
+            SocketHook::SkMsg => "sk_msg",
+            SocketHook::SkSkb => "sk_skb",
+            SocketHook::Tracepoint => "tracepoint",
+            SocketHook::Fentry => "fentry",
+        }
+    }
+}
+
+/// Which side of a connection a socket is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SocketRole {
+    #[default]
+    Unknown,
+    /// Active open (connect).
+    Client,
+    /// Passive open (accepted).
+    Server,
+}
+
+impl SocketRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SocketRole::Unknown => "unknown",
+            SocketRole::Client => "client",
+            SocketRole::Server => "server",
+        }
+    }
+}
+
+/// The task behind an event, where the hook ran in process context (zeros otherwise).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ProcessRef {
+    /// Process id (the kernel's tgid); 0 when unknown.
+    pub pid: u32,
+    /// Thread id (the kernel's pid).
+    pub tid: u32,
+    /// Command name (`/proc/PID/comm`), NUL-padded.
+    pub comm: [u8; 16],
+}
+
+impl ProcessRef {
+    /// The command name, up to its first NUL (lossy for non-UTF-8).
+    pub fn comm_str(&self) -> std::borrow::Cow<'_, str> {
+        let end = self.comm.iter().position(|&b| b == 0).unwrap_or(16);
+        String::from_utf8_lossy(&self.comm[..end])
+    }
+
+    pub fn is_known(&self) -> bool {
+        self.pid != 0
+    }
+}
+
+/// The name of a TCP state (`TCP_ESTABLISHED` = 1 ... as the kernel numbers them), lowercase.
+pub fn tcp_state_name(state: u8) -> &'static str {
+    match state {
+        1 => "established",
+        2 => "syn_sent",
+        3 => "syn_recv",
+        4 => "fin_wait1",
+        5 => "fin_wait2",
+        6 => "time_wait",
+        7 => "close",
+        8 => "close_wait",
+        9 => "last_ack",
+        10 => "listen",
+        11 => "closing",
+        12 => "new_syn_recv",
+        _ => "unknown",
+    }
+}
+
+/// One socket event from sockops, sk_msg/sk_skb or the TCP/UDP hooks. Addresses are the
+/// socket's own view: local, then remote. Records of one socket share its `cookie`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SocketEvent {
+    /// When it happened, in nanoseconds since the Unix epoch.
+    pub timestamp_ns: u64,
+    /// The kernel's socket cookie: unique per socket for the boot.
+    pub cookie: u64,
+    /// The socket's network namespace (cookie 0 where the hook could not read it).
+    pub netns: NetnsId,
+    /// cgroup v2 id of the socket's cgroup (the creating task's).
+    pub cgroup_id: u64,
+    pub process: ProcessRef,
+    pub local_addr: IpAddr,
+    pub remote_addr: IpAddr,
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub kind: SocketEventKind,
+    pub hook: SocketHook,
+    pub transport: Transport,
+    pub role: SocketRole,
+    /// TCP state after the event (see [`tcp_state_name`]); 0 for UDP.
+    pub state: u8,
+    /// TCP state before a state change or close.
+    pub old_state: u8,
+    /// Smoothed RTT in microseconds (0 if not measured).
+    pub srtt_us: u32,
+    /// RTT variance in microseconds.
+    pub rttvar_us: u32,
+    /// Segments retransmitted over the socket's life so far.
+    pub total_retrans: u32,
+    /// Send/Receive: bytes; Retransmit: segments.
+    pub size: u32,
+    pub bytes_sent: u64,
+    pub bytes_acked: u64,
+    pub bytes_received: u64,
+    /// Established (client): connect latency; Close: the socket's life; else 0.
+    pub duration_ns: u64,
+}
+
+impl Default for SocketEvent {
+    fn default() -> Self {
+        SocketEvent {
+            timestamp_ns: 0,
+            cookie: 0,
+            netns: NetnsId::default(),
+            cgroup_id: 0,
+            process: ProcessRef::default(),
+            local_addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            remote_addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            local_port: 0,
+            remote_port: 0,
+            kind: SocketEventKind::default(),
+            hook: SocketHook::default(),
+            transport: Transport::Other,
+            role: SocketRole::Unknown,
+            state: 0,
+            old_state: 0,
+            srtt_us: 0,
+            rttvar_us: 0,
+            total_retrans: 0,
+            size: 0,
+            bytes_sent: 0,
+            bytes_acked: 0,
+            bytes_received: 0,
+            duration_ns: 0,
+        }
+    }
+}
+
+/// A packet the kernel dropped, with its reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DropEvent {
+    pub timestamp_ns: u64,
+    /// Namespace of the device (else of the socket); cookie 0 (the hook reads the inode only).
+    pub netns: NetnsId,
+    /// The device, 0 if none.
+    pub ifindex: u32,
+    /// The kernel's reason (`enum skb_drop_reason` without its `SKB_DROP_REASON_` prefix,
+    /// e.g. `NO_SOCKET`), or its number when the kernel's BTF does not name it.
+    pub reason: &'static str,
+    pub network: NetworkType,
+    pub transport: Transport,
+    pub src_addr: IpAddr,
+    pub dst_addr: IpAddr,
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// skb->len where it was dropped.
+    pub length: u32,
+}
+
+/// Exact totals the cgroup_skb hooks counted for one cgroup, direction and protocol,
+/// cumulative since attach: IP-level packets and bytes (no L2 header).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CgroupCounters {
+    pub timestamp_ns: u64,
+    /// cgroup v2 id (the inode number of the cgroup's directory).
+    pub cgroup_id: u64,
+    pub direction: Direction,
+    pub network: NetworkType,
+    pub transport: Transport,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Every kind of event a receiver can produce. New kinds become new variants; processors
+/// pass on variants they do not handle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {
     Packet(PacketEvent),
     DeviceCounters(DeviceCounters),
+    Socket(SocketEvent),
+    Drop(DropEvent),
+    CgroupCounters(CgroupCounters),
 }
 
 impl Event {
@@ -178,6 +411,9 @@ impl Event {
         match self {
             Event::Packet(p) => p.timestamp_ns,
             Event::DeviceCounters(c) => c.timestamp_ns,
+            Event::Socket(s) => s.timestamp_ns,
+            Event::Drop(d) => d.timestamp_ns,
+            Event::CgroupCounters(c) => c.timestamp_ns,
         }
     }
 }
@@ -223,9 +459,9 @@ mod tests {
 
     #[test]
     fn events_stay_small_enough_to_copy() {
-        // A packet event is copied into batches by value; keep it near a cache line.
+        // Events are copied into batches by value; the socket event is the largest.
         assert!(
-            std::mem::size_of::<Event>() <= 80,
+            std::mem::size_of::<Event>() <= 168,
             "{}",
             std::mem::size_of::<Event>()
         );

@@ -18,6 +18,20 @@ pub const NETWORK_BYTES: &str = "periscope.network.bytes";
 pub const NETWORK_RECORDS_DELIVERED: &str = "periscope.network.records.delivered";
 /// Packet records lost to a full ring buffer (flow processor).
 pub const NETWORK_RECORDS_LOST: &str = "periscope.network.records.lost";
+/// IP packets of a cgroup's sockets at the cgroup_skb hooks (flow processor).
+pub const CGROUP_PACKETS: &str = "periscope.cgroup.packets";
+/// Bytes of a cgroup's IP packets at the cgroup_skb hooks (flow processor).
+pub const CGROUP_BYTES: &str = "periscope.cgroup.bytes";
+/// TCP connections opened and closed (connections processor).
+pub const TCP_CONNECTIONS: &str = "periscope.tcp.connections";
+/// TCP segments retransmitted (connections processor).
+pub const TCP_RETRANSMITS: &str = "periscope.tcp.retransmits";
+/// UDP datagrams sent and received (connections processor).
+pub const UDP_DATAGRAMS: &str = "periscope.udp.datagrams";
+/// Packets the kernel dropped, by reason (connections processor).
+pub const DROPS: &str = "periscope.drops";
+/// Connection spans: the span name (connections processor).
+pub const SPAN_TCP_CONNECTION: &str = "tcp.connection";
 
 /// `receiver`, `processor` or `exporter`.
 pub const ATTR_COMPONENT_KIND: &str = "periscope.component.kind";
@@ -37,6 +51,37 @@ pub const ATTR_SOURCE_ADDRESS: &str = "source.address";
 pub const ATTR_SOURCE_PORT: &str = "source.port";
 pub const ATTR_DESTINATION_ADDRESS: &str = "destination.address";
 pub const ATTR_DESTINATION_PORT: &str = "destination.port";
+/// `ipv4`, `ipv6` or `other`.
+pub const ATTR_NETWORK_TYPE: &str = "network.type";
+/// cgroup v2 id (inode of the cgroup directory).
+pub const ATTR_CGROUP_ID: &str = "periscope.cgroup.id";
+/// `opened` or `closed`.
+pub const ATTR_TCP_EVENT: &str = "periscope.tcp.event";
+/// `client` (active open) or `server` (passive open), `unknown` if not seen.
+pub const ATTR_CONNECTION_ROLE: &str = "periscope.connection.role";
+/// TCP state: at open `established`; at close the state the socket left (`syn_sent` is a
+/// failed connect, `established` a reset, `last_ack`/`fin_wait2`/... an orderly close).
+pub const ATTR_CONNECTION_STATE: &str = "network.connection.state";
+/// The kernel's drop reason (`enum skb_drop_reason` without `SKB_DROP_REASON_`).
+pub const ATTR_DROP_REASON: &str = "periscope.drop.reason";
+/// Span attributes of a connection.
+pub const ATTR_LOCAL_ADDRESS: &str = "network.local.address";
+pub const ATTR_LOCAL_PORT: &str = "network.local.port";
+pub const ATTR_PEER_ADDRESS: &str = "network.peer.address";
+pub const ATTR_PEER_PORT: &str = "network.peer.port";
+pub const ATTR_PROCESS_PID: &str = "process.pid";
+pub const ATTR_PROCESS_NAME: &str = "process.executable.name";
+pub const ATTR_SOCKET_COOKIE: &str = "periscope.socket.cookie";
+pub const ATTR_NETNS_COOKIE: &str = "periscope.netns.cookie";
+pub const ATTR_BYTES_SENT: &str = "periscope.tcp.bytes_sent";
+pub const ATTR_BYTES_ACKED: &str = "periscope.tcp.bytes_acked";
+pub const ATTR_BYTES_RECEIVED: &str = "periscope.tcp.bytes_received";
+pub const ATTR_TOTAL_RETRANS: &str = "periscope.tcp.retransmits";
+pub const ATTR_SRTT: &str = "periscope.tcp.srtt_us";
+pub const ATTR_RTTVAR: &str = "periscope.tcp.rttvar_us";
+pub const ATTR_CONNECT_DURATION: &str = "periscope.tcp.connect_duration_us";
+/// The hook that produced the data (`sockops`, `tracepoint`, `fentry`, ...).
+pub const ATTR_HOOK: &str = "periscope.hook";
 /// Marks the series that collects everything past a cardinality limit.
 pub const ATTR_OVERFLOW: &str = "otel.metric.overflow";
 
@@ -59,6 +104,35 @@ pub const ALL: &[&str] = &[
     NETWORK_BYTES,
     NETWORK_RECORDS_DELIVERED,
     NETWORK_RECORDS_LOST,
+    CGROUP_PACKETS,
+    CGROUP_BYTES,
+    TCP_CONNECTIONS,
+    TCP_RETRANSMITS,
+    UDP_DATAGRAMS,
+    DROPS,
+    SPAN_TCP_CONNECTION,
+    ATTR_NETWORK_TYPE,
+    ATTR_CGROUP_ID,
+    ATTR_TCP_EVENT,
+    ATTR_CONNECTION_ROLE,
+    ATTR_CONNECTION_STATE,
+    ATTR_DROP_REASON,
+    ATTR_LOCAL_ADDRESS,
+    ATTR_LOCAL_PORT,
+    ATTR_PEER_ADDRESS,
+    ATTR_PEER_PORT,
+    ATTR_PROCESS_PID,
+    ATTR_PROCESS_NAME,
+    ATTR_SOCKET_COOKIE,
+    ATTR_NETNS_COOKIE,
+    ATTR_BYTES_SENT,
+    ATTR_BYTES_ACKED,
+    ATTR_BYTES_RECEIVED,
+    ATTR_TOTAL_RETRANS,
+    ATTR_SRTT,
+    ATTR_RTTVAR,
+    ATTR_CONNECT_DURATION,
+    ATTR_HOOK,
     ATTR_COMPONENT_KIND,
     ATTR_COMPONENT_ID,
     ATTR_PIPELINE_ID,

@@ -89,6 +89,7 @@ impl std::error::Error for BuildErrors {}
 
 /// Builds every component of `config` (the side-effect phase). Nothing runs yet.
 pub fn build(config: &Config, devices: &DeviceTable) -> anyhow::Result<Topology> {
+    let sockets = crate::sockets::SocketTable::default();
     let telemetry = SelfTelemetry::default();
     let mut errors = Vec::new();
 
@@ -109,6 +110,7 @@ pub fn build(config: &Config, devices: &DeviceTable) -> anyhow::Result<Topology>
         let ctx = BuildContext {
             id: c.id.clone(),
             devices: devices.clone(),
+            sockets: sockets.clone(),
             counters: counters.clone(),
         };
         let capacity = config
@@ -144,6 +146,7 @@ pub fn build(config: &Config, devices: &DeviceTable) -> anyhow::Result<Topology>
             let ctx = BuildContext {
                 id: pid.clone(),
                 devices: devices.clone(),
+                sockets: sockets.clone(),
                 counters: counters.clone(),
             };
             match c.config.build(&ctx) {
@@ -187,6 +190,7 @@ pub fn build(config: &Config, devices: &DeviceTable) -> anyhow::Result<Topology>
         let ctx = BuildContext {
             id: c.id.clone(),
             devices: devices.clone(),
+            sockets: sockets.clone(),
             counters: counters.clone(),
         };
         match c.config.build(&ctx) {

@@ -96,6 +96,24 @@ mod tests {
             mirror!(Config => "periscope_config" {
                 netns_cookie, netns_inode, flags, sample_rate, _pad,
             }),
+            mirror!(SocketRecord => "periscope_socket" {
+                kind, version, event, hook, family, protocol, role, state, old_state, _pad0,
+                pid, tgid, netns_inode, ts_boot_ns, cookie, netns_cookie, cgroup_id, lport,
+                rport, _pad1, laddr, raddr, srtt_us, rttvar_us, total_retrans, size,
+                bytes_sent, bytes_acked, bytes_received, duration_ns, comm,
+            }),
+            mirror!(DropRecord => "periscope_drop" {
+                kind, version, family, protocol, reason, ts_boot_ns, netns_inode, ifindex,
+                sport, dport, len, saddr, daddr,
+            }),
+            mirror!(CgroupKey => "periscope_cgroup_key" {
+                cgroup_id, direction, family, l4_proto, _pad,
+            }),
+            mirror!(CgroupCountersRecord => "periscope_cgroup_counters" { packets, bytes }),
+            mirror!(SocketStats => "periscope_socket_stats" {
+                records_lost, sockmap_full, table_full,
+            }),
+            mirror!(SocketConfig => "periscope_socket_config" { rtt_interval_ns, flags, _pad }),
         ]
     }
 
@@ -116,6 +134,29 @@ mod tests {
             PERISCOPE_PKT_FRAGMENT,
             PERISCOPE_CFG_RECORDS,
             PERISCOPE_CFG_DNS,
+            PERISCOPE_RECORD_SOCKET,
+            PERISCOPE_RECORD_DROP,
+            PERISCOPE_SOCKET_VERSION,
+            PERISCOPE_SOCK_CONNECT,
+            PERISCOPE_SOCK_ESTABLISHED,
+            PERISCOPE_SOCK_RTT,
+            PERISCOPE_SOCK_RETRANSMIT,
+            PERISCOPE_SOCK_STATE,
+            PERISCOPE_SOCK_CLOSE,
+            PERISCOPE_SOCK_SEND,
+            PERISCOPE_SOCK_RECV,
+            PERISCOPE_SOCK_HOOK_SOCKOPS,
+            PERISCOPE_SOCK_HOOK_SK_MSG,
+            PERISCOPE_SOCK_HOOK_SK_SKB,
+            PERISCOPE_SOCK_HOOK_TRACEPOINT,
+            PERISCOPE_SOCK_HOOK_FENTRY,
+            PERISCOPE_ROLE_UNKNOWN,
+            PERISCOPE_ROLE_CLIENT,
+            PERISCOPE_ROLE_SERVER,
+            PERISCOPE_DROP_VERSION,
+            PERISCOPE_SOCK_CFG_SEND_RECV_UDP,
+            PERISCOPE_SOCK_CFG_SEND_RECV_TCP,
+            PERISCOPE_SOCK_CFG_DROPS,
         ]
     }
 

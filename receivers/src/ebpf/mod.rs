@@ -13,7 +13,10 @@ pub mod layout;
 pub mod records;
 
 pub use decode::{decode_packet, BootClock, DecodeError};
-pub use records::{Config, DevCounters, DevKey, PacketRecord, Stats};
+pub use records::{
+    CgroupCountersRecord, CgroupKey, Config, DevCounters, DevKey, DropRecord, PacketRecord,
+    SocketConfig, SocketRecord, SocketStats, Stats,
+};
 
 use aya::{Btf, Ebpf, EbpfLoader};
 
@@ -33,6 +36,17 @@ pub mod names {
     pub const STATS: &str = "periscope_stats";
     /// The `.rodata` global holding a [`Config`](super::Config).
     pub const CONFIG: &str = "periscope_config";
+    /// The `.rodata` global of the socket objects, a [`SocketConfig`](super::SocketConfig).
+    pub const SOCKET_CONFIG: &str = "periscope_socket_config";
+    /// Per-CPU array with one [`SocketStats`](super::SocketStats) (socket objects).
+    pub const SOCKET_STATS: &str = "periscope_socket_stats";
+    /// Per-CPU hash [`CgroupKey`](super::CgroupKey) →
+    /// [`CgroupCountersRecord`](super::CgroupCountersRecord).
+    pub const CGROUP_COUNTERS: &str = "periscope_cgroup_counters";
+    /// Per-CPU array: packets the cgroup_skb programs could not count (hash full).
+    pub const CGROUP_FULL: &str = "periscope_cgroup_full";
+    /// The sk_msg object's sockhash.
+    pub const SOCKHASH: &str = "periscope_sockhash";
 }
 
 /// Why an embedded program could not be loaded.
@@ -84,6 +98,75 @@ pub fn bench_bare_object() -> Result<&'static [u8], Error> {
 #[cfg(periscope_ebpf_stub)]
 pub fn bench_bare_object() -> Result<&'static [u8], Error> {
     Err(Error::StubBuild)
+}
+
+/// The socket and cgroup objects, each `ebpf/<name>.bpf.c`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SocketObject {
+    /// `sockops.bpf.o`: the TCP lifecycle (program `periscope_sockops`).
+    Sockops,
+    /// `sk_msg.bpf.o`: `periscope_sockmap_add` (sockops), `periscope_sk_msg`,
+    /// `periscope_sk_skb` and the sockhash `periscope_sockhash`.
+    SkMsg,
+    /// `tcp_udp.bpf.o`: tracepoint and fentry/fexit programs for TCP and UDP.
+    TcpUdp,
+    /// `cgroup_skb.bpf.o`: `periscope_cgroup_ingress`/`_egress` and their counters.
+    CgroupSkb,
+}
+
+impl SocketObject {
+    /// The object's file name, for messages.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            SocketObject::Sockops => "sockops.bpf.o",
+            SocketObject::SkMsg => "sk_msg.bpf.o",
+            SocketObject::TcpUdp => "tcp_udp.bpf.o",
+            SocketObject::CgroupSkb => "cgroup_skb.bpf.o",
+        }
+    }
+
+    /// The embedded object.
+    #[cfg(not(periscope_ebpf_stub))]
+    pub fn bytes(self) -> Result<&'static [u8], Error> {
+        Ok(match self {
+            SocketObject::Sockops => {
+                aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sockops.bpf.o"))
+            }
+            SocketObject::SkMsg => {
+                aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sk_msg.bpf.o"))
+            }
+            SocketObject::TcpUdp => {
+                aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcp_udp.bpf.o"))
+            }
+            SocketObject::CgroupSkb => {
+                aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/cgroup_skb.bpf.o"))
+            }
+        })
+    }
+
+    /// The embedded object; this is a stub build, which has none.
+    #[cfg(periscope_ebpf_stub)]
+    pub fn bytes(self) -> Result<&'static [u8], Error> {
+        Err(Error::StubBuild)
+    }
+
+    /// Loads the object's maps (and sets its `periscope_socket_config`, where it has one);
+    /// programs are loaded one by one by the receiver. `ring_bytes` overrides the ring
+    /// buffer's size (a power of two, a multiple of the page size).
+    pub fn load(self, config: &SocketConfig, ring_bytes: Option<u32>) -> Result<Ebpf, Error> {
+        let object = self.bytes()?;
+        let mut loader = EbpfLoader::new();
+        if let Some(bytes) = ring_bytes {
+            loader.map_max_entries(names::EVENTS, bytes);
+        }
+        if self != SocketObject::CgroupSkb {
+            loader.override_global(names::SOCKET_CONFIG, config, true);
+        }
+        loader.load(object).map_err(|source| Error::Load {
+            object: self.file_name(),
+            source,
+        })
+    }
 }
 
 /// Loads the packet object for one network namespace: creates its maps and sets the

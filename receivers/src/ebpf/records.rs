@@ -7,6 +7,10 @@
 
 /// `enum periscope_record_kind`: a packet record ([`PacketRecord`]).
 pub const PERISCOPE_RECORD_PACKET: u8 = 1;
+/// `enum periscope_record_kind`: a socket record ([`SocketRecord`]).
+pub const PERISCOPE_RECORD_SOCKET: u8 = 2;
+/// `enum periscope_record_kind`: a drop record ([`DropRecord`]).
+pub const PERISCOPE_RECORD_DROP: u8 = 3;
 /// `enum periscope_packet_version`: the [`PacketRecord`] layout this crate reads.
 pub const PERISCOPE_PACKET_VERSION: u8 = 1;
 /// `enum periscope_hook`: seen by the XDP program.
@@ -160,6 +164,161 @@ impl Default for Config {
     }
 }
 
+/// `enum periscope_socket_version`: the [`SocketRecord`] layout this crate reads.
+pub const PERISCOPE_SOCKET_VERSION: u8 = 1;
+/// `enum periscope_socket_event`: connect() sent a SYN.
+pub const PERISCOPE_SOCK_CONNECT: u8 = 1;
+/// `enum periscope_socket_event`: the handshake completed.
+pub const PERISCOPE_SOCK_ESTABLISHED: u8 = 2;
+/// `enum periscope_socket_event`: a smoothed-RTT sample.
+pub const PERISCOPE_SOCK_RTT: u8 = 3;
+/// `enum periscope_socket_event`: a retransmission.
+pub const PERISCOPE_SOCK_RETRANSMIT: u8 = 4;
+/// `enum periscope_socket_event`: another TCP state change.
+pub const PERISCOPE_SOCK_STATE: u8 = 5;
+/// `enum periscope_socket_event`: the socket reached TCP_CLOSE.
+pub const PERISCOPE_SOCK_CLOSE: u8 = 6;
+/// `enum periscope_socket_event`: data sent.
+pub const PERISCOPE_SOCK_SEND: u8 = 7;
+/// `enum periscope_socket_event`: data received.
+pub const PERISCOPE_SOCK_RECV: u8 = 8;
+/// `enum periscope_socket_hook`: a sockops program.
+pub const PERISCOPE_SOCK_HOOK_SOCKOPS: u8 = 1;
+/// `enum periscope_socket_hook`: an sk_msg program.
+pub const PERISCOPE_SOCK_HOOK_SK_MSG: u8 = 2;
+/// `enum periscope_socket_hook`: an sk_skb stream verdict program.
+pub const PERISCOPE_SOCK_HOOK_SK_SKB: u8 = 3;
+/// `enum periscope_socket_hook`: a (BTF) tracepoint.
+pub const PERISCOPE_SOCK_HOOK_TRACEPOINT: u8 = 4;
+/// `enum periscope_socket_hook`: fentry/fexit.
+pub const PERISCOPE_SOCK_HOOK_FENTRY: u8 = 5;
+/// `enum periscope_socket_role`: not known.
+pub const PERISCOPE_ROLE_UNKNOWN: u8 = 0;
+/// `enum periscope_socket_role`: active open.
+pub const PERISCOPE_ROLE_CLIENT: u8 = 1;
+/// `enum periscope_socket_role`: passive open.
+pub const PERISCOPE_ROLE_SERVER: u8 = 2;
+/// `enum periscope_drop_version`: the [`DropRecord`] layout this crate reads.
+pub const PERISCOPE_DROP_VERSION: u8 = 1;
+/// `enum periscope_socket_config_flags`: a SEND/RECV record per UDP call.
+pub const PERISCOPE_SOCK_CFG_SEND_RECV_UDP: u32 = 1;
+/// `enum periscope_socket_config_flags`: a SEND/RECV record per TCP call.
+pub const PERISCOPE_SOCK_CFG_SEND_RECV_TCP: u32 = 2;
+/// `enum periscope_socket_config_flags`: drop records.
+pub const PERISCOPE_SOCK_CFG_DROPS: u32 = 4;
+
+/// `struct periscope_socket`: one socket event (sockops, sk_msg/sk_skb, tcp_udp).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SocketRecord {
+    pub kind: u8,
+    pub version: u8,
+    pub event: u8,
+    pub hook: u8,
+    pub family: u8,
+    pub protocol: u8,
+    pub role: u8,
+    pub state: u8,
+    pub old_state: u8,
+    pub _pad0: [u8; 3],
+    pub pid: u32,
+    pub tgid: u32,
+    pub netns_inode: u32,
+    pub ts_boot_ns: u64,
+    pub cookie: u64,
+    pub netns_cookie: u64,
+    pub cgroup_id: u64,
+    pub lport: u16,
+    pub rport: u16,
+    pub _pad1: u32,
+    pub laddr: [u8; 16],
+    pub raddr: [u8; 16],
+    pub srtt_us: u32,
+    pub rttvar_us: u32,
+    pub total_retrans: u32,
+    pub size: u32,
+    pub bytes_sent: u64,
+    pub bytes_acked: u64,
+    pub bytes_received: u64,
+    pub duration_ns: u64,
+    pub comm: [u8; 16],
+}
+
+/// `struct periscope_drop`: a packet the kernel dropped, with its reason.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropRecord {
+    pub kind: u8,
+    pub version: u8,
+    pub family: u8,
+    pub protocol: u8,
+    pub reason: u32,
+    pub ts_boot_ns: u64,
+    pub netns_inode: u32,
+    pub ifindex: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub len: u32,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+}
+
+/// `struct periscope_cgroup_key`: key of the cgroup_skb per-CPU hash.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CgroupKey {
+    pub cgroup_id: u64,
+    pub direction: u8,
+    pub family: u8,
+    pub l4_proto: u8,
+    pub _pad: [u8; 5],
+}
+
+/// `struct periscope_cgroup_counters`: value of the cgroup_skb hash, one per CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CgroupCountersRecord {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// `struct periscope_socket_stats`: the one-entry per-CPU array of the socket objects.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SocketStats {
+    pub records_lost: u64,
+    pub sockmap_full: u64,
+    pub table_full: u64,
+}
+
+impl SocketStats {
+    /// Adds another CPU's stats to these.
+    pub fn add(&mut self, other: &SocketStats) {
+        self.records_lost += other.records_lost;
+        self.sockmap_full += other.sockmap_full;
+        self.table_full += other.table_full;
+    }
+}
+
+/// `struct periscope_socket_config`: the `.rodata` global of the socket objects.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SocketConfig {
+    pub rtt_interval_ns: u64,
+    /// `PERISCOPE_SOCK_CFG_*` bits.
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+/// Copies a record of type `T` out of raw ring-buffer bytes (any alignment); `None` if too
+/// short.
+pub fn read_record<T: aya::Pod>(bytes: &[u8]) -> Option<T> {
+    let bytes = bytes.get(..size_of::<T>())?;
+    // SAFETY: `bytes` holds size_of::<T>() bytes, read_unaligned copes with any alignment,
+    // and T: Pod means every bit pattern is a valid T.
+    Some(unsafe { bytes.as_ptr().cast::<T>().read_unaligned() })
+}
+
 // SAFETY: all of these are repr(C), Copy, made only of integers and byte arrays, and have no
 // implicit padding (checked by the layout tests), so any bit pattern is valid and every byte
 // is initialized.
@@ -168,3 +327,9 @@ unsafe impl aya::Pod for DevKey {}
 unsafe impl aya::Pod for DevCounters {}
 unsafe impl aya::Pod for Stats {}
 unsafe impl aya::Pod for Config {}
+unsafe impl aya::Pod for SocketRecord {}
+unsafe impl aya::Pod for DropRecord {}
+unsafe impl aya::Pod for CgroupKey {}
+unsafe impl aya::Pod for CgroupCountersRecord {}
+unsafe impl aya::Pod for SocketStats {}
+unsafe impl aya::Pod for SocketConfig {}

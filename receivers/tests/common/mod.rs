@@ -27,6 +27,7 @@ pub fn context(id: &str) -> BuildContext {
     BuildContext {
         id: ComponentId::parse(id).expect("component id"),
         devices: DeviceTable::default(),
+        sockets: Default::default(),
         counters: Arc::default(),
     }
 }

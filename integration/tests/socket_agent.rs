@@ -1,0 +1,596 @@
+//! The real `periscope` binary with the socket receivers, end to end:
+//! `periscope run` (sockops + tcp_udp → connections → file, metrics and traces).
+//!
+//! Two "pod" namespaces joined by a veth pair (`sa0` 10.212.0.1 ↔ `sb0` 10.212.0.2).
+//!
+//! - TCP: a Python client in pod-a opens 500 connections to a server in pod-b, each closed
+//!   right after connect (open well under 2 ms). Every one must come out as exactly one
+//!   CLIENT span with the right 4-tuple, pod-a's namespace, and the client's pid and command
+//!   (as the client itself read them from /proc/self), with a connect latency and a smoothed
+//!   RTT in (0, 1 s); the connect latencies must agree with the SYN → SYN/ACK time tshark
+//!   sees on `sa0`. Beside it, `ss -tn` polled every 100 ms in pod-a: both capture rates are
+//!   printed. `periscope.tcp.connections` counts 500 client opens in pod-a.
+//! - UDP: datagrams from a socket in pod-a to one in pod-b: the per-socket send and receive
+//!   counts equal the generator's; datagrams to a closed port of pod-b are drops with the
+//!   kernel's reason `NO_SOCKET` in pod-b's namespace, one per datagram.
+//! - The receiver log says it fell back to tracepoints where fentry is refused (this machine).
+//!
+//! Needs root, `ip`, `python3`, `ss`, `dumpcap` and `tshark`; skips otherwise, except under CI.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::ErrorKind;
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use periscope_integration::capture::Dumpcap;
+use periscope_integration::otlp::{parse_requests, sum_series, Series};
+use periscope_integration::periscope::periscope_command;
+use periscope_integration::process::{output_with_timeout, Background};
+use periscope_integration::{require_root, require_tools, veth_pair, yaml_path, Netns, TestDir};
+
+const TOOLS: &[&str] = &["ip", "python3", "ss", "dumpcap", "tshark"];
+const A_ADDR: Ipv4Addr = Ipv4Addr::new(10, 212, 0, 1);
+const B_ADDR: Ipv4Addr = Ipv4Addr::new(10, 212, 0, 2);
+const TCP_PORT: u16 = 9300;
+const UDP_PORT: u16 = 9301;
+const CLOSED_PORT: u16 = 9302;
+const CONNECTIONS: usize = 500;
+const DATAGRAMS: u64 = 300;
+const TO_CLOSED: u64 = 40;
+
+const SERVER: &str = r#"
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(1024)
+print("ready", flush=True)
+while True:
+    c, _ = s.accept()
+    c.close()
+"#;
+
+const CLIENT: &str = r#"
+import os, socket, sys, time
+dst, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+ports, longest = [], 0.0
+for _ in range(n):
+    t = time.monotonic()
+    s = socket.socket()
+    s.connect((dst, port))
+    ports.append(s.getsockname()[1])
+    s.close()
+    longest = max(longest, time.monotonic() - t)
+    time.sleep(0.002)
+print(os.getpid(), open("/proc/self/comm").read().strip())
+print(" ".join(map(str, ports)))
+print(longest)
+"#;
+
+fn ns_path(name: &str) -> PathBuf {
+    Path::new("/run/netns").join(name)
+}
+
+fn inode(name: &str) -> i64 {
+    std::fs::metadata(ns_path(name))
+        .unwrap_or_else(|e| panic!("stat {name}: {e}"))
+        .ino() as i64
+}
+
+/// Runs `f` on a thread inside namespace `name`.
+fn in_ns<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> T {
+    let ns = File::open(ns_path(name)).unwrap_or_else(|e| panic!("open netns {name}: {e}"));
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: a valid nsfs fd; only this thread changes namespace.
+            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns {name}: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
+/// Every complete line of the file so far, as JSON.
+fn lines(out: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(out).unwrap_or_default();
+    let complete = match text.rfind('\n') {
+        Some(i) => &text[..=i],
+        None => "",
+    };
+    complete
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: {e}: {l}", out.display())))
+        .collect()
+}
+
+fn metric_series(out: &Path, metric: &str) -> Vec<Series> {
+    let text = std::fs::read_to_string(out).unwrap_or_default();
+    let complete = match text.rfind('\n') {
+        Some(i) => &text[..=i],
+        None => "",
+    };
+    sum_series(
+        &parse_requests(complete, &out.display().to_string()),
+        metric,
+    )
+}
+
+/// A span from the OTLP/JSON file, flattened.
+#[derive(Debug, Clone)]
+struct SpanRow {
+    kind: i64,
+    attrs: BTreeMap<String, Value>,
+}
+
+impl SpanRow {
+    fn int(&self, key: &str) -> Option<i64> {
+        let v = self.attrs.get(key)?;
+        v.get("intValue").and_then(|i| {
+            i.as_str()
+                .and_then(|s| s.parse().ok())
+                .or_else(|| i.as_i64())
+        })
+    }
+    fn string(&self, key: &str) -> Option<String> {
+        self.attrs
+            .get(key)?
+            .get("stringValue")
+            .and_then(|s| s.as_str())
+            .map(str::to_string)
+    }
+}
+
+fn spans(out: &Path) -> Vec<SpanRow> {
+    let mut rows = Vec::new();
+    for line in lines(out) {
+        let Some(rs) = line.get("resourceSpans").and_then(|v| v.as_array()) else {
+            continue;
+        };
+        for r in rs {
+            for ss in r["scopeSpans"].as_array().into_iter().flatten() {
+                for s in ss["spans"].as_array().into_iter().flatten() {
+                    let mut attrs = BTreeMap::new();
+                    for kv in s["attributes"].as_array().into_iter().flatten() {
+                        attrs.insert(
+                            kv["key"].as_str().unwrap_or_default().to_string(),
+                            kv["value"].clone(),
+                        );
+                    }
+                    rows.push(SpanRow {
+                        kind: s["kind"].as_i64().unwrap_or(0),
+                        attrs,
+                    });
+                }
+            }
+        }
+    }
+    rows
+}
+
+/// SYN → SYN/ACK time per client port, as tshark sees it on the capture.
+fn handshake_times(pcap: &Path) -> BTreeMap<u16, f64> {
+    let out = output_with_timeout(
+        Command::new("tshark").arg("-r").arg(pcap).args([
+            "-Y",
+            "tcp.flags.syn == 1",
+            "-T",
+            "fields",
+            "-e",
+            "tcp.srcport",
+            "-e",
+            "tcp.dstport",
+            "-e",
+            "tcp.flags.ack",
+            "-e",
+            "frame.time_epoch",
+        ]),
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "tshark: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut syn = BTreeMap::new();
+    let mut synack = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let f: Vec<&str> = line.split('\t').collect();
+        if f.len() < 4 {
+            continue;
+        }
+        let (Ok(sport), Ok(dport), Ok(t)) = (
+            f[0].parse::<u16>(),
+            f[1].parse::<u16>(),
+            f[3].parse::<f64>(),
+        ) else {
+            continue;
+        };
+        let ack = f[2] == "1" || f[2] == "True";
+        if !ack && dport == TCP_PORT {
+            syn.entry(sport).or_insert(t);
+        } else if ack && sport == TCP_PORT {
+            synack.entry(dport).or_insert(t);
+        }
+    }
+    syn.into_iter()
+        .filter_map(|(port, t)| synack.get(&port).map(|a| (port, a - t)))
+        .collect()
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+#[test]
+fn sockets_short_connections_udp_and_drops_are_reported_exactly() {
+    const TEST: &str = "sockets_short_connections_udp_and_drops_are_reported_exactly";
+    if !(require_root(TEST) && require_tools(TEST, TOOLS)) {
+        return;
+    }
+    let dir = TestDir::new("socket_agent");
+    let a = Netns::new();
+    let b = Netns::new();
+    a.disable_ipv6();
+    b.disable_ipv6();
+    veth_pair(&a, "sa0", "10.212.0.1/24", &b, "sb0", "10.212.0.2/24");
+    let (a_ino, b_ino) = (inode(a.name()), inode(b.name()));
+
+    let metrics_out = dir.join("metrics.jsonl");
+    let traces_out = dir.join("traces.jsonl");
+    let config = dir.write(
+        "agent.yaml",
+        format!(
+            "receivers:\n  sockops: {{poll_interval: 20ms}}\n  tcp_udp: {{poll_interval: 20ms}}\n\
+             processors:\n  connections: {{interval: 200ms, socket_attributes: true}}\n\
+             exporters:\n  file/metrics: {{path: {}, flush_interval: 100ms}}\n  file/traces: {{path: {}, flush_interval: 100ms}}\n\
+             service:\n  pipelines:\n    metrics: {{receivers: [sockops, tcp_udp], processors: [connections], exporters: [file/metrics]}}\n    \
+             traces: {{receivers: [sockops, tcp_udp], processors: [connections], exporters: [file/traces]}}\n  \
+             telemetry: {{logs: {{level: info}}, metrics: {{enabled: false}}}}\n",
+            yaml_path(&metrics_out),
+            yaml_path(&traces_out)
+        ),
+    );
+    let mut agent = Background::spawn(
+        periscope_command().arg("run").arg("-c").arg(&config),
+        "periscope",
+    );
+    agent.wait_until(Duration::from_secs(60), "the receivers attached", |p| {
+        p.stderr().contains("sockops attached") && p.stderr().contains("tcp_udp: ")
+    });
+    let log = agent.stderr();
+    assert!(
+        log.contains("falling back to tracepoints") || log.contains("fentry/fexit on"),
+        "the tcp_udp receiver did not say which mechanism it uses:\n{log}"
+    );
+    eprintln!(
+        "tcp_udp mechanism: {}",
+        if log.contains("falling back to tracepoints") {
+            "tracepoints (fentry refused)"
+        } else {
+            "fentry"
+        }
+    );
+
+    // ---- TCP: 500 short connections, with a capture and an `ss` poller beside them ----
+    let server_py = dir.write("server.py", SERVER);
+    let client_py = dir.write("client.py", CLIENT);
+    let mut server = Background::spawn(
+        b.exec("python3")
+            .arg(&server_py)
+            .arg(B_ADDR.to_string())
+            .arg(TCP_PORT.to_string()),
+        "tcp server",
+    );
+    server.wait_until(Duration::from_secs(10), "ready", |p| {
+        p.stdout().contains("ready")
+    });
+    let pcap = dir.join("handshakes.pcapng");
+    let mut capture = Dumpcap::start(&a, "sa0", &pcap, &["-f", &format!("tcp port {TCP_PORT}")]);
+
+    let polling = AtomicBool::new(true);
+    let (client_out, ss_seen) = std::thread::scope(|s| {
+        let poller = s.spawn(|| {
+            let mut seen = BTreeSet::new();
+            while polling.load(Ordering::Relaxed) {
+                let out = output_with_timeout(a.exec("ss").args(["-tnH"]), Duration::from_secs(5));
+                for line in String::from_utf8_lossy(&out.stdout).lines() {
+                    let f: Vec<&str> = line.split_whitespace().collect();
+                    if f.len() >= 5 && f[4] == format!("{B_ADDR}:{TCP_PORT}") {
+                        if let Some(port) =
+                            f[3].rsplit(':').next().and_then(|p| p.parse::<u16>().ok())
+                        {
+                            seen.insert(port);
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            seen
+        });
+        let out = output_with_timeout(
+            a.exec("python3")
+                .arg(&client_py)
+                .arg(B_ADDR.to_string())
+                .arg(TCP_PORT.to_string())
+                .arg(CONNECTIONS.to_string())
+                .stdin(Stdio::null()),
+            Duration::from_secs(120),
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        polling.store(false, Ordering::Relaxed);
+        (out, poller.join().expect("ss poller"))
+    });
+    assert!(
+        client_out.status.success(),
+        "client: {}",
+        String::from_utf8_lossy(&client_out.stderr)
+    );
+    let text = String::from_utf8_lossy(&client_out.stdout).to_string();
+    let mut lines_iter = text.lines();
+    let first: Vec<&str> = lines_iter
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let client_pid: i64 = first[0].parse().expect("client pid");
+    let client_comm = first[1].to_string();
+    let client_ports: BTreeSet<i64> = lines_iter
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|p| p.parse().expect("port"))
+        .collect();
+    let longest: f64 = lines_iter
+        .next()
+        .unwrap_or("0")
+        .trim()
+        .parse()
+        .unwrap_or(0.0);
+    assert_eq!(
+        client_ports.len(),
+        CONNECTIONS,
+        "the client's ports are not distinct"
+    );
+    eprintln!(
+        "client pid {client_pid} ({client_comm}); longest connection {:.3} ms",
+        longest * 1e3
+    );
+
+    // ---- UDP: counted datagrams, and some to a closed port ----
+    let (udp_sender_port, udp_sent, udp_received) = udp_exchange(a.name(), b.name());
+
+    // Wait until every client span arrived.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let client_spans = loop {
+        let rows: Vec<SpanRow> = spans(&traces_out)
+            .into_iter()
+            .filter(|s| s.kind == 3 && s.int("periscope.netns.inode") == Some(a_ino))
+            .filter(|s| s.int("network.peer.port") == Some(TCP_PORT as i64))
+            .collect();
+        if rows.len() >= CONNECTIONS || Instant::now() > deadline {
+            break rows;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    capture.wait_until_settled(
+        2 * CONNECTIONS as u64,
+        Duration::from_millis(1500),
+        Duration::from_secs(30),
+    );
+    capture.stop();
+    server.signal(libc::SIGKILL);
+
+    // Every connection exactly once, with its 4-tuple, namespace and process.
+    let mut by_port: BTreeMap<i64, SpanRow> = BTreeMap::new();
+    for s in &client_spans {
+        let port = s.int("network.local.port").expect("local port");
+        assert!(
+            by_port.insert(port, s.clone()).is_none(),
+            "two spans for client port {port}"
+        );
+    }
+    let got: BTreeSet<i64> = by_port.keys().copied().collect();
+    let missing: Vec<_> = client_ports.difference(&got).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {CONNECTIONS} connections have no span (e.g. {:?})",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    let tshark = handshake_times(&pcap);
+    let mut diffs = Vec::new();
+    let mut rtt_diffs = Vec::new();
+    for port in &client_ports {
+        let s = &by_port[port];
+        assert_eq!(
+            s.string("network.local.address").as_deref(),
+            Some("10.212.0.1")
+        );
+        assert_eq!(
+            s.string("network.peer.address").as_deref(),
+            Some("10.212.0.2")
+        );
+        assert_eq!(
+            s.int("process.pid"),
+            Some(client_pid),
+            "pid of port {port}: {s:?}"
+        );
+        assert_eq!(
+            s.string("process.executable.name").as_deref(),
+            Some(client_comm.as_str())
+        );
+        let connect_us = s.int("periscope.tcp.connect_duration_us").unwrap_or(0);
+        let srtt_us = s.int("periscope.tcp.srtt_us").unwrap_or(0);
+        assert!(
+            connect_us > 0 && connect_us < 1_000_000,
+            "connect latency {connect_us} µs on port {port}"
+        );
+        assert!(
+            srtt_us > 0 && srtt_us < 1_000_000,
+            "srtt {srtt_us} µs on port {port}"
+        );
+        if let Some(t) = tshark.get(&(*port as u16)) {
+            diffs.push((connect_us as f64 * 1e-6 - t).abs());
+            rtt_diffs.push((srtt_us as f64 * 1e-6 - t).abs());
+        }
+    }
+    assert!(
+        diffs.len() >= CONNECTIONS * 9 / 10,
+        "tshark saw only {} handshakes",
+        diffs.len()
+    );
+    let med = median(&mut diffs);
+    let p95 = diffs[diffs.len() * 95 / 100];
+    eprintln!(
+        "connect latency vs tshark SYN→SYN/ACK over {} handshakes: median |Δ| {:.1} µs, p95 {:.1} µs",
+        diffs.len(),
+        med * 1e6,
+        p95 * 1e6
+    );
+    assert!(
+        med < 500e-6 && p95 < 5e-3,
+        "connect latency disagrees with tshark: median {med}, p95 {p95}"
+    );
+    let ss_rate = ss_seen
+        .intersection(&client_ports.iter().map(|p| *p as u16).collect())
+        .count();
+    eprintln!(
+        "capture rate: periscope {}/{CONNECTIONS}, `ss -tn` every 100 ms {ss_rate}/{CONNECTIONS}",
+        got.intersection(&client_ports).count()
+    );
+
+    // Metrics: 500 client opens in pod-a, UDP per socket, drops with the kernel's reason.
+    std::thread::sleep(Duration::from_millis(600));
+    let opened: i64 = last_values(&metric_series(&metrics_out, "periscope.tcp.connections"))
+        .iter()
+        .filter(|(a, _)| {
+            a.get("periscope.netns.inode").map(String::as_str) == Some(&a_ino.to_string())
+                && a.get("periscope.tcp.event").map(String::as_str) == Some("opened")
+                && a.get("periscope.connection.role").map(String::as_str) == Some("client")
+                && a.get("network.peer.port").map(String::as_str) == Some(&TCP_PORT.to_string())
+        })
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(
+        opened, CONNECTIONS as i64,
+        "periscope.tcp.connections opened by the client"
+    );
+    let udp = last_values(&metric_series(&metrics_out, "periscope.udp.datagrams"));
+    let udp_count = |ns: i64, dir: &str, port: u16| -> i64 {
+        udp.iter()
+            .filter(|(a, _)| {
+                a.get("periscope.netns.inode").map(String::as_str) == Some(&ns.to_string())
+                    && a.get("network.io.direction").map(String::as_str) == Some(dir)
+                    && a.get("network.local.port").map(String::as_str) == Some(&port.to_string())
+            })
+            .map(|(_, v)| v)
+            .sum()
+    };
+    assert_eq!(
+        udp_count(a_ino, "transmit", udp_sender_port),
+        (udp_sent + TO_CLOSED) as i64,
+        "datagrams sent by the pod-a socket"
+    );
+    assert_eq!(
+        udp_count(b_ino, "receive", UDP_PORT),
+        udp_received as i64,
+        "datagrams received by the pod-b socket"
+    );
+    let drops = last_values(&metric_series(&metrics_out, "periscope.drops"));
+    let no_socket: i64 = drops
+        .iter()
+        .filter(|(a, _)| {
+            a.get("periscope.netns.inode").map(String::as_str) == Some(&b_ino.to_string())
+                && a.get("periscope.drop.reason").map(String::as_str) == Some("NO_SOCKET")
+                && a.get("network.transport").map(String::as_str) == Some("udp")
+        })
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(
+        no_socket, TO_CLOSED as i64,
+        "NO_SOCKET drops in pod-b: {drops:?}"
+    );
+
+    agent.signal(libc::SIGTERM);
+    let out = agent.wait(Duration::from_secs(20));
+    assert!(
+        out.status.success(),
+        "agent: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Each series' latest value (the files hold cumulative snapshots).
+fn last_values(series: &[Series]) -> Vec<(BTreeMap<String, String>, i64)> {
+    series
+        .iter()
+        .map(|s| (s.attributes.clone().into_iter().collect(), s.value))
+        .collect()
+}
+
+/// Sends DATAGRAMS from pod-a to a socket in pod-b and TO_CLOSED more to a closed port;
+/// returns (sender's port, sent to the open port, received).
+fn udp_exchange(a: &str, b: &str) -> (u16, u64, u64) {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        let sink = s.spawn(|| {
+            in_ns(b, || {
+                let sock = UdpSocket::bind(SocketAddrV4::new(B_ADDR, UDP_PORT)).expect("bind sink");
+                sock.set_read_timeout(Some(Duration::from_millis(500)))
+                    .expect("timeout");
+                ready_tx.send(()).expect("ready");
+                let mut buf = [0u8; 2048];
+                let mut got = 0;
+                while got < DATAGRAMS {
+                    match sock.recv(&mut buf) {
+                        Ok(_) => got += 1,
+                        Err(e)
+                            if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+                        {
+                            break
+                        }
+                        Err(e) => panic!("sink: {e}"),
+                    }
+                }
+                got
+            })
+        });
+        ready_rx.recv().expect("sink ready");
+        let (port, sent) = in_ns(a, || {
+            let sock = UdpSocket::bind(SocketAddrV4::new(A_ADDR, 0)).expect("bind sender");
+            let port = sock.local_addr().expect("addr").port();
+            let payload = [0x5au8; 200];
+            let mut sent = 0;
+            for i in 0..DATAGRAMS {
+                if sock
+                    .send_to(&payload, SocketAddrV4::new(B_ADDR, UDP_PORT))
+                    .is_ok()
+                {
+                    sent += 1;
+                }
+                if i % 50 == 49 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            for _ in 0..TO_CLOSED {
+                sock.send_to(&payload, SocketAddrV4::new(B_ADDR, CLOSED_PORT))
+                    .expect("send to closed port");
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            (port, sent)
+        });
+        (port, sent, sink.join().expect("sink thread"))
+    })
+}

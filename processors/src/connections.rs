@@ -1,0 +1,845 @@
+//! The `connections` processor: socket events and drops → connection, retransmit, UDP and drop
+//! counters, and a span per TCP connection from connect/accept to close.
+//!
+//! Several receivers may report the same socket (sockops and tcp_udp both see the TCP state
+//! machine): a connection is counted once per socket cookie, whichever reports it first, and
+//! what the others add (the process, RTT) is merged in.
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::hash::{BuildHasher, Hasher};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use rustc_hash::{FxHashMap, FxHashSet};
+use serde::Deserialize;
+
+use periscope_pipeline::component::{
+    BuildContext, ComponentConfig, Emitter, Invalid, Processor, ProcessorConfig,
+};
+use periscope_pipeline::config::ConfigDuration;
+use periscope_pipeline::model::{
+    tcp_state_name, DropEvent, Event, KeyValue, Metric, MetricData, MetricsBatch, Number,
+    NumberPoint, Payload, ProcessRef, Scope, SocketEvent, SocketEventKind, SocketHook, SocketRole,
+    Span, SpanEvent, SpanKind, SpanStatus, Telemetry, Temporality, TracesBatch, Transport,
+};
+use periscope_pipeline::telemetry::{names, now_ns};
+use periscope_pipeline::SocketTable;
+
+/// Turns socket events (from `sockops`, `tcp_udp`, `sk_msg`) and drops into
+/// `periscope.tcp.connections`, `periscope.tcp.retransmits`, `periscope.udp.datagrams` and
+/// `periscope.drops`, emitted every `interval`, and — with `spans` — one span per TCP
+/// connection (connect/accept → close) with its 5-tuple, namespace, process, bytes,
+/// retransmits and RTT. Passes every event on unchanged (put it before `flow`).
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionsConfig {
+    /// How often the counters are emitted (and once more at stop); default 10s.
+    #[serde(default = "default_interval")]
+    pub interval: ConfigDuration,
+    /// `cumulative` (default) or `delta`.
+    #[serde(default)]
+    pub temporality: Temporality,
+    /// A span per TCP connection; default true.
+    #[serde(default = "default_true")]
+    pub spans: bool,
+    /// A connection still open after this long is reported as a span ending now (attribute
+    /// `periscope.connection.open=true`), and again, complete, at close; default 60s.
+    #[serde(default = "default_report_open_after")]
+    pub report_open_after: ConfigDuration,
+    /// Add `network.local.address`/`.port` and `network.peer.address`/`.port` to the
+    /// connection and UDP series: a series per socket, so mind `cardinality_limit`.
+    #[serde(default)]
+    pub socket_attributes: bool,
+    /// Most series per metric; further series are counted in one `otel.metric.overflow=true`
+    /// series.
+    #[serde(default = "default_cardinality_limit")]
+    pub cardinality_limit: usize,
+    /// Most connections tracked at once (for spans and de-duplication); connections past it
+    /// are still counted but get no span (counted as dropped).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_interval() -> ConfigDuration {
+    ConfigDuration::from_secs(10)
+}
+fn default_true() -> bool {
+    true
+}
+fn default_report_open_after() -> ConfigDuration {
+    ConfigDuration::from_secs(60)
+}
+fn default_cardinality_limit() -> usize {
+    2000
+}
+fn default_max_connections() -> usize {
+    65536
+}
+
+impl Default for ConnectionsConfig {
+    fn default() -> Self {
+        ConnectionsConfig {
+            interval: default_interval(),
+            temporality: Temporality::Cumulative,
+            spans: true,
+            report_open_after: default_report_open_after(),
+            socket_attributes: false,
+            cardinality_limit: default_cardinality_limit(),
+            max_connections: default_max_connections(),
+        }
+    }
+}
+
+impl ComponentConfig for ConnectionsConfig {
+    const TYPE: &'static str = "connections";
+
+    fn validate(&self) -> Result<(), Vec<Invalid>> {
+        let mut p = Vec::new();
+        if self.interval.0.is_zero() {
+            p.push(Invalid::new(
+                "interval",
+                "must be longer than zero, e.g. 10s",
+            ));
+        }
+        if self.report_open_after.0.is_zero() {
+            p.push(Invalid::new(
+                "report_open_after",
+                "must be longer than zero, e.g. 60s",
+            ));
+        }
+        if self.cardinality_limit == 0 {
+            p.push(Invalid::new("cardinality_limit", "must be at least 1"));
+        }
+        if self.max_connections == 0 {
+            p.push(Invalid::new("max_connections", "must be at least 1"));
+        }
+        if p.is_empty() {
+            Ok(())
+        } else {
+            Err(p)
+        }
+    }
+}
+
+impl ProcessorConfig for ConnectionsConfig {
+    fn build(&self, ctx: &BuildContext) -> anyhow::Result<Box<dyn Processor>> {
+        Ok(Box::new(Connections::new(
+            self.clone(),
+            ctx.sockets.clone(),
+            ctx.id.to_string(),
+        )))
+    }
+}
+
+/// Attributes of a series, as plain values (strings built only at emit time).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum SeriesKey {
+    Connection {
+        netns: u32,
+        opened: bool,
+        role: SocketRole,
+        state: u8,
+        socket: Option<(IpAddr, u16, IpAddr, u16)>,
+    },
+    Retransmit {
+        netns: u32,
+        role: SocketRole,
+    },
+    Datagram {
+        netns: u32,
+        sent: bool,
+        socket: Option<(IpAddr, u16, IpAddr, u16)>,
+    },
+    Drop {
+        netns: u32,
+        reason: &'static str,
+        transport: Transport,
+    },
+}
+
+impl SeriesKey {
+    fn metric(&self) -> usize {
+        match self {
+            SeriesKey::Connection { .. } => 0,
+            SeriesKey::Retransmit { .. } => 1,
+            SeriesKey::Datagram { .. } => 2,
+            SeriesKey::Drop { .. } => 3,
+        }
+    }
+}
+
+/// A connection between its start and its close.
+#[derive(Clone, Debug)]
+struct Conn {
+    start_ns: u64,
+    first: SocketEvent,
+    process: ProcessRef,
+    connect_ns: u64,
+    srtt_us: u32,
+    rttvar_us: u32,
+    events: Vec<SpanEvent>,
+    events_dropped: u32,
+    trace_id: [u8; 16],
+    span_id: [u8; 8],
+    seen_at: Instant,
+    reported_open: bool,
+    /// Its opening was counted (by the first receiver to report it established).
+    counted_open: bool,
+}
+
+/// Most span events kept per connection.
+const MAX_SPAN_EVENTS: usize = 32;
+/// Cookies of recently closed connections remembered, so that a second receiver's close of
+/// the same socket is not counted twice.
+const RECENTLY_CLOSED: usize = 16384;
+
+/// The running processor.
+pub struct Connections {
+    config: ConfigSnapshot,
+    sockets: SocketTable,
+    scope_name: String,
+    series: [FxHashMap<SeriesKey, u64>; 4],
+    overflow: [u64; 4],
+    emitted: FxHashMap<SeriesKey, u64>,
+    open: FxHashMap<u64, Conn>,
+    closed: FxHashSet<u64>,
+    closed_order: VecDeque<u64>,
+    spans: Vec<Span>,
+    ids: std::collections::hash_map::RandomState,
+    id_counter: u64,
+    start_ns: u64,
+    next_emit: Instant,
+    warned_overflow: bool,
+    untracked: u64,
+}
+
+struct ConfigSnapshot {
+    interval: Duration,
+    temporality: Temporality,
+    spans: bool,
+    report_open_after: Duration,
+    socket_attributes: bool,
+    cardinality_limit: usize,
+    max_connections: usize,
+}
+
+impl Connections {
+    pub fn new(config: ConnectionsConfig, sockets: SocketTable, scope_name: String) -> Self {
+        Connections {
+            next_emit: Instant::now() + config.interval.0.max(Duration::from_millis(1)),
+            config: ConfigSnapshot {
+                interval: config.interval.0,
+                temporality: config.temporality,
+                spans: config.spans,
+                report_open_after: config.report_open_after.0,
+                socket_attributes: config.socket_attributes,
+                cardinality_limit: config.cardinality_limit,
+                max_connections: config.max_connections,
+            },
+            sockets,
+            scope_name,
+            series: Default::default(),
+            overflow: [0; 4],
+            emitted: FxHashMap::default(),
+            open: FxHashMap::default(),
+            closed: FxHashSet::default(),
+            closed_order: VecDeque::new(),
+            spans: Vec::new(),
+            ids: std::collections::hash_map::RandomState::new(),
+            id_counter: 0,
+            start_ns: now_ns(),
+            warned_overflow: false,
+            untracked: 0,
+        }
+    }
+
+    fn count(&mut self, key: SeriesKey, n: u64) {
+        let m = key.metric();
+        let limit = self.config.cardinality_limit;
+        let series = &mut self.series[m];
+        if let Some(v) = series.get_mut(&key) {
+            *v += n;
+        } else if series.len() < limit {
+            series.insert(key, n);
+        } else {
+            self.overflow[m] += n;
+            if !self.warned_overflow {
+                self.warned_overflow = true;
+                tracing::warn!(processor = %self.scope_name, limit, "connections: cardinality limit reached; further series go to the overflow series (otel.metric.overflow=true)");
+            }
+        }
+    }
+
+    fn socket_attrs(&self, e: &SocketEvent) -> Option<(IpAddr, u16, IpAddr, u16)> {
+        self.config.socket_attributes.then_some((
+            e.local_addr,
+            e.local_port,
+            e.remote_addr,
+            e.remote_port,
+        ))
+    }
+
+    fn new_ids(&mut self, cookie: u64) -> ([u8; 16], [u8; 8]) {
+        self.id_counter += 1;
+        let mut h = self.ids.build_hasher();
+        h.write_u64(cookie);
+        h.write_u64(self.id_counter);
+        let a = h.finish();
+        h.write_u64(a);
+        let b = h.finish();
+        h.write_u64(b);
+        let c = h.finish();
+        let mut trace = [0u8; 16];
+        trace[..8].copy_from_slice(&a.to_be_bytes());
+        trace[8..].copy_from_slice(&b.to_be_bytes());
+        (trace, c.to_be_bytes())
+    }
+
+    fn on_socket(&mut self, e: &SocketEvent) {
+        self.sockets.learn(e);
+        match e.kind {
+            SocketEventKind::Connect | SocketEventKind::Established => self.on_open(e),
+            SocketEventKind::Close => self.on_close(e),
+            SocketEventKind::Rtt => {
+                if let Some(c) = self.open.get_mut(&e.cookie) {
+                    c.srtt_us = e.srtt_us;
+                    c.rttvar_us = e.rttvar_us;
+                }
+            }
+            SocketEventKind::Retransmit => {
+                // Both sockops and the tracepoint report a retransmission: count one hook's.
+                if e.hook == SocketHook::Sockops || !self.sockops_owns(e.cookie) {
+                    let role = self.open.get(&e.cookie).map_or(e.role, |c| c.first.role);
+                    self.count(
+                        SeriesKey::Retransmit {
+                            netns: e.netns.inode,
+                            role,
+                        },
+                        u64::from(e.size.max(1)),
+                    );
+                    if let Some(c) = self.open.get_mut(&e.cookie) {
+                        push_event(
+                            c,
+                            e.timestamp_ns,
+                            "retransmit",
+                            vec![KeyValue::new(
+                                names::ATTR_TOTAL_RETRANS,
+                                i64::from(e.total_retrans),
+                            )],
+                        );
+                    }
+                }
+            }
+            SocketEventKind::StateChange => {
+                if let Some(c) = self.open.get_mut(&e.cookie) {
+                    if c.first.hook == e.hook {
+                        push_event(
+                            c,
+                            e.timestamp_ns,
+                            "state_change",
+                            vec![
+                                KeyValue::new(
+                                    "periscope.tcp.state.from",
+                                    tcp_state_name(e.old_state),
+                                ),
+                                KeyValue::new("periscope.tcp.state.to", tcp_state_name(e.state)),
+                            ],
+                        );
+                    }
+                }
+            }
+            SocketEventKind::Send | SocketEventKind::Receive => {
+                if e.transport == Transport::Udp {
+                    let key = SeriesKey::Datagram {
+                        netns: e.netns.inode,
+                        sent: e.kind == SocketEventKind::Send,
+                        socket: self.socket_attrs(e),
+                    };
+                    self.count(key, 1);
+                }
+            }
+        }
+    }
+
+    fn sockops_owns(&self, cookie: u64) -> bool {
+        self.open
+            .get(&cookie)
+            .is_some_and(|c| c.first.hook == SocketHook::Sockops)
+    }
+
+    fn on_open(&mut self, e: &SocketEvent) {
+        if e.transport != Transport::Tcp || self.closed.contains(&e.cookie) {
+            return;
+        }
+        let established = e.kind == SocketEventKind::Established;
+        let key = SeriesKey::Connection {
+            netns: e.netns.inode,
+            opened: true,
+            role: e.role,
+            state: 1,
+            socket: self.socket_attrs(e),
+        };
+        if let Some(c) = self.open.get_mut(&e.cookie) {
+            if !c.process.is_known() && e.process.is_known() {
+                c.process = e.process;
+            }
+            // The tracepoint's connect fires before the local port is chosen.
+            if c.first.local_port == 0 && e.local_port != 0 {
+                c.first.local_addr = e.local_addr;
+                c.first.local_port = e.local_port;
+                c.first.remote_addr = e.remote_addr;
+                c.first.remote_port = e.remote_port;
+            }
+            if established {
+                if e.duration_ns > 0 && c.connect_ns == 0 {
+                    c.connect_ns = e.duration_ns;
+                }
+                if e.srtt_us > 0 {
+                    c.srtt_us = e.srtt_us;
+                    c.rttvar_us = e.rttvar_us;
+                }
+                if c.first.role == SocketRole::Unknown {
+                    c.first.role = e.role;
+                }
+                // Counted once, whichever receiver reports it first.
+                if !c.counted_open {
+                    c.counted_open = true;
+                    self.count(key, 1);
+                }
+            }
+            return;
+        }
+        if established {
+            self.count(key, 1);
+        }
+        if self.open.len() >= self.config.max_connections {
+            self.untracked += 1;
+            return;
+        }
+        let (trace_id, span_id) = self.new_ids(e.cookie);
+        let start_ns = if established && e.duration_ns > 0 {
+            e.timestamp_ns.saturating_sub(e.duration_ns)
+        } else {
+            e.timestamp_ns
+        };
+        self.open.insert(
+            e.cookie,
+            Conn {
+                start_ns,
+                first: *e,
+                process: e.process,
+                connect_ns: if established { e.duration_ns } else { 0 },
+                srtt_us: e.srtt_us,
+                rttvar_us: e.rttvar_us,
+                events: Vec::new(),
+                events_dropped: 0,
+                trace_id,
+                span_id,
+                seen_at: Instant::now(),
+                reported_open: false,
+                counted_open: established,
+            },
+        );
+    }
+
+    fn on_close(&mut self, e: &SocketEvent) {
+        if e.transport != Transport::Tcp {
+            return;
+        }
+        self.sockets.closed(e.cookie);
+        if self.closed.contains(&e.cookie) {
+            return;
+        }
+        self.closed.insert(e.cookie);
+        self.closed_order.push_back(e.cookie);
+        while self.closed_order.len() > RECENTLY_CLOSED {
+            if let Some(old) = self.closed_order.pop_front() {
+                self.closed.remove(&old);
+            }
+        }
+        let conn = self.open.remove(&e.cookie);
+        let role = conn.as_ref().map_or(e.role, |c| {
+            if c.first.role == SocketRole::Unknown {
+                e.role
+            } else {
+                c.first.role
+            }
+        });
+        // A socket that closes without ever being established (failed connect, listener)
+        // was never counted as opened; its close is counted with the state it left.
+        if e.old_state != 10 {
+            let key = SeriesKey::Connection {
+                netns: e.netns.inode,
+                opened: false,
+                role,
+                state: e.old_state,
+                socket: self.socket_attrs(e),
+            };
+            self.count(key, 1);
+        }
+        if !self.config.spans {
+            return;
+        }
+        let Some(mut c) = conn else {
+            return;
+        };
+        if e.srtt_us > 0 {
+            c.srtt_us = e.srtt_us;
+            c.rttvar_us = e.rttvar_us;
+        }
+        if !c.process.is_known() && e.process.is_known() {
+            c.process = e.process;
+        }
+        c.first.role = role;
+        let span = self.span(&c, Some(e), e.timestamp_ns);
+        self.spans.push(span);
+    }
+
+    fn span(&self, c: &Conn, close: Option<&SocketEvent>, end_ns: u64) -> Span {
+        let f = &c.first;
+        let last = close.unwrap_or(f);
+        let mut a = Vec::with_capacity(24);
+        a.push(KeyValue::new(names::ATTR_TRANSPORT, "tcp"));
+        a.push(KeyValue::new(
+            names::ATTR_NETWORK_TYPE,
+            if f.local_addr.is_ipv4() {
+                "ipv4"
+            } else {
+                "ipv6"
+            },
+        ));
+        a.push(KeyValue::new(
+            names::ATTR_LOCAL_ADDRESS,
+            f.local_addr.to_string(),
+        ));
+        a.push(KeyValue::new(
+            names::ATTR_LOCAL_PORT,
+            i64::from(f.local_port),
+        ));
+        a.push(KeyValue::new(
+            names::ATTR_PEER_ADDRESS,
+            f.remote_addr.to_string(),
+        ));
+        a.push(KeyValue::new(
+            names::ATTR_PEER_PORT,
+            i64::from(f.remote_port),
+        ));
+        a.push(KeyValue::new(
+            names::ATTR_NETNS_INODE,
+            i64::from(f.netns.inode),
+        ));
+        if f.netns.cookie != 0 {
+            a.push(KeyValue::new(
+                names::ATTR_NETNS_COOKIE,
+                f.netns.cookie as i64,
+            ));
+        }
+        a.push(KeyValue::new(names::ATTR_SOCKET_COOKIE, f.cookie as i64));
+        a.push(KeyValue::new(names::ATTR_CGROUP_ID, f.cgroup_id as i64));
+        a.push(KeyValue::new(names::ATTR_CONNECTION_ROLE, f.role.as_str()));
+        a.push(KeyValue::new(names::ATTR_HOOK, f.hook.as_str()));
+        if c.process.is_known() {
+            a.push(KeyValue::new(
+                names::ATTR_PROCESS_PID,
+                i64::from(c.process.pid),
+            ));
+            a.push(KeyValue::new(
+                names::ATTR_PROCESS_NAME,
+                c.process.comm_str().into_owned(),
+            ));
+        }
+        if c.connect_ns > 0 {
+            a.push(KeyValue::new(
+                names::ATTR_CONNECT_DURATION,
+                (c.connect_ns / 1000) as i64,
+            ));
+        }
+        if c.srtt_us > 0 {
+            a.push(KeyValue::new(names::ATTR_SRTT, i64::from(c.srtt_us)));
+            a.push(KeyValue::new(names::ATTR_RTTVAR, i64::from(c.rttvar_us)));
+        }
+        a.push(KeyValue::new(
+            names::ATTR_BYTES_SENT,
+            last.bytes_sent as i64,
+        ));
+        a.push(KeyValue::new(
+            names::ATTR_BYTES_ACKED,
+            last.bytes_acked as i64,
+        ));
+        a.push(KeyValue::new(
+            names::ATTR_BYTES_RECEIVED,
+            last.bytes_received as i64,
+        ));
+        a.push(KeyValue::new(
+            names::ATTR_TOTAL_RETRANS,
+            i64::from(last.total_retrans),
+        ));
+        if close.is_none() {
+            a.push(KeyValue::new("periscope.connection.open", true));
+        } else {
+            a.push(KeyValue::new(
+                names::ATTR_CONNECTION_STATE,
+                tcp_state_name(last.old_state),
+            ));
+        }
+        if c.events_dropped > 0 {
+            a.push(KeyValue::new(
+                "periscope.span.events_dropped",
+                i64::from(c.events_dropped),
+            ));
+        }
+        let failed = close.is_some_and(|e| e.old_state == 2);
+        Span {
+            trace_id: c.trace_id,
+            span_id: c.span_id,
+            parent_span_id: [0; 8],
+            name: Cow::Borrowed(names::SPAN_TCP_CONNECTION),
+            kind: match f.role {
+                SocketRole::Client => SpanKind::Client,
+                SocketRole::Server => SpanKind::Server,
+                SocketRole::Unknown => SpanKind::Internal,
+            },
+            start_time_ns: c.start_ns,
+            end_time_ns: end_ns.max(c.start_ns),
+            attributes: a,
+            events: c.events.clone(),
+            status: if failed {
+                SpanStatus::Error("connect failed".into())
+            } else {
+                SpanStatus::Unset
+            },
+        }
+    }
+
+    fn on_drop(&mut self, d: &DropEvent) {
+        self.count(
+            SeriesKey::Drop {
+                netns: d.netns.inode,
+                reason: d.reason,
+                transport: d.transport,
+            },
+            1,
+        );
+    }
+
+    fn attributes(key: &SeriesKey) -> Vec<KeyValue> {
+        let socket = |a: &mut Vec<KeyValue>, s: &Option<(IpAddr, u16, IpAddr, u16)>| {
+            if let Some((la, lp, ra, rp)) = s {
+                a.push(KeyValue::new(names::ATTR_LOCAL_ADDRESS, la.to_string()));
+                a.push(KeyValue::new(names::ATTR_LOCAL_PORT, i64::from(*lp)));
+                a.push(KeyValue::new(names::ATTR_PEER_ADDRESS, ra.to_string()));
+                a.push(KeyValue::new(names::ATTR_PEER_PORT, i64::from(*rp)));
+            }
+        };
+        let mut a = Vec::with_capacity(8);
+        match key {
+            SeriesKey::Connection {
+                netns,
+                opened,
+                role,
+                state,
+                socket: s,
+            } => {
+                a.push(KeyValue::new(names::ATTR_NETNS_INODE, i64::from(*netns)));
+                a.push(KeyValue::new(
+                    names::ATTR_TCP_EVENT,
+                    if *opened { "opened" } else { "closed" },
+                ));
+                a.push(KeyValue::new(names::ATTR_CONNECTION_ROLE, role.as_str()));
+                a.push(KeyValue::new(
+                    names::ATTR_CONNECTION_STATE,
+                    tcp_state_name(*state),
+                ));
+                socket(&mut a, s);
+            }
+            SeriesKey::Retransmit { netns, role } => {
+                a.push(KeyValue::new(names::ATTR_NETNS_INODE, i64::from(*netns)));
+                a.push(KeyValue::new(names::ATTR_CONNECTION_ROLE, role.as_str()));
+            }
+            SeriesKey::Datagram {
+                netns,
+                sent,
+                socket: s,
+            } => {
+                a.push(KeyValue::new(names::ATTR_NETNS_INODE, i64::from(*netns)));
+                a.push(KeyValue::new(
+                    names::ATTR_IO_DIRECTION,
+                    if *sent { "transmit" } else { "receive" },
+                ));
+                socket(&mut a, s);
+            }
+            SeriesKey::Drop {
+                netns,
+                reason,
+                transport,
+            } => {
+                a.push(KeyValue::new(names::ATTR_NETNS_INODE, i64::from(*netns)));
+                a.push(KeyValue::new(names::ATTR_DROP_REASON, *reason));
+                a.push(KeyValue::new(names::ATTR_TRANSPORT, transport.as_str()));
+            }
+        }
+        a
+    }
+
+    /// Long-open connections as spans that end now (once each).
+    fn report_open(&mut self, now_wall: u64) {
+        if !self.config.spans {
+            return;
+        }
+        let after = self.config.report_open_after;
+        let mut due = Vec::new();
+        for c in self.open.values_mut() {
+            if !c.reported_open && c.seen_at.elapsed() >= after {
+                c.reported_open = true;
+                due.push(c.clone());
+            }
+        }
+        for mut c in due {
+            // Its own span id: the complete span at close keeps the original.
+            let (_, span_id) = self.new_ids(c.first.cookie);
+            c.span_id = span_id;
+            let span = self.span(&c, None, now_wall);
+            self.spans.push(span);
+        }
+    }
+
+    fn emit(&mut self, out: &mut Emitter) {
+        let now = now_ns();
+        self.report_open(now);
+        let scope = Scope {
+            name: Cow::Owned(format!("periscope/{}", self.scope_name)),
+            version: Cow::Borrowed(env!("CARGO_PKG_VERSION")),
+        };
+        if !self.spans.is_empty() {
+            out.telemetry(Telemetry::Traces(TracesBatch {
+                resource: Default::default(),
+                scope: scope.clone(),
+                spans: std::mem::take(&mut self.spans),
+            }));
+        }
+        let start = self.start_ns;
+        let delta = self.config.temporality == Temporality::Delta;
+        if delta {
+            self.start_ns = now;
+        }
+        const META: [(&str, &str, &str); 4] = [
+            (
+                names::TCP_CONNECTIONS,
+                "TCP connections opened (handshake completed) and closed.",
+                "{connection}",
+            ),
+            (
+                names::TCP_RETRANSMITS,
+                "TCP segments retransmitted.",
+                "{segment}",
+            ),
+            (
+                names::UDP_DATAGRAMS,
+                "UDP datagrams sent and received (send and receive calls).",
+                "{datagram}",
+            ),
+            (
+                names::DROPS,
+                "IP packets the kernel dropped, by reason.",
+                "{packet}",
+            ),
+        ];
+        let mut metrics = Vec::new();
+        for (m, (name, description, unit)) in META.iter().enumerate() {
+            let mut points = Vec::new();
+            for (k, v) in &self.series[m] {
+                let value = if delta {
+                    let last = self.emitted.insert(*k, *v).unwrap_or(0);
+                    v.saturating_sub(last)
+                } else {
+                    *v
+                };
+                points.push(NumberPoint {
+                    attributes: Self::attributes(k),
+                    start_time_ns: start,
+                    time_ns: now,
+                    value: Number::Int(i64::try_from(value).unwrap_or(i64::MAX)),
+                });
+            }
+            if self.overflow[m] > 0 {
+                points.push(NumberPoint {
+                    attributes: vec![KeyValue::new(names::ATTR_OVERFLOW, true)],
+                    start_time_ns: start,
+                    time_ns: now,
+                    value: Number::Int(i64::try_from(self.overflow[m]).unwrap_or(i64::MAX)),
+                });
+                if delta {
+                    self.overflow[m] = 0;
+                }
+            }
+            if points.is_empty() {
+                continue;
+            }
+            metrics.push(Metric {
+                name: Cow::Borrowed(name),
+                description: Cow::Borrowed(description),
+                unit: Cow::Borrowed(unit),
+                data: MetricData::Sum {
+                    points,
+                    temporality: self.config.temporality,
+                    monotonic: true,
+                },
+            });
+        }
+        if self.untracked > 0 {
+            tracing::warn!(processor = %self.scope_name, "{} connections without a span: more than max_connections open", self.untracked);
+            self.untracked = 0;
+        }
+        if !metrics.is_empty() {
+            out.telemetry(Telemetry::Metrics(MetricsBatch {
+                resource: Default::default(),
+                scope,
+                metrics,
+            }));
+        }
+    }
+}
+
+fn push_event(c: &mut Conn, time_ns: u64, name: &'static str, attributes: Vec<KeyValue>) {
+    if c.events.len() >= MAX_SPAN_EVENTS {
+        c.events_dropped += 1;
+        return;
+    }
+    c.events.push(SpanEvent {
+        time_ns,
+        name: Cow::Borrowed(name),
+        attributes,
+    });
+}
+
+impl Processor for Connections {
+    fn process(&mut self, payload: Payload, out: &mut Emitter) {
+        match payload {
+            Payload::Events(batch) => {
+                for event in &batch.events {
+                    match event {
+                        Event::Socket(s) => self.on_socket(s),
+                        Event::Drop(d) => self.on_drop(d),
+                        _ => {}
+                    }
+                }
+                out.events(batch);
+            }
+            other => out.payload(other),
+        }
+    }
+
+    fn next_tick(&self) -> Option<Instant> {
+        Some(self.next_emit)
+    }
+
+    fn tick(&mut self, now: Instant, out: &mut Emitter) {
+        self.emit(out);
+        self.next_emit = now + self.config.interval;
+    }
+
+    fn flush(&mut self, out: &mut Emitter) {
+        self.emit(out);
+    }
+}

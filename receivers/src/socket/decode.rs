@@ -1,0 +1,251 @@
+//! Socket, drop and cgroup records → events.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use periscope_pipeline::model::{
+    CgroupCounters, Direction, DropEvent, NetnsId, NetworkType, ProcessRef, SocketEvent,
+    SocketEventKind, SocketHook, SocketRole, Transport,
+};
+
+use crate::ebpf::records::*;
+use crate::ebpf::{BootClock, CgroupCountersRecord, CgroupKey, DropRecord, SocketRecord};
+
+use super::reasons::DropReasons;
+
+const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
+
+/// Why a record could not be decoded.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RecordError {
+    #[error("record of {0} bytes is too short")]
+    Short(usize),
+    #[error("unknown record kind {kind} version {version}")]
+    Unknown { kind: u8, version: u8 },
+    #[error("socket record with unknown event {0}")]
+    Event(u8),
+}
+
+/// A decoded ring-buffer record of a socket object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Record {
+    Socket(SocketEvent),
+    Drop(DropEvent),
+}
+
+/// An address as the kernel stores it; IPv4-mapped IPv6 addresses become IPv4 so that the
+/// two ends of a dual-stack connection match.
+fn addr(family: u8, bytes: &[u8; 16]) -> IpAddr {
+    match family {
+        AF_INET => IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3])),
+        AF_INET6 => IpAddr::V6(Ipv6Addr::from(*bytes)).to_canonical(),
+        _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    }
+}
+
+/// Decodes one record of `sockops.bpf.o`, `sk_msg.bpf.o` or `tcp_udp.bpf.o`.
+pub fn decode_record(
+    bytes: &[u8],
+    clock: &BootClock,
+    reasons: &DropReasons,
+) -> Result<Record, RecordError> {
+    let (kind, version) = match bytes {
+        [k, v, ..] => (*k, *v),
+        _ => return Err(RecordError::Short(bytes.len())),
+    };
+    match (kind, version) {
+        (PERISCOPE_RECORD_SOCKET, PERISCOPE_SOCKET_VERSION) => {
+            let r: SocketRecord = read_record(bytes).ok_or(RecordError::Short(bytes.len()))?;
+            Ok(Record::Socket(socket_event(&r, clock)?))
+        }
+        (PERISCOPE_RECORD_DROP, PERISCOPE_DROP_VERSION) => {
+            let r: DropRecord = read_record(bytes).ok_or(RecordError::Short(bytes.len()))?;
+            Ok(Record::Drop(drop_event(&r, clock, reasons)))
+        }
+        _ => Err(RecordError::Unknown { kind, version }),
+    }
+}
+
+fn socket_event(r: &SocketRecord, clock: &BootClock) -> Result<SocketEvent, RecordError> {
+    let kind = match r.event {
+        PERISCOPE_SOCK_CONNECT => SocketEventKind::Connect,
+        PERISCOPE_SOCK_ESTABLISHED => SocketEventKind::Established,
+        PERISCOPE_SOCK_RTT => SocketEventKind::Rtt,
+        PERISCOPE_SOCK_RETRANSMIT => SocketEventKind::Retransmit,
+        PERISCOPE_SOCK_STATE => SocketEventKind::StateChange,
+        PERISCOPE_SOCK_CLOSE => SocketEventKind::Close,
+        PERISCOPE_SOCK_SEND => SocketEventKind::Send,
+        PERISCOPE_SOCK_RECV => SocketEventKind::Receive,
+        other => return Err(RecordError::Event(other)),
+    };
+    let hook = match r.hook {
+        PERISCOPE_SOCK_HOOK_SK_MSG => SocketHook::SkMsg,
+        PERISCOPE_SOCK_HOOK_SK_SKB => SocketHook::SkSkb,
+        PERISCOPE_SOCK_HOOK_TRACEPOINT => SocketHook::Tracepoint,
+        PERISCOPE_SOCK_HOOK_FENTRY => SocketHook::Fentry,
+        _ => SocketHook::Sockops,
+    };
+    let role = match r.role {
+        PERISCOPE_ROLE_CLIENT => SocketRole::Client,
+        PERISCOPE_ROLE_SERVER => SocketRole::Server,
+        _ => SocketRole::Unknown,
+    };
+    Ok(SocketEvent {
+        timestamp_ns: clock.to_unix_ns(r.ts_boot_ns),
+        cookie: r.cookie,
+        netns: NetnsId {
+            inode: r.netns_inode,
+            cookie: r.netns_cookie,
+        },
+        cgroup_id: r.cgroup_id,
+        process: ProcessRef {
+            pid: r.tgid,
+            tid: r.pid,
+            comm: r.comm,
+        },
+        local_addr: addr(r.family, &r.laddr),
+        remote_addr: addr(r.family, &r.raddr),
+        local_port: r.lport,
+        remote_port: r.rport,
+        kind,
+        hook,
+        transport: Transport::from_ip_protocol(r.protocol),
+        role,
+        state: r.state,
+        old_state: r.old_state,
+        srtt_us: r.srtt_us,
+        rttvar_us: r.rttvar_us,
+        total_retrans: r.total_retrans,
+        size: r.size,
+        bytes_sent: r.bytes_sent,
+        bytes_acked: r.bytes_acked,
+        bytes_received: r.bytes_received,
+        duration_ns: r.duration_ns,
+    })
+}
+
+fn drop_event(r: &DropRecord, clock: &BootClock, reasons: &DropReasons) -> DropEvent {
+    DropEvent {
+        timestamp_ns: clock.to_unix_ns(r.ts_boot_ns),
+        netns: NetnsId {
+            inode: r.netns_inode,
+            cookie: 0,
+        },
+        ifindex: r.ifindex,
+        reason: reasons.name(r.reason),
+        network: match r.family {
+            AF_INET => NetworkType::Ipv4,
+            AF_INET6 => NetworkType::Ipv6,
+            _ => NetworkType::Other,
+        },
+        transport: Transport::from_ip_protocol(r.protocol),
+        src_addr: addr(r.family, &r.saddr),
+        dst_addr: addr(r.family, &r.daddr),
+        src_port: r.sport,
+        dst_port: r.dport,
+        length: r.len,
+    }
+}
+
+/// One entry of the cgroup_skb counters (summed over CPUs) → an event.
+pub fn cgroup_counters(
+    key: &CgroupKey,
+    value: &CgroupCountersRecord,
+    timestamp_ns: u64,
+) -> CgroupCounters {
+    CgroupCounters {
+        timestamp_ns,
+        cgroup_id: key.cgroup_id,
+        direction: if key.direction == PERISCOPE_DIR_EGRESS {
+            Direction::Egress
+        } else {
+            Direction::Ingress
+        },
+        network: match key.family {
+            AF_INET => NetworkType::Ipv4,
+            AF_INET6 => NetworkType::Ipv6,
+            _ => NetworkType::Other,
+        },
+        transport: Transport::from_ip_protocol(key.l4_proto),
+        packets: value.packets,
+        bytes: value.bytes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn clock() -> BootClock {
+        BootClock::from_offset_ns(1_000)
+    }
+
+    #[test]
+    fn a_close_record_becomes_a_close_event() {
+        let mut r = SocketRecord {
+            kind: PERISCOPE_RECORD_SOCKET,
+            version: PERISCOPE_SOCKET_VERSION,
+            event: PERISCOPE_SOCK_CLOSE,
+            hook: PERISCOPE_SOCK_HOOK_TRACEPOINT,
+            family: AF_INET,
+            protocol: 6,
+            role: PERISCOPE_ROLE_CLIENT,
+            state: 7,
+            old_state: 1,
+            tgid: 42,
+            pid: 43,
+            lport: 5000,
+            rport: 80,
+            bytes_acked: 10,
+            ..SocketRecord::default()
+        };
+        r.laddr[..4].copy_from_slice(&[10, 0, 0, 1]);
+        r.raddr[..4].copy_from_slice(&[10, 0, 0, 2]);
+        r.comm[..4].copy_from_slice(b"curl");
+        let bytes = bytemuck_bytes(&r);
+        let Record::Socket(e) = decode_record(&bytes, &clock(), &DropReasons::default()).unwrap()
+        else {
+            panic!("not a socket event")
+        };
+        assert_eq!(e.kind, SocketEventKind::Close);
+        assert_eq!(e.role, SocketRole::Client);
+        assert_eq!(e.process.pid, 42);
+        assert_eq!(e.process.comm_str(), "curl");
+        assert_eq!(e.local_addr, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)));
+        assert_eq!(e.remote_port, 80);
+        assert_eq!(e.transport, Transport::Tcp);
+    }
+
+    #[test]
+    fn mapped_ipv6_addresses_become_ipv4() {
+        let mut b = [0u8; 16];
+        b[10] = 0xff;
+        b[11] = 0xff;
+        b[12..].copy_from_slice(&[127, 0, 0, 1]);
+        assert_eq!(addr(AF_INET6, &b), IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let reasons = DropReasons::default();
+        assert!(decode_record(&[], &clock(), &reasons).is_err());
+        assert!(decode_record(&[2, 1, 3], &clock(), &reasons).is_err());
+        assert!(decode_record(&[9, 9, 0, 0], &clock(), &reasons).is_err());
+        let mut r = SocketRecord {
+            kind: PERISCOPE_RECORD_SOCKET,
+            version: PERISCOPE_SOCKET_VERSION,
+            event: 99,
+            ..SocketRecord::default()
+        };
+        r.family = 77;
+        assert_eq!(
+            decode_record(&bytemuck_bytes(&r), &clock(), &reasons),
+            Err(RecordError::Event(99))
+        );
+    }
+
+    fn bytemuck_bytes<T: Copy>(v: &T) -> Vec<u8> {
+        // SAFETY: the records are repr(C) without padding (layout tests).
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+    }
+}

@@ -1,0 +1,188 @@
+//! What the socket-level receivers share (`sockops`, `sk_msg`, `tcp_udp`, `cgroup_skb`):
+//! checks before loading, the cgroup to attach to, decoding their records, and one run loop
+//! that drains a ring buffer and reads in-kernel counters on timers.
+//!
+//! Unlike the `xdp`/`tcx` receivers these hooks are global: one program instance sees the
+//! sockets of every network namespace (sockops, cgroup_skb: of every cgroup below the one
+//! they are attached to), and the records carry the socket's namespace themselves.
+
+mod decode;
+mod reasons;
+mod runner;
+
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use periscope_pipeline::component::Invalid;
+use periscope_pipeline::config::ConfigDuration;
+
+pub use decode::{cgroup_counters, decode_record, Record, RecordError};
+pub use reasons::DropReasons;
+pub use runner::{SocketMaps, SocketReceiver, SocketReceiverOptions};
+
+use crate::kernel;
+
+/// The keyword for "the root of the host's cgroup v2 hierarchy, wherever it is mounted".
+pub const ROOT_CGROUP: &str = "root";
+
+/// `cgroup: root`.
+pub fn default_cgroup() -> PathBuf {
+    PathBuf::from(ROOT_CGROUP)
+}
+
+/// Where `periscope` mounts cgroup2 itself when the host has no cgroup v2 mount.
+pub const OWN_CGROUP2_MOUNT: &str = "/run/periscope/cgroup2";
+
+/// The mount point of the cgroup v2 hierarchy (the unified one: `/sys/fs/cgroup` on pure v2
+/// hosts, `/sys/fs/cgroup/unified` on hybrid ones), from `/proc/self/mountinfo`.
+pub fn find_cgroup2() -> Option<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|line| {
+        // ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS... - FSTYPE SOURCE SUPER
+        let (left, right) = line.split_once(" - ")?;
+        let fstype = right.split_whitespace().next()?;
+        let mut fields = left.split_whitespace().skip(3);
+        let (root, mount_point) = (fields.next()?, fields.next()?);
+        (fstype == "cgroup2" && root == "/").then(|| PathBuf::from(mount_point))
+    })
+}
+
+/// The cgroup directory a `cgroup` option names: `root` is the v2 hierarchy's root (mounted
+/// under /run/periscope/cgroup2 when the host has none), anything else is taken as is.
+pub fn resolve_cgroup(option: &Path) -> anyhow::Result<PathBuf> {
+    if option != Path::new(ROOT_CGROUP) {
+        return Ok(option.to_path_buf());
+    }
+    if let Some(p) = find_cgroup2() {
+        return Ok(p);
+    }
+    let target = Path::new(OWN_CGROUP2_MOUNT);
+    std::fs::create_dir_all(target)?;
+    let src = std::ffi::CString::new("cgroup2")?;
+    let dst = std::ffi::CString::new(OWN_CGROUP2_MOUNT)?;
+    // SAFETY: NUL-terminated strings; no data argument.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            dst.as_ptr(),
+            src.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        anyhow::bail!(
+            "the host has no cgroup v2 mount and mounting one at {OWN_CGROUP2_MOUNT} failed: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    tracing::info!("mounted cgroup2 at {OWN_CGROUP2_MOUNT} (the host had no cgroup v2 mount)");
+    Ok(target.to_path_buf())
+}
+
+pub fn default_poll_interval() -> ConfigDuration {
+    ConfigDuration(std::time::Duration::from_millis(50))
+}
+
+/// 4 MiB: ~26,000 socket records between two polls.
+pub fn default_ring_buffer_size() -> u32 {
+    1 << 22
+}
+
+/// `statfs` magic of cgroup2.
+const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+
+/// Opens a cgroup v2 directory to attach to, with an error that says what is wrong.
+pub fn open_cgroup(id: &str, option: &Path) -> anyhow::Result<(File, PathBuf)> {
+    let _ = id;
+    let path = &resolve_cgroup(option)?;
+    let file = File::open(path).map_err(|e| anyhow::anyhow!("cgroup {}: {e}", path.display()))?;
+    let meta = file.metadata()?;
+    if !meta.is_dir() {
+        anyhow::bail!(
+            "cgroup {} is not a directory (give a cgroup v2 directory such as \
+             /sys/fs/cgroup)",
+            path.display()
+        );
+    }
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;
+    // SAFETY: statfs with a NUL-terminated path and a zeroed out-struct.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0 && st.f_type as i64 != CGROUP2_SUPER_MAGIC
+    {
+        anyhow::bail!(
+            "{} is not on a cgroup v2 (unified) hierarchy; give a cgroup2 \
+             directory (`mount -t cgroup2 none /sys/fs/cgroup` where the host has none)",
+            path.display()
+        );
+    }
+    let _ = meta.ino();
+    Ok((file, path.clone()))
+}
+
+/// An error with its causes (aya's syscall errors keep the errno in a source).
+pub fn describe(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// Capabilities the socket receivers need: loading programs and attaching to cgroups.
+pub fn preflight(_id: &str) -> anyhow::Result<()> {
+    let missing = kernel::missing_capabilities(&[
+        kernel::CAP_BPF,
+        kernel::CAP_PERFMON,
+        kernel::CAP_NET_ADMIN,
+        kernel::CAP_SYS_ADMIN,
+    ]);
+    if !missing.is_empty() {
+        let names: Vec<&str> = missing.iter().map(|c| c.name).collect();
+        anyhow::bail!(
+            "loads eBPF programs and attaches them to cgroups: missing {} (run \
+             as root, or grant the capabilities)",
+            names.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Checks a ring buffer size and a poll interval.
+pub fn validate_ring(
+    ring_buffer_size: u32,
+    poll_interval: ConfigDuration,
+    errors: &mut Vec<Invalid>,
+) {
+    if ring_buffer_size < 4096 || !ring_buffer_size.is_power_of_two() {
+        errors.push(Invalid::new(
+            "ring_buffer_size",
+            format!(
+                "{ring_buffer_size} is not a power of two of at least 4096 (e.g. 4194304 for 4 MiB)"
+            ),
+        ));
+    }
+    if poll_interval.0.is_zero() {
+        errors.push(Invalid::new(
+            "poll_interval",
+            "must be longer than zero, e.g. 50ms",
+        ));
+    }
+}
+
+/// Checks a cgroup path option.
+pub fn validate_cgroup(cgroup: &Path, errors: &mut Vec<Invalid>) {
+    if cgroup != Path::new(ROOT_CGROUP) && !cgroup.is_absolute() {
+        errors.push(Invalid::new(
+            "cgroup",
+            format!(
+                "`{}` is neither `root` nor an absolute path; give `root` (the host's cgroup v2 root) or a cgroup v2 directory such as /sys/fs/cgroup/unified/kubepods",
+                cgroup.display()
+            ),
+        ));
+    }
+}

@@ -1,0 +1,253 @@
+//! The run loop of the socket receivers: drain the ring buffer every `poll_interval`, read
+//! the cgroup counters every `counters_interval`, report ring-buffer losses as drops.
+
+use std::fs::File;
+use std::time::{Duration, Instant};
+
+use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf};
+use aya::Ebpf;
+
+use periscope_pipeline::component::Receiver;
+use periscope_pipeline::model::{Event, EventBatch};
+use periscope_pipeline::telemetry::now_ns;
+use periscope_pipeline::topology::{EventOutput, StopSignal};
+
+use crate::ebpf::{names, BootClock, CgroupCountersRecord, CgroupKey, SocketStats};
+
+use super::{cgroup_counters, decode_record, DropReasons, Record};
+
+/// Timers and identity.
+#[derive(Clone, Debug)]
+pub struct SocketReceiverOptions {
+    /// The component id, for logs.
+    pub id: String,
+    pub poll_interval: Duration,
+    pub counters_interval: Duration,
+}
+
+/// The maps a receiver reads, taken out of its object.
+#[derive(Default)]
+pub struct SocketMaps {
+    pub ring: Option<RingBuf<MapData>>,
+    pub stats: Option<PerCpuArray<MapData, SocketStats>>,
+    pub cgroup_counters: Option<PerCpuHashMap<MapData, CgroupKey, CgroupCountersRecord>>,
+    pub cgroup_full: Option<PerCpuArray<MapData, u64>>,
+}
+
+impl SocketMaps {
+    /// Takes whichever of the shared maps `ebpf` has.
+    pub fn take(ebpf: &mut Ebpf) -> anyhow::Result<SocketMaps> {
+        let mut maps = SocketMaps::default();
+        if let Some(m) = ebpf.take_map(names::EVENTS) {
+            maps.ring = Some(RingBuf::try_from(m)?);
+        }
+        if let Some(m) = ebpf.take_map(names::SOCKET_STATS) {
+            maps.stats = Some(PerCpuArray::try_from(m)?);
+        }
+        if let Some(m) = ebpf.take_map(names::CGROUP_COUNTERS) {
+            maps.cgroup_counters = Some(PerCpuHashMap::try_from(m)?);
+        }
+        if let Some(m) = ebpf.take_map(names::CGROUP_FULL) {
+            maps.cgroup_full = Some(PerCpuArray::try_from(m)?);
+        }
+        Ok(maps)
+    }
+}
+
+/// A loaded and attached socket receiver. Dropping it detaches its programs.
+pub struct SocketReceiver {
+    opts: SocketReceiverOptions,
+    /// Owns the programs and their links; kept alive until the receiver stops.
+    _ebpf: Ebpf,
+    /// The attachment's cgroup directory, held open for as long as the links.
+    _cgroup: Option<File>,
+    maps: SocketMaps,
+    reasons: DropReasons,
+}
+
+impl SocketReceiver {
+    pub fn new(
+        opts: SocketReceiverOptions,
+        mut ebpf: Ebpf,
+        cgroup: Option<File>,
+        reasons: DropReasons,
+    ) -> anyhow::Result<SocketReceiver> {
+        let maps = SocketMaps::take(&mut ebpf)?;
+        Ok(SocketReceiver {
+            opts,
+            _ebpf: ebpf,
+            _cgroup: cgroup,
+            maps,
+            reasons,
+        })
+    }
+}
+
+struct LoopState {
+    clock: BootClock,
+    clock_at: Instant,
+    lost_seen: u64,
+    full_seen: u64,
+    table_full_seen: u64,
+    cgroup_full_seen: u64,
+    decode_errors: u64,
+}
+
+impl Receiver for SocketReceiver {
+    fn run(self: Box<Self>, output: &mut EventOutput, stop: &StopSignal) -> anyhow::Result<()> {
+        let SocketReceiver {
+            opts,
+            _ebpf,
+            _cgroup,
+            mut maps,
+            reasons,
+        } = *self;
+        let mut st = LoopState {
+            clock: BootClock::now(),
+            clock_at: Instant::now(),
+            lost_seen: 0,
+            full_seen: 0,
+            table_full_seen: 0,
+            cgroup_full_seen: 0,
+            decode_errors: 0,
+        };
+        let mut batch = output.new_batch();
+        let mut next_counters = Instant::now() + opts.counters_interval;
+        loop {
+            let stopping = stop.is_raised();
+            drain(&opts, &mut maps, &reasons, &mut st, output, &mut batch);
+            if Instant::now() >= next_counters || stopping {
+                read_counters(&opts, &mut maps, &mut st, output, &mut batch);
+                next_counters = Instant::now() + opts.counters_interval;
+            }
+            if stopping {
+                break;
+            }
+            stop.sleep(opts.poll_interval);
+        }
+        if !batch.is_empty() {
+            output.send(batch);
+        }
+        tracing::info!(receiver = %opts.id, "stopping: detaching its programs");
+        Ok(())
+    }
+}
+
+fn push(output: &mut EventOutput, batch: &mut EventBatch, event: Event) {
+    batch.push(event);
+    if batch.is_full() {
+        let fresh = output.new_batch();
+        output.send(std::mem::replace(batch, fresh));
+    }
+}
+
+fn drain(
+    opts: &SocketReceiverOptions,
+    maps: &mut SocketMaps,
+    reasons: &DropReasons,
+    st: &mut LoopState,
+    output: &mut EventOutput,
+    batch: &mut EventBatch,
+) {
+    let Some(ring) = maps.ring.as_mut() else {
+        return;
+    };
+    if st.clock_at.elapsed() > Duration::from_secs(5) {
+        st.clock = BootClock::now();
+        st.clock_at = Instant::now();
+    }
+    while let Some(item) = ring.next() {
+        match decode_record(&item, &st.clock, reasons) {
+            Ok(Record::Socket(e)) => push(output, batch, Event::Socket(e)),
+            Ok(Record::Drop(d)) => push(output, batch, Event::Drop(d)),
+            Err(e) => {
+                if st.decode_errors == 0 {
+                    tracing::error!(receiver = %opts.id, "undecodable record: {e}");
+                }
+                st.decode_errors += 1;
+                output.counters().add_errors(1);
+            }
+        }
+    }
+    if !batch.is_empty() {
+        let fresh = output.new_batch();
+        output.send(std::mem::replace(batch, fresh));
+    }
+}
+
+fn read_counters(
+    opts: &SocketReceiverOptions,
+    maps: &mut SocketMaps,
+    st: &mut LoopState,
+    output: &mut EventOutput,
+    batch: &mut EventBatch,
+) {
+    if let Some(stats) = &maps.stats {
+        if let Ok(per_cpu) = stats.get(&0, 0) {
+            let mut total = SocketStats::default();
+            for s in per_cpu.iter() {
+                total.add(s);
+            }
+            let lost = total.records_lost.saturating_sub(st.lost_seen);
+            st.lost_seen = total.records_lost;
+            if lost > 0 {
+                output.counters().add_dropped(lost);
+                tracing::warn!(
+                    receiver = %opts.id,
+                    "{lost} records lost to a full ring buffer (raise ring_buffer_size or lower poll_interval)"
+                );
+            }
+            let full = total.sockmap_full.saturating_sub(st.full_seen);
+            st.full_seen = total.sockmap_full;
+            if full > 0 {
+                output.counters().add_dropped(full);
+                tracing::warn!(
+                    receiver = %opts.id,
+                    "{full} sockets not observed: the sockhash is full (raise max_sockets)"
+                );
+            }
+            let table = total.table_full.saturating_sub(st.table_full_seen);
+            st.table_full_seen = total.table_full;
+            if table > 0 {
+                tracing::warn!(
+                    receiver = %opts.id,
+                    "{table} sockets without start time or process: the socket table is full"
+                );
+            }
+        }
+    }
+    if let Some(full) = &maps.cgroup_full {
+        if let Ok(per_cpu) = full.get(&0, 0) {
+            let total: u64 = per_cpu.iter().sum();
+            let new = total.saturating_sub(st.cgroup_full_seen);
+            st.cgroup_full_seen = total;
+            if new > 0 {
+                output.counters().add_dropped(new);
+                tracing::warn!(
+                    receiver = %opts.id,
+                    "{new} packets not counted: the per-cgroup counter table is full"
+                );
+            }
+        }
+    }
+    if let Some(counters) = &maps.cgroup_counters {
+        let now = now_ns();
+        for entry in counters.iter() {
+            let Ok((key, per_cpu)) = entry else { continue };
+            let mut total = CgroupCountersRecord::default();
+            for v in per_cpu.iter() {
+                total.packets += v.packets;
+                total.bytes += v.bytes;
+            }
+            push(
+                output,
+                batch,
+                Event::CgroupCounters(cgroup_counters(&key, &total, now)),
+            );
+        }
+        if !batch.is_empty() {
+            let fresh = output.new_batch();
+            output.send(std::mem::replace(batch, fresh));
+        }
+    }
+}

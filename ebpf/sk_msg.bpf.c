@@ -21,7 +21,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_SOCKHASH);
 	__uint(max_entries, 65536); /* the loader may override */
 	__type(key, __u64);         /* socket cookie */
-	__type(value, __u64);
+	__type(value, __u32);       /* (a socket fd, as user space would write it) */
 } periscope_sockhash SEC(".maps");
 
 SEC("sockops")

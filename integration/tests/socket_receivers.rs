@@ -380,10 +380,9 @@ fn cgroup_skb_counts_a_cgroups_traffic_exactly() {
                 Event::CgroupCounters(c) => Some(*c),
                 _ => None,
             })
-            .filter(|c: &CgroupCounters| {
+            .find(|c: &CgroupCounters| {
                 c.cgroup_id == cgroup && c.direction == dir && c.transport == Transport::Udp
             })
-            .next()
             .map_or((0, 0), |c| (c.packets, c.bytes))
     };
     let ip_len = SIZE + 28;

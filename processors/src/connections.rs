@@ -30,7 +30,8 @@ use periscope_pipeline::SocketTable;
 /// `periscope.tcp.connections`, `periscope.tcp.retransmits`, `periscope.udp.datagrams` and
 /// `periscope.drops`, emitted every `interval`, and — with `spans` — one span per TCP
 /// connection (connect/accept → close) with its 5-tuple, namespace, process, bytes,
-/// retransmits and RTT. Passes every event on unchanged (put it before `flow`).
+/// retransmits and RTT. Consumes socket events and drops and passes every other event on
+/// (put it before `flow`, and after processors that also read socket events).
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectionsConfig {
@@ -816,7 +817,7 @@ fn push_event(c: &mut Conn, time_ns: u64, name: &'static str, attributes: Vec<Ke
 impl Processor for Connections {
     fn process(&mut self, payload: Payload, out: &mut Emitter) {
         match payload {
-            Payload::Events(batch) => {
+            Payload::Events(mut batch) => {
                 for event in &batch.events {
                     match event {
                         Event::Socket(s) => self.on_socket(s),
@@ -824,7 +825,14 @@ impl Processor for Connections {
                         _ => {}
                     }
                 }
-                out.events(batch);
+                // What this processor turned into telemetry ends here; the rest (packets,
+                // device and cgroup counters) goes on to `flow`. In place: no allocation.
+                batch
+                    .events
+                    .retain(|e| !matches!(e, Event::Socket(_) | Event::Drop(_)));
+                if !batch.is_empty() {
+                    out.events(batch);
+                }
             }
             other => out.payload(other),
         }

@@ -36,7 +36,7 @@ use periscope_integration::periscope::periscope_command;
 use periscope_integration::process::{output_with_timeout, Background};
 use periscope_integration::{require_root, require_tools, veth_pair, yaml_path, Netns, TestDir};
 
-const TOOLS: &[&str] = &["ip", "python3", "ss", "dumpcap", "tshark"];
+const TOOLS: &[&str] = &["ip", "python3", "ss", "dumpcap", "tshark", "nft", "nstat"];
 const A_ADDR: Ipv4Addr = Ipv4Addr::new(10, 212, 0, 1);
 const B_ADDR: Ipv4Addr = Ipv4Addr::new(10, 212, 0, 2);
 const TCP_PORT: u16 = 9300;
@@ -45,6 +45,62 @@ const CLOSED_PORT: u16 = 9302;
 const CONNECTIONS: usize = 500;
 const DATAGRAMS: u64 = 300;
 const TO_CLOSED: u64 = 40;
+const BULK_PORT: u16 = 9303;
+
+const BULK_SERVER: &str = r#"
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(16)
+print("ready", flush=True)
+while True:
+    c, _ = s.accept()
+    while c.recv(65536):
+        pass
+    c.close()
+"#;
+
+const BULK_CLIENT: &str = r#"
+import socket, sys
+for _ in range(int(sys.argv[3])):
+    s = socket.socket()
+    s.connect((sys.argv[1], int(sys.argv[2])))
+    s.sendall(bytes(int(sys.argv[4])))
+    s.shutdown(socket.SHUT_WR)
+    s.recv(1)
+    s.close()
+print("done")
+"#;
+
+/// `TcpRetransSegs` of a namespace (`nstat` reads the namespace's own SNMP counters).
+fn retrans_segs(ns: &Netns) -> i64 {
+    let out = output_with_timeout(
+        ns.exec("nstat").args(["-az", "TcpRetransSegs"]),
+        Duration::from_secs(10),
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.starts_with("TcpRetransSegs"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("nstat in {}: {:?}", ns.name(), out))
+}
+
+/// Packets an nft rule of the namespace dropped (its `counter`).
+fn nft_dropped(ns: &Netns) -> i64 {
+    let out = output_with_timeout(
+        ns.exec("nft")
+            .args(["list", "chain", "inet", "periscope_test", "in"]),
+        Duration::from_secs(10),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split("packets ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("nft counter in {}: {text}", ns.name()))
+}
 
 const SERVER: &str = r#"
 import socket, sys
@@ -371,6 +427,59 @@ fn sockets_short_connections_udp_and_drops_are_reported_exactly() {
     // ---- UDP: counted datagrams, and some to a closed port ----
     let (udp_sender_port, udp_sent, udp_received) = udp_exchange(a.name(), b.name());
 
+    // ---- Retransmits: an nft rule in pod-b drops 1 in 20 of the data packets arriving for the
+    // bulk server (real loss: the client must retransmit); the kernel's own TcpRetransSegs of
+    // each namespace is the ground truth, and the rule's counter is the truth for the
+    // NETFILTER_DROP drops. ----
+    let bulk_server_py = dir.write("bulk_server.py", BULK_SERVER);
+    let bulk_client_py = dir.write("bulk_client.py", BULK_CLIENT);
+    let mut bulk_server = Background::spawn(
+        b.exec("python3")
+            .arg(&bulk_server_py)
+            .arg(B_ADDR.to_string())
+            .arg(BULK_PORT.to_string()),
+        "bulk server",
+    );
+    bulk_server.wait_until(Duration::from_secs(10), "ready", |p| {
+        p.stdout().contains("ready")
+    });
+    for rule in [
+        "add table inet periscope_test",
+        "add chain inet periscope_test in { type filter hook input priority 0; }",
+        "add rule inet periscope_test in tcp dport 9303 meta length gt 1000 numgen random mod 20 == 0 counter drop",
+    ] {
+        let cmd: Vec<&str> = rule.split(' ').collect();
+        let out = output_with_timeout(b.exec("nft").args(&cmd), Duration::from_secs(10));
+        assert!(
+            out.status.success(),
+            "nft {cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // One segment per packet (no GSO), so that losses are recovered fast, by duplicate ACKs.
+    a.ip(&["link", "set", "sa0", "gso_max_segs", "1"]);
+    let (retrans_a0, retrans_b0) = (retrans_segs(&a), retrans_segs(&b));
+    let out = output_with_timeout(
+        a.exec("python3")
+            .arg(&bulk_client_py)
+            .arg(B_ADDR.to_string())
+            .arg(BULK_PORT.to_string())
+            .arg("3")
+            .arg("1000000"),
+        Duration::from_secs(120),
+    );
+    assert!(
+        out.status.success(),
+        "bulk client: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let retrans_a = retrans_segs(&a) - retrans_a0;
+    let retrans_b = retrans_segs(&b) - retrans_b0;
+    let nft_drops = nft_dropped(&b);
+    bulk_server.signal(libc::SIGKILL);
+    assert!(retrans_a > 0, "the nft rule caused no retransmissions");
+
     // Wait until every client span arrived.
     let deadline = Instant::now() + Duration::from_secs(30);
     let client_spans = loop {
@@ -463,6 +572,16 @@ fn sockets_short_connections_udp_and_drops_are_reported_exactly() {
         med < 500e-6 && p95 < 5e-3,
         "connect latency disagrees with tshark: median {med}, p95 {p95}"
     );
+    // The first smoothed RTT is the handshake's RTT sample; later ACKs move it a little.
+    let rtt_med = median(&mut rtt_diffs);
+    eprintln!(
+        "smoothed RTT vs tshark SYN→SYN/ACK: median |Δ| {:.1} µs",
+        rtt_med * 1e6
+    );
+    assert!(
+        rtt_med < 500e-6,
+        "smoothed RTT disagrees with tshark: median |Δ| {rtt_med} s"
+    );
     let ss_rate = ss_seen
         .intersection(&client_ports.iter().map(|p| *p as u16).collect())
         .count();
@@ -521,6 +640,45 @@ fn sockets_short_connections_udp_and_drops_are_reported_exactly() {
     assert_eq!(
         no_socket, TO_CLOSED as i64,
         "NO_SOCKET drops in pod-b: {drops:?}"
+    );
+
+    let retransmits = last_values(&metric_series(&metrics_out, "periscope.tcp.retransmits"));
+    let retrans_in = |ns: i64| -> i64 {
+        retransmits
+            .iter()
+            .filter(|(a, _)| {
+                a.get("periscope.netns.inode").map(String::as_str) == Some(&ns.to_string())
+            })
+            .map(|(_, v)| v)
+            .sum()
+    };
+    eprintln!(
+        "retransmits: pod-a periscope {} / nstat {retrans_a}, pod-b periscope {} / nstat {retrans_b}",
+        retrans_in(a_ino),
+        retrans_in(b_ino)
+    );
+    assert_eq!(
+        retrans_in(a_ino),
+        retrans_a,
+        "retransmitted segments in pod-a"
+    );
+    assert_eq!(
+        retrans_in(b_ino),
+        retrans_b,
+        "retransmitted segments in pod-b"
+    );
+    let netfilter: i64 = drops
+        .iter()
+        .filter(|(a, _)| {
+            a.get("periscope.netns.inode").map(String::as_str) == Some(&b_ino.to_string())
+                && a.get("periscope.drop.reason").map(String::as_str) == Some("NETFILTER_DROP")
+        })
+        .map(|(_, v)| v)
+        .sum();
+    eprintln!("NETFILTER_DROP in pod-b: periscope {netfilter} / nft counter {nft_drops}");
+    assert_eq!(
+        netfilter, nft_drops,
+        "NETFILTER_DROP drops in pod-a vs the nft rule's counter"
     );
 
     agent.signal(libc::SIGTERM);

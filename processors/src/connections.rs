@@ -20,8 +20,8 @@ use periscope_pipeline::component::{
 use periscope_pipeline::config::ConfigDuration;
 use periscope_pipeline::model::{
     tcp_state_name, DropEvent, Event, KeyValue, Metric, MetricData, MetricsBatch, Number,
-    NumberPoint, Payload, ProcessRef, Scope, SocketEvent, SocketEventKind, SocketHook, SocketRole,
-    Span, SpanEvent, SpanKind, SpanStatus, Telemetry, Temporality, TracesBatch, Transport,
+    NumberPoint, Payload, ProcessRef, Scope, SocketEvent, SocketEventKind, SocketRole, Span,
+    SpanEvent, SpanKind, SpanStatus, Telemetry, Temporality, TracesBatch, Transport,
 };
 use periscope_pipeline::telemetry::{names, now_ns};
 use periscope_pipeline::SocketTable;
@@ -204,6 +204,8 @@ pub struct Connections {
     overflow: [u64; 4],
     emitted: FxHashMap<SeriesKey, u64>,
     open: FxHashMap<u64, Conn>,
+    /// The kernel's retransmit total last seen per TCP socket.
+    retrans_seen: FxHashMap<u64, u32>,
     closed: FxHashSet<u64>,
     closed_order: VecDeque<u64>,
     spans: Vec<Span>,
@@ -244,6 +246,7 @@ impl Connections {
             overflow: [0; 4],
             emitted: FxHashMap::default(),
             open: FxHashMap::default(),
+            retrans_seen: FxHashMap::default(),
             closed: FxHashSet::default(),
             closed_order: VecDeque::new(),
             spans: Vec::new(),
@@ -297,8 +300,52 @@ impl Connections {
         (trace, c.to_be_bytes())
     }
 
+    /// Retransmitted segments, from the kernel's per-socket total (`tcp_sock.total_retrans`,
+    /// which moves with the namespace's `TcpRetransSegs`): every event of a TCP socket carries
+    /// it, so counting its increases per cookie is exact and counts each segment once, however
+    /// many receivers report the socket. A socket first seen mid-life starts from its total
+    /// then (retransmissions from before periscope saw it are not counted).
+    fn count_retransmits(&mut self, e: &SocketEvent) {
+        if e.transport != Transport::Tcp {
+            return;
+        }
+        let opening = matches!(
+            e.kind,
+            SocketEventKind::Connect | SocketEventKind::Established
+        );
+        let seen = match self.retrans_seen.get(&e.cookie) {
+            Some(&n) => n,
+            None if opening => 0,
+            None if e.kind == SocketEventKind::Retransmit => {
+                e.total_retrans.saturating_sub(e.size.max(1))
+            }
+            None => e.total_retrans,
+        };
+        if e.kind == SocketEventKind::Close {
+            self.retrans_seen.remove(&e.cookie);
+        } else if self.retrans_seen.contains_key(&e.cookie)
+            || self.retrans_seen.len() < self.config.max_connections
+        {
+            self.retrans_seen
+                .insert(e.cookie, seen.max(e.total_retrans));
+        }
+        if e.total_retrans > seen {
+            let role = self.open.get(&e.cookie).map_or(e.role, |c| c.first.role);
+            self.count(
+                SeriesKey::Retransmit {
+                    netns: e.netns.inode,
+                    role,
+                },
+                u64::from(e.total_retrans - seen),
+            );
+        }
+    }
+
     fn on_socket(&mut self, e: &SocketEvent) {
         self.sockets.learn(e);
+        if !self.closed.contains(&e.cookie) {
+            self.count_retransmits(e);
+        }
         match e.kind {
             SocketEventKind::Connect | SocketEventKind::Established => self.on_open(e),
             SocketEventKind::Close => self.on_close(e),
@@ -309,17 +356,10 @@ impl Connections {
                 }
             }
             SocketEventKind::Retransmit => {
-                // Both sockops and the tracepoint report a retransmission: count one hook's.
-                if e.hook == SocketHook::Sockops || !self.sockops_owns(e.cookie) {
-                    let role = self.open.get(&e.cookie).map_or(e.role, |c| c.first.role);
-                    self.count(
-                        SeriesKey::Retransmit {
-                            netns: e.netns.inode,
-                            role,
-                        },
-                        u64::from(e.size.max(1)),
-                    );
-                    if let Some(c) = self.open.get_mut(&e.cookie) {
+                // The count comes from the kernel's running total (see `count_retransmits`);
+                // here only the span event, from the hook that owns the connection.
+                if let Some(c) = self.open.get_mut(&e.cookie) {
+                    if c.first.hook == e.hook {
                         push_event(
                             c,
                             e.timestamp_ns,
@@ -361,12 +401,6 @@ impl Connections {
                 }
             }
         }
-    }
-
-    fn sockops_owns(&self, cookie: u64) -> bool {
-        self.open
-            .get(&cookie)
-            .is_some_and(|c| c.first.hook == SocketHook::Sockops)
     }
 
     fn on_open(&mut self, e: &SocketEvent) {

@@ -22,8 +22,35 @@ fn hooks_of(receiver_type: &str) -> &'static [Hook] {
             Hook::TcClassifier,
             Hook::Tcx,
         ],
+        "sockops" => &[Hook::KernelBtf, Hook::RingBuffer, Hook::SockOps],
+        "sk_msg" => &[
+            Hook::KernelBtf,
+            Hook::RingBuffer,
+            Hook::SockOps,
+            Hook::SkMsg,
+            Hook::SkSkb,
+        ],
+        "cgroup_skb" => &[Hook::CgroupSkb],
+        // fentry/fexit where accepted (see `mechanism`), tp_btf always.
+        "tcp_udp" => &[Hook::KernelBtf, Hook::RingBuffer, Hook::TpBtf],
         _ => &[],
     }
+}
+
+/// How a receiver type will hook the kernel here, where it has a choice.
+fn mechanism(receiver_type: &str, probes: &[kernel::Probe]) -> Option<String> {
+    if receiver_type != "tcp_udp" {
+        return None;
+    }
+    let fentry = probes.iter().find(|p| p.hook == Hook::Fentry)?;
+    Some(match &fentry.support {
+        Support::Yes => {
+            "mode auto uses fentry/fexit (tcp_retransmit_skb, tcp/udp send/recvmsg)".to_string()
+        }
+        Support::No(why) => format!(
+            "mode auto falls back to tracepoints (fentry refused: {why}); mode fentry would fail"
+        ),
+    })
 }
 
 /// The report, and whether everything the config needs is there.
@@ -135,6 +162,9 @@ pub fn report(receiver_types: Option<&[String]>) -> (String, bool) {
             if missing.is_empty() {
                 let names: Vec<&str> = hooks.iter().map(|h| h.name()).collect();
                 let _ = writeln!(out, "  {t:<17} ok ({})", names.join(", "));
+                if let Some(m) = mechanism(t, &probes) {
+                    let _ = writeln!(out, "  {:<17} {m}", "");
+                }
             } else {
                 ok = false;
                 let _ = writeln!(out, "  {t:<17} CANNOT RUN: missing {}", missing.join(", "));

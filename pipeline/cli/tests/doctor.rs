@@ -78,3 +78,57 @@ fn doctor_names_missing_capabilities_for_an_unprivileged_user() {
         .expect("xdp line");
     assert!(xdp.contains("no: Operation not permitted"), "{xdp}");
 }
+
+#[test]
+fn doctor_shows_how_the_socket_receivers_would_hook_the_kernel() {
+    if !is_root() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs as root; this test must not skip there"
+        );
+        eprintln!(
+            "skipped: doctor_shows_how_the_socket_receivers_would_hook_the_kernel needs root"
+        );
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("periscope-doctor-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let config = dir.join("sockets.yaml");
+    std::fs::write(
+        &config,
+        "receivers:\n  sockops: {}\n  tcp_udp: {}\n  sk_msg: {}\n  cgroup_skb: {}\n\
+         processors:\n  connections: {}\n\
+         exporters:\n  debug: {}\n\
+         service:\n  pipelines:\n    metrics: {receivers: [sockops, tcp_udp, sk_msg, cgroup_skb], processors: [connections], exporters: [debug]}\n",
+    )
+    .expect("write config");
+    let out = Command::new(env!("CARGO_BIN_EXE_periscope"))
+        .args(["doctor", "-c"])
+        .arg(&config)
+        .output()
+        .expect("run periscope doctor");
+    let _ = std::fs::remove_dir_all(&dir);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    for t in ["sockops", "tcp_udp", "sk_msg", "cgroup_skb"] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.trim_start().starts_with(t) && l.contains(" ok (")),
+            "{t} not reported as able to run:\n{stdout}"
+        );
+    }
+    // The mechanism line agrees with the fentry probe.
+    let fentry = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("fentry"))
+        .unwrap_or_else(|| panic!("no fentry probe line:\n{stdout}"));
+    if fentry.trim_end().ends_with("yes") {
+        assert!(stdout.contains("mode auto uses fentry/fexit"), "{stdout}");
+    } else {
+        assert!(
+            stdout.contains("mode auto falls back to tracepoints"),
+            "{stdout}"
+        );
+    }
+}

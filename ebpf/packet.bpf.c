@@ -16,6 +16,9 @@
  * newest records and counts nothing itself, so a failed reservation is counted
  * here, per device and in total.
  *
+ * The namespace's identity (cookie and inode, keys of the counters and fields of every
+ * record) is the writable global periscope_netns, set per instance by user space.
+ *
  * CO-RE: vmlinux.h marks every struct with preserve_access_index, so the reads of
  * the context (struct xdp_md, struct __sk_buff) and of the packet headers below
  * are BTF field relocations that the loader resolves against the running
@@ -47,10 +50,25 @@
 #define MAX_VLAN_TAGS 2
 #define MAX_IPV6_EXT_HEADERS 4
 
-/* Set by the loader (EbpfLoader::override_global) before load. */
+/* Set by the loader (EbpfLoader::override_global) before load. Its flags and sample rate
+ * are what the programs use; its netns_cookie/netns_inode are not (see periscope_netns). */
 const volatile struct periscope_config periscope_config = {
 	.flags = PERISCOPE_CFG_RECORDS,
 };
+
+/* The namespace whose devices this instance is attached to: written by user space after the
+ * load, before the first attach (the `.data` map, one 16-byte value). Not in .rodata like the
+ * flags: the agent loads and verifies instances ahead of time, before it knows which new
+ * namespace will take one (a load costs tens of ms, most of a new namespace's attach
+ * latency). A .data global is read with a plain load from the map value, like .rodata, but
+ * without the verifier knowing its value; nothing branches on it. */
+struct periscope_netns_slot {
+	__u64 cookie;
+	__u32 inode;
+	__u32 _pad;
+};
+
+volatile struct periscope_netns_slot periscope_netns SEC(".data") = {};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -255,8 +273,8 @@ static __always_inline void observe(struct pkt_ctx *p)
 	 * whether a record is written depends on sampling and on the ports. */
 	struct periscope_packet pkt = {};
 	struct periscope_dev_key key = {
-		.netns_cookie = periscope_config.netns_cookie,
-		.netns_inode = periscope_config.netns_inode,
+		.netns_cookie = periscope_netns.cookie,
+		.netns_inode = periscope_netns.inode,
 		.ifindex = p->ifindex,
 		.direction = p->direction,
 		.hook = p->hook,

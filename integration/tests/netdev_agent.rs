@@ -11,7 +11,10 @@
 //!
 //! - tcx: also a namespace and veth created after the agent started are attached (the
 //!   latency from `ip link add` to the new links being listed by the kernel is printed) and
-//!   counted; after SIGTERM no program or link of the agent is left in the kernel.
+//!   counted; the host namespace is observed too (its `lo` records a probe) and a second
+//!   pipeline with per-5-tuple series shows none of the pods' addresses under the host's
+//!   inode, and the pods' datagrams under theirs; after SIGTERM no program or link of the
+//!   agent is left in the kernel.
 //! - xdp: the same without `pin`, ingress only.
 //! - pinned (xdp + tcx egress, `pin: true`): after SIGKILL the pinned counters keep counting,
 //!   `ip link set dev pb0 xdp off` inside the namespace fails, and a restarted agent adopts the
@@ -172,6 +175,72 @@ fn agent_config(dir: &TestDir, name: &str, receivers: &str, pipeline: &str) -> (
         yaml_path(&out)
     );
     (dir.write(&format!("{name}.yaml"), yaml), out)
+}
+
+/// [`agent_config`] plus a second pipeline from the same receiver: `flow/tuples` with
+/// `flow_attributes: true` (one series per 5-tuple, from the packet records) into its own
+/// file, returned third.
+fn agent_config_with_tuples(
+    dir: &TestDir,
+    name: &str,
+    receivers: &str,
+    pipeline: &str,
+) -> (PathBuf, PathBuf, PathBuf) {
+    let out = dir.join(format!("{name}.jsonl"));
+    let tuples = dir.join(format!("{name}-tuples.jsonl"));
+    let yaml = format!(
+        "receivers:\n{receivers}\
+         processors:\n  flow: {{interval: 200ms}}\n  \
+         flow/tuples: {{interval: 200ms, flow_attributes: true}}\n\
+         exporters:\n  file: {{path: {}, flush_interval: 100ms}}\n  \
+         file/tuples: {{path: {}, flush_interval: 100ms}}\n\
+         service:\n  pipelines:\n    \
+         metrics: {{receivers: [{pipeline}], processors: [flow], exporters: [file]}}\n    \
+         metrics/tuples: {{receivers: [{pipeline}], processors: [flow/tuples], exporters: [file/tuples]}}\n  \
+         telemetry: {{logs: {{level: info}}, metrics: {{enabled: false}}}}\n",
+        yaml_path(&out),
+        yaml_path(&tuples)
+    );
+    (dir.write(&format!("{name}.yaml"), yaml), out, tuples)
+}
+
+/// The inode of this process's network namespace: the host's, where the agent's `host` is.
+fn host_inode() -> String {
+    std::fs::metadata("/proc/self/ns/net")
+        .expect("stat /proc/self/ns/net")
+        .ino()
+        .to_string()
+}
+
+/// Per-5-tuple packet series (from a `flow_attributes` pipeline) of namespace `ns` whose
+/// source or destination address is one of `addrs`: `(interface, direction, src, dst) →
+/// packets`.
+fn tuples_with(
+    series: &[Series],
+    ns: &str,
+    addrs: &[Ipv4Addr],
+) -> BTreeMap<(String, String, String, String), i64> {
+    let addrs: Vec<String> = addrs.iter().map(Ipv4Addr::to_string).collect();
+    let mut m = BTreeMap::new();
+    for s in series {
+        if s.attr("periscope.netns.inode") != Some(ns) {
+            continue;
+        }
+        let (src, dst) = (
+            s.attr("source.address").unwrap_or("?"),
+            s.attr("destination.address").unwrap_or("?"),
+        );
+        if addrs.iter().any(|a| a == src || a == dst) {
+            *m.entry((
+                s.attr("network.interface.name").unwrap_or("?").to_string(),
+                s.attr("network.io.direction").unwrap_or("?").to_string(),
+                src.to_string(),
+                dst.to_string(),
+            ))
+            .or_default() += s.value;
+        }
+    }
+    m
 }
 
 fn start(config: &Path, what: &str) -> Background {
@@ -392,18 +461,19 @@ fn tcx_counts_pod_traffic_exactly_attaches_new_namespaces_and_leaves_nothing() {
     let pods = Pods::new();
     let late = LateNetns::name("tcx");
     let (a, b, c) = (pods.a.name(), pods.b.name(), late.0.as_str());
-    let (config, out) = agent_config(
+    // The host namespace is observed too: it must see none of the pods' traffic.
+    let (config, out, tuples) = agent_config_with_tuples(
         &dir,
         "tcx",
         &format!(
-            "  tcx:\n    namespaces: [{a}, {b}, {c}]\n    events: all\n    counters_interval: 100ms\n"
+            "  tcx:\n    namespaces: [host, {a}, {b}, {c}]\n    events: all\n    counters_interval: 100ms\n"
         ),
         "tcx",
     );
     let baseline = periscope_programs().last().copied().unwrap_or(0);
     let started = Instant::now();
     let mut agent = start(&config, "periscope run (tcx)");
-    let (ia, ib) = (inode(a), inode(b));
+    let (ia, ib, ih) = (inode(a), inode(b), host_inode());
     wait_attached(
         &mut agent,
         &out,
@@ -411,6 +481,29 @@ fn tcx_counts_pod_traffic_exactly_attaches_new_namespaces_and_leaves_nothing() {
         B_ADDR,
         &[("pa0", "transmit", &ia), ("pb0", "receive", &ib)],
     );
+    // The host's lo is attached and recorded: a SYN to a closed port on 127.0.0.1 (from this
+    // process, in the host namespace) shows up under the host's inode.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let _ = TcpStream::connect_timeout(
+            &SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9).into(),
+            Duration::from_millis(200),
+        );
+        let seen = tuples_with(
+            &series_now(&tuples, "periscope.network.packets"),
+            &ih,
+            &[Ipv4Addr::LOCALHOST],
+        );
+        if seen.keys().any(|k| k.0 == "lo") {
+            break;
+        }
+        assert!(
+            !agent.has_exited() && Instant::now() < deadline,
+            "the agent did not record host lo traffic in namespace {ih}\n--- stderr ---\n{}",
+            agent.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     eprintln!(
         "tcx: attached and counting {:?} after start",
         started.elapsed()
@@ -528,18 +621,66 @@ fn tcx_counts_pod_traffic_exactly_attaches_new_namespaces_and_leaves_nothing() {
             "udp bytes on {iface} {dir} (netns {ns}); all: {bytes:#?}"
         );
     }
-    // Nothing else carried UDP: no other device, direction or namespace.
+    // Nothing else in the pods carried UDP: no other device, direction or pod namespace
+    // (the host has UDP of its own; it is checked by address below).
     let udp_total: i64 = packets
         .iter()
-        .filter(|(k, _)| k.2 == "udp")
+        .filter(|(k, _)| k.2 == "udp" && k.3 != ih)
         .map(|(_, v)| v)
         .sum();
     assert_eq!(udp_total, 2 * (n + m) as i64, "{packets:#?}");
     let spaces: BTreeSet<&str> = packets.keys().map(|k| k.3.as_str()).collect();
-    let allowed: BTreeSet<&str> = [ia.as_str(), ib.as_str(), ic.as_str()].into();
+    let allowed: BTreeSet<&str> = [ih.as_str(), ia.as_str(), ib.as_str(), ic.as_str()].into();
     assert!(
         spaces.is_subset(&allowed),
         "series from namespaces outside the list: {spaces:?} (allowed {allowed:?})"
+    );
+    // The host namespace's devices recorded none of the pods' traffic, though they were
+    // attached and recording (lo above); the same check finds it in every pod namespace.
+    let by_tuple = series_now(&tuples, "periscope.network.packets");
+    let pod_addrs = [A_ADDR, B_ADDR, C_ADDR, BC_ADDR];
+    let in_host = tuples_with(&by_tuple, &ih, &pod_addrs);
+    assert!(
+        in_host.is_empty(),
+        "the host namespace ({ih}) recorded pod traffic: {in_host:#?}"
+    );
+    for (ns, iface, dir, src, k) in [
+        (&ia, "pa0", "transmit", A_ADDR, n),
+        (&ib, "pb0", "receive", A_ADDR, n),
+        (&ic, "pc0", "transmit", C_ADDR, m),
+        (&ib, "pbc0", "receive", C_ADDR, m),
+    ] {
+        // The check that finds nothing in the host finds the pods' traffic here.
+        let seen = tuples_with(&by_tuple, ns, &pod_addrs);
+        assert!(
+            seen.keys().any(|k| k.0 == iface),
+            "no pod 5-tuple on {iface} in namespace {ns}: {seen:#?}"
+        );
+        let udp: i64 = by_tuple
+            .iter()
+            .filter(|s| {
+                s.attr("periscope.netns.inode") == Some(ns.as_str())
+                    && s.attr("network.interface.name") == Some(iface)
+                    && s.attr("network.io.direction") == Some(dir)
+                    && s.attr("network.transport") == Some("udp")
+                    && s.attr("source.address") == Some(src.to_string().as_str())
+                    && s.attr("destination.port") == Some(UDP_PORT.to_string().as_str())
+            })
+            .map(|s| s.value)
+            .sum();
+        assert_eq!(
+            udp, k as i64,
+            "per-5-tuple udp packets from {src} on {iface} {dir} (netns {ns}); pod tuples \
+             there: {seen:#?}"
+        );
+    }
+    let host_series = by_tuple
+        .iter()
+        .filter(|s| s.attr("periscope.netns.inode") == Some(ih.as_str()))
+        .count();
+    eprintln!(
+        "tcx: host namespace {ih} attached and recording ({host_series} 5-tuple series, lo \
+         probe included), none with the pods' addresses; the pods' tuples are in theirs"
     );
     eprintln!(
         "tcx: {n} + {m} UDP datagrams ({received} received by the sink) counted exactly on \

@@ -169,9 +169,11 @@ impl SocketObject {
     }
 }
 
-/// Loads the packet object for one network namespace: creates its maps and sets the
-/// [`Config`] global, but loads no program into the kernel yet (`Xdp::load`,
-/// `SchedClassifier::load` do, so that a receiver loads only what it attaches).
+/// Loads the packet object for one network namespace: creates its maps, sets the [`Config`]
+/// global and the namespace's id (`config.netns_cookie`/`netns_inode`, written to the
+/// `.data` global `periscope_netns` that the programs read), but loads no program into the
+/// kernel yet (`Xdp::load`, `SchedClassifier::load` do, so that a receiver loads only what
+/// it attaches).
 ///
 /// `btf` is the BTF to relocate against; `None` uses `/sys/kernel/btf/vmlinux`. Note that
 /// aya 0.14's `EbpfLoader::new()` parses `/sys/kernel/btf/vmlinux` itself whether or not a
@@ -197,11 +199,22 @@ pub fn load_packet_sized(
     if let Some(bytes) = ring_bytes {
         loader.map_max_entries(names::EVENTS, bytes);
     }
-    loader
+    let mut bpf = loader
         .override_global(names::CONFIG, config, true)
         .load(object)
         .map_err(|source| Error::Load {
             object: "packet.bpf.o",
             source,
-        })
+        })?;
+    // The programs take the namespace's id from the writable `.data` global, not from the
+    // config (the agent loads instances before it knows their namespace).
+    let id = periscope_pipeline::model::NetnsId {
+        inode: config.netns_inode,
+        cookie: config.netns_cookie,
+    };
+    crate::netdev::set_netns(&mut bpf, id).map_err(|e| Error::Load {
+        object: "packet.bpf.o",
+        source: e.into(),
+    })?;
+    Ok(bpf)
 }

@@ -1,6 +1,7 @@
-//! The attachment manager: one loaded packet object per network namespace (its id is a
-//! `.rodata` global), bpf_links on the devices in it, optional pins, and the reading of its
-//! ring buffer and counters.
+//! The attachment manager: one loaded packet object per network namespace (its id is the
+//! writable `.data` global `periscope_netns`, so instances can be loaded and verified ahead of
+//! time and handed to namespaces as they appear), bpf_links on the devices in it, optional
+//! pins, and the reading of its ring buffer and counters.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -8,9 +9,10 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use aya::maps::{Map, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
+use aya::maps::{Array, Map, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::programs::links::{FdLink, Link, LinkOrder, PinnedLink};
 use aya::programs::tc::TcAttachOptions;
 use aya::programs::{SchedClassifier, TcAttachType, Xdp, XdpMode};
@@ -29,6 +31,161 @@ use crate::ebpf::{
 use crate::netns::{Device, Namespace};
 
 use super::options::{InterfaceFilter, RecordOptions};
+
+/// The `.data` map of the packet object: it holds only `periscope_netns`.
+const DATA_MAP: &str = ".data";
+
+/// `struct periscope_netns_slot` of `ebpf/packet.bpf.c` (the `.data` global
+/// `periscope_netns`): the namespace an instance serves. Its size is checked against the
+/// map's value size when it is written.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct NetnsSlot {
+    cookie: u64,
+    inode: u32,
+    _pad: u32,
+}
+
+// SAFETY: plain integers without padding (8 + 4 + 4 bytes, aligned to 8).
+unsafe impl Pod for NetnsSlot {}
+
+/// Tells a loaded packet object which namespace it serves (before any of its programs is
+/// attached: counters and records carry this id).
+pub(crate) fn set_netns(bpf: &mut Ebpf, id: NetnsId) -> Result<(), aya::maps::MapError> {
+    let map = bpf
+        .map_mut(DATA_MAP)
+        .ok_or_else(|| aya::maps::MapError::InvalidName {
+            name: DATA_MAP.to_string(),
+        })?;
+    let mut slot: Array<&mut MapData, NetnsSlot> = Array::try_from(map)?;
+    slot.set(
+        0,
+        NetnsSlot {
+            cookie: id.cookie,
+            inode: id.inode,
+            _pad: 0,
+        },
+        0,
+    )
+}
+
+/// How many loaded, verified instances a receiver keeps ready for namespaces to come.
+pub const PRELOADED: usize = 2;
+
+/// A loader of the packet object with the receiver's flags and ring size (the namespace is
+/// set per instance with [`set_netns`]).
+fn new_loader(records: &RecordOptions, ring_bytes: u32) -> EbpfLoader<'static> {
+    // Borrowed for the loader's lifetime: one 24-byte Config per loader, leaked.
+    let config: &'static Config = Box::leak(Box::new(Config {
+        netns_cookie: 0,
+        netns_inode: 0,
+        flags: records.flags,
+        sample_rate: records.sample_rate,
+        _pad: 0,
+    }));
+    let mut l = EbpfLoader::new();
+    l.map_max_entries(names::EVENTS, ring_bytes);
+    l.override_global(names::CONFIG, config, true);
+    l
+}
+
+/// Loads the object (maps, BTF relocations) and the programs of `hooks` (the verifier).
+fn load_instance(loader: &mut EbpfLoader<'static>, hooks: &[Hook]) -> anyhow::Result<Ebpf> {
+    let mut bpf = loader
+        .load(packet_object()?)
+        .map_err(|source| crate::ebpf::Error::Load {
+            object: "packet.bpf.o",
+            source,
+        })?;
+    for hook in hooks {
+        let name = hook.program();
+        let prog = bpf
+            .program_mut(name)
+            .ok_or_else(|| anyhow::anyhow!("the packet object has no program {name}"))?;
+        match hook {
+            Hook::Xdp => {
+                let p: &mut Xdp = prog.try_into()?;
+                p.load()
+                    .map_err(|e| anyhow::anyhow!("loading {name}: {}", chain(&e)))?;
+            }
+            Hook::TcxIngress | Hook::TcxEgress => {
+                let p: &mut SchedClassifier = prog.try_into()?;
+                p.load()
+                    .map_err(|e| anyhow::anyhow!("loading {name}: {}", chain(&e)))?;
+            }
+        }
+    }
+    Ok(bpf)
+}
+
+/// Instances loaded ahead on a background thread, so that a new namespace does not wait for
+/// a load (object, BTF relocations, verifier: 15–60 ms, most of its attach latency). The
+/// thread keeps [`Preloaded::rx`]'s slots and one more in hand filled, and stops when the
+/// receiving end is dropped (then joined).
+struct Preloaded {
+    rx: Option<crossbeam_channel::Receiver<anyhow::Result<Ebpf>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Preloaded {
+    fn start(count: usize, records: RecordOptions, ring_bytes: u32, hooks: Vec<Hook>) -> Self {
+        let (tx, rx) = crossbeam_channel::bounded(count.saturating_sub(1));
+        let thread = std::thread::Builder::new()
+            .name("periscope-preload".into())
+            .spawn(move || {
+                let mut loader = new_loader(&records, ring_bytes);
+                loop {
+                    let r = load_instance(&mut loader, &hooks);
+                    let failed = r.is_err();
+                    // Err: the attacher is gone (an unsent instance is dropped, unloaded).
+                    if tx.send(r).is_err() || failed {
+                        break;
+                    }
+                }
+            });
+        match thread {
+            Ok(t) => Preloaded {
+                rx: Some(rx),
+                thread: Some(t),
+            },
+            Err(e) => {
+                tracing::warn!("cannot start the preloading thread ({e}); loading on demand");
+                Preloaded {
+                    rx: None,
+                    thread: None,
+                }
+            }
+        }
+    }
+
+    /// A ready instance, if one is.
+    fn take(&mut self) -> Option<Ebpf> {
+        match self.rx.as_ref()?.try_recv() {
+            Ok(Ok(bpf)) => Some(bpf),
+            Ok(Err(e)) => {
+                tracing::warn!("loading ahead failed ({e:#}); loading on demand from now on");
+                self.rx = None;
+                None
+            }
+            Err(crossbeam_channel::TryRecvError::Empty) => None,
+            Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                self.rx = None;
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Preloaded {
+    fn drop(&mut self) {
+        // Instances still queued are unloaded with the channel; the thread stops at its next
+        // send.
+        self.rx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
 
 /// One attachment point of a device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -161,11 +318,17 @@ pub struct Attacher {
     namespaces: HashMap<NetnsId, NsState>,
     clock: BootClock,
     clock_at: Instant,
-    /// One loader for every namespace: `EbpfLoader::new()` parses the kernel's BTF (~30 ms),
-    /// so reusing it makes a namespace's load that much cheaper. Its globals borrow their data
-    /// for the loader's lifetime, so each namespace's [`Config`] (24 bytes) is leaked: a
-    /// bounded cost of 24 bytes per namespace ever loaded, for ~30 ms less per namespace.
+    /// One loader for every namespace loaded on demand: `EbpfLoader::new()` parses the
+    /// kernel's BTF (~30 ms), so reusing it makes a namespace's load that much cheaper. The
+    /// configuration global is the same for every namespace (the namespace's id is set after
+    /// the load, see [`set_netns`]).
     loader: EbpfLoader<'static>,
+    /// Instances loaded ahead ([`Attacher::preload`]).
+    preloaded: Option<Preloaded>,
+    /// Threads releasing the links and programs of removed namespaces (TCX detaches wait
+    /// for RCU grace periods: ~10–30 ms per link), so that the receiver goes on attaching
+    /// meanwhile.
+    releasing: Vec<(NetnsId, JoinHandle<()>)>,
     stats: AttachStats,
 }
 
@@ -293,18 +456,46 @@ impl Attacher {
     pub fn new(opts: AttachOptions, devices: DeviceTable) -> Attacher {
         let opts_ring = opts.ring_bytes;
         Attacher {
-            opts,
             devices,
             namespaces: HashMap::new(),
             clock: BootClock::now(),
             clock_at: Instant::now(),
-            loader: {
-                let mut l = EbpfLoader::new();
-                l.map_max_entries(names::EVENTS, opts_ring);
-                l
-            },
+            loader: new_loader(&opts.records, opts_ring),
+            preloaded: None,
+            releasing: Vec::new(),
+            opts,
             stats: AttachStats::default(),
         }
+    }
+
+    /// Keeps `count` instances loaded and verified ahead on a background thread: a new
+    /// namespace then takes one instead of waiting for a load. Their programs are loaded in
+    /// the kernel but attached nowhere; they are unloaded when the attacher is dropped.
+    pub fn preload(&mut self, count: usize) {
+        self.preloaded = (count > 0).then(|| {
+            Preloaded::start(
+                count,
+                self.opts.records.clone(),
+                self.opts.ring_bytes,
+                self.programs_needed(),
+            )
+        });
+    }
+
+    /// Joins the threads releasing removed namespaces ([`Attacher::remove_namespace`]) that
+    /// are done, and waits for those of which `wait_for` is true.
+    fn join_releasing(&mut self, wait_for: impl Fn(&NetnsId) -> bool) {
+        let mut keep = Vec::new();
+        for (ns, t) in self.releasing.drain(..) {
+            if wait_for(&ns) || t.is_finished() {
+                if t.join().is_err() {
+                    tracing::error!("a thread releasing links panicked");
+                }
+            } else {
+                keep.push((ns, t));
+            }
+        }
+        self.releasing = keep;
     }
 
     /// What it did so far.
@@ -334,6 +525,9 @@ impl Attacher {
             return Ok((Duration::ZERO, false));
         }
         let t = Instant::now();
+        // Back in scope while its links are still being released: let that finish first (an
+        // XDP slot is single).
+        self.join_releasing(|id| *id == ns.id);
         let handle = File::open(&ns.path)
             .map_err(|e| anyhow::anyhow!("opening namespace {}: {e}", ns.path.display()))?;
         let inode = handle.metadata()?.ino();
@@ -378,40 +572,16 @@ impl Attacher {
         handle: File,
         dir: Option<PathBuf>,
     ) -> anyhow::Result<NsState> {
-        let config = Config {
-            netns_cookie: ns.id.cookie,
-            netns_inode: ns.id.inode,
-            flags: self.opts.records.flags,
-            sample_rate: self.opts.records.sample_rate,
-            _pad: 0,
-        };
-        let config: &'static Config = Box::leak(Box::new(config));
-        let mut bpf = self
-            .loader
-            .override_global(names::CONFIG, config, true)
-            .load(packet_object()?)
-            .map_err(|source| crate::ebpf::Error::Load {
-                object: "packet.bpf.o",
-                source,
-            })?;
-        for hook in self.programs_needed() {
-            let name = hook.program();
-            let prog = bpf
-                .program_mut(name)
-                .ok_or_else(|| anyhow::anyhow!("the packet object has no program {name}"))?;
-            match hook {
-                Hook::Xdp => {
-                    let p: &mut Xdp = prog.try_into()?;
-                    p.load()
-                        .map_err(|e| anyhow::anyhow!("loading {name}: {}", chain(&e)))?;
-                }
-                Hook::TcxIngress | Hook::TcxEgress => {
-                    let p: &mut SchedClassifier = prog.try_into()?;
-                    p.load()
-                        .map_err(|e| anyhow::anyhow!("loading {name}: {}", chain(&e)))?;
-                }
+        let mut bpf = match self.preloaded.as_mut().and_then(Preloaded::take) {
+            Some(bpf) => bpf,
+            None => {
+                let hooks = self.programs_needed();
+                load_instance(&mut self.loader, &hooks)?
             }
-        }
+        };
+        set_netns(&mut bpf, ns.id).map_err(|e| {
+            anyhow::anyhow!("setting the namespace id of its programs: {}", chain(&e))
+        })?;
         if let Some(d) = &dir {
             std::fs::create_dir_all(d)
                 .map_err(|e| anyhow::anyhow!("creating pin directory {}: {e}", d.display()))?;
@@ -731,17 +901,37 @@ impl Attacher {
 
     /// Forgets a namespace: returns its last counters, then detaches, unpins and closes
     /// everything of it.
+    ///
+    /// The links are released on a thread of their own (a TCX detach waits for RCU grace
+    /// periods, ~10–30 ms per link): the receiver goes on meanwhile instead of delaying the
+    /// attachment of new namespaces and devices by that much. [`Attacher::shutdown`] waits
+    /// for every such thread.
     pub fn remove_namespace(&mut self, netns: NetnsId) -> Vec<DeviceCounters> {
         let mut last = Vec::new();
         if let Some(mut state) = self.namespaces.remove(&netns) {
             last = read_ns_counters(&mut state, now_unix_ns());
-            for (ifindex, dev) in state.devices.drain() {
-                release(dev);
-                self.devices.remove(&DeviceRef { netns, ifindex });
+            for ifindex in state.devices.keys() {
+                self.devices.remove(&DeviceRef {
+                    netns,
+                    ifindex: *ifindex,
+                });
             }
-            if let Some(d) = &state.dir {
-                remove_pins(d);
+            let dir = state.dir.clone();
+            let spawned = std::thread::Builder::new()
+                .name("periscope-release".into())
+                .spawn(move || release_namespace(state));
+            match spawned {
+                Ok(t) => self.releasing.push((netns, t)),
+                Err(e) => {
+                    // The closure was dropped, and the state in it: its links are closed.
+                    // Pinned ones stay attached until their pins are gone.
+                    tracing::warn!("cannot start a releasing thread ({e}); released in place");
+                    if let Some(d) = &dir {
+                        remove_pins(d);
+                    }
+                }
             }
+            self.join_releasing(|_| false);
         }
         last
     }
@@ -844,6 +1034,20 @@ impl Attacher {
     pub fn shutdown(mut self) {
         // Device names stay in the table: downstream stages flush after receivers stop.
         self.namespaces.clear();
+        // Namespaces removed earlier, and instances loaded ahead: gone when this returns.
+        self.join_releasing(|_| true);
+        self.preloaded = None;
+    }
+}
+
+/// Detaches (and unpins) every link of a removed namespace, removes its pins, and drops its
+/// programs and maps.
+fn release_namespace(mut state: NsState) {
+    for (_, dev) in state.devices.drain() {
+        release(dev);
+    }
+    if let Some(d) = &state.dir {
+        remove_pins(d);
     }
 }
 

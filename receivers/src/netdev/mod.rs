@@ -1,18 +1,21 @@
 //! Attaching the packet programs to network devices in every namespace, and reading them.
 //!
 //! [`Attacher`] holds one loaded packet object per network namespace (the namespace's cookie
-//! and inode are `.rodata` globals, since XDP/TC programs cannot read the device's namespace
-//! without kfuncs), creates bpf_links on the devices it is offered (entering the namespace on
-//! a short-lived thread), optionally pins programs, maps and links under
-//! `/sys/fs/bpf/periscope/<receiver>/<inode>-<cookie>/` and adopts such pins on restart,
-//! drains the ring buffers and reads the exact per-CPU counters. [`NetdevReceiver`] drives it
-//! from namespace/device discovery; the `xdp` and `tcx` receivers are two configurations of it.
+//! and inode are a writable `.data` global set after the load, since XDP/TC programs cannot
+//! read the device's namespace without kfuncs; instances are loaded ahead of time on a
+//! background thread, so a new namespace takes a ready one), creates bpf_links on the
+//! devices it is offered (entering the namespace on a short-lived thread), optionally pins
+//! programs, maps and links under `/sys/fs/bpf/periscope/<receiver>/<inode>-<cookie>/` and
+//! adopts such pins on restart, drains the ring buffers and reads the exact per-CPU counters.
+//! [`NetdevReceiver`] drives it from namespace/device discovery; the `xdp` and `tcx`
+//! receivers are two configurations of it.
 
 mod attach;
 mod options;
 mod receiver;
 
-pub use attach::{chain, AttachOptions, AttachStats, Attacher, DeviceOutcome, Hook};
+pub(crate) use attach::set_netns;
+pub use attach::{chain, AttachOptions, AttachStats, Attacher, DeviceOutcome, Hook, PRELOADED};
 pub(crate) use options::{
     default_counters_interval, default_poll_interval, default_ring_buffer_size, default_sample_rate,
 };

@@ -106,6 +106,8 @@ impl Receiver for NetdevReceiver {
         } = *self;
         let pinned = attach.pin_root.is_some();
         let mut attacher = Attacher::new(attach, devices);
+        // New namespaces take an instance loaded ahead instead of waiting for a load.
+        attacher.preload(super::attach::PRELOADED);
         let (_watcher, rx) = match source {
             DiscoverySource::Channel(rx) => (None, rx),
             DiscoverySource::Watch(scope) => {

@@ -82,6 +82,29 @@ pub const ATTR_RTTVAR: &str = "periscope.tcp.rttvar_us";
 pub const ATTR_CONNECT_DURATION: &str = "periscope.tcp.connect_duration_us";
 /// The hook that produced the data (`sockops`, `tracepoint`, `fentry`, ...).
 pub const ATTR_HOOK: &str = "periscope.hook";
+// Identity attributes (identity processor).
+/// Full path of the process's executable (target of `/proc/PID/exe`).
+pub const ATTR_PROCESS_EXECUTABLE_PATH: &str = "process.executable.path";
+/// User name of the process's owner (else its uid).
+pub const ATTR_PROCESS_OWNER: &str = "process.owner";
+/// The process's arguments joined by spaces (opt-in).
+pub const ATTR_PROCESS_COMMAND_LINE: &str = "process.command_line";
+/// The cgroup v2 path relative to the cgroup mount.
+pub const ATTR_CGROUP_PATH: &str = "periscope.cgroup.path";
+/// Container id (64 hex digits).
+pub const ATTR_CONTAINER_ID: &str = "container.id";
+/// `docker`, `containerd`, `cri-o` or `podman`.
+pub const ATTR_CONTAINER_RUNTIME: &str = "container.runtime";
+/// Container name, from the runtime's state on disk.
+pub const ATTR_CONTAINER_NAME: &str = "container.name";
+/// Image name (without tag or digest), from the runtime's state on disk.
+pub const ATTR_CONTAINER_IMAGE_NAME: &str = "container.image.name";
+/// Kubernetes pod uid.
+pub const ATTR_K8S_POD_UID: &str = "k8s.pod.uid";
+/// Kubernetes QoS class: `guaranteed`, `burstable` or `besteffort`.
+pub const ATTR_K8S_POD_QOS_CLASS: &str = "k8s.pod.qos_class";
+/// Name of the network namespace (`ip netns` / Docker bind mount, else its container).
+pub const ATTR_NETNS_NAME: &str = "periscope.netns.name";
 /// Marks the series that collects everything past a cardinality limit.
 pub const ATTR_OVERFLOW: &str = "otel.metric.overflow";
 
@@ -133,6 +156,17 @@ pub const ALL: &[&str] = &[
     ATTR_RTTVAR,
     ATTR_CONNECT_DURATION,
     ATTR_HOOK,
+    ATTR_PROCESS_EXECUTABLE_PATH,
+    ATTR_PROCESS_OWNER,
+    ATTR_PROCESS_COMMAND_LINE,
+    ATTR_CGROUP_PATH,
+    ATTR_CONTAINER_ID,
+    ATTR_CONTAINER_RUNTIME,
+    ATTR_CONTAINER_NAME,
+    ATTR_CONTAINER_IMAGE_NAME,
+    ATTR_K8S_POD_UID,
+    ATTR_K8S_POD_QOS_CLASS,
+    ATTR_NETNS_NAME,
     ATTR_COMPONENT_KIND,
     ATTR_COMPONENT_ID,
     ATTR_PIPELINE_ID,

@@ -1,0 +1,766 @@
+//! The `identity` processor: like the Collector's k8sattributes processor, it passes events
+//! through untouched and enriches telemetry. For each metric data point and each span, it
+//! reads the ids already there (`process.pid`, `periscope.cgroup.id`, `periscope.netns.inode`,
+//! or a 5-tuple with the namespace) and adds who they are: the process (`process.rs`), its
+//! container and pod (`cgroup.rs`) and the namespace's name (`netns.rs`). Unknown ids
+//! degrade to the ids: nothing is removed, nothing fails.
+
+mod cache;
+pub mod cgroup;
+pub mod netns;
+pub mod process;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use periscope_pipeline::component::{
+    BuildContext, ComponentConfig, Emitter, Invalid, Processor, ProcessorConfig,
+};
+use periscope_pipeline::config::ConfigDuration;
+use periscope_pipeline::model::{
+    AnyValue, Attributes, KeyValue, MetricData, Payload, Telemetry, Transport,
+};
+use periscope_pipeline::telemetry::{names, ComponentCounters};
+use periscope_pipeline::{SocketOwner, SocketTable};
+
+use cache::Cache;
+use cgroup::{CgroupIndex, RuntimeState, Workload};
+use netns::NetnsNames;
+use process::{Lookup, Processes};
+
+/// Adds identity to telemetry: for each metric data point and span, the process behind
+/// `process.pid` (executable name and path, owner, opt-in command line), the container and
+/// pod behind `periscope.cgroup.id` or the process's cgroups (`container.id`,
+/// `container.runtime`, `container.name`, `container.image.name`, `k8s.pod.uid`,
+/// `k8s.pod.qos_class`), and the name of the namespace behind `periscope.netns.inode`. Series
+/// with a 5-tuple and a namespace but no pid get their process from the socket table. Ids it
+/// cannot resolve stay as they are (and count as errors of this processor). Passes events on
+/// untouched; put it after `connections` and `flow`.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// Process attributes: `process.executable.name` (base name of `/proc/PID/exe`, replacing
+    /// the 16-byte command name), `process.executable.path`, `process.owner` and, with
+    /// `command_line: true`, `process.command_line`.
+    #[serde(default)]
+    pub process: ProcessOptions,
+    /// Container and pod attributes: `container.id`, `container.runtime`, `container.name`,
+    /// `container.image.name`, `k8s.pod.uid`, `k8s.pod.qos_class`, `periscope.cgroup.path`.
+    #[serde(default)]
+    pub container: ContainerOptions,
+    /// Namespace attributes: `periscope.netns.name`.
+    #[serde(default)]
+    pub netns: NetnsOptions,
+    /// Attribute names never added, e.g. `[process.owner, container.image.name]`.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// The attributes metric data points get (each one becomes a metric dimension); default:
+    /// every enabled one. Spans always get every enabled attribute.
+    #[serde(default)]
+    pub metric_attributes: Option<Vec<String>>,
+    /// Most entries in each cache (processes, containers, cgroups, namespaces); default 4096.
+    #[serde(default = "default_cache_capacity")]
+    pub cache_capacity: usize,
+    /// How long a process or container looked up (or found missing) stays cached before it
+    /// is read again; default 60s.
+    #[serde(default = "default_cache_ttl")]
+    pub cache_ttl: ConfigDuration,
+    /// How often cached processes are checked against procfs: exited processes and reused
+    /// pids (another start time) are evicted; default 5s.
+    #[serde(default = "default_sweep_interval")]
+    pub sweep_interval: ConfigDuration,
+    /// Shortest time between two walks of the cgroup hierarchy, or two scans of the namespace
+    /// directories, that an unknown id triggers; default 100ms.
+    #[serde(default = "default_rescan_interval")]
+    pub rescan_interval: ConfigDuration,
+    /// Where procfs is mounted; default `/proc`.
+    #[serde(default = "default_proc_root")]
+    pub proc_root: PathBuf,
+}
+
+/// Process attributes.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessOptions {
+    /// Look processes up at all; default true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Add `process.command_line` (may hold secrets; high cardinality on metrics); default
+    /// false.
+    #[serde(default)]
+    pub command_line: bool,
+    /// For series without `process.pid` but with a `periscope.socket.cookie`, or a 5-tuple
+    /// and a namespace (flows with `flow_attributes: true`), find the socket's owner in the
+    /// socket table and add `process.pid` (and `periscope.cgroup.id`); default true.
+    #[serde(default = "default_true")]
+    pub from_sockets: bool,
+}
+
+/// Container and pod attributes.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerOptions {
+    /// Look containers and pods up at all; default true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// The cgroup v2 mount walked to map cgroup ids to paths; default: found in
+    /// `/proc/self/mountinfo`.
+    #[serde(default)]
+    pub cgroup_root: Option<PathBuf>,
+    /// Docker's state directory, for `container.name` and `container.image.name` (from
+    /// `containers/<id>/config.v2.json`); default `/var/lib/docker`.
+    #[serde(default = "default_docker_root")]
+    pub docker_root: PathBuf,
+}
+
+/// Namespace attributes.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetnsOptions {
+    /// Name namespaces at all; default true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Directories of namespace bind mounts whose file names name them; default
+    /// `[/run/netns, /var/run/docker/netns]`.
+    #[serde(default = "default_netns_dirs")]
+    pub directories: Vec<PathBuf>,
+    /// Name other namespaces after the container their processes are in (its name, else its
+    /// id), found by scanning `/proc/*/ns/net`; series without a container of their own also
+    /// get that container's attributes; default true.
+    #[serde(default = "default_true")]
+    pub containers: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_cache_capacity() -> usize {
+    4096
+}
+fn default_cache_ttl() -> ConfigDuration {
+    ConfigDuration::from_secs(60)
+}
+fn default_sweep_interval() -> ConfigDuration {
+    ConfigDuration::from_secs(5)
+}
+fn default_rescan_interval() -> ConfigDuration {
+    ConfigDuration::from_millis(100)
+}
+fn default_proc_root() -> PathBuf {
+    PathBuf::from("/proc")
+}
+fn default_docker_root() -> PathBuf {
+    PathBuf::from("/var/lib/docker")
+}
+fn default_netns_dirs() -> Vec<PathBuf> {
+    vec![
+        PathBuf::from("/run/netns"),
+        PathBuf::from("/var/run/docker/netns"),
+    ]
+}
+
+impl Default for ProcessOptions {
+    fn default() -> Self {
+        ProcessOptions {
+            enabled: true,
+            command_line: false,
+            from_sockets: true,
+        }
+    }
+}
+
+impl Default for ContainerOptions {
+    fn default() -> Self {
+        ContainerOptions {
+            enabled: true,
+            cgroup_root: None,
+            docker_root: default_docker_root(),
+        }
+    }
+}
+
+impl Default for NetnsOptions {
+    fn default() -> Self {
+        NetnsOptions {
+            enabled: true,
+            directories: default_netns_dirs(),
+            containers: true,
+        }
+    }
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        IdentityConfig {
+            process: ProcessOptions::default(),
+            container: ContainerOptions::default(),
+            netns: NetnsOptions::default(),
+            exclude: Vec::new(),
+            metric_attributes: None,
+            cache_capacity: default_cache_capacity(),
+            cache_ttl: default_cache_ttl(),
+            sweep_interval: default_sweep_interval(),
+            rescan_interval: default_rescan_interval(),
+            proc_root: default_proc_root(),
+        }
+    }
+}
+
+/// Every attribute this processor can add.
+pub const ATTRIBUTES: &[&str] = &[
+    names::ATTR_PROCESS_PID,
+    names::ATTR_PROCESS_NAME,
+    names::ATTR_PROCESS_EXECUTABLE_PATH,
+    names::ATTR_PROCESS_OWNER,
+    names::ATTR_PROCESS_COMMAND_LINE,
+    names::ATTR_CGROUP_ID,
+    names::ATTR_CGROUP_PATH,
+    names::ATTR_CONTAINER_ID,
+    names::ATTR_CONTAINER_RUNTIME,
+    names::ATTR_CONTAINER_NAME,
+    names::ATTR_CONTAINER_IMAGE_NAME,
+    names::ATTR_K8S_POD_UID,
+    names::ATTR_K8S_POD_QOS_CLASS,
+    names::ATTR_NETNS_NAME,
+];
+
+impl ComponentConfig for IdentityConfig {
+    const TYPE: &'static str = "identity";
+
+    fn validate(&self) -> Result<(), Vec<Invalid>> {
+        let mut p = Vec::new();
+        let check = |p: &mut Vec<Invalid>, path: &str, list: &[String]| {
+            for (i, name) in list.iter().enumerate() {
+                if !ATTRIBUTES.contains(&name.as_str()) {
+                    p.push(Invalid::new(
+                        format!("{path}[{i}]"),
+                        format!(
+                            "`{name}` is not an attribute the identity processor adds; valid: {}",
+                            ATTRIBUTES.join(", ")
+                        ),
+                    ));
+                }
+            }
+        };
+        check(&mut p, "exclude", &self.exclude);
+        if let Some(m) = &self.metric_attributes {
+            check(&mut p, "metric_attributes", m);
+        }
+        if self.cache_capacity == 0 {
+            p.push(Invalid::new("cache_capacity", "must be at least 1"));
+        }
+        for (path, d) in [
+            ("cache_ttl", self.cache_ttl),
+            ("sweep_interval", self.sweep_interval),
+        ] {
+            if d.0.is_zero() {
+                p.push(Invalid::new(path, "must be longer than zero, e.g. 5s"));
+            }
+        }
+        if p.is_empty() {
+            Ok(())
+        } else {
+            Err(p)
+        }
+    }
+}
+
+impl ProcessorConfig for IdentityConfig {
+    fn build(&self, ctx: &BuildContext) -> anyhow::Result<Box<dyn Processor>> {
+        Ok(Box::new(Identity::new(
+            self,
+            ctx.sockets.clone(),
+            ctx.counters.clone(),
+        )))
+    }
+}
+
+/// Which attributes one kind of telemetry gets.
+#[derive(Clone, Copy, Debug, Default)]
+struct Wanted {
+    pid: bool,
+    exe_name: bool,
+    exe_path: bool,
+    owner: bool,
+    command_line: bool,
+    cgroup_id: bool,
+    cgroup_path: bool,
+    container_id: bool,
+    runtime: bool,
+    container_name: bool,
+    image: bool,
+    pod_uid: bool,
+    qos: bool,
+    netns_name: bool,
+}
+
+impl Wanted {
+    fn new(config: &IdentityConfig, metrics: bool) -> Self {
+        let on = |name: &str| {
+            !config.exclude.iter().any(|e| e == name)
+                && (!metrics
+                    || config
+                        .metric_attributes
+                        .as_ref()
+                        .is_none_or(|m| m.iter().any(|a| a == name)))
+        };
+        let p = config.process.enabled;
+        let c = config.container.enabled;
+        Wanted {
+            pid: p && config.process.from_sockets && on(names::ATTR_PROCESS_PID),
+            exe_name: p && on(names::ATTR_PROCESS_NAME),
+            exe_path: p && on(names::ATTR_PROCESS_EXECUTABLE_PATH),
+            owner: p && on(names::ATTR_PROCESS_OWNER),
+            command_line: p && config.process.command_line && on(names::ATTR_PROCESS_COMMAND_LINE),
+            cgroup_id: p && config.process.from_sockets && on(names::ATTR_CGROUP_ID),
+            cgroup_path: c && on(names::ATTR_CGROUP_PATH),
+            container_id: c && on(names::ATTR_CONTAINER_ID),
+            runtime: c && on(names::ATTR_CONTAINER_RUNTIME),
+            container_name: c && on(names::ATTR_CONTAINER_NAME),
+            image: c && on(names::ATTR_CONTAINER_IMAGE_NAME),
+            pod_uid: c && on(names::ATTR_K8S_POD_UID),
+            qos: c && on(names::ATTR_K8S_POD_QOS_CLASS),
+            netns_name: config.netns.enabled && on(names::ATTR_NETNS_NAME),
+        }
+    }
+
+    fn process(&self) -> bool {
+        self.exe_name || self.exe_path || self.owner || self.command_line
+    }
+
+    fn container(&self) -> bool {
+        self.cgroup_path
+            || self.container_id
+            || self.runtime
+            || self.container_name
+            || self.image
+            || self.pod_uid
+            || self.qos
+    }
+
+    fn any(&self) -> bool {
+        self.pid || self.cgroup_id || self.process() || self.container() || self.netns_name
+    }
+}
+
+/// Lookups that found nothing, per kind (for the log and tests).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FailedLookups {
+    pub processes: u64,
+    pub cgroups: u64,
+    pub namespaces: u64,
+}
+
+/// The running processor.
+pub struct Identity {
+    spans: Wanted,
+    metrics: Wanted,
+    from_sockets: bool,
+    sockets: SocketTable,
+    counters: Arc<ComponentCounters>,
+    processes: Option<Processes>,
+    cgroups: Option<CgroupIndex>,
+    workloads: Cache<u64, Arc<(Arc<str>, Workload)>>,
+    missing_cgroups: Cache<u64, ()>,
+    runtime: RuntimeState,
+    netns: Option<NetnsNames>,
+    missing_netns: Cache<u32, ()>,
+    sweep_interval: Duration,
+    next_sweep: Instant,
+    failed: FailedLookups,
+}
+
+impl Identity {
+    pub fn new(
+        config: &IdentityConfig,
+        sockets: SocketTable,
+        counters: Arc<ComponentCounters>,
+    ) -> Self {
+        let capacity = config.cache_capacity;
+        let ttl = config.cache_ttl.0;
+        let rescan = config.rescan_interval.0;
+        let spans = Wanted::new(config, false);
+        let metrics = Wanted::new(config, true);
+        let either = |f: fn(&Wanted) -> bool| f(&spans) || f(&metrics);
+        let need_processes = either(Wanted::process) || either(Wanted::container);
+        let cgroup_root = config
+            .container
+            .cgroup_root
+            .clone()
+            .or_else(|| cgroup::find_cgroup2(&config.proc_root));
+        if either(Wanted::container) && cgroup_root.is_none() {
+            tracing::warn!("identity: no cgroup v2 mount found; cgroup ids stay unresolved");
+        }
+        Identity {
+            from_sockets: config.process.enabled && config.process.from_sockets,
+            sockets,
+            counters,
+            processes: need_processes.then(|| {
+                Processes::new(
+                    config.proc_root.clone(),
+                    PathBuf::from("/etc/passwd"),
+                    config.process.command_line,
+                    capacity,
+                    ttl,
+                )
+            }),
+            cgroups: either(Wanted::container)
+                .then(|| CgroupIndex::new(cgroup_root, capacity, rescan)),
+            workloads: Cache::new(capacity, ttl),
+            missing_cgroups: Cache::new(capacity, ttl),
+            runtime: RuntimeState::new(Some(config.container.docker_root.clone()), capacity, ttl),
+            netns: (spans.netns_name || metrics.netns_name).then(|| {
+                NetnsNames::new(
+                    config.netns.directories.clone(),
+                    config.proc_root.clone(),
+                    config.netns.containers,
+                    capacity,
+                    rescan,
+                )
+            }),
+            missing_netns: Cache::new(capacity, ttl),
+            sweep_interval: config.sweep_interval.0,
+            next_sweep: Instant::now() + config.sweep_interval.0,
+            spans,
+            metrics,
+            failed: FailedLookups::default(),
+        }
+    }
+
+    /// Lookups that failed so far.
+    pub fn failed_lookups(&self) -> FailedLookups {
+        self.failed
+    }
+
+    fn fail(&mut self, what: &str, id: u64) {
+        tracing::debug!(kind = what, id, "identity: lookup found nothing");
+        self.counters.add_errors(1);
+    }
+
+    /// The socket a series' 5-tuple names, where the socket table knows its owner.
+    fn socket_owner(&self, attrs: &Attributes, netns: Option<u32>) -> Option<SocketOwner> {
+        let netns = netns?;
+        let transport = match string(attrs, names::ATTR_TRANSPORT)? {
+            "tcp" => Transport::Tcp,
+            "udp" => Transport::Udp,
+            _ => return None,
+        };
+        let endpoint = |addr: &str, port: &str| -> Option<(IpAddr, u16)> {
+            let a: IpAddr = string(attrs, addr)?.parse().ok()?;
+            let p = u16::try_from(int(attrs, port)?).ok()?;
+            Some((a, p))
+        };
+        let (src, dst) = match (
+            endpoint(names::ATTR_SOURCE_ADDRESS, names::ATTR_SOURCE_PORT),
+            endpoint(
+                names::ATTR_DESTINATION_ADDRESS,
+                names::ATTR_DESTINATION_PORT,
+            ),
+        ) {
+            (Some(s), Some(d)) => (s, d),
+            _ => (
+                endpoint(names::ATTR_LOCAL_ADDRESS, names::ATTR_LOCAL_PORT)?,
+                endpoint(names::ATTR_PEER_ADDRESS, names::ATTR_PEER_PORT)?,
+            ),
+        };
+        self.sockets
+            .by_tuple(netns, transport, src, dst)
+            .filter(|o| o.process.is_known())
+    }
+
+    /// The workload (and path) of cgroup `id`.
+    fn cgroup_workload(&mut self, id: u64, now: Instant) -> Option<Arc<(Arc<str>, Workload)>> {
+        if let Some(w) = self.workloads.get(&id, now) {
+            return Some(w.clone());
+        }
+        if self.missing_cgroups.get(&id, now).is_some() {
+            return None;
+        }
+        match self.cgroups.as_mut()?.path(id, now) {
+            Lookup::Found(path) => {
+                let w = Arc::new((path.clone(), cgroup::parse_cgroup_path(&path)));
+                self.workloads.insert(id, w.clone(), now);
+                Some(w)
+            }
+            Lookup::Failed => {
+                self.missing_cgroups.insert(id, (), now);
+                self.failed.cgroups += 1;
+                self.fail("cgroup", id);
+                None
+            }
+            // Not walked again yet: retried with the next data point.
+            Lookup::KnownMissing => None,
+        }
+    }
+
+    /// Adds the identity of the ids in `attrs`.
+    fn enrich(&mut self, attrs: &mut Attributes, metric: bool, now: Instant) {
+        let want = if metric { self.metrics } else { self.spans };
+        if !want.any() {
+            return;
+        }
+        let mut pid = int(attrs, names::ATTR_PROCESS_PID)
+            .and_then(|v| u32::try_from(v).ok())
+            .filter(|p| *p != 0);
+        let mut cgroup_id = int(attrs, names::ATTR_CGROUP_ID)
+            .and_then(|v| u64::try_from(v).ok())
+            .filter(|c| *c != 0);
+        let netns = int(attrs, names::ATTR_NETNS_INODE).and_then(|v| u32::try_from(v).ok());
+        let mut comm = None;
+        if pid.is_none() && self.from_sockets {
+            let by_cookie = int(attrs, names::ATTR_SOCKET_COOKIE)
+                .and_then(|c| u64::try_from(c).ok())
+                .and_then(|c| self.sockets.by_cookie(c))
+                .filter(|o| o.process.is_known());
+            if let Some(owner) = by_cookie.or_else(|| self.socket_owner(attrs, netns)) {
+                pid = Some(owner.process.pid);
+                if want.pid {
+                    set(attrs, names::ATTR_PROCESS_PID, i64::from(owner.process.pid));
+                }
+                if cgroup_id.is_none() && owner.cgroup_id != 0 {
+                    cgroup_id = Some(owner.cgroup_id);
+                    if want.cgroup_id {
+                        set(
+                            attrs,
+                            names::ATTR_CGROUP_ID,
+                            i64::try_from(owner.cgroup_id).unwrap_or(i64::MAX),
+                        );
+                    }
+                }
+                comm = Some(owner.process.comm_str().into_owned());
+            }
+        }
+
+        // The process.
+        let mut process_workload = None;
+        if let (Some(p), true) = (pid, want.process() || want.container()) {
+            let lookup = match self.processes.as_mut() {
+                Some(procs) => procs.lookup(p, now),
+                None => Lookup::KnownMissing,
+            };
+            match lookup {
+                Lookup::Found(info) => {
+                    if want.exe_name {
+                        if let Some(n) = &info.exe_name {
+                            set(attrs, names::ATTR_PROCESS_NAME, n.clone());
+                        }
+                    }
+                    if want.exe_path {
+                        if let Some(n) = &info.exe_path {
+                            set(attrs, names::ATTR_PROCESS_EXECUTABLE_PATH, n.clone());
+                        }
+                    }
+                    if want.owner {
+                        if let Some(n) = &info.owner {
+                            set(attrs, names::ATTR_PROCESS_OWNER, n.clone());
+                        }
+                    }
+                    if want.command_line {
+                        if let Some(n) = &info.command_line {
+                            set(attrs, names::ATTR_PROCESS_COMMAND_LINE, n.clone());
+                        }
+                    }
+                    process_workload = Some((info.cgroup_path.clone(), info.workload.clone()));
+                }
+                Lookup::Failed => {
+                    self.failed.processes += 1;
+                    self.fail("process", u64::from(p));
+                }
+                Lookup::KnownMissing => {}
+            }
+            // Gone, but the socket table knew its command name.
+            if want.exe_name && !has(attrs, names::ATTR_PROCESS_NAME) {
+                if let Some(c) = comm.filter(|c| !c.is_empty()) {
+                    set(attrs, names::ATTR_PROCESS_NAME, c);
+                }
+            }
+        }
+
+        // The container and pod: from the cgroup id, else the process's cgroups.
+        let mut workload = None;
+        if want.container() {
+            if let Some(id) = cgroup_id {
+                if let Some(w) = self.cgroup_workload(id, now) {
+                    if want.cgroup_path {
+                        set(attrs, names::ATTR_CGROUP_PATH, w.0.to_string());
+                    }
+                    workload = Some(w.1.clone());
+                }
+            }
+            if let Some((path, w)) = process_workload {
+                if workload.is_none() {
+                    if let (true, Some(path)) = (want.cgroup_path, path) {
+                        set(attrs, names::ATTR_CGROUP_PATH, path);
+                    }
+                }
+                if workload.as_ref().is_none_or(Workload::is_empty) {
+                    workload = Some(w);
+                }
+            }
+        }
+
+        // The namespace, and its container for series that have none of their own.
+        if let (Some(inode), true) = (netns, want.netns_name || want.container()) {
+            let info = match self.netns.as_mut() {
+                Some(n) if self.missing_netns.get(&inode, now).is_none() => n.lookup(inode, now),
+                _ => Lookup::KnownMissing,
+            };
+            match info {
+                Lookup::Found(info) => {
+                    let own_container = workload.as_ref().is_some_and(|w| !w.is_empty());
+                    if !own_container
+                        && !info.workload.is_empty()
+                        && cgroup_id.is_none()
+                        && pid.is_none()
+                    {
+                        workload = Some(info.workload.clone());
+                    }
+                    if want.netns_name {
+                        let name = info.name.clone().or_else(|| {
+                            let (id, runtime) = info.workload.container.as_ref()?;
+                            let d = self.runtime.describe(id, *runtime, now);
+                            Some(d.name.clone().unwrap_or_else(|| id.clone()))
+                        });
+                        if let Some(name) = name {
+                            set(attrs, names::ATTR_NETNS_NAME, name);
+                        }
+                    }
+                }
+                Lookup::Failed => {
+                    self.missing_netns.insert(inode, (), now);
+                    self.failed.namespaces += 1;
+                    self.fail("netns", u64::from(inode));
+                }
+                Lookup::KnownMissing => {}
+            }
+        }
+
+        if let Some(w) = workload {
+            if let Some((id, runtime)) = &w.container {
+                if want.container_id {
+                    set(attrs, names::ATTR_CONTAINER_ID, id.clone());
+                }
+                if want.runtime {
+                    if let Some(r) = runtime {
+                        set(attrs, names::ATTR_CONTAINER_RUNTIME, *r);
+                    }
+                }
+                if want.container_name || want.image {
+                    let d = self.runtime.describe(id, *runtime, now);
+                    if let (true, Some(n)) = (want.container_name, &d.name) {
+                        set(attrs, names::ATTR_CONTAINER_NAME, n.clone());
+                    }
+                    if let (true, Some(i)) = (want.image, &d.image) {
+                        set(attrs, names::ATTR_CONTAINER_IMAGE_NAME, i.clone());
+                    }
+                }
+            }
+            if let Some((uid, qos)) = &w.pod {
+                if want.pod_uid {
+                    set(attrs, names::ATTR_K8S_POD_UID, uid.clone());
+                }
+                if want.qos {
+                    set(attrs, names::ATTR_K8S_POD_QOS_CLASS, *qos);
+                }
+            }
+        }
+    }
+
+    fn telemetry(&mut self, t: &mut Telemetry) {
+        let now = Instant::now();
+        match t {
+            Telemetry::Metrics(m) => {
+                for metric in &mut m.metrics {
+                    match &mut metric.data {
+                        MetricData::Sum { points, .. } | MetricData::Gauge { points } => {
+                            for p in points {
+                                self.enrich(&mut p.attributes, true, now);
+                            }
+                        }
+                        MetricData::Histogram { points, .. } => {
+                            for p in points {
+                                self.enrich(&mut p.attributes, true, now);
+                            }
+                        }
+                        MetricData::ExponentialHistogram { points, .. } => {
+                            for p in points {
+                                self.enrich(&mut p.attributes, true, now);
+                            }
+                        }
+                    }
+                }
+            }
+            Telemetry::Traces(t) => {
+                for span in &mut t.spans {
+                    self.enrich(&mut span.attributes, false, now);
+                }
+            }
+        }
+    }
+}
+
+fn int(attrs: &Attributes, key: &str) -> Option<i64> {
+    attrs
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| match kv.value {
+            AnyValue::Int(i) => Some(i),
+            _ => None,
+        })
+}
+
+fn string<'a>(attrs: &'a Attributes, key: &str) -> Option<&'a str> {
+    attrs
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| match &kv.value {
+            AnyValue::String(s) => Some(s.as_ref()),
+            _ => None,
+        })
+}
+
+fn has(attrs: &Attributes, key: &str) -> bool {
+    attrs.iter().any(|kv| kv.key == key)
+}
+
+/// Sets `key` to `value`, replacing a value already there.
+fn set(attrs: &mut Attributes, key: &'static str, value: impl Into<AnyValue>) {
+    let value = value.into();
+    match attrs.iter_mut().find(|kv| kv.key == key) {
+        Some(kv) => kv.value = value,
+        None => attrs.push(KeyValue::new(key, value)),
+    }
+}
+
+impl Processor for Identity {
+    fn process(&mut self, payload: Payload, out: &mut Emitter) {
+        match payload {
+            Payload::Events(batch) => out.events(batch),
+            Payload::Telemetry(mut t) => {
+                self.telemetry(&mut t);
+                out.telemetry(t);
+            }
+        }
+    }
+
+    fn next_tick(&self) -> Option<Instant> {
+        self.processes.as_ref().map(|_| self.next_sweep)
+    }
+
+    fn tick(&mut self, now: Instant, _out: &mut Emitter) {
+        if let Some(p) = self.processes.as_mut() {
+            let gone = p.sweep(now);
+            if gone > 0 {
+                tracing::debug!(evicted = gone, "identity: processes exited or pids reused");
+            }
+        }
+        self.next_sweep = now + self.sweep_interval;
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,411 @@
+//! The processor end to end over telemetry it is handed, against a fake cgroup tree, a fake
+//! namespace directory, a fake Docker state directory and this test's own process.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use periscope_pipeline::model::{
+    Event, EventBatch, Metric, MetricsBatch, Number, NumberPoint, ProcessRef, SocketEvent, Span,
+    SpanKind, SpanStatus, Temporality, TracesBatch,
+};
+
+use super::*;
+
+const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+const UID: &str = "1b4e28ba-2fa1-11d2-883f-0016d3cca427";
+
+struct Fixture {
+    root: PathBuf,
+    docker_cgroup: u64,
+    pod_cgroup: u64,
+    netns_inode: u32,
+}
+
+impl Fixture {
+    fn new(name: &str) -> Fixture {
+        let root = std::env::temp_dir().join(format!(
+            "periscope-identity-proc-{name}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&root);
+        let docker = root.join(format!("cgroup/system.slice/docker-{ID}.scope"));
+        let pod = root.join(format!(
+            "cgroup/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/crio-{ID}.scope",
+            UID.replace('-', "_")
+        ));
+        std::fs::create_dir_all(&docker).expect("mkdir");
+        std::fs::create_dir_all(&pod).expect("mkdir");
+        std::fs::create_dir_all(root.join("netns")).expect("mkdir");
+        std::fs::write(root.join("netns/pod-a"), "").expect("netns file");
+        let state = root.join(format!("docker/containers/{ID}"));
+        std::fs::create_dir_all(&state).expect("mkdir");
+        std::fs::write(
+            state.join("config.v2.json"),
+            r#"{"Name":"/checkout-1","Config":{"Image":"shop/checkout:2.1"}}"#,
+        )
+        .expect("state");
+        let ino = |p: &Path| std::fs::metadata(p).expect("stat").ino();
+        Fixture {
+            docker_cgroup: ino(&docker),
+            pod_cgroup: ino(&pod),
+            netns_inode: ino(&root.join("netns/pod-a")) as u32,
+            root,
+        }
+    }
+
+    fn config(&self) -> IdentityConfig {
+        IdentityConfig {
+            container: ContainerOptions {
+                cgroup_root: Some(self.root.join("cgroup")),
+                docker_root: self.root.join("docker"),
+                ..ContainerOptions::default()
+            },
+            netns: NetnsOptions {
+                directories: vec![self.root.join("netns")],
+                containers: false,
+                ..NetnsOptions::default()
+            },
+            ..IdentityConfig::default()
+        }
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+fn identity(config: &IdentityConfig, sockets: SocketTable) -> (Identity, Arc<ComponentCounters>) {
+    let counters = Arc::new(ComponentCounters::default());
+    (Identity::new(config, sockets, counters.clone()), counters)
+}
+
+fn span(attrs: Attributes) -> Telemetry {
+    Telemetry::Traces(TracesBatch {
+        resource: Default::default(),
+        scope: Default::default(),
+        spans: vec![Span {
+            trace_id: [1; 16],
+            span_id: [1; 8],
+            parent_span_id: [0; 8],
+            name: "tcp.connection".into(),
+            kind: SpanKind::Client,
+            start_time_ns: 1,
+            end_time_ns: 2,
+            attributes: attrs,
+            events: Vec::new(),
+            status: SpanStatus::Unset,
+        }],
+    })
+}
+
+fn metric(attrs: Vec<Attributes>) -> Telemetry {
+    Telemetry::Metrics(MetricsBatch {
+        resource: Default::default(),
+        scope: Default::default(),
+        metrics: vec![Metric {
+            name: "periscope.network.packets".into(),
+            description: "".into(),
+            unit: "{packet}".into(),
+            data: MetricData::Sum {
+                points: attrs
+                    .into_iter()
+                    .map(|attributes| NumberPoint {
+                        attributes,
+                        start_time_ns: 0,
+                        time_ns: 1,
+                        value: Number::Int(1),
+                    })
+                    .collect(),
+                temporality: Temporality::Cumulative,
+                monotonic: true,
+            },
+        }],
+    })
+}
+
+fn run(p: &mut Identity, t: Telemetry) -> Vec<Attributes> {
+    let mut out = Emitter::default();
+    p.process(Payload::Telemetry(t), &mut out);
+    let mut result = Vec::new();
+    for payload in out.take() {
+        match payload {
+            Payload::Telemetry(Telemetry::Traces(t)) => {
+                result.extend(t.spans.into_iter().map(|s| s.attributes))
+            }
+            Payload::Telemetry(Telemetry::Metrics(m)) => {
+                for metric in m.metrics {
+                    if let MetricData::Sum { points, .. } = metric.data {
+                        result.extend(points.into_iter().map(|p| p.attributes));
+                    }
+                }
+            }
+            Payload::Events(_) => panic!("no events expected"),
+        }
+    }
+    result
+}
+
+fn get<'a>(attrs: &'a Attributes, key: &str) -> Option<&'a AnyValue> {
+    attrs.iter().find(|kv| kv.key == key).map(|kv| &kv.value)
+}
+
+fn s(v: &str) -> Option<AnyValue> {
+    Some(AnyValue::String(v.to_string().into()))
+}
+
+#[test]
+fn events_pass_through_untouched() {
+    let f = Fixture::new("events");
+    let (mut p, _) = identity(&f.config(), SocketTable::default());
+    let batch = EventBatch {
+        events: vec![Event::Socket(SocketEvent::default())],
+    };
+    let mut out = Emitter::default();
+    p.process(Payload::Events(batch.clone()), &mut out);
+    assert_eq!(out.take(), vec![Payload::Events(batch)]);
+}
+
+#[test]
+fn spans_get_process_container_and_namespace() {
+    let f = Fixture::new("spans");
+    let (mut p, counters) = identity(&f.config(), SocketTable::default());
+    let me = std::process::id();
+    let attrs = vec![
+        KeyValue::new(names::ATTR_NETNS_INODE, i64::from(f.netns_inode)),
+        KeyValue::new(names::ATTR_CGROUP_ID, f.docker_cgroup as i64),
+        KeyValue::new(names::ATTR_PROCESS_PID, i64::from(me)),
+        KeyValue::new(names::ATTR_PROCESS_NAME, "comm-16-bytes"),
+    ];
+    let out = run(&mut p, span(attrs));
+    let a = &out[0];
+    let exe = std::env::current_exe().expect("exe");
+    let exe_name = exe
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    assert_eq!(
+        get(a, names::ATTR_PROCESS_NAME).cloned(),
+        s(&exe_name),
+        "replaced comm"
+    );
+    assert_eq!(
+        get(a, names::ATTR_PROCESS_EXECUTABLE_PATH).cloned(),
+        s(exe.to_str().expect("utf-8"))
+    );
+    assert!(get(a, names::ATTR_PROCESS_OWNER).is_some());
+    assert!(get(a, names::ATTR_PROCESS_COMMAND_LINE).is_none(), "opt-in");
+    assert_eq!(get(a, names::ATTR_CONTAINER_ID).cloned(), s(ID));
+    assert_eq!(get(a, names::ATTR_CONTAINER_RUNTIME).cloned(), s("docker"));
+    assert_eq!(get(a, names::ATTR_CONTAINER_NAME).cloned(), s("checkout-1"));
+    assert_eq!(
+        get(a, names::ATTR_CONTAINER_IMAGE_NAME).cloned(),
+        s("shop/checkout")
+    );
+    assert_eq!(
+        get(a, names::ATTR_CGROUP_PATH).cloned(),
+        s(&format!("/system.slice/docker-{ID}.scope"))
+    );
+    assert_eq!(get(a, names::ATTR_NETNS_NAME).cloned(), s("pod-a"));
+    assert!(get(a, names::ATTR_K8S_POD_UID).is_none());
+    assert_eq!(counters.values().errors, 0);
+    assert_eq!(p.failed_lookups(), FailedLookups::default());
+}
+
+#[test]
+fn metric_points_get_pods_from_cgroup_ids_and_processes_from_the_socket_table() {
+    let f = Fixture::new("metrics");
+    let sockets = SocketTable::default();
+    let me = std::process::id();
+    let (a, b) = (
+        IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+        IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
+    );
+    sockets.learn(&SocketEvent {
+        cookie: 9,
+        netns: periscope_pipeline::model::NetnsId {
+            inode: f.netns_inode,
+            cookie: 0,
+        },
+        cgroup_id: f.pod_cgroup,
+        process: ProcessRef {
+            pid: me,
+            tid: me,
+            comm: *b"tester\0\0\0\0\0\0\0\0\0\0",
+        },
+        transport: Transport::Tcp,
+        local_addr: a,
+        local_port: 40000,
+        remote_addr: b,
+        remote_port: 80,
+        ..SocketEvent::default()
+    });
+    let (mut p, _) = identity(&f.config(), sockets);
+    // A span with the socket's cookie but no process (a server's accepted socket, say).
+    let by_cookie = run(
+        &mut p,
+        span(vec![KeyValue::new(names::ATTR_SOCKET_COOKIE, 9i64)]),
+    );
+    assert_eq!(
+        get(&by_cookie[0], names::ATTR_PROCESS_PID).cloned(),
+        Some(AnyValue::Int(i64::from(me)))
+    );
+    assert_eq!(
+        get(&by_cookie[0], names::ATTR_CONTAINER_RUNTIME).cloned(),
+        s("cri-o")
+    );
+    let unknown_cookie = vec![KeyValue::new(names::ATTR_SOCKET_COOKIE, 10i64)];
+    assert_eq!(run(&mut p, span(unknown_cookie.clone()))[0], unknown_cookie);
+    let cgroup_point = vec![
+        KeyValue::new(names::ATTR_CGROUP_ID, f.pod_cgroup as i64),
+        KeyValue::new(names::ATTR_IO_DIRECTION, "transmit"),
+    ];
+    // A received packet: the socket's remote end is the packet's source.
+    let flow_point = vec![
+        KeyValue::new(names::ATTR_NETNS_INODE, i64::from(f.netns_inode)),
+        KeyValue::new(names::ATTR_TRANSPORT, "tcp"),
+        KeyValue::new(names::ATTR_SOURCE_ADDRESS, "10.0.0.2"),
+        KeyValue::new(names::ATTR_SOURCE_PORT, 80i64),
+        KeyValue::new(names::ATTR_DESTINATION_ADDRESS, "10.0.0.1"),
+        KeyValue::new(names::ATTR_DESTINATION_PORT, 40000i64),
+    ];
+    let out = run(&mut p, metric(vec![cgroup_point, flow_point]));
+    let c = &out[0];
+    assert_eq!(get(c, names::ATTR_CONTAINER_ID).cloned(), s(ID));
+    assert_eq!(get(c, names::ATTR_CONTAINER_RUNTIME).cloned(), s("cri-o"));
+    assert_eq!(get(c, names::ATTR_K8S_POD_UID).cloned(), s(UID));
+    assert_eq!(
+        get(c, names::ATTR_K8S_POD_QOS_CLASS).cloned(),
+        s("besteffort")
+    );
+    assert!(get(c, names::ATTR_CONTAINER_NAME).is_none(), "not Docker's");
+    let fl = &out[1];
+    assert_eq!(
+        get(fl, names::ATTR_PROCESS_PID).cloned(),
+        Some(AnyValue::Int(i64::from(me)))
+    );
+    assert_eq!(
+        get(fl, names::ATTR_CGROUP_ID).cloned(),
+        Some(AnyValue::Int(f.pod_cgroup as i64))
+    );
+    assert_eq!(get(fl, names::ATTR_K8S_POD_UID).cloned(), s(UID));
+    assert!(get(fl, names::ATTR_PROCESS_EXECUTABLE_PATH).is_some());
+    assert_eq!(get(fl, names::ATTR_NETNS_NAME).cloned(), s("pod-a"));
+}
+
+#[test]
+fn unknown_ids_degrade_to_the_ids_and_are_counted_once() {
+    let f = Fixture::new("unknown");
+    let (mut p, counters) = identity(&f.config(), SocketTable::default());
+    let attrs = vec![
+        KeyValue::new(names::ATTR_NETNS_INODE, 4_000_000_000i64),
+        KeyValue::new(names::ATTR_CGROUP_ID, 123_456_789i64),
+        KeyValue::new(names::ATTR_PROCESS_PID, 2_000_000_000i64),
+        KeyValue::new(names::ATTR_PROCESS_NAME, "gone"),
+    ];
+    for _ in 0..3 {
+        let out = run(&mut p, span(attrs.clone()));
+        assert_eq!(out[0], attrs, "unchanged");
+    }
+    assert_eq!(
+        p.failed_lookups(),
+        FailedLookups {
+            processes: 1,
+            cgroups: 1,
+            namespaces: 1
+        }
+    );
+    assert_eq!(counters.values().errors, 3);
+    // Garbage values of the wrong type or range are ignored.
+    let garbage = vec![
+        KeyValue::new(names::ATTR_NETNS_INODE, "x"),
+        KeyValue::new(names::ATTR_CGROUP_ID, -1i64),
+        KeyValue::new(names::ATTR_PROCESS_PID, i64::MIN),
+        KeyValue::new(names::ATTR_TRANSPORT, "tcp"),
+        KeyValue::new(names::ATTR_SOURCE_ADDRESS, "not an address"),
+        KeyValue::new(names::ATTR_SOURCE_PORT, 70000i64),
+    ];
+    assert_eq!(run(&mut p, span(garbage.clone()))[0], garbage);
+}
+
+#[test]
+fn exclude_and_metric_attributes_choose_what_is_added() {
+    let f = Fixture::new("choose");
+    let config = IdentityConfig {
+        exclude: vec![names::ATTR_CONTAINER_IMAGE_NAME.to_string()],
+        metric_attributes: Some(vec![names::ATTR_CONTAINER_ID.to_string()]),
+        process: ProcessOptions {
+            command_line: true,
+            ..ProcessOptions::default()
+        },
+        ..f.config()
+    };
+    assert!(config.validate().is_ok());
+    let (mut p, _) = identity(&config, SocketTable::default());
+    let attrs = vec![
+        KeyValue::new(names::ATTR_NETNS_INODE, i64::from(f.netns_inode)),
+        KeyValue::new(names::ATTR_CGROUP_ID, f.docker_cgroup as i64),
+        KeyValue::new(names::ATTR_PROCESS_PID, i64::from(std::process::id())),
+    ];
+    let sp = &run(&mut p, span(attrs.clone()))[0];
+    assert!(
+        get(sp, names::ATTR_CONTAINER_IMAGE_NAME).is_none(),
+        "excluded"
+    );
+    assert_eq!(
+        get(sp, names::ATTR_CONTAINER_NAME).cloned(),
+        s("checkout-1")
+    );
+    assert!(
+        get(sp, names::ATTR_PROCESS_COMMAND_LINE).is_some(),
+        "opted in"
+    );
+    let m = &run(&mut p, metric(vec![attrs.clone()]))[0];
+    let added: Vec<&str> = m[attrs.len()..].iter().map(|kv| kv.key.as_ref()).collect();
+    assert_eq!(added, vec![names::ATTR_CONTAINER_ID]);
+    // Everything off: nothing changes.
+    let off = IdentityConfig {
+        process: ProcessOptions {
+            enabled: false,
+            ..ProcessOptions::default()
+        },
+        container: ContainerOptions {
+            enabled: false,
+            ..ContainerOptions::default()
+        },
+        netns: NetnsOptions {
+            enabled: false,
+            ..NetnsOptions::default()
+        },
+        ..IdentityConfig::default()
+    };
+    let (mut p, _) = identity(&off, SocketTable::default());
+    assert_eq!(run(&mut p, span(attrs.clone()))[0], attrs);
+}
+
+#[test]
+fn validation_names_unknown_attributes_and_bad_values() {
+    let bad = IdentityConfig {
+        exclude: vec!["container.idd".into()],
+        metric_attributes: Some(vec!["k8s.pod.name".into()]),
+        cache_capacity: 0,
+        sweep_interval: ConfigDuration::from_secs(0),
+        ..IdentityConfig::default()
+    };
+    let problems = bad.validate().unwrap_err();
+    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        vec![
+            "exclude[0]",
+            "metric_attributes[0]",
+            "cache_capacity",
+            "sweep_interval"
+        ]
+    );
+    assert!(problems[0].message.contains("container.id,"));
+    assert!(IdentityConfig::default().validate().is_ok());
+}

@@ -3,3 +3,4 @@
 pub mod connections;
 pub mod flow;
 pub mod identity;
+pub mod latency;

@@ -19,6 +19,7 @@ pub fn registry() -> Registry {
         .processor::<periscope_processors::flow::FlowConfig>()
         .processor::<periscope_processors::connections::ConnectionsConfig>()
         .processor::<periscope_processors::identity::IdentityConfig>()
+        .processor::<periscope_processors::latency::LatencyConfig>()
         // exporters
         .exporter::<periscope_exporters::file::FileConfig>()
         .exporter::<periscope_exporters::debug::DebugConfig>()

@@ -30,6 +30,14 @@ pub const TCP_RETRANSMITS: &str = "periscope.tcp.retransmits";
 pub const UDP_DATAGRAMS: &str = "periscope.udp.datagrams";
 /// Packets the kernel dropped, by reason (connections processor).
 pub const DROPS: &str = "periscope.drops";
+/// Smoothed TCP round-trip time, seconds (latency processor).
+pub const TCP_RTT: &str = "periscope.tcp.rtt";
+/// TCP connect latency, SYN → established on the client, seconds (latency processor).
+pub const TCP_CONNECT_DURATION: &str = "periscope.tcp.connect.duration";
+/// Request sent → first byte of the answer, seconds (latency processor).
+pub const TCP_RESPONSE_DURATION: &str = "periscope.tcp.response.duration";
+/// Socket events not recorded because `max_sockets` were tracked (latency processor).
+pub const LATENCY_EVENTS_UNTRACKED: &str = "periscope.latency.events.untracked";
 /// Connection spans: the span name (connections processor).
 pub const SPAN_TCP_CONNECTION: &str = "tcp.connection";
 
@@ -133,6 +141,10 @@ pub const ALL: &[&str] = &[
     TCP_RETRANSMITS,
     UDP_DATAGRAMS,
     DROPS,
+    TCP_RTT,
+    TCP_CONNECT_DURATION,
+    TCP_RESPONSE_DURATION,
+    LATENCY_EVENTS_UNTRACKED,
     SPAN_TCP_CONNECTION,
     ATTR_NETWORK_TYPE,
     ATTR_CGROUP_ID,

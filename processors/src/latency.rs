@@ -1,0 +1,1034 @@
+//! The `latency` processor: socket events → histograms of `periscope.tcp.rtt`,
+//! `periscope.tcp.connect.duration` and `periscope.tcp.response.duration`, in seconds, keyed by
+//! a configurable attribute set, exported as explicit-bucket and/or base-2 exponential
+//! histograms.
+//!
+//! What counts as a sample:
+//! - **RTT**: the socket's smoothed RTT (`srtt_us`) on an `established` record, on each
+//!   sockops `rtt` record (at most one per socket per the receiver's `rtt_interval`), and on
+//!   the `close` record; at most one established and one close sample per socket (sockops and
+//!   tcp_udp both report them, with the same value: the first to arrive is counted). Records
+//!   with `srtt_us` 0 (not measured) are not samples. `rtt_samples` picks the records.
+//! - **connect duration**: a client's `established` record with `duration_ns` > 0 (connect()
+//!   → handshake complete, measured in the kernel); one per socket.
+//! - **response duration**: per socket, the first `send` after the last `receive` (or the
+//!   socket's first `send`) starts a request; the first `receive` after it ends it: the sample
+//!   is receive time − send time. Send and receive records come either from the sk_msg/sk_skb
+//!   hooks (message into the socket → data arriving at the socket) or from tcp_udp's
+//!   send/receive calls (sendmsg returned → recvmsg returned); a socket uses the first family
+//!   it is seen with, so two receivers never pair each other's records. Only sockets whose
+//!   role is in `response_roles` count (default: clients, the side that sends requests).
+//!
+//! Each series records into an [`hdrhistogram`] (nanoseconds, `significant_figures`), from
+//! which the explicit buckets and quantiles come, and — when exponential histograms are on —
+//! into exact base-2 buckets ([`exponential`]). Count, sum, min and max are exact.
+
+pub mod exponential;
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use rustc_hash::{FxHashMap, FxHashSet};
+use serde::Deserialize;
+
+use periscope_pipeline::component::{
+    BuildContext, ComponentConfig, Emitter, Invalid, Processor, ProcessorConfig,
+};
+use periscope_pipeline::config::ConfigDuration;
+use periscope_pipeline::model::{
+    Event, ExponentialBuckets, ExponentialHistogramPoint, HistogramPoint, KeyValue, Metric,
+    MetricData, MetricsBatch, Number, NumberPoint, Payload, Scope, SocketEvent, SocketEventKind,
+    SocketHook, SocketRole, Telemetry, Temporality, Transport,
+};
+use periscope_pipeline::telemetry::{names, now_ns};
+
+use exponential::ExponentialHistogram;
+
+/// Histograms of TCP latencies from socket events (`sockops`, `tcp_udp`, `sk_msg`):
+/// `periscope.tcp.rtt` (smoothed RTT), `periscope.tcp.connect.duration` (SYN → established,
+/// client side) and `periscope.tcp.response.duration` (request sent → first byte of the
+/// answer; needs send/receive records: `sk_msg`, or `tcp_udp` with `send_receive: tcp`), in
+/// seconds, emitted every `interval`. Passes every event on unchanged: put it before
+/// `connections`, which consumes socket events.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LatencyConfig {
+    /// How often the histograms are emitted (and once more at stop); default 10s.
+    #[serde(default = "default_interval")]
+    pub interval: ConfigDuration,
+    /// `cumulative` (default) or `delta` (each point covers one interval; series without
+    /// samples in it are left out and forgotten).
+    #[serde(default)]
+    pub temporality: Temporality,
+    /// The attributes that key a series, in this order. Allowed: `periscope.netns.inode`,
+    /// `periscope.connection.role`, `network.type`, `network.local.address`,
+    /// `network.local.port`, `network.peer.address`, `network.peer.port`, `process.pid`,
+    /// `process.executable.name`, `periscope.cgroup.id`. Default: `[periscope.netns.inode,
+    /// periscope.connection.role]`. Ports and addresses can make a series per socket: mind
+    /// `cardinality_limit`.
+    #[serde(default = "default_attributes")]
+    pub attributes: Vec<String>,
+    /// Which histogram kinds to emit: `explicit` (buckets at `boundaries`) and/or
+    /// `exponential` (OpenTelemetry base-2, `max_size`/`max_scale`). Default `[explicit]`.
+    /// With both, the exponential histograms come in their own scope
+    /// (`periscope/<id>/exponential`) so that backends keying series by name and attributes
+    /// keep them apart.
+    #[serde(default = "default_histograms")]
+    pub histograms: Vec<HistogramKind>,
+    /// Upper bounds of the explicit buckets, in seconds, strictly increasing. Default: 50µs,
+    /// 100µs, 250µs, 500µs, 1ms, 2.5ms, 5ms, 10ms, 25ms, 50ms, 75ms, 100ms, 250ms, 500ms,
+    /// 750ms, 1s, 2.5s, 5s, 7.5s, 10s.
+    #[serde(default = "default_boundaries")]
+    pub boundaries: Vec<f64>,
+    /// Most buckets of an exponential histogram (the OpenTelemetry SDK's `MaxSize`); default
+    /// 160.
+    #[serde(default = "default_max_size")]
+    pub max_size: u32,
+    /// Highest scale of an exponential histogram (the SDK's `MaxScale`, -10 to 20); the scale
+    /// used is the largest ≤ this at which all values fit in `max_size` buckets. Default 20.
+    #[serde(default = "default_max_scale")]
+    pub max_scale: i32,
+    /// Precision of the hdrhistogram every series records into (decimal digits, 1 to 5):
+    /// explicit buckets and quantiles are exact to within 10^-N relative. Default 2: a series
+    /// then takes ~20 KB for latencies up to 20 ms, ~26 KB up to 2 s, 37 KB at most (samples
+    /// above 1 hour are recorded as 1 hour); each further figure multiplies this by ~8.
+    #[serde(default = "default_significant_figures")]
+    pub significant_figures: u8,
+    /// Which records give RTT samples: `established`, `rtt` (sockops' periodic records),
+    /// `close`. Default all three.
+    #[serde(default = "default_rtt_samples")]
+    pub rtt_samples: Vec<RttSample>,
+    /// Sockets whose response time is measured, by role: `client`, `server`, `unknown` (opened
+    /// before the agent started, or no lifecycle receiver in the pipeline). Default
+    /// `[client]`: on a server socket the same measurement is the client's think time.
+    #[serde(default = "default_response_roles")]
+    pub response_roles: Vec<Role>,
+    /// Most series per metric; samples of further series go to one series marked
+    /// `otel.metric.overflow=true`. Default 1000 (at most ~110 MB for the three metrics with
+    /// `significant_figures: 2`).
+    #[serde(default = "default_cardinality_limit")]
+    pub cardinality_limit: usize,
+    /// Most sockets tracked at once (for de-duplication and request/response pairing);
+    /// events of further sockets are not recorded and are counted in
+    /// `periscope.latency.events.untracked`. Default 65536.
+    #[serde(default = "default_max_sockets")]
+    pub max_sockets: usize,
+    /// A socket not heard of for this long is forgotten (its close was lost, or it is idle);
+    /// default 15m.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: ConfigDuration,
+}
+
+/// A kind of histogram to emit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HistogramKind {
+    /// Explicit buckets at `boundaries`.
+    Explicit,
+    /// OpenTelemetry base-2 exponential buckets.
+    Exponential,
+}
+
+/// A record kind that gives RTT samples.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RttSample {
+    /// The handshake completed (the first RTT measurement).
+    Established,
+    /// sockops' periodic RTT records.
+    Rtt,
+    /// The socket closed (its final smoothed RTT).
+    Close,
+}
+
+/// A socket's role, for `response_roles`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Active open (connect).
+    Client,
+    /// Passive open (accepted).
+    Server,
+    /// Not seen opening.
+    Unknown,
+}
+
+fn default_interval() -> ConfigDuration {
+    ConfigDuration::from_secs(10)
+}
+fn default_attributes() -> Vec<String> {
+    vec![
+        names::ATTR_NETNS_INODE.to_string(),
+        names::ATTR_CONNECTION_ROLE.to_string(),
+    ]
+}
+fn default_histograms() -> Vec<HistogramKind> {
+    vec![HistogramKind::Explicit]
+}
+/// Default explicit bucket bounds, seconds.
+pub const DEFAULT_BOUNDARIES: [f64; 20] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25,
+    0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+fn default_boundaries() -> Vec<f64> {
+    DEFAULT_BOUNDARIES.to_vec()
+}
+fn default_max_size() -> u32 {
+    160
+}
+fn default_max_scale() -> i32 {
+    20
+}
+fn default_significant_figures() -> u8 {
+    2
+}
+fn default_rtt_samples() -> Vec<RttSample> {
+    vec![RttSample::Established, RttSample::Rtt, RttSample::Close]
+}
+fn default_response_roles() -> Vec<Role> {
+    vec![Role::Client]
+}
+fn default_cardinality_limit() -> usize {
+    1000
+}
+fn default_max_sockets() -> usize {
+    65536
+}
+fn default_idle_timeout() -> ConfigDuration {
+    ConfigDuration::from_secs(15 * 60)
+}
+
+impl Default for LatencyConfig {
+    fn default() -> Self {
+        LatencyConfig {
+            interval: default_interval(),
+            temporality: Temporality::Cumulative,
+            attributes: default_attributes(),
+            histograms: default_histograms(),
+            boundaries: default_boundaries(),
+            max_size: default_max_size(),
+            max_scale: default_max_scale(),
+            significant_figures: default_significant_figures(),
+            rtt_samples: default_rtt_samples(),
+            response_roles: default_response_roles(),
+            cardinality_limit: default_cardinality_limit(),
+            max_sockets: default_max_sockets(),
+            idle_timeout: default_idle_timeout(),
+        }
+    }
+}
+
+/// An attribute a series can be keyed by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Attr {
+    NetnsInode,
+    Role,
+    NetworkType,
+    LocalAddress,
+    LocalPort,
+    PeerAddress,
+    PeerPort,
+    ProcessPid,
+    ProcessName,
+    CgroupId,
+}
+
+/// The attributes `attributes` may list, with their names.
+const ALLOWED: [(&str, Attr); 10] = [
+    (names::ATTR_NETNS_INODE, Attr::NetnsInode),
+    (names::ATTR_CONNECTION_ROLE, Attr::Role),
+    (names::ATTR_NETWORK_TYPE, Attr::NetworkType),
+    (names::ATTR_LOCAL_ADDRESS, Attr::LocalAddress),
+    (names::ATTR_LOCAL_PORT, Attr::LocalPort),
+    (names::ATTR_PEER_ADDRESS, Attr::PeerAddress),
+    (names::ATTR_PEER_PORT, Attr::PeerPort),
+    (names::ATTR_PROCESS_PID, Attr::ProcessPid),
+    (names::ATTR_PROCESS_NAME, Attr::ProcessName),
+    (names::ATTR_CGROUP_ID, Attr::CgroupId),
+];
+
+fn attr_of(name: &str) -> Option<Attr> {
+    ALLOWED.iter().find(|(n, _)| *n == name).map(|(_, a)| *a)
+}
+
+impl ComponentConfig for LatencyConfig {
+    const TYPE: &'static str = "latency";
+
+    fn validate(&self) -> Result<(), Vec<Invalid>> {
+        let mut p = Vec::new();
+        if self.interval.0.is_zero() {
+            p.push(Invalid::new(
+                "interval",
+                "must be longer than zero, e.g. 10s",
+            ));
+        }
+        if self.idle_timeout.0.is_zero() {
+            p.push(Invalid::new(
+                "idle_timeout",
+                "must be longer than zero, e.g. 15m",
+            ));
+        }
+        let allowed: Vec<&str> = ALLOWED.iter().map(|(n, _)| *n).collect();
+        for (i, a) in self.attributes.iter().enumerate() {
+            if attr_of(a).is_none() {
+                p.push(Invalid::new(
+                    format!("attributes.{i}"),
+                    format!("unknown attribute `{a}`; allowed: {}", allowed.join(", ")),
+                ));
+            } else if self.attributes[..i].contains(a) {
+                p.push(Invalid::new(
+                    format!("attributes.{i}"),
+                    format!("`{a}` is listed twice"),
+                ));
+            }
+        }
+        if self.histograms.is_empty() {
+            p.push(Invalid::new(
+                "histograms",
+                "must name at least one of `explicit`, `exponential`",
+            ));
+        }
+        for (i, b) in self.boundaries.iter().enumerate() {
+            if !b.is_finite() || *b < 0.0 {
+                p.push(Invalid::new(
+                    format!("boundaries.{i}"),
+                    format!("`{b}` is not a duration in seconds (finite, ≥ 0)"),
+                ));
+            } else if i > 0 && *b <= self.boundaries[i - 1] {
+                p.push(Invalid::new(
+                    format!("boundaries.{i}"),
+                    format!(
+                        "`{b}` does not increase (after `{}`): bounds must be strictly increasing",
+                        self.boundaries[i - 1]
+                    ),
+                ));
+            }
+        }
+        if self.max_size < 2 {
+            p.push(Invalid::new("max_size", "must be at least 2"));
+        }
+        if !(exponential::MIN_SCALE..=exponential::MAX_SCALE).contains(&self.max_scale) {
+            p.push(Invalid::new(
+                "max_scale",
+                format!(
+                    "must be from {} to {}",
+                    exponential::MIN_SCALE,
+                    exponential::MAX_SCALE
+                ),
+            ));
+        }
+        if !(1..=5).contains(&self.significant_figures) {
+            p.push(Invalid::new("significant_figures", "must be from 1 to 5"));
+        }
+        if self.cardinality_limit == 0 {
+            p.push(Invalid::new("cardinality_limit", "must be at least 1"));
+        }
+        if self.max_sockets == 0 {
+            p.push(Invalid::new("max_sockets", "must be at least 1"));
+        }
+        if p.is_empty() {
+            Ok(())
+        } else {
+            Err(p)
+        }
+    }
+}
+
+impl ProcessorConfig for LatencyConfig {
+    fn build(&self, ctx: &BuildContext) -> anyhow::Result<Box<dyn Processor>> {
+        Ok(Box::new(Latency::new(self.clone(), ctx.id.to_string())?))
+    }
+}
+
+/// The three histograms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LatencyMetric {
+    Rtt = 0,
+    Connect = 1,
+    Response = 2,
+}
+
+const METRICS: [(LatencyMetric, &str, &str); 3] = [
+    (
+        LatencyMetric::Rtt,
+        names::TCP_RTT,
+        "Smoothed TCP round-trip time (at establishment, periodically, at close).",
+    ),
+    (
+        LatencyMetric::Connect,
+        names::TCP_CONNECT_DURATION,
+        "TCP connect latency: SYN sent → handshake complete, on the client.",
+    ),
+    (
+        LatencyMetric::Response,
+        names::TCP_RESPONSE_DURATION,
+        "Request sent → first byte of the answer received, per socket.",
+    ),
+];
+
+/// Largest value an hdrhistogram records (1 hour, in ns); larger ones are recorded as this.
+const HDR_MAX_NS: u64 = 3_600_000_000_000;
+/// How long a closed socket's state is kept for records of other receivers still on their
+/// way (a second receiver's close, the last receive).
+const CLOSED_LINGER: Duration = Duration::from_secs(3);
+/// Cookies of closed sockets remembered after their state is gone, so that a very late
+/// record does not start a new socket.
+const RECENTLY_CLOSED: usize = 16384;
+
+/// One series: every sample of one metric for one attribute set (since the series started,
+/// or since the last delta point).
+#[derive(Clone, Debug)]
+pub struct Recorder {
+    hdr: Histogram<u64>,
+    exp: Option<ExponentialHistogram>,
+    count: u64,
+    sum_ns: u128,
+    min_ns: u64,
+    max_ns: u64,
+}
+
+impl Recorder {
+    /// A series recording with `significant_figures` (1–5) and, with `exponential`
+    /// `(max_size, max_scale)`, exact exponential buckets.
+    pub fn new(significant_figures: u8, exponential: Option<(usize, i32)>) -> Self {
+        Recorder {
+            hdr: Histogram::new(significant_figures.clamp(1, 5))
+                .expect("1 to 5 significant figures are valid"),
+            exp: exponential.map(|(size, scale)| ExponentialHistogram::new(size, scale)),
+            count: 0,
+            sum_ns: 0,
+            min_ns: u64::MAX,
+            max_ns: 0,
+        }
+    }
+
+    /// Records one sample of `ns` nanoseconds.
+    pub fn record(&mut self, ns: u64) {
+        // Auto-resizing: recording can only fail past u64 limits, which the clamp excludes.
+        let _ = self.hdr.record(ns.min(HDR_MAX_NS));
+        if let Some(e) = &mut self.exp {
+            e.record(ns as f64 * 1e-9);
+        }
+        self.count += 1;
+        self.sum_ns += u128::from(ns);
+        self.min_ns = self.min_ns.min(ns);
+        self.max_ns = self.max_ns.max(ns);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Sum of the samples, seconds.
+    pub fn sum(&self) -> f64 {
+        self.sum_ns as f64 * 1e-9
+    }
+
+    /// The value at quantile `q` (0–1), seconds, from the hdrhistogram: the highest value
+    /// equivalent to the sample of rank ⌈q·count⌉, so within 10^-significant_figures (relative)
+    /// above the exact quantile.
+    pub fn quantile(&self, q: f64) -> f64 {
+        self.hdr.value_at_quantile(q) as f64 * 1e-9
+    }
+
+    /// Explicit bucket counts for `bounds` (seconds; bucket i holds (bounds[i-1], bounds[i]],
+    /// the last one everything above), from the hdrhistogram: each of its cells is counted at
+    /// its lowest equivalent value, so a sample within the hdrhistogram's precision above a
+    /// bound may be counted in the bucket below it.
+    pub fn explicit_counts(&self, bounds: &[f64]) -> Vec<u64> {
+        let mut counts = vec![0u64; bounds.len() + 1];
+        for v in self.hdr.iter_recorded() {
+            let secs = self.hdr.lowest_equivalent(v.value_iterated_to()) as f64 * 1e-9;
+            counts[bounds.partition_point(|b| *b < secs)] += v.count_at_value();
+        }
+        counts
+    }
+
+    fn reset(&mut self) {
+        self.hdr.reset();
+        if let Some(e) = &mut self.exp {
+            e.reset();
+        }
+        self.count = 0;
+        self.sum_ns = 0;
+        self.min_ns = u64::MAX;
+        self.max_ns = 0;
+    }
+
+    fn min_max(&self) -> (Option<f64>, Option<f64>) {
+        if self.count == 0 {
+            (None, None)
+        } else {
+            (
+                Some(self.min_ns as f64 * 1e-9),
+                Some(self.max_ns as f64 * 1e-9),
+            )
+        }
+    }
+}
+
+/// What a series is keyed by: the configured attributes' values (the rest stay `None`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+struct SeriesKey {
+    netns: Option<u32>,
+    role: Option<SocketRole>,
+    ipv4: Option<bool>,
+    local_addr: Option<IpAddr>,
+    local_port: Option<u16>,
+    peer_addr: Option<IpAddr>,
+    peer_port: Option<u16>,
+    pid: Option<u32>,
+    comm: Option<[u8; 16]>,
+    cgroup: Option<u64>,
+}
+
+/// Which kind of hook a socket's send/receive records come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum IoSource {
+    /// sk_msg (send) and sk_skb (receive): messages into and data arriving at the socket.
+    Messages,
+    /// tcp_udp's send/receive calls (tracepoints or fexit).
+    Calls,
+}
+
+/// What is known of a tracked socket.
+#[derive(Clone, Debug)]
+struct Sock {
+    netns: u32,
+    cgroup: u64,
+    local_addr: IpAddr,
+    local_port: u16,
+    peer_addr: IpAddr,
+    peer_port: u16,
+    pid: u32,
+    comm: [u8; 16],
+    role: SocketRole,
+    rtt_established: bool,
+    rtt_closed: bool,
+    connect_recorded: bool,
+    closed: bool,
+    io: Option<IoSource>,
+    pending_send_ns: Option<u64>,
+    seen: Instant,
+}
+
+impl Sock {
+    fn new(e: &SocketEvent, now: Instant) -> Self {
+        Sock {
+            netns: e.netns.inode,
+            cgroup: e.cgroup_id,
+            local_addr: e.local_addr,
+            local_port: e.local_port,
+            peer_addr: e.remote_addr,
+            peer_port: e.remote_port,
+            pid: e.process.pid,
+            comm: e.process.comm,
+            role: e.role,
+            rtt_established: false,
+            rtt_closed: false,
+            connect_recorded: false,
+            closed: false,
+            io: None,
+            pending_send_ns: None,
+            seen: now,
+        }
+    }
+
+    /// Fills in what earlier records did not know.
+    fn learn(&mut self, e: &SocketEvent, now: Instant) {
+        self.seen = now;
+        // The tracepoint's connect fires before the local port is chosen.
+        if self.local_port == 0 && e.local_port != 0 {
+            self.local_addr = e.local_addr;
+            self.local_port = e.local_port;
+            self.peer_addr = e.remote_addr;
+            self.peer_port = e.remote_port;
+        }
+        if self.pid == 0 && e.process.pid != 0 {
+            self.pid = e.process.pid;
+            self.comm = e.process.comm;
+        }
+        if self.role == SocketRole::Unknown && e.role != SocketRole::Unknown {
+            self.role = e.role;
+        }
+        if self.cgroup == 0 {
+            self.cgroup = e.cgroup_id;
+        }
+    }
+}
+
+/// The running processor.
+pub struct Latency {
+    interval: Duration,
+    temporality: Temporality,
+    attrs: Vec<Attr>,
+    explicit: bool,
+    exponential: Option<(usize, i32)>,
+    bounds: Vec<f64>,
+    significant_figures: u8,
+    rtt_established: bool,
+    rtt_periodic: bool,
+    rtt_close: bool,
+    response_roles: Vec<SocketRole>,
+    cardinality_limit: usize,
+    max_sockets: usize,
+    idle_timeout: Duration,
+    scope_name: String,
+    series: [FxHashMap<SeriesKey, Recorder>; 3],
+    overflow: [Option<Recorder>; 3],
+    sockets: FxHashMap<u64, Sock>,
+    closing: VecDeque<(Instant, u64)>,
+    closed: FxHashSet<u64>,
+    closed_order: VecDeque<u64>,
+    /// Events of sockets not tracked (table full): total, and what was emitted last (delta).
+    untracked: u64,
+    untracked_emitted: u64,
+    untracked_logged: u64,
+    warned_overflow: bool,
+    start_ns: u64,
+    next_emit: Instant,
+}
+
+impl Latency {
+    pub fn new(config: LatencyConfig, scope_name: String) -> anyhow::Result<Self> {
+        if let Err(problems) = config.validate() {
+            anyhow::bail!(
+                "invalid latency config: {}",
+                problems
+                    .iter()
+                    .map(|p| format!("{}: {}", p.path, p.message))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
+        }
+        let role = |r: &Role| match r {
+            Role::Client => SocketRole::Client,
+            Role::Server => SocketRole::Server,
+            Role::Unknown => SocketRole::Unknown,
+        };
+        Ok(Latency {
+            next_emit: Instant::now() + config.interval.0.max(Duration::from_millis(1)),
+            interval: config.interval.0,
+            temporality: config.temporality,
+            attrs: config
+                .attributes
+                .iter()
+                .filter_map(|a| attr_of(a))
+                .collect(),
+            explicit: config.histograms.contains(&HistogramKind::Explicit),
+            exponential: config
+                .histograms
+                .contains(&HistogramKind::Exponential)
+                .then_some((config.max_size as usize, config.max_scale)),
+            bounds: config.boundaries.clone(),
+            significant_figures: config.significant_figures,
+            rtt_established: config.rtt_samples.contains(&RttSample::Established),
+            rtt_periodic: config.rtt_samples.contains(&RttSample::Rtt),
+            rtt_close: config.rtt_samples.contains(&RttSample::Close),
+            response_roles: config.response_roles.iter().map(role).collect(),
+            cardinality_limit: config.cardinality_limit,
+            max_sockets: config.max_sockets,
+            idle_timeout: config.idle_timeout.0,
+            scope_name,
+            series: Default::default(),
+            overflow: Default::default(),
+            sockets: FxHashMap::default(),
+            closing: VecDeque::new(),
+            closed: FxHashSet::default(),
+            closed_order: VecDeque::new(),
+            untracked: 0,
+            untracked_emitted: 0,
+            untracked_logged: 0,
+            warned_overflow: false,
+            start_ns: now_ns(),
+        })
+    }
+
+    fn key(&self, s: &Sock) -> SeriesKey {
+        let mut k = SeriesKey::default();
+        for a in &self.attrs {
+            match a {
+                Attr::NetnsInode => k.netns = Some(s.netns),
+                Attr::Role => k.role = Some(s.role),
+                Attr::NetworkType => k.ipv4 = Some(s.local_addr.is_ipv4()),
+                Attr::LocalAddress => k.local_addr = Some(s.local_addr),
+                Attr::LocalPort => k.local_port = Some(s.local_port),
+                Attr::PeerAddress => k.peer_addr = Some(s.peer_addr),
+                Attr::PeerPort => k.peer_port = Some(s.peer_port),
+                Attr::ProcessPid => k.pid = Some(s.pid),
+                Attr::ProcessName => k.comm = Some(s.comm),
+                Attr::CgroupId => k.cgroup = Some(s.cgroup),
+            }
+        }
+        k
+    }
+
+    fn record(&mut self, metric: LatencyMetric, key: SeriesKey, ns: u64) {
+        let m = metric as usize;
+        let (sf, exp) = (self.significant_figures, self.exponential);
+        let series = &mut self.series[m];
+        if let Some(r) = series.get_mut(&key) {
+            r.record(ns);
+        } else if series.len() < self.cardinality_limit {
+            let mut r = Recorder::new(sf, exp);
+            r.record(ns);
+            series.insert(key, r);
+        } else {
+            self.overflow[m]
+                .get_or_insert_with(|| Recorder::new(sf, exp))
+                .record(ns);
+            if !self.warned_overflow {
+                self.warned_overflow = true;
+                tracing::warn!(processor = %self.scope_name, limit = self.cardinality_limit, "latency: cardinality limit reached; further series go to the overflow series (otel.metric.overflow=true)");
+            }
+        }
+    }
+
+    fn on_socket(&mut self, e: &SocketEvent, now: Instant) {
+        if e.transport != Transport::Tcp || self.closed.contains(&e.cookie) {
+            return;
+        }
+        if !self.sockets.contains_key(&e.cookie) {
+            if self.sockets.len() >= self.max_sockets {
+                self.untracked += 1;
+                return;
+            }
+            self.sockets.insert(e.cookie, Sock::new(e, now));
+        }
+        let Some(s) = self.sockets.get_mut(&e.cookie) else {
+            return;
+        };
+        s.learn(e, now);
+        let mut samples: [Option<(LatencyMetric, u64)>; 2] = [None, None];
+        match e.kind {
+            SocketEventKind::Established => {
+                if e.role == SocketRole::Client && e.duration_ns > 0 && !s.connect_recorded {
+                    s.connect_recorded = true;
+                    samples[0] = Some((LatencyMetric::Connect, e.duration_ns));
+                }
+                if self.rtt_established && e.srtt_us > 0 && !s.rtt_established {
+                    s.rtt_established = true;
+                    samples[1] = Some((LatencyMetric::Rtt, u64::from(e.srtt_us) * 1000));
+                }
+            }
+            SocketEventKind::Rtt if self.rtt_periodic && e.srtt_us > 0 => {
+                samples[0] = Some((LatencyMetric::Rtt, u64::from(e.srtt_us) * 1000));
+            }
+            SocketEventKind::Close => {
+                if self.rtt_close && e.srtt_us > 0 && !s.rtt_closed {
+                    s.rtt_closed = true;
+                    samples[0] = Some((LatencyMetric::Rtt, u64::from(e.srtt_us) * 1000));
+                }
+                if !s.closed {
+                    s.closed = true;
+                    self.closing.push_back((now, e.cookie));
+                }
+            }
+            SocketEventKind::Send | SocketEventKind::Receive => {
+                let source = match e.hook {
+                    SocketHook::SkMsg | SocketHook::SkSkb => IoSource::Messages,
+                    _ => IoSource::Calls,
+                };
+                if *s.io.get_or_insert(source) == source {
+                    if e.kind == SocketEventKind::Send {
+                        s.pending_send_ns.get_or_insert(e.timestamp_ns);
+                    } else if let Some(sent) = s.pending_send_ns.take() {
+                        if self.response_roles.contains(&s.role) {
+                            samples[0] = Some((
+                                LatencyMetric::Response,
+                                e.timestamp_ns.saturating_sub(sent),
+                            ));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        if samples.iter().any(Option::is_some) {
+            let key = self.key(&self.sockets[&e.cookie]);
+            for (metric, ns) in samples.into_iter().flatten() {
+                self.record(metric, key, ns);
+            }
+        }
+    }
+
+    /// Forgets closed sockets after their linger time, and idle ones.
+    fn expire(&mut self, now: Instant) {
+        while let Some(&(at, cookie)) = self.closing.front() {
+            if now.duration_since(at) < CLOSED_LINGER {
+                break;
+            }
+            self.closing.pop_front();
+            self.sockets.remove(&cookie);
+            if self.closed.insert(cookie) {
+                self.closed_order.push_back(cookie);
+            }
+            while self.closed_order.len() > RECENTLY_CLOSED {
+                if let Some(old) = self.closed_order.pop_front() {
+                    self.closed.remove(&old);
+                }
+            }
+        }
+    }
+
+    fn expire_idle(&mut self, now: Instant) {
+        let idle = self.idle_timeout;
+        self.sockets
+            .retain(|_, s| s.closed || now.duration_since(s.seen) < idle);
+    }
+
+    fn attributes(&self, k: &SeriesKey) -> Vec<KeyValue> {
+        let mut a = Vec::with_capacity(self.attrs.len());
+        for attr in &self.attrs {
+            match attr {
+                Attr::NetnsInode => a.push(KeyValue::new(
+                    names::ATTR_NETNS_INODE,
+                    i64::from(k.netns.unwrap_or(0)),
+                )),
+                Attr::Role => a.push(KeyValue::new(
+                    names::ATTR_CONNECTION_ROLE,
+                    k.role.unwrap_or_default().as_str(),
+                )),
+                Attr::NetworkType => a.push(KeyValue::new(
+                    names::ATTR_NETWORK_TYPE,
+                    if k.ipv4.unwrap_or(true) {
+                        "ipv4"
+                    } else {
+                        "ipv6"
+                    },
+                )),
+                Attr::LocalAddress => {
+                    if let Some(ip) = k.local_addr {
+                        a.push(KeyValue::new(names::ATTR_LOCAL_ADDRESS, ip.to_string()));
+                    }
+                }
+                Attr::LocalPort => a.push(KeyValue::new(
+                    names::ATTR_LOCAL_PORT,
+                    k.local_port.unwrap_or(0),
+                )),
+                Attr::PeerAddress => {
+                    if let Some(ip) = k.peer_addr {
+                        a.push(KeyValue::new(names::ATTR_PEER_ADDRESS, ip.to_string()));
+                    }
+                }
+                Attr::PeerPort => a.push(KeyValue::new(
+                    names::ATTR_PEER_PORT,
+                    k.peer_port.unwrap_or(0),
+                )),
+                // Unknown processes (a server's handshake runs in softirq) get no attribute.
+                Attr::ProcessPid => {
+                    if let Some(pid) = k.pid.filter(|p| *p != 0) {
+                        a.push(KeyValue::new(names::ATTR_PROCESS_PID, pid));
+                    }
+                }
+                Attr::ProcessName => {
+                    if let Some(comm) = k.comm.filter(|c| c[0] != 0) {
+                        let end = comm.iter().position(|&b| b == 0).unwrap_or(16);
+                        a.push(KeyValue::new(
+                            names::ATTR_PROCESS_NAME,
+                            String::from_utf8_lossy(&comm[..end]).into_owned(),
+                        ));
+                    }
+                }
+                Attr::CgroupId => a.push(KeyValue::new(
+                    names::ATTR_CGROUP_ID,
+                    k.cgroup.unwrap_or(0) as i64,
+                )),
+            }
+        }
+        a
+    }
+
+    fn points(
+        &self,
+        r: &Recorder,
+        attributes: Vec<KeyValue>,
+        start: u64,
+        now: u64,
+    ) -> (Option<HistogramPoint>, Option<ExponentialHistogramPoint>) {
+        let (min, max) = r.min_max();
+        let explicit = self.explicit.then(|| HistogramPoint {
+            attributes: attributes.clone(),
+            start_time_ns: start,
+            time_ns: now,
+            count: r.count,
+            sum: Some(r.sum()),
+            min,
+            max,
+            explicit_bounds: self.bounds.clone(),
+            bucket_counts: r.explicit_counts(&self.bounds),
+        });
+        let exponential = r.exp.as_ref().map(|e| ExponentialHistogramPoint {
+            attributes,
+            start_time_ns: start,
+            time_ns: now,
+            count: r.count,
+            sum: Some(r.sum()),
+            min,
+            max,
+            scale: e.scale(),
+            zero_count: e.zero_count(),
+            positive: ExponentialBuckets {
+                offset: e.offset(),
+                bucket_counts: e.counts().to_vec(),
+            },
+            negative: ExponentialBuckets::default(),
+        });
+        (explicit, exponential)
+    }
+
+    fn emit(&mut self, out: &mut Emitter) {
+        let now = now_ns();
+        let start = self.start_ns;
+        let delta = self.temporality == Temporality::Delta;
+        if delta {
+            self.start_ns = now;
+        }
+        let mut explicit_metrics = Vec::new();
+        let mut exponential_metrics = Vec::new();
+        for (metric, name, description) in METRICS {
+            let m = metric as usize;
+            let mut hist = Vec::new();
+            let mut expo = Vec::new();
+            let mut keys: Vec<&SeriesKey> = self.series[m].keys().collect();
+            // A stable order makes the output easy to read and to diff.
+            keys.sort_by_key(|k| format!("{k:?}"));
+            for k in keys {
+                let r = &self.series[m][k];
+                if r.count == 0 {
+                    continue;
+                }
+                let (h, e) = self.points(r, self.attributes(k), start, now);
+                hist.extend(h);
+                expo.extend(e);
+            }
+            if let Some(r) = self.overflow[m].as_ref().filter(|r| r.count > 0) {
+                let (h, e) = self.points(
+                    r,
+                    vec![KeyValue::new(names::ATTR_OVERFLOW, true)],
+                    start,
+                    now,
+                );
+                hist.extend(h);
+                expo.extend(e);
+            }
+            let metric = |data| Metric {
+                name: Cow::Borrowed(name),
+                description: Cow::Borrowed(description),
+                unit: Cow::Borrowed("s"),
+                data,
+            };
+            if !hist.is_empty() {
+                explicit_metrics.push(metric(MetricData::Histogram {
+                    points: hist,
+                    temporality: self.temporality,
+                }));
+            }
+            if !expo.is_empty() {
+                exponential_metrics.push(metric(MetricData::ExponentialHistogram {
+                    points: expo,
+                    temporality: self.temporality,
+                }));
+            }
+            if delta {
+                // Series without samples this period are forgotten; the others start over.
+                self.series[m].retain(|_, r| r.count > 0);
+                for r in self.series[m].values_mut() {
+                    r.reset();
+                }
+                if let Some(r) = &mut self.overflow[m] {
+                    r.reset();
+                }
+            }
+        }
+        if self.untracked > self.untracked_emitted || (!delta && self.untracked > 0) {
+            let value = if delta {
+                self.untracked - self.untracked_emitted
+            } else {
+                self.untracked
+            };
+            self.untracked_emitted = self.untracked;
+            explicit_metrics.push(Metric {
+                name: Cow::Borrowed(names::LATENCY_EVENTS_UNTRACKED),
+                description: Cow::Borrowed(
+                    "Socket events not recorded: max_sockets sockets were already tracked.",
+                ),
+                unit: Cow::Borrowed("{event}"),
+                data: MetricData::Sum {
+                    points: vec![NumberPoint {
+                        attributes: Vec::new(),
+                        start_time_ns: start,
+                        time_ns: now,
+                        value: Number::Int(i64::try_from(value).unwrap_or(i64::MAX)),
+                    }],
+                    temporality: self.temporality,
+                    monotonic: true,
+                },
+            });
+        }
+        if self.untracked > self.untracked_logged {
+            tracing::warn!(processor = %self.scope_name, max_sockets = self.max_sockets, "latency: {} socket events not recorded: too many sockets tracked", self.untracked - self.untracked_logged);
+            self.untracked_logged = self.untracked;
+        }
+        let scope = |suffix: &str| Scope {
+            name: Cow::Owned(format!("periscope/{}{suffix}", self.scope_name)),
+            version: Cow::Borrowed(env!("CARGO_PKG_VERSION")),
+        };
+        let both = self.explicit && self.exponential.is_some();
+        if !exponential_metrics.is_empty() && both {
+            out.telemetry(Telemetry::Metrics(MetricsBatch {
+                resource: Default::default(),
+                scope: scope("/exponential"),
+                metrics: exponential_metrics,
+            }));
+        } else {
+            explicit_metrics.append(&mut exponential_metrics);
+        }
+        if !explicit_metrics.is_empty() {
+            out.telemetry(Telemetry::Metrics(MetricsBatch {
+                resource: Default::default(),
+                scope: scope(""),
+                metrics: explicit_metrics,
+            }));
+        }
+    }
+}
+
+impl Processor for Latency {
+    fn process(&mut self, payload: Payload, out: &mut Emitter) {
+        match payload {
+            Payload::Events(batch) => {
+                let now = Instant::now();
+                for event in &batch.events {
+                    if let Event::Socket(s) = event {
+                        self.on_socket(s, now);
+                    }
+                }
+                self.expire(now);
+                out.events(batch);
+            }
+            other => out.payload(other),
+        }
+    }
+
+    fn next_tick(&self) -> Option<Instant> {
+        Some(self.next_emit)
+    }
+
+    fn tick(&mut self, now: Instant, out: &mut Emitter) {
+        self.expire(now);
+        self.expire_idle(now);
+        self.emit(out);
+        self.next_emit = now + self.interval;
+    }
+
+    fn flush(&mut self, out: &mut Emitter) {
+        self.emit(out);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -10,7 +10,6 @@
 //! Needs root, `ip`, `python3` and rotel; skips otherwise, except under CI.
 
 #[path = "../../exporters/tests/otlp_support/mod.rs"]
-#[allow(dead_code)]
 mod otlp_support;
 
 use std::collections::BTreeMap;

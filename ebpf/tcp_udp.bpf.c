@@ -118,10 +118,12 @@ static __always_inline void send_recv(struct sock *sk, int len, __u8 event, __u8
 {
 	if (len <= 0)
 		return;
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	/* Every sendmsg/recvmsg of every socket family comes here: filter with direct loads
+	 * from the BTF-typed argument (CO-RE relocated, no bpf_probe_read_kernel call). */
+	__u16 family = sk->__sk_common.skc_family;
 	if (family != AF_INET_ && family != AF_INET6_)
 		return;
-	__u8 proto = BPF_CORE_READ(sk, sk_protocol);
+	__u8 proto = sk->sk_protocol;
 	__u32 flags = periscope_socket_config.flags;
 	if (proto == IPPROTO_UDP_) {
 		if (!(flags & PERISCOPE_SOCK_CFG_SEND_RECV_UDP))

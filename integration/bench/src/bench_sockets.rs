@@ -5,8 +5,9 @@
 //!
 //! - `rr`: TCP request/response, 64-byte messages, many round trips on one connection (the
 //!   per-message cost: sk_msg/sk_skb and per-call tracepoints sit on this path);
-//! - `connect`: TCP connections opened and closed one after another (the per-connection
-//!   cost: sockops and the state-change tracepoint sit on this path).
+//! - `connect`: TCP connections opened, acknowledged with one byte and reset, one after
+//!   another (the per-connection cost: sockops and the state-change tracepoint sit on this
+//!   path).
 //!
 //! Modes: no program attached; `sockops`; `tcp_udp` (default: lifecycle, retransmits, drops,
 //! UDP calls); `tcp_udp` with `send_receive: all` (a record per TCP send/recv call); `sk_msg`
@@ -339,10 +340,12 @@ fn connects(topo: &Topology, n: u64) -> Result<(u64, u64)> {
             let t0 = thread_cpu_ns();
             for _ in 0..n {
                 let (mut c, _) = l.accept().context("connect accept")?;
-                // Wait for the client's reset: a server closing first would keep TIME_WAIT
-                // sockets whose 4-tuples a later client port may hit (a SYN ignored, a 1 s
-                // retransmit).
+                // One byte tells the client it was accepted (so connections go one at a time
+                // and never overflow the accept queue: a dropped SYN costs a 1 s retransmit);
+                // then wait for its reset (a server closing first would keep TIME_WAIT sockets
+                // whose 4-tuples a later client port may hit).
                 c.set_read_timeout(Some(Duration::from_secs(10)))?;
+                c.write_all(&[1])?;
                 let _ = c.read(&mut [0u8; 1]);
                 drop(c);
             }
@@ -355,8 +358,11 @@ fn connects(topo: &Topology, n: u64) -> Result<(u64, u64)> {
             enter(&topo.a)?;
             let (t0, w0) = (thread_cpu_ns(), Instant::now());
             for _ in 0..n {
-                let c = TcpStream::connect(SocketAddrV4::new(B_ADDR, CONNECT_PORT))
+                let mut c = TcpStream::connect(SocketAddrV4::new(B_ADDR, CONNECT_PORT))
                     .context("connect")?;
+                c.set_read_timeout(Some(Duration::from_secs(10)))?;
+                c.read_exact(&mut [0u8; 1])
+                    .context("connect: accepted byte")?;
                 no_linger(&c);
                 drop(c);
             }

@@ -75,6 +75,30 @@ pub struct TcxConfig {
     /// default 10s.
     #[serde(default = "default_counters_interval")]
     pub counters_interval: ConfigDuration,
+    /// Set the host's `/sys/kernel/rcu_expedited` while the agent runs (put back at stop).
+    /// Attaching TCX to a device waits for two RCU grace periods under the RTNL lock (~25 ms
+    /// per device here, and devices appearing together queue); expedited grace periods cut a
+    /// new device's attach to ~1 ms, at the price of an IPI to every CPU per grace period,
+    /// host-wide. Default false (see docs/configuration.md, "Attach latency").
+    #[serde(default)]
+    pub expedite_rcu: bool,
+}
+
+/// A receiver that holds the expedited-RCU setting for as long as it runs.
+struct Expedited {
+    inner: NetdevReceiver,
+    _rcu: Option<crate::kernel::ExpeditedRcu>,
+}
+
+impl Receiver for Expedited {
+    fn run(
+        self: Box<Self>,
+        output: &mut periscope_pipeline::topology::EventOutput,
+        stop: &periscope_pipeline::topology::StopSignal,
+    ) -> anyhow::Result<()> {
+        let Expedited { inner, _rcu } = *self;
+        Box::new(inner).run(output, stop)
+    }
 }
 
 fn default_direction() -> Vec<TcxDirection> {
@@ -94,6 +118,7 @@ impl Default for TcxConfig {
             ring_buffer_size: default_ring_buffer_size(),
             poll_interval: default_poll_interval(),
             counters_interval: default_counters_interval(),
+            expedite_rcu: false,
         }
     }
 }
@@ -175,6 +200,12 @@ impl ComponentConfig for TcxConfig {
 
 impl ReceiverConfig for TcxConfig {
     fn build(&self, ctx: &BuildContext) -> anyhow::Result<Box<dyn Receiver>> {
-        Ok(Box::new(self.build_receiver(ctx)?))
+        let inner = self.build_receiver(ctx)?;
+        if !self.expedite_rcu {
+            return Ok(Box::new(inner));
+        }
+        let rcu = crate::kernel::ExpeditedRcu::enable()
+            .map_err(|e| anyhow::anyhow!("expedite_rcu: {e}"))?;
+        Ok(Box::new(Expedited { inner, _rcu: rcu }))
     }
 }

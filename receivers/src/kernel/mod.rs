@@ -5,6 +5,7 @@
 mod caps;
 mod mounts;
 mod probe;
+mod rcu;
 
 pub use caps::{
     missing_capabilities, Capability, CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON, CAP_SYS_ADMIN,
@@ -13,3 +14,4 @@ pub use mounts::{
     bpffs_mounted, ensure_bpffs, ensure_tracefs, tracefs_mounted, Mount, BPFFS_PATH, TRACEFS_PATH,
 };
 pub use probe::{probe_all, Hook, Probe, Support};
+pub use rcu::{ExpeditedRcu, RCU_EXPEDITED};

@@ -32,6 +32,7 @@ enum periscope_record_kind {
 	PERISCOPE_RECORD_PACKET = 1,
 	PERISCOPE_RECORD_SOCKET = 2,
 	PERISCOPE_RECORD_DROP = 3,
+	PERISCOPE_RECORD_DNS = 4,
 };
 
 /* The `version` byte of a packet record; bumped when its layout changes. */
@@ -148,6 +149,46 @@ struct periscope_config {
 	__u32 flags;        /* enum periscope_config_flags */
 	__u32 sample_rate;  /* with PERISCOPE_CFG_RECORDS: 1 in N packets; 0 and 1 mean every */
 	__u32 _pad;
+};
+
+/* ---- DNS: payloads of DNS packets (packet.bpf.c, with PERISCOPE_CFG_DNS) ---------- */
+
+/* The `version` byte of a DNS record. */
+enum periscope_dns_version {
+	PERISCOPE_DNS_VERSION = 1,
+};
+
+/* How many bytes of a DNS packet's L4 payload a record carries at most. */
+enum periscope_dns_limits {
+	PERISCOPE_DNS_PAYLOAD = 512,
+};
+
+/*
+ * A TCP/UDP packet from or to port 53: the packet's identity (as in
+ * periscope_packet) and the start of its L4 payload (for TCP, the DNS message's
+ * 2-byte length prefix comes first). Written, in addition to the packet record,
+ * when PERISCOPE_CFG_DNS is set; segments without payload (TCP handshake, ACKs)
+ * get none. Only the first payload_len bytes of payload are written. 584 bytes.
+ */
+struct periscope_dns {
+	__u8 kind;          /* PERISCOPE_RECORD_DNS */
+	__u8 version;       /* PERISCOPE_DNS_VERSION */
+	__u8 hook;          /* enum periscope_hook */
+	__u8 direction;     /* enum periscope_direction */
+	__u32 ifindex;
+	__u64 ts_boot_ns;
+	__u64 netns_cookie;
+	__u32 netns_inode;
+	__u16 ethertype;    /* 0x0800 or 0x86dd */
+	__u8 l4_proto;      /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 _pad0;
+	__u16 sport;
+	__u16 dport;
+	__u16 payload_len;  /* bytes of payload[] filled: min(L4 payload, PERISCOPE_DNS_PAYLOAD) */
+	__u16 _pad1;
+	__u8 saddr[16];     /* as in periscope_packet */
+	__u8 daddr[16];
+	__u8 payload[PERISCOPE_DNS_PAYLOAD];
 };
 
 /* ---- sockets: sockops, sk_msg/sk_skb, tcp_udp (fentry or tracepoints) ---------- */

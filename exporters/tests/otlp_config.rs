@@ -138,6 +138,7 @@ fn prometheus_port_in_use_is_a_build_error_naming_the_address() {
         id: periscope_pipeline::component::ComponentId::parse("prometheus").unwrap(),
         devices: Default::default(),
         sockets: Default::default(),
+        dns: Default::default(),
         counters: Default::default(),
     };
     let err = format!("{:#}", c.build_exporter(&ctx).err().expect("port in use"));

@@ -11,6 +11,7 @@
 //! says what went wrong and where.
 
 pub mod capture;
+pub mod dns;
 pub mod netns;
 pub mod otlp;
 pub mod pcapgen;

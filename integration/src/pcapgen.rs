@@ -282,6 +282,87 @@ pub fn sample_records(start_ns: u64) -> Vec<Record> {
         .collect()
 }
 
+/// An Ethernet/IPv4/UDP frame carrying `payload` (e.g. a DNS message).
+pub fn udp_frame_with_payload(
+    src: Ipv4Addr,
+    sport: u16,
+    dst: Ipv4Addr,
+    dport: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    let len = u16::try_from(8 + payload.len()).expect("UDP datagram fits 64 KiB");
+    let mut udp = Vec::with_capacity(usize::from(len));
+    udp.extend_from_slice(&sport.to_be_bytes());
+    udp.extend_from_slice(&dport.to_be_bytes());
+    udp.extend_from_slice(&len.to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(payload);
+    let c = pseudo_checksum(src, dst, 17, &udp);
+    udp[6..8].copy_from_slice(&c.to_be_bytes());
+    ethernet_ipv4(src, dst, 17, &udp)
+}
+
+/// An Ethernet/IPv4/TCP frame (ACK|PSH) carrying `payload`, with sequence and
+/// acknowledgement numbers.
+pub fn tcp_frame_with_payload(
+    src: Ipv4Addr,
+    sport: u16,
+    dst: Ipv4Addr,
+    dport: u16,
+    seq: u32,
+    ack: u32,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut tcp = Vec::with_capacity(20 + payload.len());
+    tcp.extend_from_slice(&sport.to_be_bytes());
+    tcp.extend_from_slice(&dport.to_be_bytes());
+    tcp.extend_from_slice(&seq.to_be_bytes());
+    tcp.extend_from_slice(&ack.to_be_bytes());
+    tcp.push(5 << 4);
+    tcp.push(0x18);
+    tcp.extend_from_slice(&64240u16.to_be_bytes());
+    tcp.extend_from_slice(&[0, 0, 0, 0]);
+    tcp.extend_from_slice(payload);
+    let c = pseudo_checksum(src, dst, 6, &tcp);
+    tcp[16..18].copy_from_slice(&c.to_be_bytes());
+    ethernet_ipv4(src, dst, 6, &tcp)
+}
+
+/// A DNS message: a query (`answers` empty, `rcode` 0, `response` false) or a response for
+/// `name` type `qtype` (1 A, 28 AAAA) with A records `answers` (TTL `ttl`), by compression
+/// pointer to the question.
+pub fn dns_message(
+    id: u16,
+    response: bool,
+    rcode: u8,
+    name: &str,
+    qtype: u16,
+    answers: &[Ipv4Addr],
+    ttl: u32,
+) -> Vec<u8> {
+    let mut m = Vec::new();
+    m.extend_from_slice(&id.to_be_bytes());
+    m.push(if response { 0x81 } else { 0x01 });
+    m.push(if response { 0x80 | (rcode & 0x0F) } else { 0 });
+    m.extend_from_slice(&1u16.to_be_bytes());
+    m.extend_from_slice(&u16::try_from(answers.len()).expect("few").to_be_bytes());
+    m.extend_from_slice(&[0, 0, 0, 0]);
+    for label in name.split('.') {
+        m.push(u8::try_from(label.len()).expect("label fits"));
+        m.extend_from_slice(label.as_bytes());
+    }
+    m.push(0);
+    m.extend_from_slice(&qtype.to_be_bytes());
+    m.extend_from_slice(&1u16.to_be_bytes());
+    for a in answers {
+        m.extend_from_slice(&[0xC0, 0x0C, 0, 1, 0, 1]);
+        m.extend_from_slice(&ttl.to_be_bytes());
+        m.extend_from_slice(&4u16.to_be_bytes());
+        m.extend_from_slice(&a.octets());
+    }
+    m
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,10 +4,12 @@
 pub mod component;
 pub mod config;
 pub mod devices;
+pub mod dns;
 pub mod model;
 pub mod sockets;
 pub mod telemetry;
 pub mod topology;
 
 pub use devices::{DeviceInfo, DeviceTable};
+pub use dns::{DnsTable, Resolution};
 pub use sockets::{SocketOwner, SocketTable};

@@ -422,6 +422,16 @@ impl Recorder {
         self.count
     }
 
+    /// Smallest sample, seconds (0 without samples).
+    pub fn min(&self) -> f64 {
+        self.min_max().0.unwrap_or(0.0)
+    }
+
+    /// Largest sample, seconds (0 without samples).
+    pub fn max(&self) -> f64 {
+        self.min_max().1.unwrap_or(0.0)
+    }
+
     /// Sum of the samples, seconds.
     pub fn sum(&self) -> f64 {
         self.sum_ns as f64 * 1e-9

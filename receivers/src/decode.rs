@@ -133,6 +133,28 @@ pub fn decode_frame(link: LinkType, data: &[u8], meta: FrameMeta) -> PacketEvent
     ev
 }
 
+/// The TCP or UDP payload of a captured frame (as far as it was captured), for the few
+/// packets whose payload is read (DNS). `None` when the frame has no TCP/UDP header.
+pub fn l4_payload(link: LinkType, data: &[u8]) -> Option<&[u8]> {
+    let p = match link {
+        LinkType::Ethernet => LaxSlicedPacket::from_ethernet(data).ok()?,
+        LinkType::LinuxSll => {
+            LaxSlicedPacket::from_ether_type(EtherType(be16(data, 14)?), data.get(16..)?)
+        }
+        LinkType::LinuxSll2 => {
+            LaxSlicedPacket::from_ether_type(EtherType(be16(data, 0)?), data.get(20..)?)
+        }
+        LinkType::RawIp => LaxSlicedPacket::from_ip(data).ok()?,
+        LinkType::Null | LinkType::Loop => LaxSlicedPacket::from_ip(data.get(4..)?).ok()?,
+        LinkType::Other(_) => return None,
+    };
+    match p.transport? {
+        etherparse::TransportSlice::Udp(u) => Some(u.payload()),
+        etherparse::TransportSlice::Tcp(t) => Some(t.payload()),
+        _ => None,
+    }
+}
+
 fn sll_direction(packet_type: u16) -> Direction {
     if packet_type == PACKET_OUTGOING {
         Direction::Egress

@@ -2,6 +2,7 @@
 
 pub mod cgroup_skb;
 pub mod decode;
+pub mod dns;
 pub mod ebpf;
 pub mod kernel;
 pub mod netdev;

@@ -42,8 +42,9 @@ pub struct XdpConfig {
     /// With `events: sample`: a record for 1 in this many packets (default 100).
     #[serde(default = "default_sample_rate")]
     pub sample_rate: u32,
-    /// Write a record for every TCP/UDP packet from or to port 53 whatever `events` says (for
-    /// the DNS processor).
+    /// Write a record for every TCP/UDP packet from or to port 53 whatever `events` says, and
+    /// for those with payload a DNS record (up to 512 bytes of it) that becomes a DNS event
+    /// for the `dns` processor.
     #[serde(default)]
     pub always_emit_dns: bool,
     /// Pin links, programs and maps under /sys/fs/bpf/periscope/<id>/ so that they keep
@@ -119,7 +120,8 @@ impl XdpConfig {
             },
             ctx.devices.clone(),
             DiscoverySource::Watch(self.namespaces.scope()),
-        ))
+        )
+        .with_dns(ctx.dns.clone()))
     }
 }
 

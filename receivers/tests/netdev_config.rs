@@ -136,6 +136,7 @@ fn no_caps_child() {
         id: periscope_pipeline::component::ComponentId::parse("xdp").expect("id"),
         devices: Default::default(),
         sockets: Default::default(),
+        dns: Default::default(),
         counters: Default::default(),
     };
     match XdpConfig::default().build_receiver(&ctx) {
@@ -153,6 +154,7 @@ fn without_capabilities_build_fails_with_one_line() {
             id: periscope_pipeline::component::ComponentId::parse("xdp").expect("id"),
             devices: Default::default(),
             sockets: Default::default(),
+            dns: Default::default(),
             counters: Default::default(),
         };
         let e = XdpConfig::default()

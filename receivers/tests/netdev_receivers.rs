@@ -242,6 +242,7 @@ fn context(id: &str) -> BuildContext {
         id: ComponentId::parse(id).expect("component id"),
         devices: DeviceTable::default(),
         sockets: Default::default(),
+        dns: Default::default(),
         counters: Arc::default(),
     }
 }

@@ -20,6 +20,7 @@ pub fn ctx(id: &str) -> BuildContext {
         id: ComponentId::parse(id).expect("valid id"),
         devices: DeviceTable::default(),
         sockets: Default::default(),
+        dns: Default::default(),
         counters: Arc::default(),
     }
 }

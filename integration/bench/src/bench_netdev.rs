@@ -1087,6 +1087,7 @@ fn attach_latency(samples: usize, xdp: bool, pause: Duration) -> Result<()> {
         id: ComponentId::parse(&format!("{what}/latency")).map_err(anyhow::Error::msg)?,
         devices: DeviceTable::default(),
         sockets: Default::default(),
+        dns: Default::default(),
         counters: Arc::default(),
     };
     let listed = NamespacesConfig::Listed(names[..2 * samples].to_vec());

@@ -130,6 +130,7 @@ fn run_bare(events: u64, flows: u64) -> anyhow::Result<Measure> {
         id: ComponentId::parse("synthetic").map_err(|e| anyhow!(e))?,
         devices: DeviceTable::default(),
         sockets: Default::default(),
+        dns: Default::default(),
         counters: std::sync::Arc::clone(&counters),
     };
     let receiver = config.build(&ctx)?;

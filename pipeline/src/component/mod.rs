@@ -18,6 +18,7 @@ pub use id::{ComponentId, Kind};
 pub use registry::{ComponentType, Registry};
 
 use crate::devices::DeviceTable;
+use crate::dns::DnsTable;
 use crate::model::{EventBatch, Payload, Telemetry};
 use crate::sockets::SocketTable;
 use crate::telemetry::ComponentCounters;
@@ -68,6 +69,9 @@ pub struct BuildContext {
     pub devices: DeviceTable,
     /// Which process owns a socket, filled by the `connections` processor.
     pub sockets: SocketTable,
+    /// DNS question names (interned by receivers) and the addresses they resolved to (learned
+    /// by the `dns` processor, read by `identity`).
+    pub dns: DnsTable,
     /// The component's own counters; the framework counts received/sent, the component adds
     /// its drops (with a log line saying why) and errors.
     pub counters: Arc<ComponentCounters>,

@@ -394,6 +394,101 @@ pub struct CgroupCounters {
     pub bytes: u64,
 }
 
+/// How many answer addresses a [`DnsEvent`] carries.
+pub const DNS_MAX_ANSWERS: usize = 4;
+
+/// One DNS message (query or response) seen in a packet's payload (UDP, or TCP with its
+/// 2-byte length prefix). The question name is a handle into the shared
+/// [`crate::DnsTable`]; the answers are the first [`DNS_MAX_ANSWERS`] A/AAAA records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DnsEvent {
+    /// When the packet was seen, in nanoseconds since the Unix epoch.
+    pub timestamp_ns: u64,
+    /// The device (and its namespace) that the packet crossed.
+    pub device: DeviceRef,
+    pub direction: Direction,
+    /// `Udp` or `Tcp`.
+    pub transport: Transport,
+    pub src_addr: IpAddr,
+    pub dst_addr: IpAddr,
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// The message id.
+    pub id: u16,
+    /// QR bit: a response.
+    pub is_response: bool,
+    /// Response code (4 bits of the header; 0 NOERROR, 2 SERVFAIL, 3 NXDOMAIN, ...).
+    pub rcode: u8,
+    /// QTYPE of the first question (1 A, 28 AAAA, ...), 0 without a question.
+    pub qtype: u16,
+    /// The first question's name in the [`crate::DnsTable`] (0: no question).
+    pub name: u32,
+    /// How many of `answers` are filled.
+    pub answer_count: u8,
+    /// Bit i set: `answers[i]` is IPv6, else IPv4 in its first 4 bytes.
+    pub answers_v6: u8,
+    /// A/AAAA addresses of the answer section, in order (network byte order).
+    pub answers: [[u8; 16]; DNS_MAX_ANSWERS],
+    /// The smallest TTL of those records, seconds (an RRset has one TTL, RFC 2181 5.2).
+    pub answer_ttl: u32,
+}
+
+impl DnsEvent {
+    /// The `i`-th answer address.
+    pub fn answer(&self, i: usize) -> Option<IpAddr> {
+        if i >= usize::from(self.answer_count).min(DNS_MAX_ANSWERS) {
+            return None;
+        }
+        let a = self.answers[i];
+        Some(if self.answers_v6 & (1 << i) != 0 {
+            IpAddr::V6(std::net::Ipv6Addr::from(a))
+        } else {
+            IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))
+        })
+    }
+
+    /// Appends an answer address; false when [`DNS_MAX_ANSWERS`] are already there.
+    pub fn push_answer(&mut self, addr: IpAddr) -> bool {
+        let i = usize::from(self.answer_count);
+        if i >= DNS_MAX_ANSWERS {
+            return false;
+        }
+        match addr {
+            IpAddr::V4(v4) => self.answers[i][..4].copy_from_slice(&v4.octets()),
+            IpAddr::V6(v6) => {
+                self.answers[i] = v6.octets();
+                self.answers_v6 |= 1 << i;
+            }
+        }
+        self.answer_count += 1;
+        true
+    }
+}
+
+impl Default for DnsEvent {
+    fn default() -> Self {
+        DnsEvent {
+            timestamp_ns: 0,
+            device: DeviceRef::default(),
+            direction: Direction::Ingress,
+            transport: Transport::Udp,
+            src_addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            dst_addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            src_port: 0,
+            dst_port: 0,
+            id: 0,
+            is_response: false,
+            rcode: 0,
+            qtype: 0,
+            name: 0,
+            answer_count: 0,
+            answers_v6: 0,
+            answers: [[0; 16]; DNS_MAX_ANSWERS],
+            answer_ttl: 0,
+        }
+    }
+}
+
 /// Every kind of event a receiver can produce. New kinds become new variants; processors
 /// pass on variants they do not handle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -403,6 +498,7 @@ pub enum Event {
     Socket(SocketEvent),
     Drop(DropEvent),
     CgroupCounters(CgroupCounters),
+    Dns(DnsEvent),
 }
 
 impl Event {
@@ -414,6 +510,7 @@ impl Event {
             Event::Socket(s) => s.timestamp_ns,
             Event::Drop(d) => d.timestamp_ns,
             Event::CgroupCounters(c) => c.timestamp_ns,
+            Event::Dns(d) => d.timestamp_ns,
         }
     }
 }

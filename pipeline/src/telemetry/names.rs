@@ -90,6 +90,25 @@ pub const ATTR_RTTVAR: &str = "periscope.tcp.rttvar_us";
 pub const ATTR_CONNECT_DURATION: &str = "periscope.tcp.connect_duration_us";
 /// The hook that produced the data (`sockops`, `tracepoint`, `fentry`, ...).
 pub const ATTR_HOOK: &str = "periscope.hook";
+// DNS (dns processor; `dns.question.name` and the server also from identity).
+/// DNS query → response, seconds (dns processor).
+pub const DNS_LOOKUP_DURATION: &str = "dns.lookup.duration";
+/// DNS queries not tracked because `max_pending` were awaiting a response (dns processor).
+pub const DNS_QUERIES_UNTRACKED: &str = "periscope.dns.queries.untracked";
+/// DNS lookup spans: the span name (dns processor).
+pub const SPAN_DNS_LOOKUP: &str = "dns.lookup";
+/// The question's name, lower case, without the trailing dot.
+pub const ATTR_DNS_QUESTION_NAME: &str = "dns.question.name";
+/// The question's type (`A`, `AAAA`, ... or its number).
+pub const ATTR_DNS_QUESTION_TYPE: &str = "dns.question.type";
+/// The response code (`noerror`, `nxdomain`, `servfail`, ... or its number).
+pub const ATTR_DNS_RESPONSE_CODE: &str = "dns.response_code";
+/// Why a lookup failed: `timeout`, or the response code when it is not `noerror`.
+pub const ATTR_ERROR_TYPE: &str = "error.type";
+/// The DNS server that answered (the lookup's server address).
+pub const ATTR_DNS_SERVER_ADDRESS: &str = "periscope.dns.server.address";
+/// The DNS message id of a lookup.
+pub const ATTR_DNS_MESSAGE_ID: &str = "periscope.dns.id";
 // Identity attributes (identity processor).
 /// Full path of the process's executable (target of `/proc/PID/exe`).
 pub const ATTR_PROCESS_EXECUTABLE_PATH: &str = "process.executable.path";
@@ -168,6 +187,15 @@ pub const ALL: &[&str] = &[
     ATTR_RTTVAR,
     ATTR_CONNECT_DURATION,
     ATTR_HOOK,
+    DNS_LOOKUP_DURATION,
+    DNS_QUERIES_UNTRACKED,
+    SPAN_DNS_LOOKUP,
+    ATTR_DNS_QUESTION_NAME,
+    ATTR_DNS_QUESTION_TYPE,
+    ATTR_DNS_RESPONSE_CODE,
+    ATTR_ERROR_TYPE,
+    ATTR_DNS_SERVER_ADDRESS,
+    ATTR_DNS_MESSAGE_ID,
     ATTR_PROCESS_EXECUTABLE_PATH,
     ATTR_PROCESS_OWNER,
     ATTR_PROCESS_COMMAND_LINE,

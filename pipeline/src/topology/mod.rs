@@ -90,6 +90,7 @@ impl std::error::Error for BuildErrors {}
 /// Builds every component of `config` (the side-effect phase). Nothing runs yet.
 pub fn build(config: &Config, devices: &DeviceTable) -> anyhow::Result<Topology> {
     let sockets = crate::sockets::SocketTable::default();
+    let dns = crate::dns::DnsTable::default();
     let telemetry = SelfTelemetry::default();
     let mut errors = Vec::new();
 
@@ -111,6 +112,7 @@ pub fn build(config: &Config, devices: &DeviceTable) -> anyhow::Result<Topology>
             id: c.id.clone(),
             devices: devices.clone(),
             sockets: sockets.clone(),
+            dns: dns.clone(),
             counters: counters.clone(),
         };
         let capacity = config
@@ -147,6 +149,7 @@ pub fn build(config: &Config, devices: &DeviceTable) -> anyhow::Result<Topology>
                 id: pid.clone(),
                 devices: devices.clone(),
                 sockets: sockets.clone(),
+                dns: dns.clone(),
                 counters: counters.clone(),
             };
             match c.config.build(&ctx) {
@@ -191,6 +194,7 @@ pub fn build(config: &Config, devices: &DeviceTable) -> anyhow::Result<Topology>
             id: c.id.clone(),
             devices: devices.clone(),
             sockets: sockets.clone(),
+            dns: dns.clone(),
             counters: counters.clone(),
         };
         match c.config.build(&ctx) {

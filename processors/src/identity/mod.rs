@@ -25,7 +25,7 @@ use periscope_pipeline::model::{
     AnyValue, Attributes, KeyValue, MetricData, Payload, Telemetry, Transport,
 };
 use periscope_pipeline::telemetry::{names, ComponentCounters};
-use periscope_pipeline::{SocketOwner, SocketTable};
+use periscope_pipeline::{DnsTable, SocketOwner, SocketTable};
 
 use cache::Cache;
 use cgroup::{CgroupIndex, RuntimeState, Workload};
@@ -38,8 +38,10 @@ use process::{Lookup, Processes};
 /// `container.runtime`, `container.name`, `container.image.name`, `k8s.pod.uid`,
 /// `k8s.pod.qos_class`), and the name of the namespace behind `periscope.netns.inode`. Series
 /// with a 5-tuple and a namespace but no pid get their process from the socket table. Ids it
-/// cannot resolve stay as they are (and count as errors of this processor). Passes events on
-/// untouched; put it after `connections` and `flow`.
+/// cannot resolve stay as they are (and count as errors of this processor). Series and spans
+/// whose `destination.address` or `network.peer.address` was resolved in their namespace get
+/// `dns.question.name` and `periscope.dns.server.address` from the table the `dns` processor
+/// fills. Passes events on untouched; put it after `connections` and `flow`.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IdentityConfig {
@@ -226,6 +228,8 @@ pub const ATTRIBUTES: &[&str] = &[
     names::ATTR_K8S_POD_UID,
     names::ATTR_K8S_POD_QOS_CLASS,
     names::ATTR_NETNS_NAME,
+    names::ATTR_DNS_QUESTION_NAME,
+    names::ATTR_DNS_SERVER_ADDRESS,
 ];
 
 impl ComponentConfig for IdentityConfig {
@@ -271,11 +275,10 @@ impl ComponentConfig for IdentityConfig {
 
 impl ProcessorConfig for IdentityConfig {
     fn build(&self, ctx: &BuildContext) -> anyhow::Result<Box<dyn Processor>> {
-        Ok(Box::new(Identity::new(
-            self,
-            ctx.sockets.clone(),
-            ctx.counters.clone(),
-        )))
+        Ok(Box::new(
+            Identity::new(self, ctx.sockets.clone(), ctx.counters.clone())
+                .with_dns(ctx.dns.clone()),
+        ))
     }
 }
 
@@ -296,6 +299,9 @@ struct Wanted {
     pod_uid: bool,
     qos: bool,
     netns_name: bool,
+    /// `dns.question.name` / `periscope.dns.server.address` of a resolved destination.
+    dns_name: bool,
+    dns_server: bool,
 }
 
 impl Wanted {
@@ -325,6 +331,8 @@ impl Wanted {
             pod_uid: c && on(names::ATTR_K8S_POD_UID),
             qos: c && on(names::ATTR_K8S_POD_QOS_CLASS),
             netns_name: config.netns.enabled && on(names::ATTR_NETNS_NAME),
+            dns_name: on(names::ATTR_DNS_QUESTION_NAME),
+            dns_server: on(names::ATTR_DNS_SERVER_ADDRESS),
         }
     }
 
@@ -343,7 +351,13 @@ impl Wanted {
     }
 
     fn any(&self) -> bool {
-        self.pid || self.cgroup_id || self.process() || self.container() || self.netns_name
+        self.pid
+            || self.cgroup_id
+            || self.process()
+            || self.container()
+            || self.netns_name
+            || self.dns_name
+            || self.dns_server
     }
 }
 
@@ -372,9 +386,41 @@ pub struct Identity {
     sweep_interval: Duration,
     next_sweep: Instant,
     failed: FailedLookups,
+    dns: DnsTable,
 }
 
 impl Identity {
+    /// Reads resolved addresses (`dns.question.name`) from `dns`, the table the `dns`
+    /// processor fills; without it nothing is resolved.
+    pub fn with_dns(mut self, dns: DnsTable) -> Self {
+        self.dns = dns;
+        self
+    }
+
+    /// Adds `dns.question.name` and `periscope.dns.server.address` for a destination
+    /// (`destination.address`, flows) or peer (`network.peer.address`, connections) that
+    /// the series' namespace resolved.
+    fn enrich_dns(&self, attrs: &mut Attributes, want: Wanted, netns: Option<u32>) {
+        if !(want.dns_name || want.dns_server) || has(attrs, names::ATTR_DNS_QUESTION_NAME) {
+            return;
+        }
+        let Some(netns) = netns else {
+            return;
+        };
+        let addr = string(attrs, names::ATTR_DESTINATION_ADDRESS)
+            .or_else(|| string(attrs, names::ATTR_PEER_ADDRESS))
+            .and_then(|a| a.parse::<IpAddr>().ok());
+        let Some(r) = addr.and_then(|a| self.dns.resolve(netns, a)) else {
+            return;
+        };
+        if want.dns_name {
+            set(attrs, names::ATTR_DNS_QUESTION_NAME, r.name.to_string());
+        }
+        if want.dns_server {
+            set(attrs, names::ATTR_DNS_SERVER_ADDRESS, r.server.to_string());
+        }
+    }
+
     pub fn new(
         config: &IdentityConfig,
         sockets: SocketTable,
@@ -428,6 +474,7 @@ impl Identity {
             spans,
             metrics,
             failed: FailedLookups::default(),
+            dns: DnsTable::default(),
         }
     }
 
@@ -510,6 +557,7 @@ impl Identity {
             .and_then(|v| u64::try_from(v).ok())
             .filter(|c| *c != 0);
         let netns = int(attrs, names::ATTR_NETNS_INODE).and_then(|v| u32::try_from(v).ok());
+        self.enrich_dns(attrs, want, netns);
         let mut comm = None;
         if pid.is_none() && self.from_sockets {
             let by_cookie = int(attrs, names::ATTR_SOCKET_COOKIE)

@@ -7,7 +7,8 @@ use periscope_pipeline::model::{
 };
 
 use super::records::{
-    PacketRecord, PERISCOPE_DIR_EGRESS, PERISCOPE_DIR_INGRESS, PERISCOPE_PACKET_VERSION,
+    read_record, DnsRecord, PacketRecord, PERISCOPE_DIR_EGRESS, PERISCOPE_DIR_INGRESS,
+    PERISCOPE_DNS_PAYLOAD, PERISCOPE_DNS_VERSION, PERISCOPE_PACKET_VERSION, PERISCOPE_RECORD_DNS,
     PERISCOPE_RECORD_PACKET,
 };
 
@@ -30,6 +31,73 @@ pub enum DecodeError {
     /// A direction byte that is neither ingress nor egress.
     #[error("packet record direction {0}")]
     BadDirection(u8),
+}
+
+/// Why a `periscope_dns` record gave no DNS event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DnsRecordError {
+    /// Fewer bytes than the record's size, or a payload length past its array.
+    #[error("DNS record of {0} bytes, or its payload length, is too short or too long")]
+    BadSize(usize),
+    /// A DNS record of a layout version this crate does not know.
+    #[error("DNS record version {0}, this build reads version {PERISCOPE_DNS_VERSION}")]
+    UnsupportedVersion(u8),
+    /// The payload on port 53 is not a DNS message we can read (a property of the traffic).
+    #[error("{0}")]
+    Payload(#[from] crate::dns::DnsError),
+}
+
+/// True when a ring-buffer record is a `periscope_dns` record.
+pub fn is_dns_record(bytes: &[u8]) -> bool {
+    bytes.first() == Some(&PERISCOPE_RECORD_DNS)
+}
+
+/// Decodes a `periscope_dns` record: its packet identity and DNS message, interning the
+/// question name in `names`. `Ok(None)` when the payload holds no message (a bare TCP segment).
+pub fn decode_dns(
+    bytes: &[u8],
+    clock: &BootClock,
+    names: &periscope_pipeline::DnsTable,
+) -> Result<Option<periscope_pipeline::model::DnsEvent>, DnsRecordError> {
+    let rec: DnsRecord = read_record(bytes).ok_or(DnsRecordError::BadSize(bytes.len()))?;
+    if rec.version != PERISCOPE_DNS_VERSION {
+        return Err(DnsRecordError::UnsupportedVersion(rec.version));
+    }
+    let len = usize::from(rec.payload_len);
+    if len > PERISCOPE_DNS_PAYLOAD {
+        return Err(DnsRecordError::BadSize(len));
+    }
+    let (network, src_addr, dst_addr) = match rec.ethertype {
+        ETH_P_IPV6 => (
+            NetworkType::Ipv6,
+            IpAddr::V6(Ipv6Addr::from(rec.saddr)),
+            IpAddr::V6(Ipv6Addr::from(rec.daddr)),
+        ),
+        _ => (NetworkType::Ipv4, ipv4(&rec.saddr), ipv4(&rec.daddr)),
+    };
+    let packet = PacketEvent {
+        timestamp_ns: clock.to_unix_ns(rec.ts_boot_ns),
+        device: DeviceRef {
+            netns: NetnsId {
+                inode: rec.netns_inode,
+                cookie: rec.netns_cookie,
+            },
+            ifindex: rec.ifindex,
+        },
+        direction: if rec.direction == PERISCOPE_DIR_EGRESS {
+            Direction::Egress
+        } else {
+            Direction::Ingress
+        },
+        network,
+        transport: Transport::from_ip_protocol(rec.l4_proto),
+        src_addr,
+        dst_addr,
+        src_port: rec.sport,
+        dst_port: rec.dport,
+        ..PacketEvent::default()
+    };
+    Ok(crate::dns::parse(&packet, &rec.payload[..len], names)?)
 }
 
 /// Converts the kernel's `CLOCK_BOOTTIME` timestamps (`bpf_ktime_get_boot_ns`) into Unix

@@ -114,6 +114,11 @@ mod tests {
                 records_lost, sockmap_full, table_full,
             }),
             mirror!(SocketConfig => "periscope_socket_config" { rtt_interval_ns, flags, _pad }),
+            mirror!(DnsRecord => "periscope_dns" {
+                kind, version, hook, direction, ifindex, ts_boot_ns, netns_cookie, netns_inode,
+                ethertype, l4_proto, _pad0, sport, dport, payload_len, _pad1, saddr, daddr,
+                payload,
+            }),
         ]
     }
 
@@ -157,6 +162,9 @@ mod tests {
             PERISCOPE_SOCK_CFG_SEND_RECV_UDP,
             PERISCOPE_SOCK_CFG_SEND_RECV_TCP,
             PERISCOPE_SOCK_CFG_DROPS,
+            PERISCOPE_RECORD_DNS,
+            PERISCOPE_DNS_VERSION,
+            PERISCOPE_DNS_PAYLOAD,
         ]
     }
 

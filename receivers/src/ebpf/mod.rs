@@ -12,10 +12,12 @@ mod decode;
 pub mod layout;
 pub mod records;
 
-pub use decode::{decode_packet, BootClock, DecodeError};
+pub use decode::{
+    decode_dns, decode_packet, is_dns_record, BootClock, DecodeError, DnsRecordError,
+};
 pub use records::{
-    CgroupCountersRecord, CgroupKey, Config, DevCounters, DevKey, DropRecord, PacketRecord,
-    SocketConfig, SocketRecord, SocketStats, Stats,
+    CgroupCountersRecord, CgroupKey, Config, DevCounters, DevKey, DnsRecord, DropRecord,
+    PacketRecord, SocketConfig, SocketRecord, SocketStats, Stats,
 };
 
 use aya::{Btf, Ebpf, EbpfLoader};

@@ -310,6 +310,39 @@ pub struct SocketConfig {
     pub _pad: u32,
 }
 
+/// `enum periscope_record_kind`: a DNS payload record ([`DnsRecord`]).
+pub const PERISCOPE_RECORD_DNS: u8 = 4;
+/// `enum periscope_dns_version`: the [`DnsRecord`] layout this crate reads.
+pub const PERISCOPE_DNS_VERSION: u8 = 1;
+/// `enum periscope_dns_limits`: most payload bytes a [`DnsRecord`] carries.
+pub const PERISCOPE_DNS_PAYLOAD: usize = 512;
+
+/// `struct periscope_dns`: a TCP/UDP packet from or to port 53 with the start of its L4
+/// payload (ring buffer `periscope_events`, with `PERISCOPE_CFG_DNS`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DnsRecord {
+    pub kind: u8,
+    pub version: u8,
+    pub hook: u8,
+    pub direction: u8,
+    pub ifindex: u32,
+    pub ts_boot_ns: u64,
+    pub netns_cookie: u64,
+    pub netns_inode: u32,
+    pub ethertype: u16,
+    pub l4_proto: u8,
+    pub _pad0: u8,
+    pub sport: u16,
+    pub dport: u16,
+    /// Bytes of `payload` filled.
+    pub payload_len: u16,
+    pub _pad1: u16,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    pub payload: [u8; PERISCOPE_DNS_PAYLOAD],
+}
+
 /// Copies a record of type `T` out of raw ring-buffer bytes (any alignment); `None` if too
 /// short.
 pub fn read_record<T: aya::Pod>(bytes: &[u8]) -> Option<T> {
@@ -333,3 +366,4 @@ unsafe impl aya::Pod for CgroupKey {}
 unsafe impl aya::Pod for CgroupCountersRecord {}
 unsafe impl aya::Pod for SocketStats {}
 unsafe impl aya::Pod for SocketConfig {}
+unsafe impl aya::Pod for DnsRecord {}

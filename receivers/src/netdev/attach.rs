@@ -330,6 +330,10 @@ pub struct Attacher {
     /// meanwhile.
     releasing: Vec<(NetnsId, JoinHandle<()>)>,
     stats: AttachStats,
+    /// Where question names of DNS records are interned.
+    dns: periscope_pipeline::DnsTable,
+    /// DNS records whose payload did not parse (counted as receiver errors by the caller).
+    dns_errors: u64,
 }
 
 fn io_errno(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
@@ -465,7 +469,32 @@ impl Attacher {
             releasing: Vec::new(),
             opts,
             stats: AttachStats::default(),
+            dns: periscope_pipeline::DnsTable::default(),
+            dns_errors: 0,
         }
+    }
+
+    /// Interns the question names of DNS records in `dns` (the pipeline's shared table).
+    pub fn with_dns(mut self, dns: periscope_pipeline::DnsTable) -> Attacher {
+        self.dns = dns;
+        self
+    }
+
+    /// DNS records (`always_emit_dns`) whose payload was not a readable DNS message.
+    pub fn dns_errors(&self) -> u64 {
+        self.dns_errors
+    }
+
+    /// Like [`Attacher::drain`], and DNS records (with `always_emit_dns`) become
+    /// [`periscope_pipeline::model::Event::Dns`] events.
+    pub fn drain_events(&mut self, f: &mut dyn FnMut(periscope_pipeline::model::Event)) -> usize {
+        use periscope_pipeline::model::Event;
+        let mut dns = Vec::new();
+        let n = self.drain_with(&mut |ev| f(Event::Packet(ev)), &mut dns);
+        for d in dns {
+            f(Event::Dns(d));
+        }
+        n
     }
 
     /// Keeps `count` instances loaded and verified ahead on a background thread: a new
@@ -984,6 +1013,14 @@ impl Attacher {
 
     /// Reads every ring buffer; calls `f` per decoded record. Returns how many were read.
     pub fn drain(&mut self, f: &mut dyn FnMut(PacketEvent)) -> usize {
+        self.drain_with(f, &mut Vec::new())
+    }
+
+    fn drain_with(
+        &mut self,
+        f: &mut dyn FnMut(PacketEvent),
+        dns: &mut Vec<periscope_pipeline::model::DnsEvent>,
+    ) -> usize {
         if self.clock_at.elapsed() > Duration::from_secs(5) {
             self.clock = BootClock::now();
             self.clock_at = Instant::now();
@@ -991,6 +1028,19 @@ impl Attacher {
         let mut n = 0;
         for state in self.namespaces.values_mut() {
             while let Some(item) = state.ring.next() {
+                if crate::ebpf::is_dns_record(&item) {
+                    match crate::ebpf::decode_dns(&item, &self.clock, &self.dns) {
+                        Ok(Some(d)) => dns.push(d),
+                        Ok(None) => {}
+                        Err(e) => {
+                            if self.dns_errors == 0 {
+                                tracing::warn!("DNS record: {e} (first of its kind; all are counted as errors)");
+                            }
+                            self.dns_errors += 1;
+                        }
+                    }
+                    continue;
+                }
                 match decode_packet(&item, &self.clock) {
                     Ok(ev) => {
                         n += 1;

@@ -46,9 +46,16 @@ pub struct NetdevReceiver {
     attach: AttachOptions,
     devices: DeviceTable,
     source: DiscoverySource,
+    dns: periscope_pipeline::DnsTable,
 }
 
 impl NetdevReceiver {
+    /// Interns the question names of DNS records in `dns` (the pipeline's shared table).
+    pub fn with_dns(mut self, dns: periscope_pipeline::DnsTable) -> Self {
+        self.dns = dns;
+        self
+    }
+
     /// A receiver that attaches per `attach` to what `source` reports.
     pub fn new(
         opts: ReceiverOptions,
@@ -61,6 +68,7 @@ impl NetdevReceiver {
             attach,
             devices,
             source,
+            dns: periscope_pipeline::DnsTable::default(),
         }
     }
 
@@ -103,9 +111,10 @@ impl Receiver for NetdevReceiver {
             attach,
             devices,
             source,
+            dns,
         } = *self;
         let pinned = attach.pin_root.is_some();
-        let mut attacher = Attacher::new(attach, devices);
+        let mut attacher = Attacher::new(attach, devices).with_dns(dns);
         // New namespaces take an instance loaded ahead instead of waiting for a load.
         attacher.preload(super::attach::PRELOADED);
         let (_watcher, rx) = match source {
@@ -250,13 +259,17 @@ fn poll(
     output: &mut EventOutput,
     batch: &mut periscope_pipeline::model::EventBatch,
 ) {
-    attacher.drain(&mut |ev| {
-        batch.push(Event::Packet(ev));
+    let dns_errors = attacher.dns_errors();
+    attacher.drain_events(&mut |ev| {
+        batch.push(ev);
         if batch.is_full() {
             let fresh = output.new_batch();
             output.send(std::mem::replace(batch, fresh));
         }
     });
+    output
+        .counters()
+        .add_errors(attacher.dns_errors() - dns_errors);
     if !batch.is_empty() {
         output.send(std::mem::replace(batch, output.new_batch()));
     }

@@ -17,7 +17,8 @@ use periscope_pipeline::topology::{EventOutput, StopSignal};
 
 pub use file::{CaptureReader, Frame, ReadError, RecordError, MAX_PACKET_BYTES};
 
-use crate::decode::decode_frame;
+use crate::decode::{decode_frame, l4_payload};
+use crate::dns;
 
 /// Replays a pcap or pcapng capture file as packet events (one per captured frame, with the
 /// frame's original length and capture timestamp), then ends.
@@ -27,7 +28,10 @@ use crate::decode::decode_frame;
 /// obsolete packet blocks; packet direction flags). Decodes Ethernet (with VLAN tags), Linux
 /// cooked captures v1/v2, raw IP and BSD loopback; frames of other link types are counted
 /// with timestamp and length only. Each capture interface becomes a device named after the
-/// pcapng `if_name` option, or else after the file (`capture` for `capture.pcap`).
+/// pcapng `if_name` option, or else after the file (`capture` for `capture.pcap`). TCP/UDP
+/// packets from or to port 53 whose payload is a DNS message also become a DNS event (after
+/// their packet event), for the `dns` processor; payloads there that are not DNS count as
+/// errors of the receiver.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PcapConfig {
@@ -77,6 +81,8 @@ impl ReceiverConfig for PcapConfig {
             reader,
             speed: self.speed,
             shown: self.path.display().to_string(),
+            dns: ctx.dns.clone(),
+            dns_errors: 0,
         }))
     }
 }
@@ -88,6 +94,10 @@ pub struct PcapReceiver {
     speed: Speed,
     /// The path as configured, for error messages.
     shown: String,
+    /// Where question names of DNS messages are interned.
+    dns: periscope_pipeline::DnsTable,
+    /// DNS-port payloads that did not parse.
+    dns_errors: u64,
 }
 
 impl Receiver for PcapReceiver {
@@ -95,8 +105,31 @@ impl Receiver for PcapReceiver {
         let mut batch = output.new_batch();
         let mut pacer = Pacer::default();
         loop {
-            let ev = match self.reader.next_frame() {
-                Ok(Some(f)) => decode_frame(f.link, f.data, f.meta),
+            let (ev, dns_ev) = match self.reader.next_frame() {
+                Ok(Some(f)) => {
+                    let ev = decode_frame(f.link, f.data, f.meta);
+                    // DNS messages become an extra event after their packet's.
+                    let payload = dns::is_dns(&ev)
+                        .then(|| l4_payload(f.link, f.data))
+                        .flatten();
+                    let d = match payload {
+                        Some(payload) => {
+                            match dns::parse(&ev, payload, &self.dns) {
+                                Ok(d) => d,
+                                Err(e) => {
+                                    if self.dns_errors == 0 {
+                                        tracing::warn!("{}: {e} (first of its kind; all are counted as errors)", self.shown);
+                                    }
+                                    self.dns_errors += 1;
+                                    output.counters().add_errors(1);
+                                    None
+                                }
+                            }
+                        }
+                        _ => None,
+                    };
+                    (ev, d)
+                }
                 Ok(None) => break,
                 Err(e) => {
                     // What was read before the bad record still counts.
@@ -114,6 +147,9 @@ impl Receiver for PcapReceiver {
                 }
             }
             batch.push(Event::Packet(ev));
+            if let Some(d) = dns_ev {
+                batch.push(Event::Dns(d));
+            }
             if batch.is_full() {
                 output.send(std::mem::replace(&mut batch, output.new_batch()));
                 if stop.is_raised() {

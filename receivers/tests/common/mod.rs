@@ -28,6 +28,7 @@ pub fn context(id: &str) -> BuildContext {
         id: ComponentId::parse(id).expect("component id"),
         devices: DeviceTable::default(),
         sockets: Default::default(),
+        dns: Default::default(),
         counters: Arc::default(),
     }
 }

@@ -472,8 +472,9 @@ impl Processor for Flow {
                         Event::Packet(p) => self.record(p),
                         Event::DeviceCounters(c) => self.record_exact(c),
                         Event::CgroupCounters(c) => self.record_cgroup(c),
-                        // Socket events and drops are the `connections` processor's.
-                        Event::Socket(_) | Event::Drop(_) => {}
+                        // Socket events and drops are the `connections` processor's, bursts
+                        // the `burst` processor's.
+                        Event::Socket(_) | Event::Drop(_) | Event::Burst(_) => {}
                     }
                 }
             }

@@ -1246,6 +1246,7 @@ fn new_namespaces_are_loaded_and_attached_quickly() {
                 records: RecordOptions {
                     flags: periscope_receivers::ebpf::records::PERISCOPE_CFG_RECORDS,
                     sample_rate: 0,
+                    bursts: None,
                 },
                 ring_bytes: 1 << 20,
                 pin_root: None,

@@ -20,6 +20,7 @@ pub fn registry() -> Registry {
         .processor::<periscope_processors::connections::ConnectionsConfig>()
         .processor::<periscope_processors::identity::IdentityConfig>()
         .processor::<periscope_processors::latency::LatencyConfig>()
+        .processor::<periscope_processors::burst::BurstConfig>()
         // exporters
         .exporter::<periscope_exporters::file::FileConfig>()
         .exporter::<periscope_exporters::debug::DebugConfig>()

@@ -72,6 +72,9 @@ enum periscope_config_flags {
 	/* Write a record for every TCP/UDP packet from or to port 53, whatever the
 	 * sampling (and also when PERISCOPE_CFG_RECORDS is off). */
 	PERISCOPE_CFG_DNS = 2,
+	/* Detect bursts per device and direction (parameters in the `.rodata` global
+	 * periscope_burst_config); write periscope_burst records. */
+	PERISCOPE_CFG_BURSTS = 16,
 };
 
 /*
@@ -342,6 +345,86 @@ struct periscope_socket_config {
 	__u64 rtt_interval_ns; /* sockops: at most one RTT record per socket per interval; 0: none */
 	__u32 flags;           /* enum periscope_socket_config_flags */
 	__u32 _pad;
+};
+
+/* ---- bursts: inline microburst detection in packet.bpf.c ------------------------ */
+
+/* The `kind` byte of a burst record (5: leaves 4 free for another packet-path record). */
+enum periscope_burst_kind {
+	PERISCOPE_RECORD_BURST = 5,
+};
+
+/* The `version` byte of a burst record. */
+enum periscope_burst_version {
+	PERISCOPE_BURST_VERSION = 1,
+};
+
+/* periscope_burst.event. */
+enum periscope_burst_event {
+	/* The rate over the window crossed the threshold: start_ts_boot_ns is the
+	 * estimated start, packets/bytes what the burst held when it was detected. */
+	PERISCOPE_BURST_START = 1,
+	/* The rate fell below the threshold x low_permille/1000: the whole burst. */
+	PERISCOPE_BURST_END = 2,
+};
+
+/* periscope_burst_config.mode. */
+enum periscope_burst_mode {
+	/* A burst is a window at or above thr_packets / thr_bytes. */
+	PERISCOPE_BURST_FIXED = 0,
+	/* ... or at or above k x a slowly moving baseline of the window's count,
+	 * whichever is higher (the fixed thresholds are then the floor). */
+	PERISCOPE_BURST_ADAPTIVE = 1,
+};
+
+/*
+ * One burst on one device, direction and hook, as one CPU saw it (the detector
+ * is per CPU; user space merges the CPUs' reports of one burst). Written to
+ * `periscope_events`. Rates are per window: rate = peak_window_* x 1e9 / window_ns.
+ * 80 bytes.
+ */
+struct periscope_burst {
+	__u8 kind;           /* PERISCOPE_RECORD_BURST */
+	__u8 version;        /* PERISCOPE_BURST_VERSION */
+	__u8 event;          /* enum periscope_burst_event */
+	__u8 direction;      /* enum periscope_direction */
+	__u8 hook;           /* enum periscope_hook */
+	__u8 _pad0[3];
+	__u32 ifindex;
+	__u32 cpu;           /* the CPU whose detector this is */
+	__u64 netns_cookie;
+	__u32 netns_inode;
+	__u32 _pad1;
+	__u64 start_ts_boot_ns; /* first dense bucket of the burst (bucket start) */
+	__u64 end_ts_boot_ns;   /* END: last packet in a dense bucket; START: detection time */
+	__u64 packets;          /* packets in the burst's dense buckets */
+	__u64 bytes;
+	__u32 peak_window_packets; /* most packets in one window during the burst */
+	__u32 window_ns;           /* the window, to turn peak_window_* into rates */
+	__u64 peak_window_bytes;
+};
+
+/*
+ * The `.rodata` global `periscope_burst_config` of the packet object, set by the
+ * loader before load; used with PERISCOPE_CFG_BURSTS. Thresholds are per window
+ * (user space converts packets/s and bytes/s). 48 bytes.
+ */
+struct periscope_burst_config {
+	__u64 bucket_ns;      /* width of one bucket */
+	__u32 buckets;        /* buckets per window, 2 .. 32 */
+	__u32 mode;           /* enum periscope_burst_mode */
+	__u64 thr_bytes;      /* bytes per window that start a burst; 0: bytes not used */
+	__u32 thr_packets;    /* packets per window that start a burst; 0: packets not used */
+	__u32 k_x256;         /* adaptive: k x 256 */
+	__u32 low_permille;   /* a burst ends below threshold x this / 1000 (hysteresis) */
+	__u32 ewma_shift;     /* adaptive: baseline time constant, 2^shift buckets */
+	__u64 _pad;
+};
+
+/* Single-entry per-CPU array `periscope_burst_stats`. 16 bytes. */
+struct periscope_burst_stats {
+	__u64 records_lost;   /* burst records whose ring-buffer reservation failed */
+	__u64 state_full;     /* packets not checked: no room for their detector state */
 };
 
 #endif /* PERISCOPE_H */

@@ -473,8 +473,9 @@ impl Processor for Flow {
                         Event::DeviceCounters(c) => self.record_exact(c),
                         Event::CgroupCounters(c) => self.record_cgroup(c),
                         // Socket events and drops are the `connections` processor's, DNS
-                        // messages the `dns` processor's (their packets are counted).
-                        Event::Socket(_) | Event::Drop(_) | Event::Dns(_) => {}
+                        // messages the `dns` processor's (their packets are counted), bursts the
+                        // `burst` processor's.
+                        Event::Socket(_) | Event::Drop(_) | Event::Dns(_) | Event::Burst(_) => {}
                     }
                 }
             }

@@ -1,5 +1,6 @@
 //! Processors: enrich events and turn them into telemetry.
 
+pub mod burst;
 pub mod connections;
 pub mod dns;
 pub mod flow;

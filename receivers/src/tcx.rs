@@ -13,8 +13,8 @@ use periscope_pipeline::config::ConfigDuration;
 
 use crate::netdev::{
     default_counters_interval, default_poll_interval, default_ring_buffer_size,
-    default_sample_rate, AttachOptions, DiscoverySource, EventsMode, Hook, InterfacesConfig,
-    NamespacesConfig, NetdevReceiver, ReceiverOptions, Shared,
+    default_sample_rate, AttachOptions, BurstsConfig, DiscoverySource, EventsMode, Hook,
+    InterfacesConfig, NamespacesConfig, NetdevReceiver, ReceiverOptions, Shared,
 };
 use crate::xdp::pin_root;
 
@@ -83,6 +83,12 @@ pub struct TcxConfig {
     /// host-wide. Default false (see docs/configuration.md, "Attach latency").
     #[serde(default)]
     pub expedite_rcu: bool,
+    /// Microburst detection in the kernel: `{enabled, bucket: 100us, window: 1ms,
+    /// threshold_pps: 20000, threshold_bps, mode: fixed|adaptive, k: 4, baseline: 1s,
+    /// end_ratio: 0.5}`; off by default. Bursts go downstream as burst events (for the `burst`
+    /// processor).
+    #[serde(default)]
+    pub bursts: BurstsConfig,
 }
 
 /// A receiver that holds the expedited-RCU setting for as long as it runs.
@@ -120,6 +126,7 @@ impl Default for TcxConfig {
             poll_interval: default_poll_interval(),
             counters_interval: default_counters_interval(),
             expedite_rcu: false,
+            bursts: BurstsConfig::default(),
         }
     }
 }
@@ -135,6 +142,7 @@ impl TcxConfig {
             ring_buffer_size: self.ring_buffer_size,
             poll_interval: self.poll_interval,
             counters_interval: self.counters_interval,
+            bursts: &self.bursts,
         }
     }
 

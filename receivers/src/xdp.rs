@@ -14,8 +14,8 @@ use periscope_pipeline::config::ConfigDuration;
 
 use crate::netdev::{
     default_counters_interval, default_poll_interval, default_ring_buffer_size,
-    default_sample_rate, AttachOptions, DiscoverySource, EventsMode, Hook, InterfacesConfig,
-    NamespacesConfig, NetdevReceiver, ReceiverOptions, Shared, PIN_ROOT,
+    default_sample_rate, AttachOptions, BurstsConfig, DiscoverySource, EventsMode, Hook,
+    InterfacesConfig, NamespacesConfig, NetdevReceiver, ReceiverOptions, Shared, PIN_ROOT,
 };
 
 /// Observes packets received by every net_device in every network namespace with an XDP
@@ -64,6 +64,12 @@ pub struct XdpConfig {
     /// default 10s.
     #[serde(default = "default_counters_interval")]
     pub counters_interval: ConfigDuration,
+    /// Microburst detection in the kernel: `{enabled, bucket: 100us, window: 1ms,
+    /// threshold_pps: 20000, threshold_bps, mode: fixed|adaptive, k: 4, baseline: 1s,
+    /// end_ratio: 0.5}`; off by default. Bursts go downstream as burst events (for the `burst`
+    /// processor).
+    #[serde(default)]
+    pub bursts: BurstsConfig,
 }
 
 impl Default for XdpConfig {
@@ -78,6 +84,7 @@ impl Default for XdpConfig {
             ring_buffer_size: default_ring_buffer_size(),
             poll_interval: default_poll_interval(),
             counters_interval: default_counters_interval(),
+            bursts: BurstsConfig::default(),
         }
     }
 }
@@ -93,6 +100,7 @@ impl XdpConfig {
             ring_buffer_size: self.ring_buffer_size,
             poll_interval: self.poll_interval,
             counters_interval: self.counters_interval,
+            bursts: &self.bursts,
         }
     }
 

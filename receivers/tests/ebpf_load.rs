@@ -82,10 +82,39 @@ fn the_verifier_accepts_every_program() {
     }
     let programs_load = t.elapsed();
 
-    // The loader's config reached the object's .rodata.
-    let rodata: Array<&MapData, Config> =
+    // With burst detection on, its code is live: the verifier sees it too.
+    let mut bursts = load(
+        &Config {
+            flags: PERISCOPE_CFG_RECORDS | PERISCOPE_CFG_BURSTS,
+            ..config
+        },
+        &btf,
+    );
+    xdp(&mut bursts, names::XDP)
+        .load()
+        .unwrap_or_else(|e| panic!("{} with bursts: {}", names::XDP, chain(&e)));
+    for name in [names::TC_INGRESS, names::TC_EGRESS] {
+        classifier(&mut bursts, name)
+            .load()
+            .unwrap_or_else(|e| panic!("{name} with bursts: {}", chain(&e)));
+    }
+    drop(bursts);
+
+    // The loader's config reached the object's .rodata (which holds periscope_config, then
+    // periscope_burst_config with the object's defaults).
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Rodata {
+        config: Config,
+        bursts: periscope_receivers::ebpf::BurstConfig,
+    }
+    // SAFETY: two Pod structs without padding between them (24 bytes, then 8-aligned).
+    unsafe impl aya::Pod for Rodata {}
+    let rodata: Array<&MapData, Rodata> =
         Array::try_from(bpf.map(".rodata").expect(".rodata map")).expect(".rodata as Config");
-    assert_eq!(rodata.get(&0, 0).expect("read .rodata"), config);
+    let read = rodata.get(&0, 0).expect("read .rodata");
+    assert_eq!(read.config, config);
+    assert_eq!((read.bursts.buckets, read.bursts.bucket_ns), (10, 100_000));
     // The maps are what the Rust side expects them to be.
     PerCpuHashMap::<_, DevKey, DevCounters>::try_from(bpf.map(names::COUNTERS).unwrap())
         .expect("counters map");

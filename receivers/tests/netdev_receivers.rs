@@ -1247,6 +1247,7 @@ fn new_namespaces_are_loaded_and_attached_quickly() {
                 records: RecordOptions {
                     flags: periscope_receivers::ebpf::records::PERISCOPE_CFG_RECORDS,
                     sample_rate: 0,
+                    bursts: None,
                 },
                 ring_bytes: 1 << 20,
                 pin_root: None,

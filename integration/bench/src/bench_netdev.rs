@@ -345,15 +345,21 @@ enum Mode {
     XdpRecords,
     TcxCounters,
     TcxRecords,
+    /// `tcx-counters` with `bursts` on (default parameters: the flood is one long burst).
+    TcxBursts,
+    /// `xdp-counters` with `bursts` on.
+    XdpBursts,
 }
 
-const MODES: [Mode; 6] = [
+const MODES: [Mode; 8] = [
     Mode::None,
     Mode::BareXdp,
     Mode::XdpCounters,
     Mode::XdpRecords,
     Mode::TcxCounters,
     Mode::TcxRecords,
+    Mode::TcxBursts,
+    Mode::XdpBursts,
 ];
 
 impl Mode {
@@ -365,11 +371,17 @@ impl Mode {
             Mode::XdpRecords => "xdp-records",
             Mode::TcxCounters => "tcx-counters",
             Mode::TcxRecords => "tcx-records",
+            Mode::TcxBursts => "tcx-bursts",
+            Mode::XdpBursts => "xdp-bursts",
         }
     }
 
     fn records(self) -> bool {
         matches!(self, Mode::XdpRecords | Mode::TcxRecords)
+    }
+
+    fn bursts(self) -> bool {
+        matches!(self, Mode::TcxBursts | Mode::XdpBursts)
     }
 }
 
@@ -406,7 +418,7 @@ impl Setup<'_> {
             }
             _ => {
                 let hooks = match mode {
-                    Mode::XdpCounters | Mode::XdpRecords => vec![Hook::Xdp],
+                    Mode::XdpCounters | Mode::XdpRecords | Mode::XdpBursts => vec![Hook::Xdp],
                     _ => vec![Hook::TcxIngress, Hook::TcxEgress],
                 };
                 let mut attacher = Attacher::new(
@@ -416,10 +428,21 @@ impl Setup<'_> {
                         records: RecordOptions {
                             flags: if mode.records() {
                                 PERISCOPE_CFG_RECORDS
+                            } else if mode.bursts() {
+                                periscope_receivers::ebpf::records::PERISCOPE_CFG_BURSTS
                             } else {
                                 0
                             },
                             sample_rate: 0,
+                            bursts: if mode.bursts() {
+                                periscope_receivers::netdev::BurstsConfig {
+                                    enabled: true,
+                                    ..Default::default()
+                                }
+                                .resolve()
+                            } else {
+                                None
+                            },
                         },
                         ring_bytes: RING_BYTES,
                         pin_root: None,
@@ -935,7 +958,10 @@ fn run() -> Result<()> {
             cost[i],
             paired(i, 0),
             iqr(i, 0),
-            if matches!(mode, Mode::XdpCounters | Mode::XdpRecords | Mode::BareXdp) {
+            if matches!(
+                mode,
+                Mode::XdpCounters | Mode::XdpRecords | Mode::BareXdp | Mode::XdpBursts
+            ) {
                 format!("{:.3}", paired(i, 1))
             } else {
                 "-".into()
@@ -999,6 +1025,12 @@ fn run() -> Result<()> {
         target(paired(3, 1) <= 1.10),
         drained / 1e6,
         target(drained >= 2e6),
+    );
+    let _ = writeln!(
+        report,
+        "bursts (detector on, no records): TCX {:.3}× tcx-counters, XDP {:.3}× xdp-counters",
+        paired(6, 4),
+        paired(7, 2),
     );
     let mut cmd = "cargo run --release -p periscope-bench --bin bench-netdev --".to_string();
     let _ = write!(cmd, " --rounds {} --packets {}", args.rounds, args.packets);
@@ -1205,6 +1237,7 @@ fn attach_latency(samples: usize, xdp: bool, pause: Duration) -> Result<()> {
             records: RecordOptions {
                 flags: 0,
                 sample_rate: 0,
+                bursts: None,
             },
             ring_bytes: 1 << 20,
             pin_root: None,

@@ -21,6 +21,7 @@ pub fn registry() -> Registry {
         .processor::<periscope_processors::identity::IdentityConfig>()
         .processor::<periscope_processors::latency::LatencyConfig>()
         .processor::<periscope_processors::dns::DnsConfig>()
+        .processor::<periscope_processors::burst::BurstConfig>()
         // exporters
         .exporter::<periscope_exporters::file::FileConfig>()
         .exporter::<periscope_exporters::debug::DebugConfig>()

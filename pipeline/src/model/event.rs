@@ -489,6 +489,51 @@ impl Default for DnsEvent {
     }
 }
 
+/// Whether a burst report opens or closes a burst.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum BurstPhase {
+    /// The rate over the detector's window crossed the threshold: `start_ns` is the estimated
+    /// start, `end_ns` the detection time, counts what the burst held then.
+    #[default]
+    Start,
+    /// The rate fell back: the whole burst.
+    End,
+}
+
+/// A microburst on one device and direction, from the kernel's inline detector (`bursts` on
+/// the `xdp`/`tcx` receivers). The detector runs per CPU: each report is one CPU's view, and
+/// the `burst` processor merges the reports of one burst.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BurstEvent {
+    pub phase: BurstPhase,
+    pub device: DeviceRef,
+    pub direction: Direction,
+    /// The CPU whose detector reported it; [`BurstEvent::MERGED`] once merged.
+    pub cpu: u32,
+    /// Start of the burst, nanoseconds since the Unix epoch.
+    pub start_ns: u64,
+    /// End of the burst (its last dense bucket's last packet), nanoseconds since the epoch.
+    pub end_ns: u64,
+    /// Packets in the burst.
+    pub packets: u64,
+    /// Bytes (L2 frame length) in the burst.
+    pub bytes: u64,
+    /// Highest rate over one detector window, packets per second.
+    pub peak_pps: u64,
+    /// Highest rate over one detector window, bytes per second.
+    pub peak_bytes_per_s: u64,
+}
+
+impl BurstEvent {
+    /// The `cpu` of a report merged from several CPUs' reports.
+    pub const MERGED: u32 = u32::MAX;
+
+    /// How long the burst lasted, in nanoseconds.
+    pub fn duration_ns(&self) -> u64 {
+        self.end_ns.saturating_sub(self.start_ns)
+    }
+}
+
 /// Every kind of event a receiver can produce. New kinds become new variants; processors
 /// pass on variants they do not handle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -499,6 +544,7 @@ pub enum Event {
     Drop(DropEvent),
     CgroupCounters(CgroupCounters),
     Dns(DnsEvent),
+    Burst(BurstEvent),
 }
 
 impl Event {
@@ -511,6 +557,7 @@ impl Event {
             Event::Drop(d) => d.timestamp_ns,
             Event::CgroupCounters(c) => c.timestamp_ns,
             Event::Dns(d) => d.timestamp_ns,
+            Event::Burst(b) => b.end_ns,
         }
     }
 }

@@ -30,6 +30,30 @@ pub const TCP_RETRANSMITS: &str = "periscope.tcp.retransmits";
 pub const UDP_DATAGRAMS: &str = "periscope.udp.datagrams";
 /// Packets the kernel dropped, by reason (connections processor).
 pub const DROPS: &str = "periscope.drops";
+/// Microbursts detected (burst processor).
+pub const BURST_COUNT: &str = "periscope.burst.count";
+/// How long microbursts lasted, seconds (burst processor).
+pub const BURST_DURATION: &str = "periscope.burst.duration";
+/// Packets in microbursts (burst processor).
+pub const BURST_PACKETS: &str = "periscope.burst.packets";
+/// Highest packet rate in a burst per device since the last point (burst processor).
+pub const BURST_PEAK_RATE: &str = "periscope.burst.peak_rate";
+/// Burst reports, packets and flows not tracked because of a cap (burst processor).
+pub const BURST_UNTRACKED: &str = "periscope.burst.untracked";
+/// Burst spans: the span name (burst processor).
+pub const SPAN_NETWORK_BURST: &str = "network.burst";
+/// Burst spans: the name of a span event per top flow.
+pub const SPAN_EVENT_BURST_FLOW: &str = "network.burst.flow";
+/// Burst span attributes.
+pub const ATTR_BURST_PACKETS: &str = "periscope.burst.packets";
+pub const ATTR_BURST_BYTES: &str = "periscope.burst.bytes";
+pub const ATTR_BURST_PEAK_PPS: &str = "periscope.burst.peak_pps";
+pub const ATTR_BURST_PEAK_BPS: &str = "periscope.burst.peak_bps";
+pub const ATTR_BURST_CPUS: &str = "periscope.burst.cpus";
+/// Packets of one flow in a burst (attribute of a `network.burst.flow` span event).
+pub const ATTR_BURST_FLOW_PACKETS: &str = "periscope.burst.flow.packets";
+/// Why `periscope.burst.untracked` counted: `device` or `flow`.
+pub const ATTR_BURST_UNTRACKED_REASON: &str = "periscope.burst.untracked.reason";
 /// Smoothed TCP round-trip time, seconds (latency processor).
 pub const TCP_RTT: &str = "periscope.tcp.rtt";
 /// TCP connect latency, SYN → established on the client, seconds (latency processor).
@@ -160,6 +184,20 @@ pub const ALL: &[&str] = &[
     TCP_RETRANSMITS,
     UDP_DATAGRAMS,
     DROPS,
+    BURST_COUNT,
+    BURST_DURATION,
+    BURST_PACKETS,
+    BURST_PEAK_RATE,
+    BURST_UNTRACKED,
+    SPAN_NETWORK_BURST,
+    SPAN_EVENT_BURST_FLOW,
+    ATTR_BURST_PACKETS,
+    ATTR_BURST_BYTES,
+    ATTR_BURST_PEAK_PPS,
+    ATTR_BURST_PEAK_BPS,
+    ATTR_BURST_CPUS,
+    ATTR_BURST_FLOW_PACKETS,
+    ATTR_BURST_UNTRACKED_REASON,
     TCP_RTT,
     TCP_CONNECT_DURATION,
     TCP_RESPONSE_DURATION,

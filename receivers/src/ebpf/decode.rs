@@ -3,12 +3,13 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use periscope_pipeline::model::{
-    DeviceRef, Direction, NetnsId, NetworkType, PacketEvent, Transport,
+    BurstEvent, BurstPhase, DeviceRef, Direction, NetnsId, NetworkType, PacketEvent, Transport,
 };
 
 use super::records::{
-    read_record, DnsRecord, PacketRecord, PERISCOPE_DIR_EGRESS, PERISCOPE_DIR_INGRESS,
-    PERISCOPE_DNS_PAYLOAD, PERISCOPE_DNS_VERSION, PERISCOPE_PACKET_VERSION, PERISCOPE_RECORD_DNS,
+    read_record, BurstRecord, DnsRecord, PacketRecord, PERISCOPE_BURST_END,
+    PERISCOPE_BURST_VERSION, PERISCOPE_DIR_EGRESS, PERISCOPE_DIR_INGRESS, PERISCOPE_DNS_PAYLOAD,
+    PERISCOPE_DNS_VERSION, PERISCOPE_PACKET_VERSION, PERISCOPE_RECORD_BURST, PERISCOPE_RECORD_DNS,
     PERISCOPE_RECORD_PACKET,
 };
 
@@ -219,6 +220,57 @@ pub fn decode_packet(bytes: &[u8], clock: &BootClock) -> Result<PacketEvent, Dec
     })
 }
 
+/// Decodes one burst record (the bytes of a `struct periscope_burst`) into a burst event (one
+/// CPU's report; see [`BurstEvent`]).
+pub fn decode_burst(bytes: &[u8], clock: &BootClock) -> Result<BurstEvent, DecodeError> {
+    let Some(rec) = super::records::read_record::<BurstRecord>(bytes) else {
+        return Err(DecodeError::TooShort {
+            len: bytes.len(),
+            need: size_of::<BurstRecord>(),
+        });
+    };
+    if rec.kind != PERISCOPE_RECORD_BURST {
+        return Err(DecodeError::UnknownKind(rec.kind));
+    }
+    if rec.version != PERISCOPE_BURST_VERSION {
+        return Err(DecodeError::UnsupportedVersion(rec.version));
+    }
+    let direction = match rec.direction {
+        PERISCOPE_DIR_INGRESS => Direction::Ingress,
+        PERISCOPE_DIR_EGRESS => Direction::Egress,
+        d => return Err(DecodeError::BadDirection(d)),
+    };
+    let per_s = |per_window: u64| {
+        if rec.window_ns == 0 {
+            0
+        } else {
+            (u128::from(per_window) * 1_000_000_000 / u128::from(rec.window_ns)) as u64
+        }
+    };
+    Ok(BurstEvent {
+        phase: if rec.event == PERISCOPE_BURST_END {
+            BurstPhase::End
+        } else {
+            BurstPhase::Start
+        },
+        device: DeviceRef {
+            netns: NetnsId {
+                inode: rec.netns_inode,
+                cookie: rec.netns_cookie,
+            },
+            ifindex: rec.ifindex,
+        },
+        direction,
+        cpu: rec.cpu,
+        start_ns: clock.to_unix_ns(rec.start_ts_boot_ns),
+        end_ns: clock.to_unix_ns(rec.end_ts_boot_ns.max(rec.start_ts_boot_ns)),
+        packets: rec.packets,
+        bytes: rec.bytes,
+        peak_pps: per_s(u64::from(rec.peak_window_packets)),
+        peak_bytes_per_s: per_s(rec.peak_window_bytes),
+    })
+}
+
 fn ipv4(addr: &[u8; 16]) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]))
 }
@@ -359,6 +411,43 @@ mod tests {
             decode_packet(d.as_bytes(), &clock),
             Err(DecodeError::BadDirection(3))
         );
+    }
+
+    #[test]
+    fn decodes_a_burst_end() {
+        let r = BurstRecord {
+            kind: PERISCOPE_RECORD_BURST,
+            version: PERISCOPE_BURST_VERSION,
+            event: PERISCOPE_BURST_END,
+            direction: PERISCOPE_DIR_EGRESS,
+            hook: PERISCOPE_HOOK_TC,
+            ifindex: 3,
+            cpu: 1,
+            netns_inode: 42,
+            start_ts_boot_ns: 1_000_000,
+            end_ts_boot_ns: 3_000_000,
+            packets: 500,
+            bytes: 50_000,
+            peak_window_packets: 60,
+            window_ns: 1_000_000,
+            peak_window_bytes: 6_000,
+            ..BurstRecord::default()
+        };
+        // SAFETY: repr(C) without padding (layout tests).
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&r as *const BurstRecord).cast::<u8>(),
+                size_of::<BurstRecord>(),
+            )
+        };
+        let ev = decode_burst(bytes, &BootClock::from_offset_ns(10)).unwrap();
+        assert_eq!(ev.phase, BurstPhase::End);
+        assert_eq!(ev.direction, Direction::Egress);
+        assert_eq!((ev.start_ns, ev.end_ns), (1_000_010, 3_000_010));
+        assert_eq!((ev.packets, ev.bytes, ev.cpu), (500, 50_000, 1));
+        assert_eq!((ev.peak_pps, ev.peak_bytes_per_s), (60_000, 6_000_000));
+        assert_eq!(ev.device.netns.inode, 42);
+        assert!(decode_burst(&bytes[..10], &BootClock::from_offset_ns(0)).is_err());
     }
 
     #[test]

@@ -119,6 +119,16 @@ mod tests {
                 ethertype, l4_proto, _pad0, sport, dport, payload_len, _pad1, saddr, daddr,
                 payload,
             }),
+            mirror!(BurstRecord => "periscope_burst" {
+                kind, version, event, direction, hook, _pad0, ifindex, cpu, netns_cookie,
+                netns_inode, _pad1, start_ts_boot_ns, end_ts_boot_ns, packets, bytes,
+                peak_window_packets, window_ns, peak_window_bytes,
+            }),
+            mirror!(BurstConfig => "periscope_burst_config" {
+                bucket_ns, buckets, mode, thr_bytes, thr_packets, k_x256, low_permille,
+                ewma_shift, _pad,
+            }),
+            mirror!(BurstStats => "periscope_burst_stats" { records_lost, state_full }),
         ]
     }
 
@@ -165,6 +175,13 @@ mod tests {
             PERISCOPE_RECORD_DNS,
             PERISCOPE_DNS_VERSION,
             PERISCOPE_DNS_PAYLOAD,
+            PERISCOPE_CFG_BURSTS,
+            PERISCOPE_RECORD_BURST,
+            PERISCOPE_BURST_VERSION,
+            PERISCOPE_BURST_START,
+            PERISCOPE_BURST_END,
+            PERISCOPE_BURST_FIXED,
+            PERISCOPE_BURST_ADAPTIVE,
         ]
     }
 

@@ -13,11 +13,12 @@ pub mod layout;
 pub mod records;
 
 pub use decode::{
-    decode_dns, decode_packet, is_dns_record, BootClock, DecodeError, DnsRecordError,
+    decode_burst, decode_dns, decode_packet, is_dns_record, BootClock, DecodeError,
+    DnsRecordError,
 };
 pub use records::{
-    CgroupCountersRecord, CgroupKey, Config, DevCounters, DevKey, DnsRecord, DropRecord,
-    PacketRecord, SocketConfig, SocketRecord, SocketStats, Stats,
+    BurstConfig, BurstRecord, BurstStats, CgroupCountersRecord, CgroupKey, Config, DevCounters,
+    DevKey, DnsRecord, DropRecord, PacketRecord, SocketConfig, SocketRecord, SocketStats, Stats,
 };
 
 use aya::{Btf, Ebpf, EbpfLoader};
@@ -47,6 +48,10 @@ pub mod names {
     pub const CGROUP_COUNTERS: &str = "periscope_cgroup_counters";
     /// Per-CPU array: packets the cgroup_skb programs could not count (hash full).
     pub const CGROUP_FULL: &str = "periscope_cgroup_full";
+    /// The `.rodata` global holding a [`BurstConfig`](super::BurstConfig).
+    pub const BURST_CONFIG: &str = "periscope_burst_config";
+    /// Per-CPU array with one [`BurstStats`](super::BurstStats) at index 0.
+    pub const BURST_STATS: &str = "periscope_burst_stats";
     /// The sk_msg object's sockhash.
     pub const SOCKHASH: &str = "periscope_sockhash";
 }

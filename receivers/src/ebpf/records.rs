@@ -33,6 +33,8 @@ pub const PERISCOPE_CFG_RECORDS: u32 = 1;
 /// `enum periscope_config_flags`: write a record for every TCP/UDP packet from or to port 53,
 /// whatever the sampling.
 pub const PERISCOPE_CFG_DNS: u32 = 2;
+/// `enum periscope_config_flags`: detect bursts (parameters in [`BurstConfig`]).
+pub const PERISCOPE_CFG_BURSTS: u32 = 16;
 
 /// `struct periscope_packet`: one packet seen by an XDP or TC program (ring buffer
 /// `periscope_events`).
@@ -367,3 +369,73 @@ unsafe impl aya::Pod for CgroupCountersRecord {}
 unsafe impl aya::Pod for SocketStats {}
 unsafe impl aya::Pod for SocketConfig {}
 unsafe impl aya::Pod for DnsRecord {}
+
+/// `enum periscope_burst_kind`: a burst record ([`BurstRecord`]).
+pub const PERISCOPE_RECORD_BURST: u8 = 5;
+/// `enum periscope_burst_version`: the [`BurstRecord`] layout this crate reads.
+pub const PERISCOPE_BURST_VERSION: u8 = 1;
+/// `enum periscope_burst_event`: the window crossed the threshold.
+pub const PERISCOPE_BURST_START: u8 = 1;
+/// `enum periscope_burst_event`: the rate fell back; the whole burst.
+pub const PERISCOPE_BURST_END: u8 = 2;
+/// `enum periscope_burst_mode`: fixed thresholds.
+pub const PERISCOPE_BURST_FIXED: u32 = 0;
+/// `enum periscope_burst_mode`: k × a moving baseline (the fixed thresholds are the floor).
+pub const PERISCOPE_BURST_ADAPTIVE: u32 = 1;
+
+/// `struct periscope_burst`: one burst on one device, direction and hook, as one CPU saw it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BurstRecord {
+    pub kind: u8,
+    pub version: u8,
+    pub event: u8,
+    pub direction: u8,
+    pub hook: u8,
+    pub _pad0: [u8; 3],
+    pub ifindex: u32,
+    pub cpu: u32,
+    pub netns_cookie: u64,
+    pub netns_inode: u32,
+    pub _pad1: u32,
+    /// `CLOCK_BOOTTIME` nanoseconds.
+    pub start_ts_boot_ns: u64,
+    /// `CLOCK_BOOTTIME` nanoseconds.
+    pub end_ts_boot_ns: u64,
+    pub packets: u64,
+    pub bytes: u64,
+    pub peak_window_packets: u32,
+    pub window_ns: u32,
+    pub peak_window_bytes: u64,
+}
+
+/// `struct periscope_burst_config`: the `.rodata` global `periscope_burst_config`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BurstConfig {
+    pub bucket_ns: u64,
+    pub buckets: u32,
+    /// `PERISCOPE_BURST_FIXED` or `PERISCOPE_BURST_ADAPTIVE`.
+    pub mode: u32,
+    /// Bytes per window; 0: not used.
+    pub thr_bytes: u64,
+    /// Packets per window; 0: not used.
+    pub thr_packets: u32,
+    pub k_x256: u32,
+    pub low_permille: u32,
+    pub ewma_shift: u32,
+    pub _pad: u64,
+}
+
+/// `struct periscope_burst_stats`: the one-entry per-CPU array `periscope_burst_stats`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BurstStats {
+    pub records_lost: u64,
+    pub state_full: u64,
+}
+
+// SAFETY: as above (repr(C), integers only, no implicit padding: checked by the layout tests).
+unsafe impl aya::Pod for BurstRecord {}
+unsafe impl aya::Pod for BurstConfig {}
+unsafe impl aya::Pod for BurstStats {}

@@ -24,11 +24,13 @@ use periscope_pipeline::model::{
     DeviceCounters, DeviceRef, Direction, NetnsId, PacketEvent, Transport,
 };
 
-use crate::ebpf::records::{PERISCOPE_DIR_EGRESS, PERISCOPE_DIR_INGRESS};
+use crate::ebpf::decode_burst;
+use crate::ebpf::records::{PERISCOPE_DIR_EGRESS, PERISCOPE_DIR_INGRESS, PERISCOPE_RECORD_BURST};
 use crate::ebpf::{
     decode_packet, names, packet_object, BootClock, Config, DevCounters, DevKey, Stats,
 };
 use crate::netns::{Device, Namespace};
+use periscope_pipeline::model::BurstEvent;
 
 use super::options::{InterfaceFilter, RecordOptions};
 
@@ -86,6 +88,10 @@ fn new_loader(records: &RecordOptions, ring_bytes: u32) -> EbpfLoader<'static> {
     let mut l = EbpfLoader::new();
     l.map_max_entries(names::EVENTS, ring_bytes);
     l.override_global(names::CONFIG, config, true);
+    if let Some(b) = records.bursts {
+        let b: &'static crate::ebpf::BurstConfig = Box::leak(Box::new(b));
+        l.override_global(names::BURST_CONFIG, b, true);
+    }
     l
 }
 
@@ -334,6 +340,10 @@ pub struct Attacher {
     dns: periscope_pipeline::DnsTable,
     /// DNS records whose payload did not parse (counted as receiver errors by the caller).
     dns_errors: u64,
+    /// Burst reports read by [`Attacher::drain`], for [`Attacher::take_bursts`].
+    bursts: Vec<BurstEvent>,
+    /// Burst losses (records, state) reported so far by [`Attacher::take_burst_losses`].
+    burst_losses_seen: (u64, u64),
 }
 
 fn io_errno(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
@@ -471,6 +481,8 @@ impl Attacher {
             stats: AttachStats::default(),
             dns: periscope_pipeline::DnsTable::default(),
             dns_errors: 0,
+            bursts: Vec::new(),
+            burst_losses_seen: (0, 0),
         }
     }
 
@@ -1028,6 +1040,18 @@ impl Attacher {
         let mut n = 0;
         for state in self.namespaces.values_mut() {
             while let Some(item) = state.ring.next() {
+                if item.first() == Some(&PERISCOPE_RECORD_BURST) {
+                    match decode_burst(&item, &self.clock) {
+                        Ok(b) => self.bursts.push(b),
+                        Err(e) => {
+                            if self.stats.decode_errors == 0 {
+                                tracing::error!("undecodable burst record: {e}");
+                            }
+                            self.stats.decode_errors += 1;
+                        }
+                    }
+                    continue;
+                }
                 if crate::ebpf::is_dns_record(&item) {
                     match crate::ebpf::decode_dns(&item, &self.clock, &self.dns) {
                         Ok(Some(d)) => dns.push(d),
@@ -1060,6 +1084,41 @@ impl Attacher {
             }
         }
         n
+    }
+
+    /// The burst reports (one CPU's view each) read by [`Attacher::drain`] since the last call.
+    pub fn take_bursts(&mut self) -> Vec<BurstEvent> {
+        std::mem::take(&mut self.bursts)
+    }
+
+    /// Burst records lost to full ring buffers and packets the burst detector could not
+    /// check (its state table full), since the last call, over the namespaces this process
+    /// loaded (adopted pinned instances are not read).
+    pub fn take_burst_losses(&mut self) -> (u64, u64) {
+        let mut total = (0, 0);
+        for state in self.namespaces.values() {
+            let Programs::Fresh(bpf) = &state.programs else {
+                continue;
+            };
+            let Some(map) = bpf.map(names::BURST_STATS) else {
+                continue;
+            };
+            let Ok(arr) = PerCpuArray::<&MapData, crate::ebpf::BurstStats>::try_from(map) else {
+                continue;
+            };
+            if let Ok(per_cpu) = arr.get(&0, 0) {
+                for s in per_cpu.iter() {
+                    total.0 += s.records_lost;
+                    total.1 += s.state_full;
+                }
+            }
+        }
+        let new = (
+            total.0.saturating_sub(self.burst_losses_seen.0),
+            total.1.saturating_sub(self.burst_losses_seen.1),
+        );
+        self.burst_losses_seen = total;
+        new
     }
 
     /// Exact totals per device, direction and transport, and the records lost since the last

@@ -11,11 +11,13 @@
 //! receivers are two configurations of it.
 
 mod attach;
+mod bursts;
 mod options;
 mod receiver;
 
 pub(crate) use attach::set_netns;
 pub use attach::{chain, AttachOptions, AttachStats, Attacher, DeviceOutcome, Hook, PRELOADED};
+pub use bursts::{BurstMode, BurstsConfig, MAX_BURST_BUCKETS};
 pub(crate) use options::{
     default_counters_interval, default_poll_interval, default_ring_buffer_size, default_sample_rate,
 };

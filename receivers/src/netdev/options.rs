@@ -9,7 +9,7 @@ use serde::Deserialize;
 use periscope_pipeline::component::Invalid;
 use periscope_pipeline::config::ConfigDuration;
 
-use crate::ebpf::records::{PERISCOPE_CFG_DNS, PERISCOPE_CFG_RECORDS};
+use crate::ebpf::records::{PERISCOPE_CFG_BURSTS, PERISCOPE_CFG_DNS, PERISCOPE_CFG_RECORDS};
 use crate::netns::NamespaceScope;
 
 /// Which network namespaces to attach in: `all`, a list of `/run/netns` names or nsfs paths
@@ -181,6 +181,8 @@ pub struct RecordOptions {
     pub flags: u32,
     /// 1 in N when sampling, else 0.
     pub sample_rate: u32,
+    /// Burst detection parameters ([`PERISCOPE_CFG_BURSTS`] is in `flags` with them).
+    pub bursts: Option<crate::ebpf::BurstConfig>,
 }
 
 /// The options both receivers have (each config repeats them with its own docs; this is
@@ -195,6 +197,7 @@ pub struct Shared<'a> {
     pub ring_buffer_size: u32,
     pub poll_interval: ConfigDuration,
     pub counters_interval: ConfigDuration,
+    pub bursts: &'a super::bursts::BurstsConfig,
 }
 
 /// Smallest ring buffer: one page.
@@ -207,6 +210,7 @@ impl Shared<'_> {
     pub fn validate(&self, errors: &mut Vec<Invalid>) {
         self.namespaces.validate(errors);
         self.interfaces.validate(errors);
+        self.bursts.validate(errors);
         if self.events == EventsMode::Sample && self.sample_rate < 2 {
             errors.push(Invalid::new(
                 "sample_rate",
@@ -256,7 +260,12 @@ impl Shared<'_> {
         if self.always_emit_dns {
             flags |= PERISCOPE_CFG_DNS;
         }
+        let bursts = self.bursts.resolve();
+        if bursts.is_some() {
+            flags |= PERISCOPE_CFG_BURSTS;
+        }
         RecordOptions {
+            bursts,
             flags,
             sample_rate: if self.events == EventsMode::Sample {
                 self.sample_rate
@@ -291,6 +300,7 @@ mod tests {
     fn events_map_to_program_flags() {
         let ns = NamespacesConfig::default();
         let ifs = InterfacesConfig::default();
+        let bursts = super::super::bursts::BurstsConfig::default();
         let shared = |events, always_emit_dns| Shared {
             namespaces: &ns,
             interfaces: &ifs,
@@ -300,6 +310,7 @@ mod tests {
             ring_buffer_size: 1 << 20,
             poll_interval: default_poll_interval(),
             counters_interval: default_counters_interval(),
+            bursts: &bursts,
         };
         let r = shared(EventsMode::All, false).records();
         assert_eq!((r.flags, r.sample_rate), (PERISCOPE_CFG_RECORDS, 0));

@@ -270,6 +270,12 @@ fn poll(
     output
         .counters()
         .add_errors(attacher.dns_errors() - dns_errors);
+    for b in attacher.take_bursts() {
+        batch.push(Event::Burst(b));
+        if batch.is_full() {
+            output.send(std::mem::replace(batch, output.new_batch()));
+        }
+    }
     if !batch.is_empty() {
         output.send(std::mem::replace(batch, output.new_batch()));
     }
@@ -291,6 +297,22 @@ fn send_counters(
         );
     }
     push_counters(output, batch, counters);
+    let (bursts_lost, unchecked) = attacher.take_burst_losses();
+    if bursts_lost > 0 {
+        output.counters().add_dropped(bursts_lost);
+        tracing::warn!(
+            receiver = %opts.id,
+            "{bursts_lost} burst records lost to full ring buffers (raise ring_buffer_size or \
+             lower poll_interval)"
+        );
+    }
+    if unchecked > 0 {
+        tracing::warn!(
+            receiver = %opts.id,
+            "{unchecked} packets not checked for bursts: the detector's state table (1024 \
+             devices × directions × hooks) is full"
+        );
+    }
 }
 
 fn push_counters(

@@ -1,0 +1,839 @@
+//! The `burst` processor: the kernel's burst reports (`bursts` on the `xdp`/`tcx` receivers)
+//! → one burst per device, direction and time span (the per-CPU reports of one burst merged),
+//! metrics (`periscope.burst.count`, `.duration`, `.packets`, `.peak_rate`) and, for traces
+//! pipelines, a `network.burst` span per burst with the flows that sent the most packets in it.
+//!
+//! Merging: the kernel's detector runs per CPU, so a burst whose packets were handled on
+//! several CPUs is reported once per CPU. End reports of one device and direction whose time
+//! spans overlap are one burst (start: the earliest, end: the latest, packets and bytes
+//! summed, peak rates summed over CPUs — an upper bound). A burst is final `merge_delay` after
+//! its last report, once no CPU still has a burst open on that device that began before its
+//! end (or, at the latest, one second after that).
+//!
+//! Top flows: packet events of a device are counted per 5-tuple while one of its bursts is open
+//! (from the first CPU's start report) and within a finished burst's time span until it is
+//! final; the packets just before the detection come from a short per-device history of the
+//! last packets. With sampled packet records the counts are of sampled packets.
+//!
+//! Memory is bounded: `max_devices` devices tracked (burst reports and packets of others are
+//! counted in `periscope.burst.untracked` with `reason=device`), `max_flows` flows per burst
+//! (`reason=flow`), and `cardinality_limit` series per metric (further series go to one
+//! series marked `otel.metric.overflow=true`).
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::hash::{BuildHasher, Hasher};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use rustc_hash::FxHashMap;
+use serde::Deserialize;
+
+use periscope_pipeline::component::{
+    BuildContext, ComponentConfig, Emitter, Invalid, Processor, ProcessorConfig,
+};
+use periscope_pipeline::config::ConfigDuration;
+use periscope_pipeline::devices::DeviceTable;
+use periscope_pipeline::model::{
+    BurstEvent, BurstPhase, DeviceRef, Direction, Event, HistogramPoint, KeyValue, Metric,
+    MetricData, MetricsBatch, Number, NumberPoint, PacketEvent, Payload, Scope, Span, SpanEvent,
+    SpanKind, SpanStatus, Telemetry, Temporality, TracesBatch, Transport,
+};
+use periscope_pipeline::telemetry::{names, now_ns};
+
+use crate::latency::Recorder;
+
+/// Turns the kernel's burst reports into one burst per device, direction and time span:
+/// `periscope.burst.count`, `periscope.burst.duration` (histogram, seconds),
+/// `periscope.burst.packets` and `periscope.burst.peak_rate` (highest packets/s per device in
+/// the interval) every `interval`, and a `network.burst` span per burst with its top flows
+/// (needs packet records: `events: all` or `sample` on the receiver). Passes every event on
+/// unchanged.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BurstConfig {
+    /// How often the metrics are emitted (and once more at stop); default 10s.
+    #[serde(default = "default_interval")]
+    pub interval: ConfigDuration,
+    /// `cumulative` (default) or `delta` for the count, packets and duration metrics.
+    #[serde(default)]
+    pub temporality: Temporality,
+    /// How long after its last report a burst waits for other CPUs' reports of it before it
+    /// is final (recorded, and its span sent); default 50ms.
+    #[serde(default = "default_merge_delay")]
+    pub merge_delay: ConfigDuration,
+    /// Upper bounds of the duration histogram's buckets, in seconds, strictly increasing.
+    /// Default: 100µs, 250µs, 500µs, 1ms, 2.5ms, 5ms, 10ms, 25ms, 50ms, 100ms, 250ms, 500ms,
+    /// 1s.
+    #[serde(default = "default_boundaries")]
+    pub boundaries: Vec<f64>,
+    /// Send a `network.burst` span per burst (traces pipelines); default true.
+    #[serde(default = "default_true")]
+    pub spans: bool,
+    /// How many flows (by packets) a burst's span lists; default 5.
+    #[serde(default = "default_top_flows")]
+    pub top_flows: usize,
+    /// Most devices (device and direction) tracked at once; reports and packets of further
+    /// devices are counted in `periscope.burst.untracked` (`reason=device`). Default 1024.
+    #[serde(default = "default_max_devices")]
+    pub max_devices: usize,
+    /// Most flows counted per burst; packets of further flows are counted in
+    /// `periscope.burst.untracked` (`reason=flow`). Default 1024.
+    #[serde(default = "default_max_flows")]
+    pub max_flows: usize,
+    /// Most series per metric; further series go to one series marked
+    /// `otel.metric.overflow=true`. Default 1000.
+    #[serde(default = "default_cardinality_limit")]
+    pub cardinality_limit: usize,
+}
+
+fn default_interval() -> ConfigDuration {
+    ConfigDuration::from_secs(10)
+}
+fn default_merge_delay() -> ConfigDuration {
+    ConfigDuration::from_millis(50)
+}
+/// Default duration bucket bounds, seconds.
+pub const DEFAULT_BOUNDARIES: [f64; 13] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
+fn default_boundaries() -> Vec<f64> {
+    DEFAULT_BOUNDARIES.to_vec()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_top_flows() -> usize {
+    5
+}
+fn default_max_devices() -> usize {
+    1024
+}
+fn default_max_flows() -> usize {
+    1024
+}
+fn default_cardinality_limit() -> usize {
+    1000
+}
+
+impl Default for BurstConfig {
+    fn default() -> Self {
+        BurstConfig {
+            interval: default_interval(),
+            temporality: Temporality::Cumulative,
+            merge_delay: default_merge_delay(),
+            boundaries: default_boundaries(),
+            spans: true,
+            top_flows: default_top_flows(),
+            max_devices: default_max_devices(),
+            max_flows: default_max_flows(),
+            cardinality_limit: default_cardinality_limit(),
+        }
+    }
+}
+
+impl ComponentConfig for BurstConfig {
+    const TYPE: &'static str = "burst";
+
+    fn validate(&self) -> Result<(), Vec<Invalid>> {
+        let mut p = Vec::new();
+        if self.interval.0.is_zero() {
+            p.push(Invalid::new(
+                "interval",
+                "must be longer than zero, e.g. 10s",
+            ));
+        }
+        if self.merge_delay.0 > Duration::from_secs(10) {
+            p.push(Invalid::new(
+                "merge_delay",
+                format!("{}: must be at most 10s (e.g. 50ms)", self.merge_delay),
+            ));
+        }
+        for (i, b) in self.boundaries.iter().enumerate() {
+            if !b.is_finite() || *b < 0.0 {
+                p.push(Invalid::new(
+                    format!("boundaries.{i}"),
+                    format!("`{b}` is not a duration in seconds (finite, ≥ 0)"),
+                ));
+            } else if i > 0 && *b <= self.boundaries[i - 1] {
+                p.push(Invalid::new(
+                    format!("boundaries.{i}"),
+                    format!(
+                        "`{b}` does not increase (after `{}`): bounds must be strictly increasing",
+                        self.boundaries[i - 1]
+                    ),
+                ));
+            }
+        }
+        for (key, v) in [
+            ("max_devices", self.max_devices),
+            ("max_flows", self.max_flows),
+            ("cardinality_limit", self.cardinality_limit),
+        ] {
+            if v == 0 {
+                p.push(Invalid::new(key, "must be at least 1"));
+            }
+        }
+        if p.is_empty() {
+            Ok(())
+        } else {
+            Err(p)
+        }
+    }
+}
+
+impl ProcessorConfig for BurstConfig {
+    fn build(&self, ctx: &BuildContext) -> anyhow::Result<Box<dyn Processor>> {
+        Ok(Box::new(Burst::new(
+            self.clone(),
+            ctx.id.to_string(),
+            ctx.devices.clone(),
+        )?))
+    }
+}
+
+/// A device and direction: what a detector, a series and a span are about.
+type DevKey = (DeviceRef, Direction);
+
+/// A flow: 5-tuple.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct FlowKey {
+    src: IpAddr,
+    dst: IpAddr,
+    sport: u16,
+    dport: u16,
+    transport: Transport,
+}
+
+impl FlowKey {
+    fn of(p: &PacketEvent) -> Self {
+        FlowKey {
+            src: p.src_addr,
+            dst: p.dst_addr,
+            sport: p.src_port,
+            dport: p.dst_port,
+            transport: p.transport,
+        }
+    }
+}
+
+/// Packets kept per device for the flows of a burst's first (pre-detection) packets.
+const HISTORY: usize = 256;
+/// Longest a burst waits for a CPU whose report of it never comes.
+const MAX_WAIT: Duration = Duration::from_secs(1);
+
+/// A burst waiting for further CPUs' reports.
+#[derive(Debug)]
+struct Pending {
+    ev: BurstEvent,
+    /// CPUs merged in, with their peak rates (a CPU reporting twice keeps its highest).
+    cpus: Vec<(u32, u64, u64)>,
+    flows: FxHashMap<FlowKey, u64>,
+    final_at: Instant,
+}
+
+/// What is tracked per device and direction.
+#[derive(Debug, Default)]
+struct DevState {
+    /// CPUs with an open burst, and their bursts' starts.
+    open: Vec<(u32, u64)>,
+    /// Flows of the open burst.
+    flows: FxHashMap<FlowKey, u64>,
+    /// The last packets (time, flow).
+    recent: VecDeque<(u64, FlowKey)>,
+    pending: Vec<Pending>,
+    seen: Option<Instant>,
+}
+
+/// The series of one device and direction.
+#[derive(Clone, Debug)]
+struct Series {
+    count: u64,
+    packets: u64,
+    duration: Recorder,
+    /// Highest peak packets/s since the last emit.
+    peak_pps: Option<u64>,
+}
+
+impl Series {
+    fn new() -> Self {
+        Series {
+            count: 0,
+            packets: 0,
+            duration: Recorder::new(2, None),
+            peak_pps: None,
+        }
+    }
+
+    fn record(&mut self, b: &BurstEvent) {
+        self.count += 1;
+        self.packets += b.packets;
+        self.duration.record(b.duration_ns());
+        self.peak_pps = Some(self.peak_pps.unwrap_or(0).max(b.peak_pps));
+    }
+}
+
+/// The running processor.
+pub struct Burst {
+    config: BurstConfig,
+    scope_name: String,
+    devices: DeviceTable,
+    state: FxHashMap<DevKey, DevState>,
+    series: FxHashMap<DevKey, Series>,
+    overflow: Option<Series>,
+    spans: Vec<Span>,
+    untracked_devices: u64,
+    untracked_flows: u64,
+    warned: bool,
+    ids: std::collections::hash_map::RandomState,
+    id_counter: u64,
+    start_ns: u64,
+    next_emit: Instant,
+}
+
+impl Burst {
+    pub fn new(
+        config: BurstConfig,
+        scope_name: String,
+        devices: DeviceTable,
+    ) -> anyhow::Result<Self> {
+        if let Err(problems) = config.validate() {
+            anyhow::bail!(
+                "invalid burst config: {}",
+                problems
+                    .iter()
+                    .map(|p| format!("{}: {}", p.path, p.message))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
+        }
+        Ok(Burst {
+            next_emit: Instant::now() + config.interval.0.max(Duration::from_millis(1)),
+            config,
+            scope_name,
+            devices,
+            state: FxHashMap::default(),
+            series: FxHashMap::default(),
+            overflow: None,
+            spans: Vec::new(),
+            untracked_devices: 0,
+            untracked_flows: 0,
+            warned: false,
+            ids: std::collections::hash_map::RandomState::new(),
+            id_counter: 0,
+            start_ns: now_ns(),
+        })
+    }
+
+    /// The state of a device, if it is or can be tracked.
+    fn dev(&mut self, key: DevKey, now: Instant) -> Option<&mut DevState> {
+        if !self.state.contains_key(&key) {
+            if self.state.len() >= self.config.max_devices {
+                // Make room: forget a device with nothing open or pending, idle longest.
+                let idle = self
+                    .state
+                    .iter()
+                    .filter(|(_, s)| s.open.is_empty() && s.pending.is_empty())
+                    .min_by_key(|(_, s)| s.seen)
+                    .map(|(k, _)| *k);
+                match idle {
+                    Some(k) => {
+                        self.state.remove(&k);
+                    }
+                    None => {
+                        self.untracked_devices += 1;
+                        return None;
+                    }
+                }
+            }
+            self.state.insert(key, DevState::default());
+        }
+        let s = self.state.get_mut(&key)?;
+        s.seen = Some(now);
+        Some(s)
+    }
+
+    fn on_packet(&mut self, p: &PacketEvent, now: Instant) {
+        let max_flows = self.config.max_flows;
+        let key = (p.device, p.direction);
+        // Packets of devices never seen bursting are only remembered while there is room.
+        if !self.state.contains_key(&key) && self.state.len() >= self.config.max_devices {
+            return;
+        }
+        let Some(s) = self.dev(key, now) else {
+            return;
+        };
+        let flow = FlowKey::of(p);
+        if s.recent.len() >= HISTORY {
+            s.recent.pop_front();
+        }
+        s.recent.push_back((p.timestamp_ns, flow));
+        let mut lost = 0;
+        let open_start = s.open.iter().map(|(_, st)| *st).min();
+        if open_start.is_some_and(|st| p.timestamp_ns >= st) {
+            lost += count_flow(&mut s.flows, flow, max_flows);
+        } else if let Some(pd) = s
+            .pending
+            .iter_mut()
+            .find(|pd| pd.ev.start_ns <= p.timestamp_ns && p.timestamp_ns <= pd.ev.end_ns)
+        {
+            lost += count_flow(&mut pd.flows, flow, max_flows);
+        }
+        self.untracked_flows += lost;
+    }
+
+    fn on_burst(&mut self, b: &BurstEvent, now: Instant) {
+        let max_flows = self.config.max_flows;
+        let delay = self.config.merge_delay.0;
+        let key = (b.device, b.direction);
+        let Some(s) = self.dev(key, now) else {
+            return;
+        };
+        match b.phase {
+            BurstPhase::Start => {
+                s.open.retain(|(cpu, _)| *cpu != b.cpu);
+                let mut lost = 0;
+                if s.open.is_empty() {
+                    s.flows.clear();
+                    // The packets that led up to the detection.
+                    for (ts, f) in &s.recent {
+                        if *ts >= b.start_ns {
+                            lost += count_flow(&mut s.flows, *f, max_flows);
+                        }
+                    }
+                }
+                s.open.push((b.cpu, b.start_ns));
+                self.untracked_flows += lost;
+            }
+            BurstPhase::End => {
+                s.open.retain(|(cpu, _)| *cpu != b.cpu);
+                let flows = if s.open.is_empty() {
+                    std::mem::take(&mut s.flows)
+                } else {
+                    s.flows.clone()
+                };
+                if let Some(pd) = s
+                    .pending
+                    .iter_mut()
+                    .find(|pd| b.start_ns <= pd.ev.end_ns && b.end_ns >= pd.ev.start_ns)
+                {
+                    pd.ev.start_ns = pd.ev.start_ns.min(b.start_ns);
+                    pd.ev.end_ns = pd.ev.end_ns.max(b.end_ns);
+                    pd.ev.packets += b.packets;
+                    pd.ev.bytes += b.bytes;
+                    match pd.cpus.iter_mut().find(|(c, _, _)| *c == b.cpu) {
+                        Some(c) => {
+                            c.1 = c.1.max(b.peak_pps);
+                            c.2 = c.2.max(b.peak_bytes_per_s);
+                        }
+                        None => pd.cpus.push((b.cpu, b.peak_pps, b.peak_bytes_per_s)),
+                    }
+                    pd.ev.peak_pps = pd.cpus.iter().map(|c| c.1).sum();
+                    pd.ev.peak_bytes_per_s = pd.cpus.iter().map(|c| c.2).sum();
+                    // Another CPU's view of the same device: the counts are of the same
+                    // packet events, so keep the larger.
+                    for (f, n) in flows {
+                        if let Some(c) = pd.flows.get_mut(&f) {
+                            *c = (*c).max(n);
+                        } else if pd.flows.len() < max_flows {
+                            pd.flows.insert(f, n);
+                        }
+                    }
+                    pd.final_at = now + delay;
+                } else {
+                    let mut ev = *b;
+                    ev.cpu = BurstEvent::MERGED;
+                    s.pending.push(Pending {
+                        ev,
+                        cpus: vec![(b.cpu, b.peak_pps, b.peak_bytes_per_s)],
+                        flows,
+                        final_at: now + delay,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Records the bursts that are final.
+    fn settle(&mut self, now: Instant, all: bool) {
+        let mut done: Vec<(DevKey, Pending)> = Vec::new();
+        for (key, s) in self.state.iter_mut() {
+            let open = &s.open;
+            let mut i = 0;
+            while i < s.pending.len() {
+                if all || now >= ready_at(open, &s.pending[i]) {
+                    done.push((*key, s.pending.swap_remove(i)));
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        done.sort_by_key(|(_, pd)| pd.ev.start_ns);
+        for (key, pd) in done {
+            self.finish(key, pd);
+        }
+    }
+
+    fn finish(&mut self, key: DevKey, pd: Pending) {
+        let limit = self.config.cardinality_limit;
+        if let Some(s) = self.series.get_mut(&key) {
+            s.record(&pd.ev);
+        } else if self.series.len() < limit {
+            let mut s = Series::new();
+            s.record(&pd.ev);
+            self.series.insert(key, s);
+        } else {
+            self.overflow.get_or_insert_with(Series::new).record(&pd.ev);
+            if !self.warned {
+                self.warned = true;
+                tracing::warn!(processor = %self.scope_name, limit, "burst: cardinality limit reached; further series go to the overflow series (otel.metric.overflow=true)");
+            }
+        }
+        if self.config.spans {
+            let span = self.span(key, &pd);
+            self.spans.push(span);
+        }
+    }
+
+    fn device_attributes(&self, key: DevKey) -> Vec<KeyValue> {
+        vec![
+            KeyValue::new(names::ATTR_NETNS_INODE, i64::from(key.0.netns.inode)),
+            KeyValue::new(
+                names::ATTR_INTERFACE_NAME,
+                self.devices.interface_name(&key.0),
+            ),
+            KeyValue::new(names::ATTR_IO_DIRECTION, key.1.as_str()),
+        ]
+    }
+
+    fn span(&mut self, key: DevKey, pd: &Pending) -> Span {
+        self.id_counter += 1;
+        let mut h = self.ids.build_hasher();
+        h.write_u64(pd.ev.start_ns);
+        h.write_u64(self.id_counter);
+        let a = h.finish();
+        h.write_u64(a);
+        let b = h.finish();
+        h.write_u64(b);
+        let c = h.finish();
+        let mut trace_id = [0u8; 16];
+        trace_id[..8].copy_from_slice(&a.to_be_bytes());
+        trace_id[8..].copy_from_slice(&b.to_be_bytes());
+        let ev = &pd.ev;
+        let mut attributes = self.device_attributes(key);
+        if key.0.netns.cookie != 0 {
+            attributes.push(KeyValue::new(
+                names::ATTR_NETNS_COOKIE,
+                key.0.netns.cookie as i64,
+            ));
+        }
+        attributes.push(KeyValue::new(
+            names::ATTR_BURST_PACKETS,
+            i64::try_from(ev.packets).unwrap_or(i64::MAX),
+        ));
+        attributes.push(KeyValue::new(
+            names::ATTR_BURST_BYTES,
+            i64::try_from(ev.bytes).unwrap_or(i64::MAX),
+        ));
+        attributes.push(KeyValue::new(
+            names::ATTR_BURST_PEAK_PPS,
+            i64::try_from(ev.peak_pps).unwrap_or(i64::MAX),
+        ));
+        attributes.push(KeyValue::new(
+            names::ATTR_BURST_PEAK_BPS,
+            i64::try_from(ev.peak_bytes_per_s.saturating_mul(8)).unwrap_or(i64::MAX),
+        ));
+        attributes.push(KeyValue::new(names::ATTR_BURST_CPUS, pd.cpus.len() as i64));
+        let mut flows: Vec<(&FlowKey, &u64)> = pd.flows.iter().collect();
+        flows.sort_by(|a, b| {
+            b.1.cmp(a.1)
+                .then_with(|| format!("{:?}", a.0).cmp(&format!("{:?}", b.0)))
+        });
+        let events = flows
+            .into_iter()
+            .take(self.config.top_flows)
+            .map(|(f, n)| SpanEvent {
+                time_ns: ev.start_ns,
+                name: Cow::Borrowed(names::SPAN_EVENT_BURST_FLOW),
+                attributes: vec![
+                    KeyValue::new(names::ATTR_TRANSPORT, f.transport.as_str()),
+                    KeyValue::new(names::ATTR_SOURCE_ADDRESS, f.src.to_string()),
+                    KeyValue::new(names::ATTR_SOURCE_PORT, i64::from(f.sport)),
+                    KeyValue::new(names::ATTR_DESTINATION_ADDRESS, f.dst.to_string()),
+                    KeyValue::new(names::ATTR_DESTINATION_PORT, i64::from(f.dport)),
+                    KeyValue::new(
+                        names::ATTR_BURST_FLOW_PACKETS,
+                        i64::try_from(*n).unwrap_or(i64::MAX),
+                    ),
+                ],
+            })
+            .collect();
+        Span {
+            trace_id,
+            span_id: c.to_be_bytes(),
+            parent_span_id: [0; 8],
+            name: Cow::Borrowed(names::SPAN_NETWORK_BURST),
+            kind: SpanKind::Internal,
+            start_time_ns: ev.start_ns,
+            end_time_ns: ev.end_ns.max(ev.start_ns),
+            attributes,
+            events,
+            status: SpanStatus::Unset,
+        }
+    }
+
+    fn emit(&mut self, out: &mut Emitter) {
+        let scope = Scope {
+            name: Cow::Owned(format!("periscope/{}", self.scope_name)),
+            version: Cow::Borrowed(env!("CARGO_PKG_VERSION")),
+        };
+        if !self.spans.is_empty() {
+            out.telemetry(Telemetry::Traces(TracesBatch {
+                resource: Default::default(),
+                scope: scope.clone(),
+                spans: std::mem::take(&mut self.spans),
+            }));
+        }
+        let now = now_ns();
+        let start = self.start_ns;
+        let delta = self.config.temporality == Temporality::Delta;
+        if delta {
+            self.start_ns = now;
+        }
+        let temporality = self.config.temporality;
+        let mut keys: Vec<DevKey> = self.series.keys().copied().collect();
+        keys.sort();
+        let mut all: Vec<(Vec<KeyValue>, &Series)> = keys
+            .iter()
+            .map(|k| (self.device_attributes(*k), &self.series[k]))
+            .collect();
+        if let Some(o) = &self.overflow {
+            all.push((vec![KeyValue::new(names::ATTR_OVERFLOW, true)], o));
+        }
+        let point = |attributes: &Vec<KeyValue>, v: u64| NumberPoint {
+            attributes: attributes.clone(),
+            start_time_ns: start,
+            time_ns: now,
+            value: Number::Int(i64::try_from(v).unwrap_or(i64::MAX)),
+        };
+        let live = |s: &Series| !delta || s.count > 0;
+        let mut metrics = Vec::new();
+        let count: Vec<NumberPoint> = all
+            .iter()
+            .filter(|(_, s)| live(s))
+            .map(|(a, s)| point(a, s.count))
+            .collect();
+        let packets: Vec<NumberPoint> = all
+            .iter()
+            .filter(|(_, s)| live(s))
+            .map(|(a, s)| point(a, s.packets))
+            .collect();
+        let duration: Vec<HistogramPoint> = all
+            .iter()
+            .filter(|(_, s)| s.duration.count() > 0)
+            .map(|(a, s)| HistogramPoint {
+                attributes: a.clone(),
+                start_time_ns: start,
+                time_ns: now,
+                count: s.duration.count(),
+                sum: Some(s.duration.sum()),
+                min: None,
+                max: None,
+                explicit_bounds: self.config.boundaries.clone(),
+                bucket_counts: s.duration.explicit_counts(&self.config.boundaries),
+            })
+            .collect();
+        let peak: Vec<NumberPoint> = all
+            .iter()
+            .filter_map(|(a, s)| s.peak_pps.map(|p| point(a, p)))
+            .collect();
+        let metric =
+            |name: &'static str, description: &'static str, unit: &'static str, data| Metric {
+                name: Cow::Borrowed(name),
+                description: Cow::Borrowed(description),
+                unit: Cow::Borrowed(unit),
+                data,
+            };
+        if !count.is_empty() {
+            metrics.push(metric(
+                names::BURST_COUNT,
+                "Microbursts detected (per-CPU reports of one burst merged).",
+                "{burst}",
+                MetricData::Sum {
+                    points: count,
+                    temporality,
+                    monotonic: true,
+                },
+            ));
+            metrics.push(metric(
+                names::BURST_PACKETS,
+                "Packets in microbursts.",
+                "{packet}",
+                MetricData::Sum {
+                    points: packets,
+                    temporality,
+                    monotonic: true,
+                },
+            ));
+        }
+        if !duration.is_empty() {
+            metrics.push(metric(
+                names::BURST_DURATION,
+                "How long microbursts lasted.",
+                "s",
+                MetricData::Histogram {
+                    points: duration,
+                    temporality,
+                },
+            ));
+        }
+        if !peak.is_empty() {
+            metrics.push(metric(
+                names::BURST_PEAK_RATE,
+                "Highest packet rate over the detector's window in a burst since the last point.",
+                "{packet}/s",
+                MetricData::Gauge { points: peak },
+            ));
+        }
+        let mut untracked = Vec::new();
+        for (reason, v) in [
+            ("device", self.untracked_devices),
+            ("flow", self.untracked_flows),
+        ] {
+            if v > 0 {
+                untracked.push(NumberPoint {
+                    attributes: vec![KeyValue::new(names::ATTR_BURST_UNTRACKED_REASON, reason)],
+                    start_time_ns: self.start_ns.min(start),
+                    time_ns: now,
+                    value: Number::Int(i64::try_from(v).unwrap_or(i64::MAX)),
+                });
+            }
+        }
+        if !untracked.is_empty() {
+            metrics.push(metric(
+                names::BURST_UNTRACKED,
+                "Burst reports and packets not tracked (max_devices), and packets of flows not \
+                 counted in a burst's top flows (max_flows); cumulative.",
+                "{event}",
+                MetricData::Sum {
+                    points: untracked,
+                    temporality: Temporality::Cumulative,
+                    monotonic: true,
+                },
+            ));
+        }
+        for s in self.series.values_mut() {
+            s.peak_pps = None;
+        }
+        if let Some(o) = &mut self.overflow {
+            o.peak_pps = None;
+        }
+        if delta {
+            self.series.retain(|_, s| s.count > 0);
+            for s in self.series.values_mut() {
+                *s = Series::new();
+            }
+            if self.overflow.as_ref().is_some_and(|o| o.count > 0) {
+                self.overflow = Some(Series::new());
+            }
+        }
+        if !metrics.is_empty() {
+            out.telemetry(Telemetry::Metrics(MetricsBatch {
+                resource: Default::default(),
+                scope,
+                metrics,
+            }));
+        }
+    }
+
+    fn flush_spans(&mut self, out: &mut Emitter) {
+        if !self.spans.is_empty() {
+            out.telemetry(Telemetry::Traces(TracesBatch {
+                resource: Default::default(),
+                scope: Scope {
+                    name: Cow::Owned(format!("periscope/{}", self.scope_name)),
+                    version: Cow::Borrowed(env!("CARGO_PKG_VERSION")),
+                },
+                spans: std::mem::take(&mut self.spans),
+            }));
+        }
+    }
+}
+
+/// When a pending burst is final: `merge_delay` after its last report, unless a CPU still has
+/// a burst open on the device that began before its end (then at most [`MAX_WAIT`] later).
+fn ready_at(open: &[(u32, u64)], pd: &Pending) -> Instant {
+    if open.iter().any(|(_, st)| *st <= pd.ev.end_ns) {
+        pd.final_at + MAX_WAIT
+    } else {
+        pd.final_at
+    }
+}
+
+/// Counts a packet of `flow`; 1 if it could not be (table full).
+fn count_flow(flows: &mut FxHashMap<FlowKey, u64>, flow: FlowKey, max: usize) -> u64 {
+    if let Some(n) = flows.get_mut(&flow) {
+        *n += 1;
+        0
+    } else if flows.len() < max {
+        flows.insert(flow, 1);
+        0
+    } else {
+        1
+    }
+}
+
+impl Processor for Burst {
+    fn process(&mut self, payload: Payload, out: &mut Emitter) {
+        match payload {
+            Payload::Events(batch) => {
+                let now = Instant::now();
+                for event in &batch.events {
+                    match event {
+                        Event::Packet(p) => self.on_packet(p, now),
+                        Event::Burst(b) => self.on_burst(b, now),
+                        _ => {}
+                    }
+                }
+                self.settle(now, false);
+                // Spans go out as soon as their burst is final.
+                self.flush_spans(out);
+                out.events(batch);
+            }
+            other => out.payload(other),
+        }
+    }
+
+    fn next_tick(&self) -> Option<Instant> {
+        let due = self
+            .state
+            .values()
+            .flat_map(|s| s.pending.iter().map(|p| ready_at(&s.open, p)))
+            .min();
+        Some(due.map_or(self.next_emit, |d| d.min(self.next_emit)))
+    }
+
+    fn tick(&mut self, now: Instant, out: &mut Emitter) {
+        self.settle(now, false);
+        self.flush_spans(out);
+        if now >= self.next_emit {
+            self.emit(out);
+            self.next_emit = now + self.config.interval.0;
+            // Devices idle for long with nothing open are forgotten.
+            self.state.retain(|_, s| {
+                !s.open.is_empty()
+                    || !s.pending.is_empty()
+                    || s.seen
+                        .is_some_and(|t| now.duration_since(t) < Duration::from_secs(60))
+            });
+        }
+    }
+
+    fn flush(&mut self, out: &mut Emitter) {
+        self.settle(Instant::now(), true);
+        self.emit(out);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -268,7 +268,16 @@ static __always_inline int is_dns(const struct periscope_packet *rec)
 {
 	if (rec->l4_proto != IPPROTO_UDP_ && rec->l4_proto != IPPROTO_TCP_)
 		return 0;
-	return rec->sport == 53 || rec->dport == 53;
+	if (rec->sport == 53 || rec->dport == 53)
+		return 1;
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		__u16 port = periscope_config.dns_ports[i];
+
+		if (port && (rec->sport == port || rec->dport == port))
+			return 1;
+	}
+	return 0;
 }
 
 /* Where the L4 payload of a parsed TCP/UDP packet starts (bytes from the MAC header), or

@@ -144,13 +144,14 @@ struct periscope_stats {
  * The `.rodata` global `periscope_config`, set by the loader before load
  * (aya's EbpfLoader::override_global). XDP and TC programs cannot read the
  * device's namespace without kfuncs, so a program instance is loaded per
- * namespace with that namespace's id. 24 bytes.
+ * namespace with that namespace's id. 32 bytes.
  */
 struct periscope_config {
 	__u64 netns_cookie;
 	__u32 netns_inode;
 	__u32 flags;        /* enum periscope_config_flags */
 	__u32 sample_rate;  /* with PERISCOPE_CFG_RECORDS: 1 in N packets; 0 and 1 mean every */
+	__u16 dns_ports[4]; /* with PERISCOPE_CFG_DNS: ports that are DNS besides 53; 0 = unused */
 	__u32 _pad;
 };
 

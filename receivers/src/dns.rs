@@ -32,8 +32,17 @@ pub enum DnsError {
 
 /// True when a TCP/UDP packet is from or to the DNS port.
 pub fn is_dns(ev: &PacketEvent) -> bool {
+    is_dns_on(ev, &[])
+}
+
+/// True when a TCP/UDP packet is from or to port 53 or one of `extra_ports`.
+pub fn is_dns_on(ev: &PacketEvent, extra_ports: &[u16]) -> bool {
     matches!(ev.transport, Transport::Tcp | Transport::Udp)
-        && (ev.src_port == DNS_PORT || ev.dst_port == DNS_PORT)
+        && (ev.src_port == DNS_PORT
+            || ev.dst_port == DNS_PORT
+            || extra_ports
+                .iter()
+                .any(|p| *p != 0 && (ev.src_port == *p || ev.dst_port == *p)))
 }
 
 /// Smallest wire size of a question (root name, type, class) and of a resource record.
@@ -128,6 +137,24 @@ pub fn parse(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn configured_ports_are_dns_too() {
+        let mut ev = PacketEvent {
+            transport: Transport::Udp,
+            src_port: 40000,
+            dst_port: 5353,
+            ..PacketEvent::default()
+        };
+        assert!(!is_dns(&ev));
+        assert!(is_dns_on(&ev, &[5353]));
+        assert!(!is_dns_on(&ev, &[0, 8053]));
+        ev.dst_port = 53;
+        assert!(is_dns(&ev));
+        ev.transport = Transport::Icmp;
+        assert!(!is_dns_on(&ev, &[53]));
+    }
+
     use super::*;
     use std::net::Ipv4Addr;
 

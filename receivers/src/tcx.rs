@@ -59,6 +59,9 @@ pub struct TcxConfig {
     /// for the `dns` processor.
     #[serde(default)]
     pub always_emit_dns: bool,
+    /// With `always_emit_dns`: ports that carry DNS besides 53 (at most 4, e.g. `[5353]`).
+    #[serde(default)]
+    pub dns_ports: Vec<u16>,
     /// Pin links, programs and maps under /sys/fs/bpf/periscope/<id>/ so that they keep
     /// counting after the agent exits and are adopted (not attached twice) by the next run.
     /// Without it, stopping detaches everything.
@@ -121,6 +124,7 @@ impl Default for TcxConfig {
             events: EventsMode::default(),
             sample_rate: default_sample_rate(),
             always_emit_dns: false,
+            dns_ports: Vec::new(),
             pin: false,
             ring_buffer_size: default_ring_buffer_size(),
             poll_interval: default_poll_interval(),
@@ -139,6 +143,7 @@ impl TcxConfig {
             events: self.events,
             sample_rate: self.sample_rate,
             always_emit_dns: self.always_emit_dns,
+            dns_ports: &self.dns_ports,
             ring_buffer_size: self.ring_buffer_size,
             poll_interval: self.poll_interval,
             counters_interval: self.counters_interval,

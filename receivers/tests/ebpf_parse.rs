@@ -23,6 +23,7 @@ const CONFIG: Config = Config {
     netns_inode: 4026530000,
     flags: PERISCOPE_CFG_RECORDS,
     sample_rate: 0,
+    dns_ports: [5353, 0, 0, 0],
     _pad: 0,
 };
 
@@ -669,8 +670,14 @@ fn sampling_dns_and_per_transport_counters() {
     let mut bpf = loaded(load_packet(&config, None).unwrap_or_else(|e| panic!("{}", chain(&e))));
     run(&bpf, names::XDP, &udp_frame, 100);
     run(&bpf, names::XDP, &dns_frame, 7);
+    // A configured DNS port (CONFIG.dns_ports has 5353) counts as DNS too.
+    let mut mdns_frame = eth(0x0800);
+    ipv4(&mut mdns_frame, 17, 0, 0, 8);
+    udp(&mut mdns_frame, 5353, 40000, 0);
+    run(&bpf, names::XDP, &mdns_frame, 3);
     let recs = drain(&mut bpf);
-    assert_eq!(recs.len(), 7);
-    assert!(recs.iter().all(|r| r.dport == 53));
+    assert_eq!(recs.len(), 10);
+    assert_eq!(recs.iter().filter(|r| r.dport == 53).count(), 7);
+    assert_eq!(recs.iter().filter(|r| r.sport == 5353).count(), 3);
     eprintln!("1-in-8 sampling wrote {sampled} of {RUNS} records (expected ~{expect})");
 }

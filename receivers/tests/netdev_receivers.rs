@@ -1245,6 +1245,7 @@ fn new_namespaces_are_loaded_and_attached_quickly() {
                 hooks,
                 tcx_fallback: what == "xdp",
                 records: RecordOptions {
+                    dns_ports: [0; 4],
                     flags: periscope_receivers::ebpf::records::PERISCOPE_CFG_RECORDS,
                     sample_rate: 0,
                     bursts: None,

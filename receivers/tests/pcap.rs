@@ -159,6 +159,7 @@ fn pcap_config(path: &Path) -> PcapConfig {
     PcapConfig {
         path: path.to_path_buf(),
         speed: Speed::Max,
+        dns_ports: Vec::new(),
     }
 }
 
@@ -572,6 +573,7 @@ fn realtime_keeps_the_gaps() {
     let config = PcapConfig {
         path: path.clone(),
         speed: Speed::Realtime,
+        dns_ports: Vec::new(),
     };
     let slow = run(&config, StopSignal::default()).expect("build");
     slow.result.expect("realtime replay");
@@ -611,6 +613,7 @@ fn realtime_stops_promptly() {
     let config = PcapConfig {
         path,
         speed: Speed::Realtime,
+        dns_ports: Vec::new(),
     };
     let r = run(&config, stop).expect("build");
     r.result.expect("a stopped replay is not an error");
@@ -639,6 +642,7 @@ fn config_parses_validates_and_is_finite() {
     let empty = PcapConfig {
         path: "".into(),
         speed: Speed::Max,
+        dns_ports: Vec::new(),
     };
     let problems = empty.validate().expect_err("empty path");
     assert_eq!(problems[0].path, "path");

@@ -426,6 +426,7 @@ impl Setup<'_> {
                         hooks,
                         tcx_fallback: false,
                         records: RecordOptions {
+                            dns_ports: [0; 4],
                             flags: if mode.records() {
                                 PERISCOPE_CFG_RECORDS
                             } else if mode.bursts() {
@@ -1235,6 +1236,7 @@ fn attach_latency(samples: usize, xdp: bool, pause: Duration) -> Result<()> {
             },
             tcx_fallback: xdp,
             records: RecordOptions {
+                dns_ports: [0; 4],
                 flags: 0,
                 sample_rate: 0,
                 bursts: None,

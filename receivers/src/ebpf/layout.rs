@@ -94,7 +94,7 @@ mod tests {
             mirror!(DevCounters => "periscope_dev_counters" { packets, bytes, records_lost }),
             mirror!(Stats => "periscope_stats" { records_lost, counters_map_full }),
             mirror!(Config => "periscope_config" {
-                netns_cookie, netns_inode, flags, sample_rate, _pad,
+                netns_cookie, netns_inode, flags, sample_rate, dns_ports, _pad,
             }),
             mirror!(SocketRecord => "periscope_socket" {
                 kind, version, event, hook, family, protocol, role, state, old_state, _pad0,

@@ -13,8 +13,7 @@ pub mod layout;
 pub mod records;
 
 pub use decode::{
-    decode_burst, decode_dns, decode_packet, is_dns_record, BootClock, DecodeError,
-    DnsRecordError,
+    decode_burst, decode_dns, decode_packet, is_dns_record, BootClock, DecodeError, DnsRecordError,
 };
 pub use records::{
     BurstConfig, BurstRecord, BurstStats, CgroupCountersRecord, CgroupKey, Config, DevCounters,

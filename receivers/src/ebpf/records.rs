@@ -150,6 +150,8 @@ pub struct Config {
     pub flags: u32,
     /// With [`PERISCOPE_CFG_RECORDS`]: a record for 1 in this many packets; 0 and 1 mean every.
     pub sample_rate: u32,
+    /// With [`PERISCOPE_CFG_DNS`]: ports that are DNS besides 53 (0: unused).
+    pub dns_ports: [u16; 4],
     pub _pad: u32,
 }
 
@@ -161,6 +163,7 @@ impl Default for Config {
             netns_inode: 0,
             flags: PERISCOPE_CFG_RECORDS,
             sample_rate: 0,
+            dns_ports: [0; 4],
             _pad: 0,
         }
     }

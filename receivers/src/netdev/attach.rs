@@ -83,6 +83,7 @@ fn new_loader(records: &RecordOptions, ring_bytes: u32) -> EbpfLoader<'static> {
         netns_inode: 0,
         flags: records.flags,
         sample_rate: records.sample_rate,
+        dns_ports: records.dns_ports,
         _pad: 0,
     }));
     let mut l = EbpfLoader::new();

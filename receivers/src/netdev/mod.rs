@@ -22,7 +22,8 @@ pub(crate) use options::{
     default_counters_interval, default_poll_interval, default_ring_buffer_size, default_sample_rate,
 };
 pub use options::{
-    AllNamespaces, CgroupNamespaces, EventsMode, InterfaceFilter, InterfacesConfig,
-    NamespacesConfig, RecordOptions, Shared, MAX_RING_BYTES, MIN_RING_BYTES,
+    validate_dns_ports, AllNamespaces, CgroupNamespaces, EventsMode, InterfaceFilter,
+    InterfacesConfig, NamespacesConfig, RecordOptions, Shared, MAX_DNS_PORTS, MAX_RING_BYTES,
+    MIN_RING_BYTES,
 };
 pub use receiver::{DiscoverySource, NetdevReceiver, ReceiverOptions, PIN_ROOT};

@@ -183,6 +183,8 @@ pub struct RecordOptions {
     pub sample_rate: u32,
     /// Burst detection parameters ([`PERISCOPE_CFG_BURSTS`] is in `flags` with them).
     pub bursts: Option<crate::ebpf::BurstConfig>,
+    /// Ports that are DNS besides 53 (0: unused).
+    pub dns_ports: [u16; 4],
 }
 
 /// The options both receivers have (each config repeats them with its own docs; this is
@@ -194,6 +196,7 @@ pub struct Shared<'a> {
     pub events: EventsMode,
     pub sample_rate: u32,
     pub always_emit_dns: bool,
+    pub dns_ports: &'a [u16],
     pub ring_buffer_size: u32,
     pub poll_interval: ConfigDuration,
     pub counters_interval: ConfigDuration,
@@ -231,6 +234,7 @@ impl Shared<'_> {
                 ),
             ));
         }
+        validate_dns_ports(self.dns_ports, errors);
         if self.poll_interval.0.is_zero() || self.poll_interval.0 > Duration::from_secs(10) {
             errors.push(Invalid::new(
                 "poll_interval",
@@ -264,14 +268,43 @@ impl Shared<'_> {
         if bursts.is_some() {
             flags |= PERISCOPE_CFG_BURSTS;
         }
+        let mut dns_ports = [0u16; 4];
+        for (slot, port) in dns_ports.iter_mut().zip(self.dns_ports) {
+            *slot = *port;
+        }
         RecordOptions {
             bursts,
+            dns_ports,
             flags,
             sample_rate: if self.events == EventsMode::Sample {
                 self.sample_rate
             } else {
                 0
             },
+        }
+    }
+}
+
+/// Most ports that can be DNS besides 53 (the programs compare each packet with them).
+pub const MAX_DNS_PORTS: usize = 4;
+
+/// Checks a `dns_ports` option: at most [`MAX_DNS_PORTS`], none of them 0.
+pub fn validate_dns_ports(ports: &[u16], errors: &mut Vec<Invalid>) {
+    if ports.len() > MAX_DNS_PORTS {
+        errors.push(Invalid::new(
+            "dns_ports",
+            format!(
+                "{} ports: at most {MAX_DNS_PORTS} besides 53 (e.g. [5353, 8053])",
+                ports.len()
+            ),
+        ));
+    }
+    for (i, p) in ports.iter().enumerate() {
+        if *p == 0 {
+            errors.push(Invalid::new(
+                format!("dns_ports.{i}"),
+                "port 0 cannot carry DNS; give a port from 1 to 65535",
+            ));
         }
     }
 }
@@ -307,6 +340,7 @@ mod tests {
             events,
             sample_rate: 50,
             always_emit_dns,
+            dns_ports: &[5353],
             ring_buffer_size: 1 << 20,
             poll_interval: default_poll_interval(),
             counters_interval: default_counters_interval(),
@@ -314,6 +348,7 @@ mod tests {
         };
         let r = shared(EventsMode::All, false).records();
         assert_eq!((r.flags, r.sample_rate), (PERISCOPE_CFG_RECORDS, 0));
+        assert_eq!(r.dns_ports, [5353, 0, 0, 0]);
         let r = shared(EventsMode::Sample, true).records();
         assert_eq!(
             (r.flags, r.sample_rate),

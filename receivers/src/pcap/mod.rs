@@ -41,6 +41,9 @@ pub struct PcapConfig {
     /// packets as they were captured (measured from the first packet).
     #[serde(default)]
     pub speed: Speed,
+    /// Ports whose TCP/UDP payloads are DNS besides 53 (at most 4, e.g. `[5353]`).
+    #[serde(default)]
+    pub dns_ports: Vec<u16>,
 }
 
 /// How fast a capture is replayed.
@@ -60,13 +63,19 @@ impl ComponentConfig for PcapConfig {
     const TYPE: &'static str = "pcap";
 
     fn validate(&self) -> Result<(), Vec<Invalid>> {
+        let mut errors = Vec::new();
         if self.path.as_os_str().is_empty() {
-            return Err(vec![Invalid::new(
+            errors.push(Invalid::new(
                 "path",
                 "must not be empty; give the capture file to replay, e.g. capture.pcapng",
-            )]);
+            ));
         }
-        Ok(())
+        crate::netdev::validate_dns_ports(&self.dns_ports, &mut errors);
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
     }
 }
 
@@ -82,6 +91,7 @@ impl ReceiverConfig for PcapConfig {
             speed: self.speed,
             shown: self.path.display().to_string(),
             dns: ctx.dns.clone(),
+            dns_ports: self.dns_ports.clone(),
             dns_errors: 0,
         }))
     }
@@ -96,6 +106,8 @@ pub struct PcapReceiver {
     shown: String,
     /// Where question names of DNS messages are interned.
     dns: periscope_pipeline::DnsTable,
+    /// Ports that are DNS besides 53.
+    dns_ports: Vec<u16>,
     /// DNS-port payloads that did not parse.
     dns_errors: u64,
 }
@@ -109,7 +121,7 @@ impl Receiver for PcapReceiver {
                 Ok(Some(f)) => {
                     let ev = decode_frame(f.link, f.data, f.meta);
                     // DNS messages become an extra event after their packet's.
-                    let payload = dns::is_dns(&ev)
+                    let payload = dns::is_dns_on(&ev, &self.dns_ports)
                         .then(|| l4_payload(f.link, f.data))
                         .flatten();
                     let d = match payload {

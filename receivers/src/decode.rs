@@ -6,7 +6,7 @@
 
 use std::net::IpAddr;
 
-use etherparse::{EtherType, Ipv6ExtensionSlice, LaxNetSlice, LaxSlicedPacket};
+use etherparse::{EtherType, LaxNetSlice, LaxSlicedPacket};
 use periscope_pipeline::model::{DeviceRef, Direction, NetworkType, PacketEvent, Transport};
 
 /// Link-layer header types (numbers from the tcpdump `LINKTYPE_*` registry) that
@@ -68,6 +68,43 @@ pub struct FrameMeta {
 
 /// Linux `PACKET_OUTGOING`: the packet type the kernel gives to packets the host sent.
 const PACKET_OUTGOING: u16 = 4;
+
+/// Whether an IPv6 extension chain (`first` = the fixed header's next header, `exts` = the
+/// extension headers' bytes) holds a fragment header with a non-zero offset: a non-first
+/// fragment. Bounds-checked; walks at most 8 headers.
+fn ipv6_later_fragment(first: u8, exts: &[u8]) -> bool {
+    const HOP_BY_HOP: u8 = 0;
+    const ROUTING: u8 = 43;
+    const FRAGMENT: u8 = 44;
+    const AUTH: u8 = 51;
+    const DEST_OPTS: u8 = 60;
+    let (mut next, mut rest) = (first, exts);
+    for _ in 0..8 {
+        let len = match next {
+            FRAGMENT => {
+                let Some(h) = rest.get(..8) else { return false };
+                let offset = u16::from_be_bytes([h[2], h[3]]) >> 3;
+                if offset != 0 {
+                    return true;
+                }
+                8
+            }
+            HOP_BY_HOP | ROUTING | DEST_OPTS => match rest.get(1) {
+                Some(l) => (usize::from(*l) + 1) * 8,
+                None => return false,
+            },
+            AUTH => match rest.get(1) {
+                Some(l) => (usize::from(*l) + 2) * 4,
+                None => return false,
+            },
+            _ => return false,
+        };
+        let Some(&n) = rest.first() else { return false };
+        next = n;
+        rest = rest.get(len..).unwrap_or(&[]);
+    }
+    false
+}
 
 /// Decodes one captured frame. Never panics and never allocates; decodes as much of a
 /// truncated or malformed frame as is there.
@@ -219,11 +256,10 @@ fn fill_from_slices(ev: &mut PacketEvent, p: &LaxSlicedPacket<'_>) {
             ev.src_addr = IpAddr::V6(h.source_addr());
             ev.dst_addr = IpAddr::V6(h.destination_addr());
             let payload = ip.payload();
+            // Walked by hand: etherparse 0.21's extension iterator reads out of bounds on
+            // some laxly parsed (cut-off) chains (found by `cargo fuzz`, fuzz/packet).
             let later = payload.fragmented
-                && ip.extensions().clone().into_iter().any(|e| match e {
-                    Ipv6ExtensionSlice::Fragment(f) => f.fragment_offset().value() != 0,
-                    _ => false,
-                });
+                && ipv6_later_fragment(ip.header().next_header().0, ip.extensions().slice());
             (payload, later)
         }
         Some(LaxNetSlice::Arp(_)) => return,
@@ -261,6 +297,48 @@ fn fill_from_slices(ev: &mut PacketEvent, p: &LaxSlicedPacket<'_>) {
 
 #[cfg(test)]
 mod tests {
+
+    /// A raw IPv6 packet with a cut-off extension chain on which etherparse 0.21's extension
+    /// iterator read out of bounds (found by `cargo fuzz`, fuzz/packet).
+    const FUZZ_IPV6_EXTENSIONS: &[u8] = &[
+        0x6c, 0x6c, 0x6c, 0x2c, 0x4a, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x6c, 0x6c, 0x6c,
+        0x6c, 0x6c, 0x6c, 0x6c, 0x6c, 0x6c, 0x6c, 0x6c, 0x6c, 0x6c, 0x6c, 0x6c, 0x75, 0x6c, 0x6c,
+        0x6c, 0x38, 0x00, 0x00, 0x00, 0x2f, 0x00, 0x00, 0x00, 0x2c, 0x2c, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x09, 0x3c, 0x00,
+        0x00, 0x00, 0x29, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x95, 0x7a, 0xb0,
+        0xb0, 0xb0, 0xb0, 0xb0, 0x00, 0x47, 0x00, 0x00, 0x00,
+    ];
+
+    #[test]
+    fn a_cut_off_ipv6_extension_chain_is_decoded_safely() {
+        let ev = decode_frame(
+            LinkType::RawIp,
+            FUZZ_IPV6_EXTENSIONS,
+            FrameMeta {
+                orig_len: FUZZ_IPV6_EXTENSIONS.len() as u32,
+                ..FrameMeta::default()
+            },
+        );
+        assert_eq!(ev.length, FUZZ_IPV6_EXTENSIONS.len() as u32);
+    }
+
+    #[test]
+    fn ipv6_fragment_offsets_are_found_along_the_chain() {
+        // hop-by-hop (8 bytes) → fragment with offset 185 (×8 bytes) → UDP
+        let mut exts = vec![44, 0, 0, 0, 0, 0, 0, 0];
+        exts.extend_from_slice(&[17, 0, 0x05, 0xc8, 0, 0, 0, 1]);
+        assert!(ipv6_later_fragment(0, &exts));
+        // The first fragment (offset 0) is not a later one.
+        exts[10] = 0;
+        exts[11] = 0x01;
+        assert!(!ipv6_later_fragment(0, &exts));
+        // Cut off anywhere: no panic, no fragment.
+        for n in 0..exts.len() {
+            let _ = ipv6_later_fragment(0, &exts[..n]);
+        }
+        assert!(!ipv6_later_fragment(6, &[]));
+    }
+
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     use etherparse::{IpNumber, Ipv6Header, Ipv6RawExtHeader, PacketBuilder, UdpHeader};

@@ -768,12 +768,15 @@ impl Attacher {
         let hooks = self.opts.hooks.clone();
         let has_fallback = self.has_fallback();
         let Some(state) = self.namespaces.get_mut(&netns) else {
-            anyhow::bail!(
-                "device {} ({}) of namespace {} that is not loaded",
+            // The namespace could not be loaded (it was already reported, once) or is gone
+            // already: its devices are skipped without a warning each.
+            tracing::debug!(
+                "device {} ({}) of namespace {} that is not loaded: skipped",
                 dev.name,
                 dev.ifindex,
                 netns.inode
             );
+            return Ok(DeviceOutcome::Skipped);
         };
         let device_ref = DeviceRef {
             netns,

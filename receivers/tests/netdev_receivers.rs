@@ -1209,13 +1209,20 @@ fn a_device_whose_xdp_slot_is_taken_is_observed_through_tcx_ingress() {
         "xdp/fallback",
     );
     xdp.add(&topo.pod2);
-    assert_eq!(udp(&topo, 100, 200), 100);
+    let received = udp(&topo, 100, 200) as u64;
     let events = xdp.stop();
     let c = last_counters(&events);
-    assert_eq!(
-        counted(&c, &topo.pod2, "eth0", Direction::Ingress, Transport::Udp),
-        (100, 100 * (14 + 20 + 8 + 200)),
-        "counted through TCX ingress"
+    let (packets, bytes) = counted(&c, &topo.pod2, "eth0", Direction::Ingress, Transport::Udp);
+    // Exact when the sink got all 100 (the usual case). Now and then (2 runs in ~10 here,
+    // with the foreign generic-XDP program on the device) a few datagrams do not reach the
+    // socket; then TCX ingress must have counted at least what the socket got and at most
+    // what was sent.
+    if received < 100 {
+        eprintln!("the sink got {received} of 100 datagrams; TCX ingress counted {packets}");
+    }
+    assert!(
+        (received..=100).contains(&packets) && bytes == packets * (14 + 20 + 8 + 200),
+        "counted through TCX ingress: {packets} packets, {bytes} bytes; sent 100, received {received}"
     );
     assert_eq!(
         foreign(),

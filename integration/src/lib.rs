@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub use capture::{Dumpcap, DumpcapStats, Frame, GroundTruth, Totals};
-pub use netns::{veth_pair, Netns};
+pub use netns::{in_netns, veth_pair, Netns};
 pub use periscope::{periscope_bin, run_periscope, run_periscope_config, workspace_root};
 pub use process::{output_with_timeout, Background};
 

@@ -164,3 +164,21 @@ pub fn veth_pair(a: &Netns, a_if: &str, a_cidr: &str, b: &Netns, b_if: &str, b_c
     a.ip(&["link", "set", a_if, "up"]);
     b.ip(&["link", "set", b_if, "up"]);
 }
+
+/// Runs `f` on a thread of its own inside the namespace `name` (`/run/netns/NAME`), so that
+/// sockets `f` opens belong to it; the calling thread stays where it is.
+pub fn in_netns<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> T {
+    use std::os::fd::AsRawFd;
+    let path = Path::new("/run/netns").join(name);
+    let ns = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open netns {name}: {e}"));
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: a valid nsfs fd; only this thread changes namespace.
+            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns {name}: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}

@@ -24,10 +24,8 @@
 //! Needs root, `ip` and `bpftool`; skips with a reason otherwise, except under CI.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
 use std::io::ErrorKind;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -39,7 +37,9 @@ use serde_json::Value;
 use periscope_integration::otlp::{parse_requests, sum_series, Series};
 use periscope_integration::periscope::{describe_output, periscope_command};
 use periscope_integration::process::{output_with_timeout, run_ok, Background};
-use periscope_integration::{require_root, require_tools, veth_pair, yaml_path, Netns, TestDir};
+use periscope_integration::{
+    in_netns, require_root, require_tools, veth_pair, yaml_path, Netns, TestDir,
+};
 
 const TOOLS: &[&str] = &["ip", "bpftool"];
 const A_ADDR: Ipv4Addr = Ipv4Addr::new(10, 210, 0, 1);
@@ -90,28 +90,13 @@ fn inode(name: &str) -> String {
         .to_string()
 }
 
-/// Runs `f` on a thread inside namespace `name`.
-fn in_ns<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> T {
-    let ns = File::open(ns_path(name)).unwrap_or_else(|e| panic!("open netns {name}: {e}"));
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            // SAFETY: a valid nsfs fd; only this thread changes namespace.
-            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns {name}: {}", std::io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .unwrap_or_else(|p| std::panic::resume_unwind(p))
-    })
-}
-
 /// Sends `count` UDP datagrams of `size` bytes from `src` (in namespace `from`) to `dst` (in
 /// namespace `to`, where a socket receives them); returns (sent, received).
 fn udp(from: &str, src: Ipv4Addr, to: &str, dst: Ipv4Addr, count: u64, size: usize) -> (u64, u64) {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::scope(|s| {
         let sink = s.spawn(|| {
-            in_ns(to, || {
+            in_netns(to, || {
                 let sock = UdpSocket::bind(SocketAddrV4::new(dst, UDP_PORT)).expect("bind sink");
                 sock.set_read_timeout(Some(Duration::from_millis(300)))
                     .expect("timeout");
@@ -133,7 +118,7 @@ fn udp(from: &str, src: Ipv4Addr, to: &str, dst: Ipv4Addr, count: u64, size: usi
             })
         });
         ready_rx.recv().expect("sink ready");
-        let sent = in_ns(from, || {
+        let sent = in_netns(from, || {
             let sock = UdpSocket::bind(SocketAddrV4::new(src, 0)).expect("bind sender");
             let payload = vec![0xa5u8; size];
             let mut sent = 0;
@@ -156,7 +141,7 @@ fn udp(from: &str, src: Ipv4Addr, to: &str, dst: Ipv4Addr, count: u64, size: usi
 
 /// A TCP SYN from `from` to a closed port of `dst` (answered by a RST): transport `tcp`.
 fn probe(from: &str, dst: Ipv4Addr) {
-    in_ns(from, || {
+    in_netns(from, || {
         let _ = TcpStream::connect_timeout(
             &SocketAddrV4::new(dst, 9).into(),
             Duration::from_millis(200),

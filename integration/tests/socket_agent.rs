@@ -18,10 +18,8 @@
 //! Needs root, `ip`, `python3`, `ss`, `dumpcap` and `tshark`; skips otherwise, except under CI.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
 use std::io::ErrorKind;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -34,7 +32,9 @@ use periscope_integration::capture::Dumpcap;
 use periscope_integration::otlp::{parse_requests, sum_series, Series};
 use periscope_integration::periscope::periscope_command;
 use periscope_integration::process::{output_with_timeout, Background};
-use periscope_integration::{require_root, require_tools, veth_pair, yaml_path, Netns, TestDir};
+use periscope_integration::{
+    in_netns, require_root, require_tools, veth_pair, yaml_path, Netns, TestDir,
+};
 
 const TOOLS: &[&str] = &[
     "ip", "python3", "ss", "dumpcap", "tshark", "nft", "nstat", "bpftool",
@@ -162,21 +162,6 @@ fn inode(name: &str) -> i64 {
     std::fs::metadata(ns_path(name))
         .unwrap_or_else(|e| panic!("stat {name}: {e}"))
         .ino() as i64
-}
-
-/// Runs `f` on a thread inside namespace `name`.
-fn in_ns<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> T {
-    let ns = File::open(ns_path(name)).unwrap_or_else(|e| panic!("open netns {name}: {e}"));
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            // SAFETY: a valid nsfs fd; only this thread changes namespace.
-            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns {name}: {}", std::io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .unwrap_or_else(|p| std::panic::resume_unwind(p))
-    })
 }
 
 /// Every complete line of the file so far, as JSON.
@@ -738,7 +723,7 @@ fn udp_exchange(a: &str, b: &str) -> (u16, u64, u64) {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::scope(|s| {
         let sink = s.spawn(|| {
-            in_ns(b, || {
+            in_netns(b, || {
                 let sock = UdpSocket::bind(SocketAddrV4::new(B_ADDR, UDP_PORT)).expect("bind sink");
                 sock.set_read_timeout(Some(Duration::from_millis(500)))
                     .expect("timeout");
@@ -760,7 +745,7 @@ fn udp_exchange(a: &str, b: &str) -> (u16, u64, u64) {
             })
         });
         ready_rx.recv().expect("sink ready");
-        let (port, sent) = in_ns(a, || {
+        let (port, sent) = in_netns(a, || {
             let sock = UdpSocket::bind(SocketAddrV4::new(A_ADDR, 0)).expect("bind sender");
             let port = sock.local_addr().expect("addr").port();
             let payload = [0x5au8; 200];

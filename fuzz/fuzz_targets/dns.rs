@@ -6,7 +6,7 @@ use libfuzzer_sys::fuzz_target;
 
 use periscope_pipeline::model::{PacketEvent, Transport};
 use periscope_pipeline::DnsTable;
-use periscope_receivers::dns::parse;
+use periscope_receivers::shared::dns::parse;
 
 fuzz_target!(|data: &[u8]| {
     // A small table: interning must stay bounded whatever the names.

@@ -5,8 +5,9 @@
 use libfuzzer_sys::fuzz_target;
 
 use periscope_pipeline::DnsTable;
-use periscope_receivers::decode::{decode_frame, l4_payload, FrameMeta, LinkType};
-use periscope_receivers::ebpf::{decode_burst, decode_dns, decode_packet, BootClock};
+use periscope_receivers::pcap::{decode_frame, l4_payload, FrameMeta, LinkType};
+use periscope_receivers::netdev::{decode_burst, decode_dns, decode_packet};
+use periscope_receivers::shared::ebpf::BootClock;
 use periscope_receivers::socket::{decode_record, DropReasons};
 
 fuzz_target!(|data: &[u8]| {

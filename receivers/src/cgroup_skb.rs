@@ -11,7 +11,7 @@ use periscope_pipeline::component::{
 };
 use periscope_pipeline::config::ConfigDuration;
 
-use crate::ebpf::{SocketConfig, SocketObject};
+use crate::shared::ebpf::{SocketConfig, SocketObject};
 use crate::socket::{
     default_cgroup, describe, open_cgroup, preflight, validate_cgroup, DropReasons, SocketReceiver,
     SocketReceiverOptions,

@@ -12,7 +12,7 @@ use periscope_pipeline::component::{
 };
 use periscope_pipeline::config::ConfigDuration;
 
-use crate::ebpf::{names, SocketConfig, SocketObject};
+use crate::shared::ebpf::{names, SocketConfig, SocketObject};
 use crate::socket::{
     default_cgroup, default_poll_interval, default_ring_buffer_size, describe, open_cgroup,
     preflight, validate_cgroup, validate_ring, DropReasons, SocketReceiver, SocketReceiverOptions,
@@ -98,7 +98,7 @@ impl SkMsgConfig {
                 .override_global(names::SOCKET_CONFIG, &socket_config, true);
             loader
                 .load(object.bytes()?)
-                .map_err(|source| crate::ebpf::Error::Load {
+                .map_err(|source| crate::shared::ebpf::Error::Load {
                     object: object.file_name(),
                     source,
                 })?

@@ -12,7 +12,7 @@ use periscope_pipeline::component::{
 };
 use periscope_pipeline::config::ConfigDuration;
 
-use crate::ebpf::{SocketConfig, SocketObject};
+use crate::shared::ebpf::{SocketConfig, SocketObject};
 use crate::socket::{
     default_cgroup, default_poll_interval, default_ring_buffer_size, describe, open_cgroup,
     preflight, validate_cgroup, validate_ring, DropReasons, SocketReceiver, SocketReceiverOptions,

@@ -11,11 +11,11 @@ use periscope_pipeline::component::{
 };
 use periscope_pipeline::config::ConfigDuration;
 
-use crate::ebpf::records::{
+use crate::shared::ebpf::records::{
     PERISCOPE_SOCK_CFG_DROPS, PERISCOPE_SOCK_CFG_SEND_RECV_TCP, PERISCOPE_SOCK_CFG_SEND_RECV_UDP,
 };
-use crate::ebpf::{SocketConfig, SocketObject};
-use crate::kernel;
+use crate::shared::ebpf::{SocketConfig, SocketObject};
+use crate::shared::kernel;
 use crate::socket::{
     default_poll_interval, default_ring_buffer_size, describe, preflight, validate_ring,
     DropReasons, SocketReceiver, SocketReceiverOptions,

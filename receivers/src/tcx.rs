@@ -97,7 +97,7 @@ pub struct TcxConfig {
 /// A receiver that holds the expedited-RCU setting for as long as it runs.
 struct Expedited {
     inner: NetdevReceiver,
-    _rcu: Option<crate::kernel::ExpeditedRcu>,
+    _rcu: Option<crate::shared::kernel::ExpeditedRcu>,
 }
 
 impl Receiver for Expedited {
@@ -219,7 +219,7 @@ impl ReceiverConfig for TcxConfig {
         if !self.expedite_rcu {
             return Ok(Box::new(inner));
         }
-        let rcu = crate::kernel::ExpeditedRcu::enable()
+        let rcu = crate::shared::kernel::ExpeditedRcu::enable()
             .map_err(|e| anyhow::anyhow!("expedite_rcu: {e}"))?;
         Ok(Box::new(Expedited { inner, _rcu: rcu }))
     }

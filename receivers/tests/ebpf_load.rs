@@ -25,9 +25,10 @@ use aya::programs::tc::TcAttachOptions;
 use aya::programs::{SchedClassifier, TcAttachType, Xdp, XdpMode};
 use aya::{Btf, Ebpf};
 use periscope_pipeline::model::{Direction, NetworkType, PacketEvent, Transport};
-use periscope_receivers::ebpf::records::*;
-use periscope_receivers::ebpf::{
-    decode_packet, load_packet, names, BootClock, Config, DevCounters, DevKey, PacketRecord, Stats,
+use periscope_receivers::netdev::decode_packet;
+use periscope_receivers::shared::ebpf::records::*;
+use periscope_receivers::shared::ebpf::{
+    load_packet, names, BootClock, Config, DevCounters, DevKey, PacketRecord, Stats,
 };
 
 use common::{bpf_capable, chain};
@@ -106,7 +107,7 @@ fn the_verifier_accepts_every_program() {
     #[derive(Clone, Copy)]
     struct Rodata {
         config: Config,
-        bursts: periscope_receivers::ebpf::BurstConfig,
+        bursts: periscope_receivers::shared::ebpf::BurstConfig,
     }
     // SAFETY: two Pod structs without padding between them (24 bytes, then 8-aligned).
     unsafe impl aya::Pod for Rodata {}

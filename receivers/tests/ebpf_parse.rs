@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use aya::maps::{PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
 use aya::{Btf, Ebpf, EbpfLoader};
-use periscope_receivers::ebpf::records::*;
-use periscope_receivers::ebpf::{
+use periscope_receivers::shared::ebpf::records::*;
+use periscope_receivers::shared::ebpf::{
     load_packet, names, packet_object, Config, DevCounters, DevKey, PacketRecord, Stats,
 };
 

@@ -4,7 +4,7 @@
 use periscope_pipeline::component::ComponentConfig;
 use periscope_pipeline::config::{de, yaml};
 use periscope_receivers::netdev::{EventsMode, NamespacesConfig};
-use periscope_receivers::netns::NamespaceScope;
+use periscope_receivers::shared::netns::NamespaceScope;
 use periscope_receivers::tcx::{TcxConfig, TcxDirection};
 use periscope_receivers::xdp::XdpConfig;
 

@@ -33,7 +33,7 @@ use periscope_pipeline::model::{
 use periscope_pipeline::telemetry::ComponentCounters;
 use periscope_pipeline::topology::{EventOutput, StopSignal};
 use periscope_receivers::netdev::{EventsMode, NetdevReceiver};
-use periscope_receivers::netns::{Device, Discovery, Namespace};
+use periscope_receivers::shared::netns::{Device, Discovery, Namespace};
 use periscope_receivers::tcx::TcxConfig;
 use periscope_receivers::xdp::XdpConfig;
 
@@ -1029,7 +1029,7 @@ fn pinned_links_keep_counting_resist_detach_and_are_adopted() {
     assert_eq!(udp(&topo, 70, 100), 70);
     let pinned_udp = {
         use aya::maps::{Map, MapData, PerCpuHashMap};
-        use periscope_receivers::ebpf::{DevCounters, DevKey};
+        use periscope_receivers::shared::ebpf::{DevCounters, DevKey};
         let data = MapData::from_pin(dir.join("map-periscope_counters")).expect("pinned map");
         let map: PerCpuHashMap<MapData, DevKey, DevCounters> =
             PerCpuHashMap::try_from(Map::from_map_data(data).expect("map")).expect("counters");
@@ -1161,7 +1161,7 @@ fn a_device_whose_xdp_slot_is_taken_is_observed_through_tcx_ingress() {
     let obj = std::env::temp_dir().join(format!("periscope-t-{}-foreign.o", std::process::id()));
     std::fs::write(
         &obj,
-        periscope_receivers::ebpf::packet_object().expect("packet object"),
+        periscope_receivers::shared::ebpf::packet_object().expect("packet object"),
     )
     .expect("write object");
     let out = Command::new("ip")
@@ -1253,7 +1253,7 @@ fn new_namespaces_are_loaded_and_attached_quickly() {
                 tcx_fallback: what == "xdp",
                 records: RecordOptions {
                     dns_ports: [0; 4],
-                    flags: periscope_receivers::ebpf::records::PERISCOPE_CFG_RECORDS,
+                    flags: periscope_receivers::shared::ebpf::records::PERISCOPE_CFG_RECORDS,
                     sample_rate: 0,
                     bursts: None,
                 },

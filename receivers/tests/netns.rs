@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, Receiver};
 use periscope_pipeline::model::NetnsId;
-use periscope_receivers::netns::{
+use periscope_receivers::shared::netns::{
     list_devices, netns_cookie, run_in, scan, watch, Discovery, Namespace, NamespaceScope,
     NetnsHandle,
 };
@@ -388,7 +388,7 @@ fn watch_reports_namespaces_and_devices_and_leaks_nothing() {
 
 /// The host namespace as the watcher reports it.
 fn ns_added_host(rx: &mut Events) -> NetnsId {
-    let host = periscope_receivers::netns::host_namespace().expect("host");
+    let host = periscope_receivers::shared::netns::host_namespace().expect("host");
     let got = ns_added(rx, host.id.inode);
     assert_eq!(
         got.id, host.id,
@@ -406,7 +406,7 @@ fn listed_scope_takes_only_what_is_listed() {
     delete_stale();
     let a = Ns::new("la");
     let b = Ns::new("lb");
-    let host = periscope_receivers::netns::host_namespace().expect("host");
+    let host = periscope_receivers::shared::netns::host_namespace().expect("host");
     let (tx, rx) = unbounded();
     let later = format!("periscope-t-{}-netns-lc", std::process::id());
     let watcher = watch(

@@ -58,12 +58,14 @@ use aya::EbpfLoader;
 use periscope_pipeline::devices::DeviceTable;
 use periscope_pipeline::model::{Direction, Event, NetnsId};
 use periscope_pipeline::topology::EventOutput;
-use periscope_receivers::ebpf::bench_bare_object;
-use periscope_receivers::ebpf::records::PERISCOPE_CFG_RECORDS;
 use periscope_receivers::netdev::{
     AttachOptions, Attacher, DeviceOutcome, Hook, InterfaceFilter, RecordOptions,
 };
-use periscope_receivers::netns::{list_devices, netns_cookie, run_in, Namespace, NetnsHandle};
+use periscope_receivers::shared::ebpf::bench_bare_object;
+use periscope_receivers::shared::ebpf::records::PERISCOPE_CFG_RECORDS;
+use periscope_receivers::shared::netns::{
+    list_devices, netns_cookie, run_in, Namespace, NetnsHandle,
+};
 
 const TX_ADDR: Ipv4Addr = Ipv4Addr::new(10, 231, 0, 1);
 const RX_ADDR: Ipv4Addr = Ipv4Addr::new(10, 231, 0, 2);
@@ -430,7 +432,7 @@ impl Setup<'_> {
                             flags: if mode.records() {
                                 PERISCOPE_CFG_RECORDS
                             } else if mode.bursts() {
-                                periscope_receivers::ebpf::records::PERISCOPE_CFG_BURSTS
+                                periscope_receivers::shared::ebpf::records::PERISCOPE_CFG_BURSTS
                             } else {
                                 0
                             },
@@ -1279,13 +1281,13 @@ fn attach_latency(samples: usize, xdp: bool, pause: Duration) -> Result<()> {
         .collect();
     let _cleanup_later = DeleteNamespaces(later.clone());
     let (tx, rx) = crossbeam_channel::unbounded();
-    let watcher = periscope_receivers::netns::watch(
-        periscope_receivers::netns::NamespaceScope::Listed(later.clone()),
+    let watcher = periscope_receivers::shared::netns::watch(
+        periscope_receivers::shared::netns::NamespaceScope::Listed(later.clone()),
         tx,
     )?;
     let (mut disc_ns, mut disc_lo, mut disc_dev) = (Vec::new(), Vec::new(), Vec::new());
     let until = |t: Instant,
-                 f: &dyn Fn(&periscope_receivers::netns::Discovery) -> bool|
+                 f: &dyn Fn(&periscope_receivers::shared::netns::Discovery) -> bool|
      -> Result<Duration> {
         loop {
             let d = rx
@@ -1298,7 +1300,7 @@ fn attach_latency(samples: usize, xdp: bool, pause: Duration) -> Result<()> {
     };
     for name in &later {
         interrupted()?;
-        use periscope_receivers::netns::Discovery as D;
+        use periscope_receivers::shared::netns::Discovery as D;
         ip(&["netns", "add", name])?;
         let t = Instant::now();
         disc_ns.push(until(

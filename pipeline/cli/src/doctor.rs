@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use periscope_receivers::kernel::{self, Hook, Support};
+use periscope_receivers::shared::kernel::{self, Hook, Support};
 
 /// The kernel hooks a receiver type needs (receivers that need none are absent).
 fn hooks_of(receiver_type: &str) -> &'static [Hook] {

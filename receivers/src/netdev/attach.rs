@@ -24,12 +24,12 @@ use periscope_pipeline::model::{
     DeviceCounters, DeviceRef, Direction, NetnsId, PacketEvent, Transport,
 };
 
-use crate::ebpf::decode_burst;
-use crate::ebpf::records::{PERISCOPE_DIR_EGRESS, PERISCOPE_DIR_INGRESS, PERISCOPE_RECORD_BURST};
-use crate::ebpf::{
-    decode_packet, names, packet_object, BootClock, Config, DevCounters, DevKey, Stats,
+use super::decode::{decode_burst, decode_dns, decode_packet, is_dns_record};
+use crate::shared::ebpf::records::{
+    PERISCOPE_DIR_EGRESS, PERISCOPE_DIR_INGRESS, PERISCOPE_RECORD_BURST,
 };
-use crate::netns::{Device, Namespace};
+use crate::shared::ebpf::{names, packet_object, BootClock, Config, DevCounters, DevKey, Stats};
+use crate::shared::netns::{Device, Namespace};
 use periscope_pipeline::model::BurstEvent;
 
 use super::options::{InterfaceFilter, RecordOptions};
@@ -90,7 +90,7 @@ fn new_loader(records: &RecordOptions, ring_bytes: u32) -> EbpfLoader<'static> {
     l.map_max_entries(names::EVENTS, ring_bytes);
     l.override_global(names::CONFIG, config, true);
     if let Some(b) = records.bursts {
-        let b: &'static crate::ebpf::BurstConfig = Box::leak(Box::new(b));
+        let b: &'static crate::shared::ebpf::BurstConfig = Box::leak(Box::new(b));
         l.override_global(names::BURST_CONFIG, b, true);
     }
     l
@@ -98,12 +98,13 @@ fn new_loader(records: &RecordOptions, ring_bytes: u32) -> EbpfLoader<'static> {
 
 /// Loads the object (maps, BTF relocations) and the programs of `hooks` (the verifier).
 fn load_instance(loader: &mut EbpfLoader<'static>, hooks: &[Hook]) -> anyhow::Result<Ebpf> {
-    let mut bpf = loader
-        .load(packet_object()?)
-        .map_err(|source| crate::ebpf::Error::Load {
-            object: "packet.bpf.o",
-            source,
-        })?;
+    let mut bpf =
+        loader
+            .load(packet_object()?)
+            .map_err(|source| crate::shared::ebpf::Error::Load {
+                object: "packet.bpf.o",
+                source,
+            })?;
     for hook in hooks {
         let name = hook.program();
         let prog = bpf
@@ -1056,8 +1057,8 @@ impl Attacher {
                     }
                     continue;
                 }
-                if crate::ebpf::is_dns_record(&item) {
-                    match crate::ebpf::decode_dns(&item, &self.clock, &self.dns) {
+                if is_dns_record(&item) {
+                    match decode_dns(&item, &self.clock, &self.dns) {
                         Ok(Some(d)) => dns.push(d),
                         Ok(None) => {}
                         Err(e) => {
@@ -1107,7 +1108,8 @@ impl Attacher {
             let Some(map) = bpf.map(names::BURST_STATS) else {
                 continue;
             };
-            let Ok(arr) = PerCpuArray::<&MapData, crate::ebpf::BurstStats>::try_from(map) else {
+            let Ok(arr) = PerCpuArray::<&MapData, crate::shared::ebpf::BurstStats>::try_from(map)
+            else {
                 continue;
             };
             if let Ok(per_cpu) = arr.get(&0, 0) {

@@ -8,8 +8,8 @@ use serde::Deserialize;
 use periscope_pipeline::component::Invalid;
 use periscope_pipeline::config::ConfigDuration;
 
-use crate::ebpf::records::{PERISCOPE_BURST_ADAPTIVE, PERISCOPE_BURST_FIXED};
-use crate::ebpf::BurstConfig;
+use crate::shared::ebpf::records::{PERISCOPE_BURST_ADAPTIVE, PERISCOPE_BURST_FIXED};
+use crate::shared::ebpf::BurstConfig;
 
 /// Most buckets in a window (the program's ring of buckets).
 pub const MAX_BURST_BUCKETS: u32 = 32;

@@ -9,8 +9,10 @@ use serde::Deserialize;
 use periscope_pipeline::component::Invalid;
 use periscope_pipeline::config::ConfigDuration;
 
-use crate::ebpf::records::{PERISCOPE_CFG_BURSTS, PERISCOPE_CFG_DNS, PERISCOPE_CFG_RECORDS};
-use crate::netns::NamespaceScope;
+use crate::shared::ebpf::records::{
+    PERISCOPE_CFG_BURSTS, PERISCOPE_CFG_DNS, PERISCOPE_CFG_RECORDS,
+};
+use crate::shared::netns::NamespaceScope;
 
 /// Which network namespaces to attach in: `all`, a list of `/run/netns` names or nsfs paths
 /// (`host` is the host namespace), or `{cgroup: PATH}` for the namespaces of every process in
@@ -182,7 +184,7 @@ pub struct RecordOptions {
     /// 1 in N when sampling, else 0.
     pub sample_rate: u32,
     /// Burst detection parameters ([`PERISCOPE_CFG_BURSTS`] is in `flags` with them).
-    pub bursts: Option<crate::ebpf::BurstConfig>,
+    pub bursts: Option<crate::shared::ebpf::BurstConfig>,
     /// Ports that are DNS besides 53 (0: unused).
     pub dns_ports: [u16; 4],
 }

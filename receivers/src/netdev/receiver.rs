@@ -11,8 +11,8 @@ use periscope_pipeline::devices::DeviceTable;
 use periscope_pipeline::model::{DeviceCounters, Event};
 use periscope_pipeline::topology::{EventOutput, StopSignal};
 
-use crate::kernel;
-use crate::netns::{Discovery, NamespaceScope};
+use crate::shared::kernel;
+use crate::shared::netns::{Discovery, NamespaceScope};
 
 use super::attach::{AttachOptions, Attacher, DeviceOutcome};
 
@@ -21,7 +21,7 @@ pub const PIN_ROOT: &str = "/sys/fs/bpf/periscope";
 
 /// Where namespaces and devices come from.
 pub enum DiscoverySource {
-    /// The namespace watcher ([`crate::netns::watch`]) with this scope.
+    /// The namespace watcher ([`crate::shared::netns::watch`]) with this scope.
     Watch(NamespaceScope),
     /// Events from elsewhere (tests, or a watcher shared by several receivers).
     Channel(Rx<Discovery>),
@@ -121,7 +121,7 @@ impl Receiver for NetdevReceiver {
             DiscoverySource::Channel(rx) => (None, rx),
             DiscoverySource::Watch(scope) => {
                 let (tx, rx) = crossbeam_channel::unbounded();
-                let w = crate::netns::watch(scope, tx).map_err(|e| {
+                let w = crate::shared::netns::watch(scope, tx).map_err(|e| {
                     anyhow::anyhow!("{}: watching network namespaces: {e}", opts.id)
                 })?;
                 (Some(w), rx)

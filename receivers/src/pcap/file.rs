@@ -19,7 +19,7 @@ use pcap_file::{Endianness, TsResolution};
 use periscope_pipeline::devices::{DeviceInfo, DeviceTable};
 use periscope_pipeline::model::{DeviceRef, Direction, NetnsId};
 
-use crate::decode::{FrameMeta, LinkType};
+use super::decode::{FrameMeta, LinkType};
 
 /// The most captured bytes one packet may have. Larger lengths mean a corrupt file; capping
 /// them keeps a bad length field from allocating gigabytes. (tcpdump's default snap length

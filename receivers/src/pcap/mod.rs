@@ -1,6 +1,7 @@
 //! The `pcap` receiver: replays a classic pcap or pcapng capture file as packet events, as
 //! fast as possible or at the pace it was captured.
 
+pub mod decode;
 mod file;
 
 use std::path::PathBuf;
@@ -15,10 +16,10 @@ use periscope_pipeline::component::{
 use periscope_pipeline::model::Event;
 use periscope_pipeline::topology::{EventOutput, StopSignal};
 
+pub use decode::{decode_frame, l4_payload, FrameMeta, LinkType};
 pub use file::{CaptureReader, Frame, ReadError, RecordError, MAX_PACKET_BYTES};
 
-use crate::decode::{decode_frame, l4_payload};
-use crate::dns;
+use crate::shared::dns;
 
 /// Replays a pcap or pcapng capture file as packet events (one per captured frame, with the
 /// frame's original length and capture timestamp), then ends.

@@ -7,8 +7,8 @@ use periscope_pipeline::model::{
     SocketEventKind, SocketHook, SocketRole, Transport,
 };
 
-use crate::ebpf::records::*;
-use crate::ebpf::{BootClock, CgroupCountersRecord, CgroupKey, DropRecord, SocketRecord};
+use crate::shared::ebpf::records::*;
+use crate::shared::ebpf::{BootClock, CgroupCountersRecord, CgroupKey, DropRecord, SocketRecord};
 
 use super::reasons::DropReasons;
 

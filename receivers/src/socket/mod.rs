@@ -21,7 +21,7 @@ pub use decode::{cgroup_counters, decode_record, Record, RecordError};
 pub use reasons::DropReasons;
 pub use runner::{SocketMaps, SocketReceiver, SocketReceiverOptions};
 
-use crate::kernel;
+use crate::shared::kernel;
 
 /// The keyword for "the root of the host's cgroup v2 hierarchy, wherever it is mounted".
 pub const ROOT_CGROUP: &str = "root";

@@ -12,7 +12,7 @@ use periscope_pipeline::model::{Event, EventBatch};
 use periscope_pipeline::telemetry::now_ns;
 use periscope_pipeline::topology::{EventOutput, StopSignal};
 
-use crate::ebpf::{names, BootClock, CgroupCountersRecord, CgroupKey, SocketStats};
+use crate::shared::ebpf::{names, BootClock, CgroupCountersRecord, CgroupKey, SocketStats};
 
 use super::{cgroup_counters, decode_record, DropReasons, Record};
 

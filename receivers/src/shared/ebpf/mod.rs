@@ -8,13 +8,11 @@
 //! Minimum kernel: 5.8 for ring buffers and `bpf_ktime_get_boot_ns`; XDP links need 5.9,
 //! TCX links 6.6 (older kernels get a netlink/clsact attachment, which cannot be pinned).
 
-mod decode;
+mod clock;
 pub mod layout;
 pub mod records;
 
-pub use decode::{
-    decode_burst, decode_dns, decode_packet, is_dns_record, BootClock, DecodeError, DnsRecordError,
-};
+pub use clock::BootClock;
 pub use records::{
     BurstConfig, BurstRecord, BurstStats, CgroupCountersRecord, CgroupKey, Config, DevCounters,
     DevKey, DnsRecord, DropRecord, PacketRecord, SocketConfig, SocketRecord, SocketStats, Stats,

@@ -1,4 +1,5 @@
-//! Raw ring-buffer records → events.
+//! The packet object's ring-buffer records (`periscope_packet`, `periscope_burst`,
+//! `periscope_dns`) → events.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -6,12 +7,13 @@ use periscope_pipeline::model::{
     BurstEvent, BurstPhase, DeviceRef, Direction, NetnsId, NetworkType, PacketEvent, Transport,
 };
 
-use super::records::{
+use crate::shared::ebpf::records::{
     read_record, BurstRecord, DnsRecord, PacketRecord, PERISCOPE_BURST_END,
     PERISCOPE_BURST_VERSION, PERISCOPE_DIR_EGRESS, PERISCOPE_DIR_INGRESS, PERISCOPE_DNS_PAYLOAD,
     PERISCOPE_DNS_VERSION, PERISCOPE_PACKET_VERSION, PERISCOPE_RECORD_BURST, PERISCOPE_RECORD_DNS,
     PERISCOPE_RECORD_PACKET,
 };
+use crate::shared::ebpf::BootClock;
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -45,7 +47,7 @@ pub enum DnsRecordError {
     UnsupportedVersion(u8),
     /// The payload on port 53 is not a DNS message we can read (a property of the traffic).
     #[error("{0}")]
-    Payload(#[from] crate::dns::DnsError),
+    Payload(#[from] crate::shared::dns::DnsError),
 }
 
 /// True when a ring-buffer record is a `periscope_dns` record.
@@ -98,55 +100,11 @@ pub fn decode_dns(
         dst_port: rec.dport,
         ..PacketEvent::default()
     };
-    Ok(crate::dns::parse(&packet, &rec.payload[..len], names)?)
-}
-
-/// Converts the kernel's `CLOCK_BOOTTIME` timestamps (`bpf_ktime_get_boot_ns`) into Unix
-/// time. The programs use boot time because it is cheap, monotonic and counts suspend, so the
-/// offset to wall-clock time only changes when the wall clock is set; re-measure it (e.g.
-/// every few seconds) to follow such steps.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BootClock {
-    /// `CLOCK_REALTIME - CLOCK_BOOTTIME`, in nanoseconds.
-    offset_ns: i128,
-}
-
-impl BootClock {
-    /// Measures the offset now (two clock reads around one, error well under a microsecond).
-    pub fn now() -> BootClock {
-        let boot_a = clock_ns(libc::CLOCK_BOOTTIME);
-        let real = clock_ns(libc::CLOCK_REALTIME);
-        let boot_b = clock_ns(libc::CLOCK_BOOTTIME);
-        BootClock {
-            offset_ns: real - (boot_a + boot_b) / 2,
-        }
-    }
-
-    /// A clock with a given `CLOCK_REALTIME - CLOCK_BOOTTIME` offset (tests, replays).
-    pub fn from_offset_ns(offset_ns: i128) -> BootClock {
-        BootClock { offset_ns }
-    }
-
-    /// `CLOCK_BOOTTIME` nanoseconds → nanoseconds since the Unix epoch (saturating).
-    pub fn to_unix_ns(&self, boot_ns: u64) -> u64 {
-        (i128::from(boot_ns) + self.offset_ns).clamp(0, i128::from(u64::MAX)) as u64
-    }
-
-    /// The current `CLOCK_BOOTTIME`, in nanoseconds.
-    pub fn boot_now_ns() -> u64 {
-        clock_ns(libc::CLOCK_BOOTTIME) as u64
-    }
-}
-
-fn clock_ns(clock: libc::clockid_t) -> i128 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec to write to; both clocks exist on every Linux.
-    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
-    debug_assert_eq!(rc, 0);
-    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+    Ok(crate::shared::dns::parse(
+        &packet,
+        &rec.payload[..len],
+        names,
+    )?)
 }
 
 /// Decodes one ring-buffer record (the bytes of a `struct periscope_packet`) into an event.
@@ -223,7 +181,7 @@ pub fn decode_packet(bytes: &[u8], clock: &BootClock) -> Result<PacketEvent, Dec
 /// Decodes one burst record (the bytes of a `struct periscope_burst`) into a burst event (one
 /// CPU's report; see [`BurstEvent`]).
 pub fn decode_burst(bytes: &[u8], clock: &BootClock) -> Result<BurstEvent, DecodeError> {
-    let Some(rec) = super::records::read_record::<BurstRecord>(bytes) else {
+    let Some(rec) = read_record::<BurstRecord>(bytes) else {
         return Err(DecodeError::TooShort {
             len: bytes.len(),
             need: size_of::<BurstRecord>(),
@@ -277,8 +235,8 @@ fn ipv4(addr: &[u8; 16]) -> IpAddr {
 
 #[cfg(test)]
 mod tests {
-    use super::super::records::*;
     use super::*;
+    use crate::shared::ebpf::records::*;
 
     fn tcp4() -> PacketRecord {
         let mut r = PacketRecord {
@@ -448,17 +406,5 @@ mod tests {
         assert_eq!((ev.peak_pps, ev.peak_bytes_per_s), (60_000, 6_000_000));
         assert_eq!(ev.device.netns.inode, 42);
         assert!(decode_burst(&bytes[..10], &BootClock::from_offset_ns(0)).is_err());
-    }
-
-    #[test]
-    fn boot_clock_tracks_the_wall_clock() {
-        let clock = BootClock::now();
-        let unix = clock.to_unix_ns(BootClock::boot_now_ns());
-        let wall = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64;
-        assert!(unix.abs_diff(wall) < 50_000_000, "{unix} vs {wall}");
-        assert_eq!(BootClock::from_offset_ns(-10).to_unix_ns(3), 0);
     }
 }

@@ -65,12 +65,6 @@ const volatile struct periscope_config periscope_config = {
  * namespace will take one (a load costs tens of ms, most of a new namespace's attach
  * latency). A .data global is read with a plain load from the map value, like .rodata, but
  * without the verifier knowing its value; nothing branches on it. */
-struct periscope_netns_slot {
-	__u64 cookie;
-	__u32 inode;
-	__u32 _pad;
-};
-
 volatile struct periscope_netns_slot periscope_netns SEC(".data") = {};
 
 struct {

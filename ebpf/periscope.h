@@ -2,20 +2,21 @@
 /*
  * periscope.h — every record that crosses between the kernel and user space.
  *
- * This is the one definition of those layouts. The Rust mirror lives in
- * receivers/src/ebpf/records.rs; receivers/build.rs compiles this header with
- * clang-19 for the BPF target, reads the layouts back from the BTF clang emits,
- * and the crate's layout tests compare every struct's size and every field's
- * offset and size, and every enumerator's value, with the Rust side. A struct or
- * enum added here without a Rust mirror fails those tests.
+ * This is the one definition of those layouts. The Rust side is generated from
+ * it by bindgen (receivers/src/shared/ebpf/bindings.rs, committed; regenerate
+ * with scripts/gen-bindings after an edit here — the receivers' `bindings` test
+ * fails while the committed file is stale). bindgen also emits compile-time
+ * checks of every struct's size, alignment and field offsets.
  *
  * Rules for everything in this file:
  *   - fixed-size fields only (__u8 .. __u64, arrays of them); no pointers, no
- *     bitfields, no bool, no enums as field types (their size is the compiler's
- *     choice) — enums below only name constants;
+ *     bitfields, no bool, no enums as field types — enums below only name
+ *     constants, each with the underlying type of the field it is stored in
+ *     (`enum x : __u8`, a clang extension), so that the Rust constants have
+ *     that type too;
  *   - every field naturally aligned and every gap an explicit `_pad` field, so the
  *     layout is the same for the BPF target and the host and has no implicit
- *     padding (the layout tests check that the fields add up to the size);
+ *     padding (the Rust side derives bytemuck::Pod, which refuses padding);
  *   - multi-byte integers are in host byte order, except addresses, which are
  *     copied from the packet as they are (network byte order);
  *   - every record written to a ring buffer starts with __u8 kind, __u8 version,
@@ -28,7 +29,7 @@
 #define PERISCOPE_H
 
 /* The `kind` byte at offset 0 of every ring-buffer record. */
-enum periscope_record_kind {
+enum periscope_record_kind : __u8 {
 	PERISCOPE_RECORD_PACKET = 1,
 	PERISCOPE_RECORD_SOCKET = 2,
 	PERISCOPE_RECORD_DROP = 3,
@@ -36,24 +37,24 @@ enum periscope_record_kind {
 };
 
 /* The `version` byte of a packet record; bumped when its layout changes. */
-enum periscope_packet_version {
+enum periscope_packet_version : __u8 {
 	PERISCOPE_PACKET_VERSION = 1,
 };
 
 /* Which hook saw a packet. */
-enum periscope_hook {
+enum periscope_hook : __u8 {
 	PERISCOPE_HOOK_XDP = 1,
 	PERISCOPE_HOOK_TC = 2,
 };
 
 /* Which way a packet crossed the hook. */
-enum periscope_direction {
+enum periscope_direction : __u8 {
 	PERISCOPE_DIR_INGRESS = 0,
 	PERISCOPE_DIR_EGRESS = 1,
 };
 
 /* Bits of periscope_packet.flags. */
-enum periscope_packet_flags {
+enum periscope_packet_flags : __u8 {
 	/* The frame carried at least one 802.1Q/802.1ad tag; vlan_id is the outermost. */
 	PERISCOPE_PKT_VLAN = 1,
 	/* Parsing stopped early: a header was cut off, there were more VLAN tags or
@@ -65,7 +66,7 @@ enum periscope_packet_flags {
 };
 
 /* Bits of periscope_config.flags. */
-enum periscope_config_flags {
+enum periscope_config_flags : __u32 {
 	/* Write a periscope_packet record per packet (otherwise: counters only), or
 	 * 1 in periscope_config.sample_rate packets when that is above 1. */
 	PERISCOPE_CFG_RECORDS = 1,
@@ -155,15 +156,27 @@ struct periscope_config {
 	__u32 _pad;
 };
 
+/*
+ * The `.data` global `periscope_netns` of the packet object: the namespace whose
+ * devices an instance is attached to, written by user space after the load and
+ * before the first attach (instances are loaded ahead of time, before the
+ * namespace that takes one is known). 16 bytes.
+ */
+struct periscope_netns_slot {
+	__u64 cookie;
+	__u32 inode;
+	__u32 _pad;
+};
+
 /* ---- DNS: payloads of DNS packets (packet.bpf.c, with PERISCOPE_CFG_DNS) ---------- */
 
 /* The `version` byte of a DNS record. */
-enum periscope_dns_version {
+enum periscope_dns_version : __u8 {
 	PERISCOPE_DNS_VERSION = 1,
 };
 
 /* How many bytes of a DNS packet's L4 payload a record carries at most. */
-enum periscope_dns_limits {
+enum periscope_dns_limits : __u16 {
 	PERISCOPE_DNS_PAYLOAD = 512,
 };
 
@@ -198,12 +211,12 @@ struct periscope_dns {
 /* ---- sockets: sockops, sk_msg/sk_skb, tcp_udp (fentry or tracepoints) ---------- */
 
 /* The `version` byte of a socket record. */
-enum periscope_socket_version {
+enum periscope_socket_version : __u8 {
 	PERISCOPE_SOCKET_VERSION = 1,
 };
 
 /* What happened to a socket (periscope_socket.event). */
-enum periscope_socket_event {
+enum periscope_socket_event : __u8 {
 	/* connect() sent a SYN (process context: pid and comm are the caller's). */
 	PERISCOPE_SOCK_CONNECT = 1,
 	/* The handshake completed; role says which side. duration_ns: SYN sent ->
@@ -225,7 +238,7 @@ enum periscope_socket_event {
 };
 
 /* Which mechanism produced a socket or drop record (periscope_socket.hook). */
-enum periscope_socket_hook {
+enum periscope_socket_hook : __u8 {
 	PERISCOPE_SOCK_HOOK_SOCKOPS = 1,
 	PERISCOPE_SOCK_HOOK_SK_MSG = 2,
 	PERISCOPE_SOCK_HOOK_SK_SKB = 3,
@@ -234,7 +247,7 @@ enum periscope_socket_hook {
 };
 
 /* Which side of a connection the socket is (periscope_socket.role). */
-enum periscope_socket_role {
+enum periscope_socket_role : __u8 {
 	PERISCOPE_ROLE_UNKNOWN = 0,
 	PERISCOPE_ROLE_CLIENT = 1, /* active open: connect() */
 	PERISCOPE_ROLE_SERVER = 2, /* passive open: accepted */
@@ -277,11 +290,11 @@ struct periscope_socket {
 	__u64 bytes_acked;  /* CLOSE: bytes the peer acknowledged */
 	__u64 bytes_received; /* CLOSE: bytes received in order */
 	__u64 duration_ns;  /* see enum periscope_socket_event */
-	char comm[16];      /* task command name, NUL-padded */
+	__u8 comm[16];      /* task command name, NUL-padded */
 };
 
 /* The `version` byte of a drop record. */
-enum periscope_drop_version {
+enum periscope_drop_version : __u8 {
 	PERISCOPE_DROP_VERSION = 1,
 };
 
@@ -332,7 +345,7 @@ struct periscope_socket_stats {
 };
 
 /* Bits of periscope_socket_config.flags. */
-enum periscope_socket_config_flags {
+enum periscope_socket_config_flags : __u32 {
 	PERISCOPE_SOCK_CFG_SEND_RECV_UDP = 1, /* tcp_udp: a SEND/RECV record per UDP call */
 	PERISCOPE_SOCK_CFG_SEND_RECV_TCP = 2, /* tcp_udp: a SEND/RECV record per TCP call */
 	PERISCOPE_SOCK_CFG_DROPS = 4,         /* tcp_udp: drop records */
@@ -351,17 +364,17 @@ struct periscope_socket_config {
 /* ---- bursts: inline microburst detection in packet.bpf.c ------------------------ */
 
 /* The `kind` byte of a burst record (5: leaves 4 free for another packet-path record). */
-enum periscope_burst_kind {
+enum periscope_burst_kind : __u8 {
 	PERISCOPE_RECORD_BURST = 5,
 };
 
 /* The `version` byte of a burst record. */
-enum periscope_burst_version {
+enum periscope_burst_version : __u8 {
 	PERISCOPE_BURST_VERSION = 1,
 };
 
 /* periscope_burst.event. */
-enum periscope_burst_event {
+enum periscope_burst_event : __u8 {
 	/* The rate over the window crossed the threshold: start_ts_boot_ns is the
 	 * estimated start, packets/bytes what the burst held when it was detected. */
 	PERISCOPE_BURST_START = 1,
@@ -370,7 +383,7 @@ enum periscope_burst_event {
 };
 
 /* periscope_burst_config.mode. */
-enum periscope_burst_mode {
+enum periscope_burst_mode : __u32 {
 	/* A burst is a window at or above thr_packets / thr_bytes. */
 	PERISCOPE_BURST_FIXED = 0,
 	/* ... or at or above k x a slowly moving baseline of the window's count,

@@ -11,11 +11,14 @@ use periscope_pipeline::component::{
 };
 use periscope_pipeline::config::ConfigDuration;
 
-use crate::shared::ebpf::{SocketConfig, SocketObject};
+use crate::shared::ebpf::{embedded_object, Object};
 use crate::socket::{
-    default_cgroup, describe, open_cgroup, preflight, validate_cgroup, DropReasons, SocketReceiver,
-    SocketReceiverOptions,
+    default_cgroup, describe, load_object, open_cgroup, preflight, validate_cgroup, DropReasons,
+    SocketReceiver, SocketReceiverOptions,
 };
+
+/// `ebpf/cgroup_skb.bpf.c`.
+const OBJECT: Object = embedded_object!("cgroup_skb");
 
 /// Counts IP packets and bytes (the IP packet's length, no L2 header) per cgroup, direction
 /// and IP protocol at the cgroup_skb ingress and egress hooks of a cgroup subtree: a
@@ -69,9 +72,9 @@ impl ComponentConfig for CgroupSkbConfig {
 impl CgroupSkbConfig {
     /// Loads and attaches both programs; the receiver that reads their counters.
     pub fn build_receiver(&self, id: &str) -> anyhow::Result<SocketReceiver> {
-        preflight(id)?;
-        let (cgroup, cgroup_path) = open_cgroup(id, &self.cgroup)?;
-        let mut ebpf = SocketObject::CgroupSkb.load(&SocketConfig::default(), None)?;
+        preflight()?;
+        let (cgroup, cgroup_path) = open_cgroup(&self.cgroup)?;
+        let mut ebpf = load_object(OBJECT, None, None)?;
         for (name, kind) in [
             ("periscope_cgroup_ingress", CgroupSkbAttachType::Ingress),
             ("periscope_cgroup_egress", CgroupSkbAttachType::Egress),

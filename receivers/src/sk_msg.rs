@@ -12,11 +12,14 @@ use periscope_pipeline::component::{
 };
 use periscope_pipeline::config::ConfigDuration;
 
-use crate::shared::ebpf::{names, SocketConfig, SocketObject};
+use crate::shared::ebpf::{embedded_object, names, Object, SocketConfig};
 use crate::socket::{
     default_cgroup, default_poll_interval, default_ring_buffer_size, describe, open_cgroup,
     preflight, validate_cgroup, validate_ring, DropReasons, SocketReceiver, SocketReceiverOptions,
 };
+
+/// `ebpf/sk_msg.bpf.c`.
+const OBJECT: Object = embedded_object!("sk_msg");
 
 /// Records each message an application sends on an established TCP socket (size, time,
 /// sending process) with an sk_msg program, and each chunk it receives with an sk_skb stream
@@ -86,9 +89,8 @@ impl ComponentConfig for SkMsgConfig {
 impl SkMsgConfig {
     /// Loads and attaches the programs; the receiver that reads them.
     pub fn build_receiver(&self, id: &str) -> anyhow::Result<SocketReceiver> {
-        preflight(id)?;
-        let (cgroup, cgroup_path) = open_cgroup(id, &self.cgroup)?;
-        let object = SocketObject::SkMsg;
+        preflight()?;
+        let (cgroup, cgroup_path) = open_cgroup(&self.cgroup)?;
         let socket_config = SocketConfig::default();
         let mut ebpf = {
             let mut loader = aya::EbpfLoader::new();
@@ -96,12 +98,7 @@ impl SkMsgConfig {
                 .map_max_entries(names::EVENTS, self.ring_buffer_size)
                 .map_max_entries(names::SOCKHASH, self.max_sockets)
                 .override_global(names::SOCKET_CONFIG, &socket_config, true);
-            loader
-                .load(object.bytes()?)
-                .map_err(|source| crate::shared::ebpf::Error::Load {
-                    object: object.file_name(),
-                    source,
-                })?
+            OBJECT.load(&mut loader)?
         };
         let hash: SockHash<_, u64> = SockHash::try_from(
             ebpf.map(names::SOCKHASH)

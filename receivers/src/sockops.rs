@@ -12,11 +12,15 @@ use periscope_pipeline::component::{
 };
 use periscope_pipeline::config::ConfigDuration;
 
-use crate::shared::ebpf::{SocketConfig, SocketObject};
+use crate::shared::ebpf::{embedded_object, Object, SocketConfig};
 use crate::socket::{
-    default_cgroup, default_poll_interval, default_ring_buffer_size, describe, open_cgroup,
-    preflight, validate_cgroup, validate_ring, DropReasons, SocketReceiver, SocketReceiverOptions,
+    default_cgroup, default_poll_interval, default_ring_buffer_size, describe, load_object,
+    open_cgroup, preflight, validate_cgroup, validate_ring, DropReasons, SocketReceiver,
+    SocketReceiverOptions,
 };
+
+/// `ebpf/sockops.bpf.c`.
+const OBJECT: Object = embedded_object!("sockops");
 
 /// Observes every TCP connection of a cgroup subtree with a sockops program: a socket event
 /// at connect (with the calling process), at establishment on either side (with the connect
@@ -77,14 +81,14 @@ impl ComponentConfig for SockopsConfig {
 impl SockopsConfig {
     /// Loads and attaches the program; the receiver that reads it.
     pub fn build_receiver(&self, id: &str) -> anyhow::Result<SocketReceiver> {
-        preflight(id)?;
-        let (cgroup, cgroup_path) = open_cgroup(id, &self.cgroup)?;
+        preflight()?;
+        let (cgroup, cgroup_path) = open_cgroup(&self.cgroup)?;
         let config = SocketConfig {
             rtt_interval_ns: u64::try_from(self.rtt_interval.0.as_nanos()).unwrap_or(u64::MAX),
             flags: 0,
             _pad: 0,
         };
-        let mut ebpf = SocketObject::Sockops.load(&config, Some(self.ring_buffer_size))?;
+        let mut ebpf = load_object(OBJECT, Some(&config), Some(self.ring_buffer_size))?;
         let prog: &mut SockOps = ebpf
             .program_mut("periscope_sockops")
             .ok_or_else(|| anyhow::anyhow!("sockops.bpf.o has no periscope_sockops"))?

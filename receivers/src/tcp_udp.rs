@@ -14,12 +14,15 @@ use periscope_pipeline::config::ConfigDuration;
 use crate::shared::ebpf::records::{
     PERISCOPE_SOCK_CFG_DROPS, PERISCOPE_SOCK_CFG_SEND_RECV_TCP, PERISCOPE_SOCK_CFG_SEND_RECV_UDP,
 };
-use crate::shared::ebpf::{SocketConfig, SocketObject};
+use crate::shared::ebpf::{embedded_object, Object, SocketConfig};
 use crate::shared::kernel;
 use crate::socket::{
-    default_poll_interval, default_ring_buffer_size, describe, preflight, validate_ring,
-    DropReasons, SocketReceiver, SocketReceiverOptions,
+    default_poll_interval, default_ring_buffer_size, describe, load_object, preflight,
+    validate_ring, DropReasons, SocketReceiver, SocketReceiverOptions,
 };
+
+/// `ebpf/tcp_udp.bpf.c`.
+const OBJECT: Object = embedded_object!("tcp_udp");
 
 /// How the TCP/UDP functions are hooked.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
@@ -187,7 +190,7 @@ impl TcpUdpConfig {
 
     /// Loads and attaches the programs; the receiver and the mechanism chosen.
     pub fn build_receiver(&self, id: &str) -> anyhow::Result<(SocketReceiver, Mechanism)> {
-        preflight(id)?;
+        preflight()?;
         let btf = Btf::from_sys_fs().map_err(|e| {
             anyhow::anyhow!(
                 "reading the kernel's BTF (/sys/kernel/btf/vmlinux): {e}; \
@@ -210,7 +213,7 @@ impl TcpUdpConfig {
         let mechanism = match self.mode {
             TcpUdpMode::Tracepoint => Mechanism::Tracepoint,
             TcpUdpMode::Fentry | TcpUdpMode::Auto => {
-                let mut ebpf = SocketObject::TcpUdp.load(&config, Some(self.ring_buffer_size))?;
+                let mut ebpf = load_object(OBJECT, Some(&config), Some(self.ring_buffer_size))?;
                 match attach_fentry(&mut ebpf, &btf, with_send_recv) {
                     Ok(()) => {
                         attach_tracepoints(&mut ebpf, &btf, self.drops, None)?;
@@ -240,7 +243,7 @@ impl TcpUdpConfig {
             }
         };
         // A fresh object: programs that failed to load cannot be retried in place.
-        let mut ebpf = SocketObject::TcpUdp.load(&config, Some(self.ring_buffer_size))?;
+        let mut ebpf = load_object(OBJECT, Some(&config), Some(self.ring_buffer_size))?;
         let mut extra: Vec<&Hook> = vec![&TP_RETRANSMIT];
         if with_send_recv {
             extra.extend(TP_SEND_RECV.iter());

@@ -25,10 +25,10 @@ use aya::programs::tc::TcAttachOptions;
 use aya::programs::{SchedClassifier, TcAttachType, Xdp, XdpMode};
 use aya::{Btf, Ebpf};
 use periscope_pipeline::model::{Direction, NetworkType, PacketEvent, Transport};
-use periscope_receivers::netdev::decode_packet;
+use periscope_receivers::netdev::{decode_packet, load_packet};
 use periscope_receivers::shared::ebpf::records::*;
 use periscope_receivers::shared::ebpf::{
-    load_packet, names, BootClock, Config, DevCounters, DevKey, PacketRecord, Stats,
+    names, BootClock, Config, DevCounters, DevKey, PacketRecord, Stats,
 };
 
 use common::{bpf_capable, chain};

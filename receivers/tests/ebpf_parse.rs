@@ -11,9 +11,10 @@ use std::collections::HashMap;
 use aya::maps::{PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
 use aya::{Btf, Ebpf, EbpfLoader};
+use periscope_receivers::netdev::{load_packet, packet_object};
 use periscope_receivers::shared::ebpf::records::*;
 use periscope_receivers::shared::ebpf::{
-    load_packet, names, packet_object, Config, DevCounters, DevKey, PacketRecord, Stats,
+    names, Config, DevCounters, DevKey, PacketRecord, Record, Stats,
 };
 
 use common::{bpf_capable, chain};

@@ -1161,7 +1161,7 @@ fn a_device_whose_xdp_slot_is_taken_is_observed_through_tcx_ingress() {
     let obj = std::env::temp_dir().join(format!("periscope-t-{}-foreign.o", std::process::id()));
     std::fs::write(
         &obj,
-        periscope_receivers::shared::ebpf::packet_object().expect("packet object"),
+        periscope_receivers::netdev::packet_object().expect("packet object"),
     )
     .expect("write object");
     let out = Command::new("ip")

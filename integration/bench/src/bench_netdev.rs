@@ -61,7 +61,6 @@ use periscope_pipeline::topology::EventOutput;
 use periscope_receivers::netdev::{
     AttachOptions, Attacher, DeviceOutcome, Hook, InterfaceFilter, RecordOptions,
 };
-use periscope_receivers::shared::ebpf::bench_bare_object;
 use periscope_receivers::shared::ebpf::records::PERISCOPE_CFG_RECORDS;
 use periscope_receivers::shared::netns::{
     list_devices, netns_cookie, run_in, Namespace, NetnsHandle,
@@ -1378,4 +1377,20 @@ fn attach_latency(samples: usize, xdp: bool, pause: Duration) -> Result<()> {
         percentiles(&mut disc_dev)
     );
     Ok(())
+}
+
+/// `bench_bare.bpf.o` (`ebpf/bench_bare.bpf.c`): an XDP program (`bench_bare_xdp`) that only
+/// bumps a per-CPU packet/byte counter (`bench_bare_counters`) and passes the packet.
+#[cfg(not(periscope_ebpf_stub))]
+fn bench_bare_object() -> Result<&'static [u8]> {
+    Ok(aya::include_bytes_aligned!(concat!(
+        env!("PERISCOPE_EBPF_OUT_DIR"),
+        "/bench_bare.bpf.o"
+    )))
+}
+
+/// A stub build has no eBPF objects.
+#[cfg(periscope_ebpf_stub)]
+fn bench_bare_object() -> Result<&'static [u8]> {
+    anyhow::bail!("built with PERISCOPE_EBPF_STUB=1: there is no bench_bare.bpf.o")
 }

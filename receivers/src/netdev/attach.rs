@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use aya::maps::{Array, Map, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
+use aya::maps::{Map, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::programs::links::{FdLink, Link, LinkOrder, PinnedLink};
 use aya::programs::tc::TcAttachOptions;
 use aya::programs::{SchedClassifier, TcAttachType, Xdp, XdpMode};
@@ -28,48 +28,12 @@ use super::decode::{decode_burst, decode_dns, decode_packet, is_dns_record};
 use crate::shared::ebpf::records::{
     PERISCOPE_DIR_EGRESS, PERISCOPE_DIR_INGRESS, PERISCOPE_RECORD_BURST,
 };
-use crate::shared::ebpf::{names, packet_object, BootClock, Config, DevCounters, DevKey, Stats};
+use crate::shared::ebpf::{names, BootClock, Config, DevCounters, DevKey, Stats};
 use crate::shared::netns::{Device, Namespace};
 use periscope_pipeline::model::BurstEvent;
 
+use super::instance::{set_netns, PACKET};
 use super::options::{InterfaceFilter, RecordOptions};
-
-/// The `.data` map of the packet object: it holds only `periscope_netns`.
-const DATA_MAP: &str = ".data";
-
-/// `struct periscope_netns_slot` of `ebpf/packet.bpf.c` (the `.data` global
-/// `periscope_netns`): the namespace an instance serves. Its size is checked against the
-/// map's value size when it is written.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-struct NetnsSlot {
-    cookie: u64,
-    inode: u32,
-    _pad: u32,
-}
-
-// SAFETY: plain integers without padding (8 + 4 + 4 bytes, aligned to 8).
-unsafe impl Pod for NetnsSlot {}
-
-/// Tells a loaded packet object which namespace it serves (before any of its programs is
-/// attached: counters and records carry this id).
-pub(crate) fn set_netns(bpf: &mut Ebpf, id: NetnsId) -> Result<(), aya::maps::MapError> {
-    let map = bpf
-        .map_mut(DATA_MAP)
-        .ok_or_else(|| aya::maps::MapError::InvalidName {
-            name: DATA_MAP.to_string(),
-        })?;
-    let mut slot: Array<&mut MapData, NetnsSlot> = Array::try_from(map)?;
-    slot.set(
-        0,
-        NetnsSlot {
-            cookie: id.cookie,
-            inode: id.inode,
-            _pad: 0,
-        },
-        0,
-    )
-}
 
 /// How many loaded, verified instances a receiver keeps ready for namespaces to come.
 pub const PRELOADED: usize = 2;
@@ -98,13 +62,7 @@ fn new_loader(records: &RecordOptions, ring_bytes: u32) -> EbpfLoader<'static> {
 
 /// Loads the object (maps, BTF relocations) and the programs of `hooks` (the verifier).
 fn load_instance(loader: &mut EbpfLoader<'static>, hooks: &[Hook]) -> anyhow::Result<Ebpf> {
-    let mut bpf =
-        loader
-            .load(packet_object()?)
-            .map_err(|source| crate::shared::ebpf::Error::Load {
-                object: "packet.bpf.o",
-                source,
-            })?;
+    let mut bpf = PACKET.load(loader)?;
     for hook in hooks {
         let name = hook.program();
         let prog = bpf

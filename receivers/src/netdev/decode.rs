@@ -8,12 +8,12 @@ use periscope_pipeline::model::{
 };
 
 use crate::shared::ebpf::records::{
-    read_record, BurstRecord, DnsRecord, PacketRecord, PERISCOPE_BURST_END,
-    PERISCOPE_BURST_VERSION, PERISCOPE_DIR_EGRESS, PERISCOPE_DIR_INGRESS, PERISCOPE_DNS_PAYLOAD,
-    PERISCOPE_DNS_VERSION, PERISCOPE_PACKET_VERSION, PERISCOPE_RECORD_BURST, PERISCOPE_RECORD_DNS,
+    BurstRecord, DnsRecord, PacketRecord, PERISCOPE_BURST_END, PERISCOPE_BURST_VERSION,
+    PERISCOPE_DIR_EGRESS, PERISCOPE_DIR_INGRESS, PERISCOPE_DNS_PAYLOAD, PERISCOPE_DNS_VERSION,
+    PERISCOPE_PACKET_VERSION, PERISCOPE_RECORD_BURST, PERISCOPE_RECORD_DNS,
     PERISCOPE_RECORD_PACKET,
 };
-use crate::shared::ebpf::BootClock;
+use crate::shared::ebpf::{BootClock, Record};
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -62,12 +62,12 @@ pub fn decode_dns(
     clock: &BootClock,
     names: &periscope_pipeline::DnsTable,
 ) -> Result<Option<periscope_pipeline::model::DnsEvent>, DnsRecordError> {
-    let rec: DnsRecord = read_record(bytes).ok_or(DnsRecordError::BadSize(bytes.len()))?;
+    let rec = DnsRecord::from_bytes(bytes).ok_or(DnsRecordError::BadSize(bytes.len()))?;
     if rec.version != PERISCOPE_DNS_VERSION {
         return Err(DnsRecordError::UnsupportedVersion(rec.version));
     }
     let len = usize::from(rec.payload_len);
-    if len > PERISCOPE_DNS_PAYLOAD {
+    if len > usize::from(PERISCOPE_DNS_PAYLOAD) {
         return Err(DnsRecordError::BadSize(len));
     }
     let (network, src_addr, dst_addr) = match rec.ethertype {
@@ -181,7 +181,7 @@ pub fn decode_packet(bytes: &[u8], clock: &BootClock) -> Result<PacketEvent, Dec
 /// Decodes one burst record (the bytes of a `struct periscope_burst`) into a burst event (one
 /// CPU's report; see [`BurstEvent`]).
 pub fn decode_burst(bytes: &[u8], clock: &BootClock) -> Result<BurstEvent, DecodeError> {
-    let Some(rec) = read_record::<BurstRecord>(bytes) else {
+    let Some(rec) = BurstRecord::from_bytes(bytes) else {
         return Err(DecodeError::TooShort {
             len: bytes.len(),
             need: size_of::<BurstRecord>(),
@@ -391,13 +391,7 @@ mod tests {
             peak_window_bytes: 6_000,
             ..BurstRecord::default()
         };
-        // SAFETY: repr(C) without padding (layout tests).
-        let bytes = unsafe {
-            std::slice::from_raw_parts(
-                (&r as *const BurstRecord).cast::<u8>(),
-                size_of::<BurstRecord>(),
-            )
-        };
+        let bytes = r.as_bytes();
         let ev = decode_burst(bytes, &BootClock::from_offset_ns(10)).unwrap();
         assert_eq!(ev.phase, BurstPhase::End);
         assert_eq!(ev.direction, Direction::Egress);

@@ -13,15 +13,16 @@
 mod attach;
 mod bursts;
 mod decode;
+mod instance;
 mod options;
 mod receiver;
 
-pub(crate) use attach::set_netns;
 pub use attach::{chain, AttachOptions, AttachStats, Attacher, DeviceOutcome, Hook, PRELOADED};
 pub use bursts::{BurstMode, BurstsConfig, MAX_BURST_BUCKETS};
 pub use decode::{
     decode_burst, decode_dns, decode_packet, is_dns_record, DecodeError, DnsRecordError,
 };
+pub use instance::{load_packet, load_packet_sized, packet_object, PACKET};
 pub(crate) use options::{
     default_counters_interval, default_poll_interval, default_ring_buffer_size, default_sample_rate,
 };

@@ -8,6 +8,7 @@ use periscope_pipeline::model::{
 };
 
 use crate::shared::ebpf::records::*;
+use crate::shared::ebpf::Record as _;
 use crate::shared::ebpf::{BootClock, CgroupCountersRecord, CgroupKey, DropRecord, SocketRecord};
 
 use super::reasons::DropReasons;
@@ -55,11 +56,11 @@ pub fn decode_record(
     };
     match (kind, version) {
         (PERISCOPE_RECORD_SOCKET, PERISCOPE_SOCKET_VERSION) => {
-            let r: SocketRecord = read_record(bytes).ok_or(RecordError::Short(bytes.len()))?;
+            let r = SocketRecord::from_bytes(bytes).ok_or(RecordError::Short(bytes.len()))?;
             Ok(Record::Socket(socket_event(&r, clock)?))
         }
         (PERISCOPE_RECORD_DROP, PERISCOPE_DROP_VERSION) => {
-            let r: DropRecord = read_record(bytes).ok_or(RecordError::Short(bytes.len()))?;
+            let r = DropRecord::from_bytes(bytes).ok_or(RecordError::Short(bytes.len()))?;
             Ok(Record::Drop(drop_event(&r, clock, reasons)))
         }
         _ => Err(RecordError::Unknown { kind, version }),
@@ -202,8 +203,8 @@ mod tests {
         r.laddr[..4].copy_from_slice(&[10, 0, 0, 1]);
         r.raddr[..4].copy_from_slice(&[10, 0, 0, 2]);
         r.comm[..4].copy_from_slice(b"curl");
-        let bytes = bytemuck_bytes(&r);
-        let Record::Socket(e) = decode_record(&bytes, &clock(), &DropReasons::default()).unwrap()
+        let bytes = r.as_bytes();
+        let Record::Socket(e) = decode_record(bytes, &clock(), &DropReasons::default()).unwrap()
         else {
             panic!("not a socket event")
         };
@@ -239,13 +240,8 @@ mod tests {
         };
         r.family = 77;
         assert_eq!(
-            decode_record(&bytemuck_bytes(&r), &clock(), &reasons),
+            decode_record(r.as_bytes(), &clock(), &reasons),
             Err(RecordError::Event(99))
         );
-    }
-
-    fn bytemuck_bytes<T: Copy>(v: &T) -> Vec<u8> {
-        // SAFETY: the records are repr(C) without padding (layout tests).
-        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
     }
 }

@@ -11,7 +11,6 @@ mod reasons;
 mod runner;
 
 use std::fs::File;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use periscope_pipeline::component::Invalid;
@@ -21,6 +20,9 @@ pub use decode::{cgroup_counters, decode_record, Record, RecordError};
 pub use reasons::DropReasons;
 pub use runner::{SocketMaps, SocketReceiver, SocketReceiverOptions};
 
+use aya::{Ebpf, EbpfLoader};
+
+use crate::shared::ebpf::{names, Object, SocketConfig};
 use crate::shared::kernel;
 
 /// The keyword for "the root of the host's cgroup v2 hierarchy, wherever it is mounted".
@@ -94,8 +96,7 @@ pub fn default_ring_buffer_size() -> u32 {
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 
 /// Opens a cgroup v2 directory to attach to, with an error that says what is wrong.
-pub fn open_cgroup(id: &str, option: &Path) -> anyhow::Result<(File, PathBuf)> {
-    let _ = id;
+pub fn open_cgroup(option: &Path) -> anyhow::Result<(File, PathBuf)> {
     let path = &resolve_cgroup(option)?;
     let file = File::open(path).map_err(|e| anyhow::anyhow!("cgroup {}: {e}", path.display()))?;
     let meta = file.metadata()?;
@@ -117,8 +118,25 @@ pub fn open_cgroup(id: &str, option: &Path) -> anyhow::Result<(File, PathBuf)> {
             path.display()
         );
     }
-    let _ = meta.ino();
     Ok((file, path.clone()))
+}
+
+/// Loads a socket object's maps, with `config` as its `periscope_socket_config` global (the
+/// objects that have one) and `ring_bytes` as its ring buffer's size (a power of two, a
+/// multiple of the page size); programs are loaded one by one by the receiver.
+pub fn load_object(
+    object: Object,
+    config: Option<&SocketConfig>,
+    ring_bytes: Option<u32>,
+) -> Result<Ebpf, crate::shared::ebpf::Error> {
+    let mut loader = EbpfLoader::new();
+    if let Some(bytes) = ring_bytes {
+        loader.map_max_entries(names::EVENTS, bytes);
+    }
+    if let Some(config) = config {
+        loader.override_global(names::SOCKET_CONFIG, config, true);
+    }
+    object.load(&mut loader)
 }
 
 /// An error with its causes (aya's syscall errors keep the errno in a source).
@@ -134,7 +152,7 @@ pub fn describe(e: &dyn std::error::Error) -> String {
 }
 
 /// Capabilities the socket receivers need: loading programs and attaching to cgroups.
-pub fn preflight(_id: &str) -> anyhow::Result<()> {
+pub fn preflight() -> anyhow::Result<()> {
     let missing = kernel::missing_capabilities(&[
         kernel::CAP_BPF,
         kernel::CAP_PERFMON,

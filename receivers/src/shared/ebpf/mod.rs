@@ -1,24 +1,28 @@
-//! The kernel side of the eBPF receivers: the embedded programs, the Rust mirror of the
-//! records they share with user space, and decoding of those records into events.
+//! The kernel side of the eBPF receivers: the embedded objects, the records they share with
+//! user space, and the clock their timestamps use.
 //!
-//! The programs are C (`ebpf/*.bpf.c`, CO-RE), compiled by clang-19 from `build.rs` and
-//! embedded here; `ebpf/periscope.h` defines every kernel↔user record and [`records`]
-//! mirrors it, checked field by field against what clang laid out (see [`layout`]).
+//! The programs are C (`ebpf/*.bpf.c`, CO-RE), each compiled by clang-19 from `build.rs` into
+//! `<name>.bpf.o`; a receiver embeds the object it loads with `embedded_object!`.
+//! `ebpf/periscope.h` defines every kernel↔user record, and [`bindings`] is generated from it
+//! by bindgen ([`records`] names them for Rust).
 //!
 //! Minimum kernel: 5.8 for ring buffers and `bpf_ktime_get_boot_ns`; XDP links need 5.9,
 //! TCX links 6.6 (older kernels get a netlink/clsact attachment, which cannot be pinned).
 
+#[rustfmt::skip]
+#[allow(non_camel_case_types, non_upper_case_globals, clippy::all)]
+pub mod bindings;
 mod clock;
-pub mod layout;
 pub mod records;
 
 pub use clock::BootClock;
 pub use records::{
     BurstConfig, BurstRecord, BurstStats, CgroupCountersRecord, CgroupKey, Config, DevCounters,
-    DevKey, DnsRecord, DropRecord, PacketRecord, SocketConfig, SocketRecord, SocketStats, Stats,
+    DevKey, DnsRecord, DropRecord, NetnsSlot, PacketRecord, Record, SocketConfig, SocketRecord,
+    SocketStats, Stats,
 };
 
-use aya::{Btf, Ebpf, EbpfLoader};
+use aya::{Ebpf, EbpfLoader};
 
 /// Names of the programs, maps and globals of the packet object (`ebpf/packet.bpf.c`).
 pub mod names {
@@ -71,154 +75,56 @@ pub enum Error {
     },
 }
 
-/// The packet object (`packet.bpf.o`): XDP and TC programs, counters, ring buffer. The bytes
-/// are 8-byte aligned, as aya requires.
-#[cfg(not(periscope_ebpf_stub))]
-pub fn packet_object() -> Result<&'static [u8], Error> {
-    Ok(aya::include_bytes_aligned!(concat!(
-        env!("OUT_DIR"),
-        "/packet.bpf.o"
-    )))
+/// An object compiled from `ebpf/<name>.bpf.c` and embedded in the binary
+/// (`embedded_object!`).
+#[derive(Clone, Copy, Debug)]
+pub struct Object {
+    file_name: &'static str,
+    /// `None` in a stub build (`PERISCOPE_EBPF_STUB=1`).
+    bytes: Option<&'static [u8]>,
 }
 
-/// The packet object; this is a stub build, which has none.
-#[cfg(periscope_ebpf_stub)]
-pub fn packet_object() -> Result<&'static [u8], Error> {
-    Err(Error::StubBuild)
-}
-
-/// The baseline object of `bench-netdev` (`bench_bare.bpf.o`): an XDP program
-/// (`bench_bare_xdp`) that only bumps a per-CPU packet/byte counter (`bench_bare_counters`)
-/// and passes the packet. Not used by the agent.
-#[cfg(not(periscope_ebpf_stub))]
-pub fn bench_bare_object() -> Result<&'static [u8], Error> {
-    Ok(aya::include_bytes_aligned!(concat!(
-        env!("OUT_DIR"),
-        "/bench_bare.bpf.o"
-    )))
-}
-
-/// The baseline object of `bench-netdev`; this is a stub build, which has none.
-#[cfg(periscope_ebpf_stub)]
-pub fn bench_bare_object() -> Result<&'static [u8], Error> {
-    Err(Error::StubBuild)
-}
-
-/// The socket and cgroup objects, each `ebpf/<name>.bpf.c`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SocketObject {
-    /// `sockops.bpf.o`: the TCP lifecycle (program `periscope_sockops`).
-    Sockops,
-    /// `sk_msg.bpf.o`: `periscope_sockmap_add` (sockops), `periscope_sk_msg`,
-    /// `periscope_sk_skb` and the sockhash `periscope_sockhash`.
-    SkMsg,
-    /// `tcp_udp.bpf.o`: tracepoint and fentry/fexit programs for TCP and UDP.
-    TcpUdp,
-    /// `cgroup_skb.bpf.o`: `periscope_cgroup_ingress`/`_egress` and their counters.
-    CgroupSkb,
-}
-
-impl SocketObject {
-    /// The object's file name, for messages.
-    pub fn file_name(self) -> &'static str {
-        match self {
-            SocketObject::Sockops => "sockops.bpf.o",
-            SocketObject::SkMsg => "sk_msg.bpf.o",
-            SocketObject::TcpUdp => "tcp_udp.bpf.o",
-            SocketObject::CgroupSkb => "cgroup_skb.bpf.o",
-        }
+impl Object {
+    /// What `embedded_object!` expands to.
+    #[doc(hidden)]
+    pub const fn new(file_name: &'static str, bytes: Option<&'static [u8]>) -> Object {
+        Object { file_name, bytes }
     }
 
-    /// The embedded object.
-    #[cfg(not(periscope_ebpf_stub))]
-    pub fn bytes(self) -> Result<&'static [u8], Error> {
-        Ok(match self {
-            SocketObject::Sockops => {
-                aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sockops.bpf.o"))
-            }
-            SocketObject::SkMsg => {
-                aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sk_msg.bpf.o"))
-            }
-            SocketObject::TcpUdp => {
-                aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcp_udp.bpf.o"))
-            }
-            SocketObject::CgroupSkb => {
-                aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/cgroup_skb.bpf.o"))
-            }
-        })
+    /// `<name>.bpf.o`, for messages.
+    pub fn file_name(&self) -> &'static str {
+        self.file_name
     }
 
-    /// The embedded object; this is a stub build, which has none.
-    #[cfg(periscope_ebpf_stub)]
-    pub fn bytes(self) -> Result<&'static [u8], Error> {
-        Err(Error::StubBuild)
+    /// The object's bytes (8-byte aligned, as aya requires); an error in a stub build.
+    pub fn bytes(&self) -> Result<&'static [u8], Error> {
+        self.bytes.ok_or(Error::StubBuild)
     }
 
-    /// Loads the object's maps (and sets its `periscope_socket_config`, where it has one);
-    /// programs are loaded one by one by the receiver. `ring_bytes` overrides the ring
-    /// buffer's size (a power of two, a multiple of the page size).
-    pub fn load(self, config: &SocketConfig, ring_bytes: Option<u32>) -> Result<Ebpf, Error> {
-        let object = self.bytes()?;
-        let mut loader = EbpfLoader::new();
-        if let Some(bytes) = ring_bytes {
-            loader.map_max_entries(names::EVENTS, bytes);
-        }
-        if self != SocketObject::CgroupSkb {
-            loader.override_global(names::SOCKET_CONFIG, config, true);
-        }
-        loader.load(object).map_err(|source| Error::Load {
-            object: self.file_name(),
+    /// Loads the object's maps and globals with `loader` (programs are loaded one by one
+    /// afterwards, so that a receiver loads only what it attaches).
+    pub fn load(&self, loader: &mut EbpfLoader<'_>) -> Result<Ebpf, Error> {
+        loader.load(self.bytes()?).map_err(|source| Error::Load {
+            object: self.file_name,
             source,
         })
     }
 }
 
-/// Loads the packet object for one network namespace: creates its maps, sets the [`Config`]
-/// global and the namespace's id (`config.netns_cookie`/`netns_inode`, written to the
-/// `.data` global `periscope_netns` that the programs read), but loads no program into the
-/// kernel yet (`Xdp::load`, `SchedClassifier::load` do, so that a receiver loads only what
-/// it attaches).
-///
-/// `btf` is the BTF to relocate against; `None` uses `/sys/kernel/btf/vmlinux`. Note that
-/// aya 0.14's `EbpfLoader::new()` parses `/sys/kernel/btf/vmlinux` itself whether or not a
-/// BTF is given (20–35 ms in a release build here), so passing a shared one does not save
-/// that parse; reusing one `EbpfLoader` across loads would, but `override_global` borrows the
-/// config for the loader's whole lifetime.
-pub fn load_packet(config: &Config, btf: Option<&Btf>) -> Result<Ebpf, Error> {
-    load_packet_sized(config, btf, None)
+/// The [`Object`] compiled from `ebpf/<name>.bpf.c`: `embedded_object!("sockops")`. In a
+/// stub build it holds no bytes, and loading it fails with [`Error::StubBuild`].
+macro_rules! embedded_object {
+    ($name:literal) => {{
+        #[cfg(not(periscope_ebpf_stub))]
+        let bytes: Option<&'static [u8]> = Some(aya::include_bytes_aligned!(concat!(
+            env!("OUT_DIR"),
+            "/",
+            $name,
+            ".bpf.o"
+        )));
+        #[cfg(periscope_ebpf_stub)]
+        let bytes: Option<&'static [u8]> = None;
+        $crate::shared::ebpf::Object::new(concat!($name, ".bpf.o"), bytes)
+    }};
 }
-
-/// [`load_packet`] with the ring buffer's size in bytes (a power of two, a multiple of the
-/// page size); `None` keeps the object's 1 MiB.
-pub fn load_packet_sized(
-    config: &Config,
-    btf: Option<&Btf>,
-    ring_bytes: Option<u32>,
-) -> Result<Ebpf, Error> {
-    let object = packet_object()?;
-    let mut loader = EbpfLoader::new();
-    if let Some(btf) = btf {
-        loader.btf(Some(btf));
-    }
-    if let Some(bytes) = ring_bytes {
-        loader.map_max_entries(names::EVENTS, bytes);
-    }
-    let mut bpf = loader
-        .override_global(names::CONFIG, config, true)
-        .load(object)
-        .map_err(|source| Error::Load {
-            object: "packet.bpf.o",
-            source,
-        })?;
-    // The programs take the namespace's id from the writable `.data` global, not from the
-    // config (the agent loads instances before it knows their namespace).
-    let id = periscope_pipeline::model::NetnsId {
-        inode: config.netns_inode,
-        cookie: config.netns_cookie,
-    };
-    crate::netdev::set_netns(&mut bpf, id).map_err(|e| Error::Load {
-        object: "packet.bpf.o",
-        source: e.into(),
-    })?;
-    Ok(bpf)
-}
+pub(crate) use embedded_object;

@@ -7,7 +7,7 @@ use aya::programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType};
 use serde::Deserialize;
 
 use periscope_pipeline::component::{
-    BuildContext, ComponentConfig, Invalid, Receiver, ReceiverConfig,
+    BuildContext, ComponentConfig, Hook, Invalid, Receiver, ReceiverConfig,
 };
 use periscope_pipeline::config::ConfigDuration;
 
@@ -109,6 +109,10 @@ impl CgroupSkbConfig {
 }
 
 impl ReceiverConfig for CgroupSkbConfig {
+    fn required_hooks(&self) -> &'static [Hook] {
+        &[Hook::CgroupSkb]
+    }
+
     fn build(&self, ctx: &BuildContext) -> anyhow::Result<Box<dyn Receiver>> {
         Ok(Box::new(self.build_receiver(&ctx.id.to_string())?))
     }

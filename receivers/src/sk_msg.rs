@@ -8,7 +8,7 @@ use aya::programs::{CgroupAttachMode, SkMsg, SkSkb, SockOps};
 use serde::Deserialize;
 
 use periscope_pipeline::component::{
-    BuildContext, ComponentConfig, Invalid, Receiver, ReceiverConfig,
+    BuildContext, ComponentConfig, Hook, Invalid, Receiver, ReceiverConfig,
 };
 use periscope_pipeline::config::ConfigDuration;
 
@@ -163,6 +163,16 @@ impl SkMsgConfig {
 }
 
 impl ReceiverConfig for SkMsgConfig {
+    fn required_hooks(&self) -> &'static [Hook] {
+        &[
+            Hook::KernelBtf,
+            Hook::RingBuffer,
+            Hook::SockOps,
+            Hook::SkMsg,
+            Hook::SkSkb,
+        ]
+    }
+
     fn build(&self, ctx: &BuildContext) -> anyhow::Result<Box<dyn Receiver>> {
         Ok(Box::new(self.build_receiver(&ctx.id.to_string())?))
     }

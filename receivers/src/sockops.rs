@@ -8,7 +8,7 @@ use aya::programs::{CgroupAttachMode, SockOps};
 use serde::Deserialize;
 
 use periscope_pipeline::component::{
-    BuildContext, ComponentConfig, Invalid, Receiver, ReceiverConfig,
+    BuildContext, ComponentConfig, Hook, Invalid, Receiver, ReceiverConfig,
 };
 use periscope_pipeline::config::ConfigDuration;
 
@@ -118,6 +118,10 @@ impl SockopsConfig {
 }
 
 impl ReceiverConfig for SockopsConfig {
+    fn required_hooks(&self) -> &'static [Hook] {
+        &[Hook::KernelBtf, Hook::RingBuffer, Hook::SockOps]
+    }
+
     fn build(&self, ctx: &BuildContext) -> anyhow::Result<Box<dyn Receiver>> {
         Ok(Box::new(self.build_receiver(&ctx.id.to_string())?))
     }

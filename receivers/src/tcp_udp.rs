@@ -7,7 +7,7 @@ use aya::{Btf, Ebpf};
 use serde::Deserialize;
 
 use periscope_pipeline::component::{
-    BuildContext, ComponentConfig, Invalid, Receiver, ReceiverConfig,
+    BuildContext, ComponentConfig, Hook as KernelHook, Invalid, Receiver, ReceiverConfig,
 };
 use periscope_pipeline::config::ConfigDuration;
 
@@ -325,6 +325,26 @@ fn attach_tracepoints(
 }
 
 impl ReceiverConfig for TcpUdpConfig {
+    // fentry/fexit where accepted (see `hook_choice`), tp_btf always.
+    fn required_hooks(&self) -> &'static [KernelHook] {
+        &[
+            KernelHook::KernelBtf,
+            KernelHook::RingBuffer,
+            KernelHook::TpBtf,
+        ]
+    }
+
+    fn hook_choice(&self, probe: &dyn Fn(KernelHook) -> Result<(), String>) -> Option<String> {
+        Some(match probe(KernelHook::Fentry) {
+            Ok(()) => {
+                "mode auto uses fentry/fexit (tcp_retransmit_skb, tcp/udp send/recvmsg)".to_string()
+            }
+            Err(why) => format!(
+                "mode auto falls back to tracepoints (fentry refused: {why}); mode fentry would fail"
+            ),
+        })
+    }
+
     fn build(&self, ctx: &BuildContext) -> anyhow::Result<Box<dyn Receiver>> {
         Ok(Box::new(self.build_receiver(&ctx.id.to_string())?.0))
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use periscope_pipeline::component::{
-    BuildContext, ComponentConfig, Invalid, Receiver, ReceiverConfig,
+    BuildContext, ComponentConfig, Hook as KernelHook, Invalid, Receiver, ReceiverConfig,
 };
 use periscope_pipeline::config::ConfigDuration;
 
@@ -214,6 +214,15 @@ impl ComponentConfig for TcxConfig {
 }
 
 impl ReceiverConfig for TcxConfig {
+    fn required_hooks(&self) -> &'static [KernelHook] {
+        &[
+            KernelHook::KernelBtf,
+            KernelHook::RingBuffer,
+            KernelHook::TcClassifier,
+            KernelHook::Tcx,
+        ]
+    }
+
     fn build(&self, ctx: &BuildContext) -> anyhow::Result<Box<dyn Receiver>> {
         let inner = self.build_receiver(ctx)?;
         if !self.expedite_rcu {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use periscope_pipeline::component::{
-    BuildContext, ComponentConfig, Invalid, Receiver, ReceiverConfig,
+    BuildContext, ComponentConfig, Hook as KernelHook, Invalid, Receiver, ReceiverConfig,
 };
 use periscope_pipeline::config::ConfigDuration;
 
@@ -158,6 +158,17 @@ impl ComponentConfig for XdpConfig {
 }
 
 impl ReceiverConfig for XdpConfig {
+    // Falls back to TCX ingress where a device's XDP slot is taken.
+    fn required_hooks(&self) -> &'static [KernelHook] {
+        &[
+            KernelHook::KernelBtf,
+            KernelHook::RingBuffer,
+            KernelHook::Xdp,
+            KernelHook::TcClassifier,
+            KernelHook::Tcx,
+        ]
+    }
+
     fn build(&self, ctx: &BuildContext) -> anyhow::Result<Box<dyn Receiver>> {
         Ok(Box::new(self.build_receiver(ctx)?))
     }

@@ -3,58 +3,15 @@
 
 use std::fmt::Write;
 
+use periscope_pipeline::component::registry::AnyReceiverConfig;
+use periscope_pipeline::config::Configured;
 use periscope_receivers::shared::kernel::{self, Hook, Support};
 
-/// The kernel hooks a receiver type needs (receivers that need none are absent).
-fn hooks_of(receiver_type: &str) -> &'static [Hook] {
-    match receiver_type {
-        // xdp falls back to TCX ingress where a device's XDP slot is taken.
-        "xdp" => &[
-            Hook::KernelBtf,
-            Hook::RingBuffer,
-            Hook::Xdp,
-            Hook::TcClassifier,
-            Hook::Tcx,
-        ],
-        "tcx" => &[
-            Hook::KernelBtf,
-            Hook::RingBuffer,
-            Hook::TcClassifier,
-            Hook::Tcx,
-        ],
-        "sockops" => &[Hook::KernelBtf, Hook::RingBuffer, Hook::SockOps],
-        "sk_msg" => &[
-            Hook::KernelBtf,
-            Hook::RingBuffer,
-            Hook::SockOps,
-            Hook::SkMsg,
-            Hook::SkSkb,
-        ],
-        "cgroup_skb" => &[Hook::CgroupSkb],
-        // fentry/fexit where accepted (see `mechanism`), tp_btf always.
-        "tcp_udp" => &[Hook::KernelBtf, Hook::RingBuffer, Hook::TpBtf],
-        _ => &[],
-    }
-}
-
-/// How a receiver type will hook the kernel here, where it has a choice.
-fn mechanism(receiver_type: &str, probes: &[kernel::Probe]) -> Option<String> {
-    if receiver_type != "tcp_udp" {
-        return None;
-    }
-    let fentry = probes.iter().find(|p| p.hook == Hook::Fentry)?;
-    Some(match &fentry.support {
-        Support::Yes => {
-            "mode auto uses fentry/fexit (tcp_retransmit_skb, tcp/udp send/recvmsg)".to_string()
-        }
-        Support::No(why) => format!(
-            "mode auto falls back to tracepoints (fentry refused: {why}); mode fentry would fail"
-        ),
-    })
-}
+/// The configured receivers `doctor` and `run` look at.
+pub type Receivers = [Configured<dyn AnyReceiverConfig>];
 
 /// The report, and whether everything the config needs is there.
-pub fn report(receiver_types: Option<&[String]>) -> (String, bool) {
+pub fn report(receivers: Option<&Receivers>) -> (String, bool) {
     let mut out = String::new();
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
@@ -146,10 +103,16 @@ pub fn report(receiver_types: Option<&[String]>) -> (String, bool) {
     }
 
     let mut ok = true;
-    if let Some(types) = receiver_types {
+    if let Some(receivers) = receivers {
         let _ = writeln!(out, "this config's receivers");
-        for t in types {
-            let hooks = hooks_of(t);
+        let probe = |h: Hook| match probes.iter().find(|p| p.hook == h).map(|p| &p.support) {
+            Some(Support::Yes) => Ok(()),
+            Some(Support::No(why)) => Err(why.clone()),
+            None => Err("not probed".to_string()),
+        };
+        for r in receivers {
+            let t = r.id.type_name();
+            let hooks = r.config.required_hooks();
             if hooks.is_empty() {
                 let _ = writeln!(out, "  {t:<17} needs no kernel hooks");
                 continue;
@@ -162,7 +125,7 @@ pub fn report(receiver_types: Option<&[String]>) -> (String, bool) {
             if missing.is_empty() {
                 let names: Vec<&str> = hooks.iter().map(|h| h.name()).collect();
                 let _ = writeln!(out, "  {t:<17} ok ({})", names.join(", "));
-                if let Some(m) = mechanism(t, &probes) {
+                if let Some(m) = r.config.hook_choice(&probe) {
                     let _ = writeln!(out, "  {:<17} {m}", "");
                 }
             } else {
@@ -176,12 +139,12 @@ pub fn report(receiver_types: Option<&[String]>) -> (String, bool) {
 
 /// Before `run`: receivers that need kernel hooks need privileges and bpffs/tracefs. Returns a
 /// one-line error naming what is missing.
-pub fn preflight(receivers: &[(String, String)]) -> Result<(), String> {
-    let kernel_receivers: Vec<&(String, String)> = receivers
+pub fn preflight(receivers: &Receivers) -> Result<(), String> {
+    let Some(first_id) = receivers
         .iter()
-        .filter(|(_, t)| !hooks_of(t).is_empty())
-        .collect();
-    let Some((first_id, _)) = kernel_receivers.first() else {
+        .find(|r| !r.config.required_hooks().is_empty())
+        .map(|r| &r.id)
+    else {
         return Ok(());
     };
     let missing = kernel::missing_capabilities(&[

@@ -149,12 +149,7 @@ fn run(path: &Path) -> ExitCode {
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
-    let receivers: Vec<(String, String)> = config
-        .receivers
-        .iter()
-        .map(|r| (r.id.to_string(), r.id.type_name().to_string()))
-        .collect();
-    if let Err(e) = doctor::preflight(&receivers) {
+    if let Err(e) = doctor::preflight(&config.receivers) {
         eprintln!("error: {e}");
         return ExitCode::from(1);
     }
@@ -248,20 +243,14 @@ fn components_cmd(only: Option<&str>, json: bool) -> ExitCode {
 }
 
 fn doctor_cmd(path: Option<&Path>) -> ExitCode {
-    let types: Option<Vec<String>> = match path {
+    let config = match path {
         None => None,
         Some(p) => match load(p) {
-            Ok(config) => Some(
-                config
-                    .receivers
-                    .iter()
-                    .map(|r| r.id.type_name().to_string())
-                    .collect(),
-            ),
+            Ok(config) => Some(config),
             Err(code) => return code,
         },
     };
-    let (report, ok) = doctor::report(types.as_deref());
+    let (report, ok) = doctor::report(config.as_ref().map(|c| c.receivers.as_slice()));
     print!("{report}");
     if ok {
         ExitCode::SUCCESS

@@ -5,6 +5,7 @@
 //! 2. `build` — side effects: open files and sockets, load programs; may fail;
 //! 3. start — the topology runs the built component on a dedicated thread.
 
+mod hook;
 mod id;
 pub mod registry;
 
@@ -14,6 +15,7 @@ use std::time::Instant;
 
 use serde::de::DeserializeOwned;
 
+pub use hook::Hook;
 pub use id::{ComponentId, Kind};
 pub use registry::{ComponentType, Registry};
 
@@ -83,6 +85,20 @@ pub trait ReceiverConfig: ComponentConfig {
     /// finite exits once they are done and everything is flushed.
     fn is_finite(&self) -> bool {
         false
+    }
+
+    /// The kernel hooks this receiver needs: `periscope doctor` checks them against what the
+    /// kernel accepts, and `periscope run` checks the privileges and mounts they need before
+    /// building anything. Empty (the default) for receivers that need no kernel hook.
+    fn required_hooks(&self) -> &'static [Hook] {
+        &[]
+    }
+
+    /// Where the receiver has a choice of hooks: how it will hook this kernel, in one line
+    /// for `periscope doctor`. `probe` says whether the kernel accepts a hook (`Err` with the
+    /// kernel's reason).
+    fn hook_choice(&self, _probe: &dyn Fn(Hook) -> Result<(), String>) -> Option<String> {
+        None
     }
 
     fn build(&self, ctx: &BuildContext) -> anyhow::Result<Box<dyn Receiver>>;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 
 use super::{
-    BuildContext, ComponentConfig, Exporter, ExporterConfig, Invalid, Kind, Processor,
+    BuildContext, ComponentConfig, Exporter, ExporterConfig, Hook, Invalid, Kind, Processor,
     ProcessorConfig, Receiver, ReceiverConfig,
 };
 use crate::config::de::{from_node, DeError};
@@ -16,6 +16,10 @@ use crate::config::yaml::Node;
 pub trait AnyReceiverConfig: Debug + Send + Sync {
     fn validate(&self) -> Result<(), Vec<Invalid>>;
     fn is_finite(&self) -> bool;
+    /// See [`ReceiverConfig::required_hooks`].
+    fn required_hooks(&self) -> &'static [Hook];
+    /// See [`ReceiverConfig::hook_choice`].
+    fn hook_choice(&self, probe: &dyn Fn(Hook) -> Result<(), String>) -> Option<String>;
     fn build(&self, ctx: &BuildContext) -> anyhow::Result<Box<dyn Receiver>>;
 }
 
@@ -25,6 +29,12 @@ impl<T: ReceiverConfig> AnyReceiverConfig for T {
     }
     fn is_finite(&self) -> bool {
         ReceiverConfig::is_finite(self)
+    }
+    fn required_hooks(&self) -> &'static [Hook] {
+        ReceiverConfig::required_hooks(self)
+    }
+    fn hook_choice(&self, probe: &dyn Fn(Hook) -> Result<(), String>) -> Option<String> {
+        ReceiverConfig::hook_choice(self, probe)
     }
     fn build(&self, ctx: &BuildContext) -> anyhow::Result<Box<dyn Receiver>> {
         ReceiverConfig::build(self, ctx)

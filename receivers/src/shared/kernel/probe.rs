@@ -7,6 +7,8 @@ use std::os::fd::{FromRawFd, OwnedFd};
 
 use aya_obj::btf::{Btf, BtfKind};
 
+pub use periscope_pipeline::component::Hook;
+
 /// How a probe went.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Support {
@@ -19,69 +21,6 @@ pub enum Support {
 impl Support {
     pub fn is_yes(&self) -> bool {
         matches!(self, Support::Yes)
-    }
-}
-
-/// A hook periscope can use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Hook {
-    Xdp,
-    /// TC classifier programs (what TCX and clsact run).
-    TcClassifier,
-    /// TCX links (kernel has `struct tcx_link`), the pre-qdisc hook periscope attaches first.
-    Tcx,
-    CgroupSkb,
-    SockOps,
-    SkMsg,
-    SkSkb,
-    Tracepoint,
-    RawTracepoint,
-    /// `tp_btf/inet_sock_set_state`.
-    TpBtf,
-    /// `fentry/tcp_sendmsg`.
-    Fentry,
-    /// BPF LSM (`lsm/file_open`).
-    Lsm,
-    RingBuffer,
-    /// Kernel BTF at `/sys/kernel/btf/vmlinux` (needed for CO-RE).
-    KernelBtf,
-}
-
-impl Hook {
-    pub const ALL: [Hook; 14] = [
-        Hook::KernelBtf,
-        Hook::RingBuffer,
-        Hook::Xdp,
-        Hook::TcClassifier,
-        Hook::Tcx,
-        Hook::CgroupSkb,
-        Hook::SockOps,
-        Hook::SkMsg,
-        Hook::SkSkb,
-        Hook::Tracepoint,
-        Hook::RawTracepoint,
-        Hook::TpBtf,
-        Hook::Fentry,
-        Hook::Lsm,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Hook::Xdp => "xdp",
-            Hook::TcClassifier => "tc classifier",
-            Hook::Tcx => "tcx link",
-            Hook::CgroupSkb => "cgroup_skb",
-            Hook::SockOps => "sockops",
-            Hook::SkMsg => "sk_msg",
-            Hook::SkSkb => "sk_skb",
-            Hook::Tracepoint => "tracepoint",
-            Hook::RawTracepoint => "raw tracepoint",
-            Hook::TpBtf => "tp_btf",
-            Hook::Fentry => "fentry/fexit",
-            Hook::Lsm => "bpf lsm",
-            Hook::RingBuffer => "ring buffer map",
-            Hook::KernelBtf => "kernel BTF",
-        }
     }
 }
 

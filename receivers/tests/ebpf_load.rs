@@ -12,10 +12,10 @@
 mod common;
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -30,6 +30,7 @@ use periscope_receivers::shared::ebpf::records::*;
 use periscope_receivers::shared::ebpf::{
     names, BootClock, Config, DevCounters, DevKey, PacketRecord, Stats,
 };
+use periscope_receivers::shared::netns::{run_in, NetnsHandle};
 
 use common::{bpf_capable, chain};
 
@@ -162,18 +163,8 @@ impl Netns {
 
     /// Runs `f` on a thread inside the namespace.
     fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let ns = File::open(self.path()).expect("open netns");
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                // SAFETY: a valid namespace fd; setns only affects this thread, which ends
-                // when `f` returns.
-                let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-                f()
-            })
-            .join()
-            .unwrap_or_else(|p| std::panic::resume_unwind(p))
-        })
+        let ns = NetnsHandle::open_path(Path::new(&self.path()), None).expect("open netns");
+        run_in(&ns, f).expect("enter netns")
     }
 
     /// The namespace's inode and cookie, as a program's [`Config`].

@@ -13,7 +13,6 @@
 //! when a test fails; pins go under /sys/fs/bpf/periscope/<test id>, removed on drop.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -33,7 +32,7 @@ use periscope_pipeline::model::{
 use periscope_pipeline::telemetry::ComponentCounters;
 use periscope_pipeline::topology::{EventOutput, StopSignal};
 use periscope_receivers::netdev::{EventsMode, NetdevReceiver};
-use periscope_receivers::shared::netns::{Device, Discovery, Namespace};
+use periscope_receivers::shared::netns::{run_in, Device, Discovery, Namespace, NetnsHandle};
 use periscope_receivers::tcx::TcxConfig;
 use periscope_receivers::xdp::XdpConfig;
 
@@ -106,17 +105,8 @@ impl Netns {
     }
 
     fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let ns = File::open(self.path()).expect("open netns");
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                // SAFETY: a valid namespace fd; only this thread changes namespace.
-                let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-                f()
-            })
-            .join()
-            .unwrap_or_else(|p| std::panic::resume_unwind(p))
-        })
+        let ns = NetnsHandle::open_path(&self.path(), None).expect("open netns");
+        run_in(&ns, f).expect("enter netns")
     }
 
     /// What the namespace watcher would report for it.

@@ -1,187 +1,28 @@
-//! The attachment manager: one loaded packet object per network namespace (its id is the
-//! writable `.data` global `periscope_netns`, so instances can be loaded and verified ahead of
-//! time and handed to namespaces as they appear), bpf_links on the devices in it, optional
-//! pins, and the reading of its ring buffer and counters.
+//! The attachment manager ([`Attacher`]): per network namespace an instance of the packet
+//! object ([`super::instance`]), optionally pinned or adopted from pins ([`super::pins`]),
+//! bpf_links on the devices in it, and the reading of it ([`super::read`]).
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io;
-use std::os::fd::{AsFd, AsRawFd};
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use aya::maps::{Map, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
-use aya::programs::links::{FdLink, Link, LinkOrder, PinnedLink};
-use aya::programs::tc::TcAttachOptions;
-use aya::programs::{SchedClassifier, TcAttachType, Xdp, XdpMode};
-use aya::{Ebpf, EbpfLoader, Pod};
-use aya_obj::programs::XdpAttachType;
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::{Ebpf, EbpfLoader};
 
 use periscope_pipeline::devices::{DeviceInfo, DeviceTable};
-use periscope_pipeline::model::{
-    DeviceCounters, DeviceRef, Direction, NetnsId, PacketEvent, Transport,
-};
+use periscope_pipeline::model::{BurstEvent, DeviceCounters, DeviceRef, NetnsId, PacketEvent};
 
-use super::decode::{decode_burst, decode_dns, decode_packet, is_dns_record};
-use crate::shared::ebpf::records::{
-    PERISCOPE_DIR_EGRESS, PERISCOPE_DIR_INGRESS, PERISCOPE_RECORD_BURST,
+use super::instance::{
+    chain, ensure_fallback_loaded, load_instance, new_loader, program_refs, set_netns, Hook,
+    Preloaded, ProgRef, Programs,
 };
-use crate::shared::ebpf::{names, BootClock, Config, DevCounters, DevKey, Stats};
-use crate::shared::netns::{Device, Namespace};
-use periscope_pipeline::model::BurstEvent;
-
-use super::instance::{set_netns, PACKET};
+use super::link::{attach_parallel, io_errno};
 use super::options::{InterfaceFilter, RecordOptions};
-
-/// How many loaded, verified instances a receiver keeps ready for namespaces to come.
-pub const PRELOADED: usize = 2;
-
-/// A loader of the packet object with the receiver's flags and ring size (the namespace is
-/// set per instance with [`set_netns`]).
-fn new_loader(records: &RecordOptions, ring_bytes: u32) -> EbpfLoader<'static> {
-    // Borrowed for the loader's lifetime: one 24-byte Config per loader, leaked.
-    let config: &'static Config = Box::leak(Box::new(Config {
-        netns_cookie: 0,
-        netns_inode: 0,
-        flags: records.flags,
-        sample_rate: records.sample_rate,
-        dns_ports: records.dns_ports,
-        _pad: 0,
-    }));
-    let mut l = EbpfLoader::new();
-    l.map_max_entries(names::EVENTS, ring_bytes);
-    l.override_global(names::CONFIG, config, true);
-    if let Some(b) = records.bursts {
-        let b: &'static crate::shared::ebpf::BurstConfig = Box::leak(Box::new(b));
-        l.override_global(names::BURST_CONFIG, b, true);
-    }
-    l
-}
-
-/// Loads the object (maps, BTF relocations) and the programs of `hooks` (the verifier).
-fn load_instance(loader: &mut EbpfLoader<'static>, hooks: &[Hook]) -> anyhow::Result<Ebpf> {
-    let mut bpf = PACKET.load(loader)?;
-    for hook in hooks {
-        let name = hook.program();
-        let prog = bpf
-            .program_mut(name)
-            .ok_or_else(|| anyhow::anyhow!("the packet object has no program {name}"))?;
-        match hook {
-            Hook::Xdp => {
-                let p: &mut Xdp = prog.try_into()?;
-                p.load()
-                    .map_err(|e| anyhow::anyhow!("loading {name}: {}", chain(&e)))?;
-            }
-            Hook::TcxIngress | Hook::TcxEgress => {
-                let p: &mut SchedClassifier = prog.try_into()?;
-                p.load()
-                    .map_err(|e| anyhow::anyhow!("loading {name}: {}", chain(&e)))?;
-            }
-        }
-    }
-    Ok(bpf)
-}
-
-/// Instances loaded ahead on a background thread, so that a new namespace does not wait for
-/// a load (object, BTF relocations, verifier: 15–60 ms, most of its attach latency). The
-/// thread keeps [`Preloaded::rx`]'s slots and one more in hand filled, and stops when the
-/// receiving end is dropped (then joined).
-struct Preloaded {
-    rx: Option<crossbeam_channel::Receiver<anyhow::Result<Ebpf>>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Preloaded {
-    fn start(count: usize, records: RecordOptions, ring_bytes: u32, hooks: Vec<Hook>) -> Self {
-        let (tx, rx) = crossbeam_channel::bounded(count.saturating_sub(1));
-        let thread = std::thread::Builder::new()
-            .name("periscope-preload".into())
-            .spawn(move || {
-                let mut loader = new_loader(&records, ring_bytes);
-                loop {
-                    let r = load_instance(&mut loader, &hooks);
-                    let failed = r.is_err();
-                    // Err: the attacher is gone (an unsent instance is dropped, unloaded).
-                    if tx.send(r).is_err() || failed {
-                        break;
-                    }
-                }
-            });
-        match thread {
-            Ok(t) => Preloaded {
-                rx: Some(rx),
-                thread: Some(t),
-            },
-            Err(e) => {
-                tracing::warn!("cannot start the preloading thread ({e}); loading on demand");
-                Preloaded {
-                    rx: None,
-                    thread: None,
-                }
-            }
-        }
-    }
-
-    /// A ready instance, if one is.
-    fn take(&mut self) -> Option<Ebpf> {
-        match self.rx.as_ref()?.try_recv() {
-            Ok(Ok(bpf)) => Some(bpf),
-            Ok(Err(e)) => {
-                tracing::warn!("loading ahead failed ({e:#}); loading on demand from now on");
-                self.rx = None;
-                None
-            }
-            Err(crossbeam_channel::TryRecvError::Empty) => None,
-            Err(crossbeam_channel::TryRecvError::Disconnected) => {
-                self.rx = None;
-                None
-            }
-        }
-    }
-}
-
-impl Drop for Preloaded {
-    fn drop(&mut self) {
-        // Instances still queued are unloaded with the channel; the thread stops at its next
-        // send.
-        self.rx = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// One attachment point of a device.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Hook {
-    /// XDP (ingress).
-    Xdp,
-    /// TCX ingress.
-    TcxIngress,
-    /// TCX egress.
-    TcxEgress,
-}
-
-impl Hook {
-    /// The name used in pins and logs.
-    pub fn name(self) -> &'static str {
-        match self {
-            Hook::Xdp => "xdp",
-            Hook::TcxIngress => "tcx-ingress",
-            Hook::TcxEgress => "tcx-egress",
-        }
-    }
-
-    fn program(self) -> &'static str {
-        match self {
-            Hook::Xdp => names::XDP,
-            Hook::TcxIngress => names::TC_INGRESS,
-            Hook::TcxEgress => names::TC_EGRESS,
-        }
-    }
-}
+use super::pins::{self, link_pin_name, parse_pin_dir_name, pin_dir_name, remove_pins};
+use super::read::{burst_losses, Decoded, Reader};
+use crate::shared::ebpf::{names, BootClock};
+use crate::shared::netns::{Device, Namespace, NetnsHandle};
 
 /// What a receiver attaches.
 #[derive(Clone, Debug)]
@@ -234,36 +75,24 @@ pub enum DeviceOutcome {
     },
 }
 
+/// A device's link: held by this process (closing it detaches), or pinned.
 enum HeldLink {
     Owned(#[allow(dead_code)] FdLink),
     Pinned(PinnedLink),
 }
 
+/// The links of one device.
 struct DevState {
     links: Vec<(Hook, HeldLink)>,
 }
 
-/// The programs of one namespace: a fresh object, or programs adopted from pins.
-enum Programs {
-    Fresh(Box<Ebpf>),
-    Pinned(Box<PinnedPrograms>),
-}
-
-/// Programs opened from the pins of an earlier run.
-struct PinnedPrograms {
-    xdp: Option<Xdp>,
-    tc_ingress: Option<SchedClassifier>,
-    tc_egress: Option<SchedClassifier>,
-}
-
+/// One namespace: its instance, the maps read from it, and its devices.
 struct NsState {
     ns: Namespace,
-    /// The nsfs file: entering the namespace to attach. Dropped with the state.
-    handle: File,
+    /// The namespace itself: entering it to attach. Dropped with the state.
+    handle: NetnsHandle,
     programs: Programs,
-    ring: RingBuf<MapData>,
-    counters: PerCpuHashMap<MapData, DevKey, DevCounters>,
-    stats: PerCpuArray<MapData, Stats>,
+    reader: Reader,
     /// Pin directory of this namespace.
     dir: Option<PathBuf>,
     devices: HashMap<u32, DevState>,
@@ -271,10 +100,6 @@ struct NsState {
     adopted: HashMap<String, PinnedLink>,
     /// When the namespace was added (unclaimed adopted links are released after a while).
     added_at: Instant,
-    /// Stats (losses) read last time.
-    lost_seen: u64,
-    /// Records read from the ring buffer, per (ifindex, direction, transport).
-    delivered: HashMap<(u32, Direction, Transport), u64>,
 }
 
 /// The attachment manager. Not thread-safe: one receiver thread drives it.
@@ -298,131 +123,10 @@ pub struct Attacher {
     stats: AttachStats,
     /// Where question names of DNS records are interned.
     dns: periscope_pipeline::DnsTable,
-    /// DNS records whose payload did not parse (counted as receiver errors by the caller).
-    dns_errors: u64,
-    /// Burst reports read by [`Attacher::drain`], for [`Attacher::take_bursts`].
-    bursts: Vec<BurstEvent>,
+    /// Burst reports and errors found while draining.
+    decoded: Decoded,
     /// Burst losses (records, state) reported so far by [`Attacher::take_burst_losses`].
     burst_losses_seen: (u64, u64),
-}
-
-fn io_errno(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if let Some(io) = err.downcast_ref::<io::Error>() {
-            if let Some(code) = io.raw_os_error() {
-                return Some(code);
-            }
-        }
-        cur = err.source();
-    }
-    None
-}
-
-/// The error and its causes on one line.
-pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
-}
-
-/// The ifindex a pinned XDP or TCX link is attached to (0 once its device is gone).
-fn pinned_link_ifindex(path: &Path) -> io::Result<u32> {
-    use std::os::fd::{FromRawFd, OwnedFd};
-    use std::os::unix::ffi::OsStrExt;
-
-    const BPF_OBJ_GET: libc::c_long = 7;
-    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-    #[repr(C)]
-    struct ObjGet {
-        pathname: u64,
-        bpf_fd: u32,
-        file_flags: u32,
-        path_fd: i32,
-        _pad: [u32; 11],
-    }
-    #[repr(C)]
-    struct InfoByFd {
-        bpf_fd: u32,
-        info_len: u32,
-        info: u64,
-        _pad: [u32; 12],
-    }
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::other("NUL in pin path"))?;
-    let get = ObjGet {
-        pathname: c.as_ptr() as u64,
-        bpf_fd: 0,
-        file_flags: 0,
-        path_fd: 0,
-        _pad: [0; 11],
-    };
-    // SAFETY: a BPF_OBJ_GET attr with a valid C string; the kernel reads size_of bytes.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET,
-            &get as *const ObjGet,
-            std::mem::size_of::<ObjGet>(),
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a new fd the kernel returned, owned only here.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    // struct bpf_link_info: type, id, prog_id, then a union aligned to 8 whose xdp and tcx
-    // members start with `__u32 ifindex`.
-    let mut info = [0u64; 16];
-    let attr = InfoByFd {
-        bpf_fd: fd.as_raw_fd() as u32,
-        info_len: std::mem::size_of_val(&info) as u32,
-        info: info.as_mut_ptr() as u64,
-        _pad: [0; 12],
-    };
-    // SAFETY: the kernel writes at most info_len bytes into `info`.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET_INFO_BY_FD,
-            &attr as *const InfoByFd,
-            std::mem::size_of::<InfoByFd>(),
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(info[2] as u32)
-}
-
-fn pin_dir_name(id: NetnsId) -> String {
-    format!("{}-{}", id.inode, id.cookie)
-}
-
-fn parse_pin_dir_name(name: &str) -> Option<NetnsId> {
-    let (inode, cookie) = name.split_once('-')?;
-    Some(NetnsId {
-        inode: inode.parse().ok()?,
-        cookie: cookie.parse().ok()?,
-    })
-}
-
-fn link_pin_name(hook: Hook, ifindex: u32) -> String {
-    format!("link-{}-{ifindex}", hook.name())
-}
-
-fn sum<T: Pod + Copy + Default>(per_cpu: &[T], add: impl Fn(&mut T, &T)) -> T {
-    let mut total = T::default();
-    per_cpu.iter().for_each(|v| add(&mut total, v));
-    total
 }
 
 impl Attacher {
@@ -440,8 +144,7 @@ impl Attacher {
             opts,
             stats: AttachStats::default(),
             dns: periscope_pipeline::DnsTable::default(),
-            dns_errors: 0,
-            bursts: Vec::new(),
+            decoded: Decoded::default(),
             burst_losses_seen: (0, 0),
         }
     }
@@ -454,7 +157,7 @@ impl Attacher {
 
     /// DNS records (`always_emit_dns`) whose payload was not a readable DNS message.
     pub fn dns_errors(&self) -> u64 {
-        self.dns_errors
+        self.decoded.dns_errors
     }
 
     /// Like [`Attacher::drain`], and DNS records (with `always_emit_dns`) become
@@ -478,7 +181,7 @@ impl Attacher {
                 count,
                 self.opts.records.clone(),
                 self.opts.ring_bytes,
-                self.programs_needed(),
+                self.opts.hooks.clone(),
             )
         });
     }
@@ -503,14 +206,9 @@ impl Attacher {
     pub fn stats(&self) -> AttachStats {
         AttachStats {
             namespaces: self.namespaces.len(),
+            decode_errors: self.decoded.decode_errors,
             ..self.stats.clone()
         }
-    }
-
-    /// The programs loaded with a namespace (the TCX ingress program an XDP receiver falls
-    /// back to is loaded when a device needs it).
-    fn programs_needed(&self) -> Vec<Hook> {
-        self.opts.hooks.clone()
     }
 
     /// Whether devices may fall back to TCX ingress.
@@ -529,28 +227,17 @@ impl Attacher {
         // Back in scope while its links are still being released: let that finish first (an
         // XDP slot is single).
         self.join_releasing(|id| *id == ns.id);
-        let handle = File::open(&ns.path)
+        // Fails when the path now holds another namespace.
+        let handle = NetnsHandle::open(ns)
             .map_err(|e| anyhow::anyhow!("opening namespace {}: {e}", ns.path.display()))?;
-        let inode = handle.metadata()?.ino();
-        if inode != u64::from(ns.id.inode) {
-            anyhow::bail!(
-                "{} is no longer namespace {} (now {inode})",
-                ns.path.display(),
-                ns.id.inode
-            );
-        }
         let dir = self
             .opts
             .pin_root
             .as_ref()
             .map(|root| root.join(pin_dir_name(ns.id)));
-        let mut adopted_any = false;
-        let state = match dir.as_deref().filter(|d| d.is_dir()) {
-            Some(d) => match self.adopt(ns, &handle, d) {
-                Ok(s) => {
-                    adopted_any = true;
-                    s
-                }
+        let adopted = match dir.as_deref().filter(|d| d.is_dir()) {
+            Some(d) => match pins::adopt(d, &self.opts.hooks, self.has_fallback()) {
+                Ok(a) => Some(a),
                 Err(e) => {
                     tracing::warn!(
                         dir = %d.display(),
@@ -558,165 +245,60 @@ impl Attacher {
                          attaching afresh"
                     );
                     remove_pins(d);
-                    self.load(ns, handle, dir.clone())?
+                    None
                 }
             },
-            None => self.load(ns, handle, dir.clone())?,
+            None => None,
+        };
+        let adopted_any = adopted.is_some();
+        let (programs, reader, links) = match adopted {
+            Some(a) => (a.programs, a.reader, a.links),
+            None => {
+                let (bpf, reader) = self.load(ns.id, dir.as_deref())?;
+                (Programs::Fresh(Box::new(bpf)), reader, HashMap::new())
+            }
+        };
+        let state = NsState {
+            ns: ns.clone(),
+            handle,
+            programs,
+            reader,
+            dir,
+            devices: HashMap::new(),
+            adopted: links,
+            added_at: Instant::now(),
         };
         self.namespaces.insert(ns.id, state);
         Ok((t.elapsed(), adopted_any))
     }
 
+    /// A fresh instance for namespace `id` (a preloaded one if ready), pinned in `dir` if
+    /// given, and the reader of its maps.
     fn load(
         &mut self,
-        ns: &Namespace,
-        handle: File,
-        dir: Option<PathBuf>,
-    ) -> anyhow::Result<NsState> {
+        id: NetnsId,
+        dir: Option<&std::path::Path>,
+    ) -> anyhow::Result<(Ebpf, Reader)> {
         let mut bpf = match self.preloaded.as_mut().and_then(Preloaded::take) {
             Some(bpf) => bpf,
-            None => {
-                let hooks = self.programs_needed();
-                load_instance(&mut self.loader, &hooks)?
-            }
+            None => load_instance(&mut self.loader, &self.opts.hooks)?,
         };
-        set_netns(&mut bpf, ns.id).map_err(|e| {
+        set_netns(&mut bpf, id).map_err(|e| {
             anyhow::anyhow!("setting the namespace id of its programs: {}", chain(&e))
         })?;
-        if let Some(d) = &dir {
-            std::fs::create_dir_all(d)
-                .map_err(|e| anyhow::anyhow!("creating pin directory {}: {e}", d.display()))?;
-            for hook in self.programs_needed() {
-                let name = hook.program();
-                let path = d.join(format!("prog-{}", hook.name()));
-                let prog = bpf
-                    .program_mut(name)
-                    .ok_or_else(|| anyhow::anyhow!("no program {name}"))?;
-                let r = match hook {
-                    Hook::Xdp => <&mut Xdp>::try_from(prog)?.pin(&path),
-                    _ => <&mut SchedClassifier>::try_from(prog)?.pin(&path),
-                };
-                r.map_err(|e| anyhow::anyhow!("pinning {}: {}", path.display(), chain(&e)))?;
-            }
-            for map in [names::EVENTS, names::COUNTERS, names::STATS] {
-                let path = d.join(format!("map-{map}"));
-                bpf.map(map)
-                    .ok_or_else(|| anyhow::anyhow!("no map {map}"))?
-                    .pin(&path)
-                    .map_err(|e| anyhow::anyhow!("pinning {}: {}", path.display(), chain(&e)))?;
-            }
+        if let Some(d) = dir {
+            pins::pin_instance(&mut bpf, d, &self.opts.hooks)?;
         }
-        let mut take = |name: &str| -> anyhow::Result<Map> {
+        let mut take = |name: &str| {
             bpf.take_map(name)
                 .ok_or_else(|| anyhow::anyhow!("the packet object has no map {name}"))
         };
-        let ring = RingBuf::try_from(take(names::EVENTS)?)?;
-        let counters = PerCpuHashMap::try_from(take(names::COUNTERS)?)?;
-        let stats = PerCpuArray::try_from(take(names::STATS)?)?;
-        Ok(NsState {
-            ns: ns.clone(),
-            handle,
-            programs: Programs::Fresh(Box::new(bpf)),
-            ring,
-            counters,
-            stats,
-            dir,
-            devices: HashMap::new(),
-            adopted: HashMap::new(),
-            added_at: Instant::now(),
-            lost_seen: 0,
-            delivered: HashMap::new(),
-        })
-    }
-
-    /// Takes over the pins an earlier run left in `dir`.
-    fn adopt(&self, ns: &Namespace, _handle: &File, dir: &Path) -> anyhow::Result<NsState> {
-        let map = |name: &str| -> anyhow::Result<Map> {
-            let path = dir.join(format!("map-{name}"));
-            let data = MapData::from_pin(&path)
-                .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), chain(&e)))?;
-            Ok(Map::from_map_data(data)?)
-        };
-        let ring = RingBuf::try_from(map(names::EVENTS)?)?;
-        let counters = PerCpuHashMap::try_from(map(names::COUNTERS)?)?;
-        let stats = PerCpuArray::try_from(map(names::STATS)?)?;
-        let (mut xdp, mut tc_ingress, mut tc_egress) = (None, None, None);
-        for hook in self.programs_needed() {
-            let path = dir.join(format!("prog-{}", hook.name()));
-            let err = |e: aya::programs::ProgramError| {
-                anyhow::anyhow!("{}: {}", path.display(), chain(&e))
-            };
-            match hook {
-                Hook::Xdp => {
-                    xdp = Some(Xdp::from_pin(&path, XdpAttachType::Interface).map_err(err)?)
-                }
-                Hook::TcxIngress => {
-                    tc_ingress = Some(SchedClassifier::from_pin(&path).map_err(err)?)
-                }
-                Hook::TcxEgress => tc_egress = Some(SchedClassifier::from_pin(&path).map_err(err)?),
-            }
-        }
-        if self.has_fallback() {
-            // Pinned only if an earlier run needed it.
-            let path = dir.join(format!("prog-{}", Hook::TcxIngress.name()));
-            if path.exists() {
-                tc_ingress = Some(
-                    SchedClassifier::from_pin(&path)
-                        .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), chain(&e)))?,
-                );
-            }
-        }
-        let mut adopted = HashMap::new();
-        for entry in std::fs::read_dir(dir)? {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(ifindex) = name.rsplit('-').next().and_then(|i| i.parse::<u32>().ok()) {
-                if !name.starts_with("link-") {
-                    continue;
-                }
-                // A link whose device went away while no agent ran is defunct (ifindex 0),
-                // even if a new device got the same ifindex since.
-                match pinned_link_ifindex(&entry.path()) {
-                    Ok(i) if i == ifindex => {}
-                    other => {
-                        tracing::info!(
-                            pin = %entry.path().display(),
-                            "pinned link no longer on device {ifindex} ({other:?}); removing it"
-                        );
-                        let _ = std::fs::remove_file(entry.path());
-                        continue;
-                    }
-                }
-                match PinnedLink::from_pin(entry.path()) {
-                    Ok(l) => {
-                        adopted.insert(name, l);
-                    }
-                    Err(e) => {
-                        tracing::warn!(pin = %entry.path().display(), "cannot open pinned link ({}); removing it", chain(&e));
-                        let _ = std::fs::remove_file(entry.path());
-                    }
-                }
-            }
-        }
-        let handle = File::open(&ns.path)?;
-        Ok(NsState {
-            ns: ns.clone(),
-            handle,
-            programs: Programs::Pinned(Box::new(PinnedPrograms {
-                xdp,
-                tc_ingress,
-                tc_egress,
-            })),
-            ring,
-            counters,
-            stats,
-            dir: Some(dir.to_path_buf()),
-            devices: HashMap::new(),
-            adopted,
-            added_at: Instant::now(),
-            lost_seen: 0,
-            delivered: HashMap::new(),
-        })
+        let reader = Reader::new(
+            take(names::EVENTS)?,
+            take(names::COUNTERS)?,
+            take(names::STATS)?,
+        )?;
+        Ok((bpf, reader))
     }
 
     /// Attaches to a device of a known namespace, if the interface filter takes it.
@@ -779,7 +361,7 @@ impl Attacher {
                 dir,
                 ..
             } = state;
-            let handle: &File = handle;
+            let handle: &NetnsHandle = handle;
             let mut attached = {
                 let mut refs = program_refs(programs)?;
                 let jobs: Vec<(Hook, ProgRef<'_>)> = to_attach
@@ -890,15 +472,7 @@ impl Attacher {
             if let Some(dev) = state.devices.remove(&ifindex) {
                 release(dev);
             }
-            let keys: Vec<DevKey> = state
-                .counters
-                .keys()
-                .filter_map(Result::ok)
-                .filter(|k| k.ifindex == ifindex)
-                .collect();
-            for k in keys {
-                let _ = state.counters.remove(&k);
-            }
+            state.reader.forget_device(ifindex);
         }
         self.devices.remove(&DeviceRef { netns, ifindex });
     }
@@ -912,8 +486,8 @@ impl Attacher {
     /// for every such thread.
     pub fn remove_namespace(&mut self, netns: NetnsId) -> Vec<DeviceCounters> {
         let mut last = Vec::new();
-        if let Some(mut state) = self.namespaces.remove(&netns) {
-            last = read_ns_counters(&mut state, now_unix_ns());
+        if let Some(state) = self.namespaces.remove(&netns) {
+            last = state.reader.counters(now_unix_ns(), None);
             for ifindex in state.devices.keys() {
                 self.devices.remove(&DeviceRef {
                     netns,
@@ -1002,56 +576,16 @@ impl Attacher {
         }
         let mut n = 0;
         for state in self.namespaces.values_mut() {
-            while let Some(item) = state.ring.next() {
-                if item.first() == Some(&PERISCOPE_RECORD_BURST) {
-                    match decode_burst(&item, &self.clock) {
-                        Ok(b) => self.bursts.push(b),
-                        Err(e) => {
-                            if self.stats.decode_errors == 0 {
-                                tracing::error!("undecodable burst record: {e}");
-                            }
-                            self.stats.decode_errors += 1;
-                        }
-                    }
-                    continue;
-                }
-                if is_dns_record(&item) {
-                    match decode_dns(&item, &self.clock, &self.dns) {
-                        Ok(Some(d)) => dns.push(d),
-                        Ok(None) => {}
-                        Err(e) => {
-                            if self.dns_errors == 0 {
-                                tracing::warn!("DNS record: {e} (first of its kind; all are counted as errors)");
-                            }
-                            self.dns_errors += 1;
-                        }
-                    }
-                    continue;
-                }
-                match decode_packet(&item, &self.clock) {
-                    Ok(ev) => {
-                        n += 1;
-                        *state
-                            .delivered
-                            .entry((ev.device.ifindex, ev.direction, ev.transport))
-                            .or_default() += 1;
-                        f(ev);
-                    }
-                    Err(e) => {
-                        if self.stats.decode_errors == 0 {
-                            tracing::error!("undecodable packet record: {e}");
-                        }
-                        self.stats.decode_errors += 1;
-                    }
-                }
-            }
+            n += state
+                .reader
+                .drain(&self.clock, &self.dns, &mut self.decoded, f, dns);
         }
         n
     }
 
     /// The burst reports (one CPU's view each) read by [`Attacher::drain`] since the last call.
     pub fn take_bursts(&mut self) -> Vec<BurstEvent> {
-        std::mem::take(&mut self.bursts)
+        std::mem::take(&mut self.decoded.bursts)
     }
 
     /// Burst records lost to full ring buffers and packets the burst detector could not
@@ -1060,21 +594,10 @@ impl Attacher {
     pub fn take_burst_losses(&mut self) -> (u64, u64) {
         let mut total = (0, 0);
         for state in self.namespaces.values() {
-            let Programs::Fresh(bpf) = &state.programs else {
-                continue;
-            };
-            let Some(map) = bpf.map(names::BURST_STATS) else {
-                continue;
-            };
-            let Ok(arr) = PerCpuArray::<&MapData, crate::shared::ebpf::BurstStats>::try_from(map)
-            else {
-                continue;
-            };
-            if let Ok(per_cpu) = arr.get(&0, 0) {
-                for s in per_cpu.iter() {
-                    total.0 += s.records_lost;
-                    total.1 += s.state_full;
-                }
+            if let Programs::Fresh(bpf) = &state.programs {
+                let (records, unchecked) = burst_losses(bpf);
+                total.0 += records;
+                total.1 += unchecked;
             }
         }
         let new = (
@@ -1092,12 +615,8 @@ impl Attacher {
         let mut out = Vec::new();
         let mut new_losses = 0;
         for state in self.namespaces.values_mut() {
-            out.extend(read_ns_counters(state, now));
-            if let Ok(per_cpu) = state.stats.get(&0, 0) {
-                let total = sum(&per_cpu, |a, b| a.add(b)).records_lost;
-                new_losses += total.saturating_sub(state.lost_seen);
-                state.lost_seen = total;
-            }
+            out.extend(state.reader.counters(now, None));
+            new_losses += state.reader.new_losses();
         }
         (out, new_losses)
     }
@@ -1144,224 +663,8 @@ fn release(dev: DevState) {
     }
 }
 
-fn remove_pins(dir: &Path) {
-    if let Err(e) = std::fs::remove_dir_all(dir) {
-        if e.kind() != io::ErrorKind::NotFound {
-            tracing::warn!(dir = %dir.display(), "removing pins: {e}");
-        }
-    }
-}
-
 fn now_unix_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
-}
-
-fn read_ns_counters(state: &mut NsState, now: u64) -> Vec<DeviceCounters> {
-    let mut agg: HashMap<(u32, Direction, Transport), DeviceCounters> = HashMap::new();
-    for kv in state.counters.iter() {
-        let Ok((key, per_cpu)) = kv else { continue };
-        let c = sum(&per_cpu, |a, b| a.add(b));
-        let direction = match key.direction {
-            PERISCOPE_DIR_INGRESS => Direction::Ingress,
-            PERISCOPE_DIR_EGRESS => Direction::Egress,
-            _ => continue,
-        };
-        let transport = Transport::from_ip_protocol(key.l4_proto);
-        let e = agg
-            .entry((key.ifindex, direction, transport))
-            .or_insert_with(|| DeviceCounters {
-                timestamp_ns: now,
-                device: DeviceRef {
-                    netns: NetnsId {
-                        inode: key.netns_inode,
-                        cookie: key.netns_cookie,
-                    },
-                    ifindex: key.ifindex,
-                },
-                direction,
-                transport,
-                ..DeviceCounters::default()
-            });
-        e.packets += c.packets;
-        e.bytes += c.bytes;
-        e.records_lost += c.records_lost;
-    }
-    for ((ifindex, direction, transport), c) in agg.iter_mut() {
-        c.records_delivered = state
-            .delivered
-            .get(&(*ifindex, *direction, *transport))
-            .copied()
-            .unwrap_or(0);
-    }
-    let mut v: Vec<_> = agg.into_values().collect();
-    v.sort_by_key(|c| (c.device.ifindex, c.direction, c.transport));
-    v
-}
-
-/// Loads (and pins, with pins) the TCX ingress program devices fall back to.
-fn ensure_fallback_loaded(programs: &mut Programs, dir: Option<&Path>) -> anyhow::Result<()> {
-    match programs {
-        Programs::Fresh(bpf) => {
-            let p: &mut SchedClassifier = bpf
-                .program_mut(names::TC_INGRESS)
-                .ok_or_else(|| anyhow::anyhow!("no program {}", names::TC_INGRESS))?
-                .try_into()?;
-            if p.fd().is_err() {
-                p.load()
-                    .map_err(|e| anyhow::anyhow!("loading {}: {}", names::TC_INGRESS, chain(&e)))?;
-                if let Some(d) = dir {
-                    let path = d.join(format!("prog-{}", Hook::TcxIngress.name()));
-                    p.pin(&path).map_err(|e| {
-                        anyhow::anyhow!("pinning {}: {}", path.display(), chain(&e))
-                    })?;
-                }
-            }
-            Ok(())
-        }
-        Programs::Pinned(p) => {
-            if p.tc_ingress.is_some() {
-                Ok(())
-            } else {
-                anyhow::bail!("the pins of the earlier run have no TCX ingress program")
-            }
-        }
-    }
-}
-
-/// A loaded program of one of the hooks.
-enum ProgRef<'a> {
-    Xdp(&'a mut Xdp),
-    Tc(&'a mut SchedClassifier),
-}
-
-/// Mutable references to every loaded program at once (so that hooks attach in parallel).
-fn program_refs(programs: &mut Programs) -> anyhow::Result<HashMap<Hook, ProgRef<'_>>> {
-    let mut out = HashMap::new();
-    match programs {
-        Programs::Fresh(bpf) => {
-            for (name, prog) in bpf.programs_mut() {
-                let hook = match name {
-                    names::XDP => Hook::Xdp,
-                    names::TC_INGRESS => Hook::TcxIngress,
-                    names::TC_EGRESS => Hook::TcxEgress,
-                    _ => continue,
-                };
-                let r = match hook {
-                    Hook::Xdp => ProgRef::Xdp(prog.try_into()?),
-                    _ => ProgRef::Tc(prog.try_into()?),
-                };
-                out.insert(hook, r);
-            }
-        }
-        Programs::Pinned(p) => {
-            if let Some(x) = p.xdp.as_mut() {
-                out.insert(Hook::Xdp, ProgRef::Xdp(x));
-            }
-            if let Some(t) = p.tc_ingress.as_mut() {
-                out.insert(Hook::TcxIngress, ProgRef::Tc(t));
-            }
-            if let Some(t) = p.tc_egress.as_mut() {
-                out.insert(Hook::TcxEgress, ProgRef::Tc(t));
-            }
-        }
-    }
-    Ok(out)
-}
-
-type AttachResult = Result<FdLink, Box<dyn std::error::Error + Send + Sync>>;
-
-/// Attaches each job on its own thread inside the namespace of `ns`; returns (hook, result,
-/// fallback = false, why = None) per job.
-fn attach_parallel(
-    ns: &File,
-    jobs: Vec<(Hook, ProgRef<'_>)>,
-    ifindex: u32,
-    name: &str,
-) -> Vec<(Hook, AttachResult, bool, Option<String>)> {
-    std::thread::scope(|s| {
-        let handles: Vec<_> = jobs
-            .into_iter()
-            .map(|(hook, prog)| {
-                let h = s.spawn(move || -> AttachResult {
-                    enter(ns)?;
-                    attach_one(prog, hook, ifindex, name)
-                });
-                (hook, h)
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|(hook, h)| {
-                let r = h
-                    .join()
-                    .unwrap_or_else(|_| Err("the attach thread panicked".into()));
-                (hook, r, false, None)
-            })
-            .collect()
-    })
-}
-
-/// Moves the calling thread into the namespace of `ns` (an nsfs file).
-fn enter(ns: &File) -> io::Result<()> {
-    // SAFETY: a valid nsfs fd; setns changes only the calling thread, a short-lived one.
-    let rc = unsafe { libc::setns(ns.as_fd().as_raw_fd(), libc::CLONE_NEWNET) };
-    if rc != 0 {
-        let e = io::Error::last_os_error();
-        return Err(io::Error::new(e.kind(), format!("setns: {e}")));
-    }
-    Ok(())
-}
-
-/// Attaches one hook (the calling thread is in the device's namespace).
-fn attach_one(prog: ProgRef<'_>, hook: Hook, ifindex: u32, name: &str) -> AttachResult {
-    match prog {
-        ProgRef::Xdp(prog) => {
-            let id = prog.attach_to_if_index(ifindex, XdpMode::default())?;
-            let link = prog.take_link(id)?;
-            // aya falls back to a netlink attachment when link creation fails with EINVAL:
-            // that cannot be pinned nor resist `ip link set dev X xdp off`. Undo it.
-            if format!("{link:?}").contains("NlLink") {
-                let _ = link.detach();
-                return Err(
-                    "the kernel refused an XDP bpf_link (aya fell back to netlink, \
-                            which periscope does not use); detached again"
-                        .into(),
-                );
-            }
-            Ok(FdLink::try_from(link)?)
-        }
-        ProgRef::Tc(prog) => {
-            let attach_type = if hook == Hook::TcxIngress {
-                TcAttachType::Ingress
-            } else {
-                TcAttachType::Egress
-            };
-            // First in the chain: no other program's verdict can hide packets from us.
-            let id = prog.attach_with_options(
-                name,
-                attach_type,
-                TcAttachOptions::TcxOrder(LinkOrder::first()),
-            )?;
-            let link = prog.take_link(id)?;
-            Ok(FdLink::try_from(link)?)
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pin_dir_names_round_trip() {
-        let id = NetnsId {
-            inode: 4026532000,
-            cookie: 77,
-        };
-        assert_eq!(parse_pin_dir_name(&pin_dir_name(id)), Some(id));
-        assert_eq!(parse_pin_dir_name("junk"), None);
-        assert_eq!(link_pin_name(Hook::TcxEgress, 3), "link-tcx-egress-3");
-    }
 }

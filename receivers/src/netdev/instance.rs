@@ -1,12 +1,20 @@
 //! Instances of the packet object (`ebpf/packet.bpf.c`): one per network namespace, told
-//! which namespace it serves after the load.
+//! which namespace it serves after the load (the writable `.data` global `periscope_netns`),
+//! so that instances can be loaded and verified ahead of time ([`Preloaded`]) and handed to
+//! namespaces as they appear; and the programs of an instance, fresh or adopted from pins.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::thread::JoinHandle;
 
 use aya::maps::{Array, MapData};
+use aya::programs::{SchedClassifier, Xdp};
 use aya::{Btf, Ebpf, EbpfLoader};
 
 use periscope_pipeline::model::NetnsId;
 
-use crate::shared::ebpf::{embedded_object, names, Config, Error, NetnsSlot, Object};
+use super::options::RecordOptions;
+use crate::shared::ebpf::{embedded_object, names, BurstConfig, Config, Error, NetnsSlot, Object};
 
 /// The packet object: XDP and TC programs, counters, ring buffer.
 pub const PACKET: Object = embedded_object!("packet");
@@ -82,4 +90,261 @@ pub fn load_packet_sized(
         source: e.into(),
     })?;
     Ok(bpf)
+}
+
+/// How many loaded, verified instances a receiver keeps ready for namespaces to come.
+pub const PRELOADED: usize = 2;
+
+/// A loader of the packet object with the receiver's flags and ring size (the namespace is
+/// set per instance with [`set_netns`]).
+pub(super) fn new_loader(records: &RecordOptions, ring_bytes: u32) -> EbpfLoader<'static> {
+    // Borrowed for the loader's lifetime: one 24-byte Config per loader, leaked.
+    let config: &'static Config = Box::leak(Box::new(Config {
+        netns_cookie: 0,
+        netns_inode: 0,
+        flags: records.flags,
+        sample_rate: records.sample_rate,
+        dns_ports: records.dns_ports,
+        _pad: 0,
+    }));
+    let mut l = EbpfLoader::new();
+    l.map_max_entries(names::EVENTS, ring_bytes);
+    l.override_global(names::CONFIG, config, true);
+    if let Some(b) = records.bursts {
+        let b: &'static BurstConfig = Box::leak(Box::new(b));
+        l.override_global(names::BURST_CONFIG, b, true);
+    }
+    l
+}
+
+/// Loads the object (maps, BTF relocations) and the programs of `hooks` (the verifier).
+pub(super) fn load_instance(
+    loader: &mut EbpfLoader<'static>,
+    hooks: &[Hook],
+) -> anyhow::Result<Ebpf> {
+    let mut bpf = PACKET.load(loader)?;
+    for hook in hooks {
+        let name = hook.program();
+        let prog = bpf
+            .program_mut(name)
+            .ok_or_else(|| anyhow::anyhow!("the packet object has no program {name}"))?;
+        match hook {
+            Hook::Xdp => {
+                let p: &mut Xdp = prog.try_into()?;
+                p.load()
+                    .map_err(|e| anyhow::anyhow!("loading {name}: {}", chain(&e)))?;
+            }
+            Hook::TcxIngress | Hook::TcxEgress => {
+                let p: &mut SchedClassifier = prog.try_into()?;
+                p.load()
+                    .map_err(|e| anyhow::anyhow!("loading {name}: {}", chain(&e)))?;
+            }
+        }
+    }
+    Ok(bpf)
+}
+
+/// Instances loaded ahead on a background thread, so that a new namespace does not wait for
+/// a load (object, BTF relocations, verifier: 15–60 ms, most of its attach latency). The
+/// thread keeps [`Preloaded::rx`]'s slots and one more in hand filled, and stops when the
+/// receiving end is dropped (then joined).
+pub(super) struct Preloaded {
+    rx: Option<crossbeam_channel::Receiver<anyhow::Result<Ebpf>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Preloaded {
+    pub(super) fn start(
+        count: usize,
+        records: RecordOptions,
+        ring_bytes: u32,
+        hooks: Vec<Hook>,
+    ) -> Self {
+        let (tx, rx) = crossbeam_channel::bounded(count.saturating_sub(1));
+        let thread = std::thread::Builder::new()
+            .name("periscope-preload".into())
+            .spawn(move || {
+                let mut loader = new_loader(&records, ring_bytes);
+                loop {
+                    let r = load_instance(&mut loader, &hooks);
+                    let failed = r.is_err();
+                    // Err: the attacher is gone (an unsent instance is dropped, unloaded).
+                    if tx.send(r).is_err() || failed {
+                        break;
+                    }
+                }
+            });
+        match thread {
+            Ok(t) => Preloaded {
+                rx: Some(rx),
+                thread: Some(t),
+            },
+            Err(e) => {
+                tracing::warn!("cannot start the preloading thread ({e}); loading on demand");
+                Preloaded {
+                    rx: None,
+                    thread: None,
+                }
+            }
+        }
+    }
+
+    /// A ready instance, if one is.
+    pub(super) fn take(&mut self) -> Option<Ebpf> {
+        match self.rx.as_ref()?.try_recv() {
+            Ok(Ok(bpf)) => Some(bpf),
+            Ok(Err(e)) => {
+                tracing::warn!("loading ahead failed ({e:#}); loading on demand from now on");
+                self.rx = None;
+                None
+            }
+            Err(crossbeam_channel::TryRecvError::Empty) => None,
+            Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                self.rx = None;
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Preloaded {
+    fn drop(&mut self) {
+        // Instances still queued are unloaded with the channel; the thread stops at its next
+        // send.
+        self.rx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One attachment point of a device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Hook {
+    /// XDP (ingress).
+    Xdp,
+    /// TCX ingress.
+    TcxIngress,
+    /// TCX egress.
+    TcxEgress,
+}
+
+impl Hook {
+    /// The name used in pins and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Hook::Xdp => "xdp",
+            Hook::TcxIngress => "tcx-ingress",
+            Hook::TcxEgress => "tcx-egress",
+        }
+    }
+
+    pub(super) fn program(self) -> &'static str {
+        match self {
+            Hook::Xdp => names::XDP,
+            Hook::TcxIngress => names::TC_INGRESS,
+            Hook::TcxEgress => names::TC_EGRESS,
+        }
+    }
+}
+
+/// The programs of one namespace: a fresh object, or programs adopted from pins.
+pub(super) enum Programs {
+    Fresh(Box<Ebpf>),
+    Pinned(Box<PinnedPrograms>),
+}
+
+/// Programs opened from the pins of an earlier run.
+pub(super) struct PinnedPrograms {
+    pub(super) xdp: Option<Xdp>,
+    pub(super) tc_ingress: Option<SchedClassifier>,
+    pub(super) tc_egress: Option<SchedClassifier>,
+}
+
+/// Loads (and pins, with pins) the TCX ingress program devices fall back to.
+pub(super) fn ensure_fallback_loaded(
+    programs: &mut Programs,
+    dir: Option<&Path>,
+) -> anyhow::Result<()> {
+    match programs {
+        Programs::Fresh(bpf) => {
+            let p: &mut SchedClassifier = bpf
+                .program_mut(names::TC_INGRESS)
+                .ok_or_else(|| anyhow::anyhow!("no program {}", names::TC_INGRESS))?
+                .try_into()?;
+            if p.fd().is_err() {
+                p.load()
+                    .map_err(|e| anyhow::anyhow!("loading {}: {}", names::TC_INGRESS, chain(&e)))?;
+                if let Some(d) = dir {
+                    let path = d.join(format!("prog-{}", Hook::TcxIngress.name()));
+                    p.pin(&path).map_err(|e| {
+                        anyhow::anyhow!("pinning {}: {}", path.display(), chain(&e))
+                    })?;
+                }
+            }
+            Ok(())
+        }
+        Programs::Pinned(p) => {
+            if p.tc_ingress.is_some() {
+                Ok(())
+            } else {
+                anyhow::bail!("the pins of the earlier run have no TCX ingress program")
+            }
+        }
+    }
+}
+
+/// A loaded program of one of the hooks.
+pub(super) enum ProgRef<'a> {
+    Xdp(&'a mut Xdp),
+    Tc(&'a mut SchedClassifier),
+}
+
+/// Mutable references to every loaded program at once (so that hooks attach in parallel).
+pub(super) fn program_refs(programs: &mut Programs) -> anyhow::Result<HashMap<Hook, ProgRef<'_>>> {
+    let mut out = HashMap::new();
+    match programs {
+        Programs::Fresh(bpf) => {
+            for (name, prog) in bpf.programs_mut() {
+                let hook = match name {
+                    names::XDP => Hook::Xdp,
+                    names::TC_INGRESS => Hook::TcxIngress,
+                    names::TC_EGRESS => Hook::TcxEgress,
+                    _ => continue,
+                };
+                let r = match hook {
+                    Hook::Xdp => ProgRef::Xdp(prog.try_into()?),
+                    _ => ProgRef::Tc(prog.try_into()?),
+                };
+                out.insert(hook, r);
+            }
+        }
+        Programs::Pinned(p) => {
+            if let Some(x) = p.xdp.as_mut() {
+                out.insert(Hook::Xdp, ProgRef::Xdp(x));
+            }
+            if let Some(t) = p.tc_ingress.as_mut() {
+                out.insert(Hook::TcxIngress, ProgRef::Tc(t));
+            }
+            if let Some(t) = p.tc_egress.as_mut() {
+                out.insert(Hook::TcxEgress, ProgRef::Tc(t));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The error and its causes on one line.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
 }

@@ -1,28 +1,35 @@
 //! Attaching the packet programs to network devices in every namespace, and reading them.
 //!
-//! [`Attacher`] holds one loaded packet object per network namespace (the namespace's cookie
-//! and inode are a writable `.data` global set after the load, since XDP/TC programs cannot
-//! read the device's namespace without kfuncs; instances are loaded ahead of time on a
-//! background thread, so a new namespace takes a ready one), creates bpf_links on the
-//! devices it is offered (entering the namespace on a short-lived thread), optionally pins
-//! programs, maps and links under `/sys/fs/bpf/periscope/<receiver>/<inode>-<cookie>/` and
-//! adopts such pins on restart, drains the ring buffers and reads the exact per-CPU counters.
-//! [`NetdevReceiver`] drives it from namespace/device discovery; the `xdp` and `tcx`
-//! receivers are two configurations of it.
+//! [`NetdevReceiver`] (`receiver.rs`) drives an [`Attacher`] (`attach.rs`) from namespace
+//! and device discovery; the `xdp` and `tcx` receivers are two configurations of it. The
+//! attacher keeps per network namespace:
+//!
+//! - an instance of the packet object (`instance.rs`): loaded ahead of time on a background
+//!   thread and told its namespace after the load (XDP/TC programs cannot read the device's
+//!   namespace without kfuncs), so a new namespace takes a ready one;
+//! - optionally its pins under `/sys/fs/bpf/periscope/<receiver>/<inode>-<cookie>/`, adopted
+//!   again on restart (`pins.rs`);
+//! - the bpf_links of each device, made inside the namespace (`link.rs`);
+//! - the reading of its ring buffer and exact per-CPU counters (`read.rs`, records decoded
+//!   by `decode.rs`), per namespace or per device, so that last counters can be read when
+//!   either goes away.
 
 mod attach;
 mod bursts;
 mod decode;
 mod instance;
+mod link;
 mod options;
+mod pins;
+mod read;
 mod receiver;
 
-pub use attach::{chain, AttachOptions, AttachStats, Attacher, DeviceOutcome, Hook, PRELOADED};
+pub use attach::{AttachOptions, AttachStats, Attacher, DeviceOutcome};
 pub use bursts::{BurstMode, BurstsConfig, MAX_BURST_BUCKETS};
 pub use decode::{
     decode_burst, decode_dns, decode_packet, is_dns_record, DecodeError, DnsRecordError,
 };
-pub use instance::{load_packet, load_packet_sized, packet_object, PACKET};
+pub use instance::{chain, load_packet, load_packet_sized, packet_object, Hook, PACKET, PRELOADED};
 pub(crate) use options::{
     default_counters_interval, default_poll_interval, default_ring_buffer_size, default_sample_rate,
 };

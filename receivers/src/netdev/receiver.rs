@@ -116,7 +116,7 @@ impl Receiver for NetdevReceiver {
         let pinned = attach.pin_root.is_some();
         let mut attacher = Attacher::new(attach, devices).with_dns(dns);
         // New namespaces take an instance loaded ahead instead of waiting for a load.
-        attacher.preload(super::attach::PRELOADED);
+        attacher.preload(super::PRELOADED);
         let (_watcher, rx) = match source {
             DiscoverySource::Channel(rx) => (None, rx),
             DiscoverySource::Watch(scope) => {

@@ -32,7 +32,7 @@ impl NetnsHandle {
 
     /// Opens a network namespace file; with `expect`, fails unless it has that inode (the path
     /// may have been re-used by another namespace since it was found).
-    pub(crate) fn open_path(path: &Path, expect: Option<u32>) -> io::Result<Self> {
+    pub fn open_path(path: &Path, expect: Option<u32>) -> io::Result<Self> {
         // std opens with O_CLOEXEC.
         let file = File::open(path).map_err(|e| with_path(e, "open", path))?;
         let fd = file.as_raw_fd();
@@ -81,22 +81,42 @@ impl NetnsHandle {
 /// A fresh thread per call (rather than a long-lived one hopping between namespaces) means a
 /// thread never lingers in a namespace, which would keep it alive; it costs ~50-100 µs.
 pub fn run_in<T: Send>(ns: &NetnsHandle, f: impl FnOnce() -> T + Send) -> io::Result<T> {
+    run_each_in(ns, [f])
+        .pop()
+        .unwrap_or_else(|| Err(io::Error::other("run_in: no result")))
+}
+
+/// Like [`run_in`] for several jobs at once: each runs on a thread of its own inside `ns`, all
+/// in parallel (so that kernel waits they make overlap). Returns their results in order.
+pub fn run_each_in<T: Send, F: FnOnce() -> T + Send>(
+    ns: &NetnsHandle,
+    jobs: impl IntoIterator<Item = F>,
+) -> Vec<io::Result<T>> {
     let fd = ns.fd.as_raw_fd();
     std::thread::scope(|s| {
-        let worker = std::thread::Builder::new()
-            .name("netns-enter".into())
-            .spawn_scoped(s, move || {
-                // SAFETY: `fd` stays open: `ns` outlives the scope.
-                if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
-                    let e = io::Error::last_os_error();
-                    return Err(io::Error::new(e.kind(), format!("setns(netns): {e}")));
-                }
-                Ok(f())
-            })?;
-        match worker.join() {
-            Ok(r) => r,
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
+        let workers: Vec<_> = jobs
+            .into_iter()
+            .map(|f| {
+                std::thread::Builder::new()
+                    .name("netns-enter".into())
+                    .spawn_scoped(s, move || {
+                        // SAFETY: `fd` stays open: `ns` outlives the scope. setns changes only
+                        // this thread, which ends with the scope.
+                        if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
+                            let e = io::Error::last_os_error();
+                            return Err(io::Error::new(e.kind(), format!("setns(netns): {e}")));
+                        }
+                        Ok(f())
+                    })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| match w?.join() {
+                Ok(r) => r,
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
     })
 }
 

@@ -16,7 +16,7 @@ use periscope_pipeline::model::NetnsId;
 
 pub use devices::{list_devices, Device};
 pub use discover::{host_namespace, scan};
-pub use enter::{netns_cookie, run_in, NetnsHandle};
+pub use enter::{netns_cookie, run_each_in, run_in, NetnsHandle};
 pub use watch::{watch, NamespaceScope, Watcher};
 
 /// A network namespace found on the host.

@@ -1,0 +1,213 @@
+//! Reading an instance: its ring buffer (packet, DNS and burst records), its exact per-CPU
+//! counters and its loss counters. Everything here works on one namespace's [`Reader`], so a
+//! namespace's or a device's last counters can be read when it goes away.
+
+use std::collections::HashMap;
+
+use aya::maps::{Map, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
+use aya::{Ebpf, Pod};
+
+use periscope_pipeline::model::{
+    BurstEvent, DeviceCounters, DeviceRef, Direction, DnsEvent, NetnsId, PacketEvent, Transport,
+};
+use periscope_pipeline::DnsTable;
+
+use super::decode::{decode_burst, decode_dns, decode_packet, is_dns_record};
+use crate::shared::ebpf::records::{
+    PERISCOPE_DIR_EGRESS, PERISCOPE_DIR_INGRESS, PERISCOPE_RECORD_BURST,
+};
+use crate::shared::ebpf::{names, BootClock, BurstStats, DevCounters, DevKey, Stats};
+
+/// What draining found besides packet events, over every namespace: kept by the attacher
+/// and taken by the receiver.
+#[derive(Debug, Default)]
+pub(super) struct Decoded {
+    /// Burst reports, for [`Attacher::take_bursts`](super::Attacher::take_bursts).
+    pub(super) bursts: Vec<BurstEvent>,
+    /// Records that could not be decoded (a bug or a version mismatch; the first is logged).
+    pub(super) decode_errors: u64,
+    /// DNS records whose payload did not parse (the first is logged).
+    pub(super) dns_errors: u64,
+}
+
+/// The maps of one namespace's instance that user space reads, and what it read so far.
+pub(super) struct Reader {
+    ring: RingBuf<MapData>,
+    counters: PerCpuHashMap<MapData, DevKey, DevCounters>,
+    stats: PerCpuArray<MapData, Stats>,
+    /// Losses (`periscope_stats.records_lost`) read last time.
+    lost_seen: u64,
+    /// Records read from the ring buffer, per (ifindex, direction, transport).
+    delivered: HashMap<(u32, Direction, Transport), u64>,
+}
+
+impl Reader {
+    /// Reads the ring buffer `periscope_events`, the hash `periscope_counters` and the array
+    /// `periscope_stats` (taken out of a fresh instance, or opened from pins).
+    pub(super) fn new(ring: Map, counters: Map, stats: Map) -> anyhow::Result<Reader> {
+        Ok(Reader {
+            ring: RingBuf::try_from(ring)?,
+            counters: PerCpuHashMap::try_from(counters)?,
+            stats: PerCpuArray::try_from(stats)?,
+            lost_seen: 0,
+            delivered: HashMap::new(),
+        })
+    }
+
+    /// Reads the ring buffer: packet events go to `f`, DNS events to `dns`, burst reports and
+    /// errors to `decoded`. Returns how many packet events there were.
+    pub(super) fn drain(
+        &mut self,
+        clock: &BootClock,
+        names: &DnsTable,
+        decoded: &mut Decoded,
+        f: &mut dyn FnMut(PacketEvent),
+        dns: &mut Vec<DnsEvent>,
+    ) -> usize {
+        let mut n = 0;
+        while let Some(item) = self.ring.next() {
+            if item.first() == Some(&PERISCOPE_RECORD_BURST) {
+                match decode_burst(&item, clock) {
+                    Ok(b) => decoded.bursts.push(b),
+                    Err(e) => {
+                        if decoded.decode_errors == 0 {
+                            tracing::error!("undecodable burst record: {e}");
+                        }
+                        decoded.decode_errors += 1;
+                    }
+                }
+                continue;
+            }
+            if is_dns_record(&item) {
+                match decode_dns(&item, clock, names) {
+                    Ok(Some(d)) => dns.push(d),
+                    Ok(None) => {}
+                    Err(e) => {
+                        if decoded.dns_errors == 0 {
+                            tracing::warn!(
+                                "DNS record: {e} (first of its kind; all are counted as errors)"
+                            );
+                        }
+                        decoded.dns_errors += 1;
+                    }
+                }
+                continue;
+            }
+            match decode_packet(&item, clock) {
+                Ok(ev) => {
+                    n += 1;
+                    *self
+                        .delivered
+                        .entry((ev.device.ifindex, ev.direction, ev.transport))
+                        .or_default() += 1;
+                    f(ev);
+                }
+                Err(e) => {
+                    if decoded.decode_errors == 0 {
+                        tracing::error!("undecodable packet record: {e}");
+                    }
+                    decoded.decode_errors += 1;
+                }
+            }
+        }
+        n
+    }
+
+    /// Exact totals per device (or of one device, by ifindex), direction and transport,
+    /// stamped `now`, sorted by device, direction and transport.
+    pub(super) fn counters(&self, now: u64, device: Option<u32>) -> Vec<DeviceCounters> {
+        let mut agg: HashMap<(u32, Direction, Transport), DeviceCounters> = HashMap::new();
+        for kv in self.counters.iter() {
+            let Ok((key, per_cpu)) = kv else { continue };
+            if device.is_some_and(|i| i != key.ifindex) {
+                continue;
+            }
+            let c = sum(&per_cpu, |a, b| a.add(b));
+            let direction = match key.direction {
+                PERISCOPE_DIR_INGRESS => Direction::Ingress,
+                PERISCOPE_DIR_EGRESS => Direction::Egress,
+                _ => continue,
+            };
+            let transport = Transport::from_ip_protocol(key.l4_proto);
+            let e = agg
+                .entry((key.ifindex, direction, transport))
+                .or_insert_with(|| DeviceCounters {
+                    timestamp_ns: now,
+                    device: DeviceRef {
+                        netns: NetnsId {
+                            inode: key.netns_inode,
+                            cookie: key.netns_cookie,
+                        },
+                        ifindex: key.ifindex,
+                    },
+                    direction,
+                    transport,
+                    ..DeviceCounters::default()
+                });
+            e.packets += c.packets;
+            e.bytes += c.bytes;
+            e.records_lost += c.records_lost;
+        }
+        for ((ifindex, direction, transport), c) in agg.iter_mut() {
+            c.records_delivered = self
+                .delivered
+                .get(&(*ifindex, *direction, *transport))
+                .copied()
+                .unwrap_or(0);
+        }
+        let mut v: Vec<_> = agg.into_values().collect();
+        v.sort_by_key(|c| (c.device.ifindex, c.direction, c.transport));
+        v
+    }
+
+    /// Deletes a device's counters from the kernel's map (an ifindex may be reused by a later
+    /// device): read them first.
+    pub(super) fn forget_device(&mut self, ifindex: u32) {
+        let keys: Vec<DevKey> = self
+            .counters
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.ifindex == ifindex)
+            .collect();
+        for k in keys {
+            let _ = self.counters.remove(&k);
+        }
+    }
+
+    /// Records lost to a full ring buffer since the last call.
+    pub(super) fn new_losses(&mut self) -> u64 {
+        let Ok(per_cpu) = self.stats.get(&0, 0) else {
+            return 0;
+        };
+        let total = sum(&per_cpu, |a, b| a.add(b)).records_lost;
+        let new = total.saturating_sub(self.lost_seen);
+        self.lost_seen = total;
+        new
+    }
+}
+
+/// Burst records lost to a full ring buffer and packets the burst detector could not check
+/// (its state table full), in total, of a fresh instance.
+pub(super) fn burst_losses(bpf: &Ebpf) -> (u64, u64) {
+    let mut total = (0, 0);
+    let Some(map) = bpf.map(names::BURST_STATS) else {
+        return total;
+    };
+    let Ok(arr) = PerCpuArray::<&MapData, BurstStats>::try_from(map) else {
+        return total;
+    };
+    if let Ok(per_cpu) = arr.get(&0, 0) {
+        for s in per_cpu.iter() {
+            total.0 += s.records_lost;
+            total.1 += s.state_full;
+        }
+    }
+    total
+}
+
+/// The sum of every CPU's value.
+fn sum<T: Pod + Copy + Default>(per_cpu: &[T], add: impl Fn(&mut T, &T)) -> T {
+    let mut total = T::default();
+    per_cpu.iter().for_each(|v| add(&mut total, v));
+    total
+}

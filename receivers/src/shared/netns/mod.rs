@@ -7,7 +7,9 @@
 mod devices;
 mod discover;
 mod enter;
+mod fds;
 mod procevents;
+mod scope;
 mod watch;
 
 use std::path::PathBuf;
@@ -17,7 +19,8 @@ use periscope_pipeline::model::NetnsId;
 pub use devices::{list_devices, Device};
 pub use discover::{host_namespace, scan};
 pub use enter::{netns_cookie, run_each_in, run_in, NetnsHandle};
-pub use watch::{watch, NamespaceScope, Watcher};
+pub use scope::NamespaceScope;
+pub use watch::{watch, Watcher};
 
 /// A network namespace found on the host.
 #[derive(Clone, Debug, PartialEq, Eq)]

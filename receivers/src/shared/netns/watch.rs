@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -34,11 +34,13 @@ use periscope_pipeline::model::NetnsId;
 
 use super::devices::{link_subscription, list_devices, parse_links, LinkUpdate, RECV_BUF};
 use super::discover::{
-    bind_mounts, host_found, merge, names_by_inode, nsfs_inode, pid_namespaces, proc_namespaces,
-    stat_at, Found, BIND_DIRS,
+    bind_mounts, host_found, merge, names_by_inode, pid_namespaces, proc_namespaces, stat_at,
+    Found, BIND_DIRS,
 };
 use super::enter::{run_in, socket_cookie, NetnsHandle};
+use super::fds::{ctx, drain_eventfd, epoll_add, epoll_del, owned, wake};
 use super::procevents::ProcEvents;
+use super::scope::{cgroup_pids, cgroup_relative, in_cgroup, resolve_listed, NamespaceScope};
 use super::{Device, Discovery, Namespace};
 
 /// How often `/proc` (or the cgroup subtree) is rescanned for namespaces that no bind mount
@@ -46,18 +48,6 @@ use super::{Device, Discovery, Namespace};
 /// so 250 ms keeps it near 0.5% of a core; namespaces under `/run/netns` are seen at once
 /// through the mount table anyway.
 pub const RESCAN_INTERVAL: Duration = Duration::from_millis(250);
-
-/// Which namespaces to watch.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum NamespaceScope {
-    /// Every namespace on the host.
-    All,
-    /// These: `/run/netns` names or nsfs paths (`/proc/PID/ns/net`, `/var/run/docker/netns/x`);
-    /// `host` is the host namespace.
-    Listed(Vec<String>),
-    /// The namespaces of every process in this cgroup v2 subtree.
-    Cgroup(PathBuf),
-}
 
 /// A running watcher; dropping it stops the watch and releases every namespace it held.
 pub struct Watcher {
@@ -227,7 +217,7 @@ impl Out {
 }
 
 struct Loop {
-    scope: super::NamespaceScope,
+    scope: NamespaceScope,
     out: Out,
     epoll: OwnedFd,
     inotify: Inotify,
@@ -605,136 +595,4 @@ fn watch_target(dir: &Path) -> (PathBuf, WatchMask) {
         up.unwrap_or(Path::new("/")).to_path_buf(),
         WatchMask::CREATE | WatchMask::MOVED_TO | WatchMask::ONLYDIR,
     )
-}
-
-/// Resolves `Listed` entries: `host`, a bare name under the bind-mount folders, or a path.
-/// Entries that do not exist (yet) are skipped; they are looked up again at every rescan.
-fn resolve_listed(list: &[String], host: &Found, binds: &[Found]) -> Vec<Found> {
-    let names = names_by_inode(binds);
-    let mut seen = HashSet::new();
-    let mut out = Vec::new();
-    for entry in list {
-        let found = if entry == "host" {
-            Some(host.clone())
-        } else if !entry.contains('/') {
-            BIND_DIRS.iter().find_map(|dir| {
-                let path = Path::new(dir).join(entry);
-                let inode = nsfs_inode(&path).ok()?;
-                Some(Found {
-                    inode,
-                    name: Some(entry.clone()),
-                    path,
-                })
-            })
-        } else {
-            let path = PathBuf::from(entry);
-            nsfs_inode(&path).ok().map(|inode| Found {
-                inode,
-                name: names.get(&inode).cloned(),
-                path,
-            })
-        };
-        if let Some(f) = found {
-            if seen.insert(f.inode) {
-                out.push(f);
-            }
-        }
-    }
-    out
-}
-
-/// `dir` relative to the cgroup2 mount it is under (`/sys/fs/cgroup/unified/a/b` → `/a/b`).
-fn cgroup_relative(dir: &Path) -> Option<String> {
-    let dir = std::fs::canonicalize(dir).ok()?;
-    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
-    mounts
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split(' ');
-            let (_, at, fstype) = (f.next()?, f.next()?, f.next()?);
-            (fstype == "cgroup2").then(|| PathBuf::from(at))
-        })
-        .filter_map(|at| {
-            let rel = dir.strip_prefix(&at).ok()?;
-            Some((at.as_os_str().len(), format!("/{}", rel.to_str()?)))
-        })
-        .max_by_key(|(len, _)| *len)
-        .map(|(_, rel)| rel.trim_end_matches('/').to_owned())
-}
-
-/// Whether `pid` is in cgroup `rel` (relative to the cgroup2 root) or below it.
-fn in_cgroup(pid: u32, rel: &str) -> bool {
-    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
-        return false;
-    };
-    text.lines().filter_map(|l| l.strip_prefix("0::")).any(|p| {
-        rel.is_empty() || p == rel || p.strip_prefix(rel).is_some_and(|r| r.starts_with('/'))
-    })
-}
-
-/// Every pid in `cgroup.procs` of `dir` and of its descendants.
-fn cgroup_pids(dir: &Path) -> Vec<u32> {
-    let mut pids = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        // A cgroup removed meanwhile just contributes nothing.
-        if let Ok(text) = std::fs::read_to_string(d.join("cgroup.procs")) {
-            pids.extend(text.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
-        }
-        if let Ok(entries) = std::fs::read_dir(&d) {
-            for e in entries.flatten() {
-                if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    stack.push(e.path());
-                }
-            }
-        }
-    }
-    pids.sort_unstable();
-    pids.dedup();
-    pids
-}
-
-fn owned(fd: RawFd, what: &str) -> io::Result<OwnedFd> {
-    if fd < 0 {
-        return Err(ctx(io::Error::last_os_error(), what));
-    }
-    // SAFETY: a fresh descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn epoll_add(epoll: &OwnedFd, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
-    let mut ev = libc::epoll_event { events, u64: token };
-    // SAFETY: both fds are open; `ev` is valid for the call.
-    if unsafe { libc::epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) } != 0 {
-        return Err(ctx(io::Error::last_os_error(), "epoll_ctl(ADD)"));
-    }
-    Ok(())
-}
-
-fn epoll_del(epoll: &OwnedFd, fd: RawFd) {
-    // SAFETY: a null event is allowed for EPOLL_CTL_DEL.
-    unsafe {
-        libc::epoll_ctl(
-            epoll.as_raw_fd(),
-            libc::EPOLL_CTL_DEL,
-            fd,
-            std::ptr::null_mut(),
-        )
-    };
-}
-
-fn wake(fd: &OwnedFd) {
-    let one: u64 = 1;
-    // SAFETY: writes 8 bytes from a valid u64 to an eventfd.
-    unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
-}
-
-fn drain_eventfd(fd: &OwnedFd) {
-    let mut v: u64 = 0;
-    // SAFETY: reads 8 bytes into a valid u64; non-blocking.
-    unsafe { libc::read(fd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
-}
-
-fn ctx(e: io::Error, what: &str) -> io::Error {
-    io::Error::new(e.kind(), format!("{what}: {e}"))
 }

@@ -18,7 +18,7 @@ use crate::shared::ebpf::{BootClock, Record};
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
 
-/// Why a ring-buffer record could not be decoded. Each is a bug or a version mismatch
+/// Why a `periscope_packet` record could not be decoded. Each is a bug or a version mismatch
 /// between the embedded object and this crate, never a property of the traffic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
@@ -33,6 +33,24 @@ pub enum DecodeError {
     UnsupportedVersion(u8),
     /// A direction byte that is neither ingress nor egress.
     #[error("packet record direction {0}")]
+    BadDirection(u8),
+}
+
+/// Why a `periscope_burst` record could not be decoded. Each is a bug or a version mismatch
+/// between the embedded object and this crate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BurstRecordError {
+    /// Fewer bytes than the record's size.
+    #[error("record of {len} bytes, a burst record has {need}")]
+    TooShort { len: usize, need: usize },
+    /// The first byte is not the burst kind.
+    #[error("record kind {0}, expected {PERISCOPE_RECORD_BURST} (burst)")]
+    UnknownKind(u8),
+    /// A burst record of a layout version this crate does not know.
+    #[error("burst record version {0}, this build reads version {PERISCOPE_BURST_VERSION}")]
+    UnsupportedVersion(u8),
+    /// A direction byte that is neither ingress nor egress.
+    #[error("burst record direction {0}")]
     BadDirection(u8),
 }
 
@@ -180,23 +198,23 @@ pub fn decode_packet(bytes: &[u8], clock: &BootClock) -> Result<PacketEvent, Dec
 
 /// Decodes one burst record (the bytes of a `struct periscope_burst`) into a burst event (one
 /// CPU's report; see [`BurstEvent`]).
-pub fn decode_burst(bytes: &[u8], clock: &BootClock) -> Result<BurstEvent, DecodeError> {
+pub fn decode_burst(bytes: &[u8], clock: &BootClock) -> Result<BurstEvent, BurstRecordError> {
     let Some(rec) = BurstRecord::from_bytes(bytes) else {
-        return Err(DecodeError::TooShort {
+        return Err(BurstRecordError::TooShort {
             len: bytes.len(),
             need: size_of::<BurstRecord>(),
         });
     };
     if rec.kind != PERISCOPE_RECORD_BURST {
-        return Err(DecodeError::UnknownKind(rec.kind));
+        return Err(BurstRecordError::UnknownKind(rec.kind));
     }
     if rec.version != PERISCOPE_BURST_VERSION {
-        return Err(DecodeError::UnsupportedVersion(rec.version));
+        return Err(BurstRecordError::UnsupportedVersion(rec.version));
     }
     let direction = match rec.direction {
         PERISCOPE_DIR_INGRESS => Direction::Ingress,
         PERISCOPE_DIR_EGRESS => Direction::Egress,
-        d => return Err(DecodeError::BadDirection(d)),
+        d => return Err(BurstRecordError::BadDirection(d)),
     };
     let per_s = |per_window: u64| {
         if rec.window_ns == 0 {

@@ -27,7 +27,8 @@ mod receiver;
 pub use attach::{AttachOptions, AttachStats, Attacher, DeviceOutcome};
 pub use bursts::{BurstMode, BurstsConfig, MAX_BURST_BUCKETS};
 pub use decode::{
-    decode_burst, decode_dns, decode_packet, is_dns_record, DecodeError, DnsRecordError,
+    decode_burst, decode_dns, decode_packet, is_dns_record, BurstRecordError, DecodeError,
+    DnsRecordError,
 };
 pub use instance::{chain, load_packet, load_packet_sized, packet_object, Hook, PACKET, PRELOADED};
 pub(crate) use options::{

@@ -98,13 +98,7 @@ pub fn decode_dns(
     };
     let packet = PacketEvent {
         timestamp_ns: clock.to_unix_ns(rec.ts_boot_ns),
-        device: DeviceRef {
-            netns: NetnsId {
-                inode: rec.netns_inode,
-                cookie: rec.netns_cookie,
-            },
-            ifindex: rec.ifindex,
-        },
+        device: device(rec.netns_inode, rec.netns_cookie, rec.ifindex),
         direction: if rec.direction == PERISCOPE_DIR_EGRESS {
             Direction::Egress
         } else {
@@ -144,11 +138,7 @@ pub fn decode_packet(bytes: &[u8], clock: &BootClock) -> Result<PacketEvent, Dec
     if rec.version != PERISCOPE_PACKET_VERSION {
         return Err(DecodeError::UnsupportedVersion(rec.version));
     }
-    let direction = match rec.direction {
-        PERISCOPE_DIR_INGRESS => Direction::Ingress,
-        PERISCOPE_DIR_EGRESS => Direction::Egress,
-        d => return Err(DecodeError::BadDirection(d)),
-    };
+    let direction = direction(rec.direction).ok_or(DecodeError::BadDirection(rec.direction))?;
     let (network, src_addr, dst_addr) = match rec.ethertype {
         ETH_P_IP => (NetworkType::Ipv4, ipv4(&rec.saddr), ipv4(&rec.daddr)),
         ETH_P_IPV6 => (
@@ -173,13 +163,7 @@ pub fn decode_packet(bytes: &[u8], clock: &BootClock) -> Result<PacketEvent, Dec
     };
     Ok(PacketEvent {
         timestamp_ns: clock.to_unix_ns(rec.ts_boot_ns),
-        device: DeviceRef {
-            netns: NetnsId {
-                inode: rec.netns_inode,
-                cookie: rec.netns_cookie,
-            },
-            ifindex: rec.ifindex,
-        },
+        device: device(rec.netns_inode, rec.netns_cookie, rec.ifindex),
         direction,
         network,
         transport,
@@ -211,11 +195,8 @@ pub fn decode_burst(bytes: &[u8], clock: &BootClock) -> Result<BurstEvent, Burst
     if rec.version != PERISCOPE_BURST_VERSION {
         return Err(BurstRecordError::UnsupportedVersion(rec.version));
     }
-    let direction = match rec.direction {
-        PERISCOPE_DIR_INGRESS => Direction::Ingress,
-        PERISCOPE_DIR_EGRESS => Direction::Egress,
-        d => return Err(BurstRecordError::BadDirection(d)),
-    };
+    let direction =
+        direction(rec.direction).ok_or(BurstRecordError::BadDirection(rec.direction))?;
     let per_s = |per_window: u64| {
         if rec.window_ns == 0 {
             0
@@ -229,13 +210,7 @@ pub fn decode_burst(bytes: &[u8], clock: &BootClock) -> Result<BurstEvent, Burst
         } else {
             BurstPhase::Start
         },
-        device: DeviceRef {
-            netns: NetnsId {
-                inode: rec.netns_inode,
-                cookie: rec.netns_cookie,
-            },
-            ifindex: rec.ifindex,
-        },
+        device: device(rec.netns_inode, rec.netns_cookie, rec.ifindex),
         direction,
         cpu: rec.cpu,
         start_ns: clock.to_unix_ns(rec.start_ts_boot_ns),
@@ -245,6 +220,26 @@ pub fn decode_burst(bytes: &[u8], clock: &BootClock) -> Result<BurstEvent, Burst
         peak_pps: per_s(u64::from(rec.peak_window_packets)),
         peak_bytes_per_s: per_s(rec.peak_window_bytes),
     })
+}
+
+/// The device a record names: its namespace's inode and cookie, and its ifindex there.
+pub(super) fn device(netns_inode: u32, netns_cookie: u64, ifindex: u32) -> DeviceRef {
+    DeviceRef {
+        netns: NetnsId {
+            inode: netns_inode,
+            cookie: netns_cookie,
+        },
+        ifindex,
+    }
+}
+
+/// A record's direction byte (`enum periscope_direction`).
+pub(super) fn direction(byte: u8) -> Option<Direction> {
+    match byte {
+        PERISCOPE_DIR_INGRESS => Some(Direction::Ingress),
+        PERISCOPE_DIR_EGRESS => Some(Direction::Egress),
+        _ => None,
+    }
 }
 
 fn ipv4(addr: &[u8; 16]) -> IpAddr {

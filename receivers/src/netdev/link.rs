@@ -6,15 +6,12 @@ use std::os::fd::{AsFd, AsRawFd, RawFd};
 use aya::programs::links::{FdLink, LinkOrder};
 use aya::programs::tc::TcAttachOptions;
 use aya::programs::{TcAttachType, XdpMode};
-use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_REQUEST,
-};
+use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_ACK};
 use netlink_packet_route::link::{LinkAttribute, LinkMessage, LinkXdp};
 use netlink_packet_route::RouteNetlinkMessage;
-use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
 use super::instance::{Hook, ProgRef};
-use crate::shared::netns::{run_each_in, NetnsHandle};
+use crate::shared::netns::{rtnetlink_request, run_each_in, NetnsHandle};
 
 /// A link, or why there is none.
 pub(super) type AttachResult = Result<FdLink, Box<dyn std::error::Error + Send + Sync>>;
@@ -114,20 +111,11 @@ pub(super) fn detach_netlink_xdp(ifindex: u32, prog_fd: RawFd) -> io::Result<()>
         LinkXdp::ExpectedFd(prog_fd as u32),
         LinkXdp::Flags(XDP_FLAGS_REPLACE),
     ]));
-    let mut packet = NetlinkMessage::new(
-        NetlinkHeader::default(),
-        NetlinkPayload::from(RouteNetlinkMessage::SetLink(request)),
-    );
-    packet.header.flags = NLM_F_REQUEST | NLM_F_ACK;
-    packet.header.sequence_number = 1;
-    packet.finalize();
-    let mut out = vec![0; packet.buffer_len()];
-    packet.serialize(&mut out[..]);
-
-    let mut socket = Socket::new(NETLINK_ROUTE)?;
-    socket.bind_auto()?;
-    socket.connect(&SocketAddr::new(0, 0))?;
-    socket.send(&out, 0)?;
+    let socket = rtnetlink_request(
+        RouteNetlinkMessage::SetLink(request),
+        NLM_F_ACK,
+        "RTM_SETLINK",
+    )?;
     let mut buf = vec![0u8; 4096];
     let n = socket.recv(&mut &mut buf[..], 0)?;
     let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[..n.min(buf.len())])

@@ -8,14 +8,12 @@ use aya::maps::{Map, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::{Ebpf, Pod};
 
 use periscope_pipeline::model::{
-    BurstEvent, DeviceCounters, DeviceRef, Direction, DnsEvent, NetnsId, PacketEvent, Transport,
+    BurstEvent, DeviceCounters, Direction, DnsEvent, PacketEvent, Transport,
 };
 use periscope_pipeline::DnsTable;
 
-use super::decode::{decode_burst, decode_dns, decode_packet, is_dns_record};
-use crate::shared::ebpf::records::{
-    PERISCOPE_DIR_EGRESS, PERISCOPE_DIR_INGRESS, PERISCOPE_RECORD_BURST,
-};
+use super::decode::{decode_burst, decode_dns, decode_packet, device, direction, is_dns_record};
+use crate::shared::ebpf::records::PERISCOPE_RECORD_BURST;
 use crate::shared::ebpf::{names, BootClock, BurstStats, DevCounters, DevKey, Stats};
 
 /// What draining found besides packet events, over every namespace: kept by the attacher
@@ -113,33 +111,25 @@ impl Reader {
         n
     }
 
-    /// Exact totals per device (or of one device, by ifindex), direction and transport,
-    /// stamped `now`, sorted by device, direction and transport.
-    pub(super) fn counters(&self, now: u64, device: Option<u32>) -> Vec<DeviceCounters> {
+    /// Exact totals per device, direction and transport (of every device, or `only` of the
+    /// one with that ifindex), stamped `now`, sorted by device, direction and transport.
+    pub(super) fn counters(&self, now: u64, only: Option<u32>) -> Vec<DeviceCounters> {
         let mut agg: HashMap<(u32, Direction, Transport), DeviceCounters> = HashMap::new();
         for kv in self.counters.iter() {
             let Ok((key, per_cpu)) = kv else { continue };
-            if device.is_some_and(|i| i != key.ifindex) {
+            if only.is_some_and(|i| i != key.ifindex) {
                 continue;
             }
             let c = sum(&per_cpu, |a, b| a.add(b));
-            let direction = match key.direction {
-                PERISCOPE_DIR_INGRESS => Direction::Ingress,
-                PERISCOPE_DIR_EGRESS => Direction::Egress,
-                _ => continue,
+            let Some(direction) = direction(key.direction) else {
+                continue;
             };
             let transport = Transport::from_ip_protocol(key.l4_proto);
             let e = agg
                 .entry((key.ifindex, direction, transport))
                 .or_insert_with(|| DeviceCounters {
                     timestamp_ns: now,
-                    device: DeviceRef {
-                        netns: NetnsId {
-                            inode: key.netns_inode,
-                            cookie: key.netns_cookie,
-                        },
-                        ifindex: key.ifindex,
-                    },
+                    device: device(key.netns_inode, key.netns_cookie, key.ifindex),
                     direction,
                     transport,
                     ..DeviceCounters::default()

@@ -38,29 +38,16 @@ pub(crate) enum LinkUpdate {
 
 /// The devices of the namespace this thread is in (call through [`super::run_in`]).
 pub fn list_devices() -> io::Result<Vec<Device>> {
-    let mut socket = Socket::new(NETLINK_ROUTE).map_err(|e| ctx(e, "netlink socket"))?;
-    socket.bind_auto().map_err(|e| ctx(e, "netlink bind"))?;
-    socket
-        .connect(&SocketAddr::new(0, 0))
-        .map_err(|e| ctx(e, "netlink connect"))?;
-
     let mut request = LinkMessage::default();
     // Counters are not needed here and make each message several times larger.
     request
         .attributes
         .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
-    let mut packet = NetlinkMessage::new(
-        NetlinkHeader::default(),
-        NetlinkPayload::from(RouteNetlinkMessage::GetLink(request)),
-    );
-    packet.header.flags = NLM_F_DUMP | NLM_F_REQUEST;
-    packet.header.sequence_number = 1;
-    packet.finalize();
-    let mut out = vec![0; packet.buffer_len()];
-    packet.serialize(&mut out[..]);
-    socket
-        .send(&out, 0)
-        .map_err(|e| ctx(e, "RTM_GETLINK send"))?;
+    let socket = rtnetlink_request(
+        RouteNetlinkMessage::GetLink(request),
+        NLM_F_DUMP,
+        "RTM_GETLINK",
+    )?;
 
     let mut devices = Vec::new();
     let mut buf = vec![0u8; RECV_BUF];
@@ -86,6 +73,31 @@ pub fn list_devices() -> io::Result<Vec<Device>> {
     devices.sort_by_key(|d| d.ifindex);
     devices.dedup_by_key(|d| d.ifindex);
     Ok(devices)
+}
+
+/// Opens an rtnetlink socket in this thread's namespace and sends it `message` as a request
+/// (`NLM_F_REQUEST` and `flags`); read the replies from the socket. `what` names the request
+/// in errors.
+pub(crate) fn rtnetlink_request(
+    message: RouteNetlinkMessage,
+    flags: u16,
+    what: &str,
+) -> io::Result<Socket> {
+    let mut socket = Socket::new(NETLINK_ROUTE).map_err(|e| ctx(e, "netlink socket"))?;
+    socket.bind_auto().map_err(|e| ctx(e, "netlink bind"))?;
+    socket
+        .connect(&SocketAddr::new(0, 0))
+        .map_err(|e| ctx(e, "netlink connect"))?;
+    let mut packet = NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::from(message));
+    packet.header.flags = NLM_F_REQUEST | flags;
+    packet.header.sequence_number = 1;
+    packet.finalize();
+    let mut out = vec![0; packet.buffer_len()];
+    packet.serialize(&mut out[..]);
+    socket
+        .send(&out, 0)
+        .map_err(|e| ctx(e, &format!("{what} send")))?;
+    Ok(socket)
 }
 
 /// A non-blocking rtnetlink socket in this thread's namespace, subscribed to link changes.

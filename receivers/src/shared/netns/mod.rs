@@ -16,6 +16,7 @@ use std::path::PathBuf;
 
 use periscope_pipeline::model::NetnsId;
 
+pub(crate) use devices::rtnetlink_request;
 pub use devices::{list_devices, Device};
 pub use discover::{host_namespace, scan};
 pub use enter::{netns_cookie, run_each_in, run_in, NetnsHandle};

@@ -24,6 +24,7 @@ use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
+use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
@@ -42,6 +43,7 @@ use periscope_pipeline::model::{
 use periscope_pipeline::telemetry::{names, now_ns};
 
 use crate::latency::Recorder;
+use crate::series::{SeriesTable, TableOptions};
 
 /// Turns the kernel's burst reports into one burst per device, direction and time span:
 /// `periscope.burst.count`, `periscope.burst.duration` (histogram, seconds),
@@ -247,7 +249,7 @@ struct DevState {
 
 /// The series of one device and direction.
 #[derive(Clone, Debug)]
-struct Series {
+struct DeviceSeries {
     count: u64,
     packets: u64,
     duration: Recorder,
@@ -255,9 +257,9 @@ struct Series {
     peak_pps: Option<u64>,
 }
 
-impl Series {
+impl DeviceSeries {
     fn new() -> Self {
-        Series {
+        DeviceSeries {
             count: 0,
             packets: 0,
             duration: Recorder::new(2, None),
@@ -279,15 +281,12 @@ pub struct Burst {
     scope_name: String,
     devices: DeviceTable,
     state: FxHashMap<DevKey, DevState>,
-    series: FxHashMap<DevKey, Series>,
-    overflow: Option<Series>,
+    series: SeriesTable<DevKey, DeviceSeries>,
     spans: Vec<Span>,
     untracked_devices: u64,
     untracked_flows: u64,
-    warned: bool,
     ids: std::collections::hash_map::RandomState,
     id_counter: u64,
-    start_ns: u64,
     next_emit: Instant,
 }
 
@@ -307,21 +306,24 @@ impl Burst {
                     .join("; ")
             );
         }
+        let options = TableOptions {
+            processor: scope_name.clone(),
+            limit: NonZeroUsize::new(config.cardinality_limit).unwrap_or(NonZeroUsize::MIN),
+            temporality: config.temporality,
+            start_ns: now_ns(),
+        };
         Ok(Burst {
+            series: SeriesTable::new(&options, names::BURST_COUNT),
             next_emit: Instant::now() + config.interval.0.max(Duration::from_millis(1)),
             config,
             scope_name,
             devices,
             state: FxHashMap::default(),
-            series: FxHashMap::default(),
-            overflow: None,
             spans: Vec::new(),
             untracked_devices: 0,
             untracked_flows: 0,
-            warned: false,
             ids: std::collections::hash_map::RandomState::new(),
             id_counter: 0,
-            start_ns: now_ns(),
         })
     }
 
@@ -475,20 +477,7 @@ impl Burst {
     }
 
     fn finish(&mut self, key: DevKey, pd: Pending) {
-        let limit = self.config.cardinality_limit;
-        if let Some(s) = self.series.get_mut(&key) {
-            s.record(&pd.ev);
-        } else if self.series.len() < limit {
-            let mut s = Series::new();
-            s.record(&pd.ev);
-            self.series.insert(key, s);
-        } else {
-            self.overflow.get_or_insert_with(Series::new).record(&pd.ev);
-            if !self.warned {
-                self.warned = true;
-                tracing::warn!(processor = %self.scope_name, limit, "burst: cardinality limit reached; further series go to the overflow series (otel.metric.overflow=true)");
-            }
-        }
+        self.series.value(key, DeviceSeries::new).record(&pd.ev);
         if self.config.spans {
             let span = self.span(key, &pd);
             self.spans.push(span);
@@ -595,39 +584,23 @@ impl Burst {
             }));
         }
         let now = now_ns();
-        let start = self.start_ns;
-        let delta = self.config.temporality == Temporality::Delta;
-        if delta {
-            self.start_ns = now;
-        }
+        let start = self.series.start_ns();
         let temporality = self.config.temporality;
-        let mut keys: Vec<DevKey> = self.series.keys().copied().collect();
-        keys.sort();
-        let mut all: Vec<(Vec<KeyValue>, &Series)> = keys
-            .iter()
-            .map(|k| (self.device_attributes(*k), &self.series[k]))
+        let all: Vec<(Vec<KeyValue>, &DeviceSeries)> = self
+            .series
+            .sorted_by_key(|k| *k)
+            .into_iter()
+            .map(|(s, v)| (s.attributes(|k| self.device_attributes(*k)), v))
             .collect();
-        if let Some(o) = &self.overflow {
-            all.push((vec![KeyValue::new(names::ATTR_OVERFLOW, true)], o));
-        }
         let point = |attributes: &Vec<KeyValue>, v: u64| NumberPoint {
             attributes: attributes.clone(),
             start_time_ns: start,
             time_ns: now,
             value: Number::Int(i64::try_from(v).unwrap_or(i64::MAX)),
         };
-        let live = |s: &Series| !delta || s.count > 0;
         let mut metrics = Vec::new();
-        let count: Vec<NumberPoint> = all
-            .iter()
-            .filter(|(_, s)| live(s))
-            .map(|(a, s)| point(a, s.count))
-            .collect();
-        let packets: Vec<NumberPoint> = all
-            .iter()
-            .filter(|(_, s)| live(s))
-            .map(|(a, s)| point(a, s.packets))
-            .collect();
+        let count: Vec<NumberPoint> = all.iter().map(|(a, s)| point(a, s.count)).collect();
+        let packets: Vec<NumberPoint> = all.iter().map(|(a, s)| point(a, s.packets)).collect();
         let duration: Vec<HistogramPoint> = all
             .iter()
             .filter(|(_, s)| s.duration.count() > 0)
@@ -703,7 +676,7 @@ impl Burst {
             if v > 0 {
                 untracked.push(NumberPoint {
                     attributes: vec![KeyValue::new(names::ATTR_BURST_UNTRACKED_REASON, reason)],
-                    start_time_ns: self.start_ns.min(start),
+                    start_time_ns: start,
                     time_ns: now,
                     value: Number::Int(i64::try_from(v).unwrap_or(i64::MAX)),
                 });
@@ -722,21 +695,11 @@ impl Burst {
                 },
             ));
         }
+        // The peak rate is a gauge: each point covers the time since the last one.
         for s in self.series.values_mut() {
             s.peak_pps = None;
         }
-        if let Some(o) = &mut self.overflow {
-            o.peak_pps = None;
-        }
-        if delta {
-            self.series.retain(|_, s| s.count > 0);
-            for s in self.series.values_mut() {
-                *s = Series::new();
-            }
-            if self.overflow.as_ref().is_some_and(|o| o.count > 0) {
-                self.overflow = Some(Series::new());
-            }
-        }
+        self.series.finish_collect(now);
         if !metrics.is_empty() {
             out.telemetry(Telemetry::Metrics(MetricsBatch {
                 resource: Default::default(),

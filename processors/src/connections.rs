@@ -9,6 +9,7 @@ use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
+use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -25,6 +26,8 @@ use periscope_pipeline::model::{
 };
 use periscope_pipeline::telemetry::{names, now_ns};
 use periscope_pipeline::SocketTable;
+
+use crate::series::{TableOptions, TotalsTable};
 
 /// Turns socket events (from `sockops`, `tcp_udp`, `sk_msg`) and drops into
 /// `periscope.tcp.connections`, `periscope.tcp.retransmits`, `periscope.udp.datagrams` and
@@ -160,6 +163,7 @@ enum SeriesKey {
 }
 
 impl SeriesKey {
+    /// Which of the four metrics the series belongs to.
     fn metric(&self) -> usize {
         match self {
             SeriesKey::Connection { .. } => 0,
@@ -169,6 +173,30 @@ impl SeriesKey {
         }
     }
 }
+
+/// Name, description and unit of the four metrics, in [`SeriesKey::metric`] order.
+const META: [(&str, &str, &str); 4] = [
+    (
+        names::TCP_CONNECTIONS,
+        "TCP connections opened (handshake completed) and closed.",
+        "{connection}",
+    ),
+    (
+        names::TCP_RETRANSMITS,
+        "TCP segments retransmitted.",
+        "{segment}",
+    ),
+    (
+        names::UDP_DATAGRAMS,
+        "UDP datagrams sent and received (send and receive calls).",
+        "{datagram}",
+    ),
+    (
+        names::DROPS,
+        "IP packets the kernel dropped, by reason.",
+        "{packet}",
+    ),
+];
 
 /// A connection between its start and its close.
 #[derive(Clone, Debug)]
@@ -200,9 +228,9 @@ pub struct Connections {
     config: ConfigSnapshot,
     sockets: SocketTable,
     scope_name: String,
-    series: [FxHashMap<SeriesKey, u64>; 4],
-    overflow: [u64; 4],
-    emitted: FxHashMap<SeriesKey, u64>,
+    /// The four metrics' series (see [`SeriesKey::metric`]): running totals, so that a delta
+    /// point is the increase since the last one and an idle series is still emitted.
+    series: [TotalsTable<SeriesKey, u64>; 4],
     open: FxHashMap<u64, Conn>,
     /// The kernel's retransmit total last seen per TCP socket.
     retrans_seen: FxHashMap<u64, u32>,
@@ -211,9 +239,7 @@ pub struct Connections {
     spans: Vec<Span>,
     ids: std::collections::hash_map::RandomState,
     id_counter: u64,
-    start_ns: u64,
     next_emit: Instant,
-    warned_overflow: bool,
     untracked: u64,
 }
 
@@ -223,12 +249,17 @@ struct ConfigSnapshot {
     spans: bool,
     report_open_after: Duration,
     socket_attributes: bool,
-    cardinality_limit: usize,
     max_connections: usize,
 }
 
 impl Connections {
     pub fn new(config: ConnectionsConfig, sockets: SocketTable, scope_name: String) -> Self {
+        let options = TableOptions {
+            processor: scope_name.clone(),
+            limit: NonZeroUsize::new(config.cardinality_limit).unwrap_or(NonZeroUsize::MIN),
+            temporality: config.temporality,
+            start_ns: now_ns(),
+        };
         Connections {
             next_emit: Instant::now() + config.interval.0.max(Duration::from_millis(1)),
             config: ConfigSnapshot {
@@ -237,14 +268,11 @@ impl Connections {
                 spans: config.spans,
                 report_open_after: config.report_open_after.0,
                 socket_attributes: config.socket_attributes,
-                cardinality_limit: config.cardinality_limit,
                 max_connections: config.max_connections,
             },
             sockets,
             scope_name,
-            series: Default::default(),
-            overflow: [0; 4],
-            emitted: FxHashMap::default(),
+            series: META.map(|(name, _, _)| TotalsTable::new(&options, name)),
             open: FxHashMap::default(),
             retrans_seen: FxHashMap::default(),
             closed: FxHashSet::default(),
@@ -252,27 +280,12 @@ impl Connections {
             spans: Vec::new(),
             ids: std::collections::hash_map::RandomState::new(),
             id_counter: 0,
-            start_ns: now_ns(),
-            warned_overflow: false,
             untracked: 0,
         }
     }
 
     fn count(&mut self, key: SeriesKey, n: u64) {
-        let m = key.metric();
-        let limit = self.config.cardinality_limit;
-        let series = &mut self.series[m];
-        if let Some(v) = series.get_mut(&key) {
-            *v += n;
-        } else if series.len() < limit {
-            series.insert(key, n);
-        } else {
-            self.overflow[m] += n;
-            if !self.warned_overflow {
-                self.warned_overflow = true;
-                tracing::warn!(processor = %self.scope_name, limit, "connections: cardinality limit reached; further series go to the overflow series (otel.metric.overflow=true)");
-            }
-        }
+        self.series[key.metric()].add(key, n);
     }
 
     fn socket_attrs(&self, e: &SocketEvent) -> Option<(IpAddr, u16, IpAddr, u16)> {
@@ -753,61 +766,20 @@ impl Connections {
                 spans: std::mem::take(&mut self.spans),
             }));
         }
-        let start = self.start_ns;
-        let delta = self.config.temporality == Temporality::Delta;
-        if delta {
-            self.start_ns = now;
-        }
-        const META: [(&str, &str, &str); 4] = [
-            (
-                names::TCP_CONNECTIONS,
-                "TCP connections opened (handshake completed) and closed.",
-                "{connection}",
-            ),
-            (
-                names::TCP_RETRANSMITS,
-                "TCP segments retransmitted.",
-                "{segment}",
-            ),
-            (
-                names::UDP_DATAGRAMS,
-                "UDP datagrams sent and received (send and receive calls).",
-                "{datagram}",
-            ),
-            (
-                names::DROPS,
-                "IP packets the kernel dropped, by reason.",
-                "{packet}",
-            ),
-        ];
+        // The four tables start their periods together.
+        let start = self.series[0].start_ns();
         let mut metrics = Vec::new();
-        for (m, (name, description, unit)) in META.iter().enumerate() {
-            let mut points = Vec::new();
-            for (k, v) in &self.series[m] {
-                let value = if delta {
-                    let last = self.emitted.insert(*k, *v).unwrap_or(0);
-                    v.saturating_sub(last)
-                } else {
-                    *v
-                };
-                points.push(NumberPoint {
-                    attributes: Self::attributes(k),
+        for (table, (name, description, unit)) in self.series.iter_mut().zip(META) {
+            let points: Vec<NumberPoint> = table
+                .iter()
+                .map(|(s, value)| NumberPoint {
+                    attributes: s.attributes(Self::attributes),
                     start_time_ns: start,
                     time_ns: now,
                     value: Number::Int(i64::try_from(value).unwrap_or(i64::MAX)),
-                });
-            }
-            if self.overflow[m] > 0 {
-                points.push(NumberPoint {
-                    attributes: vec![KeyValue::new(names::ATTR_OVERFLOW, true)],
-                    start_time_ns: start,
-                    time_ns: now,
-                    value: Number::Int(i64::try_from(self.overflow[m]).unwrap_or(i64::MAX)),
-                });
-                if delta {
-                    self.overflow[m] = 0;
-                }
-            }
+                })
+                .collect();
+            table.finish_collect(now);
             if points.is_empty() {
                 continue;
             }
@@ -887,242 +859,4 @@ impl Processor for Connections {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use periscope_pipeline::model::{EventBatch, NetnsId, SocketHook};
-    use std::net::Ipv4Addr;
-
-    fn ev(kind: SocketEventKind, hook: SocketHook, cookie: u64) -> SocketEvent {
-        SocketEvent {
-            timestamp_ns: 1_000_000 + cookie,
-            cookie,
-            netns: NetnsId {
-                inode: 7,
-                cookie: 0,
-            },
-            process: ProcessRef {
-                pid: 42,
-                tid: 42,
-                comm: *b"curl\0\0\0\0\0\0\0\0\0\0\0\0",
-            },
-            local_addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
-            remote_addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
-            local_port: 40000,
-            remote_port: 80,
-            kind,
-            hook,
-            transport: Transport::Tcp,
-            role: SocketRole::Client,
-            state: 1,
-            old_state: 2,
-            ..SocketEvent::default()
-        }
-    }
-
-    fn run(events: Vec<SocketEvent>) -> (Vec<Telemetry>, Vec<Payload>) {
-        let mut p = Connections::new(
-            ConnectionsConfig::default(),
-            SocketTable::default(),
-            "connections".into(),
-        );
-        let mut out = Emitter::default();
-        let mut batch = EventBatch::with_capacity(events.len() + 1);
-        for e in events {
-            batch.push(Event::Socket(e));
-        }
-        batch.push(Event::Packet(Default::default()));
-        p.process(Payload::Events(batch), &mut out);
-        let passed = out.take();
-        p.flush(&mut out);
-        let telemetry = out
-            .take()
-            .into_iter()
-            .filter_map(|p| match p {
-                Payload::Telemetry(t) => Some(t),
-                _ => None,
-            })
-            .collect();
-        (telemetry, passed)
-    }
-
-    fn sum_of(t: &[Telemetry], name: &str) -> i64 {
-        t.iter()
-            .filter_map(|t| match t {
-                Telemetry::Metrics(m) => Some(m),
-                _ => None,
-            })
-            .flat_map(|m| m.metrics.iter())
-            .filter(|m| m.name == name)
-            .flat_map(|m| match &m.data {
-                MetricData::Sum { points, .. } => points.clone(),
-                _ => Vec::new(),
-            })
-            .map(|p| match p.value {
-                Number::Int(i) => i,
-                Number::Double(d) => d as i64,
-            })
-            .sum()
-    }
-
-    fn spans(t: &[Telemetry]) -> Vec<Span> {
-        t.iter()
-            .filter_map(|t| match t {
-                Telemetry::Traces(s) => Some(s.spans.clone()),
-                _ => None,
-            })
-            .flatten()
-            .collect()
-    }
-
-    #[test]
-    fn a_connection_two_receivers_report_counts_once_with_one_span() {
-        use SocketEventKind::*;
-        let mut close = ev(Close, SocketHook::Tracepoint, 1);
-        close.old_state = 4;
-        close.state = 7;
-        close.bytes_sent = 100;
-        let mut close2 = close;
-        close2.hook = SocketHook::Sockops;
-        let mut established = ev(Established, SocketHook::Sockops, 1);
-        established.duration_ns = 50_000;
-        let (t, passed) = run(vec![
-            ev(Connect, SocketHook::Tracepoint, 1),
-            ev(Connect, SocketHook::Sockops, 1),
-            established,
-            ev(Established, SocketHook::Tracepoint, 1),
-            close,
-            close2,
-        ]);
-        // opened once + closed once
-        assert_eq!(sum_of(&t, names::TCP_CONNECTIONS), 2);
-        let s = spans(&t);
-        assert_eq!(s.len(), 1);
-        assert_eq!(s[0].kind, SpanKind::Client);
-        assert!(s[0]
-            .attributes
-            .iter()
-            .any(|kv| kv.key == names::ATTR_CONNECT_DURATION));
-        // Socket events are consumed; the packet goes on.
-        let Payload::Events(b) = &passed[0] else {
-            panic!("no events passed on")
-        };
-        assert_eq!(b.events.len(), 1);
-        assert!(matches!(b.events[0], Event::Packet(_)));
-    }
-
-    #[test]
-    fn retransmits_come_from_the_kernels_running_total_once() {
-        use SocketEventKind::*;
-        let mut events = vec![ev(Connect, SocketHook::Sockops, 9)];
-        for (total, hook) in [
-            (1, SocketHook::Sockops),
-            (1, SocketHook::Tracepoint),
-            (3, SocketHook::Tracepoint),
-            (2, SocketHook::Sockops), // late and lower: nothing new
-            (3, SocketHook::Sockops),
-        ] {
-            let mut r = ev(Retransmit, hook, 9);
-            r.total_retrans = total;
-            r.size = 1;
-            events.push(r);
-        }
-        let mut close = ev(Close, SocketHook::Sockops, 9);
-        close.total_retrans = 4;
-        events.push(close);
-        let (t, _) = run(events);
-        assert_eq!(sum_of(&t, names::TCP_RETRANSMITS), 4);
-    }
-
-    #[test]
-    fn udp_calls_and_drops_are_counted() {
-        let mut send = ev(SocketEventKind::Send, SocketHook::Tracepoint, 3);
-        send.transport = Transport::Udp;
-        let mut recv = send;
-        recv.kind = SocketEventKind::Receive;
-        let mut p = Connections::new(
-            ConnectionsConfig::default(),
-            SocketTable::default(),
-            "c".into(),
-        );
-        let mut out = Emitter::default();
-        let mut batch = EventBatch::with_capacity(8);
-        batch.push(Event::Socket(send));
-        batch.push(Event::Socket(send));
-        batch.push(Event::Socket(recv));
-        batch.push(Event::Drop(DropEvent {
-            timestamp_ns: 1,
-            netns: NetnsId::default(),
-            ifindex: 2,
-            reason: "NO_SOCKET",
-            network: periscope_pipeline::model::NetworkType::Ipv4,
-            transport: Transport::Udp,
-            src_addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            dst_addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            src_port: 1,
-            dst_port: 9,
-            length: 28,
-        }));
-        p.process(Payload::Events(batch), &mut out);
-        p.flush(&mut out);
-        let t: Vec<Telemetry> = out
-            .take()
-            .into_iter()
-            .filter_map(|p| match p {
-                Payload::Telemetry(t) => Some(t),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(sum_of(&t, names::UDP_DATAGRAMS), 3);
-        assert_eq!(sum_of(&t, names::DROPS), 1);
-    }
-
-    #[test]
-    fn the_cardinality_limit_sends_new_series_to_overflow() {
-        let mut p = Connections::new(
-            ConnectionsConfig {
-                cardinality_limit: 1,
-                socket_attributes: true,
-                ..ConnectionsConfig::default()
-            },
-            SocketTable::default(),
-            "c".into(),
-        );
-        let mut out = Emitter::default();
-        let mut batch = EventBatch::with_capacity(8);
-        for port in [1u16, 2, 3] {
-            let mut s = ev(
-                SocketEventKind::Send,
-                SocketHook::Tracepoint,
-                u64::from(port),
-            );
-            s.transport = Transport::Udp;
-            s.local_port = port;
-            batch.push(Event::Socket(s));
-        }
-        p.process(Payload::Events(batch), &mut out);
-        p.flush(&mut out);
-        let t: Vec<Telemetry> = out
-            .take()
-            .into_iter()
-            .filter_map(|p| match p {
-                Payload::Telemetry(t) => Some(t),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(sum_of(&t, names::UDP_DATAGRAMS), 3);
-        let overflow: usize = t
-            .iter()
-            .filter_map(|t| match t {
-                Telemetry::Metrics(m) => Some(m),
-                _ => None,
-            })
-            .flat_map(|m| m.metrics.iter())
-            .flat_map(|m| match &m.data {
-                MetricData::Sum { points, .. } => points.clone(),
-                _ => Vec::new(),
-            })
-            .filter(|p| p.attributes.iter().any(|kv| kv.key == names::ATTR_OVERFLOW))
-            .count();
-        assert_eq!(overflow, 1);
-    }
-}
+mod tests;

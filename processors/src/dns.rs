@@ -17,6 +17,7 @@ use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,6 +37,7 @@ use periscope_pipeline::telemetry::{names, now_ns};
 use periscope_pipeline::DnsTable;
 
 use crate::latency::Recorder;
+use crate::series::{SeriesTable, TableOptions};
 
 /// DNS lookups from DNS events: the `dns.lookup.duration` histogram (seconds) with
 /// `dns.question.name`, `dns.question.type`, `dns.response_code` and, for lookups without an
@@ -231,12 +233,10 @@ pub struct Dns {
     pending: FxHashMap<LookupKey, Pending>,
     /// Queries in arrival order, for timeouts (entries already answered are skipped).
     order: VecDeque<(u64, LookupKey)>,
-    series: FxHashMap<SeriesKey, Recorder>,
-    overflow: Option<Recorder>,
+    series: SeriesTable<SeriesKey, Recorder>,
     spans: Vec<Span>,
     /// The latest event time and when it arrived.
     clock: Option<(u64, Instant)>,
-    start_ns: u64,
     /// When the processor started: the start of the cumulative untracked-queries sum.
     created_ns: u64,
     next_emit: Instant,
@@ -252,17 +252,21 @@ pub struct Dns {
 impl Dns {
     pub fn new(config: DnsConfig, table: DnsTable, scope_name: String) -> Self {
         let next_emit = Instant::now() + config.interval.0;
+        let options = TableOptions {
+            processor: scope_name.clone(),
+            limit: NonZeroUsize::new(config.cardinality_limit).unwrap_or(NonZeroUsize::MIN),
+            temporality: config.temporality,
+            start_ns: now_ns(),
+        };
         Dns {
+            series: SeriesTable::new(&options, names::DNS_LOOKUP_DURATION),
             config,
             table,
             scope_name,
             pending: FxHashMap::default(),
             order: VecDeque::new(),
-            series: FxHashMap::default(),
-            overflow: None,
             spans: Vec::new(),
             clock: None,
-            start_ns: now_ns(),
             created_ns: now_ns(),
             next_emit,
             span_counter: 0,
@@ -373,16 +377,9 @@ impl Dns {
             self.timeouts += 1;
         }
         // Timed-out lookups are counted with the timeout as their duration.
-        if self.series.contains_key(&series) || self.series.len() < self.config.cardinality_limit {
-            self.series
-                .entry(series)
-                .or_insert_with(|| Recorder::new(3, None))
-                .record(duration);
-        } else {
-            self.overflow
-                .get_or_insert_with(|| Recorder::new(3, None))
-                .record(duration);
-        }
+        self.series
+            .value(series, || Recorder::new(3, None))
+            .record(duration);
         if !self.config.spans {
             return;
         }
@@ -471,7 +468,7 @@ impl Dns {
         }
     }
 
-    fn attributes(&self, k: &SeriesKey) -> Vec<KeyValue> {
+    fn attributes(k: &SeriesKey) -> Vec<KeyValue> {
         let mut a = vec![
             KeyValue::new(names::ATTR_NETNS_INODE, i64::from(k.netns)),
             KeyValue::new(
@@ -533,26 +530,13 @@ impl Dns {
             }));
         }
         let now = now_ns();
-        let start = self.start_ns;
-        let delta = self.config.temporality == Temporality::Delta;
-        if delta {
-            self.start_ns = now;
-        }
-        let mut keys: Vec<&SeriesKey> = self.series.keys().collect();
-        keys.sort();
-        let mut points: Vec<HistogramPoint> = keys
+        let start = self.series.start_ns();
+        let points: Vec<HistogramPoint> = self
+            .series
+            .sorted_by_key(SeriesKey::clone)
             .into_iter()
-            .filter(|k| self.series[*k].count() > 0)
-            .map(|k| self.point(&self.series[k], self.attributes(k), start, now))
+            .map(|(s, r)| self.point(r, s.attributes(Self::attributes), start, now))
             .collect();
-        if let Some(r) = self.overflow.as_ref().filter(|r| r.count() > 0) {
-            points.push(self.point(
-                r,
-                vec![KeyValue::new(names::ATTR_OVERFLOW, true)],
-                start,
-                now,
-            ));
-        }
         let mut metrics = Vec::new();
         if !points.is_empty() {
             metrics.push(Metric {
@@ -587,10 +571,7 @@ impl Dns {
                 },
             });
         }
-        if delta {
-            self.series.clear();
-            self.overflow = None;
-        }
+        self.series.finish_collect(now);
         if !metrics.is_empty() {
             out.telemetry(Telemetry::Metrics(MetricsBatch {
                 resource: Default::default(),

@@ -28,6 +28,7 @@ pub mod exponential;
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::net::IpAddr;
+use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -46,6 +47,8 @@ use periscope_pipeline::model::{
 use periscope_pipeline::telemetry::{names, now_ns};
 
 use exponential::ExponentialHistogram;
+
+use crate::series::{SeriesTable, TableOptions};
 
 /// Histograms of TCP latencies from socket events (`sockops`, `tcp_udp`, `sk_msg`):
 /// `periscope.tcp.rtt` (smoothed RTT), `periscope.tcp.connect.duration` (SYN → established,
@@ -457,17 +460,6 @@ impl Recorder {
         counts
     }
 
-    fn reset(&mut self) {
-        self.hdr.reset();
-        if let Some(e) = &mut self.exp {
-            e.reset();
-        }
-        self.count = 0;
-        self.sum_ns = 0;
-        self.min_ns = u64::MAX;
-        self.max_ns = 0;
-    }
-
     fn min_max(&self) -> (Option<f64>, Option<f64>) {
         if self.count == 0 {
             (None, None)
@@ -583,12 +575,11 @@ pub struct Latency {
     rtt_periodic: bool,
     rtt_close: bool,
     response_roles: Vec<SocketRole>,
-    cardinality_limit: usize,
     max_sockets: usize,
     idle_timeout: Duration,
     scope_name: String,
-    series: [FxHashMap<SeriesKey, Recorder>; 3],
-    overflow: [Option<Recorder>; 3],
+    /// The three metrics' series, in [`LatencyMetric`] order.
+    series: [SeriesTable<SeriesKey, Recorder>; 3],
     sockets: FxHashMap<u64, Sock>,
     closing: VecDeque<(Instant, u64)>,
     closed: FxHashSet<u64>,
@@ -597,8 +588,6 @@ pub struct Latency {
     untracked: u64,
     untracked_emitted: u64,
     untracked_logged: u64,
-    warned_overflow: bool,
-    start_ns: u64,
     next_emit: Instant,
 }
 
@@ -619,7 +608,14 @@ impl Latency {
             Role::Server => SocketRole::Server,
             Role::Unknown => SocketRole::Unknown,
         };
+        let options = TableOptions {
+            processor: scope_name.clone(),
+            limit: NonZeroUsize::new(config.cardinality_limit).unwrap_or(NonZeroUsize::MIN),
+            temporality: config.temporality,
+            start_ns: now_ns(),
+        };
         Ok(Latency {
+            series: METRICS.map(|(_, name, _)| SeriesTable::new(&options, name)),
             next_emit: Instant::now() + config.interval.0.max(Duration::from_millis(1)),
             interval: config.interval.0,
             temporality: config.temporality,
@@ -639,12 +635,9 @@ impl Latency {
             rtt_periodic: config.rtt_samples.contains(&RttSample::Rtt),
             rtt_close: config.rtt_samples.contains(&RttSample::Close),
             response_roles: config.response_roles.iter().map(role).collect(),
-            cardinality_limit: config.cardinality_limit,
             max_sockets: config.max_sockets,
             idle_timeout: config.idle_timeout.0,
             scope_name,
-            series: Default::default(),
-            overflow: Default::default(),
             sockets: FxHashMap::default(),
             closing: VecDeque::new(),
             closed: FxHashSet::default(),
@@ -652,8 +645,6 @@ impl Latency {
             untracked: 0,
             untracked_emitted: 0,
             untracked_logged: 0,
-            warned_overflow: false,
-            start_ns: now_ns(),
         })
     }
 
@@ -677,24 +668,10 @@ impl Latency {
     }
 
     fn record(&mut self, metric: LatencyMetric, key: SeriesKey, ns: u64) {
-        let m = metric as usize;
         let (sf, exp) = (self.significant_figures, self.exponential);
-        let series = &mut self.series[m];
-        if let Some(r) = series.get_mut(&key) {
-            r.record(ns);
-        } else if series.len() < self.cardinality_limit {
-            let mut r = Recorder::new(sf, exp);
-            r.record(ns);
-            series.insert(key, r);
-        } else {
-            self.overflow[m]
-                .get_or_insert_with(|| Recorder::new(sf, exp))
-                .record(ns);
-            if !self.warned_overflow {
-                self.warned_overflow = true;
-                tracing::warn!(processor = %self.scope_name, limit = self.cardinality_limit, "latency: cardinality limit reached; further series go to the overflow series (otel.metric.overflow=true)");
-            }
-        }
+        self.series[metric as usize]
+            .value(key, || Recorder::new(sf, exp))
+            .record(ns);
     }
 
     fn on_socket(&mut self, e: &SocketEvent, now: Instant) {
@@ -892,36 +869,18 @@ impl Latency {
 
     fn emit(&mut self, out: &mut Emitter) {
         let now = now_ns();
-        let start = self.start_ns;
+        // The three tables start their periods together.
+        let start = self.series[0].start_ns();
         let delta = self.temporality == Temporality::Delta;
-        if delta {
-            self.start_ns = now;
-        }
         let mut explicit_metrics = Vec::new();
         let mut exponential_metrics = Vec::new();
         for (metric, name, description) in METRICS {
-            let m = metric as usize;
             let mut hist = Vec::new();
             let mut expo = Vec::new();
-            let mut keys: Vec<&SeriesKey> = self.series[m].keys().collect();
             // A stable order makes the output easy to read and to diff.
-            keys.sort_by_key(|k| format!("{k:?}"));
-            for k in keys {
-                let r = &self.series[m][k];
-                if r.count == 0 {
-                    continue;
-                }
-                let (h, e) = self.points(r, self.attributes(k), start, now);
-                hist.extend(h);
-                expo.extend(e);
-            }
-            if let Some(r) = self.overflow[m].as_ref().filter(|r| r.count > 0) {
-                let (h, e) = self.points(
-                    r,
-                    vec![KeyValue::new(names::ATTR_OVERFLOW, true)],
-                    start,
-                    now,
-                );
+            for (s, r) in self.series[metric as usize].sorted_by_key(|k| format!("{k:?}")) {
+                let attributes = s.attributes(|k| self.attributes(k));
+                let (h, e) = self.points(r, attributes, start, now);
                 hist.extend(h);
                 expo.extend(e);
             }
@@ -943,16 +902,9 @@ impl Latency {
                     temporality: self.temporality,
                 }));
             }
-            if delta {
-                // Series without samples this period are forgotten; the others start over.
-                self.series[m].retain(|_, r| r.count > 0);
-                for r in self.series[m].values_mut() {
-                    r.reset();
-                }
-                if let Some(r) = &mut self.overflow[m] {
-                    r.reset();
-                }
-            }
+        }
+        for table in &mut self.series {
+            table.finish_collect(now);
         }
         if self.untracked > self.untracked_emitted || (!delta && self.untracked > 0) {
             let value = if delta {

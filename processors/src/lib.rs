@@ -6,3 +6,7 @@ pub mod dns;
 pub mod flow;
 pub mod identity;
 pub mod latency;
+pub mod series;
+
+#[cfg(test)]
+mod testing;

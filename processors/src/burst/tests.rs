@@ -3,6 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use super::*;
+use crate::testing::{overflow_warnings, warnings};
 use periscope_pipeline::model::{EventBatch, NetnsId};
 
 const MS: u64 = 1_000_000;
@@ -244,4 +245,50 @@ fn validation_names_the_key() {
     let errors = c.validate().unwrap_err();
     let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(paths, ["boundaries.1", "max_flows"]);
+}
+
+#[test]
+fn series_past_the_limit_fold_into_one_overflow_series_with_one_warning() {
+    // Devices 1..=5 burst 1..=5 times each (10 packets per burst); room for 2 series.
+    let ((_, metrics), logged) = warnings(|| {
+        let mut p = processor(BurstConfig {
+            cardinality_limit: 2,
+            ..BurstConfig::default()
+        });
+        // One after the other, so that devices 1 and 2 are first to need a series.
+        let mut events = Vec::new();
+        let mut start = 0;
+        for ifindex in 1..=5u32 {
+            for _ in 0..ifindex {
+                events.push(report(BurstPhase::End, ifindex, 0, start, start + MS, 10));
+                start += 1_000 * MS;
+            }
+        }
+        feed(&mut p, events);
+        finish(&mut p)
+    });
+    for (name, per_burst) in [(names::BURST_COUNT, 1), (names::BURST_PACKETS, 10)] {
+        let metric = metrics.iter().find(|m| m.name == name).expect(name);
+        let MetricData::Sum { points, .. } = &metric.data else {
+            panic!("{name} is a sum")
+        };
+        let value = |p: &NumberPoint| match p.value {
+            Number::Int(i) => i,
+            Number::Double(d) => d as i64,
+        };
+        assert_eq!(points.len(), 3, "{name}: 2 series and the overflow series");
+        let overflow = &points[2];
+        assert_eq!(overflow.attributes, crate::series::overflow_attributes());
+        assert_eq!(
+            value(overflow),
+            (3 + 4 + 5) * per_burst,
+            "{name}: devices 3 to 5"
+        );
+        assert_eq!(
+            points.iter().map(value).sum::<i64>(),
+            15 * per_burst,
+            "{name}: totals"
+        );
+    }
+    assert_eq!(overflow_warnings(&logged), 1, "{logged:?}");
 }

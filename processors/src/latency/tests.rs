@@ -6,6 +6,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use super::*;
 use periscope_pipeline::model::{EventBatch, NetnsId, ProcessRef};
 
+use crate::testing::{overflow_warnings, warnings};
+
 /// A tiny deterministic generator (xorshift64*), so that failures reproduce.
 struct Rng(u64);
 impl Rng {
@@ -740,4 +742,38 @@ fn closed_and_idle_sockets_are_forgotten() {
     assert!(p.sockets.is_empty());
     let out = flush(&mut p);
     assert_eq!(count(&out, names::TCP_CONNECT_DURATION), 2);
+}
+
+#[test]
+fn series_past_the_limit_fold_into_one_overflow_series_with_one_warning() {
+    // Sockets 1..=6 connect in 1..=6 ms, each its own series; room for 2. (No RTT: each
+    // metric's table warns once, this test is about one.)
+    let (out, logged) = warnings(|| {
+        let mut p = processor(LatencyConfig {
+            attributes: vec![names::ATTR_LOCAL_PORT.into()],
+            cardinality_limit: 2,
+            ..config()
+        });
+        let events: Vec<SocketEvent> = (1..=6)
+            .map(|c| established(c, SocketHook::Sockops, c * MS, 0))
+            .collect();
+        feed(&mut p, &events);
+        flush(&mut p)
+    });
+    let points = histograms(&out, names::TCP_CONNECT_DURATION);
+    let (overflow, series): (Vec<_>, Vec<_>) = points
+        .iter()
+        .partition(|p| attr(&p.attributes, names::ATTR_OVERFLOW) == Some(&AnyValue::Bool(true)));
+    assert_eq!(series.len(), 2);
+    assert_eq!(overflow.len(), 1);
+    assert_eq!(overflow[0].count, 4, "sockets 3 to 6");
+    let overflow_sum = overflow[0].sum.unwrap_or(0.0);
+    assert!((overflow_sum - 0.018).abs() < 1e-9, "{overflow_sum}");
+    assert_eq!(
+        count(&out, names::TCP_CONNECT_DURATION),
+        6,
+        "totals preserved"
+    );
+    assert!((sum(&out, names::TCP_CONNECT_DURATION) - 0.021).abs() < 1e-9);
+    assert_eq!(overflow_warnings(&logged), 1, "{logged:?}");
 }

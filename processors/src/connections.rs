@@ -5,6 +5,9 @@
 //! machine): a connection is counted once per socket cookie, whichever reports it first, and
 //! what the others add (the process, RTT) is merged in.
 
+mod config;
+mod conn;
+
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hasher};
@@ -13,118 +16,20 @@ use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
 use rustc_hash::{FxHashMap, FxHashSet};
-use serde::Deserialize;
 
-use periscope_pipeline::component::{
-    BuildContext, ComponentConfig, Emitter, Invalid, Processor, ProcessorConfig,
-};
-use periscope_pipeline::config::ConfigDuration;
+use periscope_pipeline::component::{BuildContext, Emitter, Processor, ProcessorConfig};
 use periscope_pipeline::model::{
     tcp_state_name, DropEvent, Event, KeyValue, Metric, MetricData, MetricsBatch, Number,
-    NumberPoint, Payload, ProcessRef, Scope, SocketEvent, SocketEventKind, SocketRole, Span,
-    SpanEvent, SpanKind, SpanStatus, Telemetry, Temporality, TracesBatch, Transport,
+    NumberPoint, Payload, Scope, SocketEvent, SocketEventKind, SocketRole, Span, Telemetry,
+    Temporality, TracesBatch, Transport,
 };
 use periscope_pipeline::telemetry::{names, now_ns};
 use periscope_pipeline::SocketTable;
 
 use crate::series::{TableOptions, TotalsTable};
 
-/// Turns socket events (from `sockops`, `tcp_udp`, `sk_msg`) and drops into
-/// `periscope.tcp.connections`, `periscope.tcp.retransmits`, `periscope.udp.datagrams` and
-/// `periscope.drops`, emitted every `interval`, and — with `spans` — one span per TCP
-/// connection (connect/accept → close) with its 5-tuple, namespace, process, bytes,
-/// retransmits and RTT. Consumes socket events and drops and passes every other event on
-/// (put it before `flow`, and after processors that also read socket events).
-#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ConnectionsConfig {
-    /// How often the counters are emitted (and once more at stop); default 10s.
-    #[serde(default = "default_interval")]
-    pub interval: ConfigDuration,
-    /// `cumulative` (default) or `delta`.
-    #[serde(default)]
-    pub temporality: Temporality,
-    /// A span per TCP connection; default true.
-    #[serde(default = "default_true")]
-    pub spans: bool,
-    /// A connection still open after this long is reported as a span ending now (attribute
-    /// `periscope.connection.open=true`), and again, complete, at close; default 60s.
-    #[serde(default = "default_report_open_after")]
-    pub report_open_after: ConfigDuration,
-    /// Add `network.local.address`/`.port` and `network.peer.address`/`.port` to the
-    /// connection and UDP series: a series per socket, so mind `cardinality_limit`.
-    #[serde(default)]
-    pub socket_attributes: bool,
-    /// Most series per metric; further series are counted in one `otel.metric.overflow=true`
-    /// series.
-    #[serde(default = "default_cardinality_limit")]
-    pub cardinality_limit: usize,
-    /// Most connections tracked at once (for spans and de-duplication); connections past it
-    /// are still counted but get no span (counted as dropped).
-    #[serde(default = "default_max_connections")]
-    pub max_connections: usize,
-}
-
-fn default_interval() -> ConfigDuration {
-    ConfigDuration::from_secs(10)
-}
-fn default_true() -> bool {
-    true
-}
-fn default_report_open_after() -> ConfigDuration {
-    ConfigDuration::from_secs(60)
-}
-fn default_cardinality_limit() -> usize {
-    2000
-}
-fn default_max_connections() -> usize {
-    65536
-}
-
-impl Default for ConnectionsConfig {
-    fn default() -> Self {
-        ConnectionsConfig {
-            interval: default_interval(),
-            temporality: Temporality::Cumulative,
-            spans: true,
-            report_open_after: default_report_open_after(),
-            socket_attributes: false,
-            cardinality_limit: default_cardinality_limit(),
-            max_connections: default_max_connections(),
-        }
-    }
-}
-
-impl ComponentConfig for ConnectionsConfig {
-    const TYPE: &'static str = "connections";
-
-    fn validate(&self) -> Result<(), Vec<Invalid>> {
-        let mut p = Vec::new();
-        if self.interval.0.is_zero() {
-            p.push(Invalid::new(
-                "interval",
-                "must be longer than zero, e.g. 10s",
-            ));
-        }
-        if self.report_open_after.0.is_zero() {
-            p.push(Invalid::new(
-                "report_open_after",
-                "must be longer than zero, e.g. 60s",
-            ));
-        }
-        if self.cardinality_limit == 0 {
-            p.push(Invalid::new("cardinality_limit", "must be at least 1"));
-        }
-        if self.max_connections == 0 {
-            p.push(Invalid::new("max_connections", "must be at least 1"));
-        }
-        if p.is_empty() {
-            Ok(())
-        } else {
-            Err(p)
-        }
-    }
-}
+pub use config::ConnectionsConfig;
+use conn::Conn;
 
 impl ProcessorConfig for ConnectionsConfig {
     fn build(&self, ctx: &BuildContext) -> anyhow::Result<Box<dyn Processor>> {
@@ -198,27 +103,6 @@ const META: [(&str, &str, &str); 4] = [
     ),
 ];
 
-/// A connection between its start and its close.
-#[derive(Clone, Debug)]
-struct Conn {
-    start_ns: u64,
-    first: SocketEvent,
-    process: ProcessRef,
-    connect_ns: u64,
-    srtt_us: u32,
-    rttvar_us: u32,
-    events: Vec<SpanEvent>,
-    events_dropped: u32,
-    trace_id: [u8; 16],
-    span_id: [u8; 8],
-    seen_at: Instant,
-    reported_open: bool,
-    /// Its opening was counted (by the first receiver to report it established).
-    counted_open: bool,
-}
-
-/// Most span events kept per connection.
-const MAX_SPAN_EVENTS: usize = 32;
 /// Cookies of recently closed connections remembered, so that a second receiver's close of
 /// the same socket is not counted twice.
 const RECENTLY_CLOSED: usize = 16384;
@@ -373,8 +257,7 @@ impl Connections {
                 // here only the span event, from the hook that owns the connection.
                 if let Some(c) = self.open.get_mut(&e.cookie) {
                     if c.first.hook == e.hook {
-                        push_event(
-                            c,
+                        c.push_event(
                             e.timestamp_ns,
                             "retransmit",
                             vec![KeyValue::new(
@@ -388,8 +271,7 @@ impl Connections {
             SocketEventKind::StateChange => {
                 if let Some(c) = self.open.get_mut(&e.cookie) {
                     if c.first.hook == e.hook {
-                        push_event(
-                            c,
+                        c.push_event(
                             e.timestamp_ns,
                             "state_change",
                             vec![
@@ -540,124 +422,8 @@ impl Connections {
             c.process = e.process;
         }
         c.first.role = role;
-        let span = self.span(&c, Some(e), e.timestamp_ns);
+        let span = c.span(Some(e), e.timestamp_ns);
         self.spans.push(span);
-    }
-
-    fn span(&self, c: &Conn, close: Option<&SocketEvent>, end_ns: u64) -> Span {
-        let f = &c.first;
-        let last = close.unwrap_or(f);
-        let mut a = Vec::with_capacity(24);
-        a.push(KeyValue::new(names::ATTR_TRANSPORT, "tcp"));
-        a.push(KeyValue::new(
-            names::ATTR_NETWORK_TYPE,
-            if f.local_addr.is_ipv4() {
-                "ipv4"
-            } else {
-                "ipv6"
-            },
-        ));
-        a.push(KeyValue::new(
-            names::ATTR_LOCAL_ADDRESS,
-            f.local_addr.to_string(),
-        ));
-        a.push(KeyValue::new(
-            names::ATTR_LOCAL_PORT,
-            i64::from(f.local_port),
-        ));
-        a.push(KeyValue::new(
-            names::ATTR_PEER_ADDRESS,
-            f.remote_addr.to_string(),
-        ));
-        a.push(KeyValue::new(
-            names::ATTR_PEER_PORT,
-            i64::from(f.remote_port),
-        ));
-        a.push(KeyValue::new(
-            names::ATTR_NETNS_INODE,
-            i64::from(f.netns.inode),
-        ));
-        if f.netns.cookie != 0 {
-            a.push(KeyValue::new(
-                names::ATTR_NETNS_COOKIE,
-                f.netns.cookie as i64,
-            ));
-        }
-        a.push(KeyValue::new(names::ATTR_SOCKET_COOKIE, f.cookie as i64));
-        a.push(KeyValue::new(names::ATTR_CGROUP_ID, f.cgroup_id as i64));
-        a.push(KeyValue::new(names::ATTR_CONNECTION_ROLE, f.role.as_str()));
-        a.push(KeyValue::new(names::ATTR_HOOK, f.hook.as_str()));
-        if c.process.is_known() {
-            a.push(KeyValue::new(
-                names::ATTR_PROCESS_PID,
-                i64::from(c.process.pid),
-            ));
-            a.push(KeyValue::new(
-                names::ATTR_PROCESS_NAME,
-                c.process.comm_str().into_owned(),
-            ));
-        }
-        if c.connect_ns > 0 {
-            a.push(KeyValue::new(
-                names::ATTR_CONNECT_DURATION,
-                (c.connect_ns / 1000) as i64,
-            ));
-        }
-        if c.srtt_us > 0 {
-            a.push(KeyValue::new(names::ATTR_SRTT, i64::from(c.srtt_us)));
-            a.push(KeyValue::new(names::ATTR_RTTVAR, i64::from(c.rttvar_us)));
-        }
-        a.push(KeyValue::new(
-            names::ATTR_BYTES_SENT,
-            last.bytes_sent as i64,
-        ));
-        a.push(KeyValue::new(
-            names::ATTR_BYTES_ACKED,
-            last.bytes_acked as i64,
-        ));
-        a.push(KeyValue::new(
-            names::ATTR_BYTES_RECEIVED,
-            last.bytes_received as i64,
-        ));
-        a.push(KeyValue::new(
-            names::ATTR_TOTAL_RETRANS,
-            i64::from(last.total_retrans),
-        ));
-        if close.is_none() {
-            a.push(KeyValue::new("periscope.connection.open", true));
-        } else {
-            a.push(KeyValue::new(
-                names::ATTR_CONNECTION_STATE,
-                tcp_state_name(last.old_state),
-            ));
-        }
-        if c.events_dropped > 0 {
-            a.push(KeyValue::new(
-                "periscope.span.events_dropped",
-                i64::from(c.events_dropped),
-            ));
-        }
-        let failed = close.is_some_and(|e| e.old_state == 2);
-        Span {
-            trace_id: c.trace_id,
-            span_id: c.span_id,
-            parent_span_id: [0; 8],
-            name: Cow::Borrowed(names::SPAN_TCP_CONNECTION),
-            kind: match f.role {
-                SocketRole::Client => SpanKind::Client,
-                SocketRole::Server => SpanKind::Server,
-                SocketRole::Unknown => SpanKind::Internal,
-            },
-            start_time_ns: c.start_ns,
-            end_time_ns: end_ns.max(c.start_ns),
-            attributes: a,
-            events: c.events.clone(),
-            status: if failed {
-                SpanStatus::Error("connect failed".into())
-            } else {
-                SpanStatus::Unset
-            },
-        }
     }
 
     fn on_drop(&mut self, d: &DropEvent) {
@@ -747,7 +513,7 @@ impl Connections {
             // Its own span id: the complete span at close keeps the original.
             let (_, span_id) = self.new_ids(c.first.cookie);
             c.span_id = span_id;
-            let span = self.span(&c, None, now_wall);
+            let span = c.span(None, now_wall);
             self.spans.push(span);
         }
     }
@@ -806,18 +572,6 @@ impl Connections {
             }));
         }
     }
-}
-
-fn push_event(c: &mut Conn, time_ns: u64, name: &'static str, attributes: Vec<KeyValue>) {
-    if c.events.len() >= MAX_SPAN_EVENTS {
-        c.events_dropped += 1;
-        return;
-    }
-    c.events.push(SpanEvent {
-        time_ns,
-        name: Cow::Borrowed(name),
-        attributes,
-    });
 }
 
 impl Processor for Connections {

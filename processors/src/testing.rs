@@ -46,3 +46,22 @@ pub(crate) fn overflow_warnings(lines: &[String]) -> usize {
         .filter(|l| l.contains("cardinality limit reached"))
         .count()
 }
+
+/// A tiny deterministic generator (xorshift64*), so that failures reproduce.
+pub(crate) struct Rng(pub(crate) u64);
+
+impl Rng {
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    /// Log-uniform latencies from 10 µs to 2 s, in ns.
+    pub(crate) fn latency_ns(&mut self) -> u64 {
+        (1e4 * 10f64.powf(self.unit() * 5.3)) as u64
+    }
+}

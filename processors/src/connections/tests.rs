@@ -1,7 +1,7 @@
 //! Tests of the connections processor: counting once per socket, spans, retransmits, UDP, drops, overflow.
 
 use super::*;
-use periscope_pipeline::model::{EventBatch, NetnsId, SocketHook};
+use periscope_pipeline::model::{EventBatch, NetnsId, ProcessRef, SocketHook, SpanKind};
 use std::net::Ipv4Addr;
 
 use crate::testing::{overflow_warnings, warnings};

@@ -5,6 +5,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use periscope_pipeline::component::ComponentConfig;
+use periscope_pipeline::config::ConfigDuration;
 use periscope_pipeline::model::{
     Event, EventBatch, Metric, MetricsBatch, Number, NumberPoint, ProcessRef, SocketEvent, Span,
     SpanKind, SpanStatus, Temporality, TracesBatch,

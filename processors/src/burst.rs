@@ -26,7 +26,6 @@ use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
-use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
@@ -171,13 +170,13 @@ impl Burst {
         }
         let options = TableOptions {
             processor: scope_name.clone(),
-            limit: NonZeroUsize::new(config.cardinality_limit).unwrap_or(NonZeroUsize::MIN),
+            limit: config.cardinality_limit,
             temporality: config.temporality,
             start_ns: now_ns(),
         };
         Ok(Burst {
             series: SeriesTable::new(&options, names::BURST_COUNT),
-            next_emit: Instant::now() + config.interval.0.max(Duration::from_millis(1)),
+            next_emit: Instant::now() + config.interval.get(),
             config,
             scope_name,
             devices,
@@ -193,7 +192,7 @@ impl Burst {
     /// The state of a device, if it is or can be tracked.
     fn dev(&mut self, key: DevKey, now: Instant) -> Option<&mut DevState> {
         if !self.state.contains_key(&key) {
-            if self.state.len() >= self.config.max_devices {
+            if self.state.len() >= self.config.max_devices.get() {
                 // Make room: forget a device with nothing open or pending, idle longest.
                 let idle = self
                     .state
@@ -219,10 +218,10 @@ impl Burst {
     }
 
     fn on_packet(&mut self, p: &PacketEvent, now: Instant) {
-        let max_flows = self.config.max_flows;
+        let max_flows = self.config.max_flows.get();
         let key = (p.device, p.direction);
         // Packets of devices never seen bursting are only remembered while there is room.
-        if !self.state.contains_key(&key) && self.state.len() >= self.config.max_devices {
+        if !self.state.contains_key(&key) && self.state.len() >= self.config.max_devices.get() {
             return;
         }
         let Some(s) = self.dev(key, now) else {
@@ -248,7 +247,7 @@ impl Burst {
     }
 
     fn on_burst(&mut self, b: &BurstEvent, now: Instant) {
-        let max_flows = self.config.max_flows;
+        let max_flows = self.config.max_flows.get();
         let delay = self.config.merge_delay.0;
         let key = (b.device, b.direction);
         let Some(s) = self.dev(key, now) else {
@@ -475,7 +474,7 @@ impl Burst {
                 sum: Some(s.duration.sum()),
                 min: None,
                 max: None,
-                explicit_bounds: self.config.boundaries.clone(),
+                explicit_bounds: self.config.boundaries.to_vec(),
                 bucket_counts: s.duration.explicit_counts(&self.config.boundaries),
             })
             .collect();
@@ -644,7 +643,7 @@ impl Processor for Burst {
         self.flush_spans(out);
         if now >= self.next_emit {
             self.emit(out);
-            self.next_emit = now + self.config.interval.0;
+            self.next_emit = now + self.config.interval.get();
             // Devices idle for long with nothing open are forgotten.
             self.state.retain(|_, s| {
                 !s.open.is_empty()

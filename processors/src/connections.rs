@@ -12,7 +12,6 @@ use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
-use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -140,19 +139,19 @@ impl Connections {
     pub fn new(config: ConnectionsConfig, sockets: SocketTable, scope_name: String) -> Self {
         let options = TableOptions {
             processor: scope_name.clone(),
-            limit: NonZeroUsize::new(config.cardinality_limit).unwrap_or(NonZeroUsize::MIN),
+            limit: config.cardinality_limit,
             temporality: config.temporality,
             start_ns: now_ns(),
         };
         Connections {
-            next_emit: Instant::now() + config.interval.0.max(Duration::from_millis(1)),
+            next_emit: Instant::now() + config.interval.get(),
             config: ConfigSnapshot {
-                interval: config.interval.0,
+                interval: config.interval.get(),
                 temporality: config.temporality,
                 spans: config.spans,
-                report_open_after: config.report_open_after.0,
+                report_open_after: config.report_open_after.get(),
                 socket_attributes: config.socket_attributes,
-                max_connections: config.max_connections,
+                max_connections: config.max_connections.get(),
             },
             sockets,
             scope_name,

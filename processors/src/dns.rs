@@ -25,9 +25,9 @@ use rustc_hash::FxHashMap;
 use serde::Deserialize;
 
 use periscope_pipeline::component::{
-    BuildContext, ComponentConfig, Emitter, Invalid, Processor, ProcessorConfig,
+    BuildContext, ComponentConfig, Emitter, Processor, ProcessorConfig,
 };
-use periscope_pipeline::config::ConfigDuration;
+use periscope_pipeline::config::{Boundaries, ConfigDuration, PositiveDuration};
 use periscope_pipeline::model::{
     AnyValue, DnsEvent, Event, HistogramPoint, KeyValue, Metric, MetricData, MetricsBatch, Number,
     NumberPoint, Payload, Scope, Span, SpanKind, SpanStatus, Telemetry, Temporality, TracesBatch,
@@ -49,13 +49,13 @@ use crate::series::{SeriesTable, TableOptions};
 pub struct DnsConfig {
     /// How often the histogram and spans are emitted (and once more at stop); default 10s.
     #[serde(default = "default_interval")]
-    pub interval: ConfigDuration,
+    pub interval: PositiveDuration,
     /// `cumulative` (default) or `delta`.
     #[serde(default)]
     pub temporality: Temporality,
     /// A query without a response this long after it is a timed-out lookup; default 5s.
     #[serde(default = "default_timeout")]
-    pub timeout: ConfigDuration,
+    pub timeout: PositiveDuration,
     /// Put `dns.question.name` on the histogram's series (a series per name: mind
     /// `cardinality_limit`); spans always carry it. Default true.
     #[serde(default = "default_true")]
@@ -63,9 +63,9 @@ pub struct DnsConfig {
     /// A span per lookup; default true.
     #[serde(default = "default_true")]
     pub spans: bool,
-    /// Histogram bucket boundaries, seconds; default 0.5 ms … 10 s.
+    /// Histogram bucket boundaries, seconds, strictly increasing; default 0.5 ms … 10 s.
     #[serde(default = "default_boundaries")]
-    pub boundaries: Vec<f64>,
+    pub boundaries: Boundaries,
     /// Answered addresses stay in the address → name map at least this long, whatever their
     /// TTL (local servers often answer with TTL 0, and connections follow the lookup);
     /// default 60s.
@@ -74,18 +74,18 @@ pub struct DnsConfig {
     /// Most queries awaiting their response; further queries are not tracked (counted as
     /// dropped). Default 65536.
     #[serde(default = "default_max_pending")]
-    pub max_pending: usize,
+    pub max_pending: NonZeroUsize,
     /// Most series; further lookups are counted in one `otel.metric.overflow=true` series.
     /// Default 2000.
     #[serde(default = "default_cardinality_limit")]
-    pub cardinality_limit: usize,
+    pub cardinality_limit: NonZeroUsize,
 }
 
-fn default_interval() -> ConfigDuration {
-    ConfigDuration::from_secs(10)
+fn default_interval() -> PositiveDuration {
+    PositiveDuration::from_secs(10)
 }
-fn default_timeout() -> ConfigDuration {
-    ConfigDuration::from_secs(5)
+fn default_timeout() -> PositiveDuration {
+    PositiveDuration::from_secs(5)
 }
 fn default_true() -> bool {
     true
@@ -93,18 +93,18 @@ fn default_true() -> bool {
 fn default_min_ttl() -> ConfigDuration {
     ConfigDuration::from_secs(60)
 }
-fn default_max_pending() -> usize {
-    65536
+fn default_max_pending() -> NonZeroUsize {
+    const { NonZeroUsize::new(65536).unwrap() }
 }
-fn default_cardinality_limit() -> usize {
-    2000
+fn default_cardinality_limit() -> NonZeroUsize {
+    const { NonZeroUsize::new(2000).unwrap() }
 }
 /// Default bucket boundaries of `dns.lookup.duration`, seconds.
 pub const DEFAULT_BOUNDARIES: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
-fn default_boundaries() -> Vec<f64> {
-    DEFAULT_BOUNDARIES.to_vec()
+fn default_boundaries() -> Boundaries {
+    Boundaries::new(DEFAULT_BOUNDARIES.to_vec()).expect("the default bounds increase")
 }
 
 impl Default for DnsConfig {
@@ -125,35 +125,6 @@ impl Default for DnsConfig {
 
 impl ComponentConfig for DnsConfig {
     const TYPE: &'static str = "dns";
-
-    fn validate(&self) -> Result<(), Vec<Invalid>> {
-        let mut p = Vec::new();
-        for (path, d) in [("interval", self.interval), ("timeout", self.timeout)] {
-            if d.0.is_zero() {
-                p.push(Invalid::new(path, "must be longer than zero, e.g. 5s"));
-            }
-        }
-        if self.boundaries.is_empty()
-            || self.boundaries.windows(2).any(|w| w[0] >= w[1])
-            || self.boundaries.iter().any(|b| !b.is_finite() || *b <= 0.0)
-        {
-            p.push(Invalid::new(
-                "boundaries",
-                "must be positive seconds in increasing order, e.g. [0.001, 0.01, 0.1, 1]",
-            ));
-        }
-        if self.max_pending == 0 {
-            p.push(Invalid::new("max_pending", "must be at least 1"));
-        }
-        if self.cardinality_limit == 0 {
-            p.push(Invalid::new("cardinality_limit", "must be at least 1"));
-        }
-        if p.is_empty() {
-            Ok(())
-        } else {
-            Err(p)
-        }
-    }
 }
 
 impl ProcessorConfig for DnsConfig {
@@ -251,10 +222,10 @@ pub struct Dns {
 
 impl Dns {
     pub fn new(config: DnsConfig, table: DnsTable, scope_name: String) -> Self {
-        let next_emit = Instant::now() + config.interval.0;
+        let next_emit = Instant::now() + config.interval.get();
         let options = TableOptions {
             processor: scope_name.clone(),
-            limit: NonZeroUsize::new(config.cardinality_limit).unwrap_or(NonZeroUsize::MIN),
+            limit: config.cardinality_limit,
             temporality: config.temporality,
             start_ns: now_ns(),
         };
@@ -314,7 +285,7 @@ impl Dns {
                 // retransmission): the first sighting starts the lookup.
                 return;
             }
-            if self.pending.len() >= self.config.max_pending {
+            if self.pending.len() >= self.config.max_pending.get() {
                 self.untracked += 1;
                 return;
             }
@@ -449,7 +420,7 @@ impl Dns {
 
     /// Times out the queries older than `timeout` at event time `now_ns`.
     fn expire(&mut self, now_ns: u64) {
-        let timeout = self.config.timeout.0.as_nanos() as u64;
+        let timeout = self.config.timeout.get().as_nanos() as u64;
         while let Some(&(ts, key)) = self.order.front() {
             if ts.saturating_add(timeout) > now_ns {
                 break;
@@ -461,7 +432,7 @@ impl Dns {
             }
         }
         // Answered queries leave stale order entries behind: keep the queue bounded.
-        if self.order.len() > 2 * self.config.max_pending {
+        if self.order.len() > 2 * self.config.max_pending.get() {
             let pending = &self.pending;
             self.order
                 .retain(|(ts, k)| pending.get(k).is_some_and(|q| q.ts_ns == *ts));
@@ -512,7 +483,7 @@ impl Dns {
             sum: Some(r.sum()),
             min: (r.count() > 0).then(|| r.min()),
             max: (r.count() > 0).then(|| r.max()),
-            explicit_bounds: self.config.boundaries.clone(),
+            explicit_bounds: self.config.boundaries.to_vec(),
             bucket_counts: r.explicit_counts(&self.config.boundaries),
         }
     }
@@ -618,7 +589,7 @@ impl Processor for Dns {
         self.expire(t);
         self.table.observe_time(t);
         self.emit(out);
-        self.next_emit = now + self.config.interval.0;
+        self.next_emit = now + self.config.interval.get();
     }
 
     fn flush(&mut self, out: &mut Emitter) {

@@ -5,14 +5,14 @@
 use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr};
 use std::num::NonZeroUsize;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::Deserialize;
 
 use periscope_pipeline::component::{
-    BuildContext, ComponentConfig, Emitter, Invalid, Processor, ProcessorConfig,
+    BuildContext, ComponentConfig, Emitter, Processor, ProcessorConfig,
 };
-use periscope_pipeline::config::ConfigDuration;
+use periscope_pipeline::config::PositiveDuration;
 use periscope_pipeline::devices::DeviceTable;
 use periscope_pipeline::model::{
     CgroupCounters, DeviceCounters, DeviceRef, Direction, Event, KeyValue, Metric, MetricData,
@@ -30,7 +30,7 @@ use crate::series::{overflow_attributes, Counts, Series, SeriesTable, TableOptio
 pub struct FlowConfig {
     /// How often the counters are emitted (the last values are always emitted at shutdown).
     #[serde(default = "default_interval")]
-    pub interval: ConfigDuration,
+    pub interval: PositiveDuration,
     /// `cumulative` (each point counts from the start) or `delta` (since the last point).
     #[serde(default)]
     pub temporality: Temporality,
@@ -41,15 +41,15 @@ pub struct FlowConfig {
     /// Most series per metric; packets of further series are counted in one series marked
     /// `otel.metric.overflow=true`.
     #[serde(default = "default_cardinality_limit")]
-    pub cardinality_limit: usize,
+    pub cardinality_limit: NonZeroUsize,
 }
 
-fn default_interval() -> ConfigDuration {
-    ConfigDuration::from_secs(10)
+fn default_interval() -> PositiveDuration {
+    PositiveDuration::from_secs(10)
 }
 
-fn default_cardinality_limit() -> usize {
-    2000
+fn default_cardinality_limit() -> NonZeroUsize {
+    const { NonZeroUsize::new(2000).unwrap() }
 }
 
 impl Default for FlowConfig {
@@ -65,24 +65,6 @@ impl Default for FlowConfig {
 
 impl ComponentConfig for FlowConfig {
     const TYPE: &'static str = "flow";
-
-    fn validate(&self) -> Result<(), Vec<Invalid>> {
-        let mut problems = Vec::new();
-        if self.interval.0.is_zero() {
-            problems.push(Invalid::new(
-                "interval",
-                "must be longer than zero, e.g. 10s",
-            ));
-        }
-        if self.cardinality_limit == 0 {
-            problems.push(Invalid::new("cardinality_limit", "must be at least 1"));
-        }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(problems)
-        }
-    }
 }
 
 impl ProcessorConfig for FlowConfig {
@@ -147,10 +129,10 @@ const UNSPECIFIED: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 
 impl Flow {
     pub fn new(config: FlowConfig, devices: DeviceTable, scope_name: String) -> Self {
-        let next_emit = Instant::now() + config.interval.0.max(Duration::from_millis(1));
+        let next_emit = Instant::now() + config.interval.get();
         let options = TableOptions {
             processor: scope_name.clone(),
-            limit: NonZeroUsize::new(config.cardinality_limit).unwrap_or(NonZeroUsize::MIN),
+            limit: config.cardinality_limit,
             temporality: config.temporality,
             start_ns: now_ns(),
         };
@@ -424,7 +406,7 @@ impl Processor for Flow {
 
     fn tick(&mut self, now: Instant, out: &mut Emitter) {
         self.emit(out);
-        self.next_emit = now + self.config.interval.0;
+        self.next_emit = now + self.config.interval.get();
     }
 
     fn flush(&mut self, out: &mut Emitter) {

@@ -30,7 +30,6 @@ mod recorder;
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::net::IpAddr;
-use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -229,14 +228,14 @@ impl Latency {
         };
         let options = TableOptions {
             processor: scope_name.clone(),
-            limit: NonZeroUsize::new(config.cardinality_limit).unwrap_or(NonZeroUsize::MIN),
+            limit: config.cardinality_limit,
             temporality: config.temporality,
             start_ns: now_ns(),
         };
         Ok(Latency {
             series: METRICS.map(|(_, name, _)| SeriesTable::new(&options, name)),
-            next_emit: Instant::now() + config.interval.0.max(Duration::from_millis(1)),
-            interval: config.interval.0,
+            next_emit: Instant::now() + config.interval.get(),
+            interval: config.interval.get(),
             temporality: config.temporality,
             attrs: config
                 .attributes
@@ -248,14 +247,14 @@ impl Latency {
                 .histograms
                 .contains(&HistogramKind::Exponential)
                 .then_some((config.max_size as usize, config.max_scale)),
-            bounds: config.boundaries.clone(),
+            bounds: config.boundaries.to_vec(),
             significant_figures: config.significant_figures,
             rtt_established: config.rtt_samples.contains(&RttSample::Established),
             rtt_periodic: config.rtt_samples.contains(&RttSample::Rtt),
             rtt_close: config.rtt_samples.contains(&RttSample::Close),
             response_roles: config.response_roles.iter().map(role).collect(),
-            max_sockets: config.max_sockets,
-            idle_timeout: config.idle_timeout.0,
+            max_sockets: config.max_sockets.get(),
+            idle_timeout: config.idle_timeout.get(),
             scope_name,
             sockets: FxHashMap::default(),
             closing: VecDeque::new(),

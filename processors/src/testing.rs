@@ -1,6 +1,7 @@
 //! Helpers shared by the processors' unit tests.
 
 use std::io;
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
 use tracing_subscriber::fmt::MakeWriter;
@@ -64,4 +65,9 @@ impl Rng {
     pub(crate) fn latency_ns(&mut self) -> u64 {
         (1e4 * 10f64.powf(self.unit() * 5.3)) as u64
     }
+}
+
+/// `n` as a limit or count option (at least 1).
+pub(crate) fn at_least_one(n: usize) -> NonZeroUsize {
+    NonZeroUsize::new(n).expect("at least 1")
 }

@@ -3,7 +3,9 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use super::*;
-use crate::testing::{overflow_warnings, warnings};
+use periscope_pipeline::config::problems;
+
+use crate::testing::{at_least_one, overflow_warnings, warnings};
 use periscope_pipeline::model::{EventBatch, NetnsId};
 
 const MS: u64 = 1_000_000;
@@ -200,9 +202,9 @@ fn lists_the_top_flows_of_a_burst() {
 #[test]
 fn memory_stays_bounded_and_caps_are_counted() {
     let mut p = processor(BurstConfig {
-        max_devices: 2,
-        max_flows: 3,
-        cardinality_limit: 1,
+        max_devices: at_least_one(2),
+        max_flows: at_least_one(3),
+        cardinality_limit: at_least_one(1),
         ..BurstConfig::default()
     });
     let mut events = vec![report(BurstPhase::Start, 1, 0, 0, 10, 1)];
@@ -237,12 +239,8 @@ fn memory_stays_bounded_and_caps_are_counted() {
 
 #[test]
 fn validation_names_the_key() {
-    let c = BurstConfig {
-        boundaries: vec![0.1, 0.05],
-        max_flows: 0,
-        ..BurstConfig::default()
-    };
-    let errors = c.validate().unwrap_err();
+    // As `periscope validate` reads it: the option types refuse both values.
+    let errors = problems::<BurstConfig>("{boundaries: [0.1, 0.05], max_flows: 0}");
     let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(paths, ["boundaries.1", "max_flows"]);
 }
@@ -252,7 +250,7 @@ fn series_past_the_limit_fold_into_one_overflow_series_with_one_warning() {
     // Devices 1..=5 burst 1..=5 times each (10 packets per burst); room for 2 series.
     let ((_, metrics), logged) = warnings(|| {
         let mut p = processor(BurstConfig {
-            cardinality_limit: 2,
+            cardinality_limit: at_least_one(2),
             ..BurstConfig::default()
         });
         // One after the other, so that devices 1 and 2 are first to need a series.

@@ -1,9 +1,11 @@
 //! The `connections` processor's options.
 
+use std::num::NonZeroUsize;
+
 use serde::Deserialize;
 
-use periscope_pipeline::component::{ComponentConfig, Invalid};
-use periscope_pipeline::config::ConfigDuration;
+use periscope_pipeline::component::ComponentConfig;
+use periscope_pipeline::config::PositiveDuration;
 use periscope_pipeline::model::Temporality;
 
 /// Turns socket events (from `sockops`, `tcp_udp`, `sk_msg`) and drops into
@@ -17,7 +19,7 @@ use periscope_pipeline::model::Temporality;
 pub struct ConnectionsConfig {
     /// How often the counters are emitted (and once more at stop); default 10s.
     #[serde(default = "default_interval")]
-    pub interval: ConfigDuration,
+    pub interval: PositiveDuration,
     /// `cumulative` (default) or `delta`.
     #[serde(default)]
     pub temporality: Temporality,
@@ -27,7 +29,7 @@ pub struct ConnectionsConfig {
     /// A connection still open after this long is reported as a span ending now (attribute
     /// `periscope.connection.open=true`), and again, complete, at close; default 60s.
     #[serde(default = "default_report_open_after")]
-    pub report_open_after: ConfigDuration,
+    pub report_open_after: PositiveDuration,
     /// Add `network.local.address`/`.port` and `network.peer.address`/`.port` to the
     /// connection and UDP series: a series per socket, so mind `cardinality_limit`.
     #[serde(default)]
@@ -35,27 +37,27 @@ pub struct ConnectionsConfig {
     /// Most series per metric; further series are counted in one `otel.metric.overflow=true`
     /// series.
     #[serde(default = "default_cardinality_limit")]
-    pub cardinality_limit: usize,
+    pub cardinality_limit: NonZeroUsize,
     /// Most connections tracked at once (for spans and de-duplication); connections past it
     /// are still counted but get no span (counted as dropped).
     #[serde(default = "default_max_connections")]
-    pub max_connections: usize,
+    pub max_connections: NonZeroUsize,
 }
 
-fn default_interval() -> ConfigDuration {
-    ConfigDuration::from_secs(10)
+fn default_interval() -> PositiveDuration {
+    PositiveDuration::from_secs(10)
 }
 fn default_true() -> bool {
     true
 }
-fn default_report_open_after() -> ConfigDuration {
-    ConfigDuration::from_secs(60)
+fn default_report_open_after() -> PositiveDuration {
+    PositiveDuration::from_secs(60)
 }
-fn default_cardinality_limit() -> usize {
-    2000
+fn default_cardinality_limit() -> NonZeroUsize {
+    const { NonZeroUsize::new(2000).unwrap() }
 }
-fn default_max_connections() -> usize {
-    65536
+fn default_max_connections() -> NonZeroUsize {
+    const { NonZeroUsize::new(65536).unwrap() }
 }
 
 impl Default for ConnectionsConfig {
@@ -74,31 +76,4 @@ impl Default for ConnectionsConfig {
 
 impl ComponentConfig for ConnectionsConfig {
     const TYPE: &'static str = "connections";
-
-    fn validate(&self) -> Result<(), Vec<Invalid>> {
-        let mut p = Vec::new();
-        if self.interval.0.is_zero() {
-            p.push(Invalid::new(
-                "interval",
-                "must be longer than zero, e.g. 10s",
-            ));
-        }
-        if self.report_open_after.0.is_zero() {
-            p.push(Invalid::new(
-                "report_open_after",
-                "must be longer than zero, e.g. 60s",
-            ));
-        }
-        if self.cardinality_limit == 0 {
-            p.push(Invalid::new("cardinality_limit", "must be at least 1"));
-        }
-        if self.max_connections == 0 {
-            p.push(Invalid::new("max_connections", "must be at least 1"));
-        }
-        if p.is_empty() {
-            Ok(())
-        } else {
-            Err(p)
-        }
-    }
 }

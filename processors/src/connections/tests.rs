@@ -4,7 +4,7 @@ use super::*;
 use periscope_pipeline::model::{EventBatch, NetnsId, ProcessRef, SocketHook, SpanKind};
 use std::net::Ipv4Addr;
 
-use crate::testing::{overflow_warnings, warnings};
+use crate::testing::{at_least_one, overflow_warnings, warnings};
 
 fn ev(kind: SocketEventKind, hook: SocketHook, cookie: u64) -> SocketEvent {
     SocketEvent {
@@ -194,7 +194,7 @@ fn udp_calls_and_drops_are_counted() {
 fn the_cardinality_limit_sends_new_series_to_overflow() {
     let mut p = Connections::new(
         ConnectionsConfig {
-            cardinality_limit: 1,
+            cardinality_limit: at_least_one(1),
             socket_attributes: true,
             ..ConnectionsConfig::default()
         },
@@ -246,7 +246,7 @@ fn series_past_the_limit_fold_into_one_overflow_series_with_one_warning() {
     let (t, logged) = warnings(|| {
         let mut p = Connections::new(
             ConnectionsConfig {
-                cardinality_limit: 2,
+                cardinality_limit: at_least_one(2),
                 socket_attributes: true,
                 ..ConnectionsConfig::default()
             },

@@ -3,7 +3,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use periscope_pipeline::model::{AnyValue, DeviceRef, EventBatch, NetnsId, PacketEvent};
 
 use super::*;
-use crate::testing::{overflow_warnings, warnings};
+use crate::testing::{at_least_one, overflow_warnings, warnings};
 
 const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
 const SERVER: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 53));
@@ -87,7 +87,7 @@ fn attr<'a>(a: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
 
 fn processor(table: &DnsTable) -> Dns {
     let config = DnsConfig {
-        timeout: ConfigDuration(Duration::from_secs(2)),
+        timeout: PositiveDuration::from_secs(2),
         ..DnsConfig::default()
     };
     Dns::new(config, table.clone(), "dns".into())
@@ -231,8 +231,8 @@ fn pending_queries_and_series_stay_bounded() {
     let table = DnsTable::default();
     let mut p = Dns::new(
         DnsConfig {
-            max_pending: 3,
-            cardinality_limit: 2,
+            max_pending: at_least_one(3),
+            cardinality_limit: at_least_one(2),
             ..DnsConfig::default()
         },
         table.clone(),
@@ -395,7 +395,7 @@ fn series_past_the_limit_fold_into_one_overflow_series_with_one_warning() {
     let ((points, _), logged) = warnings(|| {
         let mut p = Dns::new(
             DnsConfig {
-                cardinality_limit: 2,
+                cardinality_limit: at_least_one(2),
                 ..DnsConfig::default()
             },
             table.clone(),

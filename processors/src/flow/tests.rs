@@ -3,7 +3,9 @@
 use super::*;
 use periscope_pipeline::model::EventBatch;
 
-use crate::testing::{overflow_warnings, warnings};
+use periscope_pipeline::config::problems;
+
+use crate::testing::{at_least_one, overflow_warnings, warnings};
 
 fn packet(ifindex: u32, len: u32, sport: u16) -> Event {
     let mut p = PacketEvent {
@@ -74,7 +76,7 @@ fn counts_packets_and_bytes_per_device() {
 fn overflow_series_past_the_limit() {
     let mut f = flow(FlowConfig {
         flow_attributes: true,
-        cardinality_limit: 2,
+        cardinality_limit: at_least_one(2),
         ..FlowConfig::default()
     });
     let batch = EventBatch {
@@ -169,12 +171,8 @@ fn kernel_counters_replace_record_counts() {
 
 #[test]
 fn validation_rejects_zero_interval_and_limit() {
-    let bad = FlowConfig {
-        interval: ConfigDuration::from_secs(0),
-        cardinality_limit: 0,
-        ..FlowConfig::default()
-    };
-    let problems = bad.validate().unwrap_err();
+    // Refused as the config is read (by the options' types), both at once.
+    let problems = problems::<FlowConfig>("{interval: 0s, cardinality_limit: 0}");
     assert_eq!(problems.len(), 2);
 }
 
@@ -188,7 +186,7 @@ fn series_past_the_limit_fold_into_one_overflow_series_with_one_warning() {
     let (s, logged) = warnings(|| {
         let mut f = flow(FlowConfig {
             flow_attributes: true,
-            cardinality_limit: 3,
+            cardinality_limit: at_least_one(3),
             ..FlowConfig::default()
         });
         let events = (1..=7u16)
@@ -228,7 +226,7 @@ fn cgroup(id: u64, packets: u64) -> Event {
 fn cgroup_series_past_the_limit_go_to_the_overflow_series() {
     let (s, logged) = warnings(|| {
         let mut f = flow(FlowConfig {
-            cardinality_limit: 2,
+            cardinality_limit: at_least_one(2),
             ..FlowConfig::default()
         });
         let mut out = Emitter::default();

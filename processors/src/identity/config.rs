@@ -1,11 +1,12 @@
 //! The `identity` processor's options.
 
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 
 use serde::Deserialize;
 
 use periscope_pipeline::component::{ComponentConfig, Invalid};
-use periscope_pipeline::config::ConfigDuration;
+use periscope_pipeline::config::{ConfigDuration, PositiveDuration};
 use periscope_pipeline::telemetry::names;
 
 /// Adds identity to telemetry: for each metric data point and span, the process behind
@@ -42,15 +43,15 @@ pub struct IdentityConfig {
     pub metric_attributes: Option<Vec<String>>,
     /// Most entries in each cache (processes, containers, cgroups, namespaces); default 4096.
     #[serde(default = "default_cache_capacity")]
-    pub cache_capacity: usize,
+    pub cache_capacity: NonZeroUsize,
     /// How long a process or container looked up (or found missing) stays cached before it
     /// is read again; default 60s.
     #[serde(default = "default_cache_ttl")]
-    pub cache_ttl: ConfigDuration,
+    pub cache_ttl: PositiveDuration,
     /// How often cached processes are checked against procfs: exited processes and reused
     /// pids (another start time) are evicted; default 5s.
     #[serde(default = "default_sweep_interval")]
-    pub sweep_interval: ConfigDuration,
+    pub sweep_interval: PositiveDuration,
     /// Shortest time between two walks of the cgroup hierarchy, or two scans of the namespace
     /// directories, that an unknown id triggers; default 100ms.
     #[serde(default = "default_rescan_interval")]
@@ -116,14 +117,14 @@ pub struct NetnsOptions {
 fn default_true() -> bool {
     true
 }
-fn default_cache_capacity() -> usize {
-    4096
+fn default_cache_capacity() -> NonZeroUsize {
+    const { NonZeroUsize::new(4096).unwrap() }
 }
-fn default_cache_ttl() -> ConfigDuration {
-    ConfigDuration::from_secs(60)
+fn default_cache_ttl() -> PositiveDuration {
+    PositiveDuration::from_secs(60)
 }
-fn default_sweep_interval() -> ConfigDuration {
-    ConfigDuration::from_secs(5)
+fn default_sweep_interval() -> PositiveDuration {
+    PositiveDuration::from_secs(5)
 }
 fn default_rescan_interval() -> ConfigDuration {
     ConfigDuration::from_millis(100)
@@ -229,17 +230,6 @@ impl ComponentConfig for IdentityConfig {
         check(&mut p, "exclude", &self.exclude);
         if let Some(m) = &self.metric_attributes {
             check(&mut p, "metric_attributes", m);
-        }
-        if self.cache_capacity == 0 {
-            p.push(Invalid::new("cache_capacity", "must be at least 1"));
-        }
-        for (path, d) in [
-            ("cache_ttl", self.cache_ttl),
-            ("sweep_interval", self.sweep_interval),
-        ] {
-            if d.0.is_zero() {
-                p.push(Invalid::new(path, "must be longer than zero, e.g. 5s"));
-            }
         }
         if p.is_empty() {
             Ok(())

@@ -184,8 +184,8 @@ impl Identity {
         sockets: SocketTable,
         counters: Arc<ComponentCounters>,
     ) -> Self {
-        let capacity = config.cache_capacity;
-        let ttl = config.cache_ttl.0;
+        let capacity = config.cache_capacity.get();
+        let ttl = config.cache_ttl.get();
         let rescan = config.rescan_interval.0;
         let spans = Wanted::new(config, false);
         let metrics = Wanted::new(config, true);
@@ -227,8 +227,8 @@ impl Identity {
                 )
             }),
             missing_netns: Cache::new(capacity, ttl),
-            sweep_interval: config.sweep_interval.0,
-            next_sweep: Instant::now() + config.sweep_interval.0,
+            sweep_interval: config.sweep_interval.get(),
+            next_sweep: Instant::now() + config.sweep_interval.get(),
             spans,
             metrics,
             failed: FailedLookups::default(),

@@ -1,9 +1,11 @@
 //! The `latency` processor's options.
 
+use std::num::NonZeroUsize;
+
 use serde::Deserialize;
 
 use periscope_pipeline::component::{ComponentConfig, Invalid};
-use periscope_pipeline::config::ConfigDuration;
+use periscope_pipeline::config::{Boundaries, PositiveDuration};
 use periscope_pipeline::model::Temporality;
 use periscope_pipeline::telemetry::names;
 
@@ -20,7 +22,7 @@ use super::exponential;
 pub struct LatencyConfig {
     /// How often the histograms are emitted (and once more at stop); default 10s.
     #[serde(default = "default_interval")]
-    pub interval: ConfigDuration,
+    pub interval: PositiveDuration,
     /// `cumulative` (default) or `delta` (each point covers one interval; series without
     /// samples in it are left out and forgotten).
     #[serde(default)]
@@ -44,7 +46,7 @@ pub struct LatencyConfig {
     /// 100µs, 250µs, 500µs, 1ms, 2.5ms, 5ms, 10ms, 25ms, 50ms, 75ms, 100ms, 250ms, 500ms,
     /// 750ms, 1s, 2.5s, 5s, 7.5s, 10s.
     #[serde(default = "default_boundaries")]
-    pub boundaries: Vec<f64>,
+    pub boundaries: Boundaries,
     /// Most buckets of an exponential histogram (the OpenTelemetry SDK's `MaxSize`); default
     /// 160.
     #[serde(default = "default_max_size")]
@@ -72,16 +74,16 @@ pub struct LatencyConfig {
     /// `otel.metric.overflow=true`. Default 1000 (at most ~110 MB for the three metrics with
     /// `significant_figures: 2`).
     #[serde(default = "default_cardinality_limit")]
-    pub cardinality_limit: usize,
+    pub cardinality_limit: NonZeroUsize,
     /// Most sockets tracked at once (for de-duplication and request/response pairing);
     /// events of further sockets are not recorded and are counted in
     /// `periscope.latency.events.untracked`. Default 65536.
     #[serde(default = "default_max_sockets")]
-    pub max_sockets: usize,
+    pub max_sockets: NonZeroUsize,
     /// A socket not heard of for this long is forgotten (its close was lost, or it is idle);
     /// default 15m.
     #[serde(default = "default_idle_timeout")]
-    pub idle_timeout: ConfigDuration,
+    pub idle_timeout: PositiveDuration,
 }
 
 /// A kind of histogram to emit.
@@ -118,8 +120,8 @@ pub enum Role {
     Unknown,
 }
 
-fn default_interval() -> ConfigDuration {
-    ConfigDuration::from_secs(10)
+fn default_interval() -> PositiveDuration {
+    PositiveDuration::from_secs(10)
 }
 fn default_attributes() -> Vec<String> {
     vec![
@@ -135,8 +137,8 @@ pub const DEFAULT_BOUNDARIES: [f64; 20] = [
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25,
     0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
 ];
-fn default_boundaries() -> Vec<f64> {
-    DEFAULT_BOUNDARIES.to_vec()
+fn default_boundaries() -> Boundaries {
+    Boundaries::new(DEFAULT_BOUNDARIES.to_vec()).expect("the default bounds increase")
 }
 fn default_max_size() -> u32 {
     160
@@ -153,14 +155,14 @@ fn default_rtt_samples() -> Vec<RttSample> {
 fn default_response_roles() -> Vec<Role> {
     vec![Role::Client]
 }
-fn default_cardinality_limit() -> usize {
-    1000
+fn default_cardinality_limit() -> NonZeroUsize {
+    const { NonZeroUsize::new(1000).unwrap() }
 }
-fn default_max_sockets() -> usize {
-    65536
+fn default_max_sockets() -> NonZeroUsize {
+    const { NonZeroUsize::new(65536).unwrap() }
 }
-fn default_idle_timeout() -> ConfigDuration {
-    ConfigDuration::from_secs(15 * 60)
+fn default_idle_timeout() -> PositiveDuration {
+    PositiveDuration::from_secs(15 * 60)
 }
 
 impl Default for LatencyConfig {
@@ -222,18 +224,6 @@ impl ComponentConfig for LatencyConfig {
 
     fn validate(&self) -> Result<(), Vec<Invalid>> {
         let mut p = Vec::new();
-        if self.interval.0.is_zero() {
-            p.push(Invalid::new(
-                "interval",
-                "must be longer than zero, e.g. 10s",
-            ));
-        }
-        if self.idle_timeout.0.is_zero() {
-            p.push(Invalid::new(
-                "idle_timeout",
-                "must be longer than zero, e.g. 15m",
-            ));
-        }
         let allowed: Vec<&str> = ALLOWED.iter().map(|(n, _)| *n).collect();
         for (i, a) in self.attributes.iter().enumerate() {
             if attr_of(a).is_none() {
@@ -254,22 +244,6 @@ impl ComponentConfig for LatencyConfig {
                 "must name at least one of `explicit`, `exponential`",
             ));
         }
-        for (i, b) in self.boundaries.iter().enumerate() {
-            if !b.is_finite() || *b < 0.0 {
-                p.push(Invalid::new(
-                    format!("boundaries.{i}"),
-                    format!("`{b}` is not a duration in seconds (finite, ≥ 0)"),
-                ));
-            } else if i > 0 && *b <= self.boundaries[i - 1] {
-                p.push(Invalid::new(
-                    format!("boundaries.{i}"),
-                    format!(
-                        "`{b}` does not increase (after `{}`): bounds must be strictly increasing",
-                        self.boundaries[i - 1]
-                    ),
-                ));
-            }
-        }
         if self.max_size < 2 {
             p.push(Invalid::new("max_size", "must be at least 2"));
         }
@@ -285,12 +259,6 @@ impl ComponentConfig for LatencyConfig {
         }
         if !(1..=5).contains(&self.significant_figures) {
             p.push(Invalid::new("significant_figures", "must be from 1 to 5"));
-        }
-        if self.cardinality_limit == 0 {
-            p.push(Invalid::new("cardinality_limit", "must be at least 1"));
-        }
-        if self.max_sockets == 0 {
-            p.push(Invalid::new("max_sockets", "must be at least 1"));
         }
         if p.is_empty() {
             Ok(())

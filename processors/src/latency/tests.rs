@@ -4,10 +4,10 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use super::*;
-use periscope_pipeline::config::ConfigDuration;
+use periscope_pipeline::config::{problems, PositiveDuration};
 use periscope_pipeline::model::{EventBatch, NetnsId, ProcessRef};
 
-use crate::testing::{overflow_warnings, warnings, Rng};
+use crate::testing::{at_least_one, overflow_warnings, warnings, Rng};
 
 const MS: u64 = 1_000_000;
 
@@ -419,7 +419,7 @@ fn cumulative_keeps_counting_and_delta_starts_over() {
 fn series_past_the_cardinality_limit_go_to_the_overflow_series() {
     let mut p = processor(LatencyConfig {
         attributes: vec![names::ATTR_LOCAL_PORT.into()],
-        cardinality_limit: 2,
+        cardinality_limit: at_least_one(2),
         ..config()
     });
     let events: Vec<SocketEvent> = (1..=5)
@@ -456,7 +456,7 @@ fn series_past_the_cardinality_limit_go_to_the_overflow_series() {
 #[test]
 fn sockets_past_max_sockets_are_counted_not_recorded() {
     let mut p = processor(LatencyConfig {
-        max_sockets: 2,
+        max_sockets: at_least_one(2),
         ..config()
     });
     let events: Vec<SocketEvent> = (1..=5)
@@ -576,23 +576,19 @@ fn both_kinds_come_in_their_own_scopes_and_agree() {
 
 #[test]
 fn invalid_configs_name_the_option() {
-    let bad = LatencyConfig {
-        interval: ConfigDuration::from_secs(0),
-        attributes: vec![
-            names::ATTR_PEER_PORT.into(),
-            "k8s.pod.name".into(),
-            names::ATTR_PEER_PORT.into(),
-        ],
-        histograms: vec![],
-        boundaries: vec![0.1, 0.05, f64::NAN],
-        max_size: 1,
-        max_scale: 21,
-        significant_figures: 6,
-        cardinality_limit: 0,
-        max_sockets: 0,
-        ..Default::default()
-    };
-    let problems = bad.validate().expect_err("invalid");
+    // As `periscope validate` reads it: values the option types refuse, then `validate`.
+    let problems = problems::<LatencyConfig>(
+        "interval: 0s
+attributes: [network.peer.port, k8s.pod.name, network.peer.port]
+histograms: []
+boundaries: [0.1, 0.05, NaN]
+max_size: 1
+max_scale: 21
+significant_figures: 6
+cardinality_limit: 0
+max_sockets: 0
+",
+    );
     let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
     assert_eq!(
         paths,
@@ -614,13 +610,18 @@ fn invalid_configs_name_the_option() {
         .message
         .contains("allowed: periscope.netns.inode"));
     assert!(LatencyConfig::default().validate().is_ok());
+    let bad = LatencyConfig {
+        attributes: vec!["k8s.pod.name".into()],
+        max_size: 1,
+        ..Default::default()
+    };
     assert!(Latency::new(bad, "x".into()).is_err());
 }
 
 #[test]
 fn closed_and_idle_sockets_are_forgotten() {
     let mut p = processor(LatencyConfig {
-        idle_timeout: ConfigDuration::from_secs(60),
+        idle_timeout: PositiveDuration::from_secs(60),
         ..config()
     });
     let t0 = Instant::now();
@@ -658,7 +659,7 @@ fn series_past_the_limit_fold_into_one_overflow_series_with_one_warning() {
     let (out, logged) = warnings(|| {
         let mut p = processor(LatencyConfig {
             attributes: vec![names::ATTR_LOCAL_PORT.into()],
-            cardinality_limit: 2,
+            cardinality_limit: at_least_one(2),
             ..config()
         });
         let events: Vec<SocketEvent> = (1..=6)

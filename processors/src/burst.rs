@@ -24,7 +24,6 @@ mod config;
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
-use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -36,12 +35,13 @@ use periscope_pipeline::component::{
 use periscope_pipeline::devices::DeviceTable;
 use periscope_pipeline::model::{
     BurstEvent, BurstPhase, DeviceRef, Direction, Event, HistogramPoint, KeyValue, Metric,
-    MetricData, MetricsBatch, Number, NumberPoint, PacketEvent, Payload, Scope, Span, SpanEvent,
-    SpanKind, SpanStatus, Telemetry, Temporality, TracesBatch, Transport,
+    MetricData, NumberPoint, PacketEvent, Payload, Span, SpanEvent, SpanKind, SpanStatus,
+    Temporality, Transport,
 };
 use periscope_pipeline::telemetry::{names, now_ns};
 
 use crate::latency::Recorder;
+use crate::output::{self, SpanIds};
 use crate::series::{SeriesTable, TableOptions};
 
 pub use config::{BurstConfig, DEFAULT_BOUNDARIES};
@@ -147,8 +147,7 @@ pub struct Burst {
     spans: Vec<Span>,
     untracked_devices: u64,
     untracked_flows: u64,
-    ids: std::collections::hash_map::RandomState,
-    id_counter: u64,
+    ids: SpanIds,
     next_emit: Instant,
 }
 
@@ -168,12 +167,7 @@ impl Burst {
                     .join("; ")
             );
         }
-        let options = TableOptions {
-            processor: scope_name.clone(),
-            limit: config.cardinality_limit,
-            temporality: config.temporality,
-            start_ns: now_ns(),
-        };
+        let options = TableOptions::new(&scope_name, config.cardinality_limit, config.temporality);
         Ok(Burst {
             series: SeriesTable::new(&options, names::BURST_COUNT),
             next_emit: Instant::now() + config.interval.get(),
@@ -184,8 +178,7 @@ impl Burst {
             spans: Vec::new(),
             untracked_devices: 0,
             untracked_flows: 0,
-            ids: std::collections::hash_map::RandomState::new(),
-            id_counter: 0,
+            ids: SpanIds::new(),
         })
     }
 
@@ -358,18 +351,7 @@ impl Burst {
     }
 
     fn span(&mut self, key: DevKey, pd: &Pending) -> Span {
-        self.id_counter += 1;
-        let mut h = self.ids.build_hasher();
-        h.write_u64(pd.ev.start_ns);
-        h.write_u64(self.id_counter);
-        let a = h.finish();
-        h.write_u64(a);
-        let b = h.finish();
-        h.write_u64(b);
-        let c = h.finish();
-        let mut trace_id = [0u8; 16];
-        trace_id[..8].copy_from_slice(&a.to_be_bytes());
-        trace_id[8..].copy_from_slice(&b.to_be_bytes());
+        let (trace_id, span_id) = self.ids.next(pd.ev.start_ns);
         let ev = &pd.ev;
         let mut attributes = self.device_attributes(key);
         if key.0.netns.cookie != 0 {
@@ -421,7 +403,7 @@ impl Burst {
             .collect();
         Span {
             trace_id,
-            span_id: c.to_be_bytes(),
+            span_id,
             parent_span_id: [0; 8],
             name: Cow::Borrowed(names::SPAN_NETWORK_BURST),
             kind: SpanKind::Internal,
@@ -434,17 +416,8 @@ impl Burst {
     }
 
     fn emit(&mut self, out: &mut Emitter) {
-        let scope = Scope {
-            name: Cow::Owned(format!("periscope/{}", self.scope_name)),
-            version: Cow::Borrowed(env!("CARGO_PKG_VERSION")),
-        };
-        if !self.spans.is_empty() {
-            out.telemetry(Telemetry::Traces(TracesBatch {
-                resource: Default::default(),
-                scope: scope.clone(),
-                spans: std::mem::take(&mut self.spans),
-            }));
-        }
+        let scope = output::scope(&self.scope_name, "");
+        output::send_spans(out, scope.clone(), &mut self.spans);
         let now = now_ns();
         let start = self.series.start_ns();
         let temporality = self.config.temporality;
@@ -458,7 +431,7 @@ impl Burst {
             attributes: attributes.clone(),
             start_time_ns: start,
             time_ns: now,
-            value: Number::Int(i64::try_from(v).unwrap_or(i64::MAX)),
+            value: output::int(v),
         };
         let mut metrics = Vec::new();
         let count: Vec<NumberPoint> = all.iter().map(|(a, s)| point(a, s.count)).collect();
@@ -540,7 +513,7 @@ impl Burst {
                     attributes: vec![KeyValue::new(names::ATTR_BURST_UNTRACKED_REASON, reason)],
                     start_time_ns: start,
                     time_ns: now,
-                    value: Number::Int(i64::try_from(v).unwrap_or(i64::MAX)),
+                    value: output::int(v),
                 });
             }
         }
@@ -562,26 +535,11 @@ impl Burst {
             s.peak_pps = None;
         }
         self.series.finish_collect(now);
-        if !metrics.is_empty() {
-            out.telemetry(Telemetry::Metrics(MetricsBatch {
-                resource: Default::default(),
-                scope,
-                metrics,
-            }));
-        }
+        output::send_metrics(out, scope, metrics);
     }
 
     fn flush_spans(&mut self, out: &mut Emitter) {
-        if !self.spans.is_empty() {
-            out.telemetry(Telemetry::Traces(TracesBatch {
-                resource: Default::default(),
-                scope: Scope {
-                    name: Cow::Owned(format!("periscope/{}", self.scope_name)),
-                    version: Cow::Borrowed(env!("CARGO_PKG_VERSION")),
-                },
-                spans: std::mem::take(&mut self.spans),
-            }));
-        }
+        output::send_spans(out, output::scope(&self.scope_name, ""), &mut self.spans);
     }
 }
 

@@ -10,7 +10,6 @@ mod conn;
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
-use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -18,13 +17,13 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use periscope_pipeline::component::{BuildContext, Emitter, Processor, ProcessorConfig};
 use periscope_pipeline::model::{
-    tcp_state_name, DropEvent, Event, KeyValue, Metric, MetricData, MetricsBatch, Number,
-    NumberPoint, Payload, Scope, SocketEvent, SocketEventKind, SocketRole, Span, Telemetry,
-    Temporality, TracesBatch, Transport,
+    tcp_state_name, DropEvent, Event, KeyValue, Metric, MetricData, NumberPoint, Payload,
+    SocketEvent, SocketEventKind, SocketRole, Span, Temporality, Transport,
 };
 use periscope_pipeline::telemetry::{names, now_ns};
 use periscope_pipeline::SocketTable;
 
+use crate::output::{self, SpanIds};
 use crate::series::{TableOptions, TotalsTable};
 
 pub use config::ConnectionsConfig;
@@ -120,8 +119,7 @@ pub struct Connections {
     closed: FxHashSet<u64>,
     closed_order: VecDeque<u64>,
     spans: Vec<Span>,
-    ids: std::collections::hash_map::RandomState,
-    id_counter: u64,
+    ids: SpanIds,
     next_emit: Instant,
     untracked: u64,
 }
@@ -137,12 +135,7 @@ struct ConfigSnapshot {
 
 impl Connections {
     pub fn new(config: ConnectionsConfig, sockets: SocketTable, scope_name: String) -> Self {
-        let options = TableOptions {
-            processor: scope_name.clone(),
-            limit: config.cardinality_limit,
-            temporality: config.temporality,
-            start_ns: now_ns(),
-        };
+        let options = TableOptions::new(&scope_name, config.cardinality_limit, config.temporality);
         Connections {
             next_emit: Instant::now() + config.interval.get(),
             config: ConfigSnapshot {
@@ -161,8 +154,7 @@ impl Connections {
             closed: FxHashSet::default(),
             closed_order: VecDeque::new(),
             spans: Vec::new(),
-            ids: std::collections::hash_map::RandomState::new(),
-            id_counter: 0,
+            ids: SpanIds::new(),
             untracked: 0,
         }
     }
@@ -178,22 +170,6 @@ impl Connections {
             e.remote_addr,
             e.remote_port,
         ))
-    }
-
-    fn new_ids(&mut self, cookie: u64) -> ([u8; 16], [u8; 8]) {
-        self.id_counter += 1;
-        let mut h = self.ids.build_hasher();
-        h.write_u64(cookie);
-        h.write_u64(self.id_counter);
-        let a = h.finish();
-        h.write_u64(a);
-        let b = h.finish();
-        h.write_u64(b);
-        let c = h.finish();
-        let mut trace = [0u8; 16];
-        trace[..8].copy_from_slice(&a.to_be_bytes());
-        trace[8..].copy_from_slice(&b.to_be_bytes());
-        (trace, c.to_be_bytes())
     }
 
     /// Retransmitted segments, from the kernel's per-socket total (`tcp_sock.total_retrans`,
@@ -346,7 +322,7 @@ impl Connections {
             self.untracked += 1;
             return;
         }
-        let (trace_id, span_id) = self.new_ids(e.cookie);
+        let (trace_id, span_id) = self.ids.next(e.cookie);
         let start_ns = if established && e.duration_ns > 0 {
             e.timestamp_ns.saturating_sub(e.duration_ns)
         } else {
@@ -510,7 +486,7 @@ impl Connections {
         }
         for mut c in due {
             // Its own span id: the complete span at close keeps the original.
-            let (_, span_id) = self.new_ids(c.first.cookie);
+            let (_, span_id) = self.ids.next(c.first.cookie);
             c.span_id = span_id;
             let span = c.span(None, now_wall);
             self.spans.push(span);
@@ -520,17 +496,8 @@ impl Connections {
     fn emit(&mut self, out: &mut Emitter) {
         let now = now_ns();
         self.report_open(now);
-        let scope = Scope {
-            name: Cow::Owned(format!("periscope/{}", self.scope_name)),
-            version: Cow::Borrowed(env!("CARGO_PKG_VERSION")),
-        };
-        if !self.spans.is_empty() {
-            out.telemetry(Telemetry::Traces(TracesBatch {
-                resource: Default::default(),
-                scope: scope.clone(),
-                spans: std::mem::take(&mut self.spans),
-            }));
-        }
+        let scope = output::scope(&self.scope_name, "");
+        output::send_spans(out, scope.clone(), &mut self.spans);
         // The four tables start their periods together.
         let start = self.series[0].start_ns();
         let mut metrics = Vec::new();
@@ -541,7 +508,7 @@ impl Connections {
                     attributes: s.attributes(Self::attributes),
                     start_time_ns: start,
                     time_ns: now,
-                    value: Number::Int(i64::try_from(value).unwrap_or(i64::MAX)),
+                    value: output::int(value),
                 })
                 .collect();
             table.finish_collect(now);
@@ -563,13 +530,7 @@ impl Connections {
             tracing::warn!(processor = %self.scope_name, "{} connections without a span: more than max_connections open", self.untracked);
             self.untracked = 0;
         }
-        if !metrics.is_empty() {
-            out.telemetry(Telemetry::Metrics(MetricsBatch {
-                resource: Default::default(),
-                scope,
-                metrics,
-            }));
-        }
+        output::send_metrics(out, scope, metrics);
     }
 }
 

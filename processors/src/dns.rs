@@ -13,9 +13,7 @@
 //! behave as the live traffic did.
 
 use std::borrow::Cow;
-use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
-use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -29,14 +27,14 @@ use periscope_pipeline::component::{
 };
 use periscope_pipeline::config::{Boundaries, ConfigDuration, PositiveDuration};
 use periscope_pipeline::model::{
-    AnyValue, DnsEvent, Event, HistogramPoint, KeyValue, Metric, MetricData, MetricsBatch, Number,
-    NumberPoint, Payload, Scope, Span, SpanKind, SpanStatus, Telemetry, Temporality, TracesBatch,
-    Transport,
+    AnyValue, DnsEvent, Event, HistogramPoint, KeyValue, Metric, MetricData, NumberPoint, Payload,
+    Span, SpanKind, SpanStatus, Temporality, Transport,
 };
 use periscope_pipeline::telemetry::{names, now_ns};
 use periscope_pipeline::DnsTable;
 
 use crate::latency::Recorder;
+use crate::output::{self, SpanIds};
 use crate::series::{SeriesTable, TableOptions};
 
 /// DNS lookups from DNS events: the `dns.lookup.duration` histogram (seconds) with
@@ -211,9 +209,7 @@ pub struct Dns {
     /// When the processor started: the start of the cumulative untracked-queries sum.
     created_ns: u64,
     next_emit: Instant,
-    span_counter: u64,
-    /// Keys the span ids' hash: ids differ between runs.
-    ids: RandomState,
+    ids: SpanIds,
     lookups: u64,
     timeouts: u64,
     untracked: u64,
@@ -223,12 +219,7 @@ pub struct Dns {
 impl Dns {
     pub fn new(config: DnsConfig, table: DnsTable, scope_name: String) -> Self {
         let next_emit = Instant::now() + config.interval.get();
-        let options = TableOptions {
-            processor: scope_name.clone(),
-            limit: config.cardinality_limit,
-            temporality: config.temporality,
-            start_ns: now_ns(),
-        };
+        let options = TableOptions::new(&scope_name, config.cardinality_limit, config.temporality);
         Dns {
             series: SeriesTable::new(&options, names::DNS_LOOKUP_DURATION),
             config,
@@ -240,8 +231,7 @@ impl Dns {
             clock: None,
             created_ns: now_ns(),
             next_emit,
-            span_counter: 0,
-            ids: RandomState::new(),
+            ids: SpanIds::new(),
             lookups: 0,
             timeouts: 0,
             untracked: 0,
@@ -391,22 +381,10 @@ impl Dns {
                 SpanStatus::Error("timeout".into())
             }
         };
-        self.span_counter += 1;
-        let mut h = self.ids.build_hasher();
-        h.write_u64(q.ts_ns);
-        h.write_u64(self.span_counter);
-        h.write(self.scope_name.as_bytes());
-        let x = h.finish();
-        h.write_u64(x);
-        let y = h.finish();
-        h.write_u64(y);
-        let z = h.finish();
-        let mut trace_id = [0u8; 16];
-        trace_id[..8].copy_from_slice(&x.to_be_bytes());
-        trace_id[8..].copy_from_slice(&y.to_be_bytes());
+        let (trace_id, span_id) = self.ids.next(q.ts_ns);
         self.spans.push(Span {
             trace_id,
-            span_id: z.to_be_bytes(),
+            span_id,
             parent_span_id: [0; 8],
             name: Cow::Borrowed(names::SPAN_DNS_LOOKUP),
             kind: SpanKind::Client,
@@ -489,17 +467,8 @@ impl Dns {
     }
 
     fn emit(&mut self, out: &mut Emitter) {
-        let scope = Scope {
-            name: Cow::Owned(format!("periscope/{}", self.scope_name)),
-            version: Cow::Borrowed(env!("CARGO_PKG_VERSION")),
-        };
-        if !self.spans.is_empty() {
-            out.telemetry(Telemetry::Traces(TracesBatch {
-                resource: Default::default(),
-                scope: scope.clone(),
-                spans: std::mem::take(&mut self.spans),
-            }));
-        }
+        let scope = output::scope(&self.scope_name, "");
+        output::send_spans(out, scope.clone(), &mut self.spans);
         let now = now_ns();
         let start = self.series.start_ns();
         let points: Vec<HistogramPoint> = self
@@ -535,7 +504,7 @@ impl Dns {
                         attributes: Vec::new(),
                         start_time_ns: self.created_ns,
                         time_ns: now,
-                        value: Number::Int(i64::try_from(self.untracked).unwrap_or(i64::MAX)),
+                        value: output::int(self.untracked),
                     }],
                     temporality: Temporality::Cumulative,
                     monotonic: true,
@@ -543,13 +512,7 @@ impl Dns {
             });
         }
         self.series.finish_collect(now);
-        if !metrics.is_empty() {
-            out.telemetry(Telemetry::Metrics(MetricsBatch {
-                resource: Default::default(),
-                scope,
-                metrics,
-            }));
-        }
+        output::send_metrics(out, scope, metrics);
     }
 }
 

@@ -16,11 +16,11 @@ use periscope_pipeline::config::PositiveDuration;
 use periscope_pipeline::devices::DeviceTable;
 use periscope_pipeline::model::{
     CgroupCounters, DeviceCounters, DeviceRef, Direction, Event, KeyValue, Metric, MetricData,
-    MetricsBatch, NetworkType, Number, NumberPoint, PacketEvent, Payload, Scope, Telemetry,
-    Temporality, Transport,
+    NetworkType, NumberPoint, PacketEvent, Payload, Temporality, Transport,
 };
 use periscope_pipeline::telemetry::{names, now_ns};
 
+use crate::output;
 use crate::series::{overflow_attributes, Counts, Series, SeriesTable, TableOptions, TotalsTable};
 
 /// Counts packets and bytes (L2 frame length at the hook) per network namespace, interface,
@@ -130,12 +130,7 @@ const UNSPECIFIED: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 impl Flow {
     pub fn new(config: FlowConfig, devices: DeviceTable, scope_name: String) -> Self {
         let next_emit = Instant::now() + config.interval.get();
-        let options = TableOptions {
-            processor: scope_name.clone(),
-            limit: config.cardinality_limit,
-            temporality: config.temporality,
-            start_ns: now_ns(),
-        };
+        let options = TableOptions::new(&scope_name, config.cardinality_limit, config.temporality);
         Flow {
             series: SeriesTable::new(&options, names::NETWORK_PACKETS),
             exact: TotalsTable::new(&options, names::NETWORK_PACKETS),
@@ -296,7 +291,7 @@ impl Flow {
             attributes: attributes.clone(),
             start_time_ns: start,
             time_ns: now,
-            value: Number::Int(i64::try_from(v).unwrap_or(i64::MAX)),
+            value: output::int(v),
         };
         let packets = rows.iter().map(|(a, t)| point(a, t[PACKETS])).collect();
         let bytes = rows.iter().map(|(a, t)| point(a, t[BYTES])).collect();
@@ -369,14 +364,7 @@ impl Flow {
                 data: sum(lost),
             });
         }
-        out.telemetry(Telemetry::Metrics(MetricsBatch {
-            resource: Default::default(),
-            scope: Scope {
-                name: Cow::Owned(format!("periscope/{}", self.scope_name)),
-                version: Cow::Borrowed(env!("CARGO_PKG_VERSION")),
-            },
-            metrics,
-        }));
+        output::send_metrics(out, output::scope(&self.scope_name, ""), metrics);
     }
 }
 

@@ -39,8 +39,8 @@ use periscope_pipeline::component::{
 };
 use periscope_pipeline::model::{
     Event, ExponentialBuckets, ExponentialHistogramPoint, HistogramPoint, KeyValue, Metric,
-    MetricData, MetricsBatch, Number, NumberPoint, Payload, Scope, SocketEvent, SocketEventKind,
-    SocketHook, SocketRole, Telemetry, Temporality, Transport,
+    MetricData, NumberPoint, Payload, SocketEvent, SocketEventKind, SocketHook, SocketRole,
+    Temporality, Transport,
 };
 use periscope_pipeline::telemetry::{names, now_ns};
 
@@ -49,6 +49,7 @@ pub use recorder::Recorder;
 
 use config::{attr_of, Attr};
 
+use crate::output;
 use crate::series::{SeriesTable, TableOptions};
 
 impl ProcessorConfig for LatencyConfig {
@@ -226,12 +227,7 @@ impl Latency {
             Role::Server => SocketRole::Server,
             Role::Unknown => SocketRole::Unknown,
         };
-        let options = TableOptions {
-            processor: scope_name.clone(),
-            limit: config.cardinality_limit,
-            temporality: config.temporality,
-            start_ns: now_ns(),
-        };
+        let options = TableOptions::new(&scope_name, config.cardinality_limit, config.temporality);
         Ok(Latency {
             series: METRICS.map(|(_, name, _)| SeriesTable::new(&options, name)),
             next_emit: Instant::now() + config.interval.get(),
@@ -542,7 +538,7 @@ impl Latency {
                         attributes: Vec::new(),
                         start_time_ns: start,
                         time_ns: now,
-                        value: Number::Int(i64::try_from(value).unwrap_or(i64::MAX)),
+                        value: output::int(value),
                     }],
                     temporality: self.temporality,
                     monotonic: true,
@@ -553,27 +549,14 @@ impl Latency {
             tracing::warn!(processor = %self.scope_name, max_sockets = self.max_sockets, "latency: {} socket events not recorded: too many sockets tracked", self.untracked - self.untracked_logged);
             self.untracked_logged = self.untracked;
         }
-        let scope = |suffix: &str| Scope {
-            name: Cow::Owned(format!("periscope/{}{suffix}", self.scope_name)),
-            version: Cow::Borrowed(env!("CARGO_PKG_VERSION")),
-        };
         let both = self.explicit && self.exponential.is_some();
-        if !exponential_metrics.is_empty() && both {
-            out.telemetry(Telemetry::Metrics(MetricsBatch {
-                resource: Default::default(),
-                scope: scope("/exponential"),
-                metrics: exponential_metrics,
-            }));
+        if both {
+            let scope = output::scope(&self.scope_name, "/exponential");
+            output::send_metrics(out, scope, exponential_metrics);
         } else {
             explicit_metrics.append(&mut exponential_metrics);
         }
-        if !explicit_metrics.is_empty() {
-            out.telemetry(Telemetry::Metrics(MetricsBatch {
-                resource: Default::default(),
-                scope: scope(""),
-                metrics: explicit_metrics,
-            }));
-        }
+        output::send_metrics(out, output::scope(&self.scope_name, ""), explicit_metrics);
     }
 }
 

@@ -6,6 +6,7 @@ pub mod dns;
 pub mod flow;
 pub mod identity;
 pub mod latency;
+mod output;
 pub mod series;
 
 #[cfg(test)]

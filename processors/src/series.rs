@@ -34,7 +34,7 @@ use std::num::NonZeroUsize;
 use rustc_hash::FxHashMap;
 
 use periscope_pipeline::model::{KeyValue, Temporality};
-use periscope_pipeline::telemetry::names;
+use periscope_pipeline::telemetry::{names, now_ns};
 
 /// What the tables of one processor share.
 #[derive(Clone, Debug)]
@@ -47,6 +47,18 @@ pub struct TableOptions {
     pub temporality: Temporality,
     /// The start of the cumulative series (or of the first delta period), ns since the epoch.
     pub start_ns: u64,
+}
+
+impl TableOptions {
+    /// Options for tables whose series start now.
+    pub fn new(processor: &str, limit: NonZeroUsize, temporality: Temporality) -> Self {
+        TableOptions {
+            processor: processor.to_string(),
+            limit,
+            temporality,
+            start_ns: now_ns(),
+        }
+    }
 }
 
 /// A series of a table: one of its keys, or the overflow series.

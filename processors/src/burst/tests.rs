@@ -4,6 +4,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use super::*;
 use periscope_pipeline::config::problems;
+use periscope_pipeline::model::{Number, Telemetry};
 
 use crate::testing::{at_least_one, overflow_warnings, warnings};
 use periscope_pipeline::model::{EventBatch, NetnsId};

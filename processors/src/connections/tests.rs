@@ -2,6 +2,7 @@
 
 use super::*;
 use periscope_pipeline::model::{EventBatch, NetnsId, ProcessRef, SocketHook, SpanKind};
+use periscope_pipeline::model::{Number, Telemetry};
 use std::net::Ipv4Addr;
 
 use crate::testing::{at_least_one, overflow_warnings, warnings};
@@ -48,34 +49,45 @@ fn run(events: Vec<SocketEvent>) -> (Vec<Telemetry>, Vec<Payload>) {
     p.process(Payload::Events(batch), &mut out);
     let passed = out.take();
     p.flush(&mut out);
-    let telemetry = out
-        .take()
+    (telemetry(&mut out), passed)
+}
+
+/// The telemetry emitted so far.
+fn telemetry(out: &mut Emitter) -> Vec<Telemetry> {
+    out.take()
         .into_iter()
         .filter_map(|p| match p {
             Payload::Telemetry(t) => Some(t),
             _ => None,
         })
-        .collect();
-    (telemetry, passed)
+        .collect()
 }
 
-fn sum_of(t: &[Telemetry], name: &str) -> i64 {
+/// The points of every sum, or of the sum named `name`.
+fn points(t: &[Telemetry], name: Option<&str>) -> Vec<NumberPoint> {
     t.iter()
         .filter_map(|t| match t {
             Telemetry::Metrics(m) => Some(m),
             _ => None,
         })
         .flat_map(|m| m.metrics.iter())
-        .filter(|m| m.name == name)
+        .filter(|m| name.is_none_or(|n| m.name == n))
         .flat_map(|m| match &m.data {
             MetricData::Sum { points, .. } => points.clone(),
             _ => Vec::new(),
         })
-        .map(|p| match p.value {
-            Number::Int(i) => i,
-            Number::Double(d) => d as i64,
-        })
-        .sum()
+        .collect()
+}
+
+fn value(p: &NumberPoint) -> i64 {
+    match p.value {
+        Number::Int(i) => i,
+        Number::Double(d) => d as i64,
+    }
+}
+
+fn sum_of(t: &[Telemetry], name: &str) -> i64 {
+    points(t, Some(name)).iter().map(value).sum()
 }
 
 fn spans(t: &[Telemetry]) -> Vec<Span> {
@@ -178,14 +190,7 @@ fn udp_calls_and_drops_are_counted() {
     }));
     p.process(Payload::Events(batch), &mut out);
     p.flush(&mut out);
-    let t: Vec<Telemetry> = out
-        .take()
-        .into_iter()
-        .filter_map(|p| match p {
-            Payload::Telemetry(t) => Some(t),
-            _ => None,
-        })
-        .collect();
+    let t = telemetry(&mut out);
     assert_eq!(sum_of(&t, names::UDP_DATAGRAMS), 3);
     assert_eq!(sum_of(&t, names::DROPS), 1);
 }
@@ -215,26 +220,10 @@ fn the_cardinality_limit_sends_new_series_to_overflow() {
     }
     p.process(Payload::Events(batch), &mut out);
     p.flush(&mut out);
-    let t: Vec<Telemetry> = out
-        .take()
-        .into_iter()
-        .filter_map(|p| match p {
-            Payload::Telemetry(t) => Some(t),
-            _ => None,
-        })
-        .collect();
+    let t = telemetry(&mut out);
     assert_eq!(sum_of(&t, names::UDP_DATAGRAMS), 3);
-    let overflow: usize = t
+    let overflow: usize = points(&t, None)
         .iter()
-        .filter_map(|t| match t {
-            Telemetry::Metrics(m) => Some(m),
-            _ => None,
-        })
-        .flat_map(|m| m.metrics.iter())
-        .flat_map(|m| match &m.data {
-            MetricData::Sum { points, .. } => points.clone(),
-            _ => Vec::new(),
-        })
         .filter(|p| p.attributes.iter().any(|kv| kv.key == names::ATTR_OVERFLOW))
         .count();
     assert_eq!(overflow, 1);
@@ -265,25 +254,9 @@ fn series_past_the_limit_fold_into_one_overflow_series_with_one_warning() {
         }
         p.process(Payload::Events(batch), &mut out);
         p.flush(&mut out);
-        out.take()
+        telemetry(&mut out)
     });
-    let points: Vec<NumberPoint> = t
-        .into_iter()
-        .filter_map(|p| match p {
-            Payload::Telemetry(Telemetry::Metrics(m)) => Some(m.metrics),
-            _ => None,
-        })
-        .flatten()
-        .filter(|m| m.name == names::UDP_DATAGRAMS)
-        .flat_map(|m| match m.data {
-            MetricData::Sum { points, .. } => points,
-            _ => Vec::new(),
-        })
-        .collect();
-    let value = |p: &NumberPoint| match p.value {
-        Number::Int(i) => i,
-        Number::Double(d) => d as i64,
-    };
+    let points = points(&t, Some(names::UDP_DATAGRAMS));
     let (overflow, series): (Vec<_>, Vec<_>) = points
         .iter()
         .partition(|p| p.attributes == crate::series::overflow_attributes());

@@ -4,6 +4,7 @@ use periscope_pipeline::model::{AnyValue, DeviceRef, EventBatch, NetnsId, Packet
 
 use super::*;
 use crate::testing::{at_least_one, overflow_warnings, warnings};
+use periscope_pipeline::model::{MetricsBatch, Number, Telemetry};
 
 const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
 const SERVER: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 53));

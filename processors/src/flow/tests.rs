@@ -2,6 +2,7 @@
 
 use super::*;
 use periscope_pipeline::model::EventBatch;
+use periscope_pipeline::model::{Number, Telemetry};
 
 use periscope_pipeline::config::problems;
 

@@ -6,6 +6,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use super::*;
 use periscope_pipeline::config::{problems, PositiveDuration};
 use periscope_pipeline::model::{EventBatch, NetnsId, ProcessRef};
+use periscope_pipeline::model::{MetricsBatch, Number, Telemetry};
 
 use crate::testing::{at_least_one, overflow_warnings, warnings, Rng};
 

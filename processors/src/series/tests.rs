@@ -13,25 +13,9 @@ fn options(limit: usize, temporality: Temporality) -> TableOptions {
     }
 }
 
-/// (key or None for the overflow series, value) of what a collect emits, sorted.
-fn rows<V: Copy>(t: &SeriesTable<u32, V>) -> Vec<(Option<u32>, V)> {
-    let mut r: Vec<_> = t
-        .iter()
-        .map(|(s, v)| {
-            let key = match s {
-                Series::Key(k) => Some(*k),
-                Series::Overflow => None,
-            };
-            (key, *v)
-        })
-        .collect();
-    r.sort_by_key(|(k, _)| k.map_or(u32::MAX, |k| k));
-    r
-}
-
-fn totals<C: Counts>(t: &TotalsTable<u32, C>) -> Vec<(Option<u32>, C)> {
-    let mut r: Vec<_> = t
-        .iter()
+/// What a collect emits, as (key, or `None` for the overflow series; value), sorted.
+fn sorted<'a, V>(rows: impl Iterator<Item = (Series<'a, u32>, V)>) -> Vec<(Option<u32>, V)> {
+    let mut r: Vec<_> = rows
         .map(|(s, v)| {
             let key = match s {
                 Series::Key(k) => Some(*k),
@@ -42,6 +26,14 @@ fn totals<C: Counts>(t: &TotalsTable<u32, C>) -> Vec<(Option<u32>, C)> {
         .collect();
     r.sort_by_key(|(k, _)| k.map_or(u32::MAX, |k| k));
     r
+}
+
+fn rows<V: Copy>(t: &SeriesTable<u32, V>) -> Vec<(Option<u32>, V)> {
+    sorted(t.iter().map(|(s, v)| (s, *v)))
+}
+
+fn totals<C: Counts>(t: &TotalsTable<u32, C>) -> Vec<(Option<u32>, C)> {
+    sorted(t.iter())
 }
 
 #[test]

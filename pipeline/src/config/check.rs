@@ -5,6 +5,7 @@
 use serde::de::DeserializeOwned;
 
 use super::de::{self, DeError};
+use super::read_all::from_node_all;
 use super::yaml::{self, Node};
 use crate::component::{ComponentConfig, Invalid};
 
@@ -16,7 +17,7 @@ pub(crate) fn read_checked<T>(
     parse: impl Fn(&Node, &[String]) -> Result<T, DeError>,
     validate: impl FnOnce(&T) -> Result<(), Vec<Invalid>>,
 ) -> Result<T, Vec<DeError>> {
-    let read = de::from_node_all(node, path, parse);
+    let read = from_node_all(node, path, parse);
     let mut errors = read.errors.clone();
     let Some(value) = read.value.as_ref() else {
         return Err(errors);

@@ -9,6 +9,7 @@ mod check;
 pub mod de;
 pub mod env;
 pub mod error;
+pub mod read_all;
 mod service;
 pub mod types;
 pub mod yaml;
@@ -431,7 +432,7 @@ impl Loader {
                 }
             };
             // Every refused value at once; the references are checked with the rest.
-            let read = de::from_node_all(&value, &path, |node, path| {
+            let read = read_all::from_node_all(&value, &path, |node, path| {
                 de::from_node::<service::PipelineSpec>(node, path)
             });
             for e in read.errors {

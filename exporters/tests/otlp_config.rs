@@ -1,12 +1,12 @@
 //! The `otlp` and `prometheus` exporter configs: defaults, YAML, `configs/otlp.yaml`, and the
-//! problems `validate` reports (all at once, with the key path).
+//! problems `periscope validate` reports (all at once, with the key path).
 
 use std::time::Duration;
 
 use periscope_exporters::otlp::{Compression, OtlpConfig, Protocol};
 use periscope_exporters::prometheus::PrometheusConfig;
 use periscope_pipeline::component::ComponentConfig;
-use periscope_pipeline::config::{de::from_node, env, yaml::parse};
+use periscope_pipeline::config::{de::from_node, env, problems, yaml::parse};
 
 fn otlp(yaml: &str) -> OtlpConfig {
     from_node(&parse(yaml).expect("yaml"), &[]).expect("config")
@@ -18,8 +18,8 @@ fn otlp_defaults() {
     assert_eq!(c.endpoint, "http://127.0.0.1:4317");
     assert_eq!(c.protocol, Protocol::Grpc);
     assert_eq!(c.compression, Compression::Gzip);
-    assert_eq!(c.timeout.0, Duration::from_secs(10));
-    assert_eq!(c.sending_queue.queue_size, 1000);
+    assert_eq!(c.timeout.get(), Duration::from_secs(10));
+    assert_eq!(c.sending_queue.queue_size.get(), 1000);
     assert!(c.retry_on_failure.enabled);
     assert_eq!(
         c.retry_on_failure.initial_interval.0,
@@ -45,7 +45,7 @@ fn otlp_from_yaml() {
     assert_eq!(c.headers["authorization"], "Bearer x");
     assert!(c.uses_tls());
     assert_eq!(c.compression, Compression::None);
-    assert_eq!(c.batch.max_size, 100);
+    assert_eq!(c.batch.max_size.get(), 100);
     assert!(!c.retry_on_failure.enabled);
     assert_eq!(c.validate(), Ok(()));
     assert_eq!(
@@ -63,7 +63,9 @@ fn otlp_from_yaml() {
 
 #[test]
 fn otlp_validate_reports_every_problem() {
-    let c = otlp(
+    // As `periscope validate` reads it: `validate`'s problems and the values the option types
+    // refuse, all at once, in the order of the text.
+    let problems = problems::<OtlpConfig>(
         "endpoint: 127.0.0.1:4317\n\
          headers: {'bad header': x}\n\
          tls: {cert_file: c.pem}\n\
@@ -72,7 +74,6 @@ fn otlp_validate_reports_every_problem() {
          batch: {max_size: 0}\n\
          retry_on_failure: {initial_interval: 10s, max_interval: 1s}\n",
     );
-    let problems = c.validate().unwrap_err();
     let paths: Vec<_> = problems.iter().map(|p| p.path.as_str()).collect();
     assert_eq!(
         paths,
@@ -114,12 +115,7 @@ fn prometheus_config() {
     let c: PrometheusConfig = from_node(&parse("{}").unwrap(), &[]).unwrap();
     assert_eq!(c.listen, "127.0.0.1:9464");
     assert_eq!(c.validate(), Ok(()));
-    let c: PrometheusConfig = from_node(
-        &parse("{listen: 'localhost:9464', series_limit: 0}").unwrap(),
-        &[],
-    )
-    .unwrap();
-    let problems = c.validate().unwrap_err();
+    let problems = problems::<PrometheusConfig>("{listen: 'localhost:9464', series_limit: 0}");
     assert_eq!(problems.len(), 2);
     assert_eq!(problems[0].path, "listen");
     let e = from_node::<PrometheusConfig>(&parse("{port: 1}").unwrap(), &[]).unwrap_err();

@@ -16,7 +16,7 @@ use prost::Message;
 
 use periscope_exporters::otlp::{OtlpConfig, Protocol};
 use periscope_pipeline::component::{ComponentConfig, Exporter};
-use periscope_pipeline::config::ConfigDuration;
+use periscope_pipeline::config::{ConfigDuration, PositiveDuration};
 use periscope_pipeline::model::Telemetry;
 
 struct Seen {
@@ -111,7 +111,7 @@ fn http_retry_after_partial_success_and_permanent_errors() {
         .headers
         .insert("authorization".into(), "Bearer t0ken".into());
     config.batch.timeout = ConfigDuration::from_millis(0);
-    config.timeout = ConfigDuration::from_secs(5);
+    config.timeout = PositiveDuration::from_secs(5);
     config.retry_on_failure.initial_interval = ConfigDuration::from_millis(50);
     config.retry_on_failure.max_interval = ConfigDuration::from_millis(100);
     config.validate().expect("valid");

@@ -6,12 +6,13 @@
 mod common;
 mod otlp_support;
 
+use std::num::NonZeroUsize;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use periscope_exporters::otlp::{OtlpConfig, Protocol};
 use periscope_pipeline::component::{ComponentConfig, Exporter};
-use periscope_pipeline::config::ConfigDuration;
+use periscope_pipeline::config::{ConfigDuration, PositiveDuration};
 use periscope_pipeline::model::{KeyValue, Telemetry};
 
 use otlp_support::*;
@@ -54,9 +55,9 @@ fn backend_down_for_30s_then_up() {
         protocol: Protocol::Grpc,
         ..OtlpConfig::default()
     };
-    config.sending_queue.queue_size = QUEUE;
+    config.sending_queue.queue_size = NonZeroUsize::new(QUEUE).expect("a queue");
     config.batch.timeout = ConfigDuration::from_millis(0);
-    config.timeout = ConfigDuration::from_secs(2);
+    config.timeout = PositiveDuration::from_secs(2);
     config.retry_on_failure.initial_interval = ConfigDuration::from_millis(100);
     config.retry_on_failure.max_interval = ConfigDuration::from_millis(500);
     config.retry_on_failure.max_elapsed_time = ConfigDuration::from_secs(3);
@@ -165,7 +166,7 @@ fn flush_is_bounded_when_the_backend_is_gone() {
         endpoint: format!("http://127.0.0.1:{port}"),
         ..OtlpConfig::default()
     };
-    config.timeout = ConfigDuration::from_secs(1);
+    config.timeout = PositiveDuration::from_secs(1);
     config.batch.timeout = ConfigDuration::from_millis(0);
     config.retry_on_failure.initial_interval = ConfigDuration::from_millis(200);
     config.retry_on_failure.max_interval = ConfigDuration::from_millis(400);

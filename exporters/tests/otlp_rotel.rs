@@ -18,7 +18,7 @@ use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 
 use periscope_exporters::otlp::{OtlpConfig, Protocol};
 use periscope_pipeline::component::{ComponentConfig, Exporter};
-use periscope_pipeline::config::ConfigDuration;
+use periscope_pipeline::config::{ConfigDuration, PositiveDuration};
 use periscope_pipeline::model::{KeyValue, Telemetry};
 
 use otlp_support::*;
@@ -30,7 +30,7 @@ fn config(endpoint: String, protocol: Protocol) -> OtlpConfig {
         ..OtlpConfig::default()
     };
     c.batch.timeout = ConfigDuration::from_millis(50);
-    c.timeout = ConfigDuration::from_secs(5);
+    c.timeout = PositiveDuration::from_secs(5);
     c.retry_on_failure.initial_interval = ConfigDuration::from_millis(200);
     c.retry_on_failure.max_interval = ConfigDuration::from_secs(1);
     c.validate().expect("valid config");

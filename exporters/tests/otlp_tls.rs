@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use periscope_exporters::otlp::{OtlpConfig, Protocol};
 use periscope_pipeline::component::{ComponentConfig, Exporter};
-use periscope_pipeline::config::ConfigDuration;
+use periscope_pipeline::config::{ConfigDuration, PositiveDuration};
 use periscope_pipeline::model::Telemetry;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
@@ -77,7 +77,7 @@ fn config(port: u16, dir: &Path, client_cert: bool) -> OtlpConfig {
         c.tls.key_file = Some(dir.join("client.key"));
     }
     c.batch.timeout = ConfigDuration::from_millis(0);
-    c.timeout = ConfigDuration::from_secs(3);
+    c.timeout = PositiveDuration::from_secs(3);
     c.retry_on_failure.enabled = false;
     c.validate().expect("valid");
     c

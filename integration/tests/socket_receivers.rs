@@ -190,7 +190,7 @@ fn sk_msg_reports_every_message_with_its_size_and_sender() {
     let cgroup = TestCgroup::new();
     let config = SkMsgConfig {
         cgroup: cgroup.path.clone(),
-        poll_interval: periscope_pipeline::config::ConfigDuration(Duration::from_millis(10)),
+        poll_interval: periscope_pipeline::config::PositiveDuration::from_millis(10),
         ..SkMsgConfig::default()
     };
     let running = start(Box::new(
@@ -328,7 +328,7 @@ fn cgroup_skb_counts_a_cgroups_traffic_exactly() {
     let client_cgroup = TestCgroup::new();
     let server_cgroup = TestCgroup::new();
     let config = CgroupSkbConfig {
-        counters_interval: periscope_pipeline::config::ConfigDuration(Duration::from_millis(100)),
+        counters_interval: periscope_pipeline::config::PositiveDuration::from_millis(100),
         ..CgroupSkbConfig::default()
     };
     let running = start(Box::new(

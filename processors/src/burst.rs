@@ -20,167 +20,31 @@
 //! (`reason=flow`), and `cardinality_limit` series per metric (further series go to one
 //! series marked `otel.metric.overflow=true`).
 
+mod config;
+
 use std::borrow::Cow;
 use std::collections::VecDeque;
-use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
-use serde::Deserialize;
 
 use periscope_pipeline::component::{
-    BuildContext, ComponentConfig, Emitter, Invalid, Processor, ProcessorConfig,
+    BuildContext, ComponentConfig, Emitter, Processor, ProcessorConfig,
 };
-use periscope_pipeline::config::ConfigDuration;
 use periscope_pipeline::devices::DeviceTable;
 use periscope_pipeline::model::{
     BurstEvent, BurstPhase, DeviceRef, Direction, Event, HistogramPoint, KeyValue, Metric,
-    MetricData, MetricsBatch, Number, NumberPoint, PacketEvent, Payload, Scope, Span, SpanEvent,
-    SpanKind, SpanStatus, Telemetry, Temporality, TracesBatch, Transport,
+    MetricData, NumberPoint, PacketEvent, Payload, Span, SpanEvent, SpanKind, SpanStatus,
+    Temporality, Transport,
 };
 use periscope_pipeline::telemetry::{names, now_ns};
 
 use crate::latency::Recorder;
+use crate::output::{self, SpanIds};
+use crate::series::{SeriesTable, TableOptions};
 
-/// Turns the kernel's burst reports into one burst per device, direction and time span:
-/// `periscope.burst.count`, `periscope.burst.duration` (histogram, seconds),
-/// `periscope.burst.packets` and `periscope.burst.peak_rate` (highest packets/s per device in
-/// the interval) every `interval`, and a `network.burst` span per burst with its top flows
-/// (needs packet records: `events: all` or `sample` on the receiver). Passes every event on
-/// unchanged.
-#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct BurstConfig {
-    /// How often the metrics are emitted (and once more at stop); default 10s.
-    #[serde(default = "default_interval")]
-    pub interval: ConfigDuration,
-    /// `cumulative` (default) or `delta` for the count, packets and duration metrics.
-    #[serde(default)]
-    pub temporality: Temporality,
-    /// How long after its last report a burst waits for other CPUs' reports of it before it
-    /// is final (recorded, and its span sent); default 50ms.
-    #[serde(default = "default_merge_delay")]
-    pub merge_delay: ConfigDuration,
-    /// Upper bounds of the duration histogram's buckets, in seconds, strictly increasing.
-    /// Default: 100µs, 250µs, 500µs, 1ms, 2.5ms, 5ms, 10ms, 25ms, 50ms, 100ms, 250ms, 500ms,
-    /// 1s.
-    #[serde(default = "default_boundaries")]
-    pub boundaries: Vec<f64>,
-    /// Send a `network.burst` span per burst (traces pipelines); default true.
-    #[serde(default = "default_true")]
-    pub spans: bool,
-    /// How many flows (by packets) a burst's span lists; default 5.
-    #[serde(default = "default_top_flows")]
-    pub top_flows: usize,
-    /// Most devices (device and direction) tracked at once; reports and packets of further
-    /// devices are counted in `periscope.burst.untracked` (`reason=device`). Default 1024.
-    #[serde(default = "default_max_devices")]
-    pub max_devices: usize,
-    /// Most flows counted per burst; packets of further flows are counted in
-    /// `periscope.burst.untracked` (`reason=flow`). Default 1024.
-    #[serde(default = "default_max_flows")]
-    pub max_flows: usize,
-    /// Most series per metric; further series go to one series marked
-    /// `otel.metric.overflow=true`. Default 1000.
-    #[serde(default = "default_cardinality_limit")]
-    pub cardinality_limit: usize,
-}
-
-fn default_interval() -> ConfigDuration {
-    ConfigDuration::from_secs(10)
-}
-fn default_merge_delay() -> ConfigDuration {
-    ConfigDuration::from_millis(50)
-}
-/// Default duration bucket bounds, seconds.
-pub const DEFAULT_BOUNDARIES: [f64; 13] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-];
-fn default_boundaries() -> Vec<f64> {
-    DEFAULT_BOUNDARIES.to_vec()
-}
-fn default_true() -> bool {
-    true
-}
-fn default_top_flows() -> usize {
-    5
-}
-fn default_max_devices() -> usize {
-    1024
-}
-fn default_max_flows() -> usize {
-    1024
-}
-fn default_cardinality_limit() -> usize {
-    1000
-}
-
-impl Default for BurstConfig {
-    fn default() -> Self {
-        BurstConfig {
-            interval: default_interval(),
-            temporality: Temporality::Cumulative,
-            merge_delay: default_merge_delay(),
-            boundaries: default_boundaries(),
-            spans: true,
-            top_flows: default_top_flows(),
-            max_devices: default_max_devices(),
-            max_flows: default_max_flows(),
-            cardinality_limit: default_cardinality_limit(),
-        }
-    }
-}
-
-impl ComponentConfig for BurstConfig {
-    const TYPE: &'static str = "burst";
-
-    fn validate(&self) -> Result<(), Vec<Invalid>> {
-        let mut p = Vec::new();
-        if self.interval.0.is_zero() {
-            p.push(Invalid::new(
-                "interval",
-                "must be longer than zero, e.g. 10s",
-            ));
-        }
-        if self.merge_delay.0 > Duration::from_secs(10) {
-            p.push(Invalid::new(
-                "merge_delay",
-                format!("{}: must be at most 10s (e.g. 50ms)", self.merge_delay),
-            ));
-        }
-        for (i, b) in self.boundaries.iter().enumerate() {
-            if !b.is_finite() || *b < 0.0 {
-                p.push(Invalid::new(
-                    format!("boundaries.{i}"),
-                    format!("`{b}` is not a duration in seconds (finite, ≥ 0)"),
-                ));
-            } else if i > 0 && *b <= self.boundaries[i - 1] {
-                p.push(Invalid::new(
-                    format!("boundaries.{i}"),
-                    format!(
-                        "`{b}` does not increase (after `{}`): bounds must be strictly increasing",
-                        self.boundaries[i - 1]
-                    ),
-                ));
-            }
-        }
-        for (key, v) in [
-            ("max_devices", self.max_devices),
-            ("max_flows", self.max_flows),
-            ("cardinality_limit", self.cardinality_limit),
-        ] {
-            if v == 0 {
-                p.push(Invalid::new(key, "must be at least 1"));
-            }
-        }
-        if p.is_empty() {
-            Ok(())
-        } else {
-            Err(p)
-        }
-    }
-}
+pub use config::{BurstConfig, DEFAULT_BOUNDARIES};
 
 impl ProcessorConfig for BurstConfig {
     fn build(&self, ctx: &BuildContext) -> anyhow::Result<Box<dyn Processor>> {
@@ -247,7 +111,7 @@ struct DevState {
 
 /// The series of one device and direction.
 #[derive(Clone, Debug)]
-struct Series {
+struct DeviceSeries {
     count: u64,
     packets: u64,
     duration: Recorder,
@@ -255,9 +119,9 @@ struct Series {
     peak_pps: Option<u64>,
 }
 
-impl Series {
+impl DeviceSeries {
     fn new() -> Self {
-        Series {
+        DeviceSeries {
             count: 0,
             packets: 0,
             duration: Recorder::new(2, None),
@@ -279,15 +143,11 @@ pub struct Burst {
     scope_name: String,
     devices: DeviceTable,
     state: FxHashMap<DevKey, DevState>,
-    series: FxHashMap<DevKey, Series>,
-    overflow: Option<Series>,
+    series: SeriesTable<DevKey, DeviceSeries>,
     spans: Vec<Span>,
     untracked_devices: u64,
     untracked_flows: u64,
-    warned: bool,
-    ids: std::collections::hash_map::RandomState,
-    id_counter: u64,
-    start_ns: u64,
+    ids: SpanIds,
     next_emit: Instant,
 }
 
@@ -307,28 +167,25 @@ impl Burst {
                     .join("; ")
             );
         }
+        let options = TableOptions::new(&scope_name, config.cardinality_limit, config.temporality);
         Ok(Burst {
-            next_emit: Instant::now() + config.interval.0.max(Duration::from_millis(1)),
+            series: SeriesTable::new(&options, names::BURST_COUNT),
+            next_emit: Instant::now() + config.interval.get(),
             config,
             scope_name,
             devices,
             state: FxHashMap::default(),
-            series: FxHashMap::default(),
-            overflow: None,
             spans: Vec::new(),
             untracked_devices: 0,
             untracked_flows: 0,
-            warned: false,
-            ids: std::collections::hash_map::RandomState::new(),
-            id_counter: 0,
-            start_ns: now_ns(),
+            ids: SpanIds::new(),
         })
     }
 
     /// The state of a device, if it is or can be tracked.
     fn dev(&mut self, key: DevKey, now: Instant) -> Option<&mut DevState> {
         if !self.state.contains_key(&key) {
-            if self.state.len() >= self.config.max_devices {
+            if self.state.len() >= self.config.max_devices.get() {
                 // Make room: forget a device with nothing open or pending, idle longest.
                 let idle = self
                     .state
@@ -354,10 +211,10 @@ impl Burst {
     }
 
     fn on_packet(&mut self, p: &PacketEvent, now: Instant) {
-        let max_flows = self.config.max_flows;
+        let max_flows = self.config.max_flows.get();
         let key = (p.device, p.direction);
         // Packets of devices never seen bursting are only remembered while there is room.
-        if !self.state.contains_key(&key) && self.state.len() >= self.config.max_devices {
+        if !self.state.contains_key(&key) && self.state.len() >= self.config.max_devices.get() {
             return;
         }
         let Some(s) = self.dev(key, now) else {
@@ -383,7 +240,7 @@ impl Burst {
     }
 
     fn on_burst(&mut self, b: &BurstEvent, now: Instant) {
-        let max_flows = self.config.max_flows;
+        let max_flows = self.config.max_flows.get();
         let delay = self.config.merge_delay.0;
         let key = (b.device, b.direction);
         let Some(s) = self.dev(key, now) else {
@@ -475,20 +332,7 @@ impl Burst {
     }
 
     fn finish(&mut self, key: DevKey, pd: Pending) {
-        let limit = self.config.cardinality_limit;
-        if let Some(s) = self.series.get_mut(&key) {
-            s.record(&pd.ev);
-        } else if self.series.len() < limit {
-            let mut s = Series::new();
-            s.record(&pd.ev);
-            self.series.insert(key, s);
-        } else {
-            self.overflow.get_or_insert_with(Series::new).record(&pd.ev);
-            if !self.warned {
-                self.warned = true;
-                tracing::warn!(processor = %self.scope_name, limit, "burst: cardinality limit reached; further series go to the overflow series (otel.metric.overflow=true)");
-            }
-        }
+        self.series.value(key, DeviceSeries::new).record(&pd.ev);
         if self.config.spans {
             let span = self.span(key, &pd);
             self.spans.push(span);
@@ -507,18 +351,7 @@ impl Burst {
     }
 
     fn span(&mut self, key: DevKey, pd: &Pending) -> Span {
-        self.id_counter += 1;
-        let mut h = self.ids.build_hasher();
-        h.write_u64(pd.ev.start_ns);
-        h.write_u64(self.id_counter);
-        let a = h.finish();
-        h.write_u64(a);
-        let b = h.finish();
-        h.write_u64(b);
-        let c = h.finish();
-        let mut trace_id = [0u8; 16];
-        trace_id[..8].copy_from_slice(&a.to_be_bytes());
-        trace_id[8..].copy_from_slice(&b.to_be_bytes());
+        let (trace_id, span_id) = self.ids.next(pd.ev.start_ns);
         let ev = &pd.ev;
         let mut attributes = self.device_attributes(key);
         if key.0.netns.cookie != 0 {
@@ -570,7 +403,7 @@ impl Burst {
             .collect();
         Span {
             trace_id,
-            span_id: c.to_be_bytes(),
+            span_id,
             parent_span_id: [0; 8],
             name: Cow::Borrowed(names::SPAN_NETWORK_BURST),
             kind: SpanKind::Internal,
@@ -583,51 +416,26 @@ impl Burst {
     }
 
     fn emit(&mut self, out: &mut Emitter) {
-        let scope = Scope {
-            name: Cow::Owned(format!("periscope/{}", self.scope_name)),
-            version: Cow::Borrowed(env!("CARGO_PKG_VERSION")),
-        };
-        if !self.spans.is_empty() {
-            out.telemetry(Telemetry::Traces(TracesBatch {
-                resource: Default::default(),
-                scope: scope.clone(),
-                spans: std::mem::take(&mut self.spans),
-            }));
-        }
+        let scope = output::scope(&self.scope_name, "");
+        output::send_spans(out, scope.clone(), &mut self.spans);
         let now = now_ns();
-        let start = self.start_ns;
-        let delta = self.config.temporality == Temporality::Delta;
-        if delta {
-            self.start_ns = now;
-        }
+        let start = self.series.start_ns();
         let temporality = self.config.temporality;
-        let mut keys: Vec<DevKey> = self.series.keys().copied().collect();
-        keys.sort();
-        let mut all: Vec<(Vec<KeyValue>, &Series)> = keys
-            .iter()
-            .map(|k| (self.device_attributes(*k), &self.series[k]))
+        let all: Vec<(Vec<KeyValue>, &DeviceSeries)> = self
+            .series
+            .sorted_by_key(|k| *k)
+            .into_iter()
+            .map(|(s, v)| (s.attributes(|k| self.device_attributes(*k)), v))
             .collect();
-        if let Some(o) = &self.overflow {
-            all.push((vec![KeyValue::new(names::ATTR_OVERFLOW, true)], o));
-        }
         let point = |attributes: &Vec<KeyValue>, v: u64| NumberPoint {
             attributes: attributes.clone(),
             start_time_ns: start,
             time_ns: now,
-            value: Number::Int(i64::try_from(v).unwrap_or(i64::MAX)),
+            value: output::int(v),
         };
-        let live = |s: &Series| !delta || s.count > 0;
         let mut metrics = Vec::new();
-        let count: Vec<NumberPoint> = all
-            .iter()
-            .filter(|(_, s)| live(s))
-            .map(|(a, s)| point(a, s.count))
-            .collect();
-        let packets: Vec<NumberPoint> = all
-            .iter()
-            .filter(|(_, s)| live(s))
-            .map(|(a, s)| point(a, s.packets))
-            .collect();
+        let count: Vec<NumberPoint> = all.iter().map(|(a, s)| point(a, s.count)).collect();
+        let packets: Vec<NumberPoint> = all.iter().map(|(a, s)| point(a, s.packets)).collect();
         let duration: Vec<HistogramPoint> = all
             .iter()
             .filter(|(_, s)| s.duration.count() > 0)
@@ -639,7 +447,7 @@ impl Burst {
                 sum: Some(s.duration.sum()),
                 min: None,
                 max: None,
-                explicit_bounds: self.config.boundaries.clone(),
+                explicit_bounds: self.config.boundaries.to_vec(),
                 bucket_counts: s.duration.explicit_counts(&self.config.boundaries),
             })
             .collect();
@@ -703,9 +511,9 @@ impl Burst {
             if v > 0 {
                 untracked.push(NumberPoint {
                     attributes: vec![KeyValue::new(names::ATTR_BURST_UNTRACKED_REASON, reason)],
-                    start_time_ns: self.start_ns.min(start),
+                    start_time_ns: start,
                     time_ns: now,
-                    value: Number::Int(i64::try_from(v).unwrap_or(i64::MAX)),
+                    value: output::int(v),
                 });
             }
         }
@@ -722,41 +530,16 @@ impl Burst {
                 },
             ));
         }
+        // The peak rate is a gauge: each point covers the time since the last one.
         for s in self.series.values_mut() {
             s.peak_pps = None;
         }
-        if let Some(o) = &mut self.overflow {
-            o.peak_pps = None;
-        }
-        if delta {
-            self.series.retain(|_, s| s.count > 0);
-            for s in self.series.values_mut() {
-                *s = Series::new();
-            }
-            if self.overflow.as_ref().is_some_and(|o| o.count > 0) {
-                self.overflow = Some(Series::new());
-            }
-        }
-        if !metrics.is_empty() {
-            out.telemetry(Telemetry::Metrics(MetricsBatch {
-                resource: Default::default(),
-                scope,
-                metrics,
-            }));
-        }
+        self.series.finish_collect(now);
+        output::send_metrics(out, scope, metrics);
     }
 
     fn flush_spans(&mut self, out: &mut Emitter) {
-        if !self.spans.is_empty() {
-            out.telemetry(Telemetry::Traces(TracesBatch {
-                resource: Default::default(),
-                scope: Scope {
-                    name: Cow::Owned(format!("periscope/{}", self.scope_name)),
-                    version: Cow::Borrowed(env!("CARGO_PKG_VERSION")),
-                },
-                spans: std::mem::take(&mut self.spans),
-            }));
-        }
+        output::send_spans(out, output::scope(&self.scope_name, ""), &mut self.spans);
     }
 }
 
@@ -818,7 +601,7 @@ impl Processor for Burst {
         self.flush_spans(out);
         if now >= self.next_emit {
             self.emit(out);
-            self.next_emit = now + self.config.interval.0;
+            self.next_emit = now + self.config.interval.get();
             // Devices idle for long with nothing open are forgotten.
             self.state.retain(|_, s| {
                 !s.open.is_empty()

@@ -5,123 +5,29 @@
 //! machine): a connection is counted once per socket cookie, whichever reports it first, and
 //! what the others add (the process, RTT) is merged in.
 
+mod config;
+mod conn;
+
 use std::borrow::Cow;
 use std::collections::VecDeque;
-use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use rustc_hash::{FxHashMap, FxHashSet};
-use serde::Deserialize;
 
-use periscope_pipeline::component::{
-    BuildContext, ComponentConfig, Emitter, Invalid, Processor, ProcessorConfig,
-};
-use periscope_pipeline::config::ConfigDuration;
+use periscope_pipeline::component::{BuildContext, Emitter, Processor, ProcessorConfig};
 use periscope_pipeline::model::{
-    tcp_state_name, DropEvent, Event, KeyValue, Metric, MetricData, MetricsBatch, Number,
-    NumberPoint, Payload, ProcessRef, Scope, SocketEvent, SocketEventKind, SocketRole, Span,
-    SpanEvent, SpanKind, SpanStatus, Telemetry, Temporality, TracesBatch, Transport,
+    tcp_state_name, DropEvent, Event, KeyValue, Metric, MetricData, NumberPoint, Payload,
+    SocketEvent, SocketEventKind, SocketRole, Span, Temporality, Transport,
 };
 use periscope_pipeline::telemetry::{names, now_ns};
 use periscope_pipeline::SocketTable;
 
-/// Turns socket events (from `sockops`, `tcp_udp`, `sk_msg`) and drops into
-/// `periscope.tcp.connections`, `periscope.tcp.retransmits`, `periscope.udp.datagrams` and
-/// `periscope.drops`, emitted every `interval`, and — with `spans` — one span per TCP
-/// connection (connect/accept → close) with its 5-tuple, namespace, process, bytes,
-/// retransmits and RTT. Consumes socket events and drops and passes every other event on
-/// (put it before `flow`, and after processors that also read socket events).
-#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ConnectionsConfig {
-    /// How often the counters are emitted (and once more at stop); default 10s.
-    #[serde(default = "default_interval")]
-    pub interval: ConfigDuration,
-    /// `cumulative` (default) or `delta`.
-    #[serde(default)]
-    pub temporality: Temporality,
-    /// A span per TCP connection; default true.
-    #[serde(default = "default_true")]
-    pub spans: bool,
-    /// A connection still open after this long is reported as a span ending now (attribute
-    /// `periscope.connection.open=true`), and again, complete, at close; default 60s.
-    #[serde(default = "default_report_open_after")]
-    pub report_open_after: ConfigDuration,
-    /// Add `network.local.address`/`.port` and `network.peer.address`/`.port` to the
-    /// connection and UDP series: a series per socket, so mind `cardinality_limit`.
-    #[serde(default)]
-    pub socket_attributes: bool,
-    /// Most series per metric; further series are counted in one `otel.metric.overflow=true`
-    /// series.
-    #[serde(default = "default_cardinality_limit")]
-    pub cardinality_limit: usize,
-    /// Most connections tracked at once (for spans and de-duplication); connections past it
-    /// are still counted but get no span (counted as dropped).
-    #[serde(default = "default_max_connections")]
-    pub max_connections: usize,
-}
+use crate::output::{self, SpanIds};
+use crate::series::{TableOptions, TotalsTable};
 
-fn default_interval() -> ConfigDuration {
-    ConfigDuration::from_secs(10)
-}
-fn default_true() -> bool {
-    true
-}
-fn default_report_open_after() -> ConfigDuration {
-    ConfigDuration::from_secs(60)
-}
-fn default_cardinality_limit() -> usize {
-    2000
-}
-fn default_max_connections() -> usize {
-    65536
-}
-
-impl Default for ConnectionsConfig {
-    fn default() -> Self {
-        ConnectionsConfig {
-            interval: default_interval(),
-            temporality: Temporality::Cumulative,
-            spans: true,
-            report_open_after: default_report_open_after(),
-            socket_attributes: false,
-            cardinality_limit: default_cardinality_limit(),
-            max_connections: default_max_connections(),
-        }
-    }
-}
-
-impl ComponentConfig for ConnectionsConfig {
-    const TYPE: &'static str = "connections";
-
-    fn validate(&self) -> Result<(), Vec<Invalid>> {
-        let mut p = Vec::new();
-        if self.interval.0.is_zero() {
-            p.push(Invalid::new(
-                "interval",
-                "must be longer than zero, e.g. 10s",
-            ));
-        }
-        if self.report_open_after.0.is_zero() {
-            p.push(Invalid::new(
-                "report_open_after",
-                "must be longer than zero, e.g. 60s",
-            ));
-        }
-        if self.cardinality_limit == 0 {
-            p.push(Invalid::new("cardinality_limit", "must be at least 1"));
-        }
-        if self.max_connections == 0 {
-            p.push(Invalid::new("max_connections", "must be at least 1"));
-        }
-        if p.is_empty() {
-            Ok(())
-        } else {
-            Err(p)
-        }
-    }
-}
+pub use config::ConnectionsConfig;
+use conn::Conn;
 
 impl ProcessorConfig for ConnectionsConfig {
     fn build(&self, ctx: &BuildContext) -> anyhow::Result<Box<dyn Processor>> {
@@ -160,6 +66,7 @@ enum SeriesKey {
 }
 
 impl SeriesKey {
+    /// Which of the four metrics the series belongs to.
     fn metric(&self) -> usize {
         match self {
             SeriesKey::Connection { .. } => 0,
@@ -170,27 +77,30 @@ impl SeriesKey {
     }
 }
 
-/// A connection between its start and its close.
-#[derive(Clone, Debug)]
-struct Conn {
-    start_ns: u64,
-    first: SocketEvent,
-    process: ProcessRef,
-    connect_ns: u64,
-    srtt_us: u32,
-    rttvar_us: u32,
-    events: Vec<SpanEvent>,
-    events_dropped: u32,
-    trace_id: [u8; 16],
-    span_id: [u8; 8],
-    seen_at: Instant,
-    reported_open: bool,
-    /// Its opening was counted (by the first receiver to report it established).
-    counted_open: bool,
-}
+/// Name, description and unit of the four metrics, in [`SeriesKey::metric`] order.
+const META: [(&str, &str, &str); 4] = [
+    (
+        names::TCP_CONNECTIONS,
+        "TCP connections opened (handshake completed) and closed.",
+        "{connection}",
+    ),
+    (
+        names::TCP_RETRANSMITS,
+        "TCP segments retransmitted.",
+        "{segment}",
+    ),
+    (
+        names::UDP_DATAGRAMS,
+        "UDP datagrams sent and received (send and receive calls).",
+        "{datagram}",
+    ),
+    (
+        names::DROPS,
+        "IP packets the kernel dropped, by reason.",
+        "{packet}",
+    ),
+];
 
-/// Most span events kept per connection.
-const MAX_SPAN_EVENTS: usize = 32;
 /// Cookies of recently closed connections remembered, so that a second receiver's close of
 /// the same socket is not counted twice.
 const RECENTLY_CLOSED: usize = 16384;
@@ -200,20 +110,17 @@ pub struct Connections {
     config: ConfigSnapshot,
     sockets: SocketTable,
     scope_name: String,
-    series: [FxHashMap<SeriesKey, u64>; 4],
-    overflow: [u64; 4],
-    emitted: FxHashMap<SeriesKey, u64>,
+    /// The four metrics' series (see [`SeriesKey::metric`]): running totals, so that a delta
+    /// point is the increase since the last one and an idle series is still emitted.
+    series: [TotalsTable<SeriesKey, u64>; 4],
     open: FxHashMap<u64, Conn>,
     /// The kernel's retransmit total last seen per TCP socket.
     retrans_seen: FxHashMap<u64, u32>,
     closed: FxHashSet<u64>,
     closed_order: VecDeque<u64>,
     spans: Vec<Span>,
-    ids: std::collections::hash_map::RandomState,
-    id_counter: u64,
-    start_ns: u64,
+    ids: SpanIds,
     next_emit: Instant,
-    warned_overflow: bool,
     untracked: u64,
 }
 
@@ -223,56 +130,37 @@ struct ConfigSnapshot {
     spans: bool,
     report_open_after: Duration,
     socket_attributes: bool,
-    cardinality_limit: usize,
     max_connections: usize,
 }
 
 impl Connections {
     pub fn new(config: ConnectionsConfig, sockets: SocketTable, scope_name: String) -> Self {
+        let options = TableOptions::new(&scope_name, config.cardinality_limit, config.temporality);
         Connections {
-            next_emit: Instant::now() + config.interval.0.max(Duration::from_millis(1)),
+            next_emit: Instant::now() + config.interval.get(),
             config: ConfigSnapshot {
-                interval: config.interval.0,
+                interval: config.interval.get(),
                 temporality: config.temporality,
                 spans: config.spans,
-                report_open_after: config.report_open_after.0,
+                report_open_after: config.report_open_after.get(),
                 socket_attributes: config.socket_attributes,
-                cardinality_limit: config.cardinality_limit,
-                max_connections: config.max_connections,
+                max_connections: config.max_connections.get(),
             },
             sockets,
             scope_name,
-            series: Default::default(),
-            overflow: [0; 4],
-            emitted: FxHashMap::default(),
+            series: META.map(|(name, _, _)| TotalsTable::new(&options, name)),
             open: FxHashMap::default(),
             retrans_seen: FxHashMap::default(),
             closed: FxHashSet::default(),
             closed_order: VecDeque::new(),
             spans: Vec::new(),
-            ids: std::collections::hash_map::RandomState::new(),
-            id_counter: 0,
-            start_ns: now_ns(),
-            warned_overflow: false,
+            ids: SpanIds::new(),
             untracked: 0,
         }
     }
 
     fn count(&mut self, key: SeriesKey, n: u64) {
-        let m = key.metric();
-        let limit = self.config.cardinality_limit;
-        let series = &mut self.series[m];
-        if let Some(v) = series.get_mut(&key) {
-            *v += n;
-        } else if series.len() < limit {
-            series.insert(key, n);
-        } else {
-            self.overflow[m] += n;
-            if !self.warned_overflow {
-                self.warned_overflow = true;
-                tracing::warn!(processor = %self.scope_name, limit, "connections: cardinality limit reached; further series go to the overflow series (otel.metric.overflow=true)");
-            }
-        }
+        self.series[key.metric()].add(key, n);
     }
 
     fn socket_attrs(&self, e: &SocketEvent) -> Option<(IpAddr, u16, IpAddr, u16)> {
@@ -282,22 +170,6 @@ impl Connections {
             e.remote_addr,
             e.remote_port,
         ))
-    }
-
-    fn new_ids(&mut self, cookie: u64) -> ([u8; 16], [u8; 8]) {
-        self.id_counter += 1;
-        let mut h = self.ids.build_hasher();
-        h.write_u64(cookie);
-        h.write_u64(self.id_counter);
-        let a = h.finish();
-        h.write_u64(a);
-        let b = h.finish();
-        h.write_u64(b);
-        let c = h.finish();
-        let mut trace = [0u8; 16];
-        trace[..8].copy_from_slice(&a.to_be_bytes());
-        trace[8..].copy_from_slice(&b.to_be_bytes());
-        (trace, c.to_be_bytes())
     }
 
     /// Retransmitted segments, from the kernel's per-socket total (`tcp_sock.total_retrans`,
@@ -360,8 +232,7 @@ impl Connections {
                 // here only the span event, from the hook that owns the connection.
                 if let Some(c) = self.open.get_mut(&e.cookie) {
                     if c.first.hook == e.hook {
-                        push_event(
-                            c,
+                        c.push_event(
                             e.timestamp_ns,
                             "retransmit",
                             vec![KeyValue::new(
@@ -375,8 +246,7 @@ impl Connections {
             SocketEventKind::StateChange => {
                 if let Some(c) = self.open.get_mut(&e.cookie) {
                     if c.first.hook == e.hook {
-                        push_event(
-                            c,
+                        c.push_event(
                             e.timestamp_ns,
                             "state_change",
                             vec![
@@ -452,7 +322,7 @@ impl Connections {
             self.untracked += 1;
             return;
         }
-        let (trace_id, span_id) = self.new_ids(e.cookie);
+        let (trace_id, span_id) = self.ids.next(e.cookie);
         let start_ns = if established && e.duration_ns > 0 {
             e.timestamp_ns.saturating_sub(e.duration_ns)
         } else {
@@ -527,124 +397,8 @@ impl Connections {
             c.process = e.process;
         }
         c.first.role = role;
-        let span = self.span(&c, Some(e), e.timestamp_ns);
+        let span = c.span(Some(e), e.timestamp_ns);
         self.spans.push(span);
-    }
-
-    fn span(&self, c: &Conn, close: Option<&SocketEvent>, end_ns: u64) -> Span {
-        let f = &c.first;
-        let last = close.unwrap_or(f);
-        let mut a = Vec::with_capacity(24);
-        a.push(KeyValue::new(names::ATTR_TRANSPORT, "tcp"));
-        a.push(KeyValue::new(
-            names::ATTR_NETWORK_TYPE,
-            if f.local_addr.is_ipv4() {
-                "ipv4"
-            } else {
-                "ipv6"
-            },
-        ));
-        a.push(KeyValue::new(
-            names::ATTR_LOCAL_ADDRESS,
-            f.local_addr.to_string(),
-        ));
-        a.push(KeyValue::new(
-            names::ATTR_LOCAL_PORT,
-            i64::from(f.local_port),
-        ));
-        a.push(KeyValue::new(
-            names::ATTR_PEER_ADDRESS,
-            f.remote_addr.to_string(),
-        ));
-        a.push(KeyValue::new(
-            names::ATTR_PEER_PORT,
-            i64::from(f.remote_port),
-        ));
-        a.push(KeyValue::new(
-            names::ATTR_NETNS_INODE,
-            i64::from(f.netns.inode),
-        ));
-        if f.netns.cookie != 0 {
-            a.push(KeyValue::new(
-                names::ATTR_NETNS_COOKIE,
-                f.netns.cookie as i64,
-            ));
-        }
-        a.push(KeyValue::new(names::ATTR_SOCKET_COOKIE, f.cookie as i64));
-        a.push(KeyValue::new(names::ATTR_CGROUP_ID, f.cgroup_id as i64));
-        a.push(KeyValue::new(names::ATTR_CONNECTION_ROLE, f.role.as_str()));
-        a.push(KeyValue::new(names::ATTR_HOOK, f.hook.as_str()));
-        if c.process.is_known() {
-            a.push(KeyValue::new(
-                names::ATTR_PROCESS_PID,
-                i64::from(c.process.pid),
-            ));
-            a.push(KeyValue::new(
-                names::ATTR_PROCESS_NAME,
-                c.process.comm_str().into_owned(),
-            ));
-        }
-        if c.connect_ns > 0 {
-            a.push(KeyValue::new(
-                names::ATTR_CONNECT_DURATION,
-                (c.connect_ns / 1000) as i64,
-            ));
-        }
-        if c.srtt_us > 0 {
-            a.push(KeyValue::new(names::ATTR_SRTT, i64::from(c.srtt_us)));
-            a.push(KeyValue::new(names::ATTR_RTTVAR, i64::from(c.rttvar_us)));
-        }
-        a.push(KeyValue::new(
-            names::ATTR_BYTES_SENT,
-            last.bytes_sent as i64,
-        ));
-        a.push(KeyValue::new(
-            names::ATTR_BYTES_ACKED,
-            last.bytes_acked as i64,
-        ));
-        a.push(KeyValue::new(
-            names::ATTR_BYTES_RECEIVED,
-            last.bytes_received as i64,
-        ));
-        a.push(KeyValue::new(
-            names::ATTR_TOTAL_RETRANS,
-            i64::from(last.total_retrans),
-        ));
-        if close.is_none() {
-            a.push(KeyValue::new("periscope.connection.open", true));
-        } else {
-            a.push(KeyValue::new(
-                names::ATTR_CONNECTION_STATE,
-                tcp_state_name(last.old_state),
-            ));
-        }
-        if c.events_dropped > 0 {
-            a.push(KeyValue::new(
-                "periscope.span.events_dropped",
-                i64::from(c.events_dropped),
-            ));
-        }
-        let failed = close.is_some_and(|e| e.old_state == 2);
-        Span {
-            trace_id: c.trace_id,
-            span_id: c.span_id,
-            parent_span_id: [0; 8],
-            name: Cow::Borrowed(names::SPAN_TCP_CONNECTION),
-            kind: match f.role {
-                SocketRole::Client => SpanKind::Client,
-                SocketRole::Server => SpanKind::Server,
-                SocketRole::Unknown => SpanKind::Internal,
-            },
-            start_time_ns: c.start_ns,
-            end_time_ns: end_ns.max(c.start_ns),
-            attributes: a,
-            events: c.events.clone(),
-            status: if failed {
-                SpanStatus::Error("connect failed".into())
-            } else {
-                SpanStatus::Unset
-            },
-        }
     }
 
     fn on_drop(&mut self, d: &DropEvent) {
@@ -732,9 +486,9 @@ impl Connections {
         }
         for mut c in due {
             // Its own span id: the complete span at close keeps the original.
-            let (_, span_id) = self.new_ids(c.first.cookie);
+            let (_, span_id) = self.ids.next(c.first.cookie);
             c.span_id = span_id;
-            let span = self.span(&c, None, now_wall);
+            let span = c.span(None, now_wall);
             self.spans.push(span);
         }
     }
@@ -742,72 +496,22 @@ impl Connections {
     fn emit(&mut self, out: &mut Emitter) {
         let now = now_ns();
         self.report_open(now);
-        let scope = Scope {
-            name: Cow::Owned(format!("periscope/{}", self.scope_name)),
-            version: Cow::Borrowed(env!("CARGO_PKG_VERSION")),
-        };
-        if !self.spans.is_empty() {
-            out.telemetry(Telemetry::Traces(TracesBatch {
-                resource: Default::default(),
-                scope: scope.clone(),
-                spans: std::mem::take(&mut self.spans),
-            }));
-        }
-        let start = self.start_ns;
-        let delta = self.config.temporality == Temporality::Delta;
-        if delta {
-            self.start_ns = now;
-        }
-        const META: [(&str, &str, &str); 4] = [
-            (
-                names::TCP_CONNECTIONS,
-                "TCP connections opened (handshake completed) and closed.",
-                "{connection}",
-            ),
-            (
-                names::TCP_RETRANSMITS,
-                "TCP segments retransmitted.",
-                "{segment}",
-            ),
-            (
-                names::UDP_DATAGRAMS,
-                "UDP datagrams sent and received (send and receive calls).",
-                "{datagram}",
-            ),
-            (
-                names::DROPS,
-                "IP packets the kernel dropped, by reason.",
-                "{packet}",
-            ),
-        ];
+        let scope = output::scope(&self.scope_name, "");
+        output::send_spans(out, scope.clone(), &mut self.spans);
+        // The four tables start their periods together.
+        let start = self.series[0].start_ns();
         let mut metrics = Vec::new();
-        for (m, (name, description, unit)) in META.iter().enumerate() {
-            let mut points = Vec::new();
-            for (k, v) in &self.series[m] {
-                let value = if delta {
-                    let last = self.emitted.insert(*k, *v).unwrap_or(0);
-                    v.saturating_sub(last)
-                } else {
-                    *v
-                };
-                points.push(NumberPoint {
-                    attributes: Self::attributes(k),
+        for (table, (name, description, unit)) in self.series.iter_mut().zip(META) {
+            let points: Vec<NumberPoint> = table
+                .iter()
+                .map(|(s, value)| NumberPoint {
+                    attributes: s.attributes(Self::attributes),
                     start_time_ns: start,
                     time_ns: now,
-                    value: Number::Int(i64::try_from(value).unwrap_or(i64::MAX)),
-                });
-            }
-            if self.overflow[m] > 0 {
-                points.push(NumberPoint {
-                    attributes: vec![KeyValue::new(names::ATTR_OVERFLOW, true)],
-                    start_time_ns: start,
-                    time_ns: now,
-                    value: Number::Int(i64::try_from(self.overflow[m]).unwrap_or(i64::MAX)),
-                });
-                if delta {
-                    self.overflow[m] = 0;
-                }
-            }
+                    value: output::int(value),
+                })
+                .collect();
+            table.finish_collect(now);
             if points.is_empty() {
                 continue;
             }
@@ -826,26 +530,8 @@ impl Connections {
             tracing::warn!(processor = %self.scope_name, "{} connections without a span: more than max_connections open", self.untracked);
             self.untracked = 0;
         }
-        if !metrics.is_empty() {
-            out.telemetry(Telemetry::Metrics(MetricsBatch {
-                resource: Default::default(),
-                scope,
-                metrics,
-            }));
-        }
+        output::send_metrics(out, scope, metrics);
     }
-}
-
-fn push_event(c: &mut Conn, time_ns: u64, name: &'static str, attributes: Vec<KeyValue>) {
-    if c.events.len() >= MAX_SPAN_EVENTS {
-        c.events_dropped += 1;
-        return;
-    }
-    c.events.push(SpanEvent {
-        time_ns,
-        name: Cow::Borrowed(name),
-        attributes,
-    });
 }
 
 impl Processor for Connections {
@@ -887,242 +573,4 @@ impl Processor for Connections {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use periscope_pipeline::model::{EventBatch, NetnsId, SocketHook};
-    use std::net::Ipv4Addr;
-
-    fn ev(kind: SocketEventKind, hook: SocketHook, cookie: u64) -> SocketEvent {
-        SocketEvent {
-            timestamp_ns: 1_000_000 + cookie,
-            cookie,
-            netns: NetnsId {
-                inode: 7,
-                cookie: 0,
-            },
-            process: ProcessRef {
-                pid: 42,
-                tid: 42,
-                comm: *b"curl\0\0\0\0\0\0\0\0\0\0\0\0",
-            },
-            local_addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
-            remote_addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
-            local_port: 40000,
-            remote_port: 80,
-            kind,
-            hook,
-            transport: Transport::Tcp,
-            role: SocketRole::Client,
-            state: 1,
-            old_state: 2,
-            ..SocketEvent::default()
-        }
-    }
-
-    fn run(events: Vec<SocketEvent>) -> (Vec<Telemetry>, Vec<Payload>) {
-        let mut p = Connections::new(
-            ConnectionsConfig::default(),
-            SocketTable::default(),
-            "connections".into(),
-        );
-        let mut out = Emitter::default();
-        let mut batch = EventBatch::with_capacity(events.len() + 1);
-        for e in events {
-            batch.push(Event::Socket(e));
-        }
-        batch.push(Event::Packet(Default::default()));
-        p.process(Payload::Events(batch), &mut out);
-        let passed = out.take();
-        p.flush(&mut out);
-        let telemetry = out
-            .take()
-            .into_iter()
-            .filter_map(|p| match p {
-                Payload::Telemetry(t) => Some(t),
-                _ => None,
-            })
-            .collect();
-        (telemetry, passed)
-    }
-
-    fn sum_of(t: &[Telemetry], name: &str) -> i64 {
-        t.iter()
-            .filter_map(|t| match t {
-                Telemetry::Metrics(m) => Some(m),
-                _ => None,
-            })
-            .flat_map(|m| m.metrics.iter())
-            .filter(|m| m.name == name)
-            .flat_map(|m| match &m.data {
-                MetricData::Sum { points, .. } => points.clone(),
-                _ => Vec::new(),
-            })
-            .map(|p| match p.value {
-                Number::Int(i) => i,
-                Number::Double(d) => d as i64,
-            })
-            .sum()
-    }
-
-    fn spans(t: &[Telemetry]) -> Vec<Span> {
-        t.iter()
-            .filter_map(|t| match t {
-                Telemetry::Traces(s) => Some(s.spans.clone()),
-                _ => None,
-            })
-            .flatten()
-            .collect()
-    }
-
-    #[test]
-    fn a_connection_two_receivers_report_counts_once_with_one_span() {
-        use SocketEventKind::*;
-        let mut close = ev(Close, SocketHook::Tracepoint, 1);
-        close.old_state = 4;
-        close.state = 7;
-        close.bytes_sent = 100;
-        let mut close2 = close;
-        close2.hook = SocketHook::Sockops;
-        let mut established = ev(Established, SocketHook::Sockops, 1);
-        established.duration_ns = 50_000;
-        let (t, passed) = run(vec![
-            ev(Connect, SocketHook::Tracepoint, 1),
-            ev(Connect, SocketHook::Sockops, 1),
-            established,
-            ev(Established, SocketHook::Tracepoint, 1),
-            close,
-            close2,
-        ]);
-        // opened once + closed once
-        assert_eq!(sum_of(&t, names::TCP_CONNECTIONS), 2);
-        let s = spans(&t);
-        assert_eq!(s.len(), 1);
-        assert_eq!(s[0].kind, SpanKind::Client);
-        assert!(s[0]
-            .attributes
-            .iter()
-            .any(|kv| kv.key == names::ATTR_CONNECT_DURATION));
-        // Socket events are consumed; the packet goes on.
-        let Payload::Events(b) = &passed[0] else {
-            panic!("no events passed on")
-        };
-        assert_eq!(b.events.len(), 1);
-        assert!(matches!(b.events[0], Event::Packet(_)));
-    }
-
-    #[test]
-    fn retransmits_come_from_the_kernels_running_total_once() {
-        use SocketEventKind::*;
-        let mut events = vec![ev(Connect, SocketHook::Sockops, 9)];
-        for (total, hook) in [
-            (1, SocketHook::Sockops),
-            (1, SocketHook::Tracepoint),
-            (3, SocketHook::Tracepoint),
-            (2, SocketHook::Sockops), // late and lower: nothing new
-            (3, SocketHook::Sockops),
-        ] {
-            let mut r = ev(Retransmit, hook, 9);
-            r.total_retrans = total;
-            r.size = 1;
-            events.push(r);
-        }
-        let mut close = ev(Close, SocketHook::Sockops, 9);
-        close.total_retrans = 4;
-        events.push(close);
-        let (t, _) = run(events);
-        assert_eq!(sum_of(&t, names::TCP_RETRANSMITS), 4);
-    }
-
-    #[test]
-    fn udp_calls_and_drops_are_counted() {
-        let mut send = ev(SocketEventKind::Send, SocketHook::Tracepoint, 3);
-        send.transport = Transport::Udp;
-        let mut recv = send;
-        recv.kind = SocketEventKind::Receive;
-        let mut p = Connections::new(
-            ConnectionsConfig::default(),
-            SocketTable::default(),
-            "c".into(),
-        );
-        let mut out = Emitter::default();
-        let mut batch = EventBatch::with_capacity(8);
-        batch.push(Event::Socket(send));
-        batch.push(Event::Socket(send));
-        batch.push(Event::Socket(recv));
-        batch.push(Event::Drop(DropEvent {
-            timestamp_ns: 1,
-            netns: NetnsId::default(),
-            ifindex: 2,
-            reason: "NO_SOCKET",
-            network: periscope_pipeline::model::NetworkType::Ipv4,
-            transport: Transport::Udp,
-            src_addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            dst_addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            src_port: 1,
-            dst_port: 9,
-            length: 28,
-        }));
-        p.process(Payload::Events(batch), &mut out);
-        p.flush(&mut out);
-        let t: Vec<Telemetry> = out
-            .take()
-            .into_iter()
-            .filter_map(|p| match p {
-                Payload::Telemetry(t) => Some(t),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(sum_of(&t, names::UDP_DATAGRAMS), 3);
-        assert_eq!(sum_of(&t, names::DROPS), 1);
-    }
-
-    #[test]
-    fn the_cardinality_limit_sends_new_series_to_overflow() {
-        let mut p = Connections::new(
-            ConnectionsConfig {
-                cardinality_limit: 1,
-                socket_attributes: true,
-                ..ConnectionsConfig::default()
-            },
-            SocketTable::default(),
-            "c".into(),
-        );
-        let mut out = Emitter::default();
-        let mut batch = EventBatch::with_capacity(8);
-        for port in [1u16, 2, 3] {
-            let mut s = ev(
-                SocketEventKind::Send,
-                SocketHook::Tracepoint,
-                u64::from(port),
-            );
-            s.transport = Transport::Udp;
-            s.local_port = port;
-            batch.push(Event::Socket(s));
-        }
-        p.process(Payload::Events(batch), &mut out);
-        p.flush(&mut out);
-        let t: Vec<Telemetry> = out
-            .take()
-            .into_iter()
-            .filter_map(|p| match p {
-                Payload::Telemetry(t) => Some(t),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(sum_of(&t, names::UDP_DATAGRAMS), 3);
-        let overflow: usize = t
-            .iter()
-            .filter_map(|t| match t {
-                Telemetry::Metrics(m) => Some(m),
-                _ => None,
-            })
-            .flat_map(|m| m.metrics.iter())
-            .flat_map(|m| match &m.data {
-                MetricData::Sum { points, .. } => points.clone(),
-                _ => Vec::new(),
-            })
-            .filter(|p| p.attributes.iter().any(|kv| kv.key == names::ATTR_OVERFLOW))
-            .count();
-        assert_eq!(overflow, 1);
-    }
-}
+mod tests;

@@ -13,10 +13,9 @@
 //! behave as the live traffic did.
 
 use std::borrow::Cow;
-use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
-use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,18 +23,19 @@ use rustc_hash::FxHashMap;
 use serde::Deserialize;
 
 use periscope_pipeline::component::{
-    BuildContext, ComponentConfig, Emitter, Invalid, Processor, ProcessorConfig,
+    BuildContext, ComponentConfig, Emitter, Processor, ProcessorConfig,
 };
-use periscope_pipeline::config::ConfigDuration;
+use periscope_pipeline::config::{Boundaries, ConfigDuration, PositiveDuration};
 use periscope_pipeline::model::{
-    AnyValue, DnsEvent, Event, HistogramPoint, KeyValue, Metric, MetricData, MetricsBatch, Number,
-    NumberPoint, Payload, Scope, Span, SpanKind, SpanStatus, Telemetry, Temporality, TracesBatch,
-    Transport,
+    AnyValue, DnsEvent, Event, HistogramPoint, KeyValue, Metric, MetricData, NumberPoint, Payload,
+    Span, SpanKind, SpanStatus, Temporality, Transport,
 };
 use periscope_pipeline::telemetry::{names, now_ns};
 use periscope_pipeline::DnsTable;
 
 use crate::latency::Recorder;
+use crate::output::{self, SpanIds};
+use crate::series::{SeriesTable, TableOptions};
 
 /// DNS lookups from DNS events: the `dns.lookup.duration` histogram (seconds) with
 /// `dns.question.name`, `dns.question.type`, `dns.response_code` and, for lookups without an
@@ -47,13 +47,13 @@ use crate::latency::Recorder;
 pub struct DnsConfig {
     /// How often the histogram and spans are emitted (and once more at stop); default 10s.
     #[serde(default = "default_interval")]
-    pub interval: ConfigDuration,
+    pub interval: PositiveDuration,
     /// `cumulative` (default) or `delta`.
     #[serde(default)]
     pub temporality: Temporality,
     /// A query without a response this long after it is a timed-out lookup; default 5s.
     #[serde(default = "default_timeout")]
-    pub timeout: ConfigDuration,
+    pub timeout: PositiveDuration,
     /// Put `dns.question.name` on the histogram's series (a series per name: mind
     /// `cardinality_limit`); spans always carry it. Default true.
     #[serde(default = "default_true")]
@@ -61,9 +61,9 @@ pub struct DnsConfig {
     /// A span per lookup; default true.
     #[serde(default = "default_true")]
     pub spans: bool,
-    /// Histogram bucket boundaries, seconds; default 0.5 ms … 10 s.
+    /// Histogram bucket boundaries, seconds, strictly increasing; default 0.5 ms … 10 s.
     #[serde(default = "default_boundaries")]
-    pub boundaries: Vec<f64>,
+    pub boundaries: Boundaries,
     /// Answered addresses stay in the address → name map at least this long, whatever their
     /// TTL (local servers often answer with TTL 0, and connections follow the lookup);
     /// default 60s.
@@ -72,18 +72,18 @@ pub struct DnsConfig {
     /// Most queries awaiting their response; further queries are not tracked (counted as
     /// dropped). Default 65536.
     #[serde(default = "default_max_pending")]
-    pub max_pending: usize,
+    pub max_pending: NonZeroUsize,
     /// Most series; further lookups are counted in one `otel.metric.overflow=true` series.
     /// Default 2000.
     #[serde(default = "default_cardinality_limit")]
-    pub cardinality_limit: usize,
+    pub cardinality_limit: NonZeroUsize,
 }
 
-fn default_interval() -> ConfigDuration {
-    ConfigDuration::from_secs(10)
+fn default_interval() -> PositiveDuration {
+    PositiveDuration::from_secs(10)
 }
-fn default_timeout() -> ConfigDuration {
-    ConfigDuration::from_secs(5)
+fn default_timeout() -> PositiveDuration {
+    PositiveDuration::from_secs(5)
 }
 fn default_true() -> bool {
     true
@@ -91,18 +91,18 @@ fn default_true() -> bool {
 fn default_min_ttl() -> ConfigDuration {
     ConfigDuration::from_secs(60)
 }
-fn default_max_pending() -> usize {
-    65536
+fn default_max_pending() -> NonZeroUsize {
+    const { NonZeroUsize::new(65536).unwrap() }
 }
-fn default_cardinality_limit() -> usize {
-    2000
+fn default_cardinality_limit() -> NonZeroUsize {
+    const { NonZeroUsize::new(2000).unwrap() }
 }
 /// Default bucket boundaries of `dns.lookup.duration`, seconds.
 pub const DEFAULT_BOUNDARIES: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
-fn default_boundaries() -> Vec<f64> {
-    DEFAULT_BOUNDARIES.to_vec()
+fn default_boundaries() -> Boundaries {
+    Boundaries::new(DEFAULT_BOUNDARIES.to_vec()).expect("the default bounds increase")
 }
 
 impl Default for DnsConfig {
@@ -123,35 +123,6 @@ impl Default for DnsConfig {
 
 impl ComponentConfig for DnsConfig {
     const TYPE: &'static str = "dns";
-
-    fn validate(&self) -> Result<(), Vec<Invalid>> {
-        let mut p = Vec::new();
-        for (path, d) in [("interval", self.interval), ("timeout", self.timeout)] {
-            if d.0.is_zero() {
-                p.push(Invalid::new(path, "must be longer than zero, e.g. 5s"));
-            }
-        }
-        if self.boundaries.is_empty()
-            || self.boundaries.windows(2).any(|w| w[0] >= w[1])
-            || self.boundaries.iter().any(|b| !b.is_finite() || *b <= 0.0)
-        {
-            p.push(Invalid::new(
-                "boundaries",
-                "must be positive seconds in increasing order, e.g. [0.001, 0.01, 0.1, 1]",
-            ));
-        }
-        if self.max_pending == 0 {
-            p.push(Invalid::new("max_pending", "must be at least 1"));
-        }
-        if self.cardinality_limit == 0 {
-            p.push(Invalid::new("cardinality_limit", "must be at least 1"));
-        }
-        if p.is_empty() {
-            Ok(())
-        } else {
-            Err(p)
-        }
-    }
 }
 
 impl ProcessorConfig for DnsConfig {
@@ -231,18 +202,14 @@ pub struct Dns {
     pending: FxHashMap<LookupKey, Pending>,
     /// Queries in arrival order, for timeouts (entries already answered are skipped).
     order: VecDeque<(u64, LookupKey)>,
-    series: FxHashMap<SeriesKey, Recorder>,
-    overflow: Option<Recorder>,
+    series: SeriesTable<SeriesKey, Recorder>,
     spans: Vec<Span>,
     /// The latest event time and when it arrived.
     clock: Option<(u64, Instant)>,
-    start_ns: u64,
     /// When the processor started: the start of the cumulative untracked-queries sum.
     created_ns: u64,
     next_emit: Instant,
-    span_counter: u64,
-    /// Keys the span ids' hash: ids differ between runs.
-    ids: RandomState,
+    ids: SpanIds,
     lookups: u64,
     timeouts: u64,
     untracked: u64,
@@ -251,22 +218,20 @@ pub struct Dns {
 
 impl Dns {
     pub fn new(config: DnsConfig, table: DnsTable, scope_name: String) -> Self {
-        let next_emit = Instant::now() + config.interval.0;
+        let next_emit = Instant::now() + config.interval.get();
+        let options = TableOptions::new(&scope_name, config.cardinality_limit, config.temporality);
         Dns {
+            series: SeriesTable::new(&options, names::DNS_LOOKUP_DURATION),
             config,
             table,
             scope_name,
             pending: FxHashMap::default(),
             order: VecDeque::new(),
-            series: FxHashMap::default(),
-            overflow: None,
             spans: Vec::new(),
             clock: None,
-            start_ns: now_ns(),
             created_ns: now_ns(),
             next_emit,
-            span_counter: 0,
-            ids: RandomState::new(),
+            ids: SpanIds::new(),
             lookups: 0,
             timeouts: 0,
             untracked: 0,
@@ -310,7 +275,7 @@ impl Dns {
                 // retransmission): the first sighting starts the lookup.
                 return;
             }
-            if self.pending.len() >= self.config.max_pending {
+            if self.pending.len() >= self.config.max_pending.get() {
                 self.untracked += 1;
                 return;
             }
@@ -373,16 +338,9 @@ impl Dns {
             self.timeouts += 1;
         }
         // Timed-out lookups are counted with the timeout as their duration.
-        if self.series.contains_key(&series) || self.series.len() < self.config.cardinality_limit {
-            self.series
-                .entry(series)
-                .or_insert_with(|| Recorder::new(3, None))
-                .record(duration);
-        } else {
-            self.overflow
-                .get_or_insert_with(|| Recorder::new(3, None))
-                .record(duration);
-        }
+        self.series
+            .value(series, || Recorder::new(3, None))
+            .record(duration);
         if !self.config.spans {
             return;
         }
@@ -423,22 +381,10 @@ impl Dns {
                 SpanStatus::Error("timeout".into())
             }
         };
-        self.span_counter += 1;
-        let mut h = self.ids.build_hasher();
-        h.write_u64(q.ts_ns);
-        h.write_u64(self.span_counter);
-        h.write(self.scope_name.as_bytes());
-        let x = h.finish();
-        h.write_u64(x);
-        let y = h.finish();
-        h.write_u64(y);
-        let z = h.finish();
-        let mut trace_id = [0u8; 16];
-        trace_id[..8].copy_from_slice(&x.to_be_bytes());
-        trace_id[8..].copy_from_slice(&y.to_be_bytes());
+        let (trace_id, span_id) = self.ids.next(q.ts_ns);
         self.spans.push(Span {
             trace_id,
-            span_id: z.to_be_bytes(),
+            span_id,
             parent_span_id: [0; 8],
             name: Cow::Borrowed(names::SPAN_DNS_LOOKUP),
             kind: SpanKind::Client,
@@ -452,7 +398,7 @@ impl Dns {
 
     /// Times out the queries older than `timeout` at event time `now_ns`.
     fn expire(&mut self, now_ns: u64) {
-        let timeout = self.config.timeout.0.as_nanos() as u64;
+        let timeout = self.config.timeout.get().as_nanos() as u64;
         while let Some(&(ts, key)) = self.order.front() {
             if ts.saturating_add(timeout) > now_ns {
                 break;
@@ -464,14 +410,14 @@ impl Dns {
             }
         }
         // Answered queries leave stale order entries behind: keep the queue bounded.
-        if self.order.len() > 2 * self.config.max_pending {
+        if self.order.len() > 2 * self.config.max_pending.get() {
             let pending = &self.pending;
             self.order
                 .retain(|(ts, k)| pending.get(k).is_some_and(|q| q.ts_ns == *ts));
         }
     }
 
-    fn attributes(&self, k: &SeriesKey) -> Vec<KeyValue> {
+    fn attributes(k: &SeriesKey) -> Vec<KeyValue> {
         let mut a = vec![
             KeyValue::new(names::ATTR_NETNS_INODE, i64::from(k.netns)),
             KeyValue::new(
@@ -515,44 +461,22 @@ impl Dns {
             sum: Some(r.sum()),
             min: (r.count() > 0).then(|| r.min()),
             max: (r.count() > 0).then(|| r.max()),
-            explicit_bounds: self.config.boundaries.clone(),
+            explicit_bounds: self.config.boundaries.to_vec(),
             bucket_counts: r.explicit_counts(&self.config.boundaries),
         }
     }
 
     fn emit(&mut self, out: &mut Emitter) {
-        let scope = Scope {
-            name: Cow::Owned(format!("periscope/{}", self.scope_name)),
-            version: Cow::Borrowed(env!("CARGO_PKG_VERSION")),
-        };
-        if !self.spans.is_empty() {
-            out.telemetry(Telemetry::Traces(TracesBatch {
-                resource: Default::default(),
-                scope: scope.clone(),
-                spans: std::mem::take(&mut self.spans),
-            }));
-        }
+        let scope = output::scope(&self.scope_name, "");
+        output::send_spans(out, scope.clone(), &mut self.spans);
         let now = now_ns();
-        let start = self.start_ns;
-        let delta = self.config.temporality == Temporality::Delta;
-        if delta {
-            self.start_ns = now;
-        }
-        let mut keys: Vec<&SeriesKey> = self.series.keys().collect();
-        keys.sort();
-        let mut points: Vec<HistogramPoint> = keys
+        let start = self.series.start_ns();
+        let points: Vec<HistogramPoint> = self
+            .series
+            .sorted_by_key(SeriesKey::clone)
             .into_iter()
-            .filter(|k| self.series[*k].count() > 0)
-            .map(|k| self.point(&self.series[k], self.attributes(k), start, now))
+            .map(|(s, r)| self.point(r, s.attributes(Self::attributes), start, now))
             .collect();
-        if let Some(r) = self.overflow.as_ref().filter(|r| r.count() > 0) {
-            points.push(self.point(
-                r,
-                vec![KeyValue::new(names::ATTR_OVERFLOW, true)],
-                start,
-                now,
-            ));
-        }
         let mut metrics = Vec::new();
         if !points.is_empty() {
             metrics.push(Metric {
@@ -580,24 +504,15 @@ impl Dns {
                         attributes: Vec::new(),
                         start_time_ns: self.created_ns,
                         time_ns: now,
-                        value: Number::Int(i64::try_from(self.untracked).unwrap_or(i64::MAX)),
+                        value: output::int(self.untracked),
                     }],
                     temporality: Temporality::Cumulative,
                     monotonic: true,
                 },
             });
         }
-        if delta {
-            self.series.clear();
-            self.overflow = None;
-        }
-        if !metrics.is_empty() {
-            out.telemetry(Telemetry::Metrics(MetricsBatch {
-                resource: Default::default(),
-                scope,
-                metrics,
-            }));
-        }
+        self.series.finish_collect(now);
+        output::send_metrics(out, scope, metrics);
     }
 }
 
@@ -637,7 +552,7 @@ impl Processor for Dns {
         self.expire(t);
         self.table.observe_time(t);
         self.emit(out);
-        self.next_emit = now + self.config.interval.0;
+        self.next_emit = now + self.config.interval.get();
     }
 
     fn flush(&mut self, out: &mut Emitter) {

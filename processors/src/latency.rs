@@ -23,319 +23,34 @@
 //! which the explicit buckets and quantiles come, and — when exponential histograms are on —
 //! into exact base-2 buckets ([`exponential`]). Count, sum, min and max are exact.
 
+mod config;
 pub mod exponential;
+mod recorder;
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
 use rustc_hash::{FxHashMap, FxHashSet};
-use serde::Deserialize;
 
 use periscope_pipeline::component::{
-    BuildContext, ComponentConfig, Emitter, Invalid, Processor, ProcessorConfig,
+    BuildContext, ComponentConfig, Emitter, Processor, ProcessorConfig,
 };
-use periscope_pipeline::config::ConfigDuration;
 use periscope_pipeline::model::{
     Event, ExponentialBuckets, ExponentialHistogramPoint, HistogramPoint, KeyValue, Metric,
-    MetricData, MetricsBatch, Number, NumberPoint, Payload, Scope, SocketEvent, SocketEventKind,
-    SocketHook, SocketRole, Telemetry, Temporality, Transport,
+    MetricData, NumberPoint, Payload, SocketEvent, SocketEventKind, SocketHook, SocketRole,
+    Temporality, Transport,
 };
 use periscope_pipeline::telemetry::{names, now_ns};
 
-use exponential::ExponentialHistogram;
+pub use config::{HistogramKind, LatencyConfig, Role, RttSample, DEFAULT_BOUNDARIES};
+pub use recorder::Recorder;
 
-/// Histograms of TCP latencies from socket events (`sockops`, `tcp_udp`, `sk_msg`):
-/// `periscope.tcp.rtt` (smoothed RTT), `periscope.tcp.connect.duration` (SYN → established,
-/// client side) and `periscope.tcp.response.duration` (request sent → first byte of the
-/// answer; needs send/receive records: `sk_msg`, or `tcp_udp` with `send_receive: tcp`), in
-/// seconds, emitted every `interval`. Passes every event on unchanged: put it before
-/// `connections`, which consumes socket events.
-#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct LatencyConfig {
-    /// How often the histograms are emitted (and once more at stop); default 10s.
-    #[serde(default = "default_interval")]
-    pub interval: ConfigDuration,
-    /// `cumulative` (default) or `delta` (each point covers one interval; series without
-    /// samples in it are left out and forgotten).
-    #[serde(default)]
-    pub temporality: Temporality,
-    /// The attributes that key a series, in this order. Allowed: `periscope.netns.inode`,
-    /// `periscope.connection.role`, `network.type`, `network.local.address`,
-    /// `network.local.port`, `network.peer.address`, `network.peer.port`, `process.pid`,
-    /// `process.executable.name`, `periscope.cgroup.id`. Default: `[periscope.netns.inode,
-    /// periscope.connection.role]`. Ports and addresses can make a series per socket: mind
-    /// `cardinality_limit`.
-    #[serde(default = "default_attributes")]
-    pub attributes: Vec<String>,
-    /// Which histogram kinds to emit: `explicit` (buckets at `boundaries`) and/or
-    /// `exponential` (OpenTelemetry base-2, `max_size`/`max_scale`). Default `[explicit]`.
-    /// With both, the exponential histograms come in their own scope
-    /// (`periscope/<id>/exponential`) so that backends keying series by name and attributes
-    /// keep them apart.
-    #[serde(default = "default_histograms")]
-    pub histograms: Vec<HistogramKind>,
-    /// Upper bounds of the explicit buckets, in seconds, strictly increasing. Default: 50µs,
-    /// 100µs, 250µs, 500µs, 1ms, 2.5ms, 5ms, 10ms, 25ms, 50ms, 75ms, 100ms, 250ms, 500ms,
-    /// 750ms, 1s, 2.5s, 5s, 7.5s, 10s.
-    #[serde(default = "default_boundaries")]
-    pub boundaries: Vec<f64>,
-    /// Most buckets of an exponential histogram (the OpenTelemetry SDK's `MaxSize`); default
-    /// 160.
-    #[serde(default = "default_max_size")]
-    pub max_size: u32,
-    /// Highest scale of an exponential histogram (the SDK's `MaxScale`, -10 to 20); the scale
-    /// used is the largest ≤ this at which all values fit in `max_size` buckets. Default 20.
-    #[serde(default = "default_max_scale")]
-    pub max_scale: i32,
-    /// Precision of the hdrhistogram every series records into (decimal digits, 1 to 5):
-    /// explicit buckets and quantiles are exact to within 10^-N relative. Default 2: a series
-    /// then takes ~20 KB for latencies up to 20 ms, ~26 KB up to 2 s, 37 KB at most (samples
-    /// above 1 hour are recorded as 1 hour); each further figure multiplies this by ~8.
-    #[serde(default = "default_significant_figures")]
-    pub significant_figures: u8,
-    /// Which records give RTT samples: `established`, `rtt` (sockops' periodic records),
-    /// `close`. Default all three.
-    #[serde(default = "default_rtt_samples")]
-    pub rtt_samples: Vec<RttSample>,
-    /// Sockets whose response time is measured, by role: `client`, `server`, `unknown` (opened
-    /// before the agent started, or no lifecycle receiver in the pipeline). Default
-    /// `[client]`: on a server socket the same measurement is the client's think time.
-    #[serde(default = "default_response_roles")]
-    pub response_roles: Vec<Role>,
-    /// Most series per metric; samples of further series go to one series marked
-    /// `otel.metric.overflow=true`. Default 1000 (at most ~110 MB for the three metrics with
-    /// `significant_figures: 2`).
-    #[serde(default = "default_cardinality_limit")]
-    pub cardinality_limit: usize,
-    /// Most sockets tracked at once (for de-duplication and request/response pairing);
-    /// events of further sockets are not recorded and are counted in
-    /// `periscope.latency.events.untracked`. Default 65536.
-    #[serde(default = "default_max_sockets")]
-    pub max_sockets: usize,
-    /// A socket not heard of for this long is forgotten (its close was lost, or it is idle);
-    /// default 15m.
-    #[serde(default = "default_idle_timeout")]
-    pub idle_timeout: ConfigDuration,
-}
+use config::{attr_of, Attr};
 
-/// A kind of histogram to emit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum HistogramKind {
-    /// Explicit buckets at `boundaries`.
-    Explicit,
-    /// OpenTelemetry base-2 exponential buckets.
-    Exponential,
-}
-
-/// A record kind that gives RTT samples.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum RttSample {
-    /// The handshake completed (the first RTT measurement).
-    Established,
-    /// sockops' periodic RTT records.
-    Rtt,
-    /// The socket closed (its final smoothed RTT).
-    Close,
-}
-
-/// A socket's role, for `response_roles`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// Active open (connect).
-    Client,
-    /// Passive open (accepted).
-    Server,
-    /// Not seen opening.
-    Unknown,
-}
-
-fn default_interval() -> ConfigDuration {
-    ConfigDuration::from_secs(10)
-}
-fn default_attributes() -> Vec<String> {
-    vec![
-        names::ATTR_NETNS_INODE.to_string(),
-        names::ATTR_CONNECTION_ROLE.to_string(),
-    ]
-}
-fn default_histograms() -> Vec<HistogramKind> {
-    vec![HistogramKind::Explicit]
-}
-/// Default explicit bucket bounds, seconds.
-pub const DEFAULT_BOUNDARIES: [f64; 20] = [
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25,
-    0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
-];
-fn default_boundaries() -> Vec<f64> {
-    DEFAULT_BOUNDARIES.to_vec()
-}
-fn default_max_size() -> u32 {
-    160
-}
-fn default_max_scale() -> i32 {
-    20
-}
-fn default_significant_figures() -> u8 {
-    2
-}
-fn default_rtt_samples() -> Vec<RttSample> {
-    vec![RttSample::Established, RttSample::Rtt, RttSample::Close]
-}
-fn default_response_roles() -> Vec<Role> {
-    vec![Role::Client]
-}
-fn default_cardinality_limit() -> usize {
-    1000
-}
-fn default_max_sockets() -> usize {
-    65536
-}
-fn default_idle_timeout() -> ConfigDuration {
-    ConfigDuration::from_secs(15 * 60)
-}
-
-impl Default for LatencyConfig {
-    fn default() -> Self {
-        LatencyConfig {
-            interval: default_interval(),
-            temporality: Temporality::Cumulative,
-            attributes: default_attributes(),
-            histograms: default_histograms(),
-            boundaries: default_boundaries(),
-            max_size: default_max_size(),
-            max_scale: default_max_scale(),
-            significant_figures: default_significant_figures(),
-            rtt_samples: default_rtt_samples(),
-            response_roles: default_response_roles(),
-            cardinality_limit: default_cardinality_limit(),
-            max_sockets: default_max_sockets(),
-            idle_timeout: default_idle_timeout(),
-        }
-    }
-}
-
-/// An attribute a series can be keyed by.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Attr {
-    NetnsInode,
-    Role,
-    NetworkType,
-    LocalAddress,
-    LocalPort,
-    PeerAddress,
-    PeerPort,
-    ProcessPid,
-    ProcessName,
-    CgroupId,
-}
-
-/// The attributes `attributes` may list, with their names.
-const ALLOWED: [(&str, Attr); 10] = [
-    (names::ATTR_NETNS_INODE, Attr::NetnsInode),
-    (names::ATTR_CONNECTION_ROLE, Attr::Role),
-    (names::ATTR_NETWORK_TYPE, Attr::NetworkType),
-    (names::ATTR_LOCAL_ADDRESS, Attr::LocalAddress),
-    (names::ATTR_LOCAL_PORT, Attr::LocalPort),
-    (names::ATTR_PEER_ADDRESS, Attr::PeerAddress),
-    (names::ATTR_PEER_PORT, Attr::PeerPort),
-    (names::ATTR_PROCESS_PID, Attr::ProcessPid),
-    (names::ATTR_PROCESS_NAME, Attr::ProcessName),
-    (names::ATTR_CGROUP_ID, Attr::CgroupId),
-];
-
-fn attr_of(name: &str) -> Option<Attr> {
-    ALLOWED.iter().find(|(n, _)| *n == name).map(|(_, a)| *a)
-}
-
-impl ComponentConfig for LatencyConfig {
-    const TYPE: &'static str = "latency";
-
-    fn validate(&self) -> Result<(), Vec<Invalid>> {
-        let mut p = Vec::new();
-        if self.interval.0.is_zero() {
-            p.push(Invalid::new(
-                "interval",
-                "must be longer than zero, e.g. 10s",
-            ));
-        }
-        if self.idle_timeout.0.is_zero() {
-            p.push(Invalid::new(
-                "idle_timeout",
-                "must be longer than zero, e.g. 15m",
-            ));
-        }
-        let allowed: Vec<&str> = ALLOWED.iter().map(|(n, _)| *n).collect();
-        for (i, a) in self.attributes.iter().enumerate() {
-            if attr_of(a).is_none() {
-                p.push(Invalid::new(
-                    format!("attributes.{i}"),
-                    format!("unknown attribute `{a}`; allowed: {}", allowed.join(", ")),
-                ));
-            } else if self.attributes[..i].contains(a) {
-                p.push(Invalid::new(
-                    format!("attributes.{i}"),
-                    format!("`{a}` is listed twice"),
-                ));
-            }
-        }
-        if self.histograms.is_empty() {
-            p.push(Invalid::new(
-                "histograms",
-                "must name at least one of `explicit`, `exponential`",
-            ));
-        }
-        for (i, b) in self.boundaries.iter().enumerate() {
-            if !b.is_finite() || *b < 0.0 {
-                p.push(Invalid::new(
-                    format!("boundaries.{i}"),
-                    format!("`{b}` is not a duration in seconds (finite, ≥ 0)"),
-                ));
-            } else if i > 0 && *b <= self.boundaries[i - 1] {
-                p.push(Invalid::new(
-                    format!("boundaries.{i}"),
-                    format!(
-                        "`{b}` does not increase (after `{}`): bounds must be strictly increasing",
-                        self.boundaries[i - 1]
-                    ),
-                ));
-            }
-        }
-        if self.max_size < 2 {
-            p.push(Invalid::new("max_size", "must be at least 2"));
-        }
-        if !(exponential::MIN_SCALE..=exponential::MAX_SCALE).contains(&self.max_scale) {
-            p.push(Invalid::new(
-                "max_scale",
-                format!(
-                    "must be from {} to {}",
-                    exponential::MIN_SCALE,
-                    exponential::MAX_SCALE
-                ),
-            ));
-        }
-        if !(1..=5).contains(&self.significant_figures) {
-            p.push(Invalid::new("significant_figures", "must be from 1 to 5"));
-        }
-        if self.cardinality_limit == 0 {
-            p.push(Invalid::new("cardinality_limit", "must be at least 1"));
-        }
-        if self.max_sockets == 0 {
-            p.push(Invalid::new("max_sockets", "must be at least 1"));
-        }
-        if p.is_empty() {
-            Ok(())
-        } else {
-            Err(p)
-        }
-    }
-}
+use crate::output;
+use crate::series::{SeriesTable, TableOptions};
 
 impl ProcessorConfig for LatencyConfig {
     fn build(&self, ctx: &BuildContext) -> anyhow::Result<Box<dyn Processor>> {
@@ -369,116 +84,12 @@ const METRICS: [(LatencyMetric, &str, &str); 3] = [
     ),
 ];
 
-/// Largest value an hdrhistogram records (1 hour, in ns); larger ones are recorded as this.
-const HDR_MAX_NS: u64 = 3_600_000_000_000;
 /// How long a closed socket's state is kept for records of other receivers still on their
 /// way (a second receiver's close, the last receive).
 const CLOSED_LINGER: Duration = Duration::from_secs(3);
 /// Cookies of closed sockets remembered after their state is gone, so that a very late
 /// record does not start a new socket.
 const RECENTLY_CLOSED: usize = 16384;
-
-/// One series: every sample of one metric for one attribute set (since the series started,
-/// or since the last delta point).
-#[derive(Clone, Debug)]
-pub struct Recorder {
-    hdr: Histogram<u64>,
-    exp: Option<ExponentialHistogram>,
-    count: u64,
-    sum_ns: u128,
-    min_ns: u64,
-    max_ns: u64,
-}
-
-impl Recorder {
-    /// A series recording with `significant_figures` (1–5) and, with `exponential`
-    /// `(max_size, max_scale)`, exact exponential buckets.
-    pub fn new(significant_figures: u8, exponential: Option<(usize, i32)>) -> Self {
-        Recorder {
-            hdr: Histogram::new(significant_figures.clamp(1, 5))
-                .expect("1 to 5 significant figures are valid"),
-            exp: exponential.map(|(size, scale)| ExponentialHistogram::new(size, scale)),
-            count: 0,
-            sum_ns: 0,
-            min_ns: u64::MAX,
-            max_ns: 0,
-        }
-    }
-
-    /// Records one sample of `ns` nanoseconds.
-    pub fn record(&mut self, ns: u64) {
-        // Auto-resizing: recording can only fail past u64 limits, which the clamp excludes.
-        let _ = self.hdr.record(ns.min(HDR_MAX_NS));
-        if let Some(e) = &mut self.exp {
-            e.record(ns as f64 * 1e-9);
-        }
-        self.count += 1;
-        self.sum_ns += u128::from(ns);
-        self.min_ns = self.min_ns.min(ns);
-        self.max_ns = self.max_ns.max(ns);
-    }
-
-    pub fn count(&self) -> u64 {
-        self.count
-    }
-
-    /// Smallest sample, seconds (0 without samples).
-    pub fn min(&self) -> f64 {
-        self.min_max().0.unwrap_or(0.0)
-    }
-
-    /// Largest sample, seconds (0 without samples).
-    pub fn max(&self) -> f64 {
-        self.min_max().1.unwrap_or(0.0)
-    }
-
-    /// Sum of the samples, seconds.
-    pub fn sum(&self) -> f64 {
-        self.sum_ns as f64 * 1e-9
-    }
-
-    /// The value at quantile `q` (0–1), seconds, from the hdrhistogram: the highest value
-    /// equivalent to the sample of rank ⌈q·count⌉, so within 10^-significant_figures (relative)
-    /// above the exact quantile.
-    pub fn quantile(&self, q: f64) -> f64 {
-        self.hdr.value_at_quantile(q) as f64 * 1e-9
-    }
-
-    /// Explicit bucket counts for `bounds` (seconds; bucket i holds (bounds[i-1], bounds[i]],
-    /// the last one everything above), from the hdrhistogram: each of its cells is counted at
-    /// its lowest equivalent value, so a sample within the hdrhistogram's precision above a
-    /// bound may be counted in the bucket below it.
-    pub fn explicit_counts(&self, bounds: &[f64]) -> Vec<u64> {
-        let mut counts = vec![0u64; bounds.len() + 1];
-        for v in self.hdr.iter_recorded() {
-            let secs = self.hdr.lowest_equivalent(v.value_iterated_to()) as f64 * 1e-9;
-            counts[bounds.partition_point(|b| *b < secs)] += v.count_at_value();
-        }
-        counts
-    }
-
-    fn reset(&mut self) {
-        self.hdr.reset();
-        if let Some(e) = &mut self.exp {
-            e.reset();
-        }
-        self.count = 0;
-        self.sum_ns = 0;
-        self.min_ns = u64::MAX;
-        self.max_ns = 0;
-    }
-
-    fn min_max(&self) -> (Option<f64>, Option<f64>) {
-        if self.count == 0 {
-            (None, None)
-        } else {
-            (
-                Some(self.min_ns as f64 * 1e-9),
-                Some(self.max_ns as f64 * 1e-9),
-            )
-        }
-    }
-}
 
 /// What a series is keyed by: the configured attributes' values (the rest stay `None`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -583,12 +194,11 @@ pub struct Latency {
     rtt_periodic: bool,
     rtt_close: bool,
     response_roles: Vec<SocketRole>,
-    cardinality_limit: usize,
     max_sockets: usize,
     idle_timeout: Duration,
     scope_name: String,
-    series: [FxHashMap<SeriesKey, Recorder>; 3],
-    overflow: [Option<Recorder>; 3],
+    /// The three metrics' series, in [`LatencyMetric`] order.
+    series: [SeriesTable<SeriesKey, Recorder>; 3],
     sockets: FxHashMap<u64, Sock>,
     closing: VecDeque<(Instant, u64)>,
     closed: FxHashSet<u64>,
@@ -597,8 +207,6 @@ pub struct Latency {
     untracked: u64,
     untracked_emitted: u64,
     untracked_logged: u64,
-    warned_overflow: bool,
-    start_ns: u64,
     next_emit: Instant,
 }
 
@@ -619,9 +227,11 @@ impl Latency {
             Role::Server => SocketRole::Server,
             Role::Unknown => SocketRole::Unknown,
         };
+        let options = TableOptions::new(&scope_name, config.cardinality_limit, config.temporality);
         Ok(Latency {
-            next_emit: Instant::now() + config.interval.0.max(Duration::from_millis(1)),
-            interval: config.interval.0,
+            series: METRICS.map(|(_, name, _)| SeriesTable::new(&options, name)),
+            next_emit: Instant::now() + config.interval.get(),
+            interval: config.interval.get(),
             temporality: config.temporality,
             attrs: config
                 .attributes
@@ -633,18 +243,15 @@ impl Latency {
                 .histograms
                 .contains(&HistogramKind::Exponential)
                 .then_some((config.max_size as usize, config.max_scale)),
-            bounds: config.boundaries.clone(),
+            bounds: config.boundaries.to_vec(),
             significant_figures: config.significant_figures,
             rtt_established: config.rtt_samples.contains(&RttSample::Established),
             rtt_periodic: config.rtt_samples.contains(&RttSample::Rtt),
             rtt_close: config.rtt_samples.contains(&RttSample::Close),
             response_roles: config.response_roles.iter().map(role).collect(),
-            cardinality_limit: config.cardinality_limit,
-            max_sockets: config.max_sockets,
-            idle_timeout: config.idle_timeout.0,
+            max_sockets: config.max_sockets.get(),
+            idle_timeout: config.idle_timeout.get(),
             scope_name,
-            series: Default::default(),
-            overflow: Default::default(),
             sockets: FxHashMap::default(),
             closing: VecDeque::new(),
             closed: FxHashSet::default(),
@@ -652,8 +259,6 @@ impl Latency {
             untracked: 0,
             untracked_emitted: 0,
             untracked_logged: 0,
-            warned_overflow: false,
-            start_ns: now_ns(),
         })
     }
 
@@ -677,24 +282,10 @@ impl Latency {
     }
 
     fn record(&mut self, metric: LatencyMetric, key: SeriesKey, ns: u64) {
-        let m = metric as usize;
         let (sf, exp) = (self.significant_figures, self.exponential);
-        let series = &mut self.series[m];
-        if let Some(r) = series.get_mut(&key) {
-            r.record(ns);
-        } else if series.len() < self.cardinality_limit {
-            let mut r = Recorder::new(sf, exp);
-            r.record(ns);
-            series.insert(key, r);
-        } else {
-            self.overflow[m]
-                .get_or_insert_with(|| Recorder::new(sf, exp))
-                .record(ns);
-            if !self.warned_overflow {
-                self.warned_overflow = true;
-                tracing::warn!(processor = %self.scope_name, limit = self.cardinality_limit, "latency: cardinality limit reached; further series go to the overflow series (otel.metric.overflow=true)");
-            }
-        }
+        self.series[metric as usize]
+            .value(key, || Recorder::new(sf, exp))
+            .record(ns);
     }
 
     fn on_socket(&mut self, e: &SocketEvent, now: Instant) {
@@ -864,18 +455,18 @@ impl Latency {
             attributes: attributes.clone(),
             start_time_ns: start,
             time_ns: now,
-            count: r.count,
+            count: r.count(),
             sum: Some(r.sum()),
             min,
             max,
             explicit_bounds: self.bounds.clone(),
             bucket_counts: r.explicit_counts(&self.bounds),
         });
-        let exponential = r.exp.as_ref().map(|e| ExponentialHistogramPoint {
+        let exponential = r.exponential().map(|e| ExponentialHistogramPoint {
             attributes,
             start_time_ns: start,
             time_ns: now,
-            count: r.count,
+            count: r.count(),
             sum: Some(r.sum()),
             min,
             max,
@@ -892,36 +483,18 @@ impl Latency {
 
     fn emit(&mut self, out: &mut Emitter) {
         let now = now_ns();
-        let start = self.start_ns;
+        // The three tables start their periods together.
+        let start = self.series[0].start_ns();
         let delta = self.temporality == Temporality::Delta;
-        if delta {
-            self.start_ns = now;
-        }
         let mut explicit_metrics = Vec::new();
         let mut exponential_metrics = Vec::new();
         for (metric, name, description) in METRICS {
-            let m = metric as usize;
             let mut hist = Vec::new();
             let mut expo = Vec::new();
-            let mut keys: Vec<&SeriesKey> = self.series[m].keys().collect();
             // A stable order makes the output easy to read and to diff.
-            keys.sort_by_key(|k| format!("{k:?}"));
-            for k in keys {
-                let r = &self.series[m][k];
-                if r.count == 0 {
-                    continue;
-                }
-                let (h, e) = self.points(r, self.attributes(k), start, now);
-                hist.extend(h);
-                expo.extend(e);
-            }
-            if let Some(r) = self.overflow[m].as_ref().filter(|r| r.count > 0) {
-                let (h, e) = self.points(
-                    r,
-                    vec![KeyValue::new(names::ATTR_OVERFLOW, true)],
-                    start,
-                    now,
-                );
+            for (s, r) in self.series[metric as usize].sorted_by_key(|k| format!("{k:?}")) {
+                let attributes = s.attributes(|k| self.attributes(k));
+                let (h, e) = self.points(r, attributes, start, now);
                 hist.extend(h);
                 expo.extend(e);
             }
@@ -943,16 +516,9 @@ impl Latency {
                     temporality: self.temporality,
                 }));
             }
-            if delta {
-                // Series without samples this period are forgotten; the others start over.
-                self.series[m].retain(|_, r| r.count > 0);
-                for r in self.series[m].values_mut() {
-                    r.reset();
-                }
-                if let Some(r) = &mut self.overflow[m] {
-                    r.reset();
-                }
-            }
+        }
+        for table in &mut self.series {
+            table.finish_collect(now);
         }
         if self.untracked > self.untracked_emitted || (!delta && self.untracked > 0) {
             let value = if delta {
@@ -972,7 +538,7 @@ impl Latency {
                         attributes: Vec::new(),
                         start_time_ns: start,
                         time_ns: now,
-                        value: Number::Int(i64::try_from(value).unwrap_or(i64::MAX)),
+                        value: output::int(value),
                     }],
                     temporality: self.temporality,
                     monotonic: true,
@@ -983,27 +549,14 @@ impl Latency {
             tracing::warn!(processor = %self.scope_name, max_sockets = self.max_sockets, "latency: {} socket events not recorded: too many sockets tracked", self.untracked - self.untracked_logged);
             self.untracked_logged = self.untracked;
         }
-        let scope = |suffix: &str| Scope {
-            name: Cow::Owned(format!("periscope/{}{suffix}", self.scope_name)),
-            version: Cow::Borrowed(env!("CARGO_PKG_VERSION")),
-        };
         let both = self.explicit && self.exponential.is_some();
-        if !exponential_metrics.is_empty() && both {
-            out.telemetry(Telemetry::Metrics(MetricsBatch {
-                resource: Default::default(),
-                scope: scope("/exponential"),
-                metrics: exponential_metrics,
-            }));
+        if both {
+            let scope = output::scope(&self.scope_name, "/exponential");
+            output::send_metrics(out, scope, exponential_metrics);
         } else {
             explicit_metrics.append(&mut exponential_metrics);
         }
-        if !explicit_metrics.is_empty() {
-            out.telemetry(Telemetry::Metrics(MetricsBatch {
-                resource: Default::default(),
-                scope: scope(""),
-                metrics: explicit_metrics,
-            }));
-        }
+        output::send_metrics(out, output::scope(&self.scope_name, ""), explicit_metrics);
     }
 }
 

@@ -6,3 +6,8 @@ pub mod dns;
 pub mod flow;
 pub mod identity;
 pub mod latency;
+mod output;
+pub mod series;
+
+#[cfg(test)]
+mod testing;

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use periscope_pipeline::component::{
     BuildContext, ComponentConfig, Hook, Invalid, Receiver, ReceiverConfig,
 };
-use periscope_pipeline::config::ConfigDuration;
+use periscope_pipeline::config::PositiveDuration;
 
 use crate::shared::ebpf::{embedded_object, Object};
 use crate::socket::{
@@ -33,11 +33,11 @@ pub struct CgroupSkbConfig {
     pub cgroup: PathBuf,
     /// How often the counters are sent downstream (and once more at stop); default 10s.
     #[serde(default = "default_counters_interval")]
-    pub counters_interval: ConfigDuration,
+    pub counters_interval: PositiveDuration,
 }
 
-fn default_counters_interval() -> ConfigDuration {
-    ConfigDuration::from_secs(10)
+fn default_counters_interval() -> PositiveDuration {
+    PositiveDuration::from_secs(10)
 }
 
 impl Default for CgroupSkbConfig {
@@ -55,12 +55,6 @@ impl ComponentConfig for CgroupSkbConfig {
     fn validate(&self) -> Result<(), Vec<Invalid>> {
         let mut errors = Vec::new();
         validate_cgroup(&self.cgroup, &mut errors);
-        if self.counters_interval.0.is_zero() {
-            errors.push(Invalid::new(
-                "counters_interval",
-                "must be longer than zero, e.g. 10s",
-            ));
-        }
         if errors.is_empty() {
             Ok(())
         } else {
@@ -99,7 +93,7 @@ impl CgroupSkbConfig {
             SocketReceiverOptions {
                 id: id.to_string(),
                 poll_interval: std::time::Duration::from_millis(100),
-                counters_interval: self.counters_interval.0,
+                counters_interval: self.counters_interval.get(),
             },
             ebpf,
             Some(cgroup),

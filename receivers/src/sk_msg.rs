@@ -1,6 +1,7 @@
 //! The `sk_msg` receiver: application messages of established TCP sockets, sent (sk_msg) and
 //! received (sk_skb stream verdict), through a sockhash that a sockops program fills.
 
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 
 use aya::maps::SockHash;
@@ -10,7 +11,7 @@ use serde::Deserialize;
 use periscope_pipeline::component::{
     BuildContext, ComponentConfig, Hook, Invalid, Receiver, ReceiverConfig,
 };
-use periscope_pipeline::config::ConfigDuration;
+use periscope_pipeline::config::PositiveDuration;
 
 use crate::shared::ebpf::{embedded_object, names, Object, SocketConfig};
 use crate::socket::{
@@ -39,21 +40,21 @@ pub struct SkMsgConfig {
     /// Most sockets observed at once (sockhash entries; default 65536). Sockets past it are
     /// not observed and are counted as dropped.
     #[serde(default = "default_max_sockets")]
-    pub max_sockets: u32,
+    pub max_sockets: NonZeroU32,
     /// Ring buffer size in bytes: a power of two from 4096 (default 4194304).
     #[serde(default = "default_ring_buffer_size")]
     pub ring_buffer_size: u32,
     /// How often the ring buffer is read (default 50ms).
     #[serde(default = "default_poll_interval")]
-    pub poll_interval: ConfigDuration,
+    pub poll_interval: PositiveDuration,
 }
 
 fn default_true() -> bool {
     true
 }
 
-fn default_max_sockets() -> u32 {
-    65536
+fn default_max_sockets() -> NonZeroU32 {
+    const { NonZeroU32::new(65536).unwrap() }
 }
 
 impl Default for SkMsgConfig {
@@ -74,10 +75,7 @@ impl ComponentConfig for SkMsgConfig {
     fn validate(&self) -> Result<(), Vec<Invalid>> {
         let mut errors = Vec::new();
         validate_cgroup(&self.cgroup, &mut errors);
-        validate_ring(self.ring_buffer_size, self.poll_interval, &mut errors);
-        if self.max_sockets == 0 {
-            errors.push(Invalid::new("max_sockets", "must be at least 1"));
-        }
+        validate_ring(self.ring_buffer_size, &mut errors);
         if errors.is_empty() {
             Ok(())
         } else {
@@ -96,7 +94,7 @@ impl SkMsgConfig {
             let mut loader = aya::EbpfLoader::new();
             loader
                 .map_max_entries(names::EVENTS, self.ring_buffer_size)
-                .map_max_entries(names::SOCKHASH, self.max_sockets)
+                .map_max_entries(names::SOCKHASH, self.max_sockets.get())
                 .override_global(names::SOCKET_CONFIG, &socket_config, true);
             OBJECT.load(&mut loader)?
         };
@@ -152,7 +150,7 @@ impl SkMsgConfig {
         SocketReceiver::new(
             SocketReceiverOptions {
                 id: id.to_string(),
-                poll_interval: self.poll_interval.0,
+                poll_interval: self.poll_interval.get(),
                 counters_interval: std::time::Duration::from_secs(10),
             },
             ebpf,

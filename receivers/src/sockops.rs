@@ -10,7 +10,7 @@ use serde::Deserialize;
 use periscope_pipeline::component::{
     BuildContext, ComponentConfig, Hook, Invalid, Receiver, ReceiverConfig,
 };
-use periscope_pipeline::config::ConfigDuration;
+use periscope_pipeline::config::{ConfigDuration, PositiveDuration};
 
 use crate::shared::ebpf::{embedded_object, Object, SocketConfig};
 use crate::socket::{
@@ -45,7 +45,7 @@ pub struct SockopsConfig {
     pub ring_buffer_size: u32,
     /// How often the ring buffer is read (default 50ms).
     #[serde(default = "default_poll_interval")]
-    pub poll_interval: ConfigDuration,
+    pub poll_interval: PositiveDuration,
 }
 
 fn default_rtt_interval() -> ConfigDuration {
@@ -69,7 +69,7 @@ impl ComponentConfig for SockopsConfig {
     fn validate(&self) -> Result<(), Vec<Invalid>> {
         let mut errors = Vec::new();
         validate_cgroup(&self.cgroup, &mut errors);
-        validate_ring(self.ring_buffer_size, self.poll_interval, &mut errors);
+        validate_ring(self.ring_buffer_size, &mut errors);
         if errors.is_empty() {
             Ok(())
         } else {
@@ -107,7 +107,7 @@ impl SockopsConfig {
         SocketReceiver::new(
             SocketReceiverOptions {
                 id: id.to_string(),
-                poll_interval: self.poll_interval.0,
+                poll_interval: self.poll_interval.get(),
                 counters_interval: std::time::Duration::from_secs(10),
             },
             ebpf,

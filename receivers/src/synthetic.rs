@@ -2,6 +2,7 @@
 //! pipeline takes them) for benchmarks and demos, without a kernel or a capture file.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::num::NonZeroU64;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -9,7 +10,7 @@ use serde::Deserialize;
 use periscope_pipeline::component::{
     BuildContext, ComponentConfig, Invalid, Receiver, ReceiverConfig,
 };
-use periscope_pipeline::config::ConfigDuration;
+use periscope_pipeline::config::PositiveDuration;
 use periscope_pipeline::devices::DeviceInfo;
 use periscope_pipeline::model::{
     DeviceRef, Direction, Event, EventBatch, NetnsId, NetworkType, PacketEvent, Transport,
@@ -46,12 +47,14 @@ pub struct SyntheticConfig {
     /// Frame length of every event, in bytes (what `periscope.network.bytes` counts).
     #[serde(default = "default_packet_size")]
     pub packet_size: u32,
-    /// Stop after exactly this many events; the receiver then ends by itself.
+    /// Stop after exactly this many events (at least 1); the receiver then ends by itself.
+    /// Leave it out to run until stopped.
     #[serde(default)]
-    pub count: Option<u64>,
-    /// Stop after this long (e.g. `10s`); the receiver then ends by itself.
+    pub count: Option<NonZeroU64>,
+    /// Stop after this long (e.g. `10s`); the receiver then ends by itself. Leave it out to
+    /// run until stopped.
     #[serde(default)]
-    pub duration: Option<ConfigDuration>,
+    pub duration: Option<PositiveDuration>,
     /// Events per batch sent downstream; by default the pipeline's batch size.
     #[serde(default)]
     pub batch_size: Option<usize>,
@@ -95,18 +98,6 @@ impl ComponentConfig for SyntheticConfig {
                 format!("must be between 1 and {MAX_PACKET_SIZE} bytes"),
             ));
         }
-        if self.count == Some(0) {
-            problems.push(Invalid::new(
-                "count",
-                "must be at least 1; leave it out to run until stopped",
-            ));
-        }
-        if self.duration.is_some_and(|d| d.0.is_zero()) {
-            problems.push(Invalid::new(
-                "duration",
-                "must be longer than zero, e.g. 10s; leave it out to run until stopped",
-            ));
-        }
         if let Some(n) = self.batch_size {
             if !(1..=MAX_BATCH_SIZE).contains(&n) {
                 problems.push(Invalid::new(
@@ -144,8 +135,8 @@ impl ReceiverConfig for SyntheticConfig {
             flows: flow_table(self.flows, self.packet_size, device),
             next_flow: 0,
             rate: self.rate,
-            count: self.count,
-            duration: self.duration.map(|d| d.0),
+            count: self.count.map(NonZeroU64::get),
+            duration: self.duration.map(PositiveDuration::get),
             batch_size: self.batch_size,
         }))
     }
@@ -336,20 +327,14 @@ mod tests {
 
     #[test]
     fn validation_names_each_bad_option() {
-        let c = SyntheticConfig {
-            flows: 0,
-            packet_size: 0,
-            count: Some(0),
-            duration: Some(ConfigDuration::from_secs(0)),
-            batch_size: Some(0),
-            ..SyntheticConfig::default()
-        };
-        let paths: Vec<_> = c
-            .validate()
-            .unwrap_err()
-            .into_iter()
-            .map(|i| i.path)
-            .collect();
+        // As `periscope validate` reads it: `validate`'s problems and the values the option
+        // types refuse, all at once.
+        let paths: Vec<_> = periscope_pipeline::config::problems::<SyntheticConfig>(
+            "{flows: 0, packet_size: 0, count: 0, duration: 0s, batch_size: 0}",
+        )
+        .into_iter()
+        .map(|i| i.path)
+        .collect();
         assert_eq!(
             paths,
             ["flows", "packet_size", "count", "duration", "batch_size"]

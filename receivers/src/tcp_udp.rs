@@ -9,7 +9,7 @@ use serde::Deserialize;
 use periscope_pipeline::component::{
     BuildContext, ComponentConfig, Hook as KernelHook, Invalid, Receiver, ReceiverConfig,
 };
-use periscope_pipeline::config::ConfigDuration;
+use periscope_pipeline::config::PositiveDuration;
 
 use crate::shared::ebpf::records::{
     PERISCOPE_SOCK_CFG_DROPS, PERISCOPE_SOCK_CFG_SEND_RECV_TCP, PERISCOPE_SOCK_CFG_SEND_RECV_UDP,
@@ -75,7 +75,7 @@ pub struct TcpUdpConfig {
     pub ring_buffer_size: u32,
     /// How often the ring buffer is read (default 50ms).
     #[serde(default = "default_poll_interval")]
-    pub poll_interval: ConfigDuration,
+    pub poll_interval: PositiveDuration,
 }
 
 fn default_true() -> bool {
@@ -99,7 +99,7 @@ impl ComponentConfig for TcpUdpConfig {
 
     fn validate(&self) -> Result<(), Vec<Invalid>> {
         let mut errors = Vec::new();
-        validate_ring(self.ring_buffer_size, self.poll_interval, &mut errors);
+        validate_ring(self.ring_buffer_size, &mut errors);
         if errors.is_empty() {
             Ok(())
         } else {
@@ -263,7 +263,7 @@ impl TcpUdpConfig {
 fn options(id: &str, c: &TcpUdpConfig) -> SocketReceiverOptions {
     SocketReceiverOptions {
         id: id.to_string(),
-        poll_interval: c.poll_interval.0,
+        poll_interval: c.poll_interval.get(),
         counters_interval: std::time::Duration::from_secs(10),
     }
 }

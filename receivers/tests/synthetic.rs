@@ -2,10 +2,11 @@
 
 mod common;
 
+use std::num::NonZeroU64;
 use std::time::Duration;
 
 use periscope_pipeline::component::{ComponentConfig, ReceiverConfig};
-use periscope_pipeline::config::ConfigDuration;
+use periscope_pipeline::config::PositiveDuration;
 use periscope_pipeline::model::{DeviceRef, NetworkType, Transport};
 use periscope_pipeline::telemetry::now_ns;
 use periscope_pipeline::topology::StopSignal;
@@ -16,7 +17,7 @@ use common::run;
 #[test]
 fn count_is_exact() {
     let config = SyntheticConfig {
-        count: Some(12_345),
+        count: NonZeroU64::new(12_345),
         flows: 7,
         packet_size: 100,
         ..SyntheticConfig::default()
@@ -54,7 +55,7 @@ fn count_is_exact() {
 fn rate_holds_over_a_duration() {
     let config = SyntheticConfig {
         rate: 20_000,
-        duration: Some(ConfigDuration::from_millis(500)),
+        duration: Some(PositiveDuration::from_millis(500)),
         ..SyntheticConfig::default()
     };
     assert!(config.is_finite());
@@ -82,7 +83,7 @@ fn rate_holds_over_a_duration() {
 fn rate_with_count_takes_its_time() {
     let config = SyntheticConfig {
         rate: 10_000,
-        count: Some(2_000),
+        count: NonZeroU64::new(2_000),
         ..SyntheticConfig::default()
     };
     let r = run(&config, StopSignal::default()).expect("build");
@@ -99,7 +100,7 @@ fn rate_with_count_takes_its_time() {
 fn low_rates_do_not_wait_for_full_batches() {
     let config = SyntheticConfig {
         rate: 100,
-        duration: Some(ConfigDuration::from_millis(300)),
+        duration: Some(PositiveDuration::from_millis(300)),
         ..SyntheticConfig::default()
     };
     let r = run(&config, StopSignal::default()).expect("build");
@@ -115,7 +116,7 @@ fn low_rates_do_not_wait_for_full_batches() {
 #[test]
 fn batch_size_overrides_the_pipeline_batch() {
     let config = SyntheticConfig {
-        count: Some(1_000),
+        count: NonZeroU64::new(1_000),
         batch_size: Some(100),
         ..SyntheticConfig::default()
     };
@@ -152,8 +153,14 @@ fn config_parses_with_defaults() {
         &[],
     )
     .expect("config");
-    assert_eq!((c.rate, c.flows, c.count), (1000, 16, Some(5)));
-    assert_eq!(c.duration, Some(ConfigDuration::from_secs(2)));
+    assert_eq!(
+        (c.rate, c.flows, c.count.map(NonZeroU64::get)),
+        (1000, 16, Some(5))
+    );
+    assert_eq!(
+        c.duration.map(PositiveDuration::get),
+        Some(Duration::from_secs(2))
+    );
     let e = from_node::<SyntheticConfig>(&parse("flow: 3").expect("yaml"), &[])
         .expect_err("unknown option");
     assert!(e.message.contains("flow"), "{}", e.message);
@@ -167,7 +174,7 @@ fn generation_throughput() {
     use periscope_pipeline::model::Payload;
     use periscope_pipeline::topology::EventOutput;
     let config = SyntheticConfig {
-        count: Some(20_000_000),
+        count: NonZeroU64::new(20_000_000),
         ..SyntheticConfig::default()
     };
     let receiver = config.build(&common::context("synthetic")).expect("build");

@@ -1,12 +1,13 @@
 //! The `otlp` exporter's options.
 
 use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 
 use serde::Deserialize;
 
 use periscope_pipeline::component::{ComponentConfig, Invalid};
-use periscope_pipeline::config::ConfigDuration;
+use periscope_pipeline::config::{ConfigDuration, PositiveDuration};
 
 /// Sends metrics and traces to an OpenTelemetry backend (a Collector, Jaeger, Prometheus with
 /// OTLP, a vendor) over OTLP/gRPC or OTLP/HTTP (protobuf or JSON bodies). Batches wait in a
@@ -37,7 +38,7 @@ pub struct OtlpConfig {
     /// How long one request may take (connecting included) before it fails and is retried.
     /// Also how long the exporter waits at shutdown for its queue to drain (at least 1s).
     #[serde(default = "default_timeout")]
-    pub timeout: ConfigDuration,
+    pub timeout: PositiveDuration,
     /// The bounded queue between the pipeline and the sender.
     #[serde(default)]
     pub sending_queue: QueueConfig,
@@ -53,8 +54,8 @@ fn default_endpoint() -> String {
     "http://127.0.0.1:4317".into()
 }
 
-fn default_timeout() -> ConfigDuration {
-    ConfigDuration::from_secs(10)
+fn default_timeout() -> PositiveDuration {
+    PositiveDuration::from_secs(10)
 }
 
 impl Default for OtlpConfig {
@@ -130,11 +131,11 @@ pub struct QueueConfig {
     /// queue full is dropped and counted. Bounds the memory the exporter uses while the
     /// backend is slow or down.
     #[serde(default = "default_queue_size")]
-    pub queue_size: usize,
+    pub queue_size: NonZeroUsize,
 }
 
-fn default_queue_size() -> usize {
-    1000
+fn default_queue_size() -> NonZeroUsize {
+    const { NonZeroUsize::new(1000).unwrap() }
 }
 
 impl Default for QueueConfig {
@@ -153,15 +154,15 @@ pub struct BatchConfig {
     /// Items (data points or spans) after which a request is sent without waiting longer.
     /// A single pipeline batch larger than this is sent as it is, not split.
     #[serde(default = "default_batch_size")]
-    pub max_size: usize,
+    pub max_size: NonZeroUsize,
     /// How long to wait for more batches after the first one. `0s` sends each pipeline batch
     /// (and whatever is already queued) at once.
     #[serde(default = "default_batch_timeout")]
     pub timeout: ConfigDuration,
 }
 
-fn default_batch_size() -> usize {
-    8192
+fn default_batch_size() -> NonZeroUsize {
+    const { NonZeroUsize::new(8192).unwrap() }
 }
 
 fn default_batch_timeout() -> ConfigDuration {
@@ -269,21 +270,6 @@ impl ComponentConfig for OtlpConfig {
                 "tls",
                 "`cert_file` and `key_file` go together: give both for a client certificate, \
                  or neither",
-            ));
-        }
-        if self.timeout.0.is_zero() {
-            errors.push(Invalid::new("timeout", "must be more than 0s, e.g. 10s"));
-        }
-        if self.sending_queue.queue_size == 0 {
-            errors.push(Invalid::new(
-                "sending_queue.queue_size",
-                "must be at least 1 (batches), e.g. 1000",
-            ));
-        }
-        if self.batch.max_size == 0 {
-            errors.push(Invalid::new(
-                "batch.max_size",
-                "must be at least 1 (items), e.g. 8192",
             ));
         }
         let r = &self.retry_on_failure;

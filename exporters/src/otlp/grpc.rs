@@ -32,8 +32,8 @@ impl GrpcTransport {
         }
         let mut endpoint = Endpoint::from_shared(endpoint_url)
             .context("invalid endpoint")?
-            .timeout(config.timeout.0)
-            .connect_timeout(config.timeout.0.min(Duration::from_secs(10)))
+            .timeout(config.timeout.get())
+            .connect_timeout(config.timeout.get().min(Duration::from_secs(10)))
             .tcp_nodelay(true);
         if config.uses_tls() {
             let mut tls = ClientTlsConfig::new();

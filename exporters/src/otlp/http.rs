@@ -74,7 +74,7 @@ impl HttpTransport {
         let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
             .default_headers(headers)
-            .timeout(config.timeout.0)
+            .timeout(config.timeout.get())
             .user_agent(concat!("periscope/", env!("CARGO_PKG_VERSION")))
             .no_proxy();
         if config.uses_tls() {

@@ -96,7 +96,7 @@ pub struct OtlpExporter {
 impl OtlpConfig {
     /// Builds the exporter with its concrete type (tests read its [`OtlpStats`]).
     pub fn build_exporter(&self, ctx: &BuildContext) -> anyhow::Result<OtlpExporter> {
-        let (tx, rx) = mpsc::channel(self.sending_queue.queue_size.max(1));
+        let (tx, rx) = mpsc::channel(self.sending_queue.queue_size.get());
         let stats = Arc::new(OtlpStats::default());
         let shared = Arc::new(queue::Shared::default());
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -129,8 +129,8 @@ impl OtlpConfig {
             stats,
             shared,
             extra_resource: extra_resource_attributes(),
-            flush_timeout: self.timeout.0.max(Duration::from_secs(1)),
-            queue_size: self.sending_queue.queue_size.max(1),
+            flush_timeout: self.timeout.get().max(Duration::from_secs(1)),
+            queue_size: self.sending_queue.queue_size.get(),
             worker: Some(handle),
         })
     }

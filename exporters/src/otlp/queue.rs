@@ -175,7 +175,7 @@ impl Worker {
             }
             // Gather more until the batch is full, its timeout passes, or a flush asks.
             let until = Instant::now() + self.batch.timeout.0;
-            while pending.flushes.is_empty() && pending.items() < self.batch.max_size as u64 {
+            while pending.flushes.is_empty() && pending.items() < self.batch.max_size.get() as u64 {
                 let next = if self.batch.timeout.0.is_zero() {
                     self.rx.try_recv().ok()
                 } else {

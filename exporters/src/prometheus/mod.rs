@@ -14,6 +14,7 @@ pub mod store;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -46,7 +47,7 @@ pub struct PrometheusConfig {
     /// The most series held at once (`target_info` aside); points of new series past it are
     /// dropped and counted, so the memory the exporter uses stays bounded.
     #[serde(default = "default_series_limit")]
-    pub series_limit: usize,
+    pub series_limit: NonZeroUsize,
     /// A series not updated for this long is removed from the exposition. `0s` keeps series
     /// forever.
     #[serde(default = "default_expire_after")]
@@ -56,8 +57,8 @@ pub struct PrometheusConfig {
 fn default_listen() -> String {
     "127.0.0.1:9464".into()
 }
-fn default_series_limit() -> usize {
-    10_000
+fn default_series_limit() -> NonZeroUsize {
+    const { NonZeroUsize::new(10_000).unwrap() }
 }
 fn default_expire_after() -> ConfigDuration {
     ConfigDuration::from_secs(300)
@@ -77,28 +78,17 @@ impl ComponentConfig for PrometheusConfig {
     const TYPE: &'static str = "prometheus";
 
     fn validate(&self) -> Result<(), Vec<Invalid>> {
-        let mut errors = Vec::new();
         if self.listen.parse::<SocketAddr>().is_err() {
-            errors.push(Invalid::new(
+            return Err(vec![Invalid::new(
                 "listen",
                 format!(
                     "`{}` is not an address with a port; expected e.g. 127.0.0.1:9464 or \
                      0.0.0.0:9464 (an IP address, not a host name)",
                     self.listen
                 ),
-            ));
+            )]);
         }
-        if self.series_limit == 0 {
-            errors.push(Invalid::new(
-                "series_limit",
-                "must be at least 1, e.g. 10000",
-            ));
-        }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors)
-        }
+        Ok(())
     }
 }
 
@@ -123,7 +113,7 @@ impl PrometheusConfig {
             .context("cannot make the listening socket non-blocking")?;
         let local = listener.local_addr().context("listening address")?;
         let store = Arc::new(Mutex::new(Store::new(
-            self.series_limit,
+            self.series_limit.get(),
             self.expire_after.0,
         )));
         let runtime = tokio::runtime::Builder::new_current_thread()

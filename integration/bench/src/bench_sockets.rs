@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use periscope_pipeline::component::Receiver;
-use periscope_pipeline::config::ConfigDuration;
+use periscope_pipeline::config::PositiveDuration;
 use periscope_pipeline::model::Payload;
 use periscope_pipeline::topology::{EventOutput, StopSignal};
 use periscope_receivers::sk_msg::SkMsgConfig;
@@ -230,7 +230,7 @@ impl Agent {
 }
 
 fn attach(mode: Mode, cgroup: &Path) -> Result<Option<Agent>> {
-    let poll = ConfigDuration(Duration::from_millis(20));
+    let poll = PositiveDuration::from_millis(20);
     let receiver: Box<dyn Receiver> = match mode {
         Mode::None => return Ok(None),
         Mode::Sockops => Box::new(

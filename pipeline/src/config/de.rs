@@ -53,6 +53,11 @@ impl de::Error for DeError {
     }
 
     fn invalid_value(unexp: de::Unexpected, exp: &dyn de::Expected) -> Self {
+        // The std `NonZero*` types expect "a nonzero u32": say it as a limit is said.
+        if matches!(unexp, de::Unexpected::Unsigned(0)) && exp.to_string().starts_with("a nonzero")
+        {
+            return Self::custom("must be at least 1");
+        }
         Self::custom(format!(
             "invalid value {}: expected {exp}",
             describe(&unexp)

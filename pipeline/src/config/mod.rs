@@ -5,18 +5,21 @@
 //! config, runs each `validate`, and checks the pipelines' references. It collects every error
 //! it finds, each naming file, line, column, key path and what would be valid.
 
+mod check;
 pub mod de;
 pub mod env;
 pub mod error;
+pub mod read_all;
 mod service;
 pub mod types;
 pub mod yaml;
 
 use std::path::{Path, PathBuf};
 
+pub use check::problems;
 pub use error::{ConfigError, ConfigErrors};
 pub use service::{EdgeConfig, EdgesConfig, LogsConfig, SelfMetricsConfig, TelemetryConfig};
-pub use types::{ConfigDuration, WhenFull};
+pub use types::{Boundaries, ConfigDuration, PositiveDuration, WhenFull};
 
 use crate::component::registry::{
     AnyConfig, AnyExporterConfig, AnyProcessorConfig, AnyReceiverConfig,
@@ -370,29 +373,21 @@ impl Loader {
                 false
             });
         }
-        let value = &value;
-        let config = match component_type.parse(value, &path) {
-            Ok(c) => c,
-            Err(e) => {
-                self.de_error(e);
-                return None;
+        let checked = check::read_checked(
+            &value,
+            &path,
+            |node, path| component_type.parse(node, path),
+            |config| config.validate(),
+        );
+        match checked {
+            Ok(config) => Some((id, config)),
+            Err(errors) => {
+                for e in errors {
+                    self.de_error(e);
+                }
+                None
             }
-        };
-        if let Err(problems) = config.validate() {
-            for p in problems {
-                let mut full = path.clone();
-                full.extend(
-                    p.path
-                        .split('.')
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_string),
-                );
-                let node = value.locate(&full[2..]);
-                self.error(Some(node.location), &join(&full), p.message);
-            }
-            return None;
         }
-        Some((id, config))
     }
 
     fn pipelines(
@@ -436,23 +431,16 @@ impl Loader {
                     continue;
                 }
             };
-            let spec: service::PipelineSpec = match de::from_node(&value, &path) {
-                Ok(s) => s,
-                Err(e) => {
-                    self.de_error(e);
-                    continue;
-                }
-            };
-            for (edge, cfg) in [("input", spec.edges.input), ("output", spec.edges.output)] {
-                if cfg.capacity == 0 {
-                    let node = value.locate(&["edges".into(), edge.into(), "capacity".into()]);
-                    self.error(
-                        Some(node.location),
-                        &format!("{}.edges.{edge}.capacity", join(&path)),
-                        "must be at least 1 (batches the queue holds)",
-                    );
-                }
+            // Every refused value at once; the references are checked with the rest.
+            let read = read_all::from_node_all(&value, &path, |node, path| {
+                de::from_node::<service::PipelineSpec>(node, path)
+            });
+            for e in read.errors {
+                self.de_error(e);
             }
+            let Some(spec) = read.value else {
+                continue;
+            };
             let mut lists = Vec::new();
             for (kind, field, names) in [
                 (Kind::Receiver, "receivers", &spec.receivers),

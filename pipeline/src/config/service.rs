@@ -1,8 +1,10 @@
 //! The `service` section: pipelines, queues between stages, and the agent's own telemetry.
 
+use std::num::NonZeroUsize;
+
 use serde::Deserialize;
 
-use super::types::{ConfigDuration, WhenFull};
+use super::types::{PositiveDuration, WhenFull};
 
 /// One pipeline as written.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
@@ -40,14 +42,14 @@ pub struct EdgesConfig {
 pub struct EdgeConfig {
     /// How many batches the queue holds.
     #[serde(default = "default_capacity")]
-    pub capacity: usize,
+    pub capacity: NonZeroUsize,
     /// What the sender does when the queue is full: `block` or `drop_newest`.
     #[serde(default)]
     pub when_full: WhenFull,
 }
 
-fn default_capacity() -> usize {
-    64
+fn default_capacity() -> NonZeroUsize {
+    const { NonZeroUsize::new(64).unwrap() }
 }
 
 impl Default for EdgeConfig {
@@ -86,12 +88,6 @@ impl TelemetryConfig {
                 ),
             ));
         }
-        if self.metrics.interval.0.is_zero() {
-            out.push((
-                "metrics.interval",
-                "must be longer than zero, e.g. 10s".to_string(),
-            ));
-        }
         out
     }
 }
@@ -126,7 +122,7 @@ pub struct SelfMetricsConfig {
     pub enabled: bool,
     /// How often they are emitted; a last snapshot is always sent at shutdown.
     #[serde(default = "default_interval")]
-    pub interval: ConfigDuration,
+    pub interval: PositiveDuration,
     /// Exporters that receive them; default: every exporter of a metrics pipeline.
     #[serde(default)]
     pub exporters: Option<Vec<String>>,
@@ -136,8 +132,8 @@ fn yes() -> bool {
     true
 }
 
-fn default_interval() -> ConfigDuration {
-    ConfigDuration::from_secs(10)
+fn default_interval() -> PositiveDuration {
+    PositiveDuration::from_secs(10)
 }
 
 impl Default for SelfMetricsConfig {

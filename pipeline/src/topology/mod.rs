@@ -119,7 +119,7 @@ pub fn build(config: &Config, devices: &DeviceTable) -> anyhow::Result<Topology>
             .pipelines
             .iter()
             .filter(|p| p.exporters.contains(&c.id))
-            .map(|p| p.edges.output.capacity)
+            .map(|p| p.edges.output.capacity.get())
             .max()
             .unwrap_or(64);
         match c.config.build(&ctx) {
@@ -162,7 +162,7 @@ pub fn build(config: &Config, devices: &DeviceTable) -> anyhow::Result<Topology>
             signal: p.signal,
             processors,
             counters: telemetry.register("pipeline", &p.id.to_string(), None),
-            input_capacity: p.edges.input.capacity,
+            input_capacity: p.edges.input.capacity.get(),
             exporters: p
                 .exporters
                 .iter()
@@ -222,7 +222,7 @@ pub fn build(config: &Config, devices: &DeviceTable) -> anyhow::Result<Topology>
                 .flat_map(|p| p.exporters.iter().map(ToString::to_string))
                 .collect(),
         };
-        (config.telemetry.metrics.interval.0, targets)
+        (config.telemetry.metrics.interval.get(), targets)
     });
 
     Ok(Topology {

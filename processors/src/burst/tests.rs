@@ -3,6 +3,10 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use super::*;
+use periscope_pipeline::config::problems;
+use periscope_pipeline::model::{Number, Telemetry};
+
+use crate::testing::{at_least_one, overflow_warnings, warnings};
 use periscope_pipeline::model::{EventBatch, NetnsId};
 
 const MS: u64 = 1_000_000;
@@ -199,9 +203,9 @@ fn lists_the_top_flows_of_a_burst() {
 #[test]
 fn memory_stays_bounded_and_caps_are_counted() {
     let mut p = processor(BurstConfig {
-        max_devices: 2,
-        max_flows: 3,
-        cardinality_limit: 1,
+        max_devices: at_least_one(2),
+        max_flows: at_least_one(3),
+        cardinality_limit: at_least_one(1),
         ..BurstConfig::default()
     });
     let mut events = vec![report(BurstPhase::Start, 1, 0, 0, 10, 1)];
@@ -236,12 +240,54 @@ fn memory_stays_bounded_and_caps_are_counted() {
 
 #[test]
 fn validation_names_the_key() {
-    let c = BurstConfig {
-        boundaries: vec![0.1, 0.05],
-        max_flows: 0,
-        ..BurstConfig::default()
-    };
-    let errors = c.validate().unwrap_err();
+    // As `periscope validate` reads it: the option types refuse both values.
+    let errors = problems::<BurstConfig>("{boundaries: [0.1, 0.05], max_flows: 0}");
     let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(paths, ["boundaries.1", "max_flows"]);
+}
+
+#[test]
+fn series_past_the_limit_fold_into_one_overflow_series_with_one_warning() {
+    // Devices 1..=5 burst 1..=5 times each (10 packets per burst); room for 2 series.
+    let ((_, metrics), logged) = warnings(|| {
+        let mut p = processor(BurstConfig {
+            cardinality_limit: at_least_one(2),
+            ..BurstConfig::default()
+        });
+        // One after the other, so that devices 1 and 2 are first to need a series.
+        let mut events = Vec::new();
+        let mut start = 0;
+        for ifindex in 1..=5u32 {
+            for _ in 0..ifindex {
+                events.push(report(BurstPhase::End, ifindex, 0, start, start + MS, 10));
+                start += 1_000 * MS;
+            }
+        }
+        feed(&mut p, events);
+        finish(&mut p)
+    });
+    for (name, per_burst) in [(names::BURST_COUNT, 1), (names::BURST_PACKETS, 10)] {
+        let metric = metrics.iter().find(|m| m.name == name).expect(name);
+        let MetricData::Sum { points, .. } = &metric.data else {
+            panic!("{name} is a sum")
+        };
+        let value = |p: &NumberPoint| match p.value {
+            Number::Int(i) => i,
+            Number::Double(d) => d as i64,
+        };
+        assert_eq!(points.len(), 3, "{name}: 2 series and the overflow series");
+        let overflow = &points[2];
+        assert_eq!(overflow.attributes, crate::series::overflow_attributes());
+        assert_eq!(
+            value(overflow),
+            (3 + 4 + 5) * per_burst,
+            "{name}: devices 3 to 5"
+        );
+        assert_eq!(
+            points.iter().map(value).sum::<i64>(),
+            15 * per_burst,
+            "{name}: totals"
+        );
+    }
+    assert_eq!(overflow_warnings(&logged), 1, "{logged:?}");
 }

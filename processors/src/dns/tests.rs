@@ -3,6 +3,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use periscope_pipeline::model::{AnyValue, DeviceRef, EventBatch, NetnsId, PacketEvent};
 
 use super::*;
+use crate::testing::{at_least_one, overflow_warnings, warnings};
+use periscope_pipeline::model::{MetricsBatch, Number, Telemetry};
 
 const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
 const SERVER: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 53));
@@ -86,7 +88,7 @@ fn attr<'a>(a: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
 
 fn processor(table: &DnsTable) -> Dns {
     let config = DnsConfig {
-        timeout: ConfigDuration(Duration::from_secs(2)),
+        timeout: PositiveDuration::from_secs(2),
         ..DnsConfig::default()
     };
     Dns::new(config, table.clone(), "dns".into())
@@ -230,8 +232,8 @@ fn pending_queries_and_series_stay_bounded() {
     let table = DnsTable::default();
     let mut p = Dns::new(
         DnsConfig {
-            max_pending: 3,
-            cardinality_limit: 2,
+            max_pending: at_least_one(3),
+            cardinality_limit: at_least_one(2),
             ..DnsConfig::default()
         },
         table.clone(),
@@ -385,4 +387,43 @@ fn identity_adds_the_question_name_to_resolved_destinations() {
         None,
         "not resolved"
     );
+}
+
+#[test]
+fn series_past_the_limit_fold_into_one_overflow_series_with_one_warning() {
+    // Names 1..=5 looked up 1..=5 times each, each its own series; room for 2.
+    let table = DnsTable::default();
+    let ((points, _), logged) = warnings(|| {
+        let mut p = Dns::new(
+            DnsConfig {
+                cardinality_limit: at_least_one(2),
+                ..DnsConfig::default()
+            },
+            table.clone(),
+            "dns".into(),
+        );
+        let mut id = 0;
+        for n in 1..=5u16 {
+            for _ in 0..n {
+                id += 1;
+                let q = query(&table, 7, id, &format!("n{n}.example"), 1_000 * MS);
+                let r = response(&q, 1_001 * MS, 0, &[], 0);
+                run(&mut p, vec![q, r]);
+            }
+        }
+        flush(&mut p)
+    });
+    let (overflow, series): (Vec<_>, Vec<_>) = points
+        .iter()
+        .partition(|pt| attr(&pt.attributes, names::ATTR_OVERFLOW) == Some(&AnyValue::Bool(true)));
+    assert_eq!(series.len(), 2);
+    assert_eq!(overflow.len(), 1);
+    assert_eq!(overflow[0].attributes.len(), 1, "no other attributes");
+    assert_eq!(overflow[0].count, 3 + 4 + 5, "names 3 to 5");
+    assert_eq!(
+        points.iter().map(|pt| pt.count).sum::<u64>(),
+        15,
+        "totals preserved"
+    );
+    assert_eq!(overflow_warnings(&logged), 1, "{logged:?}");
 }

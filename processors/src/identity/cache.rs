@@ -5,6 +5,26 @@ use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 
+/// How one lookup went.
+#[derive(Debug)]
+pub enum Lookup<T> {
+    /// From the cache or freshly read.
+    Found(T),
+    /// Failed now (the first time within the time to live: count it).
+    Failed,
+    /// Failed earlier and not yet retried.
+    KnownMissing,
+}
+
+impl<T> Lookup<T> {
+    pub fn found(self) -> Option<T> {
+        match self {
+            Lookup::Found(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Entry<V> {
     value: V,

@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 
-use super::cache::Cache;
-use super::process::Lookup;
+use super::cache::{Cache, Lookup};
 
 /// What a cgroup path says about the workload in it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

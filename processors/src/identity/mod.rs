@@ -7,6 +7,7 @@
 
 mod cache;
 pub mod cgroup;
+mod config;
 pub mod netns;
 pub mod process;
 
@@ -15,263 +16,20 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
-
-use periscope_pipeline::component::{
-    BuildContext, ComponentConfig, Emitter, Invalid, Processor, ProcessorConfig,
-};
-use periscope_pipeline::config::ConfigDuration;
+use periscope_pipeline::component::{BuildContext, Emitter, Processor, ProcessorConfig};
 use periscope_pipeline::model::{
     AnyValue, Attributes, KeyValue, MetricData, Payload, Telemetry, Transport,
 };
 use periscope_pipeline::telemetry::{names, ComponentCounters};
 use periscope_pipeline::{DnsTable, SocketOwner, SocketTable};
 
+pub use cache::Lookup;
+pub use config::{ContainerOptions, IdentityConfig, NetnsOptions, ProcessOptions, ATTRIBUTES};
+
 use cache::Cache;
 use cgroup::{CgroupIndex, RuntimeState, Workload};
 use netns::NetnsNames;
-use process::{Lookup, Processes};
-
-/// Adds identity to telemetry: for each metric data point and span, the process behind
-/// `process.pid` (executable name and path, owner, opt-in command line), the container and
-/// pod behind `periscope.cgroup.id` or the process's cgroups (`container.id`,
-/// `container.runtime`, `container.name`, `container.image.name`, `k8s.pod.uid`,
-/// `k8s.pod.qos_class`), and the name of the namespace behind `periscope.netns.inode`. Series
-/// with a 5-tuple and a namespace but no pid get their process from the socket table. Ids it
-/// cannot resolve stay as they are (and count as errors of this processor). Series and spans
-/// whose `destination.address` or `network.peer.address` was resolved in their namespace get
-/// `dns.question.name` and `periscope.dns.server.address` from the table the `dns` processor
-/// fills. Passes events on untouched; put it after `connections` and `flow`.
-#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct IdentityConfig {
-    /// Process attributes: `process.executable.name` (base name of `/proc/PID/exe`, replacing
-    /// the 16-byte command name), `process.executable.path`, `process.owner` and, with
-    /// `command_line: true`, `process.command_line`.
-    #[serde(default)]
-    pub process: ProcessOptions,
-    /// Container and pod attributes: `container.id`, `container.runtime`, `container.name`,
-    /// `container.image.name`, `k8s.pod.uid`, `k8s.pod.qos_class`, `periscope.cgroup.path`.
-    #[serde(default)]
-    pub container: ContainerOptions,
-    /// Namespace attributes: `periscope.netns.name`.
-    #[serde(default)]
-    pub netns: NetnsOptions,
-    /// Attribute names never added, e.g. `[process.owner, container.image.name]`.
-    #[serde(default)]
-    pub exclude: Vec<String>,
-    /// The attributes metric data points get (each one becomes a metric dimension); default:
-    /// every enabled one. Spans always get every enabled attribute.
-    #[serde(default)]
-    pub metric_attributes: Option<Vec<String>>,
-    /// Most entries in each cache (processes, containers, cgroups, namespaces); default 4096.
-    #[serde(default = "default_cache_capacity")]
-    pub cache_capacity: usize,
-    /// How long a process or container looked up (or found missing) stays cached before it
-    /// is read again; default 60s.
-    #[serde(default = "default_cache_ttl")]
-    pub cache_ttl: ConfigDuration,
-    /// How often cached processes are checked against procfs: exited processes and reused
-    /// pids (another start time) are evicted; default 5s.
-    #[serde(default = "default_sweep_interval")]
-    pub sweep_interval: ConfigDuration,
-    /// Shortest time between two walks of the cgroup hierarchy, or two scans of the namespace
-    /// directories, that an unknown id triggers; default 100ms.
-    #[serde(default = "default_rescan_interval")]
-    pub rescan_interval: ConfigDuration,
-    /// Where procfs is mounted; default `/proc`.
-    #[serde(default = "default_proc_root")]
-    pub proc_root: PathBuf,
-}
-
-/// Process attributes.
-#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ProcessOptions {
-    /// Look processes up at all; default true.
-    #[serde(default = "default_true")]
-    pub enabled: bool,
-    /// Add `process.command_line` (may hold secrets; high cardinality on metrics); default
-    /// false.
-    #[serde(default)]
-    pub command_line: bool,
-    /// For series without `process.pid` but with a `periscope.socket.cookie`, or a 5-tuple
-    /// and a namespace (flows with `flow_attributes: true`), find the socket's owner in the
-    /// socket table and add `process.pid` (and `periscope.cgroup.id`); default true.
-    #[serde(default = "default_true")]
-    pub from_sockets: bool,
-}
-
-/// Container and pod attributes.
-#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ContainerOptions {
-    /// Look containers and pods up at all; default true.
-    #[serde(default = "default_true")]
-    pub enabled: bool,
-    /// The cgroup v2 mount walked to map cgroup ids to paths; default: found in
-    /// `/proc/self/mountinfo`.
-    #[serde(default)]
-    pub cgroup_root: Option<PathBuf>,
-    /// Docker's state directory, for `container.name` and `container.image.name` (from
-    /// `containers/<id>/config.v2.json`); default `/var/lib/docker`.
-    #[serde(default = "default_docker_root")]
-    pub docker_root: PathBuf,
-}
-
-/// Namespace attributes.
-#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NetnsOptions {
-    /// Name namespaces at all; default true.
-    #[serde(default = "default_true")]
-    pub enabled: bool,
-    /// Directories of namespace bind mounts whose file names name them; default
-    /// `[/run/netns, /var/run/docker/netns]`.
-    #[serde(default = "default_netns_dirs")]
-    pub directories: Vec<PathBuf>,
-    /// Name other namespaces after the container their processes are in (its name, else its
-    /// id), found by scanning `/proc/*/ns/net`; series without a container of their own also
-    /// get that container's attributes; default true.
-    #[serde(default = "default_true")]
-    pub containers: bool,
-}
-
-fn default_true() -> bool {
-    true
-}
-fn default_cache_capacity() -> usize {
-    4096
-}
-fn default_cache_ttl() -> ConfigDuration {
-    ConfigDuration::from_secs(60)
-}
-fn default_sweep_interval() -> ConfigDuration {
-    ConfigDuration::from_secs(5)
-}
-fn default_rescan_interval() -> ConfigDuration {
-    ConfigDuration::from_millis(100)
-}
-fn default_proc_root() -> PathBuf {
-    PathBuf::from("/proc")
-}
-fn default_docker_root() -> PathBuf {
-    PathBuf::from("/var/lib/docker")
-}
-fn default_netns_dirs() -> Vec<PathBuf> {
-    vec![
-        PathBuf::from("/run/netns"),
-        PathBuf::from("/var/run/docker/netns"),
-    ]
-}
-
-impl Default for ProcessOptions {
-    fn default() -> Self {
-        ProcessOptions {
-            enabled: true,
-            command_line: false,
-            from_sockets: true,
-        }
-    }
-}
-
-impl Default for ContainerOptions {
-    fn default() -> Self {
-        ContainerOptions {
-            enabled: true,
-            cgroup_root: None,
-            docker_root: default_docker_root(),
-        }
-    }
-}
-
-impl Default for NetnsOptions {
-    fn default() -> Self {
-        NetnsOptions {
-            enabled: true,
-            directories: default_netns_dirs(),
-            containers: true,
-        }
-    }
-}
-
-impl Default for IdentityConfig {
-    fn default() -> Self {
-        IdentityConfig {
-            process: ProcessOptions::default(),
-            container: ContainerOptions::default(),
-            netns: NetnsOptions::default(),
-            exclude: Vec::new(),
-            metric_attributes: None,
-            cache_capacity: default_cache_capacity(),
-            cache_ttl: default_cache_ttl(),
-            sweep_interval: default_sweep_interval(),
-            rescan_interval: default_rescan_interval(),
-            proc_root: default_proc_root(),
-        }
-    }
-}
-
-/// Every attribute this processor can add.
-pub const ATTRIBUTES: &[&str] = &[
-    names::ATTR_PROCESS_PID,
-    names::ATTR_PROCESS_NAME,
-    names::ATTR_PROCESS_EXECUTABLE_PATH,
-    names::ATTR_PROCESS_OWNER,
-    names::ATTR_PROCESS_COMMAND_LINE,
-    names::ATTR_CGROUP_ID,
-    names::ATTR_CGROUP_PATH,
-    names::ATTR_CONTAINER_ID,
-    names::ATTR_CONTAINER_RUNTIME,
-    names::ATTR_CONTAINER_NAME,
-    names::ATTR_CONTAINER_IMAGE_NAME,
-    names::ATTR_K8S_POD_UID,
-    names::ATTR_K8S_POD_QOS_CLASS,
-    names::ATTR_NETNS_NAME,
-    names::ATTR_DNS_QUESTION_NAME,
-    names::ATTR_DNS_SERVER_ADDRESS,
-];
-
-impl ComponentConfig for IdentityConfig {
-    const TYPE: &'static str = "identity";
-
-    fn validate(&self) -> Result<(), Vec<Invalid>> {
-        let mut p = Vec::new();
-        let check = |p: &mut Vec<Invalid>, path: &str, list: &[String]| {
-            for (i, name) in list.iter().enumerate() {
-                if !ATTRIBUTES.contains(&name.as_str()) {
-                    p.push(Invalid::new(
-                        format!("{path}[{i}]"),
-                        format!(
-                            "`{name}` is not an attribute the identity processor adds; valid: {}",
-                            ATTRIBUTES.join(", ")
-                        ),
-                    ));
-                }
-            }
-        };
-        check(&mut p, "exclude", &self.exclude);
-        if let Some(m) = &self.metric_attributes {
-            check(&mut p, "metric_attributes", m);
-        }
-        if self.cache_capacity == 0 {
-            p.push(Invalid::new("cache_capacity", "must be at least 1"));
-        }
-        for (path, d) in [
-            ("cache_ttl", self.cache_ttl),
-            ("sweep_interval", self.sweep_interval),
-        ] {
-            if d.0.is_zero() {
-                p.push(Invalid::new(path, "must be longer than zero, e.g. 5s"));
-            }
-        }
-        if p.is_empty() {
-            Ok(())
-        } else {
-            Err(p)
-        }
-    }
-}
+use process::Processes;
 
 impl ProcessorConfig for IdentityConfig {
     fn build(&self, ctx: &BuildContext) -> anyhow::Result<Box<dyn Processor>> {
@@ -426,8 +184,8 @@ impl Identity {
         sockets: SocketTable,
         counters: Arc<ComponentCounters>,
     ) -> Self {
-        let capacity = config.cache_capacity;
-        let ttl = config.cache_ttl.0;
+        let capacity = config.cache_capacity.get();
+        let ttl = config.cache_ttl.get();
         let rescan = config.rescan_interval.0;
         let spans = Wanted::new(config, false);
         let metrics = Wanted::new(config, true);
@@ -469,8 +227,8 @@ impl Identity {
                 )
             }),
             missing_netns: Cache::new(capacity, ttl),
-            sweep_interval: config.sweep_interval.0,
-            next_sweep: Instant::now() + config.sweep_interval.0,
+            sweep_interval: config.sweep_interval.get(),
+            next_sweep: Instant::now() + config.sweep_interval.get(),
             spans,
             metrics,
             failed: FailedLookups::default(),

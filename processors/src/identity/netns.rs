@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 
+use super::cache::Lookup;
 use super::cgroup::{parse_proc_cgroup, Workload};
-use super::process::{read_limited, Lookup};
+use super::process::read_limited;
 
 /// What is known of a namespace.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

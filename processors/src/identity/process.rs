@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use procfs::process::Process;
 use rustc_hash::FxHashMap;
 
-use super::cache::Cache;
+use super::cache::{Cache, Lookup};
 use super::cgroup::{parse_proc_cgroup, Workload};
 
 /// What procfs says about one process.
@@ -48,26 +48,6 @@ pub struct Processes {
     /// counted, once per time to live rather than per data point.
     cache: Cache<u32, Option<Arc<ProcessInfo>>>,
     users: FxHashMap<u32, Arc<str>>,
-}
-
-/// How one lookup went.
-#[derive(Debug)]
-pub enum Lookup<T> {
-    /// From the cache or freshly read.
-    Found(T),
-    /// Failed now (the first time within the time to live: count it).
-    Failed,
-    /// Failed earlier and not yet retried.
-    KnownMissing,
-}
-
-impl<T> Lookup<T> {
-    pub fn found(self) -> Option<T> {
-        match self {
-            Lookup::Found(t) => Some(t),
-            _ => None,
-        }
-    }
 }
 
 impl Processes {

@@ -5,6 +5,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use periscope_pipeline::component::ComponentConfig;
+use periscope_pipeline::config::problems;
 use periscope_pipeline::model::{
     Event, EventBatch, Metric, MetricsBatch, Number, NumberPoint, ProcessRef, SocketEvent, Span,
     SpanKind, SpanStatus, Temporality, TracesBatch,
@@ -388,14 +390,15 @@ fn exclude_and_metric_attributes_choose_what_is_added() {
 
 #[test]
 fn validation_names_unknown_attributes_and_bad_values() {
-    let bad = IdentityConfig {
-        exclude: vec!["container.idd".into()],
-        metric_attributes: Some(vec!["k8s.pod.name".into()]),
-        cache_capacity: 0,
-        sweep_interval: ConfigDuration::from_secs(0),
-        ..IdentityConfig::default()
-    };
-    let problems = bad.validate().unwrap_err();
+    // As `periscope validate` reads it: `validate`'s problems and the values the option types
+    // refuse, all at once.
+    let problems = problems::<IdentityConfig>(
+        "exclude: [container.idd]
+metric_attributes: [k8s.pod.name]
+cache_capacity: 0
+sweep_interval: 0s
+",
+    );
     let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
     assert_eq!(
         paths,

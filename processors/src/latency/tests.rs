@@ -4,25 +4,11 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use super::*;
+use periscope_pipeline::config::{problems, PositiveDuration};
 use periscope_pipeline::model::{EventBatch, NetnsId, ProcessRef};
+use periscope_pipeline::model::{MetricsBatch, Number, Telemetry};
 
-/// A tiny deterministic generator (xorshift64*), so that failures reproduce.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    /// Log-uniform latencies from 10 µs to 2 s, in ns.
-    fn latency_ns(&mut self) -> u64 {
-        (1e4 * 10f64.powf(self.unit() * 5.3)) as u64
-    }
-}
+use crate::testing::{at_least_one, overflow_warnings, warnings, Rng};
 
 const MS: u64 = 1_000_000;
 
@@ -434,7 +420,7 @@ fn cumulative_keeps_counting_and_delta_starts_over() {
 fn series_past_the_cardinality_limit_go_to_the_overflow_series() {
     let mut p = processor(LatencyConfig {
         attributes: vec![names::ATTR_LOCAL_PORT.into()],
-        cardinality_limit: 2,
+        cardinality_limit: at_least_one(2),
         ..config()
     });
     let events: Vec<SocketEvent> = (1..=5)
@@ -471,7 +457,7 @@ fn series_past_the_cardinality_limit_go_to_the_overflow_series() {
 #[test]
 fn sockets_past_max_sockets_are_counted_not_recorded() {
     let mut p = processor(LatencyConfig {
-        max_sockets: 2,
+        max_sockets: at_least_one(2),
         ..config()
     });
     let events: Vec<SocketEvent> = (1..=5)
@@ -590,100 +576,20 @@ fn both_kinds_come_in_their_own_scopes_and_agree() {
 }
 
 #[test]
-fn explicit_buckets_are_within_the_hdr_precision_of_exact() {
-    let mut rng = Rng(42);
-    for sf in [1u8, 2, 3] {
-        let mut r = Recorder::new(sf, None);
-        let mut values: Vec<u64> = (0..5000).map(|_| rng.latency_ns()).collect();
-        // Exact hits on bounds too.
-        values.extend([1_000_000, 10_000_000, 250_000]);
-        for v in &values {
-            r.record(*v);
-        }
-        let bounds = DEFAULT_BOUNDARIES;
-        let counts = r.explicit_counts(&bounds);
-        assert_eq!(counts.iter().sum::<u64>(), values.len() as u64);
-        let eps = 10f64.powi(-i32::from(sf));
-        let le = |x: f64| values.iter().filter(|v| (**v as f64) * 1e-9 <= x).count() as u64;
-        let mut cum = 0;
-        for (i, b) in bounds.iter().enumerate() {
-            cum += counts[i];
-            assert!(
-                le(b * (1.0 - eps)) <= cum && cum <= le(b * (1.0 + eps)),
-                "sf {sf}, ≤ {b}: hdr {cum}, exact {} (± {eps})",
-                le(*b)
-            );
-        }
-    }
-}
-
-#[test]
-fn quantiles_are_within_the_configured_precision() {
-    // Property: for random inputs the hdrhistogram's quantiles lie within 10^-sf (relative)
-    // above the exact quantile (the sample of rank ⌈q·n⌉).
-    let mut rng = Rng(7);
-    for round in 0..60 {
-        let sf = 1 + (round % 3) as u8;
-        let n = 1 + (rng.next() % 3000) as usize;
-        let mut values: Vec<u64> = (0..n).map(|_| rng.latency_ns()).collect();
-        let mut r = Recorder::new(sf, Some((160, 20)));
-        for v in &values {
-            r.record(*v);
-        }
-        values.sort_unstable();
-        let eps = 10f64.powi(-i32::from(sf));
-        for q in [0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 0.999, 1.0] {
-            let rank = ((q * n as f64).ceil() as usize).max(1);
-            let exact = values[rank - 1] as f64 * 1e-9;
-            let got = r.quantile(q);
-            assert!(
-                got >= exact * (1.0 - 1e-12) && got <= exact * (1.0 + eps) + 1e-9,
-                "round {round} (sf {sf}, n {n}) q {q}: hdr {got}, exact {exact}"
-            );
-        }
-    }
-}
-
-#[test]
-fn exponential_counts_match_an_exact_recount() {
-    let mut rng = Rng(99);
-    let mut r = Recorder::new(2, Some((20, 20)));
-    let mut values = Vec::new();
-    for _ in 0..1000 {
-        let ns = rng.latency_ns();
-        values.push(ns as f64 * 1e-9);
-        r.record(ns);
-    }
-    r.record(0);
-    let e = r.exp.as_ref().unwrap();
-    assert_eq!(e.zero_count(), 1);
-    let mut want = vec![0u64; e.counts().len()];
-    for v in &values {
-        want[(exponential::index(*v, e.scale()) - e.offset()) as usize] += 1;
-    }
-    assert_eq!(e.counts(), &want[..]);
-    assert_eq!(r.count(), 1001);
-}
-
-#[test]
 fn invalid_configs_name_the_option() {
-    let bad = LatencyConfig {
-        interval: ConfigDuration::from_secs(0),
-        attributes: vec![
-            names::ATTR_PEER_PORT.into(),
-            "k8s.pod.name".into(),
-            names::ATTR_PEER_PORT.into(),
-        ],
-        histograms: vec![],
-        boundaries: vec![0.1, 0.05, f64::NAN],
-        max_size: 1,
-        max_scale: 21,
-        significant_figures: 6,
-        cardinality_limit: 0,
-        max_sockets: 0,
-        ..Default::default()
-    };
-    let problems = bad.validate().expect_err("invalid");
+    // As `periscope validate` reads it: values the option types refuse, then `validate`.
+    let problems = problems::<LatencyConfig>(
+        "interval: 0s
+attributes: [network.peer.port, k8s.pod.name, network.peer.port]
+histograms: []
+boundaries: [0.1, 0.05, NaN]
+max_size: 1
+max_scale: 21
+significant_figures: 6
+cardinality_limit: 0
+max_sockets: 0
+",
+    );
     let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
     assert_eq!(
         paths,
@@ -705,13 +611,18 @@ fn invalid_configs_name_the_option() {
         .message
         .contains("allowed: periscope.netns.inode"));
     assert!(LatencyConfig::default().validate().is_ok());
+    let bad = LatencyConfig {
+        attributes: vec!["k8s.pod.name".into()],
+        max_size: 1,
+        ..Default::default()
+    };
     assert!(Latency::new(bad, "x".into()).is_err());
 }
 
 #[test]
 fn closed_and_idle_sockets_are_forgotten() {
     let mut p = processor(LatencyConfig {
-        idle_timeout: ConfigDuration::from_secs(60),
+        idle_timeout: PositiveDuration::from_secs(60),
         ..config()
     });
     let t0 = Instant::now();
@@ -740,4 +651,38 @@ fn closed_and_idle_sockets_are_forgotten() {
     assert!(p.sockets.is_empty());
     let out = flush(&mut p);
     assert_eq!(count(&out, names::TCP_CONNECT_DURATION), 2);
+}
+
+#[test]
+fn series_past_the_limit_fold_into_one_overflow_series_with_one_warning() {
+    // Sockets 1..=6 connect in 1..=6 ms, each its own series; room for 2. (No RTT: each
+    // metric's table warns once, this test is about one.)
+    let (out, logged) = warnings(|| {
+        let mut p = processor(LatencyConfig {
+            attributes: vec![names::ATTR_LOCAL_PORT.into()],
+            cardinality_limit: at_least_one(2),
+            ..config()
+        });
+        let events: Vec<SocketEvent> = (1..=6)
+            .map(|c| established(c, SocketHook::Sockops, c * MS, 0))
+            .collect();
+        feed(&mut p, &events);
+        flush(&mut p)
+    });
+    let points = histograms(&out, names::TCP_CONNECT_DURATION);
+    let (overflow, series): (Vec<_>, Vec<_>) = points
+        .iter()
+        .partition(|p| attr(&p.attributes, names::ATTR_OVERFLOW) == Some(&AnyValue::Bool(true)));
+    assert_eq!(series.len(), 2);
+    assert_eq!(overflow.len(), 1);
+    assert_eq!(overflow[0].count, 4, "sockets 3 to 6");
+    let overflow_sum = overflow[0].sum.unwrap_or(0.0);
+    assert!((overflow_sum - 0.018).abs() < 1e-9, "{overflow_sum}");
+    assert_eq!(
+        count(&out, names::TCP_CONNECT_DURATION),
+        6,
+        "totals preserved"
+    );
+    assert!((sum(&out, names::TCP_CONNECT_DURATION) - 0.021).abs() < 1e-9);
+    assert_eq!(overflow_warnings(&logged), 1, "{logged:?}");
 }

@@ -14,7 +14,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use periscope_pipeline::component::Invalid;
-use periscope_pipeline::config::ConfigDuration;
+use periscope_pipeline::config::PositiveDuration;
 
 pub use decode::{cgroup_counters, decode_record, Record, RecordError};
 pub use reasons::DropReasons;
@@ -83,8 +83,8 @@ pub fn resolve_cgroup(option: &Path) -> anyhow::Result<PathBuf> {
     Ok(target.to_path_buf())
 }
 
-pub fn default_poll_interval() -> ConfigDuration {
-    ConfigDuration(std::time::Duration::from_millis(50))
+pub fn default_poll_interval() -> PositiveDuration {
+    PositiveDuration::from_millis(50)
 }
 
 /// 4 MiB: ~26,000 socket records between two polls.
@@ -170,24 +170,14 @@ pub fn preflight() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Checks a ring buffer size and a poll interval.
-pub fn validate_ring(
-    ring_buffer_size: u32,
-    poll_interval: ConfigDuration,
-    errors: &mut Vec<Invalid>,
-) {
+/// Checks a ring buffer size.
+pub fn validate_ring(ring_buffer_size: u32, errors: &mut Vec<Invalid>) {
     if ring_buffer_size < 4096 || !ring_buffer_size.is_power_of_two() {
         errors.push(Invalid::new(
             "ring_buffer_size",
             format!(
                 "{ring_buffer_size} is not a power of two of at least 4096 (e.g. 4194304 for 4 MiB)"
             ),
-        ));
-    }
-    if poll_interval.0.is_zero() {
-        errors.push(Invalid::new(
-            "poll_interval",
-            "must be longer than zero, e.g. 50ms",
         ));
     }
 }

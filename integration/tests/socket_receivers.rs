@@ -24,11 +24,11 @@ use std::time::Duration;
 use periscope_integration::process::{output_with_timeout, Background};
 use periscope_integration::{require_root, require_tools, veth_pair, Netns, TestDir};
 use periscope_pipeline::component::Receiver;
+use periscope_pipeline::edge::{EventOutput, StopSignal};
 use periscope_pipeline::model::{
     CgroupCounters, Direction, Event, Payload, SocketEvent, SocketEventKind, SocketHook, Transport,
 };
 use periscope_pipeline::telemetry::ComponentCounters;
-use periscope_pipeline::topology::{EventOutput, StopSignal};
 use periscope_receivers::cgroup_skb::CgroupSkbConfig;
 use periscope_receivers::sk_msg::SkMsgConfig;
 use periscope_receivers::socket::find_cgroup2;

@@ -27,11 +27,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use periscope_pipeline::component::{BuildContext, ComponentId, Receiver};
 use periscope_pipeline::devices::DeviceTable;
+use periscope_pipeline::edge::{EventOutput, StopSignal};
 use periscope_pipeline::model::{
     DeviceCounters, DeviceRef, Direction, Event, NetnsId, PacketEvent, Payload, Transport,
 };
 use periscope_pipeline::telemetry::ComponentCounters;
-use periscope_pipeline::topology::{EventOutput, StopSignal};
 use periscope_receivers::netdev::{EventsMode, NetdevReceiver};
 use periscope_receivers::netns::{Device, Discovery, Namespace};
 use periscope_receivers::tcx::TcxConfig;

@@ -24,8 +24,8 @@ use pcap_file::pcapng::PcapNgWriter;
 use pcap_file::{DataLink, Endianness, TsResolution};
 
 use periscope_pipeline::component::{ComponentConfig, ReceiverConfig};
+use periscope_pipeline::edge::StopSignal;
 use periscope_pipeline::model::{DeviceRef, Direction, NetworkType, PacketEvent, Transport};
-use periscope_pipeline::topology::StopSignal;
 use periscope_receivers::pcap::{PcapConfig, Speed};
 
 use common::{context, run, Run, TempDir};
@@ -1112,8 +1112,8 @@ fn tshark_agrees() {
 #[test]
 #[ignore = "a measurement, run in release"]
 fn replay_throughput() {
+    use periscope_pipeline::edge::EventOutput;
     use periscope_pipeline::model::Payload;
-    use periscope_pipeline::topology::EventOutput;
     const N: u64 = 1_000_000;
     let dir = TempDir::new("throughput");
     let classic = dir.path("big.pcap");

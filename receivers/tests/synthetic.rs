@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use periscope_pipeline::component::{ComponentConfig, ReceiverConfig};
 use periscope_pipeline::config::ConfigDuration;
+use periscope_pipeline::edge::StopSignal;
 use periscope_pipeline::model::{DeviceRef, NetworkType, Transport};
 use periscope_pipeline::telemetry::now_ns;
-use periscope_pipeline::topology::StopSignal;
 use periscope_receivers::synthetic::SyntheticConfig;
 
 use common::run;
@@ -164,8 +164,8 @@ fn config_parses_with_defaults() {
 #[test]
 #[ignore = "a measurement, run in release"]
 fn generation_throughput() {
+    use periscope_pipeline::edge::EventOutput;
     use periscope_pipeline::model::Payload;
-    use periscope_pipeline::topology::EventOutput;
     let config = SyntheticConfig {
         count: Some(20_000_000),
         ..SyntheticConfig::default()

@@ -56,8 +56,8 @@ use anyhow::{bail, Context, Result};
 use aya::programs::{Xdp, XdpMode};
 use aya::EbpfLoader;
 use periscope_pipeline::devices::DeviceTable;
+use periscope_pipeline::edge::EventOutput;
 use periscope_pipeline::model::{Direction, Event, NetnsId};
-use periscope_pipeline::topology::EventOutput;
 use periscope_receivers::ebpf::bench_bare_object;
 use periscope_receivers::ebpf::records::PERISCOPE_CFG_RECORDS;
 use periscope_receivers::netdev::{
@@ -1103,8 +1103,8 @@ fn percentiles(v: &mut [Duration]) -> String {
 /// object and its programs (`add_namespace`) and creating the first device's links.
 fn attach_latency(samples: usize, xdp: bool, pause: Duration) -> Result<()> {
     use periscope_pipeline::component::{BuildContext, ComponentId};
+    use periscope_pipeline::edge::StopSignal;
     use periscope_pipeline::model::DeviceRef;
-    use periscope_pipeline::topology::StopSignal;
     use periscope_receivers::netdev::{EventsMode, NamespacesConfig};
     use periscope_receivers::tcx::TcxConfig;
     use periscope_receivers::xdp::XdpConfig;

@@ -18,8 +18,9 @@ use periscope_pipeline::component::registry::AnyConfig;
 use periscope_pipeline::component::{BuildContext, ComponentId, Kind};
 use periscope_pipeline::config::{self, yaml};
 use periscope_pipeline::devices::DeviceTable;
+use periscope_pipeline::edge::{bounded, EdgeSender, EventOutput, StopSignal, WhenFull};
 use periscope_pipeline::model::Payload;
-use periscope_pipeline::topology::{self, bounded, EdgeSender, EventOutput, StopSignal};
+use periscope_pipeline::topology;
 
 /// Counts heap allocations, to show that per-event work allocates nothing (only per batch).
 struct CountingAllocator;
@@ -149,7 +150,7 @@ fn run_bare(events: u64, flows: u64) -> anyhow::Result<Measure> {
         }
         (n, bytes)
     });
-    let edge = EdgeSender::new(tx, config::WhenFull::Block, counters.clone());
+    let edge = EdgeSender::new(tx, WhenFull::Block, counters.clone());
     let mut output = EventOutput::new(
         vec![edge],
         counters,

@@ -34,8 +34,8 @@ use anyhow::{bail, Context, Result};
 
 use periscope_pipeline::component::Receiver;
 use periscope_pipeline::config::ConfigDuration;
+use periscope_pipeline::edge::{EventOutput, StopSignal};
 use periscope_pipeline::model::Payload;
-use periscope_pipeline::topology::{EventOutput, StopSignal};
 use periscope_receivers::sk_msg::SkMsgConfig;
 use periscope_receivers::socket::find_cgroup2;
 use periscope_receivers::sockops::SockopsConfig;

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 pub use error::{ConfigError, ConfigErrors};
 pub use service::{EdgeConfig, EdgesConfig, LogsConfig, SelfMetricsConfig, TelemetryConfig};
-pub use types::{ConfigDuration, WhenFull};
+pub use types::ConfigDuration;
 
 use crate::component::registry::{
     AnyConfig, AnyExporterConfig, AnyProcessorConfig, AnyReceiverConfig,

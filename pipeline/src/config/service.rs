@@ -2,7 +2,8 @@
 
 use serde::Deserialize;
 
-use super::types::{ConfigDuration, WhenFull};
+use super::types::ConfigDuration;
+use crate::edge::WhenFull;
 
 /// One pipeline as written.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use periscope_pipeline::component::{BuildContext, ComponentId, ReceiverConfig};
 use periscope_pipeline::devices::DeviceTable;
+use periscope_pipeline::edge::{EventOutput, StopSignal};
 use periscope_pipeline::model::{Event, PacketEvent, Payload};
 use periscope_pipeline::telemetry::ComponentCounters;
-use periscope_pipeline::topology::{EventOutput, StopSignal};
 
 /// What a receiver run produced.
 pub struct Run {

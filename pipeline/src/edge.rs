@@ -1,4 +1,6 @@
-//! Edges: bounded crossbeam channels carrying batches, with an explicit policy when full.
+//! Edges: bounded crossbeam channels carrying batches, with an explicit policy when full, and
+//! the stop signal receivers watch. Components send into edges and the topology wires them,
+//! so this module sits below both: it imports neither.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -6,9 +8,34 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use crate::config::WhenFull;
+use serde::Deserialize;
+
 use crate::model::{EventBatch, Payload};
 use crate::telemetry::ComponentCounters;
+
+/// What an edge does when its queue is full.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Wait for room: backpressure reaches the sender (a kernel receiver then loses records
+    /// in its ring buffer, where the kernel side counts them).
+    #[default]
+    Block,
+    /// Drop the batch being sent and count its items as dropped by the sender.
+    DropNewest,
+}
+
+impl WhenFull {
+    /// The name as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WhenFull::Block => "block",
+            WhenFull::DropNewest => "drop_newest",
+        }
+    }
+}
 
 /// The sending end of one edge. Items it cannot deliver are counted as dropped by the sender.
 #[derive(Clone, Debug)]
@@ -19,6 +46,7 @@ pub struct EdgeSender {
 }
 
 impl EdgeSender {
+    /// An edge into `tx` that follows `when_full` and counts drops on `counters` (the sender's).
     pub fn new(tx: Sender<Payload>, when_full: WhenFull, counters: Arc<ComponentCounters>) -> Self {
         EdgeSender {
             tx,
@@ -54,10 +82,12 @@ pub fn bounded(capacity: usize) -> (Sender<Payload>, Receiver<Payload>) {
 pub struct StopSignal(Arc<AtomicBool>);
 
 impl StopSignal {
+    /// Asks every receiver holding a clone to stop.
     pub fn raise(&self) {
         self.0.store(true, Ordering::Release);
     }
 
+    /// Whether [`StopSignal::raise`] was called.
     pub fn is_raised(&self) -> bool {
         self.0.load(Ordering::Acquire)
     }
@@ -88,6 +118,8 @@ pub struct EventOutput {
 }
 
 impl EventOutput {
+    /// An output over `edges` (one per pipeline), counting on the receiver's `counters`, whose
+    /// batches hold up to `batch_capacity` events.
     pub fn new(
         edges: Vec<EdgeSender>,
         counters: Arc<ComponentCounters>,

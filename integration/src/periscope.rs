@@ -95,7 +95,7 @@ fn newest_source() -> Option<(SystemTime, PathBuf)> {
     consider(&root.join("Cargo.lock"));
     for krate in [
         "pipeline",
-        "pipeline/cli",
+        "agent",
         "receivers",
         "processors",
         "exporters",

@@ -10,7 +10,7 @@ use std::process::Command;
 const IMAGE_BUILD: &str = "cargo build --release --locked -p periscope";
 
 fn repo_root() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     root.canonicalize()
         .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
 }

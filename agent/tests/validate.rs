@@ -130,7 +130,7 @@ fn unreadable_file_is_named() {
 
 #[test]
 fn shipped_configs_are_valid() {
-    let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+    let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
     let mut n = 0;
     for entry in std::fs::read_dir(&configs).expect("configs folder") {
         let path = entry.expect("entry").path();

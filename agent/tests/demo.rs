@@ -1,4 +1,4 @@
-//! The docker-compose demo (`integration/demo/`) and the repository's `Dockerfile`, checked
+//! The docker-compose demo (`demo/`) and the repository's `Dockerfile`, checked
 //! without a Docker engine: `docker-compose config` accepts the compose file, periscope accepts
 //! the demo's config, every file the compose file and the Dockerfile name exists, and the image
 //! builds the binary with the same command CI builds (so CI compiles what the image runs).
@@ -16,7 +16,7 @@ fn repo_root() -> PathBuf {
 }
 
 fn demo_dir() -> PathBuf {
-    repo_root().join("integration/demo")
+    repo_root().join("demo")
 }
 
 fn read(path: &Path) -> String {

@@ -1,13 +1,12 @@
 //! The `debug` exporter's three verbosity levels, written into a buffer.
 
-mod common;
-
 use periscope_exporters::debug::{DebugConfig, DebugExporter, Output, Verbosity};
 use periscope_pipeline::component::{Exporter, ExporterConfig};
 use periscope_pipeline::config::{de::from_node, yaml::parse};
 use periscope_pipeline::model::{Telemetry, TracesBatch};
 
-use common::*;
+use periscope_testkit::context;
+use periscope_testkit::telemetry::*;
 
 fn print(verbosity: Verbosity, batches: Vec<Telemetry>) -> String {
     let mut exporter = DebugExporter::new("debug/test", verbosity, Vec::new());
@@ -206,7 +205,7 @@ fn builds_for_both_outputs() {
             output,
         };
         // Building and flushing only: exporting would print into the test run's output.
-        let mut exporter = config.build(&ctx("debug")).expect("build");
+        let mut exporter = config.build(&context("debug")).expect("build");
         exporter.flush().expect("flush");
     }
 }

@@ -1,7 +1,5 @@
 //! The `synthetic` receiver: exact counts, accurate pacing, prompt stops.
 
-mod common;
-
 use std::time::Duration;
 
 use periscope_pipeline::component::{ComponentConfig, ReceiverConfig};
@@ -11,7 +9,7 @@ use periscope_pipeline::model::{DeviceRef, NetworkType, Transport};
 use periscope_pipeline::telemetry::now_ns;
 use periscope_receivers::synthetic::SyntheticConfig;
 
-use common::run;
+use periscope_testkit::receiver::run;
 
 #[test]
 fn count_is_exact() {
@@ -170,7 +168,9 @@ fn generation_throughput() {
         count: Some(20_000_000),
         ..SyntheticConfig::default()
     };
-    let receiver = config.build(&common::context("synthetic")).expect("build");
+    let receiver = config
+        .build(&periscope_testkit::context("synthetic"))
+        .expect("build");
     let (mut output, rx, _) = EventOutput::for_test(64);
     let started = std::time::Instant::now();
     let thread = std::thread::spawn(move || receiver.run(&mut output, &StopSignal::default()));

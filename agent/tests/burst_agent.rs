@@ -28,8 +28,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use periscope_testkit::netns::{enter_netns, pods};
 use periscope_testkit::otlp::{read_metrics, read_spans, sum_series, Span};
-use periscope_testkit::periscope::start_agent;
-use periscope_testkit::{require_root, require_tools, yaml_path, TestDir};
+use periscope_testkit::periscope::{start_agent, stop_agent};
+use periscope_testkit::stats::median;
+use periscope_testkit::{require_root, require_tools, yaml_path, Serial, TestDir};
 
 const A_ADDR: Ipv4Addr = Ipv4Addr::new(10, 213, 0, 1);
 const B_ADDR: Ipv4Addr = Ipv4Addr::new(10, 213, 0, 2);
@@ -303,16 +304,8 @@ fn overlaps(s: &Sent, d: &Seen) -> bool {
     d.start_ns <= s.end_ns + MS && d.end_ns + MS >= s.start_ns
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v[v.len() / 2]
-}
-
 /// One generator at a time: it runs SCHED_FIFO on CPU 0.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static SERIAL: Serial = Serial::new();
 
 #[test]
 fn bursts_match_the_schedule() {
@@ -337,7 +330,7 @@ fn run(test: &str, bursts: &str) {
     if !(require_root(test) && require_tools(test, &["ip"])) {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = SERIAL.lock();
     let seed = std::env::var("PERISCOPE_BURST_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -425,10 +418,8 @@ fn run(test: &str, bursts: &str) {
     stop.store(true, Ordering::Relaxed);
     let samples = poller.join().expect("poller");
 
-    agent.signal(libc::SIGTERM);
-    let out = agent.wait(Duration::from_secs(15));
+    let out = stop_agent(agent, Duration::from_secs(15));
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "agent failed:\n{stderr}");
 
     let all = spans(&traces);
     let seen: Vec<Seen> = all
@@ -506,7 +497,7 @@ fn run(test: &str, bursts: &str) {
     } else {
         true_positives as f64 / seen.len() as f64
     };
-    let start_p50 = median(start_errors.clone());
+    let start_p50 = median(&mut start_errors.clone());
     let count_mean = count_errors.iter().sum::<f64>() / count_errors.len().max(1) as f64;
     let count_max = count_errors.iter().copied().fold(0.0, f64::max);
 

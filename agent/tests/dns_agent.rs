@@ -35,6 +35,7 @@ use periscope_testkit::otlp::{histograms, read_metrics, read_spans, Span};
 use periscope_testkit::otlp::{parse_requests, sum_series};
 use periscope_testkit::periscope::start_agent;
 use periscope_testkit::process::{output_with_timeout, Background};
+use periscope_testkit::python::tcp_server;
 use periscope_testkit::{require_root, require_tools, yaml_path, Netns, TestDir};
 
 const TOOLS: &[&str] = &["ip", "python3", "dnsmasq", "dig", "dumpcap", "tshark"];
@@ -65,18 +66,11 @@ fn dig(ns: &Netns, server: &str, name: &str, timeout_s: u32) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
-const WEB_SERVER: &str = r#"
-import socket, sys
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], int(sys.argv[2])))
-s.listen(16)
-print("ready", flush=True)
-while True:
-    c, _ = s.accept()
-    c.recv(1024)
-    c.sendall(b"ok")
-    c.close()
+/// What the server does with each connection (see `tcp_server`).
+const WEB_SERVER_PER_CONNECTION: &str = r#"
+c.recv(1024)
+c.sendall(b"ok")
+c.close()
 "#;
 
 const WEB_CLIENT: &str = r#"
@@ -192,8 +186,8 @@ fn dnsmasq_lookups_are_counted_timed_like_tshark_and_name_flows() {
     );
     capture.stop();
 
-    let web_py = dir.write("web.py", WEB_SERVER);
-    let mut web_server = Background::spawn(
+    let web_py = dir.write("web.py", tcp_server(16, WEB_SERVER_PER_CONNECTION));
+    let web_server = Background::serve(
         server
             .exec("python3")
             .arg(&web_py)
@@ -201,9 +195,6 @@ fn dnsmasq_lookups_are_counted_timed_like_tshark_and_name_flows() {
             .arg(WEB_PORT.to_string()),
         "web server",
     );
-    web_server.wait_until(Duration::from_secs(10), "ready", |p| {
-        p.stdout().contains("ready")
-    });
     let client_py = dir.write("client.py", WEB_CLIENT);
     let c = output_with_timeout(
         client

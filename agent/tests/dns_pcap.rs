@@ -23,8 +23,7 @@ use periscope_testkit::otlp::{read_requests, sum_series};
 use periscope_testkit::pcapgen::{
     dns_message, pcapng, tcp_frame_with_payload, udp_frame_with_payload, Record,
 };
-use periscope_testkit::periscope::describe_output;
-use periscope_testkit::periscope::run_periscope_config;
+use periscope_testkit::periscope::{describe_output, run_periscope_config};
 use periscope_testkit::{require_tools, yaml_path, TestDir};
 
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 220, 0, 1);

@@ -32,26 +32,20 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use periscope_receivers::socket::find_cgroup2;
 use periscope_testkit::cgroup::{command_in, inode, Cgroups};
 use periscope_testkit::otlp::{read_metrics, read_spans, sum_series, Series, Span};
-use periscope_testkit::periscope::start_agent;
-use periscope_testkit::process::{output_with_timeout, Background};
+use periscope_testkit::periscope::{start_agent, stop_agent};
+use periscope_testkit::process::{eventually, output_with_timeout, Background};
+use periscope_testkit::python::tcp_server;
 use periscope_testkit::{require_root, require_tools, veth_pair, yaml_path, Netns, TestDir};
 
 const TOOLS: &[&str] = &["ip", "python3"];
 const PORT: u16 = 9310;
 const CONNECTIONS: usize = 8;
 
-const SERVER: &str = r#"
-import socket
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", int(__import__("sys").argv[1])))
-s.listen(128)
-print("ready", flush=True)
-while True:
-    c, _ = s.accept()
-    c.recv(64)
-    c.sendall(b"ok")
-    c.close()
+/// What the server does with each connection (see `tcp_server`).
+const SERVER_PER_CONNECTION: &str = r#"
+c.recv(64)
+c.sendall(b"ok")
+c.close()
 "#;
 
 const CLIENT: &str = r#"
@@ -400,15 +394,14 @@ fn identity_names_processes_containers_pods_and_namespaces() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
-    let server_py = dir.write("server.py", SERVER);
+    let server_py = dir.write("server.py", tcp_server(128, SERVER_PER_CONNECTION));
     let client_py = dir.write("client.py", CLIENT);
-    let mut server = Background::spawn(
-        srv.exec("python3").arg(&server_py).arg(PORT.to_string()),
+    let server = Background::serve(
+        srv.exec("python3")
+            .arg(&server_py)
+            .args(["0.0.0.0", &PORT.to_string()]),
         "server",
     );
-    server.wait_until(Duration::from_secs(10), "ready", |p| {
-        p.stdout().contains("ready")
-    });
 
     let docker_client = start_client(&docker_cgroup, &dk, &client_py, "10.215.1.2");
     let pod_client = start_client(&cri_cgroup, &pd, &client_py, "10.215.2.2");
@@ -440,49 +433,30 @@ fn identity_names_processes_containers_pods_and_namespaces() {
     };
 
     // Every client span, enriched, while the clients still run.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    eventually(Duration::from_secs(30), || {
         let rows = read_spans(&traces_out);
-        let result = check_spans(&rows, &docker_client, &docker)
-            .and_then(|()| check_spans(&rows, &pod_client, &pod));
-        match result {
-            Ok(()) => break,
-            Err(e) if Instant::now() > deadline => {
-                panic!("{e}\n--- agent log ---\n{}", agent.stderr())
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(200)),
-        }
-    }
+        check_spans(&rows, &docker_client, &docker)
+            .and_then(|()| check_spans(&rows, &pod_client, &pod))
+            .map_err(|e| format!("{e}\n--- agent log ---\n{}", agent.stderr()))
+    });
     eprintln!(
         "{} client spans of each client carry process, container, pod and namespace identity",
         CONNECTIONS
     );
 
     // The per-cgroup traffic series of both cgroups carry the same container and pod.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    eventually(Duration::from_secs(30), || {
         let series = metric_series(&metrics_out, "periscope.cgroup.packets");
-        let result = check_cgroup_series(&series, &docker_client, &docker)
-            .and_then(|()| check_cgroup_series(&series, &pod_client, &pod));
-        match result {
-            Ok(()) => break,
-            Err(e) if Instant::now() > deadline => panic!("{e}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(200)),
-        }
-    }
+        check_cgroup_series(&series, &docker_client, &docker)
+            .and_then(|()| check_cgroup_series(&series, &pod_client, &pod))
+    });
     // Packet-level flows (tcx records, per 5-tuple) of the clients' connections carry the
     // socket's owner, found through the socket table: pid, executable, container, pod.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    eventually(Duration::from_secs(30), || {
         let series = metric_series(&metrics_out, "periscope.network.packets");
-        let result = check_flows(&series, &docker_client, &docker)
-            .and_then(|()| check_flows(&series, &pod_client, &pod));
-        match result {
-            Ok(()) => break,
-            Err(e) if Instant::now() > deadline => panic!("{e}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(200)),
-        }
-    }
+        check_flows(&series, &docker_client, &docker)
+            .and_then(|()| check_flows(&series, &pod_client, &pod))
+    });
     eprintln!(
         "the packet-level flows of all {} client connections carry their owner's identity",
         2 * CONNECTIONS
@@ -508,10 +482,8 @@ fn identity_names_processes_containers_pods_and_namespaces() {
     drop(docker_client.process);
     drop(pod_client.process);
     drop(server);
-    agent.signal(libc::SIGTERM);
-    let out = agent.wait(Duration::from_secs(20));
+    let out = stop_agent(agent, Duration::from_secs(20));
     let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "agent: {log}");
     assert!(!log.contains("panicked"), "agent: {log}");
     drop(tree);
     assert!(!parent.exists(), "the test's cgroups were not removed");

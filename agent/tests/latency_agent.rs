@@ -41,8 +41,10 @@ use periscope_testkit::capture::{handshake_times, Dumpcap};
 use periscope_testkit::netns::pods;
 use periscope_testkit::otlp::metrics::latest as latest_points;
 use periscope_testkit::otlp::{points, read_metrics, Attributes, PointData};
-use periscope_testkit::periscope::start_agent;
+use periscope_testkit::periscope::{start_agent, stop_agent};
 use periscope_testkit::process::{output_with_timeout, Background};
+use periscope_testkit::python::tcp_server;
+use periscope_testkit::stats::median;
 use periscope_testkit::{require_root, require_tools, yaml_path, Netns, TestDir};
 
 const TOOLS: &[&str] = &["ip", "python3", "dumpcap", "tshark"];
@@ -54,24 +56,17 @@ const DELAY: f64 = 0.020;
 /// Absolute tolerance for RTT against tshark's handshake times.
 const RTT_TOLERANCE: f64 = 100e-6;
 
-const SERVER: &str = r#"
-import socket, sys, time
+/// What the server does with each connection (see `tcp_server`).
+const SERVER_PER_CONNECTION: &str = r#"
 delay = float(sys.argv[3])
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], int(sys.argv[2])))
-s.listen(64)
-print("ready", flush=True)
+c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 while True:
-    c, _ = s.accept()
-    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    while True:
-        d = c.recv(4096)
-        if not d:
-            break
-        time.sleep(delay)
-        c.sendall(b"r" * 64)
-    c.close()
+    d = c.recv(4096)
+    if not d:
+        break
+    time.sleep(delay)
+    c.sendall(b"r" * 64)
+c.close()
 "#;
 
 const CLIENT: &str = r#"
@@ -172,11 +167,6 @@ fn explicit_quantile(p: &HistogramDataPoint, q: f64) -> f64 {
     panic!("rank {rank} past the buckets of {p:?}");
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 #[test]
 fn latency_histograms_match_the_delay_the_handshakes_and_each_other() {
     const TEST: &str = "latency_histograms_match_the_delay_the_handshakes_and_each_other";
@@ -248,9 +238,9 @@ fn latency_histograms_match_the_delay_the_handshakes_and_each_other() {
         p.stderr().contains("sockops attached") && p.stderr().contains("tcp_udp: ")
     });
 
-    let server_py = dir.write("server.py", SERVER);
+    let server_py = dir.write("server.py", tcp_server(64, SERVER_PER_CONNECTION));
     let client_py = dir.write("client.py", CLIENT);
-    let mut server = Background::spawn(
+    let server = Background::serve(
         b.exec("python3")
             .arg(&server_py)
             .arg(B_ADDR)
@@ -258,9 +248,6 @@ fn latency_histograms_match_the_delay_the_handshakes_and_each_other() {
             .arg(DELAY.to_string()),
         "tcp server",
     );
-    server.wait_until(Duration::from_secs(10), "ready", |p| {
-        p.stdout().contains("ready")
-    });
     let pcap = dir.join("handshakes.pcapng");
     let mut capture = Dumpcap::start(&a, "ta0", &pcap, &["-f", &format!("tcp port {PORT}")]);
     let client = output_with_timeout(
@@ -474,11 +461,5 @@ fn latency_histograms_match_the_delay_the_handshakes_and_each_other() {
         "only {checked} exponential/explicit pairs compared"
     );
 
-    agent.signal(libc::SIGTERM);
-    let out = agent.wait(Duration::from_secs(20));
-    assert!(
-        out.status.success(),
-        "agent: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    stop_agent(agent, Duration::from_secs(20));
 }

@@ -18,27 +18,21 @@ use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use periscope_testkit::netns::pods;
 use periscope_testkit::otlp::rotel::{self, rotel_binary, start_rotel};
 use periscope_testkit::otlp::sink::{free_port, int_attr, str_attr, Sink};
-use periscope_testkit::periscope::start_agent;
+use periscope_testkit::periscope::{start_agent, stop_agent};
 use periscope_testkit::process::{output_with_timeout, Background};
+use periscope_testkit::python::tcp_server;
 use periscope_testkit::{require_root, require_tools, skip, TestDir};
 
-const SERVER: &str = r#"
-import socket, sys
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], int(sys.argv[2])))
-s.listen(16)
-print("ready", flush=True)
-while True:
-    c, _ = s.accept()
-    data = b""
-    while len(data) < 1000:
-        d = c.recv(65536)
-        if not d:
-            break
-        data += d
-    c.sendall(data)
-    c.close()
+/// What the server does with each connection (see `tcp_server`).
+const SERVER_PER_CONNECTION: &str = r#"
+data = b""
+while len(data) < 1000:
+    d = c.recv(65536)
+    if not d:
+        break
+    data += d
+c.sendall(data)
+c.close()
 "#;
 
 const CLIENT: &str = r#"
@@ -93,17 +87,14 @@ fn connection_spans_and_metrics_reach_a_real_collector() {
         p.stderr().contains("sockops attached") && p.stderr().contains("tcp_udp: ")
     });
 
-    let server_py = dir.write("server.py", SERVER);
+    let server_py = dir.write("server.py", tcp_server(16, SERVER_PER_CONNECTION));
     let client_py = dir.write("client.py", CLIENT);
-    let mut server = Background::spawn(
+    let server = Background::serve(
         b.exec("python3")
             .arg(&server_py)
             .args(["10.214.0.2", "9500"]),
         "echo server",
     );
-    server.wait_until(Duration::from_secs(10), "ready", |p| {
-        p.stdout().contains("ready")
-    });
     let out = output_with_timeout(
         a.exec("python3")
             .arg(&client_py)
@@ -149,13 +140,7 @@ fn connection_spans_and_metrics_reach_a_real_collector() {
         std::thread::sleep(Duration::from_millis(200));
     }
     std::thread::sleep(Duration::from_millis(800));
-    agent.signal(libc::SIGTERM);
-    let out = agent.wait(Duration::from_secs(30));
-    assert!(
-        out.status.success(),
-        "agent: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    stop_agent(agent, Duration::from_secs(30));
     drop(server);
 
     let received = sink.received.lock().expect("sink");

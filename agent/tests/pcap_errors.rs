@@ -15,8 +15,7 @@ use periscope_testkit::otlp::{read_requests, sum_series, total};
 use periscope_testkit::pcapgen::{
     classic_pcap, pcapng, pseudo_random_bytes, sample_records, CaptureBytes, Record,
 };
-use periscope_testkit::periscope::describe_output;
-use periscope_testkit::periscope::run_periscope_config;
+use periscope_testkit::periscope::{describe_output, run_periscope_config};
 use periscope_testkit::process::output_with_timeout;
 use periscope_testkit::skip::find_program;
 use periscope_testkit::{yaml_path, TestDir};

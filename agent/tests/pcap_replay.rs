@@ -181,7 +181,7 @@ fn capture_traffic(dir: &TestDir, traffic: &Traffic) -> Captured {
         );
         let script = dir.write("traffic.py", TRAFFIC_PY);
         let mut capture = Dumpcap::start(&b, IFACE, &pcapng, &[]);
-        let mut server = Background::spawn(
+        let server = Background::serve(
             b.exec("python3").arg(&script).args([
                 "serve",
                 ADDR_B,
@@ -191,9 +191,6 @@ fn capture_traffic(dir: &TestDir, traffic: &Traffic) -> Captured {
             ]),
             "traffic server",
         );
-        server.wait_until(Duration::from_secs(10), "`ready`", |p| {
-            p.stdout().contains("ready")
-        });
         let client = run_ok(
             a.exec("python3").arg(&script).args([
                 "client",

@@ -28,8 +28,10 @@ use periscope_testkit::bpf;
 use periscope_testkit::capture::{handshake_times, Dumpcap};
 use periscope_testkit::netns::{pods, udp, UdpTraffic};
 use periscope_testkit::otlp::{read_metrics, read_spans, sum_series, Series, Span};
-use periscope_testkit::periscope::start_agent;
+use periscope_testkit::periscope::{start_agent, stop_agent};
 use periscope_testkit::process::{output_with_timeout, Background};
+use periscope_testkit::python::tcp_server;
+use periscope_testkit::stats::median;
 use periscope_testkit::{require_root, require_tools, yaml_path, Netns, TestDir};
 
 const TOOLS: &[&str] = &[
@@ -45,18 +47,11 @@ const DATAGRAMS: u64 = 300;
 const TO_CLOSED: u64 = 40;
 const BULK_PORT: u16 = 9303;
 
-const BULK_SERVER: &str = r#"
-import socket, sys
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], int(sys.argv[2])))
-s.listen(16)
-print("ready", flush=True)
-while True:
-    c, _ = s.accept()
-    while c.recv(65536):
-        pass
-    c.close()
+/// What the bulk server does with each connection (see `tcp_server`).
+const BULK_SERVER_PER_CONNECTION: &str = r#"
+while c.recv(65536):
+    pass
+c.close()
 "#;
 
 const BULK_CLIENT: &str = r#"
@@ -114,16 +109,9 @@ fn nft_dropped(ns: &Netns) -> i64 {
         .unwrap_or_else(|| panic!("nft counter in {}: {text}", ns.name()))
 }
 
-const SERVER: &str = r#"
-import socket, sys
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], int(sys.argv[2])))
-s.listen(1024)
-print("ready", flush=True)
-while True:
-    c, _ = s.accept()
-    c.close()
+/// What the server does with each connection (see `tcp_server`).
+const SERVER_PER_CONNECTION: &str = r#"
+c.close()
 "#;
 
 const CLIENT: &str = r#"
@@ -145,11 +133,6 @@ print(longest)
 
 fn metric_series(out: &Path, metric: &str) -> Vec<Series> {
     sum_series(&read_metrics(out), metric)
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 #[test]
@@ -196,18 +179,15 @@ fn sockets_short_connections_udp_and_drops_are_reported_exactly() {
     );
 
     // ---- TCP: 500 short connections, with a capture and an `ss` poller beside them ----
-    let server_py = dir.write("server.py", SERVER);
+    let server_py = dir.write("server.py", tcp_server(1024, SERVER_PER_CONNECTION));
     let client_py = dir.write("client.py", CLIENT);
-    let mut server = Background::spawn(
+    let server = Background::serve(
         b.exec("python3")
             .arg(&server_py)
             .arg(B_ADDR.to_string())
             .arg(TCP_PORT.to_string()),
         "tcp server",
     );
-    server.wait_until(Duration::from_secs(10), "ready", |p| {
-        p.stdout().contains("ready")
-    });
     let pcap = dir.join("handshakes.pcapng");
     let mut capture = Dumpcap::start(&a, "sa0", &pcap, &["-f", &format!("tcp port {TCP_PORT}")]);
 
@@ -287,18 +267,15 @@ fn sockets_short_connections_udp_and_drops_are_reported_exactly() {
     // bulk server (real loss: the client must retransmit); the kernel's own TcpRetransSegs of
     // each namespace is the ground truth, and the rule's counter is the truth for the
     // NETFILTER_DROP drops. ----
-    let bulk_server_py = dir.write("bulk_server.py", BULK_SERVER);
+    let bulk_server_py = dir.write("bulk_server.py", tcp_server(16, BULK_SERVER_PER_CONNECTION));
     let bulk_client_py = dir.write("bulk_client.py", BULK_CLIENT);
-    let mut bulk_server = Background::spawn(
+    let bulk_server = Background::serve(
         b.exec("python3")
             .arg(&bulk_server_py)
             .arg(B_ADDR.to_string())
             .arg(BULK_PORT.to_string()),
         "bulk server",
     );
-    bulk_server.wait_until(Duration::from_secs(10), "ready", |p| {
-        p.stdout().contains("ready")
-    });
     for rule in [
         "add table inet periscope_test",
         "add chain inet periscope_test in { type filter hook input priority 0; }",
@@ -539,13 +516,7 @@ fn sockets_short_connections_udp_and_drops_are_reported_exactly() {
          recursion misses {missed}"
     );
 
-    agent.signal(libc::SIGTERM);
-    let out = agent.wait(Duration::from_secs(20));
-    assert!(
-        out.status.success(),
-        "agent: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    stop_agent(agent, Duration::from_secs(20));
 }
 
 /// Each series' latest value (the files hold cumulative snapshots).

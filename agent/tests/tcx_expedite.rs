@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use periscope_testkit::periscope::start_agent;
+use periscope_testkit::periscope::{start_agent, stop_agent};
 use periscope_testkit::{require_root, require_tools, yaml_path, Netns, TestDir};
 
 const KNOB: &str = "/sys/kernel/rcu_expedited";
@@ -67,12 +67,6 @@ fn expedite_rcu_is_set_while_running_and_put_back() {
             .output();
         std::fs::read_to_string(&out).is_ok_and(|t| t.contains("\"lo\""))
     });
-    agent.signal(libc::SIGTERM);
-    let done = agent.wait(Duration::from_secs(30));
-    assert!(
-        done.status.success(),
-        "{}",
-        String::from_utf8_lossy(&done.stderr)
-    );
+    stop_agent(agent, Duration::from_secs(30));
     assert_eq!(knob(), "0", "{KNOB} after the agent stopped");
 }

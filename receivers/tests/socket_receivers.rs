@@ -106,7 +106,7 @@ fn sk_msg_reports_every_message_with_its_size_and_sender() {
 
     let server_py = dir.write("server.py", MSG_SERVER);
     let client_py = dir.write("client.py", MSG_CLIENT);
-    let mut server = Background::spawn(
+    let server = Background::serve(
         &mut python(
             &cgroup,
             &b,
@@ -115,9 +115,6 @@ fn sk_msg_reports_every_message_with_its_size_and_sender() {
         ),
         "message server",
     );
-    server.wait_until(Duration::from_secs(10), "ready", |p| {
-        p.stdout().contains("ready")
-    });
     let out = output_with_timeout(
         &mut python(
             &cgroup,
@@ -255,7 +252,7 @@ fn cgroup_skb_counts_a_cgroups_traffic_exactly() {
     );
     let server_py = dir.write("echo_server.py", ECHO_SERVER);
     let client_py = dir.write("echo_client.py", ECHO_CLIENT);
-    let mut server = Background::spawn(
+    let server = Background::serve(
         &mut python(
             &server_cgroup,
             &b,
@@ -264,9 +261,6 @@ fn cgroup_skb_counts_a_cgroups_traffic_exactly() {
         ),
         "echo server",
     );
-    server.wait_until(Duration::from_secs(10), "ready", |p| {
-        p.stdout().contains("ready")
-    });
     let out = output_with_timeout(
         &mut python(
             &client_cgroup,

@@ -79,3 +79,17 @@ pub fn describe_output(out: &Output) -> String {
 pub fn start_agent(config: &Path, what: &str) -> crate::process::Background {
     crate::process::Background::spawn(periscope_command().arg("run").arg("-c").arg(config), what)
 }
+
+/// Stops an agent started with [`start_agent`] as an operator would (SIGTERM) and waits up to
+/// `timeout`; panics with what it logged unless it exited 0. Returns what it printed.
+pub fn stop_agent(agent: crate::process::Background, timeout: Duration) -> Output {
+    agent.signal(libc::SIGTERM);
+    let out = agent.wait(timeout);
+    assert!(
+        out.status.success(),
+        "the agent failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}

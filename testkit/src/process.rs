@@ -121,6 +121,16 @@ impl Background {
         Background::start(cmd.stdin(Stdio::null()), what)
     }
 
+    /// Starts a server that prints `ready` once it listens, and waits (up to 10 s) for that
+    /// line; panics with its output if it exits first.
+    pub fn serve(cmd: &mut Command, what: &str) -> Background {
+        let mut process = Background::spawn(cmd, what);
+        process.wait_until(Duration::from_secs(10), "ready", |p| {
+            p.stdout().contains("ready")
+        });
+        process
+    }
+
     /// Like [`Background::spawn`], with the process's stdin a pipe that the test writes to.
     pub fn spawn_with_stdin(cmd: &mut Command, what: &str) -> (Background, ChildStdin) {
         let mut process = Background::start(cmd.stdin(Stdio::piped()), what);
@@ -296,4 +306,17 @@ pub fn rss_kib() -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
         })
         .unwrap_or(0)
+}
+
+/// Calls `check` every 200 ms until it succeeds; after `within`, panics with its last error.
+/// For what an agent reports a little later than the test caused it.
+pub fn eventually(within: Duration, mut check: impl FnMut() -> Result<(), String>) {
+    let deadline = Instant::now() + within;
+    loop {
+        match check() {
+            Ok(()) => return,
+            Err(e) if Instant::now() > deadline => panic!("{e}"),
+            Err(_) => thread::sleep(Duration::from_millis(200)),
+        }
+    }
 }

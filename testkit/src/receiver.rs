@@ -57,6 +57,22 @@ pub fn run<C: ReceiverConfig>(config: &C, stop: StopSignal) -> anyhow::Result<Ru
     })
 }
 
+/// Runs a built receiver to its end into a bare channel and counts the events it sent: for
+/// throughput measurements. Panics if it fails.
+pub fn count_events(receiver: Box<dyn Receiver>) -> (usize, Duration) {
+    let (mut output, rx, _) = EventOutput::for_test(64);
+    let started = Instant::now();
+    let thread = std::thread::spawn(move || receiver.run(&mut output, &StopSignal::default()));
+    let mut n = 0usize;
+    for p in rx.iter() {
+        if let Payload::Events(b) = p {
+            n += b.len();
+        }
+    }
+    thread.join().expect("join").expect("run");
+    (n, started.elapsed())
+}
+
 /// A built receiver running on its thread until [`Running::stop`]; a thread of the test
 /// collects every event it sends meanwhile.
 pub struct Running {

@@ -31,8 +31,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::Mutex;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -40,9 +39,9 @@ use serde_json::Value;
 use periscope_testkit::bpf::{bpftool_json, link_count, links, periscope_programs};
 use periscope_testkit::netns::{pods, udp as send_udp, UdpTraffic};
 use periscope_testkit::otlp::{read_metrics, sum_series, Series};
-use periscope_testkit::periscope::{describe_output, start_agent};
+use periscope_testkit::periscope::{start_agent, stop_agent};
 use periscope_testkit::process::{output_with_timeout, run_ok, Background};
-use periscope_testkit::{in_netns, require_root, require_tools, yaml_path, Netns, TestDir};
+use periscope_testkit::{in_netns, require_root, require_tools, yaml_path, Netns, Serial, TestDir};
 
 const TOOLS: &[&str] = &["ip", "bpftool"];
 const A_ADDR: Ipv4Addr = Ipv4Addr::new(10, 210, 0, 1);
@@ -55,11 +54,7 @@ const L2_OVERHEAD: u64 = 42;
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// One agent at a time: the kernel-wide program/link checks must see only ours.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
+static SERIAL: Serial = Serial::new();
 
 fn ready(test: &str) -> bool {
     require_root(test) && require_tools(test, TOOLS)
@@ -187,10 +182,6 @@ fn tuples_with(
     m
 }
 
-fn start(config: &Path, what: &str) -> Background {
-    start_agent(&config, what)
-}
-
 /// Series of `metric` in the file so far (lines still being written are left out).
 fn series_now(out: &Path, metric: &str) -> Vec<Series> {
     sum_series(&read_metrics(out), metric)
@@ -258,6 +249,16 @@ fn new_periscope_links(after: u64) -> BTreeMap<u64, usize> {
 fn stop(agent: Background, signal: i32) -> std::process::Output {
     agent.signal(signal);
     agent.wait(STOP_TIMEOUT)
+}
+
+/// The agent's programs (periscope programs loaded after `baseline`), then a clean stop
+/// (SIGTERM; a last counters read and flow export happen then; it must exit 0).
+fn programs_then_stop(agent: Background, baseline: u64) -> (BTreeSet<u64>, Output) {
+    let ours = periscope_programs()
+        .into_iter()
+        .filter(|p| *p > baseline)
+        .collect();
+    (ours, stop_agent(agent, STOP_TIMEOUT))
 }
 
 /// Checks that no program loaded after `baseline` with a periscope name, nor a link of one,

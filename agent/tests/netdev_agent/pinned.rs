@@ -60,11 +60,11 @@ fn pinned_udp_packets(root: &Path, inode: &str, ifindex: u32, hook: u8, directio
 
 #[test]
 fn pinned_links_keep_counting_after_sigkill_resist_detach_and_are_adopted() {
-    let test = "pinned_links_keep_counting_after_sigkill_resist_detach_and_are_adopted";
-    if !ready(test) {
+    let Some(_serial) = SERIAL.lock_if(ready(
+        "pinned_links_keep_counting_after_sigkill_resist_detach_and_are_adopted",
+    )) else {
         return;
-    }
-    let _serial = serial();
+    };
     let dir = TestDir::new("netdev-pin");
     let pods = Pods::new();
     let (a, b) = (pods.a.name(), pods.b.name());
@@ -88,7 +88,7 @@ fn pinned_links_keep_counting_after_sigkill_resist_detach_and_are_adopted() {
     ];
     let baseline = periscope_programs().last().copied().unwrap_or(0);
 
-    let mut first = start(&config1, "periscope run (pinned, first)");
+    let mut first = start_agent(&config1, "periscope run (pinned, first)");
     wait_attached(&mut first, &out1, a, B_ADDR, &want);
     let size = 80usize;
     let (n1, _) = udp(a, A_ADDR, b, B_ADDR, 200, size);
@@ -131,7 +131,7 @@ fn pinned_links_keep_counting_after_sigkill_resist_detach_and_are_adopted() {
     );
 
     // A restarted agent adopts: the same programs, one link per hook, no new ones.
-    let mut second = start(&config2, "periscope run (pinned, restarted)");
+    let mut second = start_agent(&config2, "periscope run (pinned, restarted)");
     wait_attached(&mut second, &out2, a, B_ADDR, &want);
     let links_after = new_periscope_links(baseline);
     assert_eq!(
@@ -143,8 +143,7 @@ fn pinned_links_keep_counting_after_sigkill_resist_detach_and_are_adopted() {
         "a program with more links than its namespace has devices: {links_after:?}"
     );
     let (n3, _) = udp(a, A_ADDR, b, B_ADDR, 100, size);
-    let ended = stop(second, libc::SIGTERM);
-    assert!(ended.status.success(), "{}", describe_output(&ended));
+    let ended = stop_agent(second, STOP_TIMEOUT);
     let stderr = String::from_utf8_lossy(&ended.stderr);
     assert!(
         stderr.contains("adopted"),

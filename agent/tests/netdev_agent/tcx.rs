@@ -4,11 +4,11 @@ use super::*;
 
 #[test]
 fn tcx_counts_pod_traffic_exactly_attaches_new_namespaces_and_leaves_nothing() {
-    let test = "tcx_counts_pod_traffic_exactly_attaches_new_namespaces_and_leaves_nothing";
-    if !ready(test) {
+    let Some(_serial) = SERIAL.lock_if(ready(
+        "tcx_counts_pod_traffic_exactly_attaches_new_namespaces_and_leaves_nothing",
+    )) else {
         return;
-    }
-    let _serial = serial();
+    };
     let dir = TestDir::new("netdev-tcx");
     let pods = Pods::new();
     // A namespace that does not exist yet when the agent starts.
@@ -25,7 +25,7 @@ fn tcx_counts_pod_traffic_exactly_attaches_new_namespaces_and_leaves_nothing() {
     );
     let baseline = periscope_programs().last().copied().unwrap_or(0);
     let started = Instant::now();
-    let mut agent = start(&config, "periscope run (tcx)");
+    let mut agent = start_agent(&config, "periscope run (tcx)");
     let (ia, ib, ih) = (inode(&pods.a), inode(&pods.b), host_inode());
     wait_attached(
         &mut agent,
@@ -132,12 +132,7 @@ fn tcx_counts_pod_traffic_exactly_attaches_new_namespaces_and_leaves_nothing() {
     assert_eq!(late_sent, m);
 
     // A last counters read and flow export happen at shutdown.
-    let ours: BTreeSet<u64> = periscope_programs()
-        .into_iter()
-        .filter(|p| *p > baseline)
-        .collect();
-    let ended = stop(agent, libc::SIGTERM);
-    assert!(ended.status.success(), "{}", describe_output(&ended));
+    let (ours, ended) = programs_then_stop(agent, baseline);
     let stderr = String::from_utf8_lossy(&ended.stderr);
     if let Some(line) = stderr.lines().find(|l| l.contains("attach latency")) {
         eprintln!("tcx: agent log: {}", line.trim());

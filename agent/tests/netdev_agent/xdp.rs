@@ -4,11 +4,10 @@ use super::*;
 
 #[test]
 fn xdp_counts_pod_traffic_exactly_and_leaves_nothing() {
-    let test = "xdp_counts_pod_traffic_exactly_and_leaves_nothing";
-    if !ready(test) {
+    let Some(_serial) = SERIAL.lock_if(ready("xdp_counts_pod_traffic_exactly_and_leaves_nothing"))
+    else {
         return;
-    }
-    let _serial = serial();
+    };
     let dir = TestDir::new("netdev-xdp");
     let pods = Pods::new();
     let (a, b) = (pods.a.name(), pods.b.name());
@@ -21,7 +20,7 @@ fn xdp_counts_pod_traffic_exactly_and_leaves_nothing() {
         "xdp",
     );
     let baseline = periscope_programs().last().copied().unwrap_or(0);
-    let mut agent = start(&config, "periscope run (xdp)");
+    let mut agent = start_agent(&config, "periscope run (xdp)");
     let (ia, ib) = (inode(&pods.a), inode(&pods.b));
     // XDP sees ingress only: the SYN on pb0, the RST on pa0.
     wait_attached(
@@ -34,12 +33,7 @@ fn xdp_counts_pod_traffic_exactly_and_leaves_nothing() {
     let (n, size) = (500u64, 200usize);
     let (sent, _) = udp(a, A_ADDR, b, B_ADDR, n, size);
     assert_eq!(sent, n);
-    let ours: BTreeSet<u64> = periscope_programs()
-        .into_iter()
-        .filter(|p| *p > baseline)
-        .collect();
-    let ended = stop(agent, libc::SIGTERM);
-    assert!(ended.status.success(), "{}", describe_output(&ended));
+    let (ours, _) = programs_then_stop(agent, baseline);
     let packets = totals(&series_now(&out, "periscope.network.packets"));
     let bytes = totals(&series_now(&out, "periscope.network.bytes"));
     assert_eq!(

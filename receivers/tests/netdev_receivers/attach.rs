@@ -8,11 +8,11 @@ fn new_namespaces_are_loaded_and_attached_quickly() {
     use periscope_receivers::netdev::{
         AttachOptions, Attacher, DeviceOutcome, Hook, InterfaceFilter, RecordOptions,
     };
-    let test = "new_namespaces_are_loaded_and_attached_quickly";
-    if !bpf_capable(test) {
+    let Some(_serial) = SERIAL.lock_if(bpf_capable(
+        "new_namespaces_are_loaded_and_attached_quickly",
+    )) else {
         return;
-    }
-    let _serial = serial();
+    };
     const N: usize = 8;
     for (what, hooks) in [
         ("xdp", vec![Hook::Xdp]),
@@ -79,11 +79,11 @@ fn new_namespaces_are_loaded_and_attached_quickly() {
 /// counted exactly.
 #[test]
 fn the_watcher_driven_receiver_attaches_listed_namespaces_as_they_appear() {
-    let test = "the_watcher_driven_receiver_attaches_listed_namespaces_as_they_appear";
-    if !bpf_capable(test) {
+    let Some(_serial) = SERIAL.lock_if(bpf_capable(
+        "the_watcher_driven_receiver_attaches_listed_namespaces_as_they_appear",
+    )) else {
         return;
-    }
-    let _serial = serial();
+    };
     let topo = Topology::new();
     let late_name = Netns::unique_name();
     let listed = vec![

@@ -4,11 +4,11 @@ use super::*;
 
 #[test]
 fn a_device_whose_xdp_slot_is_taken_is_observed_through_tcx_ingress() {
-    let test = "a_device_whose_xdp_slot_is_taken_is_observed_through_tcx_ingress";
-    if !bpf_capable(test) {
+    let Some(_serial) = SERIAL.lock_if(bpf_capable(
+        "a_device_whose_xdp_slot_is_taken_is_observed_through_tcx_ingress",
+    )) else {
         return;
-    }
-    let _serial = serial();
+    };
     let topo = Topology::new();
     // Someone else's XDP program (attached through netlink, as `ip` does).
     let obj = std::env::temp_dir().join(format!("periscope-t-{}-foreign.o", std::process::id()));

@@ -22,7 +22,6 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
@@ -40,14 +39,11 @@ use periscope_testkit::bpf::{bpftool_json, links, periscope_programs};
 use periscope_testkit::capture::{frames_and_bytes, Dumpcap};
 use periscope_testkit::netns::{udp as send_udp, UdpTraffic};
 use periscope_testkit::process::run_ok;
-use periscope_testkit::{bpf_capable, context, Netns, TestDir};
+use periscope_testkit::stats::percentile;
+use periscope_testkit::{bpf_capable, context, Netns, Serial, TestDir};
 
 /// The tests share bpftool's view of the kernel: run them one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
+static SERIAL: Serial = Serial::new();
 
 // ---- namespaces ---------------------------------------------------------------------------
 
@@ -358,11 +354,6 @@ fn tcp(t: &Topology, exchanges: usize, size: usize) -> usize {
         }
     });
     server.join().expect("server")
-}
-
-fn percentile(v: &mut [Duration], q: f64) -> Duration {
-    v.sort();
-    v[((v.len() - 1) as f64 * q).round() as usize]
 }
 
 // ---- tests --------------------------------------------------------------------------------

@@ -44,11 +44,11 @@ fn pinned_receiver_child() {
 
 #[test]
 fn pinned_links_keep_counting_resist_detach_and_are_adopted() {
-    let test = "pinned_links_keep_counting_resist_detach_and_are_adopted";
-    if !bpf_capable(test) {
+    let Some(_serial) = SERIAL.lock_if(bpf_capable(
+        "pinned_links_keep_counting_resist_detach_and_are_adopted",
+    )) else {
         return;
-    }
-    let _serial = serial();
+    };
     let topo = Topology::new();
     let id = format!("xdp/pin{}", std::process::id());
     let pin_root = PathBuf::from("/sys/fs/bpf/periscope").join(id.replace('/', "_"));

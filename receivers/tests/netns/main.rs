@@ -13,7 +13,6 @@ mod watch;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, Receiver};
@@ -24,16 +23,13 @@ use periscope_receivers::netns::{
 };
 use periscope_testkit::cgroup::Cgroups;
 use periscope_testkit::process::{run_ok, Background};
-use periscope_testkit::{require_root, Netns};
+use periscope_testkit::stats::percentile;
+use periscope_testkit::{require_root, Netns, Serial};
 
 /// The tests count this process's fds and share /run/netns: one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: Serial = Serial::new();
 
 const WAIT: Duration = Duration::from_secs(3);
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 fn ip(args: &[&str]) -> String {
     let out = run_ok(Command::new("ip").args(args), Duration::from_secs(10));
@@ -189,8 +185,7 @@ fn device_removed(rx: &mut Events, netns: NetnsId, ifindex: u32) -> Instant {
     .1
 }
 
+/// The median and the 99th percentile.
 fn percentiles(mut v: Vec<Duration>) -> (Duration, Duration) {
-    v.sort();
-    let at = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
-    (at(0.5), at(0.99))
+    (percentile(&mut v, 0.5), percentile(&mut v, 0.99))
 }

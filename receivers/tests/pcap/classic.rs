@@ -11,7 +11,7 @@ fn classic_pcap_every_byte_order_and_resolution() {
         (Endianness::Little, TsResolution::NanoSecond, "le-nsec"),
         (Endianness::Big, TsResolution::NanoSecond, "be-nsec"),
     ] {
-        let path = dir.join(&format!("{name}.pcap"));
+        let path = dir.join(format!("{name}.pcap"));
         write_pcap(
             &path,
             endianness,
@@ -108,13 +108,7 @@ fn many_packets_come_in_full_batches() {
     let packets: Vec<_> = (0..10_000u64)
         .map(|i| pkt(T0 + i * 1000, tcp_syn()))
         .collect();
-    write_pcap(
-        &path,
-        Endianness::Little,
-        TsResolution::MicroSecond,
-        DataLink::ETHERNET,
-        &packets,
-    );
+    write_ethernet_pcap(&path, &packets);
     let r = replay_ok(&path);
     assert_eq!(r.events.len(), 10_000);
     assert_eq!(r.batches, 10);

@@ -358,7 +358,7 @@ fn random_corruption_never_panics() {
         x
     };
     for (name, orig) in [("c.pcap", &c_bytes), ("n.pcapng", &n_bytes)] {
-        let path = dir.join(&format!("fuzzed-{name}"));
+        let path = dir.join(format!("fuzzed-{name}"));
         for _ in 0..300 {
             let mut b = orig.clone();
             for _ in 0..(next() % 4 + 1) {

@@ -91,8 +91,6 @@ fn tshark_agrees() {
 #[test]
 #[ignore = "a measurement, run in release"]
 fn replay_throughput() {
-    use periscope_pipeline::edge::EventOutput;
-    use periscope_pipeline::model::Payload;
     const N: u64 = 1_000_000;
     let dir = TestDir::new("throughput");
     let classic = dir.join("big.pcap");
@@ -125,17 +123,8 @@ fn replay_throughput() {
     drop(w);
     for path in [classic, ng] {
         let receiver = pcap_config(&path).build(&context("pcap")).expect("build");
-        let (mut output, rx, _) = EventOutput::for_test(64);
-        let started = std::time::Instant::now();
-        let thread = std::thread::spawn(move || receiver.run(&mut output, &StopSignal::default()));
-        let mut n = 0usize;
-        for p in rx.iter() {
-            if let Payload::Events(b) = p {
-                n += b.len();
-            }
-        }
-        thread.join().expect("join").expect("run");
-        let secs = started.elapsed().as_secs_f64();
+        let (n, elapsed) = count_events(receiver);
+        let secs = elapsed.as_secs_f64();
         eprintln!(
             "{}: {n} packets in {secs:.3} s: {:.2} M packets/s",
             path.display(),

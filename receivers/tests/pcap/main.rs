@@ -32,7 +32,7 @@ use periscope_pipeline::edge::StopSignal;
 use periscope_pipeline::model::{DeviceRef, Direction, NetworkType, PacketEvent, Transport};
 use periscope_receivers::pcap::{PcapConfig, Speed};
 
-use periscope_testkit::receiver::{run, Run};
+use periscope_testkit::receiver::{count_events, run, Run};
 use periscope_testkit::{context, TestDir};
 
 const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 0xa];
@@ -156,6 +156,17 @@ fn write_pcap(
         at += w.write_packet(&packet).expect("packet") as u64;
     }
     offsets
+}
+
+/// [`write_pcap`] in the most common form: little-endian, microseconds, Ethernet.
+fn write_ethernet_pcap(path: &Path, packets: &[Pkt]) -> Vec<u64> {
+    write_pcap(
+        path,
+        Endianness::Little,
+        TsResolution::MicroSecond,
+        DataLink::ETHERNET,
+        packets,
+    )
 }
 
 const T0: u64 = 1_700_000_000_000_000_000;
@@ -348,12 +359,6 @@ fn write_pcapng(path: &Path) {
 
 /// Writes the four-packet Ethernet capture; returns its bytes and record offsets.
 fn ethernet_file(path: &Path) -> (Vec<u8>, Vec<u64>) {
-    let offsets = write_pcap(
-        path,
-        Endianness::Little,
-        TsResolution::MicroSecond,
-        DataLink::ETHERNET,
-        &ethernet_mix(T0),
-    );
+    let offsets = write_ethernet_pcap(path, &ethernet_mix(T0));
     (std::fs::read(path).expect("read back"), offsets)
 }

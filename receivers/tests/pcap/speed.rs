@@ -9,13 +9,7 @@ fn realtime_keeps_the_gaps() {
     let packets: Vec<_> = (0..3u64)
         .map(|i| pkt(T0 + i * 100_000_000, tcp_syn()))
         .collect();
-    write_pcap(
-        &path,
-        Endianness::Little,
-        TsResolution::MicroSecond,
-        DataLink::ETHERNET,
-        &packets,
-    );
+    write_ethernet_pcap(&path, &packets);
 
     let fast = replay_ok(&path);
     assert_eq!(fast.events.len(), 3);
@@ -52,13 +46,7 @@ fn realtime_stops_promptly() {
     let dir = TestDir::new("stop");
     let path = dir.join("gap.pcap");
     let packets = [pkt(T0, tcp_syn()), pkt(T0 + 3_600_000_000_000, tcp_syn())];
-    write_pcap(
-        &path,
-        Endianness::Little,
-        TsResolution::MicroSecond,
-        DataLink::ETHERNET,
-        &packets,
-    );
+    write_ethernet_pcap(&path, &packets);
     let stop = StopSignal::default();
     let raiser = stop.clone();
     std::thread::spawn(move || {

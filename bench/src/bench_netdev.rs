@@ -41,7 +41,6 @@
 //! [`attach_latency`].
 
 use std::fmt::Write as _;
-use std::fs::File;
 use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -55,6 +54,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use aya::programs::{Xdp, XdpMode};
 use aya::EbpfLoader;
+use periscope_bench::{enter_netns, ip, thread_cpu_ns};
 use periscope_pipeline::devices::DeviceTable;
 use periscope_pipeline::edge::EventOutput;
 use periscope_pipeline::model::{Direction, Event, NetnsId};
@@ -102,21 +102,6 @@ fn install_signal_handlers() {
 fn interrupted() -> Result<()> {
     if INTERRUPTED.load(Ordering::SeqCst) {
         bail!("interrupted");
-    }
-    Ok(())
-}
-
-fn ip(args: &[&str]) -> Result<()> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .context("running ip")?;
-    if !out.status.success() {
-        bail!(
-            "`ip {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
     }
     Ok(())
 }
@@ -255,19 +240,6 @@ fn namespace(name: &str) -> Result<(Namespace, NetnsHandle)> {
     Ok((ns, handle))
 }
 
-fn enter(path: &Path) -> Result<()> {
-    let f = File::open(path)?;
-    // SAFETY: a valid nsfs fd; only the calling thread changes namespace.
-    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        bail!(
-            "setns {}: {}",
-            path.display(),
-            std::io::Error::last_os_error()
-        );
-    }
-    Ok(())
-}
-
 fn pin_to(cpu: usize) {
     let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
     // SAFETY: a zeroed cpu_set_t with one bit set, for the calling thread.
@@ -276,16 +248,6 @@ fn pin_to(cpu: usize) {
         libc::CPU_SET(cpu % ncpu, &mut set);
         libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
     }
-}
-
-fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: writes one timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// The pids of the `ksoftirqd/N` threads.
@@ -518,7 +480,7 @@ fn flood(topo: &Topology, packets: u64, attached: &mut Attached) -> Result<Sampl
         std::thread::Builder::new()
             .name("bench-sink".into())
             .spawn(move || -> Result<u64> {
-                enter(&path)?;
+                enter_netns(&path)?;
                 pin_to(SINK_CPU);
                 let sock = UdpSocket::bind(SocketAddrV4::new(RX_ADDR, PORT))?;
                 sock.set_read_timeout(Some(Duration::from_millis(20)))?;
@@ -569,7 +531,7 @@ fn flood(topo: &Topology, packets: u64, attached: &mut Attached) -> Result<Sampl
         std::thread::Builder::new()
             .name("bench-sender".into())
             .spawn(move || -> Result<(u64, u64)> {
-                enter(&path)?;
+                enter_netns(&path)?;
                 pin_to(SENDER_CPU);
                 let sock = UdpSocket::bind(SocketAddrV4::new(TX_ADDR, 0))?;
                 sock.connect(SocketAddrV4::new(RX_ADDR, PORT))?;

@@ -20,7 +20,6 @@
 //! Reproduce: `cargo run --release -p periscope-bench --bin bench-sockets -- --rounds 7`
 //! (root; `--rr N`, `--connects N` set the operations per sample).
 
-use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -32,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use periscope_bench::{enter_netns, ip, thread_cpu_ns};
 use periscope_pipeline::component::Receiver;
 use periscope_pipeline::config::ConfigDuration;
 use periscope_pipeline::edge::{EventOutput, StopSignal};
@@ -73,21 +73,6 @@ impl Mode {
             Mode::SkMsg => "sk_msg (+ sk_skb)",
         }
     }
-}
-
-fn ip(args: &[&str]) -> Result<()> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .context("running ip")?;
-    if !out.status.success() {
-        bail!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
 }
 
 /// Two namespaces and a veth pair, removed on drop.
@@ -161,25 +146,6 @@ impl Drop for BenchCgroup {
         );
         let _ = std::fs::remove_dir(&self.path);
     }
-}
-
-fn enter(ns: &str) -> Result<()> {
-    let f = File::open(Topology::path(ns))?;
-    // SAFETY: a valid nsfs fd; only the calling thread changes namespace.
-    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        bail!("setns {ns}: {}", std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: writes one timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// A receiver running on a thread, its records counted and dropped, its CPU time measured.
@@ -286,7 +252,7 @@ fn rr(topo: &Topology, n: u64) -> Result<(u64, u64)> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::scope(|s| -> Result<(u64, u64)> {
         let server = s.spawn(|| -> Result<u64> {
-            enter(&topo.b)?;
+            enter_netns(&Topology::path(&topo.b))?;
             let l = TcpListener::bind(SocketAddrV4::new(B_ADDR, RR_PORT))?;
             accept_timeout(&l, Duration::from_secs(10));
             ready_tx.send(()).ok();
@@ -305,7 +271,7 @@ fn rr(topo: &Topology, n: u64) -> Result<(u64, u64)> {
             .recv_timeout(Duration::from_secs(5))
             .context("rr server")?;
         let client = s.spawn(|| -> Result<(u64, u64)> {
-            enter(&topo.a)?;
+            enter_netns(&Topology::path(&topo.a))?;
             let mut c =
                 TcpStream::connect(SocketAddrV4::new(B_ADDR, RR_PORT)).context("rr connect")?;
             c.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -333,7 +299,7 @@ fn connects(topo: &Topology, n: u64) -> Result<(u64, u64)> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::scope(|s| -> Result<(u64, u64)> {
         let server = s.spawn(|| -> Result<u64> {
-            enter(&topo.b)?;
+            enter_netns(&Topology::path(&topo.b))?;
             let l = TcpListener::bind(SocketAddrV4::new(B_ADDR, CONNECT_PORT))?;
             accept_timeout(&l, Duration::from_secs(10));
             ready_tx.send(()).ok();
@@ -355,7 +321,7 @@ fn connects(topo: &Topology, n: u64) -> Result<(u64, u64)> {
             .recv_timeout(Duration::from_secs(5))
             .context("connect server")?;
         let client = s.spawn(|| -> Result<(u64, u64)> {
-            enter(&topo.a)?;
+            enter_netns(&Topology::path(&topo.a))?;
             let (t0, w0) = (thread_cpu_ns(), Instant::now());
             for _ in 0..n {
                 let mut c = TcpStream::connect(SocketAddrV4::new(B_ADDR, CONNECT_PORT))

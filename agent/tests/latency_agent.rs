@@ -42,7 +42,7 @@ use periscope_testkit::netns::pods;
 use periscope_testkit::otlp::metrics::latest as latest_points;
 use periscope_testkit::otlp::{points, read_metrics, Attributes, PointData};
 use periscope_testkit::periscope::{start_agent, stop_agent};
-use periscope_testkit::process::{output_with_timeout, Background};
+use periscope_testkit::process::{output_with_timeout, run_ok, Background};
 use periscope_testkit::python::tcp_server;
 use periscope_testkit::stats::median;
 use periscope_testkit::{require_root, require_tools, yaml_path, Netns, TestDir};
@@ -250,7 +250,7 @@ fn latency_histograms_match_the_delay_the_handshakes_and_each_other() {
     );
     let pcap = dir.join("handshakes.pcapng");
     let mut capture = Dumpcap::start(&a, "ta0", &pcap, &["-f", &format!("tcp port {PORT}")]);
-    let client = output_with_timeout(
+    let client = run_ok(
         a.exec("python3")
             .arg(&client_py)
             .arg(B_ADDR)
@@ -259,11 +259,6 @@ fn latency_histograms_match_the_delay_the_handshakes_and_each_other() {
             .arg(EXCHANGES.to_string())
             .stdin(Stdio::null()),
         Duration::from_secs(120),
-    );
-    assert!(
-        client.status.success(),
-        "client: {}",
-        String::from_utf8_lossy(&client.stderr)
     );
     let text = String::from_utf8_lossy(&client.stdout).to_string();
     let f: Vec<&str> = text.split_whitespace().collect();

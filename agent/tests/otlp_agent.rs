@@ -19,7 +19,7 @@ use periscope_testkit::netns::pods;
 use periscope_testkit::otlp::rotel::{self, rotel_binary, start_rotel};
 use periscope_testkit::otlp::sink::{free_port, int_attr, str_attr, Sink};
 use periscope_testkit::periscope::{start_agent, stop_agent};
-use periscope_testkit::process::{output_with_timeout, Background};
+use periscope_testkit::process::{run_ok, Background};
 use periscope_testkit::python::tcp_server;
 use periscope_testkit::{require_root, require_tools, skip, TestDir};
 
@@ -95,16 +95,11 @@ fn connection_spans_and_metrics_reach_a_real_collector() {
             .args(["10.214.0.2", "9500"]),
         "echo server",
     );
-    let out = output_with_timeout(
+    let out = run_ok(
         a.exec("python3")
             .arg(&client_py)
             .args(["10.214.0.2", "9500", "5"]),
         Duration::from_secs(60),
-    );
-    assert!(
-        out.status.success(),
-        "client: {}",
-        String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let mut lines = text.lines();

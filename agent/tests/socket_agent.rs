@@ -29,7 +29,7 @@ use periscope_testkit::capture::{handshake_times, Dumpcap};
 use periscope_testkit::netns::{pods, udp, UdpTraffic};
 use periscope_testkit::otlp::{read_metrics, read_spans, sum_series, Series, Span};
 use periscope_testkit::periscope::{start_agent, stop_agent};
-use periscope_testkit::process::{output_with_timeout, Background};
+use periscope_testkit::process::{output_with_timeout, run_ok, Background};
 use periscope_testkit::python::tcp_server;
 use periscope_testkit::stats::median;
 use periscope_testkit::{require_root, require_tools, yaml_path, Netns, TestDir};
@@ -292,7 +292,7 @@ fn sockets_short_connections_udp_and_drops_are_reported_exactly() {
     // One segment per packet (no GSO), so that losses are recovered fast, by duplicate ACKs.
     a.ip(&["link", "set", "sa0", "gso_max_segs", "1"]);
     let (retrans_a0, retrans_b0) = (retrans_segs(&a), retrans_segs(&b));
-    let out = output_with_timeout(
+    run_ok(
         a.exec("python3")
             .arg(&bulk_client_py)
             .arg(B_ADDR.to_string())
@@ -300,11 +300,6 @@ fn sockets_short_connections_udp_and_drops_are_reported_exactly() {
             .arg("3")
             .arg("1000000"),
         Duration::from_secs(120),
-    );
-    assert!(
-        out.status.success(),
-        "bulk client: {}",
-        String::from_utf8_lossy(&out.stderr)
     );
     std::thread::sleep(Duration::from_millis(300));
     let retrans_a = retrans_segs(&a) - retrans_a0;

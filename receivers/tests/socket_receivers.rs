@@ -26,7 +26,7 @@ use periscope_receivers::socket::find_cgroup2;
 use periscope_receivers::tcp_udp::{Mechanism, TcpUdpConfig, TcpUdpMode};
 use periscope_testkit::cgroup::TestCgroup;
 use periscope_testkit::netns::pods;
-use periscope_testkit::process::{output_with_timeout, Background};
+use periscope_testkit::process::{run_ok, Background};
 use periscope_testkit::receiver::Running;
 use periscope_testkit::{require_root, require_tools, Netns, TestDir};
 
@@ -115,7 +115,7 @@ fn sk_msg_reports_every_message_with_its_size_and_sender() {
         ),
         "message server",
     );
-    let out = output_with_timeout(
+    let out = run_ok(
         &mut python(
             &cgroup,
             &a,
@@ -128,11 +128,6 @@ fn sk_msg_reports_every_message_with_its_size_and_sender() {
             ],
         ),
         Duration::from_secs(60),
-    );
-    assert!(
-        out.status.success(),
-        "client: {}",
-        String::from_utf8_lossy(&out.stderr)
     );
     let server_out = server.wait(Duration::from_secs(20));
     let text = String::from_utf8_lossy(&out.stdout).to_string();
@@ -261,7 +256,7 @@ fn cgroup_skb_counts_a_cgroups_traffic_exactly() {
         ),
         "echo server",
     );
-    let out = output_with_timeout(
+    let out = run_ok(
         &mut python(
             &client_cgroup,
             &a,
@@ -274,11 +269,6 @@ fn cgroup_skb_counts_a_cgroups_traffic_exactly() {
             ],
         ),
         Duration::from_secs(60),
-    );
-    assert!(
-        out.status.success(),
-        "client: {}",
-        String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let counts: Vec<u64> = text

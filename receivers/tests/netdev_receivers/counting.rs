@@ -15,26 +15,8 @@ fn pod_to_pod_traffic_is_counted_exactly_per_device_direction_and_transport() {
     let topo = Topology::new();
     let before = periscope_programs();
 
-    let xdp = Running::start(
-        |ctx| {
-            XdpConfig {
-                counters_interval: periscope_pipeline::config::ConfigDuration::from_millis(200),
-                ..XdpConfig::default()
-            }
-            .build_receiver(ctx)
-        },
-        "xdp",
-    );
-    let tcx = Running::start(
-        |ctx| {
-            TcxConfig {
-                counters_interval: periscope_pipeline::config::ConfigDuration::from_millis(200),
-                ..TcxConfig::default()
-            }
-            .build_receiver(ctx)
-        },
-        "tcx",
-    );
+    let xdp = Running::xdp("xdp");
+    let tcx = Running::tcx("tcx");
     let mut ns_latency = Vec::new();
     for ns in topo.all() {
         ns_latency.push(("xdp", ns.name().to_string(), xdp.add(ns)));

@@ -51,16 +51,7 @@ fn a_device_whose_xdp_slot_is_taken_is_observed_through_tcx_ingress() {
     };
     let before = foreign().expect("foreign program attached");
 
-    let xdp = Running::start(
-        |ctx| {
-            XdpConfig {
-                counters_interval: periscope_pipeline::config::ConfigDuration::from_millis(200),
-                ..XdpConfig::default()
-            }
-            .build_receiver(ctx)
-        },
-        "xdp/fallback",
-    );
+    let xdp = Running::xdp("xdp/fallback");
     xdp.add(&topo.pod2);
     let received = udp(&topo, 100, 200) as u64;
     let events = xdp.stop();

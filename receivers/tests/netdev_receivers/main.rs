@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use periscope_pipeline::component::BuildContext;
+use periscope_pipeline::config::ConfigDuration;
 use periscope_pipeline::devices::DeviceTable;
 use periscope_pipeline::model::{
     DeviceCounters, DeviceRef, Direction, Event, NetnsId, PacketEvent, Transport,
@@ -151,6 +152,34 @@ impl Running {
         id: &str,
     ) -> Running {
         Running::start_with(build, id, true)
+    }
+
+    /// `xdp` with its defaults and counters every 200 ms, fed by the test.
+    fn xdp(id: &str) -> Running {
+        Running::start(
+            |ctx| {
+                XdpConfig {
+                    counters_interval: ConfigDuration::from_millis(200),
+                    ..XdpConfig::default()
+                }
+                .build_receiver(ctx)
+            },
+            id,
+        )
+    }
+
+    /// `tcx` with its defaults and counters every 200 ms, fed by the test.
+    fn tcx(id: &str) -> Running {
+        Running::start(
+            |ctx| {
+                TcxConfig {
+                    counters_interval: ConfigDuration::from_millis(200),
+                    ..TcxConfig::default()
+                }
+                .build_receiver(ctx)
+            },
+            id,
+        )
     }
 
     /// `fed`: the test reports namespaces and devices; otherwise the receiver's own

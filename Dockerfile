@@ -8,7 +8,7 @@
 # generates vmlinux.h from the build host's /sys/kernel/btf/vmlinux with bpftool. On a build
 # host without kernel BTF, put a vmlinux.h (bpftool btf dump file /sys/kernel/btf/vmlinux
 # format c) in the build context and pass --build-arg PERISCOPE_VMLINUX_H=<its path in the
-# context>. integration/demo/docker-compose.yml runs this image with the privileges and
+# context>. demo/docker-compose.yml runs this image with the privileges and
 # mounts it needs.
 
 FROM rust:1.88-bookworm AS builder

@@ -8,8 +8,9 @@
 //!   bounded sending queue, batching and retries;
 //! - [`prometheus`]: a `/metrics` endpoint for Prometheus to scrape.
 //!
-//! [`otlp_proto`] maps periscope's telemetry model onto the OTLP protobuf messages and
-//! [`otlp_json`] encodes those as OTLP/JSON; both are meant for the OTLP exporters too.
+//! [`otlp_proto`] maps periscope's telemetry model onto the OTLP protobuf messages (used by
+//! `file` and by `otlp` for every protocol) and [`otlp_json`] encodes those as OTLP/JSON (used
+//! by `file` and by `otlp` over HTTP/JSON).
 
 pub mod debug;
 pub mod file;

@@ -2,8 +2,6 @@
 //! the server asked for, a partial success is counted as rejected, a `400` is not retried, and
 //! the request carries the configured headers, content type and a gzip'd protobuf body.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
@@ -115,16 +113,16 @@ fn http_retry_after_partial_success_and_permanent_errors() {
     config.retry_on_failure.initial_interval = ConfigDuration::from_millis(50);
     config.retry_on_failure.max_interval = ConfigDuration::from_millis(100);
     config.validate().expect("valid");
-    let ctx = common::ctx("otlp/http");
+    let ctx = periscope_testkit::context("otlp/http");
     let mut exporter = config.build_exporter(&ctx).expect("builds");
     let stats = exporter.stats();
 
     exporter
-        .export(Telemetry::Metrics(common::metrics()))
+        .export(Telemetry::Metrics(periscope_testkit::telemetry::metrics()))
         .unwrap();
     exporter.flush().unwrap();
     exporter
-        .export(Telemetry::Metrics(common::metrics()))
+        .export(Telemetry::Metrics(periscope_testkit::telemetry::metrics()))
         .unwrap();
     exporter.flush().unwrap();
 

@@ -3,9 +3,6 @@
 //! resident memory stays flat), every item is either delivered or counted as dropped, and
 //! what is produced after the recovery arrives.
 
-mod common;
-mod otlp_support;
-
 use std::num::NonZeroUsize;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -15,13 +12,16 @@ use periscope_pipeline::component::{ComponentConfig, Exporter};
 use periscope_pipeline::config::{ConfigDuration, PositiveDuration};
 use periscope_pipeline::model::{KeyValue, Telemetry};
 
-use otlp_support::*;
+use periscope_testkit::context;
+use periscope_testkit::otlp::sink::{free_port, point_count, Sink};
+use periscope_testkit::process::rss_kib;
+use periscope_testkit::telemetry;
 
 const QUEUE: usize = 8;
 const OUTAGE: Duration = Duration::from_secs(30);
 
 fn batch(phase: &'static str, seq: i64) -> Telemetry {
-    let mut m = common::metrics();
+    let mut m = telemetry::metrics();
     m.resource.attributes.push(KeyValue::new("phase", phase));
     m.resource.attributes.push(KeyValue::new("seq", seq));
     Telemetry::Metrics(m)
@@ -62,7 +62,7 @@ fn backend_down_for_30s_then_up() {
     config.retry_on_failure.max_interval = ConfigDuration::from_millis(500);
     config.retry_on_failure.max_elapsed_time = ConfigDuration::from_secs(3);
     config.validate().expect("valid");
-    let ctx = common::ctx("otlp/outage");
+    let ctx = context("otlp/outage");
     let mut exporter = config.build_exporter(&ctx).expect("builds");
     let stats = exporter.stats();
 
@@ -171,7 +171,7 @@ fn flush_is_bounded_when_the_backend_is_gone() {
     config.retry_on_failure.initial_interval = ConfigDuration::from_millis(200);
     config.retry_on_failure.max_interval = ConfigDuration::from_millis(400);
     config.retry_on_failure.max_elapsed_time = ConfigDuration::from_secs(0);
-    let ctx = common::ctx("otlp/gone");
+    let ctx = context("otlp/gone");
     let mut exporter = config.build_exporter(&ctx).expect("builds");
     for i in 0..3 {
         exporter.export(batch("gone", i)).expect("queued");

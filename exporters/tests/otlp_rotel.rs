@@ -4,9 +4,6 @@
 //! protobuf definitions. The test checks names, types, units, attributes, values and the span
 //! tree of the telemetry it made itself.
 
-mod common;
-mod otlp_support;
-
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
@@ -21,7 +18,9 @@ use periscope_pipeline::component::{ComponentConfig, Exporter};
 use periscope_pipeline::config::{ConfigDuration, PositiveDuration};
 use periscope_pipeline::model::{KeyValue, Telemetry};
 
-use otlp_support::*;
+use periscope_testkit::otlp::rotel::{self, rotel_binary, start_rotel};
+use periscope_testkit::otlp::sink::{attr_value, free_port, point_count, str_attr, Received, Sink};
+use periscope_testkit::{context, skip, telemetry};
 
 fn config(endpoint: String, protocol: Protocol) -> OtlpConfig {
     let mut c = OtlpConfig {
@@ -39,7 +38,8 @@ fn config(endpoint: String, protocol: Protocol) -> OtlpConfig {
 
 fn through_rotel(protocol: Protocol, case: &'static str) {
     let Some(rotel) = rotel_binary() else {
-        return missing("rotel", "pip install rotel==0.0.1a15");
+        skip(case, &format!("rotel is missing ({})", rotel::INSTALL));
+        return;
     };
     let sink = Sink::start(free_port());
     let (grpc, http) = (free_port(), free_port());
@@ -48,16 +48,16 @@ fn through_rotel(protocol: Protocol, case: &'static str) {
         Protocol::Grpc => format!("http://127.0.0.1:{grpc}"),
         _ => format!("http://127.0.0.1:{http}"),
     };
-    let ctx = common::ctx("otlp/test");
+    let ctx = context("otlp/test");
     let mut exporter = config(endpoint, protocol)
         .build_exporter(&ctx)
         .expect("exporter builds");
-    let mut metrics = common::metrics();
+    let mut metrics = telemetry::metrics();
     metrics
         .resource
         .attributes
         .push(KeyValue::new("test.case", case));
-    let mut traces = common::traces();
+    let mut traces = telemetry::traces();
     traces
         .resource
         .attributes
@@ -149,7 +149,7 @@ fn through_rotel(protocol: Protocol, case: &'static str) {
     );
     assert_eq!(
         (tcp.start_time_unix_nano, tcp.time_unix_nano),
-        (common::START, common::TIME)
+        (telemetry::START, telemetry::TIME)
     );
 
     let fill = metric("periscope.queue.fill");
@@ -215,18 +215,18 @@ fn check_spans(r: &Received) {
     let spans = r.all_spans();
     let root = spans
         .iter()
-        .find(|(_, s)| s.span_id == common::ROOT_ID)
+        .find(|(_, s)| s.span_id == telemetry::ROOT_ID)
         .expect("root")
         .1;
     let child = spans
         .iter()
-        .find(|(_, s)| s.span_id == common::CHILD_ID)
+        .find(|(_, s)| s.span_id == telemetry::CHILD_ID)
         .expect("child")
         .1;
-    assert_eq!(root.trace_id, common::TRACE_ID);
-    assert_eq!(child.trace_id, common::TRACE_ID);
+    assert_eq!(root.trace_id, telemetry::TRACE_ID);
+    assert_eq!(child.trace_id, telemetry::TRACE_ID);
     assert!(root.parent_span_id.is_empty(), "the root has no parent");
-    assert_eq!(child.parent_span_id, common::ROOT_ID);
+    assert_eq!(child.parent_span_id, telemetry::ROOT_ID);
     assert_eq!(
         (root.name.as_str(), root.kind),
         ("tcp.connection", SpanKind::Server as i32)

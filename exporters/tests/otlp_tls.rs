@@ -3,10 +3,7 @@
 //! are counted as dropped; `insecure: true` talks plaintext to an `https://` endpoint.
 //! Certificates are made by `openssl` for this test.
 
-mod common;
-mod otlp_support;
-
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,14 +14,8 @@ use periscope_pipeline::config::{ConfigDuration, PositiveDuration};
 use periscope_pipeline::model::Telemetry;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
-use otlp_support::*;
-
-struct TempDir(PathBuf);
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use periscope_testkit::otlp::sink::{free_port, Sink};
+use periscope_testkit::{context, require_tools, telemetry, TestDir};
 
 fn openssl(dir: &Path, args: &str) {
     let ok = Command::new("openssl")
@@ -85,13 +76,12 @@ fn config(port: u16, dir: &Path, client_cert: bool) -> OtlpConfig {
 
 #[test]
 fn grpc_mutual_tls_with_a_custom_ca() {
-    if Command::new("openssl").arg("version").output().is_err() {
-        return missing("openssl", "apt-get install -y openssl");
+    if !require_tools("grpc_mutual_tls_with_a_custom_ca", &["openssl"]) {
+        return;
     }
-    let dir = TempDir(std::env::temp_dir().join(format!("periscope-tls-{}", std::process::id())));
-    std::fs::create_dir_all(&dir.0).unwrap();
-    make_certs(&dir.0);
-    let read = |f: &str| std::fs::read(dir.0.join(f)).unwrap();
+    let dir = TestDir::new("tls");
+    make_certs(dir.path());
+    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
     let tls = ServerTlsConfig::new()
         .identity(Identity::from_pem(read("server.pem"), read("server.key")))
         .client_ca_root(Certificate::from_pem(read("ca.pem")));
@@ -99,10 +89,10 @@ fn grpc_mutual_tls_with_a_custom_ca() {
     let sink = Sink::start_tls(port, Arc::default(), Some(tls));
 
     // With the client certificate: delivered.
-    let ctx = common::ctx("otlp/mtls");
-    let mut exporter = config(port, &dir.0, true).build_exporter(&ctx).unwrap();
+    let ctx = context("otlp/mtls");
+    let mut exporter = config(port, dir.path(), true).build_exporter(&ctx).unwrap();
     exporter
-        .export(Telemetry::Metrics(common::metrics()))
+        .export(Telemetry::Metrics(telemetry::metrics()))
         .unwrap();
     exporter.flush().unwrap();
     assert!(
@@ -112,10 +102,12 @@ fn grpc_mutual_tls_with_a_custom_ca() {
     assert_eq!(exporter.stats().totals(), (6, 0, 6, 0, 0));
 
     // Without it the server refuses the handshake: dropped and counted.
-    let ctx = common::ctx("otlp/no-client-cert");
-    let mut exporter = config(port, &dir.0, false).build_exporter(&ctx).unwrap();
+    let ctx = context("otlp/no-client-cert");
+    let mut exporter = config(port, dir.path(), false)
+        .build_exporter(&ctx)
+        .unwrap();
     exporter
-        .export(Telemetry::Metrics(common::metrics()))
+        .export(Telemetry::Metrics(telemetry::metrics()))
         .unwrap();
     exporter.flush().unwrap();
     assert_eq!(exporter.stats().totals(), (6, 0, 0, 6, 0));
@@ -126,11 +118,11 @@ fn grpc_mutual_tls_with_a_custom_ca() {
     // `insecure: true`: plaintext even though the endpoint says https.
     let port = free_port();
     let plain = Sink::start(port);
-    let mut c = config(port, &dir.0, false);
+    let mut c = config(port, dir.path(), false);
     c.tls.insecure = true;
-    let mut exporter = c.build_exporter(&common::ctx("otlp/insecure")).unwrap();
+    let mut exporter = c.build_exporter(&context("otlp/insecure")).unwrap();
     exporter
-        .export(Telemetry::Metrics(common::metrics()))
+        .export(Telemetry::Metrics(telemetry::metrics()))
         .unwrap();
     exporter.flush().unwrap();
     assert!(plain.wait_for(Duration::from_secs(10), |r| r.all_metrics().len() == 4));
@@ -146,16 +138,15 @@ fn http_mutual_tls_with_a_custom_ca() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio_rustls::rustls;
 
-    if Command::new("openssl").arg("version").output().is_err() {
-        return missing("openssl", "apt-get install -y openssl");
+    if !require_tools("http_mutual_tls_with_a_custom_ca", &["openssl"]) {
+        return;
     }
-    let dir = TempDir(std::env::temp_dir().join(format!("periscope-htls-{}", std::process::id())));
-    std::fs::create_dir_all(&dir.0).unwrap();
-    make_certs(&dir.0);
+    let dir = TestDir::new("htls");
+    make_certs(dir.path());
 
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(dir.0.join("ca.pem")).unwrap() {
+    for c in CertificateDer::pem_file_iter(dir.join("ca.pem")).unwrap() {
         roots.add(c.unwrap()).unwrap();
     }
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
@@ -164,11 +155,11 @@ fn http_mutual_tls_with_a_custom_ca() {
     )
     .build()
     .unwrap();
-    let certs: Vec<_> = CertificateDer::pem_file_iter(dir.0.join("server.pem"))
+    let certs: Vec<_> = CertificateDer::pem_file_iter(dir.join("server.pem"))
         .unwrap()
         .map(|c| c.unwrap())
         .collect();
-    let key = PrivateKeyDer::from_pem_file(dir.0.join("server.key")).unwrap();
+    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
     let server = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
@@ -225,15 +216,15 @@ fn http_mutual_tls_with_a_custom_ca() {
         });
     });
 
-    let mut c = config(port, &dir.0, true);
+    let mut c = config(port, dir.path(), true);
     c.protocol = Protocol::HttpProtobuf;
-    let ctx = common::ctx("otlp/https");
+    let ctx = context("otlp/https");
     let mut exporter = c.build_exporter(&ctx).unwrap();
     exporter
-        .export(Telemetry::Metrics(common::metrics()))
+        .export(Telemetry::Metrics(telemetry::metrics()))
         .unwrap();
     exporter
-        .export(Telemetry::Traces(common::traces()))
+        .export(Telemetry::Traces(telemetry::traces()))
         .unwrap();
     exporter.flush().unwrap();
     assert_eq!(exporter.stats().totals(), (8, 0, 8, 0, 0));
@@ -246,12 +237,12 @@ fn http_mutual_tls_with_a_custom_ca() {
 
     // Without the client certificate the handshake fails: dropped and counted.
     drop(seen);
-    let mut c = config(port, &dir.0, false);
+    let mut c = config(port, dir.path(), false);
     c.protocol = Protocol::HttpProtobuf;
-    let ctx = common::ctx("otlp/https-no-cert");
+    let ctx = context("otlp/https-no-cert");
     let mut exporter = c.build_exporter(&ctx).unwrap();
     exporter
-        .export(Telemetry::Metrics(common::metrics()))
+        .export(Telemetry::Metrics(telemetry::metrics()))
         .unwrap();
     exporter.flush().unwrap();
     assert_eq!(exporter.stats().totals(), (6, 0, 0, 6, 0));

@@ -2,10 +2,6 @@
 //! the `prometheus` exporter; `promtool check metrics` passes on the exposition; the values
 //! Prometheus stored equal what the `otlp` exporter delivered over OTLP for the same batches.
 
-mod common;
-mod otlp_support;
-
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,19 +15,14 @@ use periscope_pipeline::model::{
     KeyValue, Metric, MetricData, MetricsBatch, Number, NumberPoint, Telemetry, Temporality,
 };
 
-use otlp_support::*;
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
+use periscope_testkit::http::{http_get, urlencode};
+use periscope_testkit::otlp::sink::{free_port, str_attr, wait_for_port, Sink};
+use periscope_testkit::process::Background;
+use periscope_testkit::{context, require_tools, telemetry, TestDir};
 
 /// A delta counter: Prometheus must show the running total.
 fn delta_bytes(v: i64, t: u64) -> MetricsBatch {
-    let mut b = common::metrics();
+    let mut b = telemetry::metrics();
     b.metrics = vec![Metric {
         name: "periscope.network.bytes".into(),
         description: "Bytes seen.".into(),
@@ -48,13 +39,6 @@ fn delta_bytes(v: i64, t: u64) -> MetricsBatch {
         },
     }];
     b
-}
-
-struct TempDir(PathBuf);
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Instant query → the value of the single series, once there is one.
@@ -81,10 +65,13 @@ fn query(port: u16, q: &str, within: Duration) -> f64 {
 
 #[test]
 fn prometheus_scrapes_what_otlp_delivers() {
-    if !have("prometheus") || !have("promtool") {
-        return missing("prometheus/promtool", "apt-get install -y prometheus");
+    if !require_tools(
+        "prometheus_scrapes_what_otlp_delivers",
+        &["prometheus", "promtool"],
+    ) {
+        return;
     }
-    let ctx = common::ctx("prometheus");
+    let ctx = context("prometheus");
     let prom = PrometheusConfig {
         listen: "127.0.0.1:0".into(),
         ..PrometheusConfig::default()
@@ -100,14 +87,12 @@ fn prometheus_scrapes_what_otlp_delivers() {
         ..OtlpConfig::default()
     };
     otlp_cfg.batch.timeout = ConfigDuration::from_millis(0);
-    let mut otlp = otlp_cfg
-        .build_exporter(&common::ctx("otlp"))
-        .expect("builds");
+    let mut otlp = otlp_cfg.build_exporter(&context("otlp")).expect("builds");
 
     let batches = [
-        common::metrics(),
-        delta_bytes(100, common::TIME),
-        delta_bytes(250, common::TIME + 1_000_000_000),
+        telemetry::metrics(),
+        delta_bytes(100, telemetry::TIME),
+        delta_bytes(250, telemetry::TIME + 1_000_000_000),
     ];
     for b in batches {
         prom.export(Telemetry::Metrics(b.clone())).unwrap();
@@ -150,9 +135,8 @@ fn prometheus_scrapes_what_otlp_delivers() {
     assert!(om.contains("# UNIT network_rtt_seconds seconds\n"), "{om}");
 
     // A real Prometheus scrapes it every second.
-    let dir = TempDir(std::env::temp_dir().join(format!("periscope-prom-{}", std::process::id())));
-    std::fs::create_dir_all(&dir.0).unwrap();
-    let config = dir.0.join("prometheus.yml");
+    let dir = TestDir::new("prometheus");
+    let config = dir.join("prometheus.yml");
     std::fs::write(
         &config,
         format!(
@@ -162,18 +146,16 @@ fn prometheus_scrapes_what_otlp_delivers() {
     )
     .unwrap();
     let web = free_port();
-    let child = Command::new("prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.0.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{web}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("prometheus starts");
-    let _prometheus = ChildGuard(child, "prometheus");
+    let _prometheus = Background::spawn(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{web}")),
+        "prometheus",
+    );
     assert!(
         wait_for_port(web, Duration::from_secs(20)),
         "prometheus did not listen"

@@ -1,10 +1,11 @@
 //! periscope's core: the event and telemetry model, component traits and registry, the YAML
-//! config and its validation, the topology that runs pipelines, and self-telemetry.
+//! config and its validation, the edges between components, the topology that runs pipelines, and self-telemetry.
 
 pub mod component;
 pub mod config;
 pub mod devices;
 pub mod dns;
+pub mod edge;
 pub mod model;
 pub mod sockets;
 pub mod telemetry;

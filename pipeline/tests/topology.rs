@@ -13,12 +13,13 @@ use periscope_pipeline::component::{
 };
 use periscope_pipeline::config::load_str;
 use periscope_pipeline::devices::DeviceTable;
+use periscope_pipeline::edge::{EventOutput, StopSignal};
 use periscope_pipeline::model::{
     Event, KeyValue, Metric, MetricData, MetricsBatch, Number, NumberPoint, PacketEvent, Payload,
     Telemetry, Temporality,
 };
 use periscope_pipeline::telemetry::CounterValues;
-use periscope_pipeline::topology::{self, EventOutput, StopSignal};
+use periscope_pipeline::topology;
 
 /// Emits `count` events (or forever, when absent) in batches of `batch`.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]

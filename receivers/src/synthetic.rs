@@ -12,11 +12,11 @@ use periscope_pipeline::component::{
 };
 use periscope_pipeline::config::PositiveDuration;
 use periscope_pipeline::devices::DeviceInfo;
+use periscope_pipeline::edge::{EventOutput, StopSignal};
 use periscope_pipeline::model::{
     DeviceRef, Direction, Event, EventBatch, NetnsId, NetworkType, PacketEvent, Transport,
 };
 use periscope_pipeline::telemetry::now_ns;
-use periscope_pipeline::topology::{EventOutput, StopSignal};
 
 /// The device every synthetic event is seen on.
 pub const DEVICE_NAME: &str = "synthetic0";

@@ -103,8 +103,8 @@ struct Expedited {
 impl Receiver for Expedited {
     fn run(
         self: Box<Self>,
-        output: &mut periscope_pipeline::topology::EventOutput,
-        stop: &periscope_pipeline::topology::StopSignal,
+        output: &mut periscope_pipeline::edge::EventOutput,
+        stop: &periscope_pipeline::edge::StopSignal,
     ) -> anyhow::Result<()> {
         let Expedited { inner, _rcu } = *self;
         Box::new(inner).run(output, stop)

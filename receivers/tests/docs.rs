@@ -3,21 +3,7 @@
 
 use periscope_receivers::pcap::PcapConfig;
 use periscope_receivers::synthetic::SyntheticConfig;
-
-fn undocumented(schema: &schemars::Schema) -> Vec<String> {
-    let root = schema.as_value();
-    let mut missing = Vec::new();
-    if root.get("description").is_none() {
-        missing.push("(the component)".to_string());
-    }
-    let props = root.get("properties").and_then(|p| p.as_object());
-    for (name, prop) in props.into_iter().flatten() {
-        if prop.get("description").is_none() {
-            missing.push(name.clone());
-        }
-    }
-    missing
-}
+use periscope_testkit::component::undocumented;
 
 #[test]
 fn every_option_is_documented() {

@@ -9,14 +9,9 @@
 //! fd00:7e57::/64 on the veth between them); both are deleted when the test ends, even when it
 //! fails, so the tests can run again at once.
 
-mod common;
-
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aya::maps::{Array, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
@@ -30,12 +25,13 @@ use periscope_receivers::shared::ebpf::records::*;
 use periscope_receivers::shared::ebpf::{
     names, BootClock, Config, DevCounters, DevKey, PacketRecord, Stats,
 };
-use periscope_receivers::shared::netns::{run_in, NetnsHandle};
 
-use common::{bpf_capable, chain};
+use periscope_testkit::pcapgen::checksum;
+use periscope_testkit::receiver::error_chain;
+use periscope_testkit::{bpf_capable, Netns};
 
 fn load(config: &Config, btf: &Btf) -> Ebpf {
-    load_packet(config, Some(btf)).unwrap_or_else(|e| panic!("{}", chain(&e)))
+    load_packet(config, Some(btf)).unwrap_or_else(|e| panic!("{}", error_chain(&e)))
 }
 
 fn xdp<'a>(bpf: &'a mut Ebpf, name: &str) -> &'a mut Xdp {
@@ -76,11 +72,11 @@ fn the_verifier_accepts_every_program() {
     let t = Instant::now();
     xdp(&mut bpf, names::XDP)
         .load()
-        .unwrap_or_else(|e| panic!("{}: {}", names::XDP, chain(&e)));
+        .unwrap_or_else(|e| panic!("{}: {}", names::XDP, error_chain(&e)));
     for name in [names::TC_INGRESS, names::TC_EGRESS] {
         classifier(&mut bpf, name)
             .load()
-            .unwrap_or_else(|e| panic!("{name}: {}", chain(&e)));
+            .unwrap_or_else(|e| panic!("{name}: {}", error_chain(&e)));
     }
     let programs_load = t.elapsed();
 
@@ -94,11 +90,11 @@ fn the_verifier_accepts_every_program() {
     );
     xdp(&mut bursts, names::XDP)
         .load()
-        .unwrap_or_else(|e| panic!("{} with bursts: {}", names::XDP, chain(&e)));
+        .unwrap_or_else(|e| panic!("{} with bursts: {}", names::XDP, error_chain(&e)));
     for name in [names::TC_INGRESS, names::TC_EGRESS] {
         classifier(&mut bursts, name)
             .load()
-            .unwrap_or_else(|e| panic!("{name} with bursts: {}", chain(&e)));
+            .unwrap_or_else(|e| panic!("{name} with bursts: {}", error_chain(&e)));
     }
     drop(bursts);
 
@@ -129,106 +125,16 @@ fn the_verifier_accepts_every_program() {
     );
 }
 
-// ---- namespaces ---------------------------------------------------------------------------
+// ---- namespaces and traffic ---------------------------------------------------------------
 
-fn ip(args: &[&str]) {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running ip (iproute2): {e}"));
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A network namespace made with `ip netns add`, deleted on drop (also when the test panics).
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new(name: String) -> Netns {
-        // A leftover from an earlier run that was killed (pids are reused): start clean.
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        ip(&["netns", "add", &name]);
-        Netns { name }
+/// The namespace's inode and cookie, as a program's [`Config`].
+fn config(ns: &Netns) -> Config {
+    Config {
+        netns_cookie: ns.cookie(),
+        netns_inode: ns.inode() as u32,
+        flags: PERISCOPE_CFG_RECORDS,
+        ..Config::default()
     }
-
-    fn path(&self) -> String {
-        format!("/run/netns/{}", self.name)
-    }
-
-    /// Runs `f` on a thread inside the namespace.
-    fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let ns = NetnsHandle::open_path(Path::new(&self.path()), None).expect("open netns");
-        run_in(&ns, f).expect("enter netns")
-    }
-
-    /// The namespace's inode and cookie, as a program's [`Config`].
-    fn config(&self) -> Config {
-        let inode = std::fs::metadata(self.path()).expect("stat netns").ino() as u32;
-        let cookie = self.run(|| {
-            let sock = UdpSocket::bind("127.0.0.1:0").expect("socket");
-            let mut cookie = 0u64;
-            let mut len = size_of::<u64>() as libc::socklen_t;
-            // SAFETY: SO_NETNS_COOKIE writes a u64 into `cookie`, `len` says how big it is.
-            let rc = unsafe {
-                libc::getsockopt(
-                    sock.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_NETNS_COOKIE,
-                    (&mut cookie as *mut u64).cast(),
-                    &mut len,
-                )
-            };
-            assert_eq!(
-                rc,
-                0,
-                "SO_NETNS_COOKIE: {}",
-                std::io::Error::last_os_error()
-            );
-            cookie
-        });
-        Config {
-            netns_cookie: cookie,
-            netns_inode: inode,
-            flags: PERISCOPE_CFG_RECORDS,
-            ..Config::default()
-        }
-    }
-
-    fn ifindex(&self, dev: &str) -> u32 {
-        let dev = std::ffi::CString::new(dev).unwrap();
-        // SAFETY: a NUL-terminated name.
-        let i = self.run(|| unsafe { libc::if_nametoindex(dev.as_ptr()) });
-        assert_ne!(i, 0, "no device {dev:?} in {}", self.name);
-        i
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        // Deleting the namespace deletes its veth end, and with it the peer.
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
-}
-
-// ---- traffic ------------------------------------------------------------------------------
-
-fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = data
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
 }
 
 /// Sends `count` ICMP echo requests (56 bytes of data, like ping) to `dst` from the calling
@@ -434,24 +340,30 @@ fn xdp_and_tcx_links_count_and_record_pings_between_two_namespaces() {
     }
     const PINGS: u16 = 5;
     const DATAGRAMS: usize = 3;
-    let pid = std::process::id();
     // Namespaces first: they are dropped (deleted) last, after the programs and links.
-    let a = Netns::new(format!("periscope-t-{pid}-ebpf-a"));
-    let b = Netns::new(format!("periscope-t-{pid}-ebpf-b"));
-    ip(&[
-        "link", "add", "veth-a", "netns", &a.name, "type", "veth", "peer", "name", "veth-b",
-        "netns", &b.name,
+    let a = Netns::new();
+    let b = Netns::new();
+    a.ip(&[
+        "link",
+        "add",
+        "veth-a",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "veth-b",
+        "netns",
+        b.name(),
     ]);
     for (ns, dev, v4, v6) in [
         (&a, "veth-a", "10.200.0.1/24", "fd00:7e57::1/64"),
         (&b, "veth-b", "10.200.0.2/24", "fd00:7e57::2/64"),
     ] {
-        ip(&["-n", &ns.name, "addr", "add", v4, "dev", dev]);
-        ip(&["-n", &ns.name, "addr", "add", v6, "dev", dev, "nodad"]);
-        ip(&["-n", &ns.name, "link", "set", dev, "up"]);
-        ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
+        ns.ip(&["addr", "add", v4, "dev", dev]);
+        ns.ip(&["addr", "add", v6, "dev", dev, "nodad"]);
+        ns.ip(&["link", "set", dev, "up"]);
     }
-    let (cfg_a, cfg_b) = (a.config(), b.config());
+    let (cfg_a, cfg_b) = (config(&a), config(&b));
     let (if_a, if_b) = (a.ifindex("veth-a"), b.ifindex("veth-b"));
     let btf = Btf::from_sys_fs().expect("kernel BTF");
 
@@ -463,11 +375,12 @@ fn xdp_and_tcx_links_count_and_record_pings_between_two_namespaces() {
     let clock = BootClock::now();
     let t = Instant::now();
     let prog = xdp(&mut bpf_b, names::XDP);
-    prog.load().unwrap_or_else(|e| panic!("{}", chain(&e)));
+    prog.load()
+        .unwrap_or_else(|e| panic!("{}", error_chain(&e)));
     let xdp_link = b.run(|| {
         let id = prog
             .attach("veth-b", XdpMode::default())
-            .unwrap_or_else(|e| panic!("attach XDP: {}", chain(&e)));
+            .unwrap_or_else(|e| panic!("attach XDP: {}", error_chain(&e)));
         prog.take_link(id).expect("take XDP link")
     });
     let xdp_link = FdLink::try_from(xdp_link)
@@ -484,7 +397,7 @@ fn xdp_and_tcx_links_count_and_record_pings_between_two_namespaces() {
     ] {
         let prog = classifier(&mut bpf_a, name);
         prog.load()
-            .unwrap_or_else(|e| panic!("{name}: {}", chain(&e)));
+            .unwrap_or_else(|e| panic!("{name}: {}", error_chain(&e)));
         let link = a.run(|| {
             let id = prog
                 .attach_with_options(
@@ -492,7 +405,7 @@ fn xdp_and_tcx_links_count_and_record_pings_between_two_namespaces() {
                     attach_type,
                     TcAttachOptions::TcxOrder(LinkOrder::default()),
                 )
-                .unwrap_or_else(|e| panic!("attach {name} as TCX: {}", chain(&e)));
+                .unwrap_or_else(|e| panic!("attach {name} as TCX: {}", error_chain(&e)));
             prog.take_link(id).expect("take TC link")
         });
         tc_links.push(link);
@@ -508,7 +421,7 @@ fn xdp_and_tcx_links_count_and_record_pings_between_two_namespaces() {
             UdpSocket::bind(v6_b).expect("bind v6 in b"),
         )
     });
-    let ident = (pid & 0xffff) as u16;
+    let ident = (std::process::id() & 0xffff) as u16;
     let (replies, port4, port6) = a.run(|| {
         let replies = ping(Ipv4Addr::new(10, 200, 0, 2), PINGS, ident);
         let port4 = send_udp("10.200.0.1:0".parse().unwrap(), v4_b, DATAGRAMS, 100);

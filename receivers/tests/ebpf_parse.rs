@@ -4,8 +4,6 @@
 //! Needs root on a BPF-capable kernel; without root these tests skip with a one-line reason,
 //! except when `CI` is set: then they fail.
 
-mod common;
-
 use std::collections::HashMap;
 
 use aya::maps::{PerCpuArray, PerCpuHashMap, RingBuf};
@@ -17,7 +15,8 @@ use periscope_receivers::shared::ebpf::{
     names, Config, DevCounters, DevKey, PacketRecord, Record, Stats,
 };
 
-use common::{bpf_capable, chain};
+use periscope_testkit::bpf_capable;
+use periscope_testkit::receiver::error_chain;
 
 const CONFIG: Config = Config {
     netns_cookie: 77,
@@ -32,13 +31,13 @@ const CONFIG: Config = Config {
 fn loaded(bpf: Ebpf) -> Ebpf {
     let mut bpf = bpf;
     let xdp: &mut Xdp = bpf.program_mut(names::XDP).unwrap().try_into().unwrap();
-    xdp.load().unwrap_or_else(|e| panic!("{}", chain(&e)));
+    xdp.load().unwrap_or_else(|e| panic!("{}", error_chain(&e)));
     let tc: &mut SchedClassifier = bpf
         .program_mut(names::TC_EGRESS)
         .unwrap()
         .try_into()
         .unwrap();
-    tc.load().unwrap_or_else(|e| panic!("{}", chain(&e)));
+    tc.load().unwrap_or_else(|e| panic!("{}", error_chain(&e)));
     bpf
 }
 
@@ -58,7 +57,7 @@ fn run(bpf: &Ebpf, program: &str, frame: &[u8], repeat: u32) -> (i32, u64) {
         panic!(
             "test run of {program} on {} bytes: {}",
             frame.len(),
-            chain(&e)
+            error_chain(&e)
         )
     });
     (
@@ -454,7 +453,7 @@ fn the_parser_reads_what_each_frame_carries() {
     }
     let btf = Btf::from_sys_fs().expect("kernel BTF");
     let mut bpf =
-        loaded(load_packet(&CONFIG, Some(&btf)).unwrap_or_else(|e| panic!("{}", chain(&e))));
+        loaded(load_packet(&CONFIG, Some(&btf)).unwrap_or_else(|e| panic!("{}", error_chain(&e))));
     let mut failures = Vec::new();
     let mut frames = 0u64;
     let mut bytes = 0u64;
@@ -552,7 +551,7 @@ fn a_full_ring_buffer_loses_records_but_counts_them() {
             .override_global(names::CONFIG, &CONFIG, true)
             .map_max_entries(names::EVENTS, RING)
             .load(packet_object().unwrap())
-            .unwrap_or_else(|e| panic!("{}", chain(&e))),
+            .unwrap_or_else(|e| panic!("{}", error_chain(&e))),
     );
     let mut frame = eth(0x0800);
     ipv4(&mut frame, 17, 0, 0, 8);
@@ -595,7 +594,8 @@ fn counters_only_mode_writes_no_records() {
         return;
     }
     let config = Config { flags: 0, ..CONFIG };
-    let mut bpf = loaded(load_packet(&config, None).unwrap_or_else(|e| panic!("{}", chain(&e))));
+    let mut bpf =
+        loaded(load_packet(&config, None).unwrap_or_else(|e| panic!("{}", error_chain(&e))));
     let mut frame = eth(0x0800);
     ipv4(&mut frame, 17, 0, 0, 8);
     udp(&mut frame, 1, 2, 0);
@@ -635,7 +635,8 @@ fn sampling_dns_and_per_transport_counters() {
         sample_rate: 8,
         ..CONFIG
     };
-    let mut bpf = loaded(load_packet(&config, None).unwrap_or_else(|e| panic!("{}", chain(&e))));
+    let mut bpf =
+        loaded(load_packet(&config, None).unwrap_or_else(|e| panic!("{}", error_chain(&e))));
     run(&bpf, names::XDP, &udp_frame, RUNS);
     run(&bpf, names::XDP, &tcp_frame, 10);
     run(&bpf, names::XDP, &dns_frame, 50);
@@ -668,7 +669,8 @@ fn sampling_dns_and_per_transport_counters() {
         sample_rate: 0,
         ..CONFIG
     };
-    let mut bpf = loaded(load_packet(&config, None).unwrap_or_else(|e| panic!("{}", chain(&e))));
+    let mut bpf =
+        loaded(load_packet(&config, None).unwrap_or_else(|e| panic!("{}", error_chain(&e))));
     run(&bpf, names::XDP, &udp_frame, 100);
     run(&bpf, names::XDP, &dns_frame, 7);
     // A configured DNS port (CONFIG.dns_ports has 5353) counts as DNS too.

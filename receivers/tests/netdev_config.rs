@@ -7,21 +7,7 @@ use periscope_receivers::netdev::{EventsMode, NamespacesConfig};
 use periscope_receivers::shared::netns::NamespaceScope;
 use periscope_receivers::tcx::{TcxConfig, TcxDirection};
 use periscope_receivers::xdp::XdpConfig;
-
-fn undocumented(schema: &schemars::Schema) -> Vec<String> {
-    let root = schema.as_value();
-    let mut missing = Vec::new();
-    if root.get("description").is_none() {
-        missing.push("(the component)".to_string());
-    }
-    let props = root.get("properties").and_then(|p| p.as_object());
-    for (name, prop) in props.into_iter().flatten() {
-        if prop.get("description").is_none() {
-            missing.push(name.clone());
-        }
-    }
-    missing
-}
+use periscope_testkit::component::undocumented;
 
 fn parse<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
     let node = yaml::parse(text).map_err(|e| e.message)?;

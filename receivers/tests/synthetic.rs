@@ -1,18 +1,16 @@
 //! The `synthetic` receiver: exact counts, accurate pacing, prompt stops.
 
-mod common;
-
 use std::num::NonZeroU64;
 use std::time::Duration;
 
 use periscope_pipeline::component::{ComponentConfig, ReceiverConfig};
 use periscope_pipeline::config::PositiveDuration;
+use periscope_pipeline::edge::StopSignal;
 use periscope_pipeline::model::{DeviceRef, NetworkType, Transport};
 use periscope_pipeline::telemetry::now_ns;
-use periscope_pipeline::topology::StopSignal;
 use periscope_receivers::synthetic::SyntheticConfig;
 
-use common::run;
+use periscope_testkit::receiver::{count_events, run};
 
 #[test]
 fn count_is_exact() {
@@ -171,24 +169,15 @@ fn config_parses_with_defaults() {
 #[test]
 #[ignore = "a measurement, run in release"]
 fn generation_throughput() {
-    use periscope_pipeline::model::Payload;
-    use periscope_pipeline::topology::EventOutput;
     let config = SyntheticConfig {
         count: NonZeroU64::new(20_000_000),
         ..SyntheticConfig::default()
     };
-    let receiver = config.build(&common::context("synthetic")).expect("build");
-    let (mut output, rx, _) = EventOutput::for_test(64);
-    let started = std::time::Instant::now();
-    let thread = std::thread::spawn(move || receiver.run(&mut output, &StopSignal::default()));
-    let mut n = 0usize;
-    for p in rx.iter() {
-        if let Payload::Events(b) = p {
-            n += b.len();
-        }
-    }
-    thread.join().expect("join").expect("run");
-    let secs = started.elapsed().as_secs_f64();
+    let receiver = config
+        .build(&periscope_testkit::context("synthetic"))
+        .expect("build");
+    let (n, elapsed) = count_events(receiver);
+    let secs = elapsed.as_secs_f64();
     eprintln!(
         "{n} events in {secs:.3} s: {:.1} M events/s",
         n as f64 / secs / 1e6

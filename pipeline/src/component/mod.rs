@@ -21,10 +21,10 @@ pub use registry::{ComponentType, Registry};
 
 use crate::devices::DeviceTable;
 use crate::dns::DnsTable;
+use crate::edge::{EventOutput, StopSignal};
 use crate::model::{EventBatch, Payload, Telemetry};
 use crate::sockets::SocketTable;
 use crate::telemetry::ComponentCounters;
-use crate::topology::{EventOutput, StopSignal};
 
 /// A problem found by a config's `validate`.
 #[derive(Clone, Debug, PartialEq)]

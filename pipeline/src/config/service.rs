@@ -4,7 +4,8 @@ use std::num::NonZeroUsize;
 
 use serde::Deserialize;
 
-use super::types::{PositiveDuration, WhenFull};
+use super::types::PositiveDuration;
+use crate::edge::WhenFull;
 
 /// One pipeline as written.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]

@@ -233,29 +233,6 @@ impl schemars::JsonSchema for ConfigDuration {
     }
 }
 
-/// What an edge does when its queue is full.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum WhenFull {
-    /// Wait for room: backpressure reaches the sender (a kernel receiver then loses records
-    /// in its ring buffer, where the kernel side counts them).
-    #[default]
-    Block,
-    /// Drop the batch being sent and count its items as dropped by the sender.
-    DropNewest,
-}
-
-impl WhenFull {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WhenFull::Block => "block",
-            WhenFull::DropNewest => "drop_newest",
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,8 +3,6 @@
 //! upstream-first: receivers stop, their edges close, each pipeline drains and flushes, then
 //! each exporter drains and flushes.
 
-mod edge;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -13,13 +11,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use crossbeam_channel::{select, Receiver, RecvTimeoutError, Sender};
 
-pub use edge::{bounded, EdgeSender, EventOutput, StopSignal};
-
 use crate::component::{
     BuildContext, ComponentId, Emitter, Exporter, Processor, Receiver as EventReceiver,
 };
-use crate::config::{Config, WhenFull};
+use crate::config::Config;
 use crate::devices::DeviceTable;
+use crate::edge::{bounded, EdgeSender, EventOutput, StopSignal, WhenFull};
 use crate::model::{Payload, Resource, Signal, Telemetry};
 use crate::telemetry::{agent_resource, ComponentCounters, SelfTelemetry};
 

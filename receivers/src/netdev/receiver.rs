@@ -8,8 +8,8 @@ use crossbeam_channel::{Receiver as Rx, RecvTimeoutError};
 
 use periscope_pipeline::component::Receiver;
 use periscope_pipeline::devices::DeviceTable;
+use periscope_pipeline::edge::{EventOutput, StopSignal};
 use periscope_pipeline::model::{DeviceCounters, Event};
-use periscope_pipeline::topology::{EventOutput, StopSignal};
 
 use crate::shared::kernel;
 use crate::shared::netns::{Discovery, NamespaceScope};

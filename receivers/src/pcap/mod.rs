@@ -13,8 +13,8 @@ use serde::Deserialize;
 use periscope_pipeline::component::{
     BuildContext, ComponentConfig, Invalid, Receiver, ReceiverConfig,
 };
+use periscope_pipeline::edge::{EventOutput, StopSignal};
 use periscope_pipeline::model::Event;
-use periscope_pipeline::topology::{EventOutput, StopSignal};
 
 pub use decode::{decode_frame, l4_payload, FrameMeta, LinkType};
 pub use file::{CaptureReader, Frame, ReadError, RecordError, MAX_PACKET_BYTES};

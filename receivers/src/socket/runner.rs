@@ -8,9 +8,9 @@ use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::Ebpf;
 
 use periscope_pipeline::component::Receiver;
+use periscope_pipeline::edge::{EventOutput, StopSignal};
 use periscope_pipeline::model::{Event, EventBatch};
 use periscope_pipeline::telemetry::now_ns;
-use periscope_pipeline::topology::{EventOutput, StopSignal};
 
 use crate::shared::ebpf::{names, BootClock, CgroupCountersRecord, CgroupKey, SocketStats};
 

@@ -1082,6 +1082,7 @@ fn attach_latency(samples: usize, xdp: bool, pause: Duration) -> Result<()> {
     let ctx = BuildContext {
         id: ComponentId::parse(&format!("{what}/latency")).map_err(anyhow::Error::msg)?,
         devices: DeviceTable::default(),
+        namespaces: Default::default(),
         sockets: Default::default(),
         dns: Default::default(),
         counters: Arc::default(),

@@ -130,6 +130,7 @@ fn run_bare(events: u64, flows: u64) -> anyhow::Result<Measure> {
     let ctx = BuildContext {
         id: ComponentId::parse("synthetic").map_err(|e| anyhow!(e))?,
         devices: DeviceTable::default(),
+        namespaces: Default::default(),
         sockets: Default::default(),
         dns: Default::default(),
         counters: std::sync::Arc::clone(&counters),

@@ -133,6 +133,7 @@ fn prometheus_port_in_use_is_a_build_error_naming_the_address() {
     let ctx = periscope_pipeline::component::BuildContext {
         id: periscope_pipeline::component::ComponentId::parse("prometheus").unwrap(),
         devices: Default::default(),
+        namespaces: Default::default(),
         sockets: Default::default(),
         dns: Default::default(),
         counters: Default::default(),

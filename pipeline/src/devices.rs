@@ -1,10 +1,18 @@
-//! Names of the devices events refer to. Receivers register what they attach to (or, for
-//! captures, the capture's interfaces); processors look names up per series, not per event.
+//! Names of the devices and namespaces events refer to. Receivers register what they attach
+//! to (or, for captures, the capture's interfaces) while it is alive, and retire it when it
+//! goes away; processors look names up per series, not per event.
+//!
+//! Entries of things that went away are kept for a while ([`crate::retained`]): the last
+//! records and the final counters of a deleted device reach the processors after the receiver
+//! has seen it go, and must still be named after it. Keys carry the namespace's cookie, unique
+//! for the boot, so a kept entry never names a device of a later namespace that reuses the
+//! inode.
 
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::Instant;
 
-use crate::model::DeviceRef;
+use crate::model::{DeviceRef, NetnsId};
+use crate::retained::RetainedMap;
 
 /// What is known of one device.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -18,30 +26,117 @@ pub struct DeviceInfo {
 /// A shared, thread-safe table from device to its names.
 #[derive(Clone, Debug, Default)]
 pub struct DeviceTable {
-    inner: Arc<RwLock<HashMap<DeviceRef, DeviceInfo>>>,
+    inner: Arc<RwLock<RetainedMap<DeviceRef, DeviceInfo>>>,
 }
 
 impl DeviceTable {
+    /// Registers a device that is alive (again), or its new names after a rename.
     pub fn insert(&self, device: DeviceRef, info: DeviceInfo) {
         if let Ok(mut map) = self.inner.write() {
             map.insert(device, info);
         }
     }
 
-    pub fn remove(&self, device: &DeviceRef) {
+    /// The device went away (deleted, moved out, its namespace gone): its names stay known for
+    /// the retention period, for its last records and final counters.
+    pub fn retire(&self, device: &DeviceRef) {
         if let Ok(mut map) = self.inner.write() {
-            map.remove(device);
+            map.retire(device, Instant::now());
         }
     }
 
+    /// Its names, alive or recently gone.
     pub fn get(&self, device: &DeviceRef) -> Option<DeviceInfo> {
         self.inner.read().ok().and_then(|m| m.get(device).cloned())
     }
 
-    /// The interface name, or `if<N>` when the device is unknown.
+    /// Whether the device is registered and has not gone away.
+    pub fn is_alive(&self, device: &DeviceRef) -> bool {
+        self.inner.read().is_ok_and(|m| m.is_alive(device))
+    }
+
+    /// The interface name, or `if<N>` when the device was never registered (or went away
+    /// longer ago than the retention).
     pub fn interface_name(&self, device: &DeviceRef) -> String {
         self.get(device)
             .map(|d| d.name)
             .unwrap_or_else(|| format!("if{}", device.ifindex))
+    }
+}
+
+/// What is known of one network namespace, captured while it is alive.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NamespaceInfo {
+    /// `/run/netns` or Docker netns name, if it has one.
+    pub name: Option<String>,
+    /// The cgroup v2 path (as `/proc/PID/cgroup` shows it) of a process found in the
+    /// namespace when it was discovered, if any: names its container or pod after the process
+    /// is gone.
+    pub cgroup: Option<String>,
+}
+
+/// A shared, thread-safe table from namespace (inode and cookie) to what is known of it.
+/// Filled by whatever discovers namespaces (the netns watcher of the `xdp`/`tcx` receivers),
+/// read by `identity`.
+#[derive(Clone, Debug, Default)]
+pub struct NamespaceTable {
+    inner: Arc<RwLock<RetainedMap<NetnsId, NamespaceInfo>>>,
+}
+
+impl NamespaceTable {
+    /// Registers a namespace that is alive, or what became known of it (a name).
+    pub fn insert(&self, netns: NetnsId, info: NamespaceInfo) {
+        if let Ok(mut map) = self.inner.write() {
+            map.insert(netns, info);
+        }
+    }
+
+    /// The namespace went away: what is known of it stays for the retention period.
+    pub fn retire(&self, netns: &NetnsId) {
+        if let Ok(mut map) = self.inner.write() {
+            map.retire(netns, Instant::now());
+        }
+    }
+
+    /// What is known of it, alive or recently gone.
+    pub fn get(&self, netns: &NetnsId) -> Option<NamespaceInfo> {
+        self.inner.read().ok().and_then(|m| m.get(netns).cloned())
+    }
+
+    /// Whether the namespace is registered and has not gone away.
+    pub fn is_alive(&self, netns: &NetnsId) -> bool {
+        self.inner.read().is_ok_and(|m| m.is_alive(netns))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dev(inode: u32, cookie: u64, ifindex: u32) -> DeviceRef {
+        DeviceRef {
+            netns: NetnsId { inode, cookie },
+            ifindex,
+        }
+    }
+
+    #[test]
+    fn a_retired_device_keeps_its_name_and_a_reused_inode_does_not_inherit_it() {
+        let t = DeviceTable::default();
+        let old = dev(4026532000, 10, 2);
+        t.insert(
+            old,
+            DeviceInfo {
+                name: "eth0".into(),
+                netns_name: Some("pod-a".into()),
+            },
+        );
+        t.retire(&old);
+        assert!(!t.is_alive(&old));
+        assert_eq!(t.interface_name(&old), "eth0");
+        // The next namespace gets the same inode, a new cookie.
+        let new = dev(4026532000, 11, 2);
+        assert_eq!(t.get(&new), None);
+        assert_eq!(t.interface_name(&new), "if2");
     }
 }

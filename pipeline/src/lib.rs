@@ -7,10 +7,11 @@ pub mod devices;
 pub mod dns;
 pub mod edge;
 pub mod model;
+pub mod retained;
 pub mod sockets;
 pub mod telemetry;
 pub mod topology;
 
-pub use devices::{DeviceInfo, DeviceTable};
+pub use devices::{DeviceInfo, DeviceTable, NamespaceInfo, NamespaceTable};
 pub use dns::{DnsTable, Resolution};
 pub use sockets::{SocketOwner, SocketTable};

@@ -121,6 +121,7 @@ fn no_caps_child() {
     let ctx = periscope_pipeline::component::BuildContext {
         id: periscope_pipeline::component::ComponentId::parse("xdp").expect("id"),
         devices: Default::default(),
+        namespaces: Default::default(),
         sockets: Default::default(),
         dns: Default::default(),
         counters: Default::default(),
@@ -139,6 +140,7 @@ fn without_capabilities_build_fails_with_one_line() {
         let ctx = periscope_pipeline::component::BuildContext {
             id: periscope_pipeline::component::ComponentId::parse("xdp").expect("id"),
             devices: Default::default(),
+            namespaces: Default::default(),
             sockets: Default::default(),
             dns: Default::default(),
             counters: Default::default(),

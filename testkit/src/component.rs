@@ -10,6 +10,7 @@ pub fn context(id: &str) -> BuildContext {
     BuildContext {
         id: ComponentId::parse(id).expect("component id"),
         devices: DeviceTable::default(),
+        namespaces: Default::default(),
         sockets: Default::default(),
         dns: Default::default(),
         counters: Arc::default(),

@@ -19,7 +19,7 @@ pub use hook::Hook;
 pub use id::{ComponentId, Kind};
 pub use registry::{ComponentType, Registry};
 
-use crate::devices::DeviceTable;
+use crate::devices::{DeviceTable, NamespaceTable};
 use crate::dns::DnsTable;
 use crate::edge::{EventOutput, StopSignal};
 use crate::model::{EventBatch, Payload, Telemetry};
@@ -67,8 +67,12 @@ pub trait ComponentConfig:
 pub struct BuildContext {
     /// The component's id.
     pub id: ComponentId,
-    /// Names of devices and namespaces, filled by receivers, read by processors/exporters.
+    /// Names of devices, filled by receivers (captured while the device is alive, kept a while
+    /// after it is gone), read by processors/exporters.
     pub devices: DeviceTable,
+    /// What is known of each namespace (by inode and cookie), filled by whatever discovers
+    /// namespaces while they are alive, read by `identity`.
+    pub namespaces: NamespaceTable,
     /// Which process owns a socket, filled by the `connections` processor.
     pub sockets: SocketTable,
     /// DNS question names (interned by receivers) and the addresses they resolved to (learned

@@ -162,6 +162,10 @@ pub struct DeviceCounters {
     /// Packet records the receiver read from the ring buffer, since this receiver started
     /// (with `packets` and `records_lost` this tells sampled from lost).
     pub records_delivered: u64,
+    /// These are the device's final totals: it went away (deleted, moved out, its namespace
+    /// gone), its counters were read before its programs were released, and its series get
+    /// this last point and then retire.
+    pub last: bool,
 }
 
 /// What happened to a socket.

@@ -203,6 +203,38 @@ impl MetricData {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Adds `other`'s points to these, when both are of the same kind (and temporality);
+    /// otherwise `other` is returned.
+    pub fn append(&mut self, other: MetricData) -> Option<MetricData> {
+        match (self, other) {
+            (MetricData::Gauge { points: a }, MetricData::Gauge { points: b }) => a.extend(b),
+            (
+                MetricData::Sum {
+                    points: a,
+                    temporality: t,
+                    monotonic: m,
+                },
+                MetricData::Sum {
+                    points: b,
+                    temporality: u,
+                    monotonic: n,
+                },
+            ) if *t == u && *m == n => a.extend(b),
+            (
+                MetricData::Histogram {
+                    points: a,
+                    temporality: t,
+                },
+                MetricData::Histogram {
+                    points: b,
+                    temporality: u,
+                },
+            ) if *t == u => a.extend(b),
+            (_, other) => return Some(other),
+        }
+        None
+    }
 }
 
 /// A named metric with its points.

@@ -1,11 +1,14 @@
 //! The agent's own telemetry: per-component counters and the resource that identifies us.
 
+pub mod instruments;
 pub mod names;
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use instruments::Instruments;
 
 use crate::model::{
     KeyValue, Metric, MetricData, MetricsBatch, Number, NumberPoint, Resource, Scope, Temporality,
@@ -18,6 +21,7 @@ pub struct ComponentCounters {
     sent: AtomicU64,
     dropped: AtomicU64,
     errors: AtomicU64,
+    instruments: Instruments,
 }
 
 /// A point-in-time copy of [`ComponentCounters`].
@@ -41,6 +45,10 @@ impl ComponentCounters {
     }
     pub fn add_errors(&self, n: u64) {
         self.errors.fetch_add(n, Ordering::Relaxed);
+    }
+    /// The component's own gauges, counters and histograms, exported with these counters.
+    pub fn instruments(&self) -> &Instruments {
+        &self.instruments
     }
     pub fn values(&self) -> CounterValues {
         CounterValues {
@@ -156,7 +164,7 @@ impl SelfTelemetry {
                     },
                 }
             };
-        MetricsBatch {
+        let mut batch = MetricsBatch {
             resource: Resource::default(),
             scope: Scope {
                 name: Cow::Borrowed("periscope"),
@@ -184,6 +192,44 @@ impl SelfTelemetry {
                     |v| v.errors,
                 ),
             ],
+        };
+        self.add_instruments(&mut batch.metrics, now);
+        batch
+    }
+
+    /// Appends every component's own instruments, the points of one metric name together.
+    fn add_instruments(&self, metrics: &mut Vec<Metric>, now: u64) {
+        let Ok(entries) = self.entries.lock() else {
+            return;
+        };
+        for e in entries.iter() {
+            let mut component = vec![
+                KeyValue::new(names::ATTR_COMPONENT_KIND, e.kind),
+                KeyValue::new(names::ATTR_COMPONENT_ID, e.id.clone()),
+            ];
+            if let Some(p) = &e.pipeline {
+                component.push(KeyValue::new(names::ATTR_PIPELINE_ID, p.clone()));
+            }
+            for (info, data) in e
+                .counters
+                .instruments
+                .points(&component, self.start_ns, now)
+            {
+                let rest = match metrics.iter_mut().find(|m| m.name == info.name) {
+                    Some(m) => m.data.append(data),
+                    None => Some(data),
+                };
+                // The first of this name (or, by mistake, one of another kind: exported apart
+                // rather than lost).
+                if let Some(data) = rest {
+                    metrics.push(Metric {
+                        name: Cow::Borrowed(info.name),
+                        description: Cow::Borrowed(info.description),
+                        unit: Cow::Borrowed(info.unit),
+                        data,
+                    });
+                }
+            }
         }
     }
 }

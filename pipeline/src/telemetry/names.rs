@@ -71,7 +71,7 @@ pub const ATTR_COMPONENT_KIND: &str = "periscope.component.kind";
 pub const ATTR_COMPONENT_ID: &str = "periscope.component.id";
 /// The pipeline id, for processors (one instance per pipeline).
 pub const ATTR_PIPELINE_ID: &str = "periscope.pipeline.id";
-/// Inode of the network namespace.
+/// Inode of the network namespace (reused by a later namespace once this one is gone).
 pub const ATTR_NETNS_INODE: &str = "periscope.netns.inode";
 /// Interface name.
 pub const ATTR_INTERFACE_NAME: &str = "network.interface.name";

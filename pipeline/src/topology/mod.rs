@@ -88,6 +88,7 @@ impl std::error::Error for BuildErrors {}
 pub fn build(config: &Config, devices: &DeviceTable) -> anyhow::Result<Topology> {
     let sockets = crate::sockets::SocketTable::default();
     let dns = crate::dns::DnsTable::default();
+    let namespaces = crate::devices::NamespaceTable::default();
     let telemetry = SelfTelemetry::default();
     let mut errors = Vec::new();
 
@@ -108,6 +109,7 @@ pub fn build(config: &Config, devices: &DeviceTable) -> anyhow::Result<Topology>
         let ctx = BuildContext {
             id: c.id.clone(),
             devices: devices.clone(),
+            namespaces: namespaces.clone(),
             sockets: sockets.clone(),
             dns: dns.clone(),
             counters: counters.clone(),
@@ -145,6 +147,7 @@ pub fn build(config: &Config, devices: &DeviceTable) -> anyhow::Result<Topology>
             let ctx = BuildContext {
                 id: pid.clone(),
                 devices: devices.clone(),
+                namespaces: namespaces.clone(),
                 sockets: sockets.clone(),
                 dns: dns.clone(),
                 counters: counters.clone(),
@@ -190,6 +193,7 @@ pub fn build(config: &Config, devices: &DeviceTable) -> anyhow::Result<Topology>
         let ctx = BuildContext {
             id: c.id.clone(),
             devices: devices.clone(),
+            namespaces: namespaces.clone(),
             sockets: sockets.clone(),
             dns: dns.clone(),
             counters: counters.clone(),

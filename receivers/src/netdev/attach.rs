@@ -474,7 +474,7 @@ impl Attacher {
             }
             state.reader.forget_device(ifindex);
         }
-        self.devices.remove(&DeviceRef { netns, ifindex });
+        self.devices.retire(&DeviceRef { netns, ifindex });
     }
 
     /// Forgets a namespace: returns its last counters, then detaches, unpins and closes
@@ -489,7 +489,7 @@ impl Attacher {
         if let Some(state) = self.namespaces.remove(&netns) {
             last = state.reader.counters(now_unix_ns(), None);
             for ifindex in state.devices.keys() {
-                self.devices.remove(&DeviceRef {
+                self.devices.retire(&DeviceRef {
                     netns,
                     ifindex: *ifindex,
                 });

@@ -11,6 +11,7 @@
 //! tests' names never collide; namespaces and processes are removed on drop, also on panic,
 //! and leftovers of a dead run are swept on the next.
 
+pub mod check;
 mod node;
 pub mod ns;
 

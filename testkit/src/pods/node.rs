@@ -80,6 +80,16 @@ impl Node {
         &self.netns
     }
 
+    /// The namespace's inode.
+    pub fn inode(&self) -> u64 {
+        ns::inode(&self.path())
+    }
+
+    /// The namespace's cookie.
+    pub fn cookie(&self) -> u64 {
+        ns::run_in(&self.path(), ns::own_cookie)
+    }
+
     /// Datagrams the UDP sink has read, from all pods.
     pub fn udp_received(&self) -> u64 {
         self.received.load(Ordering::Relaxed)

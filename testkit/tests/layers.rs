@@ -46,7 +46,12 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("periscope-testkit", &["periscope-pipeline"]),
     (
         "periscope-bench",
-        &["periscope", "periscope-pipeline", "periscope-receivers"],
+        &[
+            "periscope",
+            "periscope-pipeline",
+            "periscope-receivers",
+            "periscope-testkit",
+        ],
     ),
 ];
 

@@ -5,8 +5,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::metrics::v1::number_data_point;
+
 use super::{Pattern, PodRecord};
-use crate::otlp::{Series, Span};
+use crate::otlp::{points, PointData, Series, Span};
 
 const NAME: &str = "periscope.netns.name";
 const COOKIE: &str = "periscope.netns.cookie";
@@ -284,4 +287,51 @@ pub fn by_pattern(checks: &[PodCheck]) -> BTreeMap<Pattern, (usize, usize)> {
         e.1 += 1;
     }
     m
+}
+
+/// The series of the cumulative integer sum `name`, each at its latest point, without the
+/// strict checks of `otlp::sum_series` (which panics at the first series that goes down: here
+/// that is a finding, not a broken file); and the series that went down without a new start
+/// time (one series carrying two namespaces that had the same inode, for instance).
+pub fn lenient_sums(
+    requests: &[ExportMetricsServiceRequest],
+    name: &str,
+) -> (Vec<Series>, Vec<String>) {
+    type Key = (String, BTreeMap<String, String>);
+    let mut raw: BTreeMap<Key, Vec<(u64, u64, i64)>> = BTreeMap::new();
+    for p in points(requests)
+        .into_iter()
+        .filter(|p| p.metric.name == name)
+    {
+        let PointData::Sum { point, .. } = p.data else {
+            continue;
+        };
+        let Some(number_data_point::Value::AsInt(v)) = point.value else {
+            continue;
+        };
+        raw.entry((p.scope.to_string(), p.attributes))
+            .or_default()
+            .push((point.time_unix_nano, point.start_time_unix_nano, v));
+    }
+    let mut down = Vec::new();
+    let series = raw
+        .into_iter()
+        .map(|((scope, attributes), mut pts)| {
+            pts.sort_by_key(|p| p.0);
+            if pts.windows(2).any(|w| w[1].2 < w[0].2 && w[1].1 == w[0].1) {
+                down.push(format!("{attributes:?}"));
+            }
+            let last = *pts.last().expect("a point");
+            Series {
+                resource: Default::default(),
+                scope,
+                attributes,
+                value: last.2,
+                points: pts.len(),
+                start_time_unix_nano: last.1,
+                time_unix_nano: last.0,
+            }
+        })
+        .collect();
+    (series, down)
 }

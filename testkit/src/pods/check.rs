@@ -271,11 +271,34 @@ pub fn table(checks: &[PodCheck]) -> String {
             } else if c.wrong.is_empty() {
                 "WRONG".to_string()
             } else {
-                format!("WRONG: {}", c.wrong.join("; "))
+                format!("WRONG: {}", summary(&c.wrong))
             }
         ));
     }
     out
+}
+
+/// Distinct findings with how often each came up, the first three.
+fn summary(wrong: &[String]) -> String {
+    let mut n: BTreeMap<&str, usize> = BTreeMap::new();
+    for w in wrong {
+        *n.entry(w.as_str()).or_default() += 1;
+    }
+    let mut parts: Vec<String> = n
+        .iter()
+        .take(3)
+        .map(|(w, k)| {
+            if *k > 1 {
+                format!("{w} ×{k}")
+            } else {
+                w.to_string()
+            }
+        })
+        .collect();
+    if n.len() > 3 {
+        parts.push(format!("… {} more kinds", n.len() - 3));
+    }
+    parts.join("; ")
 }
 
 /// Exact pods of each pattern: (exact, total).

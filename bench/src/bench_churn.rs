@@ -7,7 +7,7 @@
 //! Every minute it prints the pods checked so far (those gone ≥ 3 s, so their final points
 //! are written): exact/total (counts on `eth0` and the node-side device, names, spans: see
 //! `testkit::pods::check`), attach latency p50/p99 per pattern (device up → first counted
-//! echo: the echoes not counted on `eth0` transmit × 5 ms; "never" when nothing was counted),
+//! echo: the echoes not counted on `eth0` transmit × 5 ms; pods with no series under their cookie at all are counted apart),
 //! and the agent's RSS and open fds. At the end, after SIGTERM: the agent's programs, links
 //! and maps left in the kernel and entries under /sys/fs/bpf/periscope (all must be zero;
 //! other agents running on the machine at the same time are counted too — it says so).
@@ -123,7 +123,7 @@ fn pct(v: &mut [u64], q: f64) -> String {
 }
 
 fn report(
-    minute: u32,
+    minute: &str,
     pods: &[PodRecord],
     metrics: &Path,
     traces: &Path,
@@ -138,7 +138,7 @@ fn report(
     let checks: Vec<PodCheck> = check(pods, node.0, node.1, &packets, &spans);
     let exact = checks.iter().filter(|c| c.exact()).count();
     println!(
-        "-- minute {minute}: {exact}/{} pods exact; agent RSS {:.1} MiB, {} fds; {} if<N> series; {} series went down; {} inodes reused",
+        "-- {minute}: {exact}/{} pods exact; agent RSS {:.1} MiB, {} fds; {} if<N> series; {} series went down; {} inodes reused",
         checks.len(),
         rss_mib(pid),
         fds(pid),
@@ -160,7 +160,7 @@ fn report(
     for (pattern, (mut ms, never)) in latency {
         let (x, t) = exact_by.get(&pattern).copied().unwrap_or_default();
         println!(
-            "   {:<10} exact {x:>4}/{t:<4} attach p50 {:>4} ms  p99 {:>4} ms  never {never}",
+            "   {:<10} exact {x:>4}/{t:<4} attach p50 {:>4} ms  p99 {:>4} ms  no series under its cookie {never}",
             pattern.name(),
             pct(&mut ms, 0.5),
             pct(&mut ms, 0.99)
@@ -168,14 +168,14 @@ fn report(
     }
     for c in checks.iter().filter(|c| !c.exact()).take(3) {
         println!(
-            "   e.g. {} {}: eth0 tx {:?}, node rx {:?}, spans {}/{}, {:?}",
+            "   e.g. {} {}: eth0 tx {:?}, node rx {:?}, spans {}/{}, {} wrong names",
             c.pod.name,
             c.pod.pattern.name(),
             c.eth0_tx,
             c.node_rx,
             c.spans_right,
             c.spans,
-            c.wrong
+            c.wrong.len()
         );
     }
 }
@@ -272,7 +272,14 @@ fn main() -> Result<()> {
                 .filter(|(at, _)| at.elapsed() >= SETTLE)
                 .map(|(_, r)| r.clone())
                 .collect();
-            report(minute, &settled, &metrics, &traces, pid, node_id);
+            report(
+                &format!("minute {minute}"),
+                &settled,
+                &metrics,
+                &traces,
+                pid,
+                node_id,
+            );
             minute += 1;
         }
         if agent.has_exited() {
@@ -281,7 +288,7 @@ fn main() -> Result<()> {
     }
     std::thread::sleep(SETTLE);
     let all: Vec<PodRecord> = done.into_iter().map(|(_, r)| r).collect();
-    report(minute, &all, &metrics, &traces, pid, node_id);
+    report("end", &all, &metrics, &traces, pid, node_id);
     let out = stop_agent(agent, Duration::from_secs(30));
     drop(node);
     std::thread::sleep(Duration::from_secs(1));

@@ -17,12 +17,13 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use periscope_pipeline::component::{BuildContext, Emitter, Processor, ProcessorConfig};
 use periscope_pipeline::model::{
-    tcp_state_name, DropEvent, Event, KeyValue, Metric, MetricData, NumberPoint, Payload,
+    tcp_state_name, DropEvent, Event, KeyValue, Metric, MetricData, NetnsId, NumberPoint, Payload,
     SocketEvent, SocketEventKind, SocketRole, Span, Temporality, Transport,
 };
 use periscope_pipeline::telemetry::{names, now_ns};
 use periscope_pipeline::SocketTable;
 
+use crate::device_names::push_netns;
 use crate::output::{self, SpanIds};
 use crate::series::{TableOptions, TotalsTable};
 
@@ -43,23 +44,23 @@ impl ProcessorConfig for ConnectionsConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum SeriesKey {
     Connection {
-        netns: u32,
+        netns: NetnsId,
         opened: bool,
         role: SocketRole,
         state: u8,
         socket: Option<(IpAddr, u16, IpAddr, u16)>,
     },
     Retransmit {
-        netns: u32,
+        netns: NetnsId,
         role: SocketRole,
     },
     Datagram {
-        netns: u32,
+        netns: NetnsId,
         sent: bool,
         socket: Option<(IpAddr, u16, IpAddr, u16)>,
     },
     Drop {
-        netns: u32,
+        netns: NetnsId,
         reason: &'static str,
         transport: Transport,
     },
@@ -205,7 +206,7 @@ impl Connections {
             let role = self.open.get(&e.cookie).map_or(e.role, |c| c.first.role);
             self.count(
                 SeriesKey::Retransmit {
-                    netns: e.netns.inode,
+                    netns: e.netns,
                     role,
                 },
                 u64::from(e.total_retrans - seen),
@@ -263,7 +264,7 @@ impl Connections {
             SocketEventKind::Send | SocketEventKind::Receive => {
                 if e.transport == Transport::Udp {
                     let key = SeriesKey::Datagram {
-                        netns: e.netns.inode,
+                        netns: e.netns,
                         sent: e.kind == SocketEventKind::Send,
                         socket: self.socket_attrs(e),
                     };
@@ -279,7 +280,7 @@ impl Connections {
         }
         let established = e.kind == SocketEventKind::Established;
         let key = SeriesKey::Connection {
-            netns: e.netns.inode,
+            netns: e.netns,
             opened: true,
             role: e.role,
             state: 1,
@@ -375,7 +376,7 @@ impl Connections {
         // was never counted as opened; its close is counted with the state it left.
         if e.old_state != 10 {
             let key = SeriesKey::Connection {
-                netns: e.netns.inode,
+                netns: e.netns,
                 opened: false,
                 role,
                 state: e.old_state,
@@ -404,7 +405,7 @@ impl Connections {
     fn on_drop(&mut self, d: &DropEvent) {
         self.count(
             SeriesKey::Drop {
-                netns: d.netns.inode,
+                netns: d.netns,
                 reason: d.reason,
                 transport: d.transport,
             },
@@ -430,7 +431,7 @@ impl Connections {
                 state,
                 socket: s,
             } => {
-                a.push(KeyValue::new(names::ATTR_NETNS_INODE, i64::from(*netns)));
+                push_netns(&mut a, *netns);
                 a.push(KeyValue::new(
                     names::ATTR_TCP_EVENT,
                     if *opened { "opened" } else { "closed" },
@@ -443,7 +444,7 @@ impl Connections {
                 socket(&mut a, s);
             }
             SeriesKey::Retransmit { netns, role } => {
-                a.push(KeyValue::new(names::ATTR_NETNS_INODE, i64::from(*netns)));
+                push_netns(&mut a, *netns);
                 a.push(KeyValue::new(names::ATTR_CONNECTION_ROLE, role.as_str()));
             }
             SeriesKey::Datagram {
@@ -451,7 +452,7 @@ impl Connections {
                 sent,
                 socket: s,
             } => {
-                a.push(KeyValue::new(names::ATTR_NETNS_INODE, i64::from(*netns)));
+                push_netns(&mut a, *netns);
                 a.push(KeyValue::new(
                     names::ATTR_IO_DIRECTION,
                     if *sent { "transmit" } else { "receive" },
@@ -463,7 +464,7 @@ impl Connections {
                 reason,
                 transport,
             } => {
-                a.push(KeyValue::new(names::ATTR_NETNS_INODE, i64::from(*netns)));
+                push_netns(&mut a, *netns);
                 a.push(KeyValue::new(names::ATTR_DROP_REASON, *reason));
                 a.push(KeyValue::new(names::ATTR_TRANSPORT, transport.as_str()));
             }

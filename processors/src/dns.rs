@@ -27,12 +27,13 @@ use periscope_pipeline::component::{
 };
 use periscope_pipeline::config::{Boundaries, ConfigDuration, PositiveDuration};
 use periscope_pipeline::model::{
-    AnyValue, DnsEvent, Event, HistogramPoint, KeyValue, Metric, MetricData, NumberPoint, Payload,
-    Span, SpanKind, SpanStatus, Temporality, Transport,
+    AnyValue, DnsEvent, Event, HistogramPoint, KeyValue, Metric, MetricData, NetnsId, NumberPoint,
+    Payload, Span, SpanKind, SpanStatus, Temporality, Transport,
 };
 use periscope_pipeline::telemetry::{names, now_ns};
 use periscope_pipeline::DnsTable;
 
+use crate::device_names::push_netns;
 use crate::latency::Recorder;
 use crate::output::{self, SpanIds};
 use crate::series::{SeriesTable, TableOptions};
@@ -170,7 +171,7 @@ pub fn rcode_name(r: u8) -> Cow<'static, str> {
 /// What matches a response to its query.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct LookupKey {
-    netns: u32,
+    netns: NetnsId,
     transport: Transport,
     id: u16,
     client: (IpAddr, u16),
@@ -187,7 +188,7 @@ struct Pending {
 /// The attributes a series is keyed by.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct SeriesKey {
-    netns: u32,
+    netns: NetnsId,
     name: Option<Arc<str>>,
     qtype: u16,
     /// `None`: timed out.
@@ -261,7 +262,7 @@ impl Dns {
         if self.clock.is_none_or(|(ts, _)| d.timestamp_ns >= ts) {
             self.clock = Some((d.timestamp_ns, now));
         }
-        let netns = d.device.netns.inode;
+        let netns = d.device.netns;
         if !d.is_response {
             let key = LookupKey {
                 netns,
@@ -344,8 +345,9 @@ impl Dns {
         if !self.config.spans {
             return;
         }
-        let mut a = vec![
-            KeyValue::new(names::ATTR_NETNS_INODE, i64::from(key.netns)),
+        let mut a = Vec::with_capacity(12);
+        push_netns(&mut a, key.netns);
+        a.extend([
             KeyValue::new(names::ATTR_TRANSPORT, key.transport.as_str()),
             KeyValue::new(
                 names::ATTR_DNS_QUESTION_TYPE,
@@ -356,7 +358,7 @@ impl Dns {
             KeyValue::new(names::ATTR_DNS_SERVER_ADDRESS, key.server.0.to_string()),
             KeyValue::new(names::ATTR_PEER_PORT, key.server.1),
             KeyValue::new(names::ATTR_DNS_MESSAGE_ID, key.id),
-        ];
+        ]);
         if let Some(n) = name {
             a.push(KeyValue::new(names::ATTR_DNS_QUESTION_NAME, n.to_string()));
         }
@@ -418,13 +420,12 @@ impl Dns {
     }
 
     fn attributes(k: &SeriesKey) -> Vec<KeyValue> {
-        let mut a = vec![
-            KeyValue::new(names::ATTR_NETNS_INODE, i64::from(k.netns)),
-            KeyValue::new(
-                names::ATTR_DNS_QUESTION_TYPE,
-                AnyValue::String(qtype_name(k.qtype)),
-            ),
-        ];
+        let mut a = Vec::with_capacity(6);
+        push_netns(&mut a, k.netns);
+        a.push(KeyValue::new(
+            names::ATTR_DNS_QUESTION_TYPE,
+            AnyValue::String(qtype_name(k.qtype)),
+        ));
         if let Some(n) = &k.name {
             a.push(KeyValue::new(names::ATTR_DNS_QUESTION_NAME, n.to_string()));
         }

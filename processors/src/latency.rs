@@ -39,8 +39,8 @@ use periscope_pipeline::component::{
 };
 use periscope_pipeline::model::{
     Event, ExponentialBuckets, ExponentialHistogramPoint, HistogramPoint, KeyValue, Metric,
-    MetricData, NumberPoint, Payload, SocketEvent, SocketEventKind, SocketHook, SocketRole,
-    Temporality, Transport,
+    MetricData, NetnsId, NumberPoint, Payload, SocketEvent, SocketEventKind, SocketHook,
+    SocketRole, Temporality, Transport,
 };
 use periscope_pipeline::telemetry::{names, now_ns};
 
@@ -49,6 +49,7 @@ pub use recorder::Recorder;
 
 use config::{attr_of, Attr};
 
+use crate::device_names::push_netns;
 use crate::output;
 use crate::series::{SeriesTable, TableOptions};
 
@@ -94,7 +95,7 @@ const RECENTLY_CLOSED: usize = 16384;
 /// What a series is keyed by: the configured attributes' values (the rest stay `None`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 struct SeriesKey {
-    netns: Option<u32>,
+    netns: Option<NetnsId>,
     role: Option<SocketRole>,
     ipv4: Option<bool>,
     local_addr: Option<IpAddr>,
@@ -118,7 +119,7 @@ enum IoSource {
 /// What is known of a tracked socket.
 #[derive(Clone, Debug)]
 struct Sock {
-    netns: u32,
+    netns: NetnsId,
     cgroup: u64,
     local_addr: IpAddr,
     local_port: u16,
@@ -139,7 +140,7 @@ struct Sock {
 impl Sock {
     fn new(e: &SocketEvent, now: Instant) -> Self {
         Sock {
-            netns: e.netns.inode,
+            netns: e.netns,
             cgroup: e.cgroup_id,
             local_addr: e.local_addr,
             local_port: e.local_port,
@@ -385,10 +386,7 @@ impl Latency {
         let mut a = Vec::with_capacity(self.attrs.len());
         for attr in &self.attrs {
             match attr {
-                Attr::NetnsInode => a.push(KeyValue::new(
-                    names::ATTR_NETNS_INODE,
-                    i64::from(k.netns.unwrap_or(0)),
-                )),
+                Attr::NetnsInode => push_netns(&mut a, k.netns.unwrap_or_default()),
                 Attr::Role => a.push(KeyValue::new(
                     names::ATTR_CONNECTION_ROLE,
                     k.role.unwrap_or_default().as_str(),

@@ -9,6 +9,8 @@ use periscope_pipeline::model::{
 };
 use periscope_pipeline::telemetry::names;
 
+use crate::device_names::push_netns;
+
 /// A connection between its start and its close.
 #[derive(Clone, Debug)]
 pub(super) struct Conn {
@@ -64,16 +66,7 @@ impl Conn {
             names::ATTR_PEER_PORT,
             i64::from(f.remote_port),
         ));
-        a.push(KeyValue::new(
-            names::ATTR_NETNS_INODE,
-            i64::from(f.netns.inode),
-        ));
-        if f.netns.cookie != 0 {
-            a.push(KeyValue::new(
-                names::ATTR_NETNS_COOKIE,
-                f.netns.cookie as i64,
-            ));
-        }
+        push_netns(&mut a, f.netns);
         a.push(KeyValue::new(names::ATTR_SOCKET_COOKIE, f.cookie as i64));
         a.push(KeyValue::new(names::ATTR_CGROUP_ID, f.cgroup_id as i64));
         a.push(KeyValue::new(names::ATTR_CONNECTION_ROLE, f.role.as_str()));

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use periscope_pipeline::component::{BuildContext, Emitter, Processor, ProcessorConfig};
 use periscope_pipeline::model::{
-    AnyValue, Attributes, KeyValue, MetricData, Payload, Telemetry, Transport,
+    AnyValue, Attributes, KeyValue, MetricData, NetnsId, Payload, Telemetry, Transport,
 };
 use periscope_pipeline::telemetry::{names, ComponentCounters};
 use periscope_pipeline::{DnsTable, SocketOwner, SocketTable};
@@ -158,7 +158,7 @@ impl Identity {
     /// Adds `dns.question.name` and `periscope.dns.server.address` for a destination
     /// (`destination.address`, flows) or peer (`network.peer.address`, connections) that
     /// the series' namespace resolved.
-    fn enrich_dns(&self, attrs: &mut Attributes, want: Wanted, netns: Option<u32>) {
+    fn enrich_dns(&self, attrs: &mut Attributes, want: Wanted, netns: Option<NetnsId>) {
         if !(want.dns_name || want.dns_server) || has(attrs, names::ATTR_DNS_QUESTION_NAME) {
             return;
         }
@@ -247,7 +247,7 @@ impl Identity {
     }
 
     /// The socket a series' 5-tuple names, where the socket table knows its owner.
-    fn socket_owner(&self, attrs: &Attributes, netns: Option<u32>) -> Option<SocketOwner> {
+    fn socket_owner(&self, attrs: &Attributes, netns: Option<NetnsId>) -> Option<SocketOwner> {
         let netns = netns?;
         let transport = match string(attrs, names::ATTR_TRANSPORT)? {
             "tcp" => Transport::Tcp,
@@ -314,7 +314,7 @@ impl Identity {
         let mut cgroup_id = int(attrs, names::ATTR_CGROUP_ID)
             .and_then(|v| u64::try_from(v).ok())
             .filter(|c| *c != 0);
-        let netns = int(attrs, names::ATTR_NETNS_INODE).and_then(|v| u32::try_from(v).ok());
+        let netns = netns_of(attrs);
         self.enrich_dns(attrs, want, netns);
         let mut comm = None;
         if pid.is_none() && self.from_sockets {
@@ -410,7 +410,7 @@ impl Identity {
         }
 
         // The namespace, and its container for series that have none of their own.
-        if let (Some(inode), true) = (netns, want.netns_name || want.container()) {
+        if let (Some(inode), true) = (netns.map(|n| n.inode), want.netns_name || want.container()) {
             let info = match self.netns.as_mut() {
                 Some(n) if self.missing_netns.get(&inode, now).is_none() => n.lookup(inode, now),
                 _ => Lookup::KnownMissing,
@@ -507,6 +507,16 @@ impl Identity {
             }
         }
     }
+}
+
+/// The namespace a series or span is about: `periscope.netns.inode`, with
+/// `periscope.netns.cookie` where the hook knew it (else 0, as the tables have it then).
+fn netns_of(attrs: &Attributes) -> Option<NetnsId> {
+    let inode = int(attrs, names::ATTR_NETNS_INODE).and_then(|v| u32::try_from(v).ok())?;
+    let cookie = int(attrs, names::ATTR_NETNS_COOKIE)
+        .and_then(|v| u64::try_from(v).ok())
+        .unwrap_or(0);
+    Some(NetnsId { inode, cookie })
 }
 
 fn int(attrs: &Attributes, key: &str) -> Option<i64> {

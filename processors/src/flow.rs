@@ -486,3 +486,6 @@ impl Processor for Flow {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod churn_tests;

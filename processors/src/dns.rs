@@ -31,9 +31,10 @@ use periscope_pipeline::model::{
     Payload, Span, SpanKind, SpanStatus, Temporality, Transport,
 };
 use periscope_pipeline::telemetry::{names, now_ns};
-use periscope_pipeline::DnsTable;
+use periscope_pipeline::{DnsTable, NamespaceTable};
 
 use crate::device_names::push_netns;
+use crate::gone::{self, Grace};
 use crate::latency::Recorder;
 use crate::output::{self, SpanIds};
 use crate::series::{SeriesTable, TableOptions};
@@ -128,11 +129,10 @@ impl ComponentConfig for DnsConfig {
 
 impl ProcessorConfig for DnsConfig {
     fn build(&self, ctx: &BuildContext) -> anyhow::Result<Box<dyn Processor>> {
-        Ok(Box::new(Dns::new(
-            self.clone(),
-            ctx.dns.clone(),
-            ctx.id.to_string(),
-        )))
+        Ok(Box::new(
+            Dns::new(self.clone(), ctx.dns.clone(), ctx.id.to_string())
+                .with_namespaces(ctx.namespaces.clone()),
+        ))
     }
 }
 
@@ -215,6 +215,12 @@ pub struct Dns {
     timeouts: u64,
     untracked: u64,
     unmatched_responses: u64,
+    /// Queries whose namespace went away before their response or timeout: not lookups.
+    abandoned: u64,
+    /// Which namespaces are gone (filled by the receivers).
+    namespaces: NamespaceTable,
+    /// Namespaces found gone: their series end after one grace collect.
+    grace: Grace<NetnsId>,
 }
 
 impl Dns {
@@ -237,7 +243,27 @@ impl Dns {
             timeouts: 0,
             untracked: 0,
             unmatched_responses: 0,
+            abandoned: 0,
+            namespaces: NamespaceTable::default(),
+            grace: Grace::default(),
         }
+    }
+
+    /// Tells gone namespaces from `namespaces` (filled by the receivers): their unanswered
+    /// queries are not timeouts, their series end. Without it no namespace is ever gone.
+    pub fn with_namespaces(mut self, namespaces: NamespaceTable) -> Self {
+        self.namespaces = namespaces;
+        self
+    }
+
+    /// Queries dropped because their namespace went away before an answer.
+    pub fn abandoned(&self) -> u64 {
+        self.abandoned
+    }
+
+    /// Series held: what churn must not grow.
+    pub fn series_len(&self) -> usize {
+        self.series.len()
     }
 
     /// Lookups completed (answered or timed out), timed out, queries not tracked (too many
@@ -408,6 +434,11 @@ impl Dns {
             self.order.pop_front();
             if let Some(q) = self.pending.get(&key).copied().filter(|q| q.ts_ns == ts) {
                 self.pending.remove(&key);
+                // A deleted pod's last query was cut off, not left unanswered by its server.
+                if gone::netns_gone(&self.namespaces, &key.netns) {
+                    self.abandoned += 1;
+                    continue;
+                }
                 self.complete(&key, &q, None, ts.saturating_add(timeout));
             }
         }
@@ -471,6 +502,11 @@ impl Dns {
         let scope = output::scope(&self.scope_name, "");
         output::send_spans(out, scope.clone(), &mut self.spans);
         let now = now_ns();
+        let table = self.namespaces.clone();
+        let sources: Vec<NetnsId> = self.series.keys().map(|k| k.netns).collect();
+        for n in self.grace.due(sources, |n| gone::netns_gone(&table, n)) {
+            self.series.retire_if(|k| k.netns == n);
+        }
         let start = self.series.start_ns();
         let points: Vec<HistogramPoint> = self
             .series

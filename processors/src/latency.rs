@@ -43,6 +43,7 @@ use periscope_pipeline::model::{
     SocketRole, Temporality, Transport,
 };
 use periscope_pipeline::telemetry::{names, now_ns};
+use periscope_pipeline::NamespaceTable;
 
 pub use config::{HistogramKind, LatencyConfig, Role, RttSample, DEFAULT_BOUNDARIES};
 pub use recorder::Recorder;
@@ -50,12 +51,15 @@ pub use recorder::Recorder;
 use config::{attr_of, Attr};
 
 use crate::device_names::push_netns;
+use crate::gone::{self, Grace};
 use crate::output;
 use crate::series::{SeriesTable, TableOptions};
 
 impl ProcessorConfig for LatencyConfig {
     fn build(&self, ctx: &BuildContext) -> anyhow::Result<Box<dyn Processor>> {
-        Ok(Box::new(Latency::new(self.clone(), ctx.id.to_string())?))
+        Ok(Box::new(
+            Latency::new(self.clone(), ctx.id.to_string())?.with_namespaces(ctx.namespaces.clone()),
+        ))
     }
 }
 
@@ -209,6 +213,10 @@ pub struct Latency {
     untracked_emitted: u64,
     untracked_logged: u64,
     next_emit: Instant,
+    /// Which namespaces are gone (filled by the receivers).
+    namespaces: NamespaceTable,
+    /// Namespaces found gone: their series end after one grace collect.
+    grace: Grace<NetnsId>,
 }
 
 impl Latency {
@@ -260,7 +268,35 @@ impl Latency {
             untracked: 0,
             untracked_emitted: 0,
             untracked_logged: 0,
+            namespaces: NamespaceTable::default(),
+            grace: Grace::default(),
         })
+    }
+
+    /// Tells gone namespaces from `namespaces` (filled by the receivers): the series keyed
+    /// by them end. Without it no namespace is ever gone.
+    pub fn with_namespaces(mut self, namespaces: NamespaceTable) -> Self {
+        self.namespaces = namespaces;
+        self
+    }
+
+    /// Series held in the three tables: what churn must not grow.
+    pub fn series_len(&self) -> usize {
+        self.series.iter().map(SeriesTable::len).sum()
+    }
+
+    /// Retires the series of namespaces gone for a whole collect.
+    fn retire_gone(&mut self) {
+        let mut sources = FxHashSet::default();
+        for t in &self.series {
+            sources.extend(t.keys().filter_map(|k| k.netns));
+        }
+        let table = self.namespaces.clone();
+        for n in self.grace.due(sources, |n| gone::netns_gone(&table, n)) {
+            for t in &mut self.series {
+                t.retire_if(|k| k.netns == Some(n));
+            }
+        }
     }
 
     fn key(&self, s: &Sock) -> SeriesKey {
@@ -481,6 +517,7 @@ impl Latency {
 
     fn emit(&mut self, out: &mut Emitter) {
         let now = now_ns();
+        self.retire_gone();
         // The three tables start their periods together.
         let start = self.series[0].start_ns();
         let delta = self.temporality == Temporality::Delta;

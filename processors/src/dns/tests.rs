@@ -431,3 +431,33 @@ fn series_past_the_limit_fold_into_one_overflow_series_with_one_warning() {
     );
     assert_eq!(overflow_warnings(&logged), 1, "{logged:?}");
 }
+
+#[test]
+fn a_deleted_pods_last_query_is_not_a_timeout_and_its_series_retire() {
+    use periscope_pipeline::NamespaceInfo;
+    let table = DnsTable::default();
+    let namespaces = NamespaceTable::default();
+    let mut p = processor(&table).with_namespaces(namespaces.clone());
+    // Namespace 7 (cookie 0 in these events) is a pod, namespace 8 stays.
+    for inode in [7, 8] {
+        namespaces.insert(ns(inode), NamespaceInfo::default());
+    }
+    let answered = query(&table, 7, 1, "a.example", 1_000 * MS);
+    run(
+        &mut p,
+        vec![answered, response(&answered, 1_001 * MS, 0, &[], 0)],
+    );
+    let cut_off = query(&table, 7, 2, "b.example", 1_002 * MS);
+    let unanswered = query(&table, 8, 3, "c.example", 1_002 * MS);
+    run(&mut p, vec![cut_off, unanswered]);
+    namespaces.retire(&ns(7));
+    // Event time moves past the timeout.
+    run(&mut p, vec![query(&table, 8, 4, "d.example", 4_000 * MS)]);
+    assert_eq!(p.stats().1, 1, "only the live namespace's query timed out");
+    assert_eq!(p.abandoned(), 1);
+    let mut out = Emitter::default();
+    p.tick(Instant::now(), &mut out);
+    assert_eq!(p.series_len(), 2, "a grace collect first");
+    p.tick(Instant::now(), &mut out);
+    assert_eq!(p.series_len(), 1, "the gone namespace's series retired");
+}

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::{Ebpf, EbpfLoader};
 
-use periscope_pipeline::devices::{DeviceInfo, DeviceTable};
+use periscope_pipeline::devices::{DeviceInfo, DeviceTable, NamespaceInfo, NamespaceTable};
 use periscope_pipeline::model::{BurstEvent, DeviceCounters, DeviceRef, NetnsId, PacketEvent};
 
 use super::instance::{
@@ -106,6 +106,8 @@ struct NsState {
 pub struct Attacher {
     opts: AttachOptions,
     devices: DeviceTable,
+    /// Names of the namespaces, captured at discovery (and when a bind mount names one later).
+    namespace_names: NamespaceTable,
     namespaces: HashMap<NetnsId, NsState>,
     clock: BootClock,
     clock_at: Instant,
@@ -135,6 +137,7 @@ impl Attacher {
         let opts_ring = opts.ring_bytes;
         Attacher {
             devices,
+            namespace_names: NamespaceTable::default(),
             namespaces: HashMap::new(),
             clock: BootClock::now(),
             clock_at: Instant::now(),
@@ -152,6 +155,12 @@ impl Attacher {
     /// Interns the question names of DNS records in `dns` (the pipeline's shared table).
     pub fn with_dns(mut self, dns: periscope_pipeline::DnsTable) -> Attacher {
         self.dns = dns;
+        self
+    }
+
+    /// Registers the namespaces it is given (their names and owners' cgroups) in `table`.
+    pub fn with_namespaces(mut self, table: NamespaceTable) -> Attacher {
+        self.namespace_names = table;
         self
     }
 
@@ -220,7 +229,29 @@ impl Attacher {
     /// Loads the object for a namespace (or adopts its pins); returns the time it took and
     /// whether pins were adopted.
     pub fn add_namespace(&mut self, ns: &Namespace) -> anyhow::Result<(Duration, bool)> {
-        if self.namespaces.contains_key(&ns.id) {
+        self.namespace_names.insert(
+            ns.id,
+            NamespaceInfo {
+                name: ns.name.clone(),
+                cgroup: ns.cgroup.clone(),
+            },
+        );
+        if let Some(state) = self.namespaces.get_mut(&ns.id) {
+            // Sent again: a name became known (a bind mount made after the namespace). Its
+            // devices take it too.
+            if state.ns.name != ns.name && ns.name.is_some() {
+                state.ns.name.clone_from(&ns.name);
+                for ifindex in state.devices.keys() {
+                    let device = DeviceRef {
+                        netns: ns.id,
+                        ifindex: *ifindex,
+                    };
+                    if let Some(mut info) = self.devices.get(&device) {
+                        info.netns_name.clone_from(&ns.name);
+                        self.devices.insert(device, info);
+                    }
+                }
+            }
             return Ok((Duration::ZERO, false));
         }
         let t = Instant::now();
@@ -485,6 +516,7 @@ impl Attacher {
     /// attachment of new namespaces and devices by that much. [`Attacher::shutdown`] waits
     /// for every such thread.
     pub fn remove_namespace(&mut self, netns: NetnsId) -> Vec<DeviceCounters> {
+        self.namespace_names.retire(&netns);
         let mut last = Vec::new();
         if let Some(state) = self.namespaces.remove(&netns) {
             last = state.reader.counters(now_unix_ns(), None);

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver as Rx, RecvTimeoutError};
 
 use periscope_pipeline::component::Receiver;
-use periscope_pipeline::devices::DeviceTable;
+use periscope_pipeline::devices::{DeviceTable, NamespaceTable};
 use periscope_pipeline::edge::{EventOutput, StopSignal};
 use periscope_pipeline::model::{DeviceCounters, Event};
 
@@ -45,6 +45,7 @@ pub struct NetdevReceiver {
     opts: ReceiverOptions,
     attach: AttachOptions,
     devices: DeviceTable,
+    namespaces: NamespaceTable,
     source: DiscoverySource,
     dns: periscope_pipeline::DnsTable,
 }
@@ -67,9 +68,17 @@ impl NetdevReceiver {
             opts,
             attach,
             devices,
+            namespaces: NamespaceTable::default(),
             source,
             dns: periscope_pipeline::DnsTable::default(),
         }
+    }
+
+    /// Registers the namespaces it observes (names, owners' cgroups) in `namespaces` (the
+    /// pipeline's shared table), retired when they go away.
+    pub fn with_namespaces(mut self, namespaces: NamespaceTable) -> Self {
+        self.namespaces = namespaces;
+        self
     }
 
     /// Takes namespaces and devices from `rx` instead of the watcher.
@@ -110,11 +119,14 @@ impl Receiver for NetdevReceiver {
             opts,
             attach,
             devices,
+            namespaces,
             source,
             dns,
         } = *self;
         let pinned = attach.pin_root.is_some();
-        let mut attacher = Attacher::new(attach, devices).with_dns(dns);
+        let mut attacher = Attacher::new(attach, devices)
+            .with_dns(dns)
+            .with_namespaces(namespaces);
         // New namespaces take an instance loaded ahead instead of waiting for a load.
         attacher.preload(super::PRELOADED);
         let (_watcher, rx) = match source {

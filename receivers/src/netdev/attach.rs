@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use aya::programs::links::{FdLink, PinnedLink};
@@ -12,7 +11,9 @@ use aya::{Ebpf, EbpfLoader};
 
 use periscope_pipeline::devices::{DeviceInfo, DeviceTable, NamespaceInfo, NamespaceTable};
 use periscope_pipeline::model::{BurstEvent, DeviceCounters, DeviceRef, NetnsId, PacketEvent};
+use periscope_pipeline::telemetry::instruments::Counter;
 
+use super::defunct::Defunct;
 use super::instance::{
     chain, ensure_fallback_loaded, load_instance, new_loader, program_refs, set_netns, Hook,
     Preloaded, ProgRef, Programs,
@@ -76,26 +77,36 @@ pub enum DeviceOutcome {
 }
 
 /// A device's link: held by this process (closing it detaches), or pinned.
-enum HeldLink {
+pub(super) enum HeldLink {
     Owned(#[allow(dead_code)] FdLink),
     Pinned(PinnedLink),
 }
 
 /// The links of one device.
-struct DevState {
-    links: Vec<(Hook, HeldLink)>,
+pub(super) struct DevState {
+    pub(super) links: Vec<(Hook, HeldLink)>,
+}
+
+impl DevState {
+    /// Links that closing our fd detaches (not pinned).
+    pub(super) fn owned_links(&self) -> usize {
+        self.links
+            .iter()
+            .filter(|(_, l)| matches!(l, HeldLink::Owned(_)))
+            .count()
+    }
 }
 
 /// One namespace: its instance, the maps read from it, and its devices.
-struct NsState {
-    ns: Namespace,
+pub(super) struct NsState {
+    pub(super) ns: Namespace,
     /// The namespace itself: entering it to attach. Dropped with the state.
     handle: NetnsHandle,
     programs: Programs,
-    reader: Reader,
+    pub(super) reader: Reader,
     /// Pin directory of this namespace.
-    dir: Option<PathBuf>,
-    devices: HashMap<u32, DevState>,
+    pub(super) dir: Option<PathBuf>,
+    pub(super) devices: HashMap<u32, DevState>,
     /// Pinned links of an earlier run not yet claimed by a device, by pin file name.
     adopted: HashMap<String, PinnedLink>,
     /// When the namespace was added (unclaimed adopted links are released after a while).
@@ -104,11 +115,11 @@ struct NsState {
 
 /// The attachment manager. Not thread-safe: one receiver thread drives it.
 pub struct Attacher {
-    opts: AttachOptions,
-    devices: DeviceTable,
+    pub(super) opts: AttachOptions,
+    pub(super) devices: DeviceTable,
     /// Names of the namespaces, captured at discovery (and when a bind mount names one later).
-    namespace_names: NamespaceTable,
-    namespaces: HashMap<NetnsId, NsState>,
+    pub(super) namespace_names: NamespaceTable,
+    pub(super) namespaces: HashMap<NetnsId, NsState>,
     clock: BootClock,
     clock_at: Instant,
     /// One loader for every namespace loaded on demand: `EbpfLoader::new()` parses the
@@ -118,10 +129,11 @@ pub struct Attacher {
     loader: EbpfLoader<'static>,
     /// Instances loaded ahead ([`Attacher::preload`]).
     preloaded: Option<Preloaded>,
-    /// Threads releasing the links and programs of removed namespaces (TCX detaches wait
-    /// for RCU grace periods: ~10–30 ms per link), so that the receiver goes on attaching
-    /// meanwhile.
-    releasing: Vec<(NetnsId, JoinHandle<()>)>,
+    /// The thread releasing the links of removed devices and namespaces (TCX detaches wait
+    /// for RCU grace periods), so that the receiver goes on attaching meanwhile.
+    pub(super) defunct: Defunct,
+    /// Links released so far (self-telemetry).
+    links_released: Counter,
     stats: AttachStats,
     /// Where question names of DNS records are interned.
     dns: periscope_pipeline::DnsTable,
@@ -135,6 +147,7 @@ impl Attacher {
     /// A manager that registers the devices it attaches in `devices`.
     pub fn new(opts: AttachOptions, devices: DeviceTable) -> Attacher {
         let opts_ring = opts.ring_bytes;
+        let links_released = Counter::default();
         Attacher {
             devices,
             namespace_names: NamespaceTable::default(),
@@ -143,7 +156,8 @@ impl Attacher {
             clock_at: Instant::now(),
             loader: new_loader(&opts.records, opts_ring),
             preloaded: None,
-            releasing: Vec::new(),
+            defunct: Defunct::start(links_released.clone()),
+            links_released,
             opts,
             stats: AttachStats::default(),
             dns: periscope_pipeline::DnsTable::default(),
@@ -195,20 +209,9 @@ impl Attacher {
         });
     }
 
-    /// Joins the threads releasing removed namespaces ([`Attacher::remove_namespace`]) that
-    /// are done, and waits for those of which `wait_for` is true.
-    fn join_releasing(&mut self, wait_for: impl Fn(&NetnsId) -> bool) {
-        let mut keep = Vec::new();
-        for (ns, t) in self.releasing.drain(..) {
-            if wait_for(&ns) || t.is_finished() {
-                if t.join().is_err() {
-                    tracing::error!("a thread releasing links panicked");
-                }
-            } else {
-                keep.push((ns, t));
-            }
-        }
-        self.releasing = keep;
+    /// Links released so far (of devices and namespaces that went away, and at stop).
+    pub fn links_released(&self) -> u64 {
+        self.links_released.get()
     }
 
     /// What it did so far.
@@ -257,7 +260,7 @@ impl Attacher {
         let t = Instant::now();
         // Back in scope while its links are still being released: let that finish first (an
         // XDP slot is single).
-        self.join_releasing(|id| *id == ns.id);
+        self.defunct.wait_namespace(ns.id);
         // Fails when the path now holds another namespace.
         let handle = NetnsHandle::open(ns)
             .map_err(|e| anyhow::anyhow!("opening namespace {}: {e}", ns.path.display()))?;
@@ -337,6 +340,8 @@ impl Attacher {
         if !self.opts.interfaces.matches(&dev.name) {
             return Ok(DeviceOutcome::Skipped);
         }
+        // Gone and back under the same ifindex while its old links are being let go of.
+        self.wait_released(netns, dev.ifindex);
         let hooks = self.opts.hooks.clone();
         let has_fallback = self.has_fallback();
         let Some(state) = self.namespaces.get_mut(&netns) else {
@@ -495,57 +500,6 @@ impl Attacher {
         })
     }
 
-    /// Forgets a device: its links are detached (and unpinned).
-    /// Call after a last [`Attacher::read_counters`]: its counters are deleted from the
-    /// kernel's map too (an ifindex may be reused by a later device).
-    pub fn remove_device(&mut self, netns: NetnsId, ifindex: u32) {
-        if let Some(state) = self.namespaces.get_mut(&netns) {
-            if let Some(dev) = state.devices.remove(&ifindex) {
-                release(dev);
-            }
-            state.reader.forget_device(ifindex);
-        }
-        self.devices.retire(&DeviceRef { netns, ifindex });
-    }
-
-    /// Forgets a namespace: returns its last counters, then detaches, unpins and closes
-    /// everything of it.
-    ///
-    /// The links are released on a thread of their own (a TCX detach waits for RCU grace
-    /// periods, ~10–30 ms per link): the receiver goes on meanwhile instead of delaying the
-    /// attachment of new namespaces and devices by that much. [`Attacher::shutdown`] waits
-    /// for every such thread.
-    pub fn remove_namespace(&mut self, netns: NetnsId) -> Vec<DeviceCounters> {
-        self.namespace_names.retire(&netns);
-        let mut last = Vec::new();
-        if let Some(state) = self.namespaces.remove(&netns) {
-            last = state.reader.counters(now_unix_ns(), None);
-            for ifindex in state.devices.keys() {
-                self.devices.retire(&DeviceRef {
-                    netns,
-                    ifindex: *ifindex,
-                });
-            }
-            let dir = state.dir.clone();
-            let spawned = std::thread::Builder::new()
-                .name("periscope-release".into())
-                .spawn(move || release_namespace(state));
-            match spawned {
-                Ok(t) => self.releasing.push((netns, t)),
-                Err(e) => {
-                    // The closure was dropped, and the state in it: its links are closed.
-                    // Pinned ones stay attached until their pins are gone.
-                    tracing::warn!("cannot start a releasing thread ({e}); released in place");
-                    if let Some(d) = &dir {
-                        remove_pins(d);
-                    }
-                }
-            }
-            self.join_releasing(|_| false);
-        }
-        last
-    }
-
     /// Removes the pin directories of namespaces this manager does not hold (namespaces that
     /// vanished while no agent ran, or left the scope).
     pub fn sweep_pins(&self) -> usize {
@@ -657,21 +611,12 @@ impl Attacher {
     /// links stay attached and counting.
     pub fn shutdown(mut self) {
         // Device names stay in the table: downstream stages flush after receivers stop.
-        self.namespaces.clear();
-        // Namespaces removed earlier, and instances loaded ahead: gone when this returns.
-        self.join_releasing(|_| true);
+        for (_, state) in self.namespaces.drain() {
+            self.defunct.namespace(state, false);
+        }
+        // Every release asked for, and instances loaded ahead: gone when this returns.
+        drop(self.defunct);
         self.preloaded = None;
-    }
-}
-
-/// Detaches (and unpins) every link of a removed namespace, removes its pins, and drops its
-/// programs and maps.
-fn release_namespace(mut state: NsState) {
-    for (_, dev) in state.devices.drain() {
-        release(dev);
-    }
-    if let Some(d) = &state.dir {
-        remove_pins(d);
     }
 }
 
@@ -681,7 +626,9 @@ fn state_name(ns: &Namespace) -> String {
         .unwrap_or_else(|| ns.path.display().to_string())
 }
 
-fn release(dev: DevState) {
+/// Detaches (and unpins) a device's links; returns how many.
+pub(super) fn release(dev: DevState) -> usize {
+    let n = dev.links.len();
     for (_, link) in dev.links {
         match link {
             HeldLink::Owned(l) => drop(l),
@@ -693,9 +640,10 @@ fn release(dev: DevState) {
             }
         }
     }
+    n
 }
 
-fn now_unix_ns() -> u64 {
+pub(super) fn now_unix_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)

@@ -12,11 +12,14 @@
 //! - the bpf_links of each device, made inside the namespace (`link.rs`);
 //! - the reading of its ring buffer and exact per-CPU counters (`read.rs`, records decoded
 //!   by `decode.rs`), per namespace or per device, so that last counters can be read when
-//!   either goes away.
+//!   either goes away (`detach.rs`: the order of a departure), and a thread letting go of
+//!   the links of what went away (`defunct.rs`).
 
 mod attach;
 mod bursts;
 mod decode;
+mod defunct;
+mod detach;
 mod instance;
 mod link;
 mod options;

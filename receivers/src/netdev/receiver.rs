@@ -168,6 +168,7 @@ impl Receiver for NetdevReceiver {
                     handle(&opts, &mut attacher, d, output, &mut batch, &mut latencies);
                 }
             }
+            attacher.settle();
             let stopping = stop.is_raised();
             let now = Instant::now();
             if now >= next_poll || stopping {
@@ -253,10 +254,10 @@ fn handle(
             }
         },
         Discovery::DeviceRemoved { netns, ifindex } => {
-            // Its last counts first.
+            // Its records first, then its final counters (see detach.rs).
             poll(attacher, output, batch);
-            send_counters(opts, attacher, output, batch);
-            attacher.remove_device(netns, ifindex);
+            let last = attacher.remove_device(netns, ifindex);
+            push_counters(output, batch, last);
         }
         Discovery::NamespaceRemoved(netns) => {
             poll(attacher, output, batch);

@@ -20,6 +20,7 @@ use super::instance::{
 };
 use super::link::{attach_parallel, io_errno};
 use super::options::{InterfaceFilter, RecordOptions};
+use super::outcome::{device_present, errno_says_gone, AttachError, FailureReason};
 use super::pins::{self, link_pin_name, parse_pin_dir_name, pin_dir_name, remove_pins};
 use super::read::{burst_losses, Decoded, Reader};
 use crate::shared::ebpf::{names, BootClock};
@@ -56,6 +57,8 @@ pub struct AttachStats {
     pub xdp_fallbacks: u64,
     /// Attach failures (logged).
     pub failed: u64,
+    /// Devices that went away while being attached (not failures).
+    pub gone: u64,
     /// Records that could not be decoded (a bug or a version mismatch; logged once).
     pub decode_errors: u64,
 }
@@ -74,6 +77,9 @@ pub enum DeviceOutcome {
         /// The XDP slot was taken: observed through TCX ingress.
         fallback: bool,
     },
+    /// The device went away (deleted, moved to another namespace) while it was attached:
+    /// whatever was attached is released with its removal, which follows.
+    Gone,
 }
 
 /// A device's link: held by this process (closing it detaches), or pinned.
@@ -212,6 +218,20 @@ impl Attacher {
     /// Links released so far (of devices and namespaces that went away, and at stop).
     pub fn links_released(&self) -> u64 {
         self.links_released.get()
+    }
+
+    /// Counts released links in `counter` (the receiver's self-telemetry) from now on.
+    pub fn with_links_released(mut self, counter: Counter) -> Attacher {
+        counter.add(self.links_released.get());
+        // The releasing thread is idle this early: restarted with the new counter.
+        self.defunct = Defunct::start(counter.clone());
+        self.links_released = counter;
+        self
+    }
+
+    /// Devices with links now, over every namespace.
+    pub fn devices_attached(&self) -> usize {
+        self.namespaces.values().map(|s| s.devices.len()).sum()
     }
 
     /// What it did so far.
@@ -434,7 +454,7 @@ impl Attacher {
                             attached.extend(fb);
                         }
                     }
-                    Err(e) => errors.push(format!("TCX ingress fallback: {e:#}")),
+                    Err(e) => errors.push((None, format!("TCX ingress fallback: {e:#}"))),
                 }
             }
             for (hook, r, was_fallback, why) in attached {
@@ -458,10 +478,9 @@ impl Attacher {
                                 match link.pin(&path) {
                                     Ok(p) => HeldLink::Pinned(p),
                                     Err(e) => {
-                                        errors.push(format!(
-                                            "pinning {}: {}",
-                                            path.display(),
-                                            chain(&e)
+                                        errors.push((
+                                            None,
+                                            format!("pinning {}: {}", path.display(), chain(&e)),
                                         ));
                                         continue;
                                     }
@@ -472,7 +491,9 @@ impl Attacher {
                         self.stats.attached += 1;
                         links.push((hook, held));
                     }
-                    Err(e) => errors.push(format!("{}: {e:#}", hook.name())),
+                    Err(e) => {
+                        errors.push((io_errno(e.as_ref()), format!("{}: {e:#}", hook.name())))
+                    }
                 }
             }
         }
@@ -484,14 +505,33 @@ impl Attacher {
             self.devices.insert(device_ref, info);
         }
         if !errors.is_empty() {
-            self.stats.failed += errors.len() as u64;
-            anyhow::bail!(
+            let message = format!(
                 "attaching to {} (ifindex {}) in {}: {}",
                 dev.name,
                 dev.ifindex,
                 state_name(&state.ns),
-                errors.join("; ")
+                errors
+                    .iter()
+                    .map(|(_, m)| m.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
             );
+            // Deleted or moved away while we attached: its removal follows (and, for a move,
+            // its appearance in the other namespace). Not a failure.
+            if errors.iter().all(|(e, _)| errno_says_gone(*e))
+                || !device_present(&state.handle, dev.ifindex)
+            {
+                self.stats.gone += 1;
+                tracing::debug!("{message} (the device went away meanwhile)");
+                return Ok(DeviceOutcome::Gone);
+            }
+            self.stats.failed += errors.len() as u64;
+            let reason = errors
+                .iter()
+                .map(|(e, _)| FailureReason::of_errno(*e))
+                .find(|r| *r != FailureReason::Other)
+                .unwrap_or(FailureReason::Other);
+            return Err(AttachError { reason, message }.into());
         }
         Ok(DeviceOutcome::Attached {
             latency,

@@ -23,9 +23,11 @@ mod detach;
 mod instance;
 mod link;
 mod options;
+mod outcome;
 mod pins;
 mod read;
 mod receiver;
+mod telemetry;
 
 pub use attach::{AttachOptions, AttachStats, Attacher, DeviceOutcome};
 pub use bursts::{BurstMode, BurstsConfig, MAX_BURST_BUCKETS};
@@ -42,4 +44,5 @@ pub use options::{
     InterfacesConfig, NamespacesConfig, RecordOptions, Shared, MAX_DNS_PORTS, MAX_RING_BYTES,
     MIN_RING_BYTES,
 };
+pub use outcome::{failure_reason, AttachError, FailureReason};
 pub use receiver::{DiscoverySource, NetdevReceiver, ReceiverOptions, PIN_ROOT};

@@ -5,6 +5,7 @@
 //! deleted first, and guards delete ours even when a check fails.
 
 mod cgroup;
+mod churn;
 mod docker;
 mod latency;
 mod scan;

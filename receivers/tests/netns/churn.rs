@@ -1,0 +1,360 @@
+//! Devices that come and go the ways CNI plugins and container runtimes make them: the `tcx`
+//! receiver, driven by its own namespace watcher, must attach to each pod's device wherever
+//! and however it appears, and count exactly what the pod sent, under the device's real name
+//! and the pod namespace's cookie.
+//!
+//! Each pattern is one test. Namespaces are listed in the receiver's scope by name before
+//! they exist (`namespaces: [names]`), so that the receiver observes only this test's
+//! namespaces and devices can be called `eth0` as in a pod. Devices of the "node" namespace
+//! are `cq*`; addresses are 10.203.x.x, inside these namespaces only.
+
+use std::collections::HashMap;
+use std::net::SocketAddrV4;
+use std::sync::Arc;
+
+use periscope_pipeline::component::ReceiverConfig;
+use periscope_pipeline::config::ConfigDuration;
+use periscope_pipeline::devices::{DeviceTable, NamespaceTable};
+use periscope_pipeline::model::{DeviceCounters, DeviceRef, Direction, Transport};
+use periscope_pipeline::telemetry::ComponentCounters;
+use periscope_receivers::netdev::{InterfacesConfig, NamespacesConfig};
+use periscope_receivers::tcx::TcxConfig;
+use periscope_testkit::context;
+use periscope_testkit::netns::{udp, UdpTraffic};
+use periscope_testkit::receiver::Running;
+
+use super::*;
+
+/// The `tcx` receiver with its own watcher, counters every 100 ms.
+pub(crate) struct Agent {
+    running: Running,
+    pub(crate) devices: DeviceTable,
+    pub(crate) namespaces: NamespaceTable,
+}
+
+impl Agent {
+    pub(crate) fn start(namespaces: NamespacesConfig, include: &[&str]) -> Agent {
+        let ctx = context("tcx/churn");
+        let config = TcxConfig {
+            namespaces,
+            interfaces: InterfacesConfig {
+                include: include.iter().map(|s| s.to_string()).collect(),
+                exclude: Vec::new(),
+            },
+            counters_interval: ConfigDuration::from_millis(100),
+            ..TcxConfig::default()
+        };
+        let receiver = config.build(&ctx).expect("build tcx");
+        Agent {
+            running: Running::start(receiver, 4096),
+            devices: ctx.devices,
+            namespaces: ctx.namespaces,
+        }
+    }
+
+    /// Listing these namespaces (by name) only.
+    pub(crate) fn listed(names: &[&str]) -> Agent {
+        Agent::start(
+            NamespacesConfig::Listed(names.iter().map(|s| s.to_string()).collect()),
+            &[],
+        )
+    }
+
+    #[allow(dead_code)]
+    pub(crate) fn counters(&self) -> &Arc<ComponentCounters> {
+        self.running.counters()
+    }
+
+    /// Waits until `dev` of `ns` is attached under the name `name`; returns its key and how
+    /// long it took.
+    pub(crate) fn wait_attached(&self, d: DeviceRef, name: &str) -> Duration {
+        let t = Instant::now();
+        let deadline = t + Duration::from_secs(5);
+        loop {
+            let now = self.devices.get(&d);
+            if self.devices.is_alive(&d) && now.as_ref().is_some_and(|i| i.name == name) {
+                return t.elapsed();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} ({d:?}) not attached within 5 s (device table: {now:?})"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Stops; returns the last counters per (device, direction, transport) and the device
+    /// table.
+    pub(crate) fn stop(self) -> Counted {
+        let devices = self.devices.clone();
+        let mut m = HashMap::new();
+        for e in self.running.stop() {
+            if let periscope_pipeline::model::Event::DeviceCounters(c) = e {
+                m.insert((c.device, c.direction, c.transport), c);
+            }
+        }
+        Counted(m, devices)
+    }
+}
+
+/// Final counters of a run.
+pub(crate) struct Counted(
+    pub(crate) HashMap<(DeviceRef, Direction, Transport), DeviceCounters>,
+    /// The receiver's device table, after it stopped.
+    pub(crate) DeviceTable,
+);
+
+impl Counted {
+    pub(crate) fn udp(&self, d: DeviceRef, dir: Direction) -> u64 {
+        self.0
+            .get(&(d, dir, Transport::Udp))
+            .map_or(0, |c| c.packets)
+    }
+}
+
+/// The key of device `dev` in `ns` as the receiver reports it (inode and cookie).
+pub(crate) fn device_ref(ns: &Netns, dev: &str) -> DeviceRef {
+    DeviceRef {
+        netns: NetnsId {
+            inode: ns.inode() as u32,
+            cookie: ns.cookie(),
+        },
+        ifindex: ns.ifindex(dev),
+    }
+}
+
+/// A "node" namespace and pods wired to it, IPv6 off (no stray packets).
+pub(crate) fn fresh(name: &str) -> Netns {
+    let ns = Netns::create(name);
+    ns.disable_ipv6();
+    ns
+}
+
+/// Addresses `10.203.<i>.1` (node end) and `.2` (pod end), up; resolves the neighbours
+/// with one ping (ICMP: not counted as UDP).
+pub(crate) fn wire(node: &Netns, node_if: &str, pod: &Netns, pod_if: &str, i: u8) {
+    node.ip(&["addr", "add", &format!("10.203.{i}.1/24"), "dev", node_if]);
+    node.ip(&["link", "set", node_if, "up"]);
+    pod.ip(&["addr", "add", &format!("10.203.{i}.2/24"), "dev", pod_if]);
+    pod.ip(&["link", "set", pod_if, "up"]);
+    run_ok(
+        pod.exec("ping")
+            .args(["-c", "1", "-W", "2", &format!("10.203.{i}.1")]),
+        Duration::from_secs(10),
+    );
+}
+
+/// `count` datagrams from the pod to the node end; returns how many the sender sent (all of
+/// them arrived, checked).
+pub(crate) fn send(node: &Netns, pod: &Netns, i: u8, count: u64) -> u64 {
+    let out = udp(
+        &UdpTraffic {
+            from: (pod.name(), SocketAddrV4::new([10, 203, i, 2].into(), 0)),
+            to: (node.name(), SocketAddrV4::new([10, 203, i, 1].into(), 7000)),
+            count,
+            size: 100,
+            pause_every: 32,
+            idle: Duration::from_millis(500),
+        },
+        |_| {},
+    );
+    assert_eq!(out.received, out.sent, "datagrams lost on the way: {out:?}");
+    out.sent
+}
+
+/// Checks the pod's device counted exactly `sent` datagrams out, and the node end as many in,
+/// under their names and the pods' cookies.
+fn check(counted: &Counted, pod: (DeviceRef, &str), node: (DeviceRef, &str), sent: u64) {
+    assert_eq!(
+        counted.udp(pod.0, Direction::Egress),
+        sent,
+        "UDP out of the pod's {} ({:?})",
+        pod.1,
+        pod.0
+    );
+    assert_eq!(
+        counted.udp(node.0, Direction::Ingress),
+        sent,
+        "UDP into the node's {} ({:?})",
+        node.1,
+        node.0
+    );
+    for (d, name) in [pod, node] {
+        let info = counted.1.get(&d).expect("named");
+        assert_eq!(info.name, name, "{d:?}");
+    }
+}
+
+/// `ip link add a type veth peer name b; ip link set b netns X` in the node, at once after X
+/// was made: the peer is seen (and attached) in the node first, then moves. Ten times, to
+/// catch the race.
+#[test]
+fn veth_made_in_the_node_and_moved_into_a_new_pod() {
+    let Some(_serial) = SERIAL.lock_if(require_root(
+        "veth_made_in_the_node_and_moved_into_a_new_pod",
+    )) else {
+        return;
+    };
+    const PODS: u8 = 10;
+    let node_name = Netns::unique_name();
+    let pod_names: Vec<String> = (0..PODS).map(|_| Netns::unique_name()).collect();
+    let mut listed: Vec<&str> = vec![&node_name];
+    listed.extend(pod_names.iter().map(String::as_str));
+    let agent = Agent::listed(&listed);
+    let node = fresh(&node_name);
+    let mut done = Vec::new();
+    let mut latencies = Vec::new();
+    for (i, name) in pod_names.iter().enumerate() {
+        let pod = fresh(name);
+        let host_if = format!("cqa{i}");
+        node.ip(&[
+            "link", "add", &host_if, "type", "veth", "peer", "name", "eth0",
+        ]);
+        node.ip(&["link", "set", "eth0", "netns", name]);
+        let pod_ref = device_ref(&pod, "eth0");
+        latencies.push(agent.wait_attached(pod_ref, "eth0"));
+        let known = agent
+            .namespaces
+            .get(&pod_ref.netns)
+            .expect("namespace registered");
+        assert_eq!(known.name.as_deref(), Some(name.as_str()));
+        let node_ref = device_ref(&node, &host_if);
+        agent.wait_attached(node_ref, &host_if);
+        wire(&node, &host_if, &pod, "eth0", i as u8);
+        let sent = send(&node, &pod, i as u8, 200 + i as u64);
+        done.push((pod, pod_ref, node_ref, host_if, sent));
+    }
+    let (p50, p99) = percentiles(latencies);
+    eprintln!(
+        "veth moved into a pod: attached in the pod {p50:?} (p50), {p99:?} (p99) after the move"
+    );
+    let counted = agent.stop();
+    for (_, pod_ref, node_ref, host_if, sent) in &done {
+        check(&counted, (*pod_ref, "eth0"), (*node_ref, host_if), *sent);
+    }
+}
+
+/// The CNI bridge plugin's way: the veth is made inside the pod, the host end moved out to
+/// the node, the pod end renamed to `eth0` after.
+#[test]
+fn veth_made_in_the_pod_host_end_moved_out_pod_end_renamed() {
+    let Some(_serial) = SERIAL.lock_if(require_root(
+        "veth_made_in_the_pod_host_end_moved_out_pod_end_renamed",
+    )) else {
+        return;
+    };
+    let (node_name, pod_name) = (Netns::unique_name(), Netns::unique_name());
+    let agent = Agent::listed(&[&node_name, &pod_name]);
+    let node = fresh(&node_name);
+    let pod = fresh(&pod_name);
+    pod.ip(&[
+        "link", "add", "cqtmp", "type", "veth", "peer", "name", "cqh",
+    ]);
+    pod.ip(&["link", "set", "cqh", "netns", &node_name]);
+    pod.ip(&["link", "set", "cqtmp", "name", "eth0"]);
+    let pod_ref = device_ref(&pod, "eth0");
+    let node_ref = device_ref(&node, "cqh");
+    agent.wait_attached(pod_ref, "eth0");
+    agent.wait_attached(node_ref, "cqh");
+    wire(&node, "cqh", &pod, "eth0", 20);
+    let sent = send(&node, &pod, 20, 300);
+    let counted = agent.stop();
+    check(&counted, (pod_ref, "eth0"), (node_ref, "cqh"), sent);
+}
+
+/// `ip link add A type veth peer name eth0 netns POD`: the pod end is born in the pod.
+#[test]
+fn veth_peer_created_directly_in_the_pod() {
+    let Some(_serial) = SERIAL.lock_if(require_root("veth_peer_created_directly_in_the_pod"))
+    else {
+        return;
+    };
+    let (node_name, pod_name) = (Netns::unique_name(), Netns::unique_name());
+    let agent = Agent::listed(&[&node_name, &pod_name]);
+    let node = fresh(&node_name);
+    let pod = fresh(&pod_name);
+    node.ip(&[
+        "link", "add", "cqn", "type", "veth", "peer", "name", "eth0", "netns", &pod_name,
+    ]);
+    let pod_ref = device_ref(&pod, "eth0");
+    let node_ref = device_ref(&node, "cqn");
+    agent.wait_attached(pod_ref, "eth0");
+    agent.wait_attached(node_ref, "cqn");
+    wire(&node, "cqn", &pod, "eth0", 21);
+    let sent = send(&node, &pod, 21, 250);
+    let counted = agent.stop();
+    check(&counted, (pod_ref, "eth0"), (node_ref, "cqn"), sent);
+}
+
+/// A macvlan made on a parent in the node, moved into the pod and renamed `eth0` there.
+/// (ipvlan and dummy are not built into this kernel and there is no modprobe: macvlan only.)
+#[test]
+fn macvlan_on_a_node_parent_moved_into_the_pod() {
+    let Some(_serial) = SERIAL.lock_if(require_root("macvlan_on_a_node_parent_moved_into_the_pod"))
+    else {
+        return;
+    };
+    let (node_name, pod_name) = (Netns::unique_name(), Netns::unique_name());
+    let agent = Agent::listed(&[&node_name, &pod_name]);
+    let node = fresh(&node_name);
+    let pod = fresh(&pod_name);
+    // cqp (addressed) — cqq (the macvlan's parent), both in the node.
+    node.ip(&["link", "add", "cqp", "type", "veth", "peer", "name", "cqq"]);
+    node.ip(&["link", "set", "cqq", "up"]);
+    node.ip(&[
+        "link", "add", "cqm", "link", "cqq", "type", "macvlan", "mode", "bridge",
+    ]);
+    node.ip(&["link", "set", "cqm", "netns", &pod_name]);
+    pod.ip(&["link", "set", "cqm", "name", "eth0"]);
+    let pod_ref = device_ref(&pod, "eth0");
+    let node_ref = device_ref(&node, "cqp");
+    agent.wait_attached(pod_ref, "eth0");
+    agent.wait_attached(node_ref, "cqp");
+    wire(&node, "cqp", &pod, "eth0", 22);
+    let sent = send(&node, &pod, 22, 150);
+    let counted = agent.stop();
+    check(&counted, (pod_ref, "eth0"), (node_ref, "cqp"), sent);
+}
+
+/// A device renamed after it was attached: the device table follows, and its counts (before
+/// and after) are one series under the new name.
+#[test]
+fn a_rename_after_attach_is_followed() {
+    let Some(_serial) = SERIAL.lock_if(require_root("a_rename_after_attach_is_followed")) else {
+        return;
+    };
+    let (node_name, pod_name) = (Netns::unique_name(), Netns::unique_name());
+    let agent = Agent::listed(&[&node_name, &pod_name]);
+    let node = fresh(&node_name);
+    let pod = fresh(&pod_name);
+    node.ip(&[
+        "link", "add", "cqr", "type", "veth", "peer", "name", "cqold", "netns", &pod_name,
+    ]);
+    let pod_ref = device_ref(&pod, "cqold");
+    let node_ref = device_ref(&node, "cqr");
+    agent.wait_attached(pod_ref, "cqold");
+    wire(&node, "cqr", &pod, "cqold", 23);
+    let before = send(&node, &pod, 23, 120);
+    pod.ip(&["link", "set", "cqold", "down"]);
+    pod.ip(&["link", "set", "cqold", "name", "eth0"]);
+    pod.ip(&["link", "set", "eth0", "up"]);
+    agent.wait_attached(pod_ref, "eth0");
+    assert_eq!(
+        pod.ifindex("eth0"),
+        pod_ref.ifindex,
+        "a rename keeps the ifindex"
+    );
+    // Up again: the neighbour may need resolving again.
+    run_ok(
+        pod.exec("ping").args(["-c", "1", "-W", "2", "10.203.23.1"]),
+        Duration::from_secs(10),
+    );
+    let after = send(&node, &pod, 23, 80);
+    let counted = agent.stop();
+    check(
+        &counted,
+        (pod_ref, "eth0"),
+        (node_ref, "cqr"),
+        before + after,
+    );
+}

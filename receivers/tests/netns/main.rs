@@ -6,6 +6,7 @@
 
 mod cgroup;
 mod churn;
+mod churn_release;
 mod docker;
 mod latency;
 mod scan;

@@ -83,6 +83,11 @@ impl Agent {
         }
     }
 
+    /// Stops; returns every event it sent.
+    pub(crate) fn stop_events(self) -> Vec<periscope_pipeline::model::Event> {
+        self.running.stop()
+    }
+
     /// Stops; returns the last counters per (device, direction, transport) and the device
     /// table.
     pub(crate) fn stop(self) -> Counted {

@@ -6,6 +6,7 @@
 
 mod cgroup;
 mod churn;
+mod churn_process;
 mod churn_release;
 mod docker;
 mod latency;

@@ -131,6 +131,16 @@ pub(crate) fn bind_mounts() -> Vec<Found> {
     out
 }
 
+/// Files under [`BIND_DIRS`] that are not (yet) a mounted namespace.
+pub(crate) fn unmounted_bind_files() -> usize {
+    BIND_DIRS
+        .iter()
+        .filter_map(|dir| std::fs::read_dir(dir).ok())
+        .flat_map(|entries| entries.flatten())
+        .filter(|e| nsfs_inode(&e.path()).is_err())
+        .count()
+}
+
 /// Every distinct namespace of a process, by `/proc/PID/ns/net`, in pid order. Processes that
 /// exit meanwhile or that we may not inspect are skipped.
 pub(crate) fn proc_namespaces() -> io::Result<Vec<Found>> {

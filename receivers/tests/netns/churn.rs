@@ -17,7 +17,9 @@ use periscope_pipeline::config::ConfigDuration;
 use periscope_pipeline::devices::{DeviceTable, NamespaceTable};
 use periscope_pipeline::model::{DeviceCounters, DeviceRef, Direction, Transport};
 use periscope_pipeline::telemetry::ComponentCounters;
-use periscope_receivers::netdev::{InterfacesConfig, NamespacesConfig};
+use std::os::unix::fs::MetadataExt;
+
+use periscope_receivers::netdev::{AllNamespaces, InterfacesConfig, NamespacesConfig};
 use periscope_receivers::tcx::TcxConfig;
 use periscope_testkit::context;
 use periscope_testkit::netns::{udp, UdpTraffic};
@@ -362,4 +364,103 @@ fn a_rename_after_attach_is_followed() {
         (node_ref, "cqr"),
         before + after,
     );
+}
+
+/// The pattern of the issue, in the host itself: `ip netns add X; ip link add a type veth peer
+/// name b; ip link set b netns X`, with the receiver observing every namespace (only devices
+/// `cq*`, so that nothing of the host or of other tests is attached). The peer is often
+/// attached in the host an instant before it moves (or that attempt fails because it moved):
+/// either way it must end up attached, and counting, in X. Ten times.
+#[test]
+fn veth_made_in_the_host_and_moved_into_a_new_namespace() {
+    let Some(_serial) = SERIAL.lock_if(require_root(
+        "veth_made_in_the_host_and_moved_into_a_new_namespace",
+    )) else {
+        return;
+    };
+    const PODS: u8 = 10;
+    let agent = Agent::start(NamespacesConfig::All(AllNamespaces::All), &["cq*"]);
+    let mut latencies = Vec::new();
+    let mut done = Vec::new();
+    for i in 0..PODS {
+        let pod = fresh(&Netns::unique_name());
+        let (a, b) = (format!("cqha{i}"), format!("cqhb{i}"));
+        let _link = HostLink(a.clone());
+        ip(&["link", "add", &a, "type", "veth", "peer", "name", &b]);
+        ip(&["link", "set", &b, "netns", pod.name()]);
+        let pod_ref = device_ref(&pod, &b);
+        latencies.push(agent.wait_attached(pod_ref, &b));
+        // The host end stays in the host: addressed there, traffic goes pod → host.
+        let host_ref = DeviceRef {
+            netns: NetnsId {
+                inode: std::fs::metadata("/proc/self/ns/net").expect("stat").ino() as u32,
+                cookie: host_cookie(),
+            },
+            ifindex: ifindex(None, &a),
+        };
+        agent.wait_attached(host_ref, &a);
+        ip(&["link", "set", &a, "up"]);
+        pod.ip(&["addr", "add", &format!("10.203.{}.2/24", 40 + i), "dev", &b]);
+        pod.ip(&["link", "set", &b, "up"]);
+        // Counted on the pod's device only: the host end gets no address (10.x traffic stays
+        // out of the host's stack); datagrams go to a neighbour that is made up, on the link.
+        pod.ip(&[
+            "neigh",
+            "add",
+            &format!("10.203.{}.1", 40 + i),
+            "lladdr",
+            "02:00:00:00:00:01",
+            "dev",
+            &b,
+            "nud",
+            "permanent",
+        ]);
+        let sent = 100 + u64::from(i);
+        pod.run(|| {
+            let s = std::net::UdpSocket::bind(format!("10.203.{}.2:0", 40 + i)).expect("bind");
+            for _ in 0..sent {
+                s.send_to(&[1; 64], format!("10.203.{}.1:7000", 40 + i))
+                    .expect("send");
+            }
+        });
+        done.push((pod, pod_ref, host_ref, b, a, sent, _link));
+    }
+    let (p50, p99) = percentiles(latencies);
+    eprintln!("veth moved from the host: attached in the namespace {p50:?} (p50), {p99:?} (p99)");
+    let counted = agent.stop();
+    for (_, pod_ref, host_ref, b, a, sent, _) in &done {
+        assert_eq!(
+            counted.udp(*pod_ref, Direction::Egress),
+            *sent,
+            "out of {b}"
+        );
+        assert_eq!(
+            counted.udp(*host_ref, Direction::Ingress),
+            *sent,
+            "into {a}"
+        );
+        assert_eq!(
+            counted.1.get(pod_ref).map(|d| d.name).as_deref(),
+            Some(b.as_str())
+        );
+    }
+}
+
+/// The host namespace's cookie.
+fn host_cookie() -> u64 {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("socket");
+    let mut cookie = 0u64;
+    let mut len = size_of::<u64>() as libc::socklen_t;
+    // SAFETY: SO_NETNS_COOKIE writes a u64 into `cookie`.
+    let rc = unsafe {
+        libc::getsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&s),
+            libc::SOL_SOCKET,
+            libc::SO_NETNS_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0);
+    cookie
 }

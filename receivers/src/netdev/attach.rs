@@ -357,7 +357,12 @@ impl Attacher {
 
     /// Attaches to a device of a known namespace, if the interface filter takes it.
     pub fn add_device(&mut self, netns: NetnsId, dev: &Device) -> anyhow::Result<DeviceOutcome> {
-        if !self.opts.interfaces.matches(&dev.name) {
+        let attached = self
+            .namespaces
+            .get(&netns)
+            .is_some_and(|s| s.devices.contains_key(&dev.ifindex));
+        // A device already attached keeps its links when renamed, and its new name is taken.
+        if !attached && !self.opts.interfaces.matches(&dev.name) {
             return Ok(DeviceOutcome::Skipped);
         }
         // Gone and back under the same ifindex while its old links are being let go of.

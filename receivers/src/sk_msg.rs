@@ -16,7 +16,7 @@ use periscope_pipeline::config::PositiveDuration;
 use crate::shared::ebpf::{embedded_object, names, Object, SocketConfig};
 use crate::socket::{
     default_cgroup, default_poll_interval, default_ring_buffer_size, describe, open_cgroup,
-    preflight, validate_cgroup, validate_ring, DropReasons, SocketReceiver, SocketReceiverOptions,
+    preflight, validate, DropReasons, SocketReceiver, SocketReceiverOptions,
 };
 
 /// `ebpf/sk_msg.bpf.c`.
@@ -73,14 +73,7 @@ impl ComponentConfig for SkMsgConfig {
     const TYPE: &'static str = "sk_msg";
 
     fn validate(&self) -> Result<(), Vec<Invalid>> {
-        let mut errors = Vec::new();
-        validate_cgroup(&self.cgroup, &mut errors);
-        validate_ring(self.ring_buffer_size, &mut errors);
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors)
-        }
+        validate(Some(&self.cgroup), Some(self.ring_buffer_size))
     }
 }
 

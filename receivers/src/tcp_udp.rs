@@ -17,8 +17,8 @@ use crate::shared::ebpf::records::{
 use crate::shared::ebpf::{embedded_object, Object, SocketConfig};
 use crate::shared::kernel;
 use crate::socket::{
-    default_poll_interval, default_ring_buffer_size, describe, load_object, preflight,
-    validate_ring, DropReasons, SocketReceiver, SocketReceiverOptions,
+    default_poll_interval, default_ring_buffer_size, describe, load_object, preflight, validate,
+    DropReasons, SocketReceiver, SocketReceiverOptions,
 };
 
 /// `ebpf/tcp_udp.bpf.c`.
@@ -98,13 +98,7 @@ impl ComponentConfig for TcpUdpConfig {
     const TYPE: &'static str = "tcp_udp";
 
     fn validate(&self) -> Result<(), Vec<Invalid>> {
-        let mut errors = Vec::new();
-        validate_ring(self.ring_buffer_size, &mut errors);
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors)
-        }
+        validate(None, Some(self.ring_buffer_size))
     }
 }
 

@@ -130,55 +130,69 @@ impl HttpTransport {
     }
 
     pub async fn send_metrics(&mut self, req: &ExportMetricsServiceRequest) -> Outcome {
-        let json = self.json;
-        let body = self.encode(|b| {
-            if json {
-                otlp_json::write_metrics_request(b, req)
-            } else {
-                req.encode(b).expect("a Vec grows as needed")
-            }
-        });
         let url = self.metrics_url.clone();
-        match self.post(&url, body).await {
-            Ok(bytes) => {
-                if json {
-                    return json_partial_success(&bytes, "rejectedDataPoints");
-                }
-                let p = ExportMetricsServiceResponse::decode(bytes.as_ref())
+        self.send(
+            &url,
+            req,
+            otlp_json::write_metrics_request,
+            "rejectedDataPoints",
+            |body| {
+                let p = ExportMetricsServiceResponse::decode(body)
                     .ok()
                     .and_then(|r| r.partial_success)
                     .unwrap_or_default();
-                Outcome::Accepted {
-                    rejected: p.rejected_data_points.max(0) as u64,
-                    message: p.error_message,
-                }
-            }
-            Err(o) => o,
-        }
+                (p.rejected_data_points, p.error_message)
+            },
+        )
+        .await
     }
 
     pub async fn send_traces(&mut self, req: &ExportTraceServiceRequest) -> Outcome {
+        let url = self.traces_url.clone();
+        self.send(
+            &url,
+            req,
+            otlp_json::write_traces_request,
+            "rejectedSpans",
+            |body| {
+                let p = ExportTraceServiceResponse::decode(body)
+                    .ok()
+                    .and_then(|r| r.partial_success)
+                    .unwrap_or_default();
+                (p.rejected_spans, p.error_message)
+            },
+        )
+        .await
+    }
+
+    /// One signal's request: encoded as JSON (`write_json`) or protobuf, posted to `url`; the
+    /// partial success read from the response, JSON by its `rejected` field name, protobuf by
+    /// `partial` (rejected count, message).
+    async fn send<R: Message>(
+        &mut self,
+        url: &str,
+        req: &R,
+        write_json: fn(&mut Vec<u8>, &R),
+        rejected: &str,
+        partial: fn(&[u8]) -> (i64, String),
+    ) -> Outcome {
         let json = self.json;
         let body = self.encode(|b| {
             if json {
-                otlp_json::write_traces_request(b, req)
+                write_json(b, req)
             } else {
                 req.encode(b).expect("a Vec grows as needed")
             }
         });
-        let url = self.traces_url.clone();
-        match self.post(&url, body).await {
+        match self.post(url, body).await {
             Ok(bytes) => {
                 if json {
-                    return json_partial_success(&bytes, "rejectedSpans");
+                    return json_partial_success(&bytes, rejected);
                 }
-                let p = ExportTraceServiceResponse::decode(bytes.as_ref())
-                    .ok()
-                    .and_then(|r| r.partial_success)
-                    .unwrap_or_default();
+                let (count, message) = partial(bytes.as_ref());
                 Outcome::Accepted {
-                    rejected: p.rejected_spans.max(0) as u64,
-                    message: p.error_message,
+                    rejected: count.max(0) as u64,
+                    message,
                 }
             }
             Err(o) => o,

@@ -43,6 +43,15 @@ impl Invalid {
             message: message.into(),
         }
     }
+
+    /// What a `validate` returns: `Ok` when nothing was found, else everything that was.
+    pub fn all(errors: Vec<Invalid>) -> Result<(), Vec<Invalid>> {
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
 }
 
 /// What every component config is: a typed, documented struct read from YAML.

@@ -170,8 +170,21 @@ pub fn preflight() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The checks the socket receivers share: the `cgroup` option (those attached to a cgroup) and
+/// the `ring_buffer_size` (those with a ring buffer).
+pub fn validate(cgroup: Option<&Path>, ring_buffer_size: Option<u32>) -> Result<(), Vec<Invalid>> {
+    let mut errors = Vec::new();
+    if let Some(cgroup) = cgroup {
+        validate_cgroup(cgroup, &mut errors);
+    }
+    if let Some(size) = ring_buffer_size {
+        validate_ring(size, &mut errors);
+    }
+    Invalid::all(errors)
+}
+
 /// Checks a ring buffer size.
-pub fn validate_ring(ring_buffer_size: u32, errors: &mut Vec<Invalid>) {
+fn validate_ring(ring_buffer_size: u32, errors: &mut Vec<Invalid>) {
     if ring_buffer_size < 4096 || !ring_buffer_size.is_power_of_two() {
         errors.push(Invalid::new(
             "ring_buffer_size",
@@ -183,7 +196,7 @@ pub fn validate_ring(ring_buffer_size: u32, errors: &mut Vec<Invalid>) {
 }
 
 /// Checks a cgroup path option.
-pub fn validate_cgroup(cgroup: &Path, errors: &mut Vec<Invalid>) {
+fn validate_cgroup(cgroup: &Path, errors: &mut Vec<Invalid>) {
     if cgroup != Path::new(ROOT_CGROUP) && !cgroup.is_absolute() {
         errors.push(Invalid::new(
             "cgroup",

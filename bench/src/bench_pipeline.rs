@@ -126,15 +126,8 @@ fn run_bare(events: u64, flows: u64) -> anyhow::Result<Measure> {
         bail!("synthetic is not a receiver");
     };
     let (tx, rx) = bounded(64);
-    let counters = std::sync::Arc::default();
-    let ctx = BuildContext {
-        id: ComponentId::parse("synthetic").map_err(|e| anyhow!(e))?,
-        devices: DeviceTable::default(),
-        namespaces: Default::default(),
-        sockets: Default::default(),
-        dns: Default::default(),
-        counters: std::sync::Arc::clone(&counters),
-    };
+    let ctx = BuildContext::standalone(ComponentId::parse("synthetic").map_err(|e| anyhow!(e))?);
+    let counters = std::sync::Arc::clone(&ctx.counters);
     let receiver = config.build(&ctx)?;
     let (cpu0, t0, a0) = (cpu_time(), Instant::now(), allocations());
     let consumer = std::thread::spawn(move || {

@@ -2,7 +2,6 @@
 //! attached it, with a breakdown (discovery, load, attach).
 
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -71,14 +70,9 @@ pub(crate) fn attach_latency(samples: usize, xdp: bool, pause: Duration) -> Resu
         .collect();
     let _cleanup = DeleteNamespaces(names.clone());
     let what = if xdp { "xdp" } else { "tcx" };
-    let ctx = BuildContext {
-        id: ComponentId::parse(&format!("{what}/latency")).map_err(anyhow::Error::msg)?,
-        devices: DeviceTable::default(),
-        namespaces: Default::default(),
-        sockets: Default::default(),
-        dns: Default::default(),
-        counters: Arc::default(),
-    };
+    let ctx = BuildContext::standalone(
+        ComponentId::parse(&format!("{what}/latency")).map_err(anyhow::Error::msg)?,
+    );
     let listed = NamespacesConfig::Listed(names[..2 * samples].to_vec());
     let receiver = if xdp {
         XdpConfig {

@@ -92,6 +92,21 @@ pub struct BuildContext {
     pub counters: Arc<ComponentCounters>,
 }
 
+impl BuildContext {
+    /// A context of its own (empty tables, fresh counters), for a component built outside a
+    /// topology: tests and benchmarks.
+    pub fn standalone(id: ComponentId) -> Self {
+        BuildContext {
+            id,
+            devices: DeviceTable::default(),
+            namespaces: NamespaceTable::default(),
+            sockets: SocketTable::default(),
+            dns: DnsTable::default(),
+            counters: Arc::default(),
+        }
+    }
+}
+
 /// A receiver's config.
 pub trait ReceiverConfig: ComponentConfig {
     /// True when the receiver ends by itself (a file replay): a run whose receivers are all

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 
+use periscope_bench::joined;
 use periscope_pipeline::component::registry::AnyConfig;
 use periscope_pipeline::component::{BuildContext, ComponentId, Kind};
 use periscope_pipeline::config::{self, yaml};
@@ -152,7 +153,7 @@ fn run_bare(events: u64, flows: u64) -> anyhow::Result<Measure> {
     );
     receiver.run(&mut output, &StopSignal::default())?;
     drop(output);
-    let (n, bytes) = consumer.join().map_err(|_| anyhow!("consumer panicked"))?;
+    let (n, bytes) = joined(consumer.join(), "consumer")?;
     let (wall, cpu, allocations) = (t0.elapsed(), cpu_time() - cpu0, allocations() - a0);
     if n != events {
         bail!("bare consumer saw {n} events, expected {events}");

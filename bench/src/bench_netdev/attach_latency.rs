@@ -5,7 +5,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use periscope_bench::ip;
+use periscope_bench::{ip, joined};
 use periscope_pipeline::devices::DeviceTable;
 use periscope_pipeline::edge::EventOutput;
 use periscope_pipeline::model::NetnsId;
@@ -171,9 +171,7 @@ pub(crate) fn attach_latency(samples: usize, xdp: bool, pause: Duration) -> Resu
         std::thread::sleep(pause);
     }
     stop.raise();
-    thread
-        .join()
-        .map_err(|_| anyhow::anyhow!("the receiver panicked"))??;
+    joined(thread.join(), "the receiver")??;
     let _ = sink.join();
 
     // Where a new namespace's time goes, through the attachment manager itself.

@@ -7,7 +7,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use periscope_bench::{enter_netns, thread_cpu_ns};
+use periscope_bench::{enter_netns, joined, thread_cpu_ns};
 use periscope_pipeline::edge::EventOutput;
 use periscope_pipeline::model::{Direction, Event};
 
@@ -202,15 +202,9 @@ pub(crate) fn flood(topo: &Topology, packets: u64, attached: &mut Attached) -> R
     let ksoft1 = runtime_ns(&ksoft);
     let reader_ns = thread_cpu_ns() - reader0;
     drop(output);
-    let records = consumer
-        .join()
-        .map_err(|_| anyhow::anyhow!("consumer panicked"))?;
-    let (sent, sender_ns) = sender
-        .join()
-        .map_err(|_| anyhow::anyhow!("sender panicked"))??;
-    let sink_ns = sink
-        .join()
-        .map_err(|_| anyhow::anyhow!("sink panicked"))??;
+    let records = joined(consumer.join(), "consumer")?;
+    let (sent, sender_ns) = joined(sender.join(), "sender")??;
+    let sink_ns = joined(sink.join(), "sink")??;
     let (mut lost, mut counted_rx) = (0, 0);
     if let Attached::Periscope(a) = attached {
         let (counters, l) = a.read_counters();

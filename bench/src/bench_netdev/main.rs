@@ -168,10 +168,7 @@ fn main() {
 
 fn run() -> Result<()> {
     let args = parse_args()?;
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("needs root (network namespaces, eBPF programs)");
-    }
+    periscope_bench::require_root("network namespaces, eBPF programs")?;
     install_signal_handlers();
     if let Some(n) = args.attach_latency {
         if n == 0 {

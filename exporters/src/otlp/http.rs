@@ -4,12 +4,8 @@
 use std::io::Write;
 
 use anyhow::Context;
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE};
 
@@ -136,13 +132,7 @@ impl HttpTransport {
             req,
             otlp_json::write_metrics_request,
             "rejectedDataPoints",
-            |body| {
-                let p = ExportMetricsServiceResponse::decode(body)
-                    .ok()
-                    .and_then(|r| r.partial_success)
-                    .unwrap_or_default();
-                (p.rejected_data_points, p.error_message)
-            },
+            |body| Outcome::of_metrics(Message::decode(body).unwrap_or_default()),
         )
         .await
     }
@@ -154,27 +144,21 @@ impl HttpTransport {
             req,
             otlp_json::write_traces_request,
             "rejectedSpans",
-            |body| {
-                let p = ExportTraceServiceResponse::decode(body)
-                    .ok()
-                    .and_then(|r| r.partial_success)
-                    .unwrap_or_default();
-                (p.rejected_spans, p.error_message)
-            },
+            |body| Outcome::of_traces(Message::decode(body).unwrap_or_default()),
         )
         .await
     }
 
     /// One signal's request: encoded as JSON (`write_json`) or protobuf, posted to `url`; the
     /// partial success read from the response, JSON by its `rejected` field name, protobuf by
-    /// `partial` (rejected count, message).
+    /// `accepted`.
     async fn send<R: Message>(
         &mut self,
         url: &str,
         req: &R,
         write_json: fn(&mut Vec<u8>, &R),
         rejected: &str,
-        partial: fn(&[u8]) -> (i64, String),
+        accepted: fn(&[u8]) -> Outcome,
     ) -> Outcome {
         let json = self.json;
         let body = self.encode(|b| {
@@ -189,11 +173,7 @@ impl HttpTransport {
                 if json {
                     return json_partial_success(&bytes, rejected);
                 }
-                let (count, message) = partial(bytes.as_ref());
-                Outcome::Accepted {
-                    rejected: count.max(0) as u64,
-                    message,
-                }
+                accepted(bytes.as_ref())
             }
             Err(o) => o,
         }

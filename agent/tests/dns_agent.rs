@@ -36,7 +36,7 @@ use periscope_testkit::otlp::{parse_requests, sum_series};
 use periscope_testkit::periscope::start_agent;
 use periscope_testkit::process::{output_with_timeout, run_ok, Background};
 use periscope_testkit::python::tcp_server;
-use periscope_testkit::{require_root, require_tools, yaml_path, Netns, TestDir};
+use periscope_testkit::{require_root_and_tools, test_name, yaml_path, Netns, TestDir};
 
 const TOOLS: &[&str] = &["ip", "python3", "dnsmasq", "dig", "dumpcap", "tshark"];
 const SERVER: &str = "10.216.0.2";
@@ -83,8 +83,8 @@ c.close()
 
 #[test]
 fn dnsmasq_lookups_are_counted_timed_like_tshark_and_name_flows() {
-    const TEST: &str = "dnsmasq_lookups_are_counted_timed_like_tshark_and_name_flows";
-    if !(require_root(TEST) && require_tools(TEST, TOOLS)) {
+    let test = test_name!();
+    if !require_root_and_tools(test, TOOLS) {
         return;
     }
     let dir = TestDir::new("dns_agent");

@@ -21,7 +21,7 @@ use periscope_testkit::otlp::sink::{free_port, int_attr, str_attr, Sink};
 use periscope_testkit::periscope::{start_agent, stop_agent};
 use periscope_testkit::process::{run_ok, Background};
 use periscope_testkit::python::tcp_server;
-use periscope_testkit::{require_root, require_tools, skip, TestDir};
+use periscope_testkit::{require_root_and_tools, skip, test_name, TestDir};
 
 /// What the server does with each connection (see `tcp_server`).
 const SERVER_PER_CONNECTION: &str = r#"
@@ -56,12 +56,12 @@ print(" ".join(map(str, ports)))
 
 #[test]
 fn connection_spans_and_metrics_reach_a_real_collector() {
-    const TEST: &str = "connection_spans_and_metrics_reach_a_real_collector";
-    if !(require_root(TEST) && require_tools(TEST, &["ip", "python3"])) {
+    let test = test_name!();
+    if !require_root_and_tools(test, &["ip", "python3"]) {
         return;
     }
     let Some(rotel) = rotel_binary() else {
-        skip(TEST, &format!("rotel is missing ({})", rotel::INSTALL));
+        skip(test, &format!("rotel is missing ({})", rotel::INSTALL));
         return;
     };
     let sink = Sink::start(free_port());

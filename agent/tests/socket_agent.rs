@@ -32,7 +32,7 @@ use periscope_testkit::periscope::{start_agent, stop_agent};
 use periscope_testkit::process::{output_with_timeout, run_ok, Background};
 use periscope_testkit::python::tcp_server;
 use periscope_testkit::stats::median;
-use periscope_testkit::{require_root, require_tools, yaml_path, Netns, TestDir};
+use periscope_testkit::{require_root_and_tools, test_name, yaml_path, Netns, TestDir};
 
 const TOOLS: &[&str] = &[
     "ip", "python3", "ss", "dumpcap", "tshark", "nft", "nstat", "bpftool",
@@ -137,8 +137,8 @@ fn metric_series(out: &Path, metric: &str) -> Vec<Series> {
 
 #[test]
 fn sockets_short_connections_udp_and_drops_are_reported_exactly() {
-    const TEST: &str = "sockets_short_connections_udp_and_drops_are_reported_exactly";
-    if !(require_root(TEST) && require_tools(TEST, TOOLS)) {
+    let test = test_name!();
+    if !require_root_and_tools(test, TOOLS) {
         return;
     }
     let dir = TestDir::new("socket_agent");

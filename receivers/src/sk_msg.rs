@@ -35,7 +35,7 @@ pub struct SkMsgConfig {
     #[serde(default = "default_cgroup")]
     pub cgroup: PathBuf,
     /// Also record received data (sk_skb stream verdict); default true.
-    #[serde(default = "default_true")]
+    #[serde(default = "periscope_pipeline::config::default_true")]
     pub receive: bool,
     /// Most sockets observed at once (sockhash entries; default 65536). Sockets past it are
     /// not observed and are counted as dropped.
@@ -47,10 +47,6 @@ pub struct SkMsgConfig {
     /// How often the ring buffer is read (default 50ms).
     #[serde(default = "default_poll_interval")]
     pub poll_interval: PositiveDuration,
-}
-
-fn default_true() -> bool {
-    true
 }
 
 fn default_max_sockets() -> NonZeroU32 {

@@ -68,7 +68,7 @@ pub struct TcpUdpConfig {
     #[serde(default)]
     pub send_receive: SendReceive,
     /// Report dropped IP packets with the kernel's reason (`skb:kfree_skb`); default true.
-    #[serde(default = "default_true")]
+    #[serde(default = "periscope_pipeline::config::default_true")]
     pub drops: bool,
     /// Ring buffer size in bytes: a power of two from 4096 (default 4194304).
     #[serde(default = "default_ring_buffer_size")]
@@ -76,10 +76,6 @@ pub struct TcpUdpConfig {
     /// How often the ring buffer is read (default 50ms).
     #[serde(default = "default_poll_interval")]
     pub poll_interval: PositiveDuration,
-}
-
-fn default_true() -> bool {
-    true
 }
 
 impl Default for TcpUdpConfig {

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use periscope_bench::{enter_netns, ip, joined, require_root, thread_cpu_ns};
+use periscope_bench::{enter_netns, ip, joined, require_root, set_socket_option, thread_cpu_ns};
 use periscope_pipeline::component::Receiver;
 use periscope_pipeline::config::PositiveDuration;
 use periscope_pipeline::edge::{EventOutput, StopSignal};
@@ -361,16 +361,7 @@ fn no_linger(c: &TcpStream) {
         l_onoff: 1,
         l_linger: 0,
     };
-    // SAFETY: a valid socket and a linger struct of the right size.
-    unsafe {
-        libc::setsockopt(
-            c.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
+    set_socket_option(c, libc::SO_LINGER, &linger);
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

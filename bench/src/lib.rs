@@ -22,6 +22,20 @@ pub fn require_root(needs: &str) -> Result<()> {
     Ok(())
 }
 
+/// `setsockopt(fd, SOL_SOCKET, opt, value)`, best effort (a benchmark runs without it).
+pub fn set_socket_option<T>(fd: &impl AsRawFd, opt: libc::c_int, value: &T) {
+    // SAFETY: a valid socket, and a value of the size passed.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        );
+    }
+}
+
 /// Runs `ip ARGS...`; an error with what it printed when it fails.
 pub fn ip(args: &[&str]) -> Result<()> {
     let out = Command::new("ip")

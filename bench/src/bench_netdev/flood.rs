@@ -7,7 +7,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use periscope_bench::{enter_netns, joined, thread_cpu_ns};
+use periscope_bench::{enter_netns, joined, set_socket_option, thread_cpu_ns};
 use periscope_pipeline::edge::EventOutput;
 use periscope_pipeline::model::{Direction, Event};
 
@@ -230,14 +230,5 @@ pub(crate) fn flood(topo: &Topology, packets: u64, attached: &mut Attached) -> R
 }
 
 fn set_buf(sock: &UdpSocket, opt: libc::c_int, bytes: libc::c_int) {
-    // SAFETY: setsockopt with an int value.
-    unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            opt,
-            (&bytes as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
+    set_socket_option(sock, opt, &bytes);
 }

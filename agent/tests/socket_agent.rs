@@ -22,14 +22,14 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use periscope_testkit::bpf;
 use periscope_testkit::capture::{handshake_times, Dumpcap};
 use periscope_testkit::netns::{pods, udp, UdpTraffic};
 use periscope_testkit::otlp::{read_metrics, read_spans, sum_series, Series, Span};
 use periscope_testkit::periscope::{start_agent, stop_agent};
-use periscope_testkit::process::{output_with_timeout, run_ok, Background};
+use periscope_testkit::process::{output_with_timeout, poll, run_ok, Background};
 use periscope_testkit::python::tcp_server;
 use periscope_testkit::stats::median;
 use periscope_testkit::{require_root_and_tools, test_name, yaml_path, Netns, TestDir};
@@ -310,18 +310,17 @@ fn sockets_short_connections_udp_and_drops_are_reported_exactly() {
     assert!(retrans_a > 0, "the nft rule caused no retransmissions");
 
     // Wait until every client span arrived.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let client_spans = loop {
-        let rows: Vec<Span> = read_spans(&traces_out)
-            .into_iter()
-            .filter(|s| s.kind == 3 && s.int("periscope.netns.inode") == Some(a_ino))
-            .filter(|s| s.int("network.peer.port") == Some(TCP_PORT as i64))
-            .collect();
-        if rows.len() >= CONNECTIONS || Instant::now() > deadline {
-            break rows;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let client_spans = poll(
+        Duration::from_secs(30),
+        || -> Vec<Span> {
+            read_spans(&traces_out)
+                .into_iter()
+                .filter(|s| s.kind == 3 && s.int("periscope.netns.inode") == Some(a_ino))
+                .filter(|s| s.int("network.peer.port") == Some(TCP_PORT as i64))
+                .collect()
+        },
+        |rows| rows.len() >= CONNECTIONS,
+    );
     capture.wait_until_settled(
         2 * CONNECTIONS as u64,
         Duration::from_millis(1500),

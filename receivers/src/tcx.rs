@@ -189,7 +189,8 @@ impl TcxConfig {
             ctx.devices.clone(),
             DiscoverySource::Watch(self.namespaces.scope()),
         )
-        .with_dns(ctx.dns.clone()))
+        .with_dns(ctx.dns.clone())
+        .with_namespaces(ctx.namespaces.clone()))
     }
 }
 

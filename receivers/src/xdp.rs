@@ -134,7 +134,8 @@ impl XdpConfig {
             ctx.devices.clone(),
             DiscoverySource::Watch(self.namespaces.scope()),
         )
-        .with_dns(ctx.dns.clone()))
+        .with_dns(ctx.dns.clone())
+        .with_namespaces(ctx.namespaces.clone()))
     }
 }
 

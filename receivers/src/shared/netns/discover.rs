@@ -53,6 +53,7 @@ pub fn scan() -> io::Result<Vec<Namespace>> {
 fn with_cookie(found: Found) -> io::Result<Namespace> {
     let handle = NetnsHandle::open_path(&found.path, Some(found.inode))?;
     let cookie = netns_cookie(&handle)?;
+    let cgroup = super::owner::owner_cgroup(&found, &[]);
     Ok(Namespace {
         id: NetnsId {
             inode: found.inode,
@@ -60,6 +61,7 @@ fn with_cookie(found: Found) -> io::Result<Namespace> {
         },
         name: found.name,
         path: found.path,
+        cgroup,
     })
 }
 

@@ -39,6 +39,7 @@ use super::discover::{
 };
 use super::enter::{run_in, socket_cookie, NetnsHandle};
 use super::fds::{ctx, drain_eventfd, epoll_add, epoll_del, owned, wake};
+use super::owner::owner_cgroup;
 use super::procevents::ProcEvents;
 use super::scope::{cgroup_pids, cgroup_relative, in_cgroup, resolve_listed, NamespaceScope};
 use super::{Device, Discovery, Namespace};
@@ -426,6 +427,7 @@ impl Loop {
             tracing::warn!(error = %e, "netns watcher: cannot poll netlink socket");
             return;
         }
+        let cgroup = owner_cgroup(&f, &self.last_scan);
         let ns = Namespace {
             id: NetnsId {
                 inode: f.inode,
@@ -433,6 +435,7 @@ impl Loop {
             },
             name: f.name,
             path: f.path,
+            cgroup,
         };
         tracing::debug!(
             ?ns,

@@ -206,11 +206,7 @@ impl ComponentConfig for TcxConfig {
             ));
         }
         self.shared().validate(&mut errors);
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors)
-        }
+        Invalid::all(errors)
     }
 }
 

@@ -150,11 +150,7 @@ impl ComponentConfig for XdpConfig {
     fn validate(&self) -> Result<(), Vec<Invalid>> {
         let mut errors = Vec::new();
         self.shared().validate(&mut errors);
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors)
-        }
+        Invalid::all(errors)
     }
 }
 

@@ -365,8 +365,12 @@ impl Attacher {
         if !attached && !self.opts.interfaces.matches(&dev.name) {
             return Ok(DeviceOutcome::Skipped);
         }
-        // Gone and back under the same ifindex while its old links are being let go of.
-        self.wait_released(netns, dev.ifindex);
+        // Gone and back under the same ifindex while its old links are being let go of: wait,
+        // and delete the old device's counters before the new one counts.
+        if !attached {
+            self.wait_released(netns, dev.ifindex);
+            self.settle();
+        }
         let hooks = self.opts.hooks.clone();
         let has_fallback = self.has_fallback();
         let Some(state) = self.namespaces.get_mut(&netns) else {

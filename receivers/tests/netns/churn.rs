@@ -464,3 +464,83 @@ fn host_cookie() -> u64 {
     assert_eq!(rc, 0);
     cookie
 }
+
+/// A device deleted while its namespace stays: its final counters arrive marked `last`, its
+/// names are retired (kept), and a new device given the same ifindex starts from zero
+/// (counters and records delivered).
+#[test]
+fn a_deleted_device_ends_with_a_last_point_and_its_ifindex_starts_clean() {
+    let Some(_serial) = SERIAL.lock_if(require_root(
+        "a_deleted_device_ends_with_a_last_point_and_its_ifindex_starts_clean",
+    )) else {
+        return;
+    };
+    let (node_name, pod_name) = (Netns::unique_name(), Netns::unique_name());
+    let agent = Agent::listed(&[&node_name, &pod_name]);
+    let node = fresh(&node_name);
+    let pod = fresh(&pod_name);
+    pod.ip(&[
+        "link", "add", "eth0", "index", "77", "type", "veth", "peer", "name", "cqx", "netns",
+        &node_name,
+    ]);
+    let pod_ref = device_ref(&pod, "eth0");
+    assert_eq!(pod_ref.ifindex, 77);
+    agent.wait_attached(pod_ref, "eth0");
+    wire(&node, "cqx", &pod, "eth0", 50);
+    let first = send(&node, &pod, 50, 180);
+    node.ip(&["link", "del", "cqx"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while agent.devices.is_alive(&pod_ref) {
+        assert!(
+            Instant::now() < deadline,
+            "eth0 not retired after its deletion"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(
+        agent.devices.get(&pod_ref).map(|d| d.name).as_deref(),
+        Some("eth0"),
+        "a retired device keeps its name"
+    );
+    // A new device with the same ifindex (and name) in the same namespace.
+    pod.ip(&[
+        "link", "add", "eth0", "index", "77", "type", "veth", "peer", "name", "cqy", "netns",
+        &node_name,
+    ]);
+    agent.wait_attached(pod_ref, "eth0");
+    wire(&node, "cqy", &pod, "eth0", 51);
+    let second = send(&node, &pod, 51, 70);
+    let events = agent.stop_events();
+    let points: Vec<DeviceCounters> = events
+        .iter()
+        .filter_map(|e| match e {
+            periscope_pipeline::model::Event::DeviceCounters(c)
+                if c.device == pod_ref
+                    && c.direction == Direction::Egress
+                    && c.transport == Transport::Udp =>
+            {
+                Some(*c)
+            }
+            _ => None,
+        })
+        .collect();
+    let split = points
+        .iter()
+        .position(|c| c.last)
+        .expect("a final point for the deleted eth0");
+    assert_eq!(
+        points[split].packets, first,
+        "the deleted device's final count"
+    );
+    let after = &points[split + 1..];
+    let new = after.last().expect("counters of the new eth0");
+    assert_eq!(new.packets, second, "the new device starts from zero");
+    assert!(
+        after.iter().all(|c| c.packets <= second && !c.last),
+        "nothing of the old device after its final point: {after:?}"
+    );
+    assert!(
+        new.records_delivered <= second,
+        "records delivered start from zero too: {new:?}"
+    );
+}

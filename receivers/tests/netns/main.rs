@@ -8,6 +8,7 @@ mod cgroup;
 mod churn;
 mod churn_process;
 mod churn_release;
+mod churn_telemetry;
 mod docker;
 mod latency;
 mod scan;

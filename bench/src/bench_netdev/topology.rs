@@ -137,6 +137,7 @@ pub(crate) fn namespace(name: &str) -> Result<(Namespace, NetnsHandle)> {
         id: NetnsId { inode, cookie: 0 },
         name: Some(name.to_string()),
         path,
+        cgroup: None,
     };
     let handle = NetnsHandle::open(&ns)?;
     ns.id.cookie = netns_cookie(&handle)?;

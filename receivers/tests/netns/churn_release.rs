@@ -78,6 +78,9 @@ fn a_hundred_namespaces_deleted_at_once_release_their_links_within_5s() {
     while left > 0 && t.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(20));
         left = held(&ours);
+        if std::env::var_os("CHURN_TRACE").is_some() {
+            eprintln!("{:?}: {left} links held", t.elapsed());
+        }
     }
     let took = t.elapsed();
     eprintln!(

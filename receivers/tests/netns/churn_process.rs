@@ -324,3 +324,67 @@ fn a_listed_namespace_mounted_late_is_attached() {
         Some(pod_name.as_str())
     );
 }
+
+/// A namespace first found through its process (no name), bind-mounted under a name later
+/// (`ip netns attach`): the namespace and the devices already attached in it take the name.
+#[test]
+fn a_name_that_comes_later_reaches_the_namespace_and_its_devices() {
+    let Some(_serial) = SERIAL.lock_if(require_root(
+        "a_name_that_comes_later_reaches_the_namespace_and_its_devices",
+    )) else {
+        return;
+    };
+    let root = Path::new("/sys/fs/cgroup/unified");
+    let mut cgroups = Cgroups::new();
+    let dir = cgroups.mkdir(root.join(format!("periscope-cqn-{}", std::process::id())));
+    let agent = Agent::start(
+        NamespacesConfig::Cgroup(CgroupNamespaces {
+            cgroup: dir.clone(),
+        }),
+        &[],
+    );
+    let holder = Background::spawn(
+        Command::new("sh").arg("-c").arg(format!(
+            "echo $$ > {}/cgroup.procs && exec unshare -n sleep 60",
+            dir.display()
+        )),
+        "unshare -n sleep",
+    );
+    let pid = holder.pid();
+    let ns_path = PathBuf::from(format!("/proc/{pid}/ns/net"));
+    let deadline = Instant::now() + WAIT;
+    while std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default() != "sleep\n" {
+        assert!(Instant::now() < deadline, "unshare -n sleep did not start");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let lo = DeviceRef {
+        netns: NetnsId {
+            inode: std::fs::metadata(&ns_path).expect("stat").ino() as u32,
+            cookie: cookie_of(&ns_path),
+        },
+        ifindex: 1,
+    };
+    agent.wait_attached(lo, "lo");
+    assert_eq!(agent.devices.get(&lo).and_then(|d| d.netns_name), None);
+    let name = Netns::unique_name();
+    run_ok(
+        Command::new("ip").args(["netns", "attach", &name, &pid.to_string()]),
+        Duration::from_secs(10),
+    );
+    let _guard = Netns::adopt(&name);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let ns_name = agent.namespaces.get(&lo.netns).and_then(|n| n.name);
+        let dev_name = agent.devices.get(&lo).and_then(|d| d.netns_name);
+        if ns_name.as_deref() == Some(name.as_str()) && dev_name.as_deref() == Some(name.as_str()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the late name did not arrive: namespace {ns_name:?}, device {dev_name:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(holder);
+    drop(agent.stop_events());
+}

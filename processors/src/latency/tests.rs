@@ -10,6 +10,8 @@ use periscope_pipeline::model::{MetricsBatch, Number, Telemetry};
 
 use crate::testing::{at_least_one, overflow_warnings, warnings, Rng};
 
+mod churn;
+
 const MS: u64 = 1_000_000;
 
 fn ev(cookie: u64, kind: SocketEventKind, hook: SocketHook, ts: u64) -> SocketEvent {
@@ -685,22 +687,4 @@ fn series_past_the_limit_fold_into_one_overflow_series_with_one_warning() {
     );
     assert!((sum(&out, names::TCP_CONNECT_DURATION) - 0.021).abs() < 1e-9);
     assert_eq!(overflow_warnings(&logged), 1, "{logged:?}");
-}
-
-#[test]
-fn series_of_a_gone_namespace_retire_after_one_grace_collect() {
-    let namespaces = periscope_pipeline::NamespaceTable::default();
-    let mut p = processor(config()).with_namespaces(namespaces.clone());
-    let pod = NetnsId {
-        inode: 4026532000,
-        cookie: 7,
-    };
-    namespaces.insert(pod, Default::default());
-    feed(&mut p, &[established(1, SocketHook::Sockops, 3 * MS, 500)]);
-    assert!(p.series_len() > 0);
-    namespaces.retire(&pod);
-    flush(&mut p);
-    assert!(p.series_len() > 0, "a grace collect first");
-    assert!(!flush(&mut p).is_empty(), "the last points");
-    assert_eq!(p.series_len(), 0, "retired");
 }

@@ -41,6 +41,10 @@ impl ProcessorConfig for IdentityConfig {
     }
 }
 
+/// How much later than a span's start its pid's process may seem to have started (process
+/// start times are known to the second) before the pid counts as reused.
+const PID_REUSE_SLACK_NS: u64 = 2_000_000_000;
+
 /// Which attributes one kind of telemetry gets.
 #[derive(Clone, Copy, Debug, Default)]
 struct Wanted {
@@ -332,7 +336,15 @@ impl Identity {
     }
 
     /// Adds the identity of the ids in `attrs`.
-    fn enrich(&mut self, attrs: &mut Attributes, metric: bool, now: Instant) {
+    /// `since_ns`: when what the attributes describe began (a span's start), if it is one
+    /// thing: a process found under its pid that started later is another one (a reused pid).
+    fn enrich(
+        &mut self,
+        attrs: &mut Attributes,
+        metric: bool,
+        since_ns: Option<u64>,
+        now: Instant,
+    ) {
         let want = if metric { self.metrics } else { self.spans };
         if !want.any() {
             return;
@@ -374,7 +386,18 @@ impl Identity {
         let mut process_workload = None;
         if let (Some(p), true) = (pid, want.process() || want.container()) {
             let lookup = match self.processes.as_mut() {
-                Some(procs) => procs.lookup(p, now),
+                Some(procs) => match procs.lookup(p, now) {
+                    // The pid's process began after the span did: the span's process exited
+                    // and its pid was reused. What the kernel reported (comm) stays.
+                    Lookup::Found(info)
+                        if since_ns.zip(procs.started_ns(&info)).is_some_and(
+                            |(since, started)| started > since.saturating_add(PID_REUSE_SLACK_NS),
+                        ) =>
+                    {
+                        Lookup::KnownMissing
+                    }
+                    other => other,
+                },
                 None => Lookup::KnownMissing,
             };
             match lookup {
@@ -517,17 +540,17 @@ impl Identity {
                     match &mut metric.data {
                         MetricData::Sum { points, .. } | MetricData::Gauge { points } => {
                             for p in points {
-                                self.enrich(&mut p.attributes, true, now);
+                                self.enrich(&mut p.attributes, true, None, now);
                             }
                         }
                         MetricData::Histogram { points, .. } => {
                             for p in points {
-                                self.enrich(&mut p.attributes, true, now);
+                                self.enrich(&mut p.attributes, true, None, now);
                             }
                         }
                         MetricData::ExponentialHistogram { points, .. } => {
                             for p in points {
-                                self.enrich(&mut p.attributes, true, now);
+                                self.enrich(&mut p.attributes, true, None, now);
                             }
                         }
                     }
@@ -535,7 +558,7 @@ impl Identity {
             }
             Telemetry::Traces(t) => {
                 for span in &mut t.spans {
-                    self.enrich(&mut span.attributes, false, now);
+                    self.enrich(&mut span.attributes, false, Some(span.start_time_ns), now);
                 }
             }
         }

@@ -85,6 +85,11 @@ fn identity(config: &IdentityConfig, sockets: SocketTable) -> (Identity, Arc<Com
 }
 
 fn span(attrs: Attributes) -> Telemetry {
+    span_at(attrs, periscope_pipeline::telemetry::now_ns())
+}
+
+/// A span that began at `start_ns`.
+fn span_at(attrs: Attributes, start_ns: u64) -> Telemetry {
     Telemetry::Traces(TracesBatch {
         resource: Default::default(),
         scope: Default::default(),
@@ -94,8 +99,8 @@ fn span(attrs: Attributes) -> Telemetry {
             parent_span_id: [0; 8],
             name: "tcp.connection".into(),
             kind: SpanKind::Client,
-            start_time_ns: 1,
-            end_time_ns: 2,
+            start_time_ns: start_ns,
+            end_time_ns: start_ns + 1,
             attributes: attrs,
             events: Vec::new(),
             status: SpanStatus::Unset,
@@ -458,4 +463,29 @@ fn namespaces_are_named_by_cookie_from_what_was_captured_while_they_were_alive()
     own.push(KeyValue::new(names::ATTR_NETNS_NAME, "captured"));
     let out = run(&mut p, metric(vec![own]));
     assert_eq!(get(&out[0], names::ATTR_NETNS_NAME).cloned(), s("captured"));
+}
+
+#[test]
+fn a_span_older_than_its_pids_process_keeps_what_the_kernel_reported() {
+    let f = Fixture::new("reused-pid");
+    let (mut p, _) = identity(&f.config(), SocketTable::default());
+    let me = i64::from(std::process::id());
+    let attrs = || {
+        vec![
+            KeyValue::new(names::ATTR_PROCESS_PID, me),
+            KeyValue::new(names::ATTR_PROCESS_NAME, "old-comm"),
+        ]
+    };
+    // This process started long after 2001: a span from then was another process's.
+    let out = run(&mut p, span_at(attrs(), 1_000_000_000_000_000_000));
+    assert_eq!(
+        get(&out[0], names::ATTR_PROCESS_NAME).cloned(),
+        s("old-comm")
+    );
+    assert!(get(&out[0], names::ATTR_PROCESS_EXECUTABLE_PATH).is_none());
+    let out = run(&mut p, span(attrs()));
+    assert!(
+        get(&out[0], names::ATTR_PROCESS_EXECUTABLE_PATH).is_some(),
+        "a span of now is this process's"
+    );
 }

@@ -8,6 +8,8 @@
 //! - [`process`]: commands with a timeout; background processes that die with the test.
 //! - [`netns`]: network namespaces and veth pairs that remove themselves, even on panic;
 //!   running code inside a namespace; UDP traffic between two of them.
+//! - [`pods`]: pods made the way CNI plugins make them (six patterns), with a node bridge,
+//!   traffic and ground truth, for churn tests.
 //! - [`cgroup`]: cgroup v2 directories whose processes are killed and which are removed on drop.
 //! - [`bpf`]: what `bpftool` and the `bpf(2)` syscall say about loaded programs and links.
 //! - [`capture`]: capture with `dumpcap`, dissect and count with `tshark` (the ground truth).
@@ -35,6 +37,7 @@ pub mod netns;
 pub mod otlp;
 pub mod pcapgen;
 pub mod periscope;
+pub mod pods;
 pub mod process;
 pub mod python;
 pub mod receiver;

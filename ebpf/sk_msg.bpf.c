@@ -47,20 +47,31 @@ static __always_inline void fill_cookie(struct periscope_socket *r, struct sock 
 	r->cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
 }
 
+/* The record of a message on a TCP socket, filled from its struct sock; 0 when it is not a
+ * TCP socket or the ring buffer is full. */
+static __always_inline struct periscope_socket *message_record(struct bpf_sock *bsk, __u8 event,
+							       __u8 hook)
+{
+	if (!bsk)
+		return 0;
+	struct sock *sk = (struct sock *)bpf_skc_to_tcp_sock(bsk);
+	if (!sk)
+		return 0;
+	struct periscope_socket *r = reserve_socket(event, hook);
+	if (!r)
+		return 0;
+	fill_from_sock(r, sk);
+	fill_cookie(r, sk);
+	return r;
+}
+
 SEC("sk_msg")
 int periscope_sk_msg(struct sk_msg_md *msg)
 {
-	struct bpf_sock *bsk = msg->sk;
-	if (!bsk)
-		return SK_PASS;
-	struct sock *sk = (struct sock *)bpf_skc_to_tcp_sock(bsk);
-	if (!sk)
-		return SK_PASS;
-	struct periscope_socket *r = reserve_socket(PERISCOPE_SOCK_SEND, PERISCOPE_SOCK_HOOK_SK_MSG);
+	struct periscope_socket *r =
+		message_record(msg->sk, PERISCOPE_SOCK_SEND, PERISCOPE_SOCK_HOOK_SK_MSG);
 	if (!r)
 		return SK_PASS;
-	fill_from_sock(r, sk);
-	fill_cookie(r, sk);
 	__u64 id = bpf_get_current_pid_tgid();
 	r->pid = (__u32)id;
 	r->tgid = id >> 32;
@@ -72,17 +83,10 @@ int periscope_sk_msg(struct sk_msg_md *msg)
 SEC("sk_skb/stream_verdict")
 int periscope_sk_skb(struct __sk_buff *skb)
 {
-	struct bpf_sock *bsk = skb->sk;
-	if (!bsk)
-		return SK_PASS;
-	struct sock *sk = (struct sock *)bpf_skc_to_tcp_sock(bsk);
-	if (!sk)
-		return SK_PASS;
-	struct periscope_socket *r = reserve_socket(PERISCOPE_SOCK_RECV, PERISCOPE_SOCK_HOOK_SK_SKB);
+	struct periscope_socket *r =
+		message_record(skb->sk, PERISCOPE_SOCK_RECV, PERISCOPE_SOCK_HOOK_SK_SKB);
 	if (!r)
 		return SK_PASS;
-	fill_from_sock(r, sk);
-	fill_cookie(r, sk);
 	r->size = skb->len;
 	submit_socket(r);
 	return SK_PASS;

@@ -63,13 +63,19 @@ static __always_inline struct periscope_socket_stats *socket_stats(void)
 	return bpf_map_lookup_elem(&periscope_socket_stats, &zero);
 }
 
+/* A record the full ring buffer had no room for. */
+static __always_inline void count_lost_record(void)
+{
+	struct periscope_socket_stats *s = socket_stats();
+	if (s)
+		s->records_lost++;
+}
+
 static __always_inline struct periscope_socket *reserve_socket(__u8 event, __u8 hook)
 {
 	struct periscope_socket *r = bpf_ringbuf_reserve(&periscope_events, sizeof(*r), 0);
 	if (!r) {
-		struct periscope_socket_stats *s = socket_stats();
-		if (s)
-			s->records_lost++;
+		count_lost_record();
 		return 0;
 	}
 	__builtin_memset(r, 0, sizeof(*r));

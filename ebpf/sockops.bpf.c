@@ -18,6 +18,10 @@
 #include "periscope.h"
 #include "socket_common.h"
 
+/* The callbacks a socket gets once it is connecting or established. */
+#define WATCH_FLAGS \
+	(BPF_SOCK_OPS_RTT_CB_FLAG | BPF_SOCK_OPS_RETRANS_CB_FLAG | BPF_SOCK_OPS_STATE_CB_FLAG)
+
 static __always_inline struct sock *sock_of(struct bpf_sock_ops *skops)
 {
 	struct bpf_sock *bsk = skops->sk;
@@ -71,25 +75,19 @@ int periscope_sockops(struct bpf_sock_ops *skops)
 
 	switch (op) {
 	case BPF_SOCK_OPS_TCP_CONNECT_CB:
-		bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_RTT_CB_FLAG |
-						       BPF_SOCK_OPS_RETRANS_CB_FLAG |
-						       BPF_SOCK_OPS_STATE_CB_FLAG);
+		bpf_sock_ops_cb_flags_set(skops, WATCH_FLAGS);
 		st = remember_start(cookie, PERISCOPE_ROLE_CLIENT, 1);
 		emit(skops, sk, cookie, PERISCOPE_SOCK_CONNECT, st);
 		break;
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
-		bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_RTT_CB_FLAG |
-						       BPF_SOCK_OPS_RETRANS_CB_FLAG |
-						       BPF_SOCK_OPS_STATE_CB_FLAG);
+		bpf_sock_ops_cb_flags_set(skops, WATCH_FLAGS);
 		st = bpf_map_lookup_elem(&periscope_sock_start, &cookie);
 		if (!st)
 			st = remember_start(cookie, PERISCOPE_ROLE_CLIENT, 0);
 		emit(skops, sk, cookie, PERISCOPE_SOCK_ESTABLISHED, st);
 		break;
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
-		bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_RTT_CB_FLAG |
-						       BPF_SOCK_OPS_RETRANS_CB_FLAG |
-						       BPF_SOCK_OPS_STATE_CB_FLAG);
+		bpf_sock_ops_cb_flags_set(skops, WATCH_FLAGS);
 		st = remember_start(cookie, PERISCOPE_ROLE_SERVER, 0);
 		emit(skops, sk, cookie, PERISCOPE_SOCK_ESTABLISHED, st);
 		break;

@@ -206,9 +206,7 @@ int BPF_PROG(periscope_kfree_skb, struct sk_buff *skb, void *location, enum skb_
 	__u16 th = BPF_CORE_READ(skb, transport_header);
 	struct periscope_drop *r = bpf_ringbuf_reserve(&periscope_events, sizeof(*r), 0);
 	if (!r) {
-		struct periscope_socket_stats *s = socket_stats();
-		if (s)
-			s->records_lost++;
+		count_lost_record();
 		return 0;
 	}
 	__builtin_memset(r, 0, sizeof(*r));

@@ -30,7 +30,7 @@ use periscope_testkit::netns::{enter_netns, pods};
 use periscope_testkit::otlp::{read_metrics, read_spans, sum_series, Span};
 use periscope_testkit::periscope::{start_agent, stop_agent};
 use periscope_testkit::stats::median;
-use periscope_testkit::{require_root, require_tools, yaml_path, Serial, TestDir};
+use periscope_testkit::{require_root_and_tools, yaml_path, Serial, TestDir};
 
 const A_ADDR: Ipv4Addr = Ipv4Addr::new(10, 213, 0, 1);
 const B_ADDR: Ipv4Addr = Ipv4Addr::new(10, 213, 0, 2);
@@ -327,7 +327,7 @@ fn adaptive_bursts_match_the_schedule() {
 }
 
 fn run(test: &str, bursts: &str) {
-    if !(require_root(test) && require_tools(test, &["ip"])) {
+    if !require_root_and_tools(test, &["ip"]) {
         return;
     }
     let _serial = SERIAL.lock();

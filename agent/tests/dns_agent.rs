@@ -31,12 +31,12 @@ use std::time::{Duration, Instant};
 use periscope_testkit::capture::dns_responses;
 use periscope_testkit::capture::Dumpcap;
 use periscope_testkit::netns::pods;
+use periscope_testkit::otlp::{complete_lines, parse_requests, sum_series};
 use periscope_testkit::otlp::{histograms, read_metrics, read_spans, Span};
-use periscope_testkit::otlp::{parse_requests, sum_series};
 use periscope_testkit::periscope::start_agent;
-use periscope_testkit::process::{output_with_timeout, run_ok, Background};
+use periscope_testkit::process::{output_with_timeout, poll, run_ok, Background};
 use periscope_testkit::python::tcp_server;
-use periscope_testkit::{require_root, require_tools, yaml_path, Netns, TestDir};
+use periscope_testkit::{require_root_and_tools, test_name, yaml_path, Netns, TestDir};
 
 const TOOLS: &[&str] = &["ip", "python3", "dnsmasq", "dig", "dumpcap", "tshark"];
 const SERVER: &str = "10.216.0.2";
@@ -83,8 +83,8 @@ c.close()
 
 #[test]
 fn dnsmasq_lookups_are_counted_timed_like_tshark_and_name_flows() {
-    const TEST: &str = "dnsmasq_lookups_are_counted_timed_like_tshark_and_name_flows";
-    if !(require_root(TEST) && require_tools(TEST, TOOLS)) {
+    let test = test_name!();
+    if !require_root_and_tools(test, TOOLS) {
         return;
     }
     let dir = TestDir::new("dns_agent");
@@ -208,30 +208,28 @@ fn dnsmasq_lookups_are_counted_timed_like_tshark_and_name_flows() {
 
     // Everything exported: the timeout (1 s after the silent query) and the flow.
     let mine = |a: &BTreeMap<String, String>| a.get("periscope.netns.inode") == Some(&client_ino);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let (h, flow) = loop {
-        let h = histograms(&read_metrics(&metrics), "dns.lookup.duration");
-        let text = std::fs::read_to_string(&metrics).unwrap_or_default();
-        let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
-        let flows = sum_series(
-            &parse_requests(complete, &metrics.display().to_string()),
-            "periscope.network.packets",
-        );
-        let flow = flows.into_iter().find(|s| {
-            s.attr("destination.address") == Some(WEB)
-                && s.attr("destination.port") == Some(&WEB_PORT.to_string())
-        });
-        let timed_out = h
-            .keys()
-            .any(|a| mine(a) && a.get("error.type").map(String::as_str) == Some("timeout"));
-        let connection = read_spans(&traces).iter().any(|s| {
-            s.name == "tcp.connection" && s.text("network.peer.address").as_deref() == Some(WEB)
-        });
-        if (timed_out && flow.is_some() && connection) || Instant::now() > deadline {
-            break (h, flow);
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let (h, flow, ..) = poll(
+        Duration::from_secs(30),
+        || {
+            let h = histograms(&read_metrics(&metrics), "dns.lookup.duration");
+            let flows = sum_series(
+                &parse_requests(&complete_lines(&metrics), &metrics.display().to_string()),
+                "periscope.network.packets",
+            );
+            let flow = flows.into_iter().find(|s| {
+                s.attr("destination.address") == Some(WEB)
+                    && s.attr("destination.port") == Some(&WEB_PORT.to_string())
+            });
+            let timed_out = h
+                .keys()
+                .any(|a| mine(a) && a.get("error.type").map(String::as_str) == Some("timeout"));
+            let connection = read_spans(&traces).iter().any(|s| {
+                s.name == "tcp.connection" && s.text("network.peer.address").as_deref() == Some(WEB)
+            });
+            (h, flow, timed_out, connection)
+        },
+        |(_, flow, timed_out, connection)| *timed_out && flow.is_some() && *connection,
+    );
     agent.signal(libc::SIGTERM);
     let agent_out = agent.wait(Duration::from_secs(20));
     let log = String::from_utf8_lossy(&agent_out.stderr).to_string();

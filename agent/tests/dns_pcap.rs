@@ -24,7 +24,7 @@ use periscope_testkit::pcapgen::{
     dns_message, pcapng, tcp_frame_with_payload, udp_frame_with_payload, Record,
 };
 use periscope_testkit::periscope::{describe_output, run_periscope_config};
-use periscope_testkit::{require_tools, yaml_path, TestDir};
+use periscope_testkit::{require_tools, test_name, yaml_path, TestDir};
 
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 220, 0, 1);
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 220, 0, 53);
@@ -132,8 +132,8 @@ fn frames() -> Vec<Record> {
 
 #[test]
 fn pcap_dns_lookups_match_the_capture_and_tshark() {
-    const TEST: &str = "pcap_dns_lookups_match_the_capture_and_tshark";
-    if !require_tools(TEST, &["tshark"]) {
+    let test = test_name!();
+    if !require_tools(test, &["tshark"]) {
         return;
     }
     let dir = TestDir::new("dns_pcap");

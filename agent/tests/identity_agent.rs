@@ -35,7 +35,7 @@ use periscope_testkit::otlp::{read_metrics, read_spans, sum_series, Series, Span
 use periscope_testkit::periscope::{start_agent, stop_agent};
 use periscope_testkit::process::{eventually, output_with_timeout, Background};
 use periscope_testkit::python::tcp_server;
-use periscope_testkit::{require_root, require_tools, veth_pair, yaml_path, Netns, TestDir};
+use periscope_testkit::{require_root_and_tools, test_name, veth_pair, yaml_path, Netns, TestDir};
 
 const TOOLS: &[&str] = &["ip", "python3"];
 const PORT: u16 = 9310;
@@ -283,8 +283,8 @@ fn check_flows(series: &[Series], c: &Client, e: &Expected) -> Result<(), String
 
 #[test]
 fn identity_names_processes_containers_pods_and_namespaces() {
-    const TEST: &str = "identity_names_processes_containers_pods_and_namespaces";
-    if !(require_root(TEST) && require_tools(TEST, TOOLS)) {
+    let test = test_name!();
+    if !require_root_and_tools(test, TOOLS) {
         return;
     }
     static RUN: AtomicUsize = AtomicUsize::new(0);

@@ -45,7 +45,7 @@ use periscope_testkit::periscope::{start_agent, stop_agent};
 use periscope_testkit::process::{output_with_timeout, run_ok, Background};
 use periscope_testkit::python::tcp_server;
 use periscope_testkit::stats::median;
-use periscope_testkit::{require_root, require_tools, yaml_path, Netns, TestDir};
+use periscope_testkit::{require_root_and_tools, test_name, yaml_path, Netns, TestDir};
 
 const TOOLS: &[&str] = &["ip", "python3", "dumpcap", "tshark"];
 const B_ADDR: &str = "10.214.0.2";
@@ -169,8 +169,8 @@ fn explicit_quantile(p: &HistogramDataPoint, q: f64) -> f64 {
 
 #[test]
 fn latency_histograms_match_the_delay_the_handshakes_and_each_other() {
-    const TEST: &str = "latency_histograms_match_the_delay_the_handshakes_and_each_other";
-    if !(require_root(TEST) && require_tools(TEST, TOOLS)) {
+    let test = test_name!();
+    if !require_root_and_tools(test, TOOLS) {
         return;
     }
     let dir = TestDir::new("latency_agent");

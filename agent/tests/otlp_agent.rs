@@ -10,7 +10,7 @@
 //! Needs root, `ip`, `python3` and rotel; skips otherwise, except under CI.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use opentelemetry_proto::tonic::metrics::v1::{metric::Data, AggregationTemporality};
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
@@ -19,9 +19,9 @@ use periscope_testkit::netns::pods;
 use periscope_testkit::otlp::rotel::{self, rotel_binary, start_rotel};
 use periscope_testkit::otlp::sink::{free_port, int_attr, str_attr, Sink};
 use periscope_testkit::periscope::{start_agent, stop_agent};
-use periscope_testkit::process::{run_ok, Background};
+use periscope_testkit::process::{poll, run_ok, Background};
 use periscope_testkit::python::tcp_server;
-use periscope_testkit::{require_root, require_tools, skip, TestDir};
+use periscope_testkit::{require_root_and_tools, skip, test_name, TestDir};
 
 /// What the server does with each connection (see `tcp_server`).
 const SERVER_PER_CONNECTION: &str = r#"
@@ -56,12 +56,12 @@ print(" ".join(map(str, ports)))
 
 #[test]
 fn connection_spans_and_metrics_reach_a_real_collector() {
-    const TEST: &str = "connection_spans_and_metrics_reach_a_real_collector";
-    if !(require_root(TEST) && require_tools(TEST, &["ip", "python3"])) {
+    let test = test_name!();
+    if !require_root_and_tools(test, &["ip", "python3"]) {
         return;
     }
     let Some(rotel) = rotel_binary() else {
-        skip(TEST, &format!("rotel is missing ({})", rotel::INSTALL));
+        skip(test, &format!("rotel is missing ({})", rotel::INSTALL));
         return;
     };
     let sink = Sink::start(free_port());
@@ -116,24 +116,22 @@ fn connection_spans_and_metrics_reach_a_real_collector() {
     assert_eq!(ports.len(), 5);
 
     // Wait for the client spans to come through rotel.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let got = sink
-            .received
-            .lock()
-            .expect("sink")
-            .all_spans()
-            .iter()
-            .filter(|(_, s)| {
-                s.kind == SpanKind::Client as i32
-                    && int_attr(&s.attributes, "periscope.netns.inode") == Some(a_ino)
-            })
-            .count();
-        if got >= 5 || Instant::now() > deadline {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    poll(
+        Duration::from_secs(30),
+        || {
+            sink.received
+                .lock()
+                .expect("sink")
+                .all_spans()
+                .iter()
+                .filter(|(_, s)| {
+                    s.kind == SpanKind::Client as i32
+                        && int_attr(&s.attributes, "periscope.netns.inode") == Some(a_ino)
+                })
+                .count()
+        },
+        |got| *got >= 5,
+    );
     std::thread::sleep(Duration::from_millis(800));
     stop_agent(agent, Duration::from_secs(30));
     drop(server);

@@ -25,7 +25,7 @@ use periscope_testkit::otlp::{
 use periscope_testkit::pcapgen::{pcapng, sample_records, Record, EPB_OUTBOUND};
 use periscope_testkit::periscope::{describe_output, run_periscope_config};
 use periscope_testkit::process::{run_ok, Background};
-use periscope_testkit::{require_root, require_tools, yaml_path, TestDir};
+use periscope_testkit::{require_root_and_tools, test_name, yaml_path, TestDir};
 
 const TOOLS: &[&str] = &["ip", "dumpcap", "tshark", "editcap", "python3"];
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -389,8 +389,8 @@ fn assert_matches(name: &str, r: &Replay, truth: &GroundTruth, iface: &str) {
 
 #[test]
 fn pcapng_and_classic_pcap_replays_match_tshark() {
-    const TEST: &str = "pcapng_and_classic_pcap_replays_match_tshark";
-    if !require_root(TEST) || !require_tools(TEST, TOOLS) {
+    let test = test_name!();
+    if !require_root_and_tools(test, TOOLS) {
         return;
     }
     let dir = TestDir::new("pcap_replay");
@@ -549,8 +549,8 @@ fn pcapng_and_classic_pcap_replays_match_tshark() {
 
 #[test]
 fn realtime_replay_keeps_the_capture_pacing() {
-    const TEST: &str = "realtime_replay_keeps_the_capture_pacing";
-    if !require_root(TEST) || !require_tools(TEST, TOOLS) {
+    let test = test_name!();
+    if !require_root_and_tools(test, TOOLS) {
         return;
     }
     let dir = TestDir::new("pcap_realtime");

@@ -22,17 +22,17 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use periscope_testkit::bpf;
 use periscope_testkit::capture::{handshake_times, Dumpcap};
 use periscope_testkit::netns::{pods, udp, UdpTraffic};
 use periscope_testkit::otlp::{read_metrics, read_spans, sum_series, Series, Span};
 use periscope_testkit::periscope::{start_agent, stop_agent};
-use periscope_testkit::process::{output_with_timeout, run_ok, Background};
+use periscope_testkit::process::{output_with_timeout, poll, run_ok, Background};
 use periscope_testkit::python::tcp_server;
 use periscope_testkit::stats::median;
-use periscope_testkit::{require_root, require_tools, yaml_path, Netns, TestDir};
+use periscope_testkit::{require_root_and_tools, test_name, yaml_path, Netns, TestDir};
 
 const TOOLS: &[&str] = &[
     "ip", "python3", "ss", "dumpcap", "tshark", "nft", "nstat", "bpftool",
@@ -137,8 +137,8 @@ fn metric_series(out: &Path, metric: &str) -> Vec<Series> {
 
 #[test]
 fn sockets_short_connections_udp_and_drops_are_reported_exactly() {
-    const TEST: &str = "sockets_short_connections_udp_and_drops_are_reported_exactly";
-    if !(require_root(TEST) && require_tools(TEST, TOOLS)) {
+    let test = test_name!();
+    if !require_root_and_tools(test, TOOLS) {
         return;
     }
     let dir = TestDir::new("socket_agent");
@@ -310,18 +310,17 @@ fn sockets_short_connections_udp_and_drops_are_reported_exactly() {
     assert!(retrans_a > 0, "the nft rule caused no retransmissions");
 
     // Wait until every client span arrived.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let client_spans = loop {
-        let rows: Vec<Span> = read_spans(&traces_out)
-            .into_iter()
-            .filter(|s| s.kind == 3 && s.int("periscope.netns.inode") == Some(a_ino))
-            .filter(|s| s.int("network.peer.port") == Some(TCP_PORT as i64))
-            .collect();
-        if rows.len() >= CONNECTIONS || Instant::now() > deadline {
-            break rows;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let client_spans = poll(
+        Duration::from_secs(30),
+        || -> Vec<Span> {
+            read_spans(&traces_out)
+                .into_iter()
+                .filter(|s| s.kind == 3 && s.int("periscope.netns.inode") == Some(a_ino))
+                .filter(|s| s.int("network.peer.port") == Some(TCP_PORT as i64))
+                .collect()
+        },
+        |rows| rows.len() >= CONNECTIONS,
+    );
     capture.wait_until_settled(
         2 * CONNECTIONS as u64,
         Duration::from_millis(1500),

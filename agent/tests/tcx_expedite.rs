@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use periscope_testkit::periscope::{start_agent, stop_agent};
-use periscope_testkit::{require_root, require_tools, yaml_path, Netns, TestDir};
+use periscope_testkit::{require_root_and_tools, test_name, yaml_path, Netns, TestDir};
 
 const KNOB: &str = "/sys/kernel/rcu_expedited";
 
@@ -19,13 +19,13 @@ fn knob() -> String {
 
 #[test]
 fn expedite_rcu_is_set_while_running_and_put_back() {
-    const TEST: &str = "expedite_rcu_is_set_while_running_and_put_back";
-    if !(require_root(TEST) && require_tools(TEST, &["ip", "python3"])) {
+    let test = test_name!();
+    if !require_root_and_tools(test, &["ip", "python3"]) {
         return;
     }
     let before = knob();
     if before != "0" {
-        eprintln!("skipping {TEST}: {KNOB} is already {before} on this host");
+        eprintln!("skipping {test}: {KNOB} is already {before} on this host");
         return;
     }
     // Whatever happens to the agent, the host gets its setting back.

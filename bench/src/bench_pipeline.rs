@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 
+use periscope_bench::joined;
 use periscope_pipeline::component::registry::AnyConfig;
 use periscope_pipeline::component::{BuildContext, ComponentId, Kind};
 use periscope_pipeline::config::{self, yaml};
@@ -126,15 +127,8 @@ fn run_bare(events: u64, flows: u64) -> anyhow::Result<Measure> {
         bail!("synthetic is not a receiver");
     };
     let (tx, rx) = bounded(64);
-    let counters = std::sync::Arc::default();
-    let ctx = BuildContext {
-        id: ComponentId::parse("synthetic").map_err(|e| anyhow!(e))?,
-        devices: DeviceTable::default(),
-        namespaces: Default::default(),
-        sockets: Default::default(),
-        dns: Default::default(),
-        counters: std::sync::Arc::clone(&counters),
-    };
+    let ctx = BuildContext::standalone(ComponentId::parse("synthetic").map_err(|e| anyhow!(e))?);
+    let counters = std::sync::Arc::clone(&ctx.counters);
     let receiver = config.build(&ctx)?;
     let (cpu0, t0, a0) = (cpu_time(), Instant::now(), allocations());
     let consumer = std::thread::spawn(move || {
@@ -159,7 +153,7 @@ fn run_bare(events: u64, flows: u64) -> anyhow::Result<Measure> {
     );
     receiver.run(&mut output, &StopSignal::default())?;
     drop(output);
-    let (n, bytes) = consumer.join().map_err(|_| anyhow!("consumer panicked"))?;
+    let (n, bytes) = joined(consumer.join(), "consumer")?;
     let (wall, cpu, allocations) = (t0.elapsed(), cpu_time() - cpu0, allocations() - a0);
     if n != events {
         bail!("bare consumer saw {n} events, expected {events}");

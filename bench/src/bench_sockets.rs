@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use periscope_bench::{enter_netns, ip, thread_cpu_ns};
+use periscope_bench::{enter_netns, ip, joined, require_root, set_socket_option, thread_cpu_ns};
 use periscope_pipeline::component::Receiver;
 use periscope_pipeline::config::PositiveDuration;
 use periscope_pipeline::edge::{EventOutput, StopSignal};
@@ -284,12 +284,8 @@ fn rr(topo: &Topology, n: u64) -> Result<(u64, u64)> {
             }
             Ok((thread_cpu_ns() - t0, w0.elapsed().as_nanos() as u64))
         });
-        let (client_cpu, wall) = client
-            .join()
-            .map_err(|_| anyhow::anyhow!("rr client panicked"))??;
-        let server_cpu = server
-            .join()
-            .map_err(|_| anyhow::anyhow!("rr server panicked"))??;
+        let (client_cpu, wall) = joined(client.join(), "rr client")??;
+        let server_cpu = joined(server.join(), "rr server")??;
         Ok((client_cpu + server_cpu, wall))
     })
 }
@@ -334,12 +330,8 @@ fn connects(topo: &Topology, n: u64) -> Result<(u64, u64)> {
             }
             Ok((thread_cpu_ns() - t0, w0.elapsed().as_nanos() as u64))
         });
-        let (client_cpu, wall) = client
-            .join()
-            .map_err(|_| anyhow::anyhow!("connect client panicked"))??;
-        let server_cpu = server
-            .join()
-            .map_err(|_| anyhow::anyhow!("connect server panicked"))??;
+        let (client_cpu, wall) = joined(client.join(), "connect client")??;
+        let server_cpu = joined(server.join(), "connect server")??;
         Ok((client_cpu + server_cpu, wall))
     })
 }
@@ -369,16 +361,7 @@ fn no_linger(c: &TcpStream) {
         l_onoff: 1,
         l_linger: 0,
     };
-    // SAFETY: a valid socket and a linger struct of the right size.
-    unsafe {
-        libc::setsockopt(
-            c.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
+    set_socket_option(c, libc::SO_LINGER, &linger);
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -435,10 +418,7 @@ fn main() {
 
 fn run() -> Result<()> {
     let args = parse_args()?;
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("needs root (network namespaces, cgroups, eBPF programs)");
-    }
+    require_root("network namespaces, cgroups, eBPF programs")?;
     let topo = Topology::new()?;
     let cgroup = BenchCgroup::enter()?;
     let workloads: [(&str, u64); 2] = [("rr", args.rr), ("connect", args.connects)];

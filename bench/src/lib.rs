@@ -7,6 +7,35 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+/// A joined thread's result, its panic turned into an error naming `what` panicked. Takes
+/// `handle.join()` of a plain or a scoped thread alike.
+pub fn joined<T>(result: std::thread::Result<T>, what: &str) -> Result<T> {
+    result.map_err(|_| anyhow::anyhow!("{what} panicked"))
+}
+
+/// An error unless this process runs as root; `needs` says what for.
+pub fn require_root(needs: &str) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("needs root ({needs})");
+    }
+    Ok(())
+}
+
+/// `setsockopt(fd, SOL_SOCKET, opt, value)`, best effort (a benchmark runs without it).
+pub fn set_socket_option<T>(fd: &impl AsRawFd, opt: libc::c_int, value: &T) {
+    // SAFETY: a valid socket, and a value of the size passed.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        );
+    }
+}
+
 /// Runs `ip ARGS...`; an error with what it printed when it fails.
 pub fn ip(args: &[&str]) -> Result<()> {
     let out = Command::new("ip")

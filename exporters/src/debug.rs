@@ -141,37 +141,41 @@ fn render_metrics(name: &str, v: Verbosity, b: &MetricsBatch, out: &mut String) 
         plural(b.metrics.len(), "metric", "metrics"),
         plural(points, "data point", "data points"),
     )?;
-    match v {
-        Verbosity::Basic => Ok(()),
-        Verbosity::Normal => {
-            normal_headers(out, "Metrics", &b.resource, &b.scope)?;
-            b.metrics.iter().try_for_each(|m| normal_metric(out, m))
-        }
-        Verbosity::Detailed => {
-            detailed_headers(out, "Metrics", &b.resource, &b.scope)?;
-            for (i, m) in b.metrics.iter().enumerate() {
-                writeln!(out, "Metric #{i}")?;
-                detailed_metric(out, m)?;
-            }
-            Ok(())
-        }
-    }
+    let batch = (&b.resource, &b.scope, &b.metrics[..]);
+    render_items(out, v, "Metrics", batch, normal_metric, detailed_metric)
 }
 
 fn render_traces(name: &str, v: Verbosity, b: &TracesBatch, out: &mut String) -> fmt::Result {
     let n = b.spans.len();
     writeln!(out, "{name}: Traces: {n} {}", plural(n, "span", "spans"))?;
+    let batch = (&b.resource, &b.scope, &b.spans[..]);
+    render_items(out, v, "Spans", batch, normal_span, detailed_span)
+}
+
+type Render<T> = fn(&mut String, &T) -> fmt::Result;
+
+/// A batch's items (metrics or spans) after its first line: nothing (basic), the headers and a
+/// line per item (normal), or the headers and `Metric #i` / `Span #i` sections (detailed).
+fn render_items<T>(
+    out: &mut String,
+    v: Verbosity,
+    kind: &str,
+    (resource, scope, items): (&Resource, &Scope, &[T]),
+    normal: Render<T>,
+    detailed: Render<T>,
+) -> fmt::Result {
     match v {
         Verbosity::Basic => Ok(()),
         Verbosity::Normal => {
-            normal_headers(out, "Spans", &b.resource, &b.scope)?;
-            b.spans.iter().try_for_each(|s| normal_span(out, s))
+            normal_headers(out, kind, resource, scope)?;
+            items.iter().try_for_each(|m| normal(out, m))
         }
         Verbosity::Detailed => {
-            detailed_headers(out, "Spans", &b.resource, &b.scope)?;
-            for (i, s) in b.spans.iter().enumerate() {
-                writeln!(out, "Span #{i}")?;
-                detailed_span(out, s)?;
+            detailed_headers(out, kind, resource, scope)?;
+            let item = kind.trim_end_matches('s');
+            for (i, m) in items.iter().enumerate() {
+                writeln!(out, "{item} #{i}")?;
+                detailed(out, m)?;
             }
             Ok(())
         }

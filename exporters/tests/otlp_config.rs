@@ -130,14 +130,7 @@ fn prometheus_port_in_use_is_a_build_error_naming_the_address() {
         listen: addr.to_string(),
         ..PrometheusConfig::default()
     };
-    let ctx = periscope_pipeline::component::BuildContext {
-        id: periscope_pipeline::component::ComponentId::parse("prometheus").unwrap(),
-        devices: Default::default(),
-        namespaces: Default::default(),
-        sockets: Default::default(),
-        dns: Default::default(),
-        counters: Default::default(),
-    };
+    let ctx = periscope_testkit::context("prometheus");
     let err = format!("{:#}", c.build_exporter(&ctx).err().expect("port in use"));
     assert!(err.contains(&addr.to_string()), "{err}");
 }

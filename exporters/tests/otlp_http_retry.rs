@@ -13,9 +13,8 @@ use opentelemetry_proto::tonic::collector::metrics::v1::{
 use prost::Message;
 
 use periscope_exporters::otlp::{OtlpConfig, Protocol};
-use periscope_pipeline::component::{ComponentConfig, Exporter};
+use periscope_pipeline::component::ComponentConfig;
 use periscope_pipeline::config::{ConfigDuration, PositiveDuration};
-use periscope_pipeline::model::Telemetry;
 
 struct Seen {
     at: Instant,
@@ -50,14 +49,7 @@ fn scripted(script: Vec<(u16, &'static str, Vec<u8>)>) -> (u16, Arc<Mutex<Vec<Se
                     );
                 }
             };
-            let len: usize = head
-                .lines()
-                .find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse().ok())?
-                })
-                .unwrap_or(0);
+            let len = periscope_testkit::http::content_length(&head);
             while req_body.len() < len {
                 let n = s.read(&mut buf).unwrap_or(0);
                 if n == 0 {
@@ -117,14 +109,8 @@ fn http_retry_after_partial_success_and_permanent_errors() {
     let mut exporter = config.build_exporter(&ctx).expect("builds");
     let stats = exporter.stats();
 
-    exporter
-        .export(Telemetry::Metrics(periscope_testkit::telemetry::metrics()))
-        .unwrap();
-    exporter.flush().unwrap();
-    exporter
-        .export(Telemetry::Metrics(periscope_testkit::telemetry::metrics()))
-        .unwrap();
-    exporter.flush().unwrap();
+    periscope_testkit::telemetry::send_metrics(&mut exporter);
+    periscope_testkit::telemetry::send_metrics(&mut exporter);
 
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len(), 3, "503 retried once, 400 not retried");

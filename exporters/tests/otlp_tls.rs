@@ -91,10 +91,7 @@ fn grpc_mutual_tls_with_a_custom_ca() {
     // With the client certificate: delivered.
     let ctx = context("otlp/mtls");
     let mut exporter = config(port, dir.path(), true).build_exporter(&ctx).unwrap();
-    exporter
-        .export(Telemetry::Metrics(telemetry::metrics()))
-        .unwrap();
-    exporter.flush().unwrap();
+    telemetry::send_metrics(&mut exporter);
     assert!(
         sink.wait_for(Duration::from_secs(10), |r| r.all_metrics().len() == 4),
         "nothing arrived over mutual TLS"
@@ -106,10 +103,7 @@ fn grpc_mutual_tls_with_a_custom_ca() {
     let mut exporter = config(port, dir.path(), false)
         .build_exporter(&ctx)
         .unwrap();
-    exporter
-        .export(Telemetry::Metrics(telemetry::metrics()))
-        .unwrap();
-    exporter.flush().unwrap();
+    telemetry::send_metrics(&mut exporter);
     assert_eq!(exporter.stats().totals(), (6, 0, 0, 6, 0));
     assert_eq!(ctx.counters.values().dropped, 6);
     assert_eq!(sink.received.lock().unwrap().all_metrics().len(), 4);
@@ -121,10 +115,7 @@ fn grpc_mutual_tls_with_a_custom_ca() {
     let mut c = config(port, dir.path(), false);
     c.tls.insecure = true;
     let mut exporter = c.build_exporter(&context("otlp/insecure")).unwrap();
-    exporter
-        .export(Telemetry::Metrics(telemetry::metrics()))
-        .unwrap();
-    exporter.flush().unwrap();
+    telemetry::send_metrics(&mut exporter);
     assert!(plain.wait_for(Duration::from_secs(10), |r| r.all_metrics().len() == 4));
 }
 
@@ -194,14 +185,7 @@ fn http_mutual_tls_with_a_custom_ca() {
                     raw.extend_from_slice(&buf[..n]);
                     let text = String::from_utf8_lossy(&raw).into_owned();
                     if let Some(i) = text.find("\r\n\r\n") {
-                        let len: usize = text[..i]
-                            .lines()
-                            .find_map(|l| {
-                                let (k, v) = l.split_once(':')?;
-                                k.eq_ignore_ascii_case("content-length")
-                                    .then(|| v.trim().parse().ok())?
-                            })
-                            .unwrap_or(0);
+                        let len = periscope_testkit::http::content_length(&text[..i]);
                         if raw.len() >= i + 4 + len {
                             log.lock().unwrap().push(text[..i].to_string());
                             break;
@@ -241,10 +225,7 @@ fn http_mutual_tls_with_a_custom_ca() {
     c.protocol = Protocol::HttpProtobuf;
     let ctx = context("otlp/https-no-cert");
     let mut exporter = c.build_exporter(&ctx).unwrap();
-    exporter
-        .export(Telemetry::Metrics(telemetry::metrics()))
-        .unwrap();
-    exporter.flush().unwrap();
+    telemetry::send_metrics(&mut exporter);
     assert_eq!(exporter.stats().totals(), (6, 0, 0, 6, 0));
     assert_eq!(ctx.counters.values().dropped, 6);
 }

@@ -8,6 +8,8 @@ use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 
+use crate::model::NetnsId;
+
 /// What a namespace resolved an address from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Resolution {
@@ -26,7 +28,7 @@ struct Inner {
     order: VecDeque<u32>,
     next_id: u32,
     name_capacity: usize,
-    resolved: HashMap<(u32, IpAddr), Resolution>,
+    resolved: HashMap<(NetnsId, IpAddr), Resolution>,
     resolved_capacity: usize,
     /// The latest event time learned: the clock TTLs are measured against (so that replayed
     /// captures age their answers by capture time).
@@ -34,7 +36,8 @@ struct Inner {
     full: u64,
 }
 
-/// A shared, thread-safe, bounded name table and (netns inode, address) → resolution map.
+/// A shared, thread-safe, bounded name table and (namespace, address) → resolution map. The
+/// namespace is its inode and cookie: a later namespace reusing the inode learns afresh.
 #[derive(Clone, Debug)]
 pub struct DnsTable {
     inner: Arc<RwLock<Inner>>,
@@ -97,11 +100,11 @@ impl DnsTable {
         self.inner.read().ok()?.by_id.get(&id).cloned()
     }
 
-    /// Records that namespace `netns_inode` resolved `addr` from `name` (answered by
+    /// Records that namespace `netns` resolved `addr` from `name` (answered by
     /// `server`) at `at_ns`, valid for `ttl_ns`. Returns false when the map was full.
     pub fn learn(
         &self,
-        netns_inode: u32,
+        netns: NetnsId,
         addr: IpAddr,
         name: Arc<str>,
         server: IpAddr,
@@ -112,7 +115,7 @@ impl DnsTable {
             return false;
         };
         t.now_ns = t.now_ns.max(at_ns);
-        let key = (netns_inode, addr);
+        let key = (netns, addr);
         if !t.resolved.contains_key(&key) && t.resolved.len() >= t.resolved_capacity {
             let now = t.now_ns;
             t.resolved.retain(|_, r| r.expires_ns >= now);
@@ -139,11 +142,11 @@ impl DnsTable {
         }
     }
 
-    /// What `addr` was resolved from in namespace `netns_inode`, unless its TTL ran out.
-    pub fn resolve(&self, netns_inode: u32, addr: IpAddr) -> Option<Resolution> {
+    /// What `addr` was resolved from in namespace `netns`, unless its TTL ran out.
+    pub fn resolve(&self, netns: NetnsId, addr: IpAddr) -> Option<Resolution> {
         let t = self.inner.read().ok()?;
         t.resolved
-            .get(&(netns_inode, addr))
+            .get(&(netns, addr))
             .filter(|r| r.expires_ns >= t.now_ns)
             .cloned()
     }
@@ -161,6 +164,10 @@ impl DnsTable {
 mod tests {
     use super::*;
     use std::net::Ipv4Addr;
+
+    fn ns(inode: u32) -> NetnsId {
+        NetnsId { inode, cookie: 1 }
+    }
 
     fn ip(last: u8) -> IpAddr {
         IpAddr::V4(Ipv4Addr::new(10, 0, 0, last))
@@ -184,16 +191,25 @@ mod tests {
     fn resolutions_are_per_namespace_expire_and_stay_bounded() {
         let t = DnsTable::new(8, 2);
         let n: Arc<str> = Arc::from("db.internal");
-        assert!(t.learn(1, ip(5), n.clone(), ip(53), 1_000, 10));
-        assert_eq!(t.resolve(1, ip(5)).map(|r| r.server), Some(ip(53)));
-        assert_eq!(t.resolve(2, ip(5)), None, "another namespace");
-        assert!(t.learn(1, ip(6), n.clone(), ip(53), 1_000, 10));
-        assert!(!t.learn(1, ip(7), n.clone(), ip(53), 1_005, 10), "full");
+        assert!(t.learn(ns(1), ip(5), n.clone(), ip(53), 1_000, 10));
+        assert_eq!(t.resolve(ns(1), ip(5)).map(|r| r.server), Some(ip(53)));
+        assert_eq!(t.resolve(ns(2), ip(5)), None, "another namespace");
+        let reused = NetnsId {
+            inode: 1,
+            cookie: 2,
+        };
+        assert_eq!(
+            t.resolve(reused, ip(5)),
+            None,
+            "a later namespace with the inode"
+        );
+        assert!(t.learn(ns(1), ip(6), n.clone(), ip(53), 1_000, 10));
+        assert!(!t.learn(ns(1), ip(7), n.clone(), ip(53), 1_005, 10), "full");
         assert_eq!(t.stats().2, 1);
         t.observe_time(1_011);
-        assert_eq!(t.resolve(1, ip(5)), None, "TTL ran out");
+        assert_eq!(t.resolve(ns(1), ip(5)), None, "TTL ran out");
         // Expired entries make room.
-        assert!(t.learn(1, ip(7), n, ip(53), 1_012, 10));
+        assert!(t.learn(ns(1), ip(7), n, ip(53), 1_012, 10));
         assert_eq!(t.stats().1, 1);
     }
 }

@@ -8,18 +8,19 @@ use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::model::{ProcessRef, SocketEvent, Transport};
+use crate::model::{NetnsId, ProcessRef, SocketEvent, Transport};
 
 /// What is known of a socket's owner.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SocketOwner {
     pub process: ProcessRef,
     pub cgroup_id: u64,
-    pub netns_inode: u32,
+    /// The socket's namespace (inode and cookie: an inode alone may be a later namespace's).
+    pub netns: NetnsId,
 }
 
-/// (netns inode, transport, local addr, local port, remote addr, remote port).
-type TupleKey = (u32, Transport, IpAddr, u16, IpAddr, u16);
+/// (namespace, transport, local addr, local port, remote addr, remote port).
+type TupleKey = (NetnsId, Transport, IpAddr, u16, IpAddr, u16);
 
 #[derive(Debug)]
 struct Inner {
@@ -68,7 +69,7 @@ impl SocketTable {
             return;
         };
         let key: TupleKey = (
-            e.netns.inode,
+            e.netns,
             e.transport,
             e.local_addr,
             e.local_port,
@@ -78,7 +79,7 @@ impl SocketTable {
         let owner = SocketOwner {
             process: e.process,
             cgroup_id: e.cgroup_id,
-            netns_inode: e.netns.inode,
+            netns: e.netns,
         };
         if !t.by_cookie.contains_key(&e.cookie) && t.by_cookie.len() >= t.capacity {
             t.full += 1;
@@ -120,17 +121,17 @@ impl SocketTable {
     }
 
     /// The owner of the socket a packet belongs to, trying the packet's source as the local
-    /// end (sent) and then as the remote end (received).
+    /// end (sent) and then as the remote end (received), in namespace `netns`.
     pub fn by_tuple(
         &self,
-        netns_inode: u32,
+        netns: NetnsId,
         transport: Transport,
         src: (IpAddr, u16),
         dst: (IpAddr, u16),
     ) -> Option<SocketOwner> {
         let t = self.inner.read().ok()?;
-        let sent = (netns_inode, transport, src.0, src.1, dst.0, dst.1);
-        let received = (netns_inode, transport, dst.0, dst.1, src.0, src.1);
+        let sent = (netns, transport, src.0, src.1, dst.0, dst.1);
+        let received = (netns, transport, dst.0, dst.1, src.0, src.1);
         let cookie = t
             .by_tuple
             .get(&sent)
@@ -176,11 +177,20 @@ mod tests {
         assert_eq!(t.by_cookie(7).map(|o| o.process.pid), Some(42));
         let a = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
         let b = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
-        let sent = t.by_tuple(0, Transport::Tcp, (a, 5000), (b, 80));
-        let received = t.by_tuple(0, Transport::Tcp, (b, 80), (a, 5000));
+        let ns = NetnsId::default();
+        let sent = t.by_tuple(ns, Transport::Tcp, (a, 5000), (b, 80));
+        let received = t.by_tuple(ns, Transport::Tcp, (b, 80), (a, 5000));
         assert_eq!(sent.map(|o| o.process.pid), Some(42));
         assert_eq!(received.map(|o| o.process.pid), Some(42));
-        assert!(t.by_tuple(0, Transport::Udp, (a, 5000), (b, 80)).is_none());
+        assert!(t.by_tuple(ns, Transport::Udp, (a, 5000), (b, 80)).is_none());
+        // The same inode, a later namespace (another cookie): not this socket.
+        let reused = NetnsId {
+            inode: 0,
+            cookie: 99,
+        };
+        assert!(t
+            .by_tuple(reused, Transport::Tcp, (a, 5000), (b, 80))
+            .is_none());
     }
 
     #[test]

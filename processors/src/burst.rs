@@ -40,6 +40,8 @@ use periscope_pipeline::model::{
 };
 use periscope_pipeline::telemetry::{names, now_ns};
 
+use crate::device_names::DeviceNames;
+use crate::gone::{self, Grace};
 use crate::latency::Recorder;
 use crate::output::{self, SpanIds};
 use crate::series::{SeriesTable, TableOptions};
@@ -141,7 +143,10 @@ impl DeviceSeries {
 pub struct Burst {
     config: BurstConfig,
     scope_name: String,
-    devices: DeviceTable,
+    /// Names of the devices of the series, captured when a series is made.
+    names: DeviceNames,
+    /// Devices found gone: their series retire after one grace collect.
+    grace: Grace<DeviceRef>,
     state: FxHashMap<DevKey, DevState>,
     series: SeriesTable<DevKey, DeviceSeries>,
     spans: Vec<Span>,
@@ -173,7 +178,8 @@ impl Burst {
             next_emit: Instant::now() + config.interval.get(),
             config,
             scope_name,
-            devices,
+            names: DeviceNames::new(devices),
+            grace: Grace::default(),
             state: FxHashMap::default(),
             spans: Vec::new(),
             untracked_devices: 0,
@@ -332,6 +338,7 @@ impl Burst {
     }
 
     fn finish(&mut self, key: DevKey, pd: Pending) {
+        self.names.capture(key.0);
         self.series.value(key, DeviceSeries::new).record(&pd.ev);
         if self.config.spans {
             let span = self.span(key, &pd);
@@ -340,26 +347,28 @@ impl Burst {
     }
 
     fn device_attributes(&self, key: DevKey) -> Vec<KeyValue> {
-        vec![
-            KeyValue::new(names::ATTR_NETNS_INODE, i64::from(key.0.netns.inode)),
-            KeyValue::new(
-                names::ATTR_INTERFACE_NAME,
-                self.devices.interface_name(&key.0),
-            ),
-            KeyValue::new(names::ATTR_IO_DIRECTION, key.1.as_str()),
-        ]
+        let mut a = Vec::with_capacity(12);
+        self.names.push_attributes(&mut a, &key.0);
+        a.push(KeyValue::new(names::ATTR_IO_DIRECTION, key.1.as_str()));
+        a
+    }
+
+    /// Retires the series of devices gone for a whole collect, and of renamed devices.
+    fn retire_gone_and_renamed(&mut self) {
+        let table = self.names.table().clone();
+        let mut done = self
+            .grace
+            .due(self.names.devices(), |d| gone::device_gone(&table, d));
+        done.extend(self.names.renamed());
+        for d in done {
+            self.series.retire_if(|k| k.0 == d);
+        }
     }
 
     fn span(&mut self, key: DevKey, pd: &Pending) -> Span {
         let (trace_id, span_id) = self.ids.next(pd.ev.start_ns);
         let ev = &pd.ev;
         let mut attributes = self.device_attributes(key);
-        if key.0.netns.cookie != 0 {
-            attributes.push(KeyValue::new(
-                names::ATTR_NETNS_COOKIE,
-                key.0.netns.cookie as i64,
-            ));
-        }
         attributes.push(KeyValue::new(
             names::ATTR_BURST_PACKETS,
             i64::try_from(ev.packets).unwrap_or(i64::MAX),
@@ -419,6 +428,7 @@ impl Burst {
         let scope = output::scope(&self.scope_name, "");
         output::send_spans(out, scope.clone(), &mut self.spans);
         let now = now_ns();
+        self.retire_gone_and_renamed();
         let start = self.series.start_ns();
         let temporality = self.config.temporality;
         let all: Vec<(Vec<KeyValue>, &DeviceSeries)> = self
@@ -535,6 +545,8 @@ impl Burst {
             s.peak_pps = None;
         }
         self.series.finish_collect(now);
+        let in_use = self.series.keys().map(|k| k.0).collect();
+        self.names.after_collect(&in_use);
         output::send_metrics(out, scope, metrics);
     }
 

@@ -17,12 +17,14 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use periscope_pipeline::component::{BuildContext, Emitter, Processor, ProcessorConfig};
 use periscope_pipeline::model::{
-    tcp_state_name, DropEvent, Event, KeyValue, Metric, MetricData, NumberPoint, Payload,
+    tcp_state_name, DropEvent, Event, KeyValue, Metric, MetricData, NetnsId, NumberPoint, Payload,
     SocketEvent, SocketEventKind, SocketRole, Span, Temporality, Transport,
 };
 use periscope_pipeline::telemetry::{names, now_ns};
-use periscope_pipeline::SocketTable;
+use periscope_pipeline::{NamespaceTable, SocketTable};
 
+use crate::device_names::push_netns;
+use crate::gone::{self, Finished, Grace};
 use crate::output::{self, SpanIds};
 use crate::series::{TableOptions, TotalsTable};
 
@@ -31,11 +33,10 @@ use conn::Conn;
 
 impl ProcessorConfig for ConnectionsConfig {
     fn build(&self, ctx: &BuildContext) -> anyhow::Result<Box<dyn Processor>> {
-        Ok(Box::new(Connections::new(
-            self.clone(),
-            ctx.sockets.clone(),
-            ctx.id.to_string(),
-        )))
+        Ok(Box::new(
+            Connections::new(self.clone(), ctx.sockets.clone(), ctx.id.to_string())
+                .with_namespaces(ctx.namespaces.clone()),
+        ))
     }
 }
 
@@ -43,29 +44,43 @@ impl ProcessorConfig for ConnectionsConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum SeriesKey {
     Connection {
-        netns: u32,
+        netns: NetnsId,
         opened: bool,
         role: SocketRole,
         state: u8,
         socket: Option<(IpAddr, u16, IpAddr, u16)>,
     },
     Retransmit {
-        netns: u32,
+        netns: NetnsId,
         role: SocketRole,
     },
     Datagram {
-        netns: u32,
+        netns: NetnsId,
         sent: bool,
         socket: Option<(IpAddr, u16, IpAddr, u16)>,
     },
     Drop {
-        netns: u32,
+        netns: NetnsId,
         reason: &'static str,
         transport: Transport,
     },
 }
 
+/// `periscope.connection.end` of a connection span that ended without a close record:
+/// `netns_gone`, its namespace went away.
+const ATTR_CONNECTION_END: &str = "periscope.connection.end";
+
 impl SeriesKey {
+    /// The namespace the series is about.
+    fn netns(&self) -> NetnsId {
+        match self {
+            SeriesKey::Connection { netns, .. }
+            | SeriesKey::Retransmit { netns, .. }
+            | SeriesKey::Datagram { netns, .. }
+            | SeriesKey::Drop { netns, .. } => *netns,
+        }
+    }
+
     /// Which of the four metrics the series belongs to.
     fn metric(&self) -> usize {
         match self {
@@ -122,6 +137,12 @@ pub struct Connections {
     ids: SpanIds,
     next_emit: Instant,
     untracked: u64,
+    /// Names of namespaces, captured when a connection opens; which namespaces are gone.
+    namespaces: NamespaceTable,
+    /// Namespaces found gone: their series and open connections end after one grace collect.
+    grace: Grace<NetnsId>,
+    /// Namespaces whose series ended: late events of them make no new series.
+    finished: Finished<NetnsId>,
 }
 
 struct ConfigSnapshot {
@@ -156,11 +177,92 @@ impl Connections {
             spans: Vec::new(),
             ids: SpanIds::new(),
             untracked: 0,
+            namespaces: NamespaceTable::default(),
+            grace: Grace::default(),
+            finished: Finished::default(),
         }
     }
 
+    /// Reads namespaces' names and whether they are gone from `namespaces` (filled by the
+    /// receivers); without it no namespace is ever gone.
+    pub fn with_namespaces(mut self, namespaces: NamespaceTable) -> Self {
+        self.namespaces = namespaces;
+        self
+    }
+
+    /// Series held and connections open: what churn must not grow.
+    pub fn sizes(&self) -> (usize, usize) {
+        (
+            self.series.iter().map(TotalsTable::len).sum(),
+            self.open.len(),
+        )
+    }
+
     fn count(&mut self, key: SeriesKey, n: u64) {
-        self.series[key.metric()].add(key, n);
+        let table = &mut self.series[key.metric()];
+        // A new series of a namespace whose series ended: a late event, not counted.
+        if !table.contains(&key) && self.finished.contains(&key.netns()) {
+            return;
+        }
+        table.add(key, n);
+    }
+
+    /// Ends what is about namespaces gone for a whole collect: their series (one last point)
+    /// and their open connections (a span ending now, `periscope.connection.end=netns_gone`).
+    fn end_gone_namespaces(&mut self, now_wall: u64) {
+        let mut sources = FxHashSet::default();
+        for t in &self.series {
+            sources.extend(t.keys().map(SeriesKey::netns));
+        }
+        sources.extend(self.open.values().map(|c| c.first.netns));
+        let table = self.namespaces.clone();
+        let due: FxHashSet<NetnsId> = self
+            .grace
+            .due(sources, |n| gone::netns_gone(&table, n))
+            .into_iter()
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        for t in &mut self.series {
+            t.retire_if(|k| due.contains(&k.netns()));
+        }
+        let ended: Vec<u64> = self
+            .open
+            .iter()
+            .filter(|(_, c)| due.contains(&c.first.netns))
+            .map(|(cookie, _)| *cookie)
+            .collect();
+        for cookie in ended {
+            let Some(c) = self.open.remove(&cookie) else {
+                continue;
+            };
+            self.sockets.closed(cookie);
+            self.retrans_seen.remove(&cookie);
+            self.remember_closed(cookie);
+            if self.config.spans {
+                let mut span = c.span(None, now_wall);
+                span.attributes
+                    .retain(|kv| kv.key != conn::ATTR_CONNECTION_OPEN);
+                span.attributes
+                    .push(KeyValue::new(ATTR_CONNECTION_END, "netns_gone"));
+                self.spans.push(span);
+            }
+        }
+        for n in due {
+            self.finished.mark(n);
+        }
+    }
+
+    /// Remembers a closed cookie, so that another receiver's close of it is not counted.
+    fn remember_closed(&mut self, cookie: u64) {
+        self.closed.insert(cookie);
+        self.closed_order.push_back(cookie);
+        while self.closed_order.len() > RECENTLY_CLOSED {
+            if let Some(old) = self.closed_order.pop_front() {
+                self.closed.remove(&old);
+            }
+        }
     }
 
     fn socket_attrs(&self, e: &SocketEvent) -> Option<(IpAddr, u16, IpAddr, u16)> {
@@ -205,7 +307,7 @@ impl Connections {
             let role = self.open.get(&e.cookie).map_or(e.role, |c| c.first.role);
             self.count(
                 SeriesKey::Retransmit {
-                    netns: e.netns.inode,
+                    netns: e.netns,
                     role,
                 },
                 u64::from(e.total_retrans - seen),
@@ -263,7 +365,7 @@ impl Connections {
             SocketEventKind::Send | SocketEventKind::Receive => {
                 if e.transport == Transport::Udp {
                     let key = SeriesKey::Datagram {
-                        netns: e.netns.inode,
+                        netns: e.netns,
                         sent: e.kind == SocketEventKind::Send,
                         socket: self.socket_attrs(e),
                     };
@@ -279,7 +381,7 @@ impl Connections {
         }
         let established = e.kind == SocketEventKind::Established;
         let key = SeriesKey::Connection {
-            netns: e.netns.inode,
+            netns: e.netns,
             opened: true,
             role: e.role,
             state: 1,
@@ -322,7 +424,12 @@ impl Connections {
             self.untracked += 1;
             return;
         }
+        if self.finished.contains(&e.netns) {
+            return;
+        }
         let (trace_id, span_id) = self.ids.next(e.cookie);
+        // The pod's name while it is alive: the span keeps it after the pod is gone.
+        let netns_name = self.namespaces.get(&e.netns).and_then(|i| i.name);
         let start_ns = if established && e.duration_ns > 0 {
             e.timestamp_ns.saturating_sub(e.duration_ns)
         } else {
@@ -344,6 +451,7 @@ impl Connections {
                 seen_at: Instant::now(),
                 reported_open: false,
                 counted_open: established,
+                netns_name,
             },
         );
     }
@@ -356,13 +464,7 @@ impl Connections {
         if self.closed.contains(&e.cookie) {
             return;
         }
-        self.closed.insert(e.cookie);
-        self.closed_order.push_back(e.cookie);
-        while self.closed_order.len() > RECENTLY_CLOSED {
-            if let Some(old) = self.closed_order.pop_front() {
-                self.closed.remove(&old);
-            }
-        }
+        self.remember_closed(e.cookie);
         let conn = self.open.remove(&e.cookie);
         let role = conn.as_ref().map_or(e.role, |c| {
             if c.first.role == SocketRole::Unknown {
@@ -375,7 +477,7 @@ impl Connections {
         // was never counted as opened; its close is counted with the state it left.
         if e.old_state != 10 {
             let key = SeriesKey::Connection {
-                netns: e.netns.inode,
+                netns: e.netns,
                 opened: false,
                 role,
                 state: e.old_state,
@@ -404,7 +506,7 @@ impl Connections {
     fn on_drop(&mut self, d: &DropEvent) {
         self.count(
             SeriesKey::Drop {
-                netns: d.netns.inode,
+                netns: d.netns,
                 reason: d.reason,
                 transport: d.transport,
             },
@@ -430,7 +532,7 @@ impl Connections {
                 state,
                 socket: s,
             } => {
-                a.push(KeyValue::new(names::ATTR_NETNS_INODE, i64::from(*netns)));
+                push_netns(&mut a, *netns);
                 a.push(KeyValue::new(
                     names::ATTR_TCP_EVENT,
                     if *opened { "opened" } else { "closed" },
@@ -443,7 +545,7 @@ impl Connections {
                 socket(&mut a, s);
             }
             SeriesKey::Retransmit { netns, role } => {
-                a.push(KeyValue::new(names::ATTR_NETNS_INODE, i64::from(*netns)));
+                push_netns(&mut a, *netns);
                 a.push(KeyValue::new(names::ATTR_CONNECTION_ROLE, role.as_str()));
             }
             SeriesKey::Datagram {
@@ -451,7 +553,7 @@ impl Connections {
                 sent,
                 socket: s,
             } => {
-                a.push(KeyValue::new(names::ATTR_NETNS_INODE, i64::from(*netns)));
+                push_netns(&mut a, *netns);
                 a.push(KeyValue::new(
                     names::ATTR_IO_DIRECTION,
                     if *sent { "transmit" } else { "receive" },
@@ -463,7 +565,7 @@ impl Connections {
                 reason,
                 transport,
             } => {
-                a.push(KeyValue::new(names::ATTR_NETNS_INODE, i64::from(*netns)));
+                push_netns(&mut a, *netns);
                 a.push(KeyValue::new(names::ATTR_DROP_REASON, *reason));
                 a.push(KeyValue::new(names::ATTR_TRANSPORT, transport.as_str()));
             }
@@ -495,6 +597,7 @@ impl Connections {
 
     fn emit(&mut self, out: &mut Emitter) {
         let now = now_ns();
+        self.end_gone_namespaces(now);
         self.report_open(now);
         let scope = output::scope(&self.scope_name, "");
         output::send_spans(out, scope.clone(), &mut self.spans);
@@ -574,3 +677,6 @@ impl Processor for Connections {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod churn_tests;

@@ -27,12 +27,14 @@ use periscope_pipeline::component::{
 };
 use periscope_pipeline::config::{Boundaries, ConfigDuration, PositiveDuration};
 use periscope_pipeline::model::{
-    AnyValue, DnsEvent, Event, HistogramPoint, KeyValue, Metric, MetricData, NumberPoint, Payload,
-    Span, SpanKind, SpanStatus, Temporality, Transport,
+    AnyValue, DnsEvent, Event, HistogramPoint, KeyValue, Metric, MetricData, NetnsId, NumberPoint,
+    Payload, Span, SpanKind, SpanStatus, Temporality, Transport,
 };
 use periscope_pipeline::telemetry::{names, now_ns};
-use periscope_pipeline::DnsTable;
+use periscope_pipeline::{DnsTable, NamespaceTable};
 
+use crate::device_names::push_netns;
+use crate::gone::{self, Grace};
 use crate::latency::Recorder;
 use crate::output::{self, SpanIds};
 use crate::series::{SeriesTable, TableOptions};
@@ -127,11 +129,10 @@ impl ComponentConfig for DnsConfig {
 
 impl ProcessorConfig for DnsConfig {
     fn build(&self, ctx: &BuildContext) -> anyhow::Result<Box<dyn Processor>> {
-        Ok(Box::new(Dns::new(
-            self.clone(),
-            ctx.dns.clone(),
-            ctx.id.to_string(),
-        )))
+        Ok(Box::new(
+            Dns::new(self.clone(), ctx.dns.clone(), ctx.id.to_string())
+                .with_namespaces(ctx.namespaces.clone()),
+        ))
     }
 }
 
@@ -170,7 +171,7 @@ pub fn rcode_name(r: u8) -> Cow<'static, str> {
 /// What matches a response to its query.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct LookupKey {
-    netns: u32,
+    netns: NetnsId,
     transport: Transport,
     id: u16,
     client: (IpAddr, u16),
@@ -187,7 +188,7 @@ struct Pending {
 /// The attributes a series is keyed by.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct SeriesKey {
-    netns: u32,
+    netns: NetnsId,
     name: Option<Arc<str>>,
     qtype: u16,
     /// `None`: timed out.
@@ -214,6 +215,12 @@ pub struct Dns {
     timeouts: u64,
     untracked: u64,
     unmatched_responses: u64,
+    /// Queries whose namespace went away before their response or timeout: not lookups.
+    abandoned: u64,
+    /// Which namespaces are gone (filled by the receivers).
+    namespaces: NamespaceTable,
+    /// Namespaces found gone: their series end after one grace collect.
+    grace: Grace<NetnsId>,
 }
 
 impl Dns {
@@ -236,7 +243,27 @@ impl Dns {
             timeouts: 0,
             untracked: 0,
             unmatched_responses: 0,
+            abandoned: 0,
+            namespaces: NamespaceTable::default(),
+            grace: Grace::default(),
         }
+    }
+
+    /// Tells gone namespaces from `namespaces` (filled by the receivers): their unanswered
+    /// queries are not timeouts, their series end. Without it no namespace is ever gone.
+    pub fn with_namespaces(mut self, namespaces: NamespaceTable) -> Self {
+        self.namespaces = namespaces;
+        self
+    }
+
+    /// Queries dropped because their namespace went away before an answer.
+    pub fn abandoned(&self) -> u64 {
+        self.abandoned
+    }
+
+    /// Series held: what churn must not grow.
+    pub fn series_len(&self) -> usize {
+        self.series.len()
     }
 
     /// Lookups completed (answered or timed out), timed out, queries not tracked (too many
@@ -261,7 +288,7 @@ impl Dns {
         if self.clock.is_none_or(|(ts, _)| d.timestamp_ns >= ts) {
             self.clock = Some((d.timestamp_ns, now));
         }
-        let netns = d.device.netns.inode;
+        let netns = d.device.netns;
         if !d.is_response {
             let key = LookupKey {
                 netns,
@@ -344,8 +371,9 @@ impl Dns {
         if !self.config.spans {
             return;
         }
-        let mut a = vec![
-            KeyValue::new(names::ATTR_NETNS_INODE, i64::from(key.netns)),
+        let mut a = Vec::with_capacity(12);
+        push_netns(&mut a, key.netns);
+        a.extend([
             KeyValue::new(names::ATTR_TRANSPORT, key.transport.as_str()),
             KeyValue::new(
                 names::ATTR_DNS_QUESTION_TYPE,
@@ -356,7 +384,7 @@ impl Dns {
             KeyValue::new(names::ATTR_DNS_SERVER_ADDRESS, key.server.0.to_string()),
             KeyValue::new(names::ATTR_PEER_PORT, key.server.1),
             KeyValue::new(names::ATTR_DNS_MESSAGE_ID, key.id),
-        ];
+        ]);
         if let Some(n) = name {
             a.push(KeyValue::new(names::ATTR_DNS_QUESTION_NAME, n.to_string()));
         }
@@ -406,6 +434,11 @@ impl Dns {
             self.order.pop_front();
             if let Some(q) = self.pending.get(&key).copied().filter(|q| q.ts_ns == ts) {
                 self.pending.remove(&key);
+                // A deleted pod's last query was cut off, not left unanswered by its server.
+                if gone::netns_gone(&self.namespaces, &key.netns) {
+                    self.abandoned += 1;
+                    continue;
+                }
                 self.complete(&key, &q, None, ts.saturating_add(timeout));
             }
         }
@@ -418,13 +451,12 @@ impl Dns {
     }
 
     fn attributes(k: &SeriesKey) -> Vec<KeyValue> {
-        let mut a = vec![
-            KeyValue::new(names::ATTR_NETNS_INODE, i64::from(k.netns)),
-            KeyValue::new(
-                names::ATTR_DNS_QUESTION_TYPE,
-                AnyValue::String(qtype_name(k.qtype)),
-            ),
-        ];
+        let mut a = Vec::with_capacity(6);
+        push_netns(&mut a, k.netns);
+        a.push(KeyValue::new(
+            names::ATTR_DNS_QUESTION_TYPE,
+            AnyValue::String(qtype_name(k.qtype)),
+        ));
         if let Some(n) = &k.name {
             a.push(KeyValue::new(names::ATTR_DNS_QUESTION_NAME, n.to_string()));
         }
@@ -470,6 +502,11 @@ impl Dns {
         let scope = output::scope(&self.scope_name, "");
         output::send_spans(out, scope.clone(), &mut self.spans);
         let now = now_ns();
+        let table = self.namespaces.clone();
+        let sources: Vec<NetnsId> = self.series.keys().map(|k| k.netns).collect();
+        for n in self.grace.due(sources, |n| gone::netns_gone(&table, n)) {
+            self.series.retire_if(|k| k.netns == n);
+        }
         let start = self.series.start_ns();
         let points: Vec<HistogramPoint> = self
             .series

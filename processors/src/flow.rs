@@ -7,6 +7,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::num::NonZeroUsize;
 use std::time::Instant;
 
+use rustc_hash::FxHashSet;
 use serde::Deserialize;
 
 use periscope_pipeline::component::{
@@ -20,6 +21,8 @@ use periscope_pipeline::model::{
 };
 use periscope_pipeline::telemetry::{names, now_ns};
 
+use crate::device_names::DeviceNames;
+use crate::gone::{self, Finished, Grace};
 use crate::output;
 use crate::series::{overflow_attributes, Counts, Series, SeriesTable, TableOptions, TotalsTable};
 
@@ -109,7 +112,14 @@ const LOST: usize = 1;
 /// The running processor.
 pub struct Flow {
     config: FlowConfig,
-    devices: DeviceTable,
+    /// The names of the devices of the series, captured when a series is made.
+    names: DeviceNames,
+    /// Devices found gone without their final counters.
+    grace: Grace<DeviceRef>,
+    /// Devices whose series had their final point.
+    finished: Finished<DeviceRef>,
+    /// Packet records of finished devices (arriving after their final counters), not counted.
+    late_records: u64,
     scope_name: String,
     /// Packets and bytes counted from packet records.
     series: SeriesTable<SeriesKey, Totals>,
@@ -137,10 +147,22 @@ impl Flow {
             records: TotalsTable::new(&options, names::NETWORK_RECORDS_DELIVERED),
             cgroups: TotalsTable::new(&options, names::CGROUP_PACKETS),
             config,
-            devices,
+            names: DeviceNames::new(devices),
+            grace: Grace::default(),
+            finished: Finished::default(),
+            late_records: 0,
             scope_name,
             next_emit,
         }
+    }
+
+    /// Series held (records, exact totals, record counters) and devices whose names are kept:
+    /// what churn must not grow.
+    pub fn sizes(&self) -> (usize, usize) {
+        (
+            self.series.len() + self.exact.len() + self.records.len(),
+            self.names.len(),
+        )
     }
 
     #[inline]
@@ -162,6 +184,17 @@ impl Flow {
         } else if self.exact.contains(&key) {
             return;
         }
+        if let Some(totals) = self.series.get_mut(&key) {
+            totals[PACKETS] += 1;
+            totals[BYTES] += u64::from(p.length);
+            return;
+        }
+        // A new series: not for a device whose final point went out (a late record).
+        if self.finished.contains(&p.device) && !self.names.table().is_alive(&p.device) {
+            self.late_records += 1;
+            return;
+        }
+        self.names.capture(p.device);
         let totals = self.series.value(key, Totals::default);
         totals[PACKETS] += 1;
         totals[BYTES] += u64::from(p.length);
@@ -177,13 +210,62 @@ impl Flow {
             dst_addr: UNSPECIFIED,
             dst_port: 0,
         };
-        self.records.set(key, [c.records_delivered, c.records_lost]);
+        self.names.capture(c.device);
+        let records = [c.records_delivered, c.records_lost];
+        if c.last {
+            // The device went away: these are its final totals, its series end with them.
+            self.records.set_final(key, records);
+            self.finished.mark(c.device);
+        } else {
+            self.records.set(key, records);
+        }
         if self.config.flow_attributes {
+            if c.last {
+                self.series.retire_if(|k| {
+                    k.device == c.device && k.direction == c.direction && k.transport == c.transport
+                });
+            }
             return;
         }
         // Counted from records until now: the kernel's totals include those packets.
         self.series.remove(&key);
-        self.exact.set(key, [c.packets, c.bytes]);
+        if c.last {
+            self.exact.set_final(key, [c.packets, c.bytes]);
+        } else {
+            self.exact.set(key, [c.packets, c.bytes]);
+        }
+    }
+
+    /// Ends every series of `device` at this collect (it is gone, or renamed).
+    fn retire_device(&mut self, device: DeviceRef) {
+        self.series.retire_if(|k| k.device == device);
+        self.exact.retire_if(|k| k.device == device);
+        self.records.retire_if(|k| k.device == device);
+    }
+
+    /// Retires the series of devices gone for a whole collect without final counters, and of
+    /// renamed devices (their next series carry the new name).
+    fn retire_gone_and_renamed(&mut self) {
+        let table = self.names.table().clone();
+        let due = self
+            .grace
+            .due(self.names.devices(), |d| gone::device_gone(&table, d));
+        for d in due {
+            self.retire_device(d);
+            self.finished.mark(d);
+        }
+        for d in self.names.renamed() {
+            self.retire_device(d);
+        }
+    }
+
+    /// Forgets the names of devices no series is about any more.
+    fn forget_unused_names(&mut self) {
+        let mut in_use = FxHashSet::default();
+        in_use.extend(self.series.keys().map(|k| k.device));
+        in_use.extend(self.exact.keys().map(|k| k.device));
+        in_use.extend(self.records.keys().map(|k| k.device));
+        self.names.after_collect(&in_use);
     }
 
     fn record_cgroup(&mut self, c: &CgroupCounters) {
@@ -208,22 +290,16 @@ impl Flow {
         ]
     }
 
-    fn attributes(&self, key: &SeriesKey) -> Vec<KeyValue> {
-        let mut a = Vec::with_capacity(8);
-        a.push(KeyValue::new(
-            names::ATTR_NETNS_INODE,
-            i64::from(key.device.netns.inode),
-        ));
-        a.push(KeyValue::new(
-            names::ATTR_INTERFACE_NAME,
-            self.devices.interface_name(&key.device),
-        ));
+    /// A series' attributes; `tuple`: with the 5-tuple (when `flow_attributes` is on).
+    fn attributes(&self, key: &SeriesKey, tuple: bool) -> Vec<KeyValue> {
+        let mut a = Vec::with_capacity(10);
+        self.names.push_attributes(&mut a, &key.device);
         a.push(KeyValue::new(
             names::ATTR_IO_DIRECTION,
             key.direction.as_str(),
         ));
         a.push(KeyValue::new(names::ATTR_TRANSPORT, key.transport.as_str()));
-        if self.config.flow_attributes {
+        if tuple && self.config.flow_attributes {
             a.push(KeyValue::new(
                 names::ATTR_SOURCE_ADDRESS,
                 key.src_addr.to_string(),
@@ -247,13 +323,22 @@ impl Flow {
     /// The current counters as telemetry; in delta mode, starts a new period.
     fn emit(&mut self, out: &mut Emitter) {
         let now = now_ns();
+        self.retire_gone_and_renamed();
+        if self.late_records > 0 {
+            tracing::debug!(
+                processor = %self.scope_name,
+                records = self.late_records,
+                "packet records of devices after their final counters, not counted"
+            );
+            self.late_records = 0;
+        }
         // Counted from records, then exact: one overflow series for both.
         let mut rows: Vec<(Vec<KeyValue>, Totals)> = Vec::new();
         let mut overflow: Option<Totals> = None;
         let counted = self.series.iter().map(|(s, t)| (s, *t));
         for (s, t) in counted.chain(self.exact.iter()) {
             match s {
-                Series::Key(k) => rows.push((self.attributes(k), t)),
+                Series::Key(k) => rows.push((self.attributes(k, true), t)),
                 Series::Overflow => overflow.get_or_insert_with(Totals::default).add(t),
             }
         }
@@ -265,11 +350,7 @@ impl Flow {
             .records
             .iter()
             .map(|(s, t)| {
-                let attributes = s.attributes(|k| {
-                    let mut a = self.attributes(k);
-                    a.truncate(4);
-                    a
-                });
+                let attributes = s.attributes(|k| self.attributes(k, false));
                 (attributes, t)
             })
             .collect();
@@ -287,6 +368,7 @@ impl Flow {
         self.exact.finish_collect(now);
         self.records.finish_collect(now);
         self.cgroups.finish_collect(now);
+        self.forget_unused_names();
         let point = |attributes: &Vec<KeyValue>, v: u64| NumberPoint {
             attributes: attributes.clone(),
             start_time_ns: start,
@@ -404,3 +486,6 @@ impl Processor for Flow {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod churn_tests;

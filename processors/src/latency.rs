@@ -39,22 +39,27 @@ use periscope_pipeline::component::{
 };
 use periscope_pipeline::model::{
     Event, ExponentialBuckets, ExponentialHistogramPoint, HistogramPoint, KeyValue, Metric,
-    MetricData, NumberPoint, Payload, SocketEvent, SocketEventKind, SocketHook, SocketRole,
-    Temporality, Transport,
+    MetricData, NetnsId, NumberPoint, Payload, SocketEvent, SocketEventKind, SocketHook,
+    SocketRole, Temporality, Transport,
 };
 use periscope_pipeline::telemetry::{names, now_ns};
+use periscope_pipeline::NamespaceTable;
 
 pub use config::{HistogramKind, LatencyConfig, Role, RttSample, DEFAULT_BOUNDARIES};
 pub use recorder::Recorder;
 
 use config::{attr_of, Attr};
 
+use crate::device_names::push_netns;
+use crate::gone::{self, Grace};
 use crate::output;
 use crate::series::{SeriesTable, TableOptions};
 
 impl ProcessorConfig for LatencyConfig {
     fn build(&self, ctx: &BuildContext) -> anyhow::Result<Box<dyn Processor>> {
-        Ok(Box::new(Latency::new(self.clone(), ctx.id.to_string())?))
+        Ok(Box::new(
+            Latency::new(self.clone(), ctx.id.to_string())?.with_namespaces(ctx.namespaces.clone()),
+        ))
     }
 }
 
@@ -94,7 +99,7 @@ const RECENTLY_CLOSED: usize = 16384;
 /// What a series is keyed by: the configured attributes' values (the rest stay `None`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 struct SeriesKey {
-    netns: Option<u32>,
+    netns: Option<NetnsId>,
     role: Option<SocketRole>,
     ipv4: Option<bool>,
     local_addr: Option<IpAddr>,
@@ -118,7 +123,7 @@ enum IoSource {
 /// What is known of a tracked socket.
 #[derive(Clone, Debug)]
 struct Sock {
-    netns: u32,
+    netns: NetnsId,
     cgroup: u64,
     local_addr: IpAddr,
     local_port: u16,
@@ -139,7 +144,7 @@ struct Sock {
 impl Sock {
     fn new(e: &SocketEvent, now: Instant) -> Self {
         Sock {
-            netns: e.netns.inode,
+            netns: e.netns,
             cgroup: e.cgroup_id,
             local_addr: e.local_addr,
             local_port: e.local_port,
@@ -208,6 +213,10 @@ pub struct Latency {
     untracked_emitted: u64,
     untracked_logged: u64,
     next_emit: Instant,
+    /// Which namespaces are gone (filled by the receivers).
+    namespaces: NamespaceTable,
+    /// Namespaces found gone: their series end after one grace collect.
+    grace: Grace<NetnsId>,
 }
 
 impl Latency {
@@ -259,7 +268,35 @@ impl Latency {
             untracked: 0,
             untracked_emitted: 0,
             untracked_logged: 0,
+            namespaces: NamespaceTable::default(),
+            grace: Grace::default(),
         })
+    }
+
+    /// Tells gone namespaces from `namespaces` (filled by the receivers): the series keyed
+    /// by them end. Without it no namespace is ever gone.
+    pub fn with_namespaces(mut self, namespaces: NamespaceTable) -> Self {
+        self.namespaces = namespaces;
+        self
+    }
+
+    /// Series held in the three tables: what churn must not grow.
+    pub fn series_len(&self) -> usize {
+        self.series.iter().map(SeriesTable::len).sum()
+    }
+
+    /// Retires the series of namespaces gone for a whole collect.
+    fn retire_gone(&mut self) {
+        let mut sources = FxHashSet::default();
+        for t in &self.series {
+            sources.extend(t.keys().filter_map(|k| k.netns));
+        }
+        let table = self.namespaces.clone();
+        for n in self.grace.due(sources, |n| gone::netns_gone(&table, n)) {
+            for t in &mut self.series {
+                t.retire_if(|k| k.netns == Some(n));
+            }
+        }
     }
 
     fn key(&self, s: &Sock) -> SeriesKey {
@@ -385,10 +422,7 @@ impl Latency {
         let mut a = Vec::with_capacity(self.attrs.len());
         for attr in &self.attrs {
             match attr {
-                Attr::NetnsInode => a.push(KeyValue::new(
-                    names::ATTR_NETNS_INODE,
-                    i64::from(k.netns.unwrap_or(0)),
-                )),
+                Attr::NetnsInode => push_netns(&mut a, k.netns.unwrap_or_default()),
                 Attr::Role => a.push(KeyValue::new(
                     names::ATTR_CONNECTION_ROLE,
                     k.role.unwrap_or_default().as_str(),
@@ -483,6 +517,7 @@ impl Latency {
 
     fn emit(&mut self, out: &mut Emitter) {
         let now = now_ns();
+        self.retire_gone();
         // The three tables start their periods together.
         let start = self.series[0].start_ns();
         let delta = self.temporality == Temporality::Delta;

@@ -2,8 +2,10 @@
 
 pub mod burst;
 pub mod connections;
+pub mod device_names;
 pub mod dns;
 pub mod flow;
+pub mod gone;
 pub mod identity;
 pub mod latency;
 mod output;

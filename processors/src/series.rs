@@ -154,6 +154,27 @@ impl<K: Eq + Hash, V> SeriesTable<K, V> {
         self.overflow.get_or_insert_with(make)
     }
 
+    /// The value of `key`'s series if it has one (the fast path: no series made).
+    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        self.series.get_mut(key).map(|s| &mut s.value)
+    }
+
+    /// Marks every series whose key matches `pred` finished (a device or namespace that went
+    /// away): the next collect emits them once more, then drops them.
+    pub fn retire_if(&mut self, mut pred: impl FnMut(&K) -> bool) {
+        for (k, s) in self.series.iter_mut() {
+            if !s.retired && pred(k) {
+                s.retired = true;
+                self.retired += 1;
+            }
+        }
+    }
+
+    /// The keys of the series held (the overflow series aside).
+    pub fn keys(&self) -> impl Iterator<Item = &K> {
+        self.series.keys()
+    }
+
     /// Forgets `key`'s series at once: it is not emitted again (e.g. kernel totals now count
     /// what it counted).
     pub fn remove(&mut self, key: &K) {
@@ -359,6 +380,17 @@ impl<K: Eq + Hash + Clone, C: Counts> TotalsTable<K, C> {
     pub fn retire(&mut self, key: &K) {
         self.table.retire(key);
         self.overflowed.remove(key);
+    }
+
+    /// Marks every series whose key matches `pred` finished (see [`SeriesTable::retire_if`]).
+    pub fn retire_if(&mut self, mut pred: impl FnMut(&K) -> bool) {
+        self.table.retire_if(&mut pred);
+        self.overflowed.retain(|k, _| !pred(k));
+    }
+
+    /// The keys of the series held (the overflow series aside).
+    pub fn keys(&self) -> impl Iterator<Item = &K> {
+        self.table.keys()
     }
 
     /// Whether `key` is counted: in its own series or in the overflow series.

@@ -13,7 +13,7 @@ use periscope_pipeline::config::PositiveDuration;
 
 use crate::shared::ebpf::{embedded_object, Object};
 use crate::socket::{
-    default_cgroup, describe, load_object, open_cgroup, preflight, validate_cgroup, DropReasons,
+    default_cgroup, describe, load_object, open_cgroup, preflight, validate, DropReasons,
     SocketReceiver, SocketReceiverOptions,
 };
 
@@ -53,13 +53,7 @@ impl ComponentConfig for CgroupSkbConfig {
     const TYPE: &'static str = "cgroup_skb";
 
     fn validate(&self) -> Result<(), Vec<Invalid>> {
-        let mut errors = Vec::new();
-        validate_cgroup(&self.cgroup, &mut errors);
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors)
-        }
+        validate(Some(&self.cgroup), None)
     }
 }
 

@@ -16,7 +16,7 @@ use periscope_pipeline::config::PositiveDuration;
 use crate::shared::ebpf::{embedded_object, names, Object, SocketConfig};
 use crate::socket::{
     default_cgroup, default_poll_interval, default_ring_buffer_size, describe, open_cgroup,
-    preflight, validate_cgroup, validate_ring, DropReasons, SocketReceiver, SocketReceiverOptions,
+    preflight, validate, DropReasons, SocketReceiver, SocketReceiverOptions,
 };
 
 /// `ebpf/sk_msg.bpf.c`.
@@ -35,7 +35,7 @@ pub struct SkMsgConfig {
     #[serde(default = "default_cgroup")]
     pub cgroup: PathBuf,
     /// Also record received data (sk_skb stream verdict); default true.
-    #[serde(default = "default_true")]
+    #[serde(default = "periscope_pipeline::config::default_true")]
     pub receive: bool,
     /// Most sockets observed at once (sockhash entries; default 65536). Sockets past it are
     /// not observed and are counted as dropped.
@@ -47,10 +47,6 @@ pub struct SkMsgConfig {
     /// How often the ring buffer is read (default 50ms).
     #[serde(default = "default_poll_interval")]
     pub poll_interval: PositiveDuration,
-}
-
-fn default_true() -> bool {
-    true
 }
 
 fn default_max_sockets() -> NonZeroU32 {
@@ -73,14 +69,7 @@ impl ComponentConfig for SkMsgConfig {
     const TYPE: &'static str = "sk_msg";
 
     fn validate(&self) -> Result<(), Vec<Invalid>> {
-        let mut errors = Vec::new();
-        validate_cgroup(&self.cgroup, &mut errors);
-        validate_ring(self.ring_buffer_size, &mut errors);
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors)
-        }
+        validate(Some(&self.cgroup), Some(self.ring_buffer_size))
     }
 }
 

@@ -15,8 +15,7 @@ use periscope_pipeline::config::{ConfigDuration, PositiveDuration};
 use crate::shared::ebpf::{embedded_object, Object, SocketConfig};
 use crate::socket::{
     default_cgroup, default_poll_interval, default_ring_buffer_size, describe, load_object,
-    open_cgroup, preflight, validate_cgroup, validate_ring, DropReasons, SocketReceiver,
-    SocketReceiverOptions,
+    open_cgroup, preflight, validate, DropReasons, SocketReceiver, SocketReceiverOptions,
 };
 
 /// `ebpf/sockops.bpf.c`.
@@ -67,14 +66,7 @@ impl ComponentConfig for SockopsConfig {
     const TYPE: &'static str = "sockops";
 
     fn validate(&self) -> Result<(), Vec<Invalid>> {
-        let mut errors = Vec::new();
-        validate_cgroup(&self.cgroup, &mut errors);
-        validate_ring(self.ring_buffer_size, &mut errors);
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors)
-        }
+        validate(Some(&self.cgroup), Some(self.ring_buffer_size))
     }
 }
 

@@ -17,8 +17,8 @@ use crate::shared::ebpf::records::{
 use crate::shared::ebpf::{embedded_object, Object, SocketConfig};
 use crate::shared::kernel;
 use crate::socket::{
-    default_poll_interval, default_ring_buffer_size, describe, load_object, preflight,
-    validate_ring, DropReasons, SocketReceiver, SocketReceiverOptions,
+    default_poll_interval, default_ring_buffer_size, describe, load_object, preflight, validate,
+    DropReasons, SocketReceiver, SocketReceiverOptions,
 };
 
 /// `ebpf/tcp_udp.bpf.c`.
@@ -68,7 +68,7 @@ pub struct TcpUdpConfig {
     #[serde(default)]
     pub send_receive: SendReceive,
     /// Report dropped IP packets with the kernel's reason (`skb:kfree_skb`); default true.
-    #[serde(default = "default_true")]
+    #[serde(default = "periscope_pipeline::config::default_true")]
     pub drops: bool,
     /// Ring buffer size in bytes: a power of two from 4096 (default 4194304).
     #[serde(default = "default_ring_buffer_size")]
@@ -76,10 +76,6 @@ pub struct TcpUdpConfig {
     /// How often the ring buffer is read (default 50ms).
     #[serde(default = "default_poll_interval")]
     pub poll_interval: PositiveDuration,
-}
-
-fn default_true() -> bool {
-    true
 }
 
 impl Default for TcpUdpConfig {
@@ -98,13 +94,7 @@ impl ComponentConfig for TcpUdpConfig {
     const TYPE: &'static str = "tcp_udp";
 
     fn validate(&self) -> Result<(), Vec<Invalid>> {
-        let mut errors = Vec::new();
-        validate_ring(self.ring_buffer_size, &mut errors);
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors)
-        }
+        validate(None, Some(self.ring_buffer_size))
     }
 }
 

@@ -189,7 +189,8 @@ impl TcxConfig {
             ctx.devices.clone(),
             DiscoverySource::Watch(self.namespaces.scope()),
         )
-        .with_dns(ctx.dns.clone()))
+        .with_dns(ctx.dns.clone())
+        .with_namespaces(ctx.namespaces.clone()))
     }
 }
 
@@ -205,11 +206,7 @@ impl ComponentConfig for TcxConfig {
             ));
         }
         self.shared().validate(&mut errors);
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors)
-        }
+        Invalid::all(errors)
     }
 }
 

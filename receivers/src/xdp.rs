@@ -134,7 +134,8 @@ impl XdpConfig {
             ctx.devices.clone(),
             DiscoverySource::Watch(self.namespaces.scope()),
         )
-        .with_dns(ctx.dns.clone()))
+        .with_dns(ctx.dns.clone())
+        .with_namespaces(ctx.namespaces.clone()))
     }
 }
 
@@ -149,11 +150,7 @@ impl ComponentConfig for XdpConfig {
     fn validate(&self) -> Result<(), Vec<Invalid>> {
         let mut errors = Vec::new();
         self.shared().validate(&mut errors);
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors)
-        }
+        Invalid::all(errors)
     }
 }
 

@@ -118,14 +118,7 @@ fn no_caps_child() {
     if std::env::var_os(CHILD).is_none() {
         return;
     }
-    let ctx = periscope_pipeline::component::BuildContext {
-        id: periscope_pipeline::component::ComponentId::parse("xdp").expect("id"),
-        devices: Default::default(),
-        namespaces: Default::default(),
-        sockets: Default::default(),
-        dns: Default::default(),
-        counters: Default::default(),
-    };
+    let ctx = periscope_testkit::context("xdp");
     match XdpConfig::default().build_receiver(&ctx) {
         Ok(_) => println!("RESULT built"),
         Err(e) => println!("RESULT {e:#}"),
@@ -137,14 +130,7 @@ fn without_capabilities_build_fails_with_one_line() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         // Not root: the build itself must say what is missing.
-        let ctx = periscope_pipeline::component::BuildContext {
-            id: periscope_pipeline::component::ComponentId::parse("xdp").expect("id"),
-            devices: Default::default(),
-            namespaces: Default::default(),
-            sockets: Default::default(),
-            dns: Default::default(),
-            counters: Default::default(),
-        };
+        let ctx = periscope_testkit::context("xdp");
         let e = XdpConfig::default()
             .build_receiver(&ctx)
             .err()

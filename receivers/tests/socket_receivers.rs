@@ -28,7 +28,7 @@ use periscope_testkit::cgroup::TestCgroup;
 use periscope_testkit::netns::pods;
 use periscope_testkit::process::{run_ok, Background};
 use periscope_testkit::receiver::Running;
-use periscope_testkit::{require_root, require_tools, Netns, TestDir};
+use periscope_testkit::{require_root, require_root_and_tools, test_name, Netns, TestDir};
 
 /// A new test cgroup under the cgroup v2 mount.
 fn test_cgroup() -> TestCgroup {
@@ -86,8 +86,8 @@ print(sum(sizes), h.hexdigest())
 
 #[test]
 fn sk_msg_reports_every_message_with_its_size_and_sender() {
-    const TEST: &str = "sk_msg_reports_every_message_with_its_size_and_sender";
-    if !(require_root(TEST) && require_tools(TEST, TOOLS)) {
+    let test = test_name!();
+    if !require_root_and_tools(test, TOOLS) {
         return;
     }
     const MESSAGES: usize = 1000;
@@ -223,8 +223,8 @@ print(n, got)
 
 #[test]
 fn cgroup_skb_counts_a_cgroups_traffic_exactly() {
-    const TEST: &str = "cgroup_skb_counts_a_cgroups_traffic_exactly";
-    if !(require_root(TEST) && require_tools(TEST, TOOLS)) {
+    let test = test_name!();
+    if !require_root_and_tools(test, TOOLS) {
         return;
     }
     const DATAGRAMS: u64 = 200;
@@ -320,8 +320,8 @@ fn cgroup_skb_counts_a_cgroups_traffic_exactly() {
 
 #[test]
 fn tcp_udp_fentry_mode_says_clearly_when_the_kernel_refuses_it() {
-    const TEST: &str = "tcp_udp_fentry_mode_says_clearly_when_the_kernel_refuses_it";
-    if !require_root(TEST) {
+    let test = test_name!();
+    if !require_root(test) {
         return;
     }
     let auto = TcpUdpConfig::default()

@@ -1,20 +1,10 @@
 //! Components under test: build contexts, and whether their configs are documented.
 
-use std::sync::Arc;
-
 use periscope_pipeline::component::{BuildContext, ComponentId};
-use periscope_pipeline::devices::DeviceTable;
 
 /// A build context for component `id` (`type` or `type/name`) with fresh, empty tables.
 pub fn context(id: &str) -> BuildContext {
-    BuildContext {
-        id: ComponentId::parse(id).expect("component id"),
-        devices: DeviceTable::default(),
-        namespaces: Default::default(),
-        sockets: Default::default(),
-        dns: Default::default(),
-        counters: Arc::default(),
-    }
+    BuildContext::standalone(ComponentId::parse(id).expect("component id"))
 }
 
 /// What a component config's JSON schema leaves undocumented: `(the component)` when the type

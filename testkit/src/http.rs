@@ -34,6 +34,17 @@ pub fn http_get(port: u16, path: &str, accept: Option<&str>) -> (u16, String) {
     (status, body)
 }
 
+/// The `Content-Length` of a request or response head (the lines before the blank line), or 0.
+pub fn content_length(head: &str) -> usize {
+    head.lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0)
+}
+
 fn dechunk(mut s: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = s.split_once("\r\n") {

@@ -51,4 +51,4 @@ pub use dir::{yaml_path, TestDir};
 pub use netns::{in_netns, veth_pair, Netns};
 pub use process::{output_with_timeout, Background};
 pub use serial::Serial;
-pub use skip::{bpf_capable, in_ci, require_root, require_tools, skip};
+pub use skip::{bpf_capable, in_ci, require_root, require_root_and_tools, require_tools, skip};

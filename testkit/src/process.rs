@@ -308,6 +308,20 @@ pub fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// Calls `read` every 200 ms until `done` accepts what it read or `within` has passed, and
+/// returns the last read: for what an agent exports a little later than the test caused it
+/// (the test's assertions then say what is missing, if anything).
+pub fn poll<T>(within: Duration, mut read: impl FnMut() -> T, done: impl Fn(&T) -> bool) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        let value = read();
+        if done(&value) || Instant::now() > deadline {
+            return value;
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Calls `check` every 200 ms until it succeeds; after `within`, panics with its last error.
 /// For what an agent reports a little later than the test caused it.
 pub fn eventually(within: Duration, mut check: impl FnMut() -> Result<(), String>) {

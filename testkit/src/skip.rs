@@ -18,6 +18,27 @@ pub fn skip(test: &str, reason: &str) -> bool {
     false
 }
 
+/// The name of the function it is used in (a test's name, for skip messages and resource
+/// names), so that no test spells its own name by hand.
+#[macro_export]
+macro_rules! test_name {
+    () => {{
+        fn here() {}
+        let path = ::std::any::type_name_of_val(&here);
+        let path = path.strip_suffix("::here").unwrap_or(path);
+        // Inside a closure the path ends in `{{closure}}`: the function is the one around it.
+        path.rsplit("::")
+            .find(|part| *part != "{{closure}}")
+            .unwrap_or(path)
+    }};
+}
+
+/// `true` when the test runs as root and every one of `tools` is installed; otherwise skips
+/// with the first reason (`false`), or panics under CI.
+pub fn require_root_and_tools(test: &str, tools: &[&str]) -> bool {
+    require_root(test) && require_tools(test, tools)
+}
+
 /// The effective user id.
 fn euid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -94,4 +115,14 @@ pub fn find_program(program: &str) -> Option<PathBuf> {
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn test_name_is_the_enclosing_function() {
+        assert_eq!(test_name!(), "test_name_is_the_enclosing_function");
+        let in_closure = || test_name!();
+        assert_eq!(in_closure(), "test_name_is_the_enclosing_function");
+    }
 }

@@ -6,6 +6,14 @@ use periscope_pipeline::model::{
     Temporality, TracesBatch,
 };
 
+/// Exports [`metrics()`] through `exporter` and flushes it (panics if either fails).
+pub fn send_metrics(exporter: &mut dyn periscope_pipeline::component::Exporter) {
+    exporter
+        .export(periscope_pipeline::model::Telemetry::Metrics(metrics()))
+        .unwrap();
+    exporter.flush().unwrap();
+}
+
 /// Start time of every sample point and span.
 pub const START: u64 = 1_700_000_000_000_000_000;
 /// Time of every sample point.

@@ -41,7 +41,7 @@ use periscope_testkit::netns::{pods, udp as send_udp, UdpTraffic};
 use periscope_testkit::otlp::{read_metrics, sum_series, Series};
 use periscope_testkit::periscope::{start_agent, stop_agent};
 use periscope_testkit::process::{output_with_timeout, run_ok, Background};
-use periscope_testkit::{in_netns, require_root, require_tools, yaml_path, Netns, Serial, TestDir};
+use periscope_testkit::{in_netns, require_root_and_tools, yaml_path, Netns, Serial, TestDir};
 
 const TOOLS: &[&str] = &["ip", "bpftool"];
 const A_ADDR: Ipv4Addr = Ipv4Addr::new(10, 210, 0, 1);
@@ -57,7 +57,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 static SERIAL: Serial = Serial::new();
 
 fn ready(test: &str) -> bool {
-    require_root(test) && require_tools(test, TOOLS)
+    require_root_and_tools(test, TOOLS)
 }
 
 /// pod-a (`pa0`, 10.210.0.1/24) ↔ pod-b (`pb0`, 10.210.0.2/24).

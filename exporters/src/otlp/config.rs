@@ -290,11 +290,7 @@ impl ComponentConfig for OtlpConfig {
                 ));
             }
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors)
-        }
+        Invalid::all(errors)
     }
 }
 

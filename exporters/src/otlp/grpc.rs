@@ -89,13 +89,7 @@ impl GrpcTransport {
     pub async fn send_metrics(&mut self, req: ExportMetricsServiceRequest) -> Outcome {
         let r = self.request(req);
         match self.metrics.export(r).await {
-            Ok(resp) => {
-                let p = resp.into_inner().partial_success.unwrap_or_default();
-                Outcome::Accepted {
-                    rejected: p.rejected_data_points.max(0) as u64,
-                    message: p.error_message,
-                }
-            }
+            Ok(resp) => Outcome::of_metrics(resp.into_inner()),
             Err(status) => classify(&status),
         }
     }
@@ -103,13 +97,7 @@ impl GrpcTransport {
     pub async fn send_traces(&mut self, req: ExportTraceServiceRequest) -> Outcome {
         let r = self.request(req);
         match self.traces.export(r).await {
-            Ok(resp) => {
-                let p = resp.into_inner().partial_success.unwrap_or_default();
-                Outcome::Accepted {
-                    rejected: p.rejected_spans.max(0) as u64,
-                    message: p.error_message,
-                }
-            }
+            Ok(resp) => Outcome::of_traces(resp.into_inner()),
             Err(status) => classify(&status),
         }
     }

@@ -4,12 +4,8 @@
 use std::io::Write;
 
 use anyhow::Context;
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE};
 
@@ -130,56 +126,54 @@ impl HttpTransport {
     }
 
     pub async fn send_metrics(&mut self, req: &ExportMetricsServiceRequest) -> Outcome {
-        let json = self.json;
-        let body = self.encode(|b| {
-            if json {
-                otlp_json::write_metrics_request(b, req)
-            } else {
-                req.encode(b).expect("a Vec grows as needed")
-            }
-        });
         let url = self.metrics_url.clone();
-        match self.post(&url, body).await {
-            Ok(bytes) => {
-                if json {
-                    return json_partial_success(&bytes, "rejectedDataPoints");
-                }
-                let p = ExportMetricsServiceResponse::decode(bytes.as_ref())
-                    .ok()
-                    .and_then(|r| r.partial_success)
-                    .unwrap_or_default();
-                Outcome::Accepted {
-                    rejected: p.rejected_data_points.max(0) as u64,
-                    message: p.error_message,
-                }
-            }
-            Err(o) => o,
-        }
+        self.send(
+            &url,
+            req,
+            otlp_json::write_metrics_request,
+            "rejectedDataPoints",
+            |body| Outcome::of_metrics(Message::decode(body).unwrap_or_default()),
+        )
+        .await
     }
 
     pub async fn send_traces(&mut self, req: &ExportTraceServiceRequest) -> Outcome {
+        let url = self.traces_url.clone();
+        self.send(
+            &url,
+            req,
+            otlp_json::write_traces_request,
+            "rejectedSpans",
+            |body| Outcome::of_traces(Message::decode(body).unwrap_or_default()),
+        )
+        .await
+    }
+
+    /// One signal's request: encoded as JSON (`write_json`) or protobuf, posted to `url`; the
+    /// partial success read from the response, JSON by its `rejected` field name, protobuf by
+    /// `accepted`.
+    async fn send<R: Message>(
+        &mut self,
+        url: &str,
+        req: &R,
+        write_json: fn(&mut Vec<u8>, &R),
+        rejected: &str,
+        accepted: fn(&[u8]) -> Outcome,
+    ) -> Outcome {
         let json = self.json;
         let body = self.encode(|b| {
             if json {
-                otlp_json::write_traces_request(b, req)
+                write_json(b, req)
             } else {
                 req.encode(b).expect("a Vec grows as needed")
             }
         });
-        let url = self.traces_url.clone();
-        match self.post(&url, body).await {
+        match self.post(url, body).await {
             Ok(bytes) => {
                 if json {
-                    return json_partial_success(&bytes, "rejectedSpans");
+                    return json_partial_success(&bytes, rejected);
                 }
-                let p = ExportTraceServiceResponse::decode(bytes.as_ref())
-                    .ok()
-                    .and_then(|r| r.partial_success)
-                    .unwrap_or_default();
-                Outcome::Accepted {
-                    rejected: p.rejected_spans.max(0) as u64,
-                    message: p.error_message,
-                }
+                accepted(bytes.as_ref())
             }
             Err(o) => o,
         }

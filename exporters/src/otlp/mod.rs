@@ -248,14 +248,7 @@ impl Exporter for OtlpExporter {
                     msg = m;
                     std::thread::sleep(Duration::from_millis(5));
                 }
-                Err(_) => {
-                    self.shared.clear_deadline();
-                    anyhow::bail!(
-                        "otlp exporter `{}`: could not drain the sending queue within {:?}",
-                        self.id,
-                        self.flush_timeout
-                    );
-                }
+                Err(_) => return Err(self.flush_timed_out()),
             }
         }
         let mut done_rx = done_rx;
@@ -267,18 +260,23 @@ impl Exporter for OtlpExporter {
                 {
                     std::thread::sleep(Duration::from_millis(5))
                 }
-                Err(_) => {
-                    self.shared.clear_deadline();
-                    anyhow::bail!(
-                        "otlp exporter `{}`: could not drain the sending queue within {:?}",
-                        self.id,
-                        self.flush_timeout
-                    );
-                }
+                Err(_) => return Err(self.flush_timed_out()),
             }
         }
         self.shared.clear_deadline();
         Ok(())
+    }
+}
+
+impl OtlpExporter {
+    /// The error of a flush that ran out of time (the retry deadline is cleared).
+    fn flush_timed_out(&self) -> anyhow::Error {
+        self.shared.clear_deadline();
+        anyhow::anyhow!(
+            "otlp exporter `{}`: could not drain the sending queue within {:?}",
+            self.id,
+            self.flush_timeout
+        )
     }
 }
 

@@ -2,6 +2,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+
 /// The result of one request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
@@ -15,6 +18,27 @@ pub enum Outcome {
     },
     /// Failed for good: retrying would fail the same way.
     Permanent { reason: String },
+}
+
+impl Outcome {
+    /// Accepted, with what a protobuf metrics response says was refused.
+    pub fn of_metrics(resp: ExportMetricsServiceResponse) -> Self {
+        let p = resp.partial_success.unwrap_or_default();
+        Self::accepted(p.rejected_data_points, p.error_message)
+    }
+
+    /// Accepted, with what a protobuf traces response says was refused.
+    pub fn of_traces(resp: ExportTraceServiceResponse) -> Self {
+        let p = resp.partial_success.unwrap_or_default();
+        Self::accepted(p.rejected_spans, p.error_message)
+    }
+
+    fn accepted(rejected: i64, message: String) -> Self {
+        Outcome::Accepted {
+            rejected: rejected.max(0) as u64,
+            message,
+        }
+    }
 }
 
 /// gRPC status codes the OTLP specification lists as retryable (RESOURCE_EXHAUSTED only with

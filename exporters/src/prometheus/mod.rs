@@ -49,7 +49,10 @@ pub struct PrometheusConfig {
     #[serde(default = "default_series_limit")]
     pub series_limit: NonZeroUsize,
     /// A series not updated for this long is removed from the exposition. `0s` keeps series
-    /// forever.
+    /// forever. Independently of it, a cumulative sum or histogram (which processors emit at
+    /// every interval) is removed once it has missed 2.5 of its own intervals (at least 1s
+    /// each): its source is gone and had its final point (docs/metrics.md, "When things go
+    /// away").
     #[serde(default = "default_expire_after")]
     pub expire_after: ConfigDuration,
 }

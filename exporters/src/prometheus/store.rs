@@ -33,7 +33,18 @@ enum Value {
 struct Series {
     value: Value,
     updated: Instant,
+    /// The latest point's time (ns since the epoch).
+    time_ns: u64,
+    /// How often its points come (the time between its last two), for a cumulative series:
+    /// a processor emits those at every interval until their source is gone.
+    cadence: Option<Duration>,
 }
+
+/// A cumulative series that missed this many of its intervals is gone: its source (a deleted
+/// pod's device, a closed namespace) had its final point and retired.
+const MISSED_INTERVALS: f64 = 2.5;
+/// The shortest cadence assumed, so that points that come in bursts do not expire early.
+const MIN_CADENCE: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 struct Family {
@@ -228,7 +239,10 @@ impl Store {
                 continue;
             }
             let delta = temporality == Temporality::Delta;
-            let mut put = |attrs: &Attributes, value: Value, series: &mut usize| {
+            // Cumulative sums and histograms come at every interval; gauges and deltas only
+            // when there is something to say.
+            let regular = !delta && !matches!(m.data, MetricData::Gauge { .. });
+            let mut put = |attrs: &Attributes, time_ns: u64, value: Value, series: &mut usize| {
                 let mut labels: BTreeMap<String, Vec<(String, String)>> =
                     base.iter().cloned().collect();
                 for (k, v) in &scope_labels {
@@ -240,6 +254,11 @@ impl Store {
                     Some(s) => {
                         s.value = if delta { add(&s.value, value) } else { value };
                         s.updated = now;
+                        if regular && s.time_ns > 0 && time_ns > s.time_ns {
+                            let gap = Duration::from_nanos(time_ns - s.time_ns);
+                            s.cadence = Some(gap.max(MIN_CADENCE));
+                        }
+                        s.time_ns = time_ns;
                     }
                     None if *series >= self.limit => refused.over_limit += 1,
                     None => {
@@ -249,6 +268,8 @@ impl Store {
                             Series {
                                 value,
                                 updated: now,
+                                time_ns,
+                                cadence: None,
                             },
                         );
                     }
@@ -261,12 +282,12 @@ impl Store {
                             Number::Int(i) => Value::Int(i),
                             Number::Double(d) => Value::Double(d),
                         };
-                        put(&p.attributes, v, &mut self.series);
+                        put(&p.attributes, p.time_ns, v, &mut self.series);
                     }
                 }
                 MetricData::Histogram { points, .. } => {
                     for p in points {
-                        put(&p.attributes, histogram(p), &mut self.series);
+                        put(&p.attributes, p.time_ns, histogram(p), &mut self.series);
                     }
                 }
                 MetricData::ExponentialHistogram { points, .. } => {
@@ -278,7 +299,7 @@ impl Store {
                             sum: p.sum,
                             count: p.count,
                         };
-                        put(&p.attributes, v, &mut self.series);
+                        put(&p.attributes, p.time_ns, v, &mut self.series);
                     }
                 }
             }
@@ -312,23 +333,36 @@ impl Store {
         self.targets.insert(labels, now);
     }
 
-    /// Drops series (and `target_info` entries) not updated for `expire_after`.
+    /// Drops series (and `target_info` entries) not updated for `expire_after`, and
+    /// cumulative series that missed [`MISSED_INTERVALS`] of their intervals (their source is
+    /// gone: a deleted pod's series do not stay until `expire_after`).
     pub fn expire(&mut self) {
-        if self.expire_after.is_zero() {
-            return;
-        }
-        let Some(cutoff) = Instant::now().checked_sub(self.expire_after) else {
-            return;
+        self.expire_at(Instant::now());
+    }
+
+    fn expire_at(&mut self, now: Instant) {
+        let cutoff = if self.expire_after.is_zero() {
+            None
+        } else {
+            now.checked_sub(self.expire_after)
+        };
+        let missed = |s: &Series| {
+            s.cadence.is_some_and(|c| {
+                now.saturating_duration_since(s.updated) > c.mul_f64(MISSED_INTERVALS)
+            })
         };
         let mut removed = 0;
         self.families.retain(|_, f| {
             let before = f.series.len();
-            f.series.retain(|_, s| s.updated >= cutoff);
+            f.series
+                .retain(|_, s| cutoff.is_none_or(|c| s.updated >= c) && !missed(s));
             removed += before - f.series.len();
             !f.series.is_empty()
         });
         self.series -= removed;
-        self.targets.retain(|_, t| *t >= cutoff);
+        if let Some(cutoff) = cutoff {
+            self.targets.retain(|_, t| *t >= cutoff);
+        }
     }
 
     /// The exposition: Prometheus text format 0.0.4, or OpenMetrics 1.0 text.
@@ -524,112 +558,4 @@ fn sample(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use periscope_pipeline::model::{ExponentialBuckets, KeyValue, Metric, NumberPoint};
-
-    fn batch(metrics: Vec<Metric>) -> MetricsBatch {
-        MetricsBatch {
-            resource: Resource {
-                attributes: vec![
-                    KeyValue::new("service.name", "periscope"),
-                    KeyValue::new("host.name", "node-1"),
-                ],
-            },
-            scope: Scope {
-                name: "flow".into(),
-                version: "0.1.0".into(),
-            },
-            metrics,
-        }
-    }
-
-    fn sum(v: i64, t: Temporality) -> Metric {
-        Metric {
-            name: "periscope.network.packets".into(),
-            description: "Packets \"seen\".".into(),
-            unit: "{packet}".into(),
-            data: MetricData::Sum {
-                points: vec![NumberPoint {
-                    attributes: vec![KeyValue::new("network.transport", "tcp")],
-                    start_time_ns: 1,
-                    time_ns: 2,
-                    value: Number::Int(v),
-                }],
-                temporality: t,
-                monotonic: true,
-            },
-        }
-    }
-
-    #[test]
-    fn deltas_accumulate_cumulatives_replace() {
-        let mut s = Store::new(100, Duration::ZERO);
-        s.ingest(&batch(vec![sum(5, Temporality::Delta)]));
-        s.ingest(&batch(vec![sum(7, Temporality::Delta)]));
-        let text = s.render(false);
-        assert!(
-            text.contains("periscope_network_packets_total{job=\"periscope\",network_transport=\"tcp\",otel_scope_name=\"flow\",otel_scope_version=\"0.1.0\"} 12\n"),
-            "{text}"
-        );
-        assert!(text.contains("# TYPE periscope_network_packets_total counter\n"));
-        assert!(
-            text.contains("target_info{host_name=\"node-1\",job=\"periscope\"} 1\n"),
-            "{text}"
-        );
-        let om = s.render(true);
-        assert!(
-            om.contains("# TYPE periscope_network_packets counter\n"),
-            "{om}"
-        );
-        assert!(
-            om.contains("# HELP periscope_network_packets Packets \\\"seen\\\".\n"),
-            "{om}"
-        );
-        assert!(om.ends_with("# EOF\n"));
-        let mut s = Store::new(100, Duration::ZERO);
-        s.ingest(&batch(vec![sum(5, Temporality::Cumulative)]));
-        s.ingest(&batch(vec![sum(7, Temporality::Cumulative)]));
-        assert!(s.render(false).contains("} 7\n"));
-    }
-
-    #[test]
-    fn series_limit_counts_refusals() {
-        let mut s = Store::new(1, Duration::ZERO);
-        let mut m = sum(1, Temporality::Cumulative);
-        if let MetricData::Sum { points, .. } = &mut m.data {
-            let mut p2 = points[0].clone();
-            p2.attributes = vec![KeyValue::new("network.transport", "udp")];
-            points.push(p2);
-        }
-        let r = s.ingest(&batch(vec![m]));
-        assert_eq!(r.over_limit, 1);
-        assert_eq!(s.series(), 1);
-    }
-
-    #[test]
-    fn exponential_buckets_become_explicit() {
-        let p = ExponentialHistogramPoint {
-            attributes: vec![],
-            start_time_ns: 0,
-            time_ns: 0,
-            count: 6,
-            sum: Some(10.0),
-            min: None,
-            max: None,
-            scale: 0,
-            zero_count: 1,
-            positive: ExponentialBuckets {
-                offset: 1,
-                bucket_counts: vec![2, 1],
-            },
-            negative: ExponentialBuckets {
-                offset: 0,
-                bucket_counts: vec![1, 1],
-            },
-        };
-        let (bounds, counts) = explicit_from_exponential(&p);
-        assert_eq!(bounds, vec![-2.0, -1.0, 0.0, 4.0, 8.0]);
-        assert_eq!(counts, vec![1, 1, 1, 2, 1, 0]);
-    }
-}
+mod tests;

@@ -43,6 +43,15 @@ impl Invalid {
             message: message.into(),
         }
     }
+
+    /// What a `validate` returns: `Ok` when nothing was found, else everything that was.
+    pub fn all(errors: Vec<Invalid>) -> Result<(), Vec<Invalid>> {
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
 }
 
 /// What every component config is: a typed, documented struct read from YAML.
@@ -81,6 +90,21 @@ pub struct BuildContext {
     /// The component's own counters; the framework counts received/sent, the component adds
     /// its drops (with a log line saying why) and errors.
     pub counters: Arc<ComponentCounters>,
+}
+
+impl BuildContext {
+    /// A context of its own (empty tables, fresh counters), for a component built outside a
+    /// topology: tests and benchmarks.
+    pub fn standalone(id: ComponentId) -> Self {
+        BuildContext {
+            id,
+            devices: DeviceTable::default(),
+            namespaces: NamespaceTable::default(),
+            sockets: SocketTable::default(),
+            dns: DnsTable::default(),
+            counters: Arc::default(),
+        }
+    }
 }
 
 /// A receiver's config.

@@ -501,17 +501,18 @@ impl<'de> de::VariantAccess<'de> for NodeDeserializer<'de> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::yaml::parse;
     use serde::Deserialize;
 
+    /// A component-like config; `read_all`'s tests use it too.
     #[derive(Debug, Deserialize, PartialEq)]
     #[serde(deny_unknown_fields)]
-    struct Inner {
-        speed: u32,
+    pub(crate) struct Inner {
+        pub(crate) speed: u32,
         #[serde(default)]
-        name: Option<String>,
+        pub(crate) name: Option<String>,
     }
 
     #[derive(Debug, Deserialize, PartialEq)]

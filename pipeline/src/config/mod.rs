@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 pub use check::problems;
 pub use error::{ConfigError, ConfigErrors};
 pub use service::{EdgeConfig, EdgesConfig, LogsConfig, SelfMetricsConfig, TelemetryConfig};
-pub use types::{Boundaries, ConfigDuration, PositiveDuration};
+pub use types::{default_true, Boundaries, ConfigDuration, PositiveDuration};
 
 use crate::component::registry::{
     AnyConfig, AnyExporterConfig, AnyProcessorConfig, AnyReceiverConfig,

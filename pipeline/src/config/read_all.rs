@@ -171,15 +171,8 @@ mod tests {
 
     use super::*;
     use crate::config::de::from_node;
+    use crate::config::de::tests::Inner;
     use crate::config::yaml::{parse, Location};
-
-    #[derive(Debug, Deserialize, PartialEq)]
-    #[serde(deny_unknown_fields)]
-    struct Inner {
-        speed: u32,
-        #[serde(default)]
-        name: Option<String>,
-    }
 
     #[derive(Debug, Deserialize, PartialEq)]
     #[serde(deny_unknown_fields)]

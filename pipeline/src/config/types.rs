@@ -6,6 +6,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+/// `#[serde(default = "periscope_pipeline::config::default_true")]`: an option that is on
+/// unless turned off.
+pub fn default_true() -> bool {
+    true
+}
+
 /// A duration written with a unit: `10s`, `500ms`, `100us`, `1m`, `1h 30m`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ConfigDuration(pub Duration);

@@ -24,40 +24,25 @@ impl fmt::Display for AnyValue {
     }
 }
 
-impl From<&'static str> for AnyValue {
-    fn from(s: &'static str) -> Self {
-        AnyValue::String(Cow::Borrowed(s))
-    }
+/// `impl From<$t> for AnyValue`, each through `$conv` into variant `$variant`.
+macro_rules! any_value_from {
+    ($($t:ty => $variant:ident($conv:expr)),* $(,)?) => {
+        $(impl From<$t> for AnyValue {
+            fn from(v: $t) -> Self {
+                AnyValue::$variant($conv(v))
+            }
+        })*
+    };
 }
-impl From<String> for AnyValue {
-    fn from(s: String) -> Self {
-        AnyValue::String(Cow::Owned(s))
-    }
-}
-impl From<i64> for AnyValue {
-    fn from(i: i64) -> Self {
-        AnyValue::Int(i)
-    }
-}
-impl From<u32> for AnyValue {
-    fn from(i: u32) -> Self {
-        AnyValue::Int(i64::from(i))
-    }
-}
-impl From<u16> for AnyValue {
-    fn from(i: u16) -> Self {
-        AnyValue::Int(i64::from(i))
-    }
-}
-impl From<bool> for AnyValue {
-    fn from(b: bool) -> Self {
-        AnyValue::Bool(b)
-    }
-}
-impl From<f64> for AnyValue {
-    fn from(d: f64) -> Self {
-        AnyValue::Double(d)
-    }
+
+any_value_from! {
+    &'static str => String(Cow::Borrowed),
+    String => String(Cow::Owned),
+    i64 => Int(std::convert::identity),
+    u32 => Int(i64::from),
+    u16 => Int(i64::from),
+    bool => Bool(std::convert::identity),
+    f64 => Double(std::convert::identity),
 }
 
 /// One attribute: a key (an OpenTelemetry semantic-convention name or `periscope.*`) and value.

@@ -10,6 +10,17 @@ pub const COMPONENT_DROPPED: &str = "periscope.component.dropped";
 /// Errors a component ran into.
 pub const COMPONENT_ERRORS: &str = "periscope.component.errors";
 
+/// Devices the `xdp`/`tcx` receiver has programs attached to now (gauge).
+pub const NETDEV_DEVICES_ATTACHED: &str = "periscope.netdev.devices.attached";
+/// Attachments that failed, by `reason` (a device that vanished meanwhile is not one).
+pub const NETDEV_ATTACH_FAILURES: &str = "periscope.netdev.attach.failures";
+/// Time from a device being reported to the receiver to its programs attached, seconds.
+pub const NETDEV_ATTACH_DURATION: &str = "periscope.netdev.attach.duration";
+/// Links let go of (devices and namespaces gone, and at stop).
+pub const NETDEV_LINKS_RELEASED: &str = "periscope.netdev.links.released";
+/// Why an attachment failed: `busy`, `permission`, `unsupported`, `namespace`, `other`.
+pub const ATTR_NETDEV_FAILURE_REASON: &str = "reason";
+
 /// Packets seen (flow processor).
 pub const NETWORK_PACKETS: &str = "periscope.network.packets";
 /// Bytes seen, as L2 frame length at the hook (flow processor).
@@ -174,6 +185,11 @@ pub const ALL: &[&str] = &[
     COMPONENT_SENT,
     COMPONENT_DROPPED,
     COMPONENT_ERRORS,
+    NETDEV_DEVICES_ATTACHED,
+    NETDEV_ATTACH_FAILURES,
+    NETDEV_ATTACH_DURATION,
+    NETDEV_LINKS_RELEASED,
+    ATTR_NETDEV_FAILURE_REASON,
     NETWORK_PACKETS,
     NETWORK_BYTES,
     NETWORK_RECORDS_DELIVERED,

@@ -91,6 +91,15 @@ pub fn build(config: &Config, devices: &DeviceTable) -> anyhow::Result<Topology>
     let namespaces = crate::devices::NamespaceTable::default();
     let telemetry = SelfTelemetry::default();
     let mut errors = Vec::new();
+    // Every component shares the tables; each has its own id and counters.
+    let context = |id: &ComponentId, counters: &Arc<ComponentCounters>| BuildContext {
+        id: id.clone(),
+        devices: devices.clone(),
+        namespaces: namespaces.clone(),
+        sockets: sockets.clone(),
+        dns: dns.clone(),
+        counters: counters.clone(),
+    };
 
     let mut exporters = Vec::new();
     let mut exporter_index = BTreeMap::new();
@@ -106,14 +115,7 @@ pub fn build(config: &Config, devices: &DeviceTable) -> anyhow::Result<Topology>
             continue;
         }
         let counters = telemetry.register("exporter", &c.id.to_string(), None);
-        let ctx = BuildContext {
-            id: c.id.clone(),
-            devices: devices.clone(),
-            namespaces: namespaces.clone(),
-            sockets: sockets.clone(),
-            dns: dns.clone(),
-            counters: counters.clone(),
-        };
+        let ctx = context(&c.id, &counters);
         let capacity = config
             .pipelines
             .iter()
@@ -144,14 +146,7 @@ pub fn build(config: &Config, devices: &DeviceTable) -> anyhow::Result<Topology>
             };
             let counters =
                 telemetry.register("processor", &pid.to_string(), Some(&p.id.to_string()));
-            let ctx = BuildContext {
-                id: pid.clone(),
-                devices: devices.clone(),
-                namespaces: namespaces.clone(),
-                sockets: sockets.clone(),
-                dns: dns.clone(),
-                counters: counters.clone(),
-            };
+            let ctx = context(pid, &counters);
             match c.config.build(&ctx) {
                 Ok(proc_) => processors.push((proc_, counters)),
                 Err(e) => errors.push(format!("processor `{pid}` in pipeline `{}`: {e:#}", p.id)),
@@ -190,14 +185,7 @@ pub fn build(config: &Config, devices: &DeviceTable) -> anyhow::Result<Topology>
         }
         all_finite &= c.config.is_finite();
         let counters = telemetry.register("receiver", &c.id.to_string(), None);
-        let ctx = BuildContext {
-            id: c.id.clone(),
-            devices: devices.clone(),
-            namespaces: namespaces.clone(),
-            sockets: sockets.clone(),
-            dns: dns.clone(),
-            counters: counters.clone(),
-        };
+        let ctx = context(&c.id, &counters);
         match c.config.build(&ctx) {
             Ok(receiver) => receivers.push(BuiltReceiver {
                 id: c.id.clone(),

@@ -291,3 +291,34 @@ fn series_past_the_limit_fold_into_one_overflow_series_with_one_warning() {
     }
     assert_eq!(overflow_warnings(&logged), 1, "{logged:?}");
 }
+
+#[test]
+fn a_gone_devices_series_keep_its_name_and_retire_after_one_grace_collect() {
+    let devices = DeviceTable::default();
+    let mut p = Burst::new(BurstConfig::default(), "burst".into(), devices.clone()).unwrap();
+    devices.insert(
+        dev(2),
+        periscope_pipeline::devices::DeviceInfo {
+            name: "eth0".into(),
+            netns_name: Some("pod-a".into()),
+        },
+    );
+    feed(
+        &mut p,
+        vec![
+            report(BurstPhase::Start, 2, 0, 10 * MS, 10 * MS, 20),
+            report(BurstPhase::End, 2, 0, 10 * MS, 14 * MS, 300),
+        ],
+    );
+    devices.retire(&dev(2));
+    let (spans, metrics) = finish(&mut p);
+    assert_eq!(int(&metrics, names::BURST_COUNT), vec![1]);
+    let a = &spans[0].attributes;
+    assert_eq!(attr(a, names::ATTR_INTERFACE_NAME), Some(&"eth0".into()));
+    assert_eq!(attr(a, names::ATTR_NETNS_NAME), Some(&"pod-a".into()));
+    assert_eq!(attr(a, names::ATTR_NETNS_COOKIE), Some(&9i64.into()));
+    let (_, metrics) = finish(&mut p);
+    assert_eq!(int(&metrics, names::BURST_COUNT), vec![1], "the last point");
+    let (_, metrics) = finish(&mut p);
+    assert!(int(&metrics, names::BURST_COUNT).is_empty(), "retired");
+}

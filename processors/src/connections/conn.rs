@@ -9,6 +9,8 @@ use periscope_pipeline::model::{
 };
 use periscope_pipeline::telemetry::names;
 
+use crate::device_names::push_netns;
+
 /// A connection between its start and its close.
 #[derive(Clone, Debug)]
 pub(super) struct Conn {
@@ -26,7 +28,12 @@ pub(super) struct Conn {
     pub(super) reported_open: bool,
     /// Its opening was counted (by the first receiver to report it established).
     pub(super) counted_open: bool,
+    /// Its namespace's name when it opened, if known.
+    pub(super) netns_name: Option<String>,
 }
+
+/// `periscope.connection.open=true`: the span of a connection still open.
+pub(super) const ATTR_CONNECTION_OPEN: &str = "periscope.connection.open";
 
 /// Most span events kept per connection.
 const MAX_SPAN_EVENTS: usize = 32;
@@ -64,15 +71,9 @@ impl Conn {
             names::ATTR_PEER_PORT,
             i64::from(f.remote_port),
         ));
-        a.push(KeyValue::new(
-            names::ATTR_NETNS_INODE,
-            i64::from(f.netns.inode),
-        ));
-        if f.netns.cookie != 0 {
-            a.push(KeyValue::new(
-                names::ATTR_NETNS_COOKIE,
-                f.netns.cookie as i64,
-            ));
+        push_netns(&mut a, f.netns);
+        if let Some(n) = &c.netns_name {
+            a.push(KeyValue::new(names::ATTR_NETNS_NAME, n.clone()));
         }
         a.push(KeyValue::new(names::ATTR_SOCKET_COOKIE, f.cookie as i64));
         a.push(KeyValue::new(names::ATTR_CGROUP_ID, f.cgroup_id as i64));
@@ -115,7 +116,7 @@ impl Conn {
             i64::from(last.total_retrans),
         ));
         if close.is_none() {
-            a.push(KeyValue::new("periscope.connection.open", true));
+            a.push(KeyValue::new(ATTR_CONNECTION_OPEN, true));
         } else {
             a.push(KeyValue::new(
                 names::ATTR_CONNECTION_STATE,

@@ -10,6 +10,10 @@ const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
 const SERVER: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 53));
 const MS: u64 = 1_000_000;
 
+fn ns(inode: u32) -> NetnsId {
+    NetnsId { inode, cookie: 0 }
+}
+
 fn query(table: &DnsTable, netns: u32, id: u16, name: &str, ts: u64) -> DnsEvent {
     DnsEvent {
         timestamp_ns: ts,
@@ -158,11 +162,11 @@ fn matches_queries_to_responses_and_passes_other_events_on() {
     );
     // The answer is in the table, for the namespace that looked it up.
     let r = table
-        .resolve(7, IpAddr::V4(Ipv4Addr::new(10, 9, 9, 9)))
+        .resolve(ns(7), IpAddr::V4(Ipv4Addr::new(10, 9, 9, 9)))
         .unwrap();
     assert_eq!((&*r.name, r.server), ("a.example", SERVER));
     assert!(table
-        .resolve(8, IpAddr::V4(Ipv4Addr::new(10, 9, 9, 9)))
+        .resolve(ns(8), IpAddr::V4(Ipv4Addr::new(10, 9, 9, 9)))
         .is_none());
 }
 
@@ -207,24 +211,24 @@ fn answers_expire_with_their_ttl_but_not_before_min_ttl() {
     let addr = IpAddr::V4(Ipv4Addr::new(10, 9, 9, 1));
     let q = query(&table, 7, 1, "short.example", 1_000 * MS);
     run(&mut p, vec![q, response(&q, 1_001 * MS, 0, &[addr], 5)]);
-    assert!(table.resolve(7, addr).is_some());
+    assert!(table.resolve(ns(7), addr).is_some());
     table.observe_time(5_000 * MS);
-    assert!(table.resolve(7, addr).is_some(), "within the 5 s TTL");
+    assert!(table.resolve(ns(7), addr).is_some(), "within the 5 s TTL");
     table.observe_time(6_002 * MS);
-    assert!(table.resolve(7, addr).is_none(), "TTL over");
+    assert!(table.resolve(ns(7), addr).is_none(), "TTL over");
     // TTL 0: kept for min_ttl.
     let q = query(&table, 7, 2, "zero.example", 7_000 * MS);
     run(&mut p, vec![q, response(&q, 7_001 * MS, 0, &[addr], 0)]);
     table.observe_time(7_900 * MS);
     assert_eq!(
         table
-            .resolve(7, addr)
+            .resolve(ns(7), addr)
             .map(|r| r.name.to_string())
             .as_deref(),
         Some("zero.example")
     );
     table.observe_time(8_002 * MS);
-    assert!(table.resolve(7, addr).is_none());
+    assert!(table.resolve(ns(7), addr).is_none());
 }
 
 #[test]
@@ -426,4 +430,34 @@ fn series_past_the_limit_fold_into_one_overflow_series_with_one_warning() {
         "totals preserved"
     );
     assert_eq!(overflow_warnings(&logged), 1, "{logged:?}");
+}
+
+#[test]
+fn a_deleted_pods_last_query_is_not_a_timeout_and_its_series_retire() {
+    use periscope_pipeline::NamespaceInfo;
+    let table = DnsTable::default();
+    let namespaces = NamespaceTable::default();
+    let mut p = processor(&table).with_namespaces(namespaces.clone());
+    // Namespace 7 (cookie 0 in these events) is a pod, namespace 8 stays.
+    for inode in [7, 8] {
+        namespaces.insert(ns(inode), NamespaceInfo::default());
+    }
+    let answered = query(&table, 7, 1, "a.example", 1_000 * MS);
+    run(
+        &mut p,
+        vec![answered, response(&answered, 1_001 * MS, 0, &[], 0)],
+    );
+    let cut_off = query(&table, 7, 2, "b.example", 1_002 * MS);
+    let unanswered = query(&table, 8, 3, "c.example", 1_002 * MS);
+    run(&mut p, vec![cut_off, unanswered]);
+    namespaces.retire(&ns(7));
+    // Event time moves past the timeout.
+    run(&mut p, vec![query(&table, 8, 4, "d.example", 4_000 * MS)]);
+    assert_eq!(p.stats().1, 1, "only the live namespace's query timed out");
+    assert_eq!(p.abandoned(), 1);
+    let mut out = Emitter::default();
+    p.tick(Instant::now(), &mut out);
+    assert_eq!(p.series_len(), 2, "a grace collect first");
+    p.tick(Instant::now(), &mut out);
+    assert_eq!(p.series_len(), 1, "the gone namespace's series retired");
 }

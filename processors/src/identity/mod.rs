@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 
 use periscope_pipeline::component::{BuildContext, Emitter, Processor, ProcessorConfig};
 use periscope_pipeline::model::{
-    AnyValue, Attributes, KeyValue, MetricData, Payload, Telemetry, Transport,
+    AnyValue, Attributes, KeyValue, MetricData, NetnsId, Payload, Telemetry, Transport,
 };
 use periscope_pipeline::telemetry::{names, ComponentCounters};
-use periscope_pipeline::{DnsTable, SocketOwner, SocketTable};
+use periscope_pipeline::{DnsTable, NamespaceTable, SocketOwner, SocketTable};
 
 pub use cache::Lookup;
 pub use config::{ContainerOptions, IdentityConfig, NetnsOptions, ProcessOptions, ATTRIBUTES};
@@ -35,10 +35,15 @@ impl ProcessorConfig for IdentityConfig {
     fn build(&self, ctx: &BuildContext) -> anyhow::Result<Box<dyn Processor>> {
         Ok(Box::new(
             Identity::new(self, ctx.sockets.clone(), ctx.counters.clone())
-                .with_dns(ctx.dns.clone()),
+                .with_dns(ctx.dns.clone())
+                .with_namespaces(ctx.namespaces.clone()),
         ))
     }
 }
+
+/// How much later than a span's start its pid's process may seem to have started (process
+/// start times are known to the second) before the pid counts as reused.
+const PID_REUSE_SLACK_NS: u64 = 2_000_000_000;
 
 /// Which attributes one kind of telemetry gets.
 #[derive(Clone, Copy, Debug, Default)]
@@ -140,7 +145,9 @@ pub struct Identity {
     missing_cgroups: Cache<u64, ()>,
     runtime: RuntimeState,
     netns: Option<NetnsNames>,
-    missing_netns: Cache<u32, ()>,
+    missing_netns: Cache<NetnsId, ()>,
+    /// What the receivers captured of each namespace while it was alive: consulted first.
+    namespaces: NamespaceTable,
     sweep_interval: Duration,
     next_sweep: Instant,
     failed: FailedLookups,
@@ -158,7 +165,7 @@ impl Identity {
     /// Adds `dns.question.name` and `periscope.dns.server.address` for a destination
     /// (`destination.address`, flows) or peer (`network.peer.address`, connections) that
     /// the series' namespace resolved.
-    fn enrich_dns(&self, attrs: &mut Attributes, want: Wanted, netns: Option<u32>) {
+    fn enrich_dns(&self, attrs: &mut Attributes, want: Wanted, netns: Option<NetnsId>) {
         if !(want.dns_name || want.dns_server) || has(attrs, names::ATTR_DNS_QUESTION_NAME) {
             return;
         }
@@ -227,6 +234,7 @@ impl Identity {
                 )
             }),
             missing_netns: Cache::new(capacity, ttl),
+            namespaces: NamespaceTable::default(),
             sweep_interval: config.sweep_interval.get(),
             next_sweep: Instant::now() + config.sweep_interval.get(),
             spans,
@@ -234,6 +242,31 @@ impl Identity {
             failed: FailedLookups::default(),
             dns: DnsTable::default(),
         }
+    }
+
+    /// Reads what the receivers captured of each namespace (its name, the cgroup of a process
+    /// in it) from `namespaces`, before scanning for it: it names namespaces that are gone.
+    pub fn with_namespaces(mut self, namespaces: NamespaceTable) -> Self {
+        self.namespaces = namespaces;
+        self
+    }
+
+    /// What the receivers captured of `netns` while it was alive, if they named it or knew
+    /// its container.
+    fn captured_namespace(&self, netns: NetnsId) -> Option<Arc<netns::NetnsInfo>> {
+        let info = self.namespaces.get(&netns)?;
+        if info.name.is_none() && info.cgroup.is_none() {
+            return None;
+        }
+        Some(Arc::new(netns::NetnsInfo {
+            workload: info
+                .cgroup
+                .as_deref()
+                .map(cgroup::parse_cgroup_path)
+                .unwrap_or_default(),
+            name: info.name,
+            cookie: netns.cookie,
+        }))
     }
 
     /// Lookups that failed so far.
@@ -247,7 +280,7 @@ impl Identity {
     }
 
     /// The socket a series' 5-tuple names, where the socket table knows its owner.
-    fn socket_owner(&self, attrs: &Attributes, netns: Option<u32>) -> Option<SocketOwner> {
+    fn socket_owner(&self, attrs: &Attributes, netns: Option<NetnsId>) -> Option<SocketOwner> {
         let netns = netns?;
         let transport = match string(attrs, names::ATTR_TRANSPORT)? {
             "tcp" => Transport::Tcp,
@@ -303,7 +336,15 @@ impl Identity {
     }
 
     /// Adds the identity of the ids in `attrs`.
-    fn enrich(&mut self, attrs: &mut Attributes, metric: bool, now: Instant) {
+    /// `since_ns`: when what the attributes describe began (a span's start), if it is one
+    /// thing: a process found under its pid that started later is another one (a reused pid).
+    fn enrich(
+        &mut self,
+        attrs: &mut Attributes,
+        metric: bool,
+        since_ns: Option<u64>,
+        now: Instant,
+    ) {
         let want = if metric { self.metrics } else { self.spans };
         if !want.any() {
             return;
@@ -314,7 +355,7 @@ impl Identity {
         let mut cgroup_id = int(attrs, names::ATTR_CGROUP_ID)
             .and_then(|v| u64::try_from(v).ok())
             .filter(|c| *c != 0);
-        let netns = int(attrs, names::ATTR_NETNS_INODE).and_then(|v| u32::try_from(v).ok());
+        let netns = netns_of(attrs);
         self.enrich_dns(attrs, want, netns);
         let mut comm = None;
         if pid.is_none() && self.from_sockets {
@@ -345,7 +386,18 @@ impl Identity {
         let mut process_workload = None;
         if let (Some(p), true) = (pid, want.process() || want.container()) {
             let lookup = match self.processes.as_mut() {
-                Some(procs) => procs.lookup(p, now),
+                Some(procs) => match procs.lookup(p, now) {
+                    // The pid's process began after the span did: the span's process exited
+                    // and its pid was reused. What the kernel reported (comm) stays.
+                    Lookup::Found(info)
+                        if since_ns.zip(procs.started_ns(&info)).is_some_and(
+                            |(since, started)| started > since.saturating_add(PID_REUSE_SLACK_NS),
+                        ) =>
+                    {
+                        Lookup::KnownMissing
+                    }
+                    other => other,
+                },
                 None => Lookup::KnownMissing,
             };
             match lookup {
@@ -410,10 +462,13 @@ impl Identity {
         }
 
         // The namespace, and its container for series that have none of their own.
-        if let (Some(inode), true) = (netns, want.netns_name || want.container()) {
-            let info = match self.netns.as_mut() {
-                Some(n) if self.missing_netns.get(&inode, now).is_none() => n.lookup(inode, now),
-                _ => Lookup::KnownMissing,
+        if let (Some(ns), true) = (netns, want.netns_name || want.container()) {
+            let info = match self.captured_namespace(ns) {
+                Some(info) => Lookup::Found(info),
+                None => match self.netns.as_mut() {
+                    Some(n) if self.missing_netns.get(&ns, now).is_none() => n.lookup(ns, now),
+                    _ => Lookup::KnownMissing,
+                },
             };
             match info {
                 Lookup::Found(info) => {
@@ -425,7 +480,8 @@ impl Identity {
                     {
                         workload = Some(info.workload.clone());
                     }
-                    if want.netns_name {
+                    // A name the series captured while its namespace was alive stays.
+                    if want.netns_name && !has(attrs, names::ATTR_NETNS_NAME) {
                         let name = info.name.clone().or_else(|| {
                             let (id, runtime) = info.workload.container.as_ref()?;
                             let d = self.runtime.describe(id, *runtime, now);
@@ -437,9 +493,9 @@ impl Identity {
                     }
                 }
                 Lookup::Failed => {
-                    self.missing_netns.insert(inode, (), now);
+                    self.missing_netns.insert(ns, (), now);
                     self.failed.namespaces += 1;
-                    self.fail("netns", u64::from(inode));
+                    self.fail("netns", u64::from(ns.inode));
                 }
                 Lookup::KnownMissing => {}
             }
@@ -484,17 +540,17 @@ impl Identity {
                     match &mut metric.data {
                         MetricData::Sum { points, .. } | MetricData::Gauge { points } => {
                             for p in points {
-                                self.enrich(&mut p.attributes, true, now);
+                                self.enrich(&mut p.attributes, true, None, now);
                             }
                         }
                         MetricData::Histogram { points, .. } => {
                             for p in points {
-                                self.enrich(&mut p.attributes, true, now);
+                                self.enrich(&mut p.attributes, true, None, now);
                             }
                         }
                         MetricData::ExponentialHistogram { points, .. } => {
                             for p in points {
-                                self.enrich(&mut p.attributes, true, now);
+                                self.enrich(&mut p.attributes, true, None, now);
                             }
                         }
                     }
@@ -502,11 +558,21 @@ impl Identity {
             }
             Telemetry::Traces(t) => {
                 for span in &mut t.spans {
-                    self.enrich(&mut span.attributes, false, now);
+                    self.enrich(&mut span.attributes, false, Some(span.start_time_ns), now);
                 }
             }
         }
     }
+}
+
+/// The namespace a series or span is about: `periscope.netns.inode`, with
+/// `periscope.netns.cookie` where the hook knew it (else 0, as the tables have it then).
+fn netns_of(attrs: &Attributes) -> Option<NetnsId> {
+    let inode = int(attrs, names::ATTR_NETNS_INODE).and_then(|v| u32::try_from(v).ok())?;
+    let cookie = int(attrs, names::ATTR_NETNS_COOKIE)
+        .and_then(|v| u64::try_from(v).ok())
+        .unwrap_or(0);
+    Some(NetnsId { inode, cookie })
 }
 
 fn int(attrs: &Attributes, key: &str) -> Option<i64> {

@@ -2,6 +2,12 @@
 //! `/var/run/docker/netns` (Docker), else from the container whose processes live in it
 //! (a scan of `/proc/*/ns/net`). Rebuilt when an unknown inode appears, at most once per
 //! `min_interval`; bounded.
+//!
+//! Inodes are reused as soon as a namespace is freed, so what a scan finds under an inode may
+//! be a later namespace than the one asked about: the scan reads each namespace's cookie from
+//! its nsfs file (`NS_GET_ID`, the cookie on kernels that have it) and a lookup with a cookie
+//! accepts only the namespace with that cookie. Where the kernel cannot tell (no `NS_GET_ID`,
+//! or not an nsfs file) the inode alone decides, as before.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -9,6 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
+
+use periscope_pipeline::model::NetnsId;
 
 use super::cache::Lookup;
 use super::cgroup::{parse_proc_cgroup, Workload};
@@ -21,6 +29,8 @@ pub struct NetnsInfo {
     pub name: Option<String>,
     /// The container (and pod) of the processes in it, if they are in one.
     pub workload: Workload,
+    /// Its cookie, read from the nsfs file it was found by; 0 when the kernel cannot tell.
+    pub cookie: u64,
 }
 
 /// Processes whose cgroup is read per namespace while looking for its container.
@@ -60,14 +70,14 @@ impl NetnsNames {
         }
     }
 
-    /// What is known of namespace `inode`; scans again when it is unknown and the last scan
-    /// is `min_interval` old.
+    /// What is known of namespace `netns`; scans again when it is unknown (or its inode is
+    /// known as another namespace's) and the last scan is `min_interval` old.
     /// `KnownMissing` when it is unknown and a scan is not due yet.
-    pub fn lookup(&mut self, inode: u32, now: Instant) -> Lookup<Arc<NetnsInfo>> {
-        if let Some(i) = self.map.get(&inode) {
-            return Lookup::Found(i.clone());
+    pub fn lookup(&mut self, netns: NetnsId, now: Instant) -> Lookup<Arc<NetnsInfo>> {
+        if let Some(i) = self.get(netns) {
+            return Lookup::Found(i);
         }
-        if inode == 0
+        if netns.inode == 0
             || self
                 .last_scan
                 .is_some_and(|t| now.saturating_duration_since(t) < self.min_interval)
@@ -75,10 +85,19 @@ impl NetnsNames {
             return Lookup::KnownMissing;
         }
         self.scan(now);
-        match self.map.get(&inode) {
-            Some(i) => Lookup::Found(i.clone()),
+        match self.get(netns) {
+            Some(i) => Lookup::Found(i),
             None => Lookup::Failed,
         }
+    }
+
+    /// The namespace with `netns`'s inode, unless both cookies are known and differ (a reused
+    /// inode: another namespace).
+    fn get(&self, netns: NetnsId) -> Option<Arc<NetnsInfo>> {
+        self.map
+            .get(&netns.inode)
+            .filter(|i| i.cookie == 0 || netns.cookie == 0 || i.cookie == netns.cookie)
+            .cloned()
     }
 
     fn scan(&mut self, now: Instant) {
@@ -90,7 +109,11 @@ impl NetnsNames {
                 if map.len() >= self.capacity {
                     break;
                 }
-                map.entry(inode).or_default().name.get_or_insert(name);
+                let info = map.entry(inode).or_default();
+                if info.name.is_none() {
+                    info.name = Some(name.clone());
+                    info.cookie = netns_cookie_of(&dir.join(&name)).unwrap_or(0);
+                }
             }
         }
         if self.containers {
@@ -135,7 +158,11 @@ impl NetnsNames {
             };
             let (_, workload) = parse_proc_cgroup(&text);
             if workload.container.is_some() {
-                map.entry(inode).or_default().workload = workload;
+                let info = map.entry(inode).or_default();
+                if info.cookie == 0 {
+                    info.cookie = netns_cookie_of(&dir.join("ns/net")).unwrap_or(0);
+                }
+                info.workload = workload;
             }
         }
     }
@@ -146,6 +173,22 @@ fn netns_inode_of(link: &Path) -> Option<u32> {
     let target = std::fs::read_link(link).ok()?;
     let t = target.to_str()?;
     t.strip_prefix("net:[")?.strip_suffix(']')?.parse().ok()
+}
+
+/// `NS_GET_ID` (`_IOR(0xb7, 13, __u64)`): a namespace's id, for a network namespace its
+/// cookie (`SO_NETNS_COOKIE`).
+const NS_GET_ID: libc::c_ulong = 0x8008_b70d;
+
+/// The cookie of the namespace whose nsfs file (`/proc/PID/ns/net`, a bind mount) is at
+/// `path`; `None` when it is not one or the kernel has no `NS_GET_ID`.
+pub fn netns_cookie_of(path: &Path) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(path).ok()?;
+    let mut id: u64 = 0;
+    // SAFETY: NS_GET_ID writes one u64 through the pointer, which points at `id`; the fd is
+    // open for the call's duration.
+    let r = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_ID as _, &mut id as *mut u64) };
+    (r == 0 && id != 0).then_some(id)
 }
 
 /// (inode, file name) of every namespace bind-mounted in `dir`. A file that is not a mounted
@@ -178,6 +221,14 @@ mod tests {
         d
     }
 
+    fn id(inode: u32) -> NetnsId {
+        NetnsId { inode, cookie: 0 }
+    }
+
+    fn ns(inode: u32) -> NetnsId {
+        id(inode)
+    }
+
     fn ino(p: &Path) -> u32 {
         std::fs::metadata(p).expect("stat").ino() as u32
     }
@@ -197,12 +248,12 @@ mod tests {
         );
         let t0 = Instant::now();
         let a = names
-            .lookup(ino(&run.join("pod-a")), t0)
+            .lookup(id(ino(&run.join("pod-a"))), t0)
             .found()
             .expect("pod-a");
         assert_eq!(a.name.as_deref(), Some("pod-a"));
         let d = names
-            .lookup(ino(&docker.join("1a2b3c4d5e6f")), t0)
+            .lookup(id(ino(&docker.join("1a2b3c4d5e6f"))), t0)
             .found()
             .expect("docker's");
         assert_eq!(d.name.as_deref(), Some("1a2b3c4d5e6f"));
@@ -211,12 +262,12 @@ mod tests {
         std::fs::write(run.join("pod-b"), "").expect("write");
         let b = ino(&run.join("pod-b"));
         assert!(matches!(
-            names.lookup(b, t0 + Duration::from_millis(10)),
+            names.lookup(id(b), t0 + Duration::from_millis(10)),
             Lookup::KnownMissing
         ));
         assert_eq!(
             names
-                .lookup(b, t0 + Duration::from_millis(60))
+                .lookup(id(b), t0 + Duration::from_millis(60))
                 .found()
                 .and_then(|i| i.name.clone())
                 .as_deref(),
@@ -224,14 +275,14 @@ mod tests {
         );
         assert_eq!(names.scans, 2);
         assert!(names
-            .lookup(0, t0 + Duration::from_secs(9))
+            .lookup(id(0), t0 + Duration::from_secs(9))
             .found()
             .is_none());
         // Bounded.
         for i in 0..40 {
             std::fs::write(run.join(format!("ns{i}")), "").expect("write");
         }
-        names.lookup(u32::MAX, t0 + Duration::from_secs(10));
+        names.lookup(id(u32::MAX), t0 + Duration::from_secs(10));
         assert!(names.map.len() <= 16);
         std::fs::remove_dir_all(&run).expect("cleanup");
         std::fs::remove_dir_all(&docker).expect("cleanup");
@@ -260,12 +311,12 @@ mod tests {
         let mut names = NetnsNames::new(Vec::new(), proc_root.clone(), true, 16, Duration::ZERO);
         let now = Instant::now();
         let info = names
-            .lookup(4026532999, now)
+            .lookup(ns(4026532999), now)
             .found()
             .expect("container's namespace");
         assert_eq!(info.workload.container, Some((id, Some("docker"))));
         assert_eq!(info.name, None);
-        assert!(matches!(names.lookup(4026532998, now), Lookup::Failed));
+        assert!(matches!(names.lookup(ns(4026532998), now), Lookup::Failed));
         std::fs::remove_dir_all(&proc_root).expect("cleanup");
     }
 
@@ -281,6 +332,63 @@ mod tests {
             4096,
             Duration::ZERO,
         );
-        names.lookup(1, Instant::now());
+        names.lookup(id(1), Instant::now());
+    }
+
+    #[test]
+    fn a_namespace_found_under_a_reused_inode_is_not_the_one_asked_about() {
+        let run = temp_dir("cookie");
+        std::os::unix::fs::symlink("/proc/self/ns/net", run.join("host")).expect("link");
+        let own = ino(&run.join("host"));
+        // The cookie of this namespace, as a socket in it tells.
+        let cookie = {
+            let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
+            assert!(fd >= 0);
+            let mut c: u64 = 0;
+            let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+            let r = unsafe {
+                libc::getsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_NETNS_COOKIE,
+                    &mut c as *mut u64 as *mut libc::c_void,
+                    &mut len,
+                )
+            };
+            unsafe { libc::close(fd) };
+            assert_eq!(r, 0, "SO_NETNS_COOKIE");
+            c
+        };
+        let Some(read) = netns_cookie_of(&run.join("host")) else {
+            eprintln!("no NS_GET_ID on this kernel: the inode alone decides");
+            return;
+        };
+        assert_eq!(read, cookie, "NS_GET_ID is the netns cookie");
+        let mut names = NetnsNames::new(
+            vec![run.clone()],
+            run.join("no-proc"),
+            false,
+            16,
+            Duration::ZERO,
+        );
+        let now = Instant::now();
+        let this = NetnsId { inode: own, cookie };
+        assert_eq!(
+            names
+                .lookup(this, now)
+                .found()
+                .and_then(|i| i.name.clone())
+                .as_deref(),
+            Some("host")
+        );
+        let earlier = NetnsId {
+            inode: own,
+            cookie: cookie + 1000,
+        };
+        assert!(
+            matches!(names.lookup(earlier, now), Lookup::Failed),
+            "a gone namespace whose inode was reused gets no name"
+        );
+        std::fs::remove_dir_all(&run).expect("cleanup");
     }
 }

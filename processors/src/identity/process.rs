@@ -48,6 +48,9 @@ pub struct Processes {
     /// counted, once per time to live rather than per data point.
     cache: Cache<u32, Option<Arc<ProcessInfo>>>,
     users: FxHashMap<u32, Arc<str>>,
+    /// Boot time (ns since the epoch, second precision) and clock ticks per second: when a
+    /// process started, to tell a reused pid. `None` when unknown (a fake proc root).
+    clock: Option<(u64, u64)>,
 }
 
 impl Processes {
@@ -64,7 +67,20 @@ impl Processes {
             command_line,
             cache: Cache::new(capacity, ttl),
             users: FxHashMap::default(),
+            clock: procfs::boot_time_secs().ok().map(|b| {
+                (
+                    b.saturating_mul(1_000_000_000),
+                    procfs::ticks_per_second().max(1),
+                )
+            }),
         }
+    }
+
+    /// When `info`'s process started, ns since the epoch (to within a second).
+    pub fn started_ns(&self, info: &ProcessInfo) -> Option<u64> {
+        let (boot, ticks) = self.clock?;
+        let since_boot = u128::from(info.start_time) * 1_000_000_000 / u128::from(ticks);
+        Some(boot.saturating_add(u64::try_from(since_boot).unwrap_or(u64::MAX)))
     }
 
     pub fn lookup(&mut self, pid: u32, now: Instant) -> Lookup<Arc<ProcessInfo>> {

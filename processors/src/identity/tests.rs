@@ -85,6 +85,11 @@ fn identity(config: &IdentityConfig, sockets: SocketTable) -> (Identity, Arc<Com
 }
 
 fn span(attrs: Attributes) -> Telemetry {
+    span_at(attrs, periscope_pipeline::telemetry::now_ns())
+}
+
+/// A span that began at `start_ns`.
+fn span_at(attrs: Attributes, start_ns: u64) -> Telemetry {
     Telemetry::Traces(TracesBatch {
         resource: Default::default(),
         scope: Default::default(),
@@ -94,8 +99,8 @@ fn span(attrs: Attributes) -> Telemetry {
             parent_span_id: [0; 8],
             name: "tcp.connection".into(),
             kind: SpanKind::Client,
-            start_time_ns: 1,
-            end_time_ns: 2,
+            start_time_ns: start_ns,
+            end_time_ns: start_ns + 1,
             attributes: attrs,
             events: Vec::new(),
             status: SpanStatus::Unset,
@@ -411,4 +416,76 @@ sweep_interval: 0s
     );
     assert!(problems[0].message.contains("container.id,"));
     assert!(IdentityConfig::default().validate().is_ok());
+}
+
+#[test]
+fn namespaces_are_named_by_cookie_from_what_was_captured_while_they_were_alive() {
+    let f = Fixture::new("captured");
+    let namespaces = periscope_pipeline::NamespaceTable::default();
+    let (p, _) = identity(&f.config(), SocketTable::default());
+    let mut p = p.with_namespaces(namespaces.clone());
+    let inode = 4026532500u32;
+    let pod_cgroup = format!(
+        "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/crio-{ID}.scope",
+        UID.replace('-', "_")
+    );
+    let a = NetnsId { inode, cookie: 41 };
+    let b = NetnsId { inode, cookie: 42 };
+    namespaces.insert(
+        a,
+        periscope_pipeline::NamespaceInfo {
+            name: Some("pod-a".into()),
+            cgroup: Some(pod_cgroup),
+        },
+    );
+    // pod-a is deleted, its inode goes to pod-b.
+    namespaces.retire(&a);
+    namespaces.insert(
+        b,
+        periscope_pipeline::NamespaceInfo {
+            name: Some("pod-b".into()),
+            cgroup: None,
+        },
+    );
+    let point = |cookie: i64| {
+        vec![
+            KeyValue::new(names::ATTR_NETNS_INODE, i64::from(inode)),
+            KeyValue::new(names::ATTR_NETNS_COOKIE, cookie),
+        ]
+    };
+    let out = run(&mut p, metric(vec![point(41), point(42)]));
+    assert_eq!(get(&out[0], names::ATTR_NETNS_NAME).cloned(), s("pod-a"));
+    assert_eq!(get(&out[0], names::ATTR_K8S_POD_UID).cloned(), s(UID));
+    assert_eq!(get(&out[1], names::ATTR_NETNS_NAME).cloned(), s("pod-b"));
+    assert!(get(&out[1], names::ATTR_K8S_POD_UID).is_none());
+    // A name the series captured itself stays.
+    let mut own = point(42);
+    own.push(KeyValue::new(names::ATTR_NETNS_NAME, "captured"));
+    let out = run(&mut p, metric(vec![own]));
+    assert_eq!(get(&out[0], names::ATTR_NETNS_NAME).cloned(), s("captured"));
+}
+
+#[test]
+fn a_span_older_than_its_pids_process_keeps_what_the_kernel_reported() {
+    let f = Fixture::new("reused-pid");
+    let (mut p, _) = identity(&f.config(), SocketTable::default());
+    let me = i64::from(std::process::id());
+    let attrs = || {
+        vec![
+            KeyValue::new(names::ATTR_PROCESS_PID, me),
+            KeyValue::new(names::ATTR_PROCESS_NAME, "old-comm"),
+        ]
+    };
+    // This process started long after 2001: a span from then was another process's.
+    let out = run(&mut p, span_at(attrs(), 1_000_000_000_000_000_000));
+    assert_eq!(
+        get(&out[0], names::ATTR_PROCESS_NAME).cloned(),
+        s("old-comm")
+    );
+    assert!(get(&out[0], names::ATTR_PROCESS_EXECUTABLE_PATH).is_none());
+    let out = run(&mut p, span(attrs()));
+    assert!(
+        get(&out[0], names::ATTR_PROCESS_EXECUTABLE_PATH).is_some(),
+        "a span of now is this process's"
+    );
 }

@@ -10,6 +10,8 @@ use periscope_pipeline::model::{MetricsBatch, Number, Telemetry};
 
 use crate::testing::{at_least_one, overflow_warnings, warnings, Rng};
 
+mod churn;
+
 const MS: u64 = 1_000_000;
 
 fn ev(cookie: u64, kind: SocketEventKind, hook: SocketHook, ts: u64) -> SocketEvent {

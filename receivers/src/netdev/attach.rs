@@ -4,21 +4,23 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::{Ebpf, EbpfLoader};
 
-use periscope_pipeline::devices::{DeviceInfo, DeviceTable};
+use periscope_pipeline::devices::{DeviceInfo, DeviceTable, NamespaceInfo, NamespaceTable};
 use periscope_pipeline::model::{BurstEvent, DeviceCounters, DeviceRef, NetnsId, PacketEvent};
+use periscope_pipeline::telemetry::instruments::Counter;
 
+use super::defunct::Defunct;
 use super::instance::{
     chain, ensure_fallback_loaded, load_instance, new_loader, program_refs, set_netns, Hook,
     Preloaded, ProgRef, Programs,
 };
 use super::link::{attach_parallel, io_errno};
 use super::options::{InterfaceFilter, RecordOptions};
+use super::outcome::{device_present, errno_says_gone, AttachError, FailureReason};
 use super::pins::{self, link_pin_name, parse_pin_dir_name, pin_dir_name, remove_pins};
 use super::read::{burst_losses, Decoded, Reader};
 use crate::shared::ebpf::{names, BootClock};
@@ -55,6 +57,8 @@ pub struct AttachStats {
     pub xdp_fallbacks: u64,
     /// Attach failures (logged).
     pub failed: u64,
+    /// Devices that went away while being attached (not failures).
+    pub gone: u64,
     /// Records that could not be decoded (a bug or a version mismatch; logged once).
     pub decode_errors: u64,
 }
@@ -73,29 +77,42 @@ pub enum DeviceOutcome {
         /// The XDP slot was taken: observed through TCX ingress.
         fallback: bool,
     },
+    /// The device went away (deleted, moved to another namespace) while it was attached:
+    /// whatever was attached is released with its removal, which follows.
+    Gone,
 }
 
 /// A device's link: held by this process (closing it detaches), or pinned.
-enum HeldLink {
+pub(super) enum HeldLink {
     Owned(#[allow(dead_code)] FdLink),
     Pinned(PinnedLink),
 }
 
 /// The links of one device.
-struct DevState {
-    links: Vec<(Hook, HeldLink)>,
+pub(super) struct DevState {
+    pub(super) links: Vec<(Hook, HeldLink)>,
+}
+
+impl DevState {
+    /// Links that closing our fd detaches (not pinned).
+    pub(super) fn owned_links(&self) -> usize {
+        self.links
+            .iter()
+            .filter(|(_, l)| matches!(l, HeldLink::Owned(_)))
+            .count()
+    }
 }
 
 /// One namespace: its instance, the maps read from it, and its devices.
-struct NsState {
-    ns: Namespace,
+pub(super) struct NsState {
+    pub(super) ns: Namespace,
     /// The namespace itself: entering it to attach. Dropped with the state.
     handle: NetnsHandle,
     programs: Programs,
-    reader: Reader,
+    pub(super) reader: Reader,
     /// Pin directory of this namespace.
-    dir: Option<PathBuf>,
-    devices: HashMap<u32, DevState>,
+    pub(super) dir: Option<PathBuf>,
+    pub(super) devices: HashMap<u32, DevState>,
     /// Pinned links of an earlier run not yet claimed by a device, by pin file name.
     adopted: HashMap<String, PinnedLink>,
     /// When the namespace was added (unclaimed adopted links are released after a while).
@@ -104,9 +121,11 @@ struct NsState {
 
 /// The attachment manager. Not thread-safe: one receiver thread drives it.
 pub struct Attacher {
-    opts: AttachOptions,
-    devices: DeviceTable,
-    namespaces: HashMap<NetnsId, NsState>,
+    pub(super) opts: AttachOptions,
+    pub(super) devices: DeviceTable,
+    /// Names of the namespaces, captured at discovery (and when a bind mount names one later).
+    pub(super) namespace_names: NamespaceTable,
+    pub(super) namespaces: HashMap<NetnsId, NsState>,
     clock: BootClock,
     clock_at: Instant,
     /// One loader for every namespace loaded on demand: `EbpfLoader::new()` parses the
@@ -116,10 +135,11 @@ pub struct Attacher {
     loader: EbpfLoader<'static>,
     /// Instances loaded ahead ([`Attacher::preload`]).
     preloaded: Option<Preloaded>,
-    /// Threads releasing the links and programs of removed namespaces (TCX detaches wait
-    /// for RCU grace periods: ~10–30 ms per link), so that the receiver goes on attaching
-    /// meanwhile.
-    releasing: Vec<(NetnsId, JoinHandle<()>)>,
+    /// The thread releasing the links of removed devices and namespaces (TCX detaches wait
+    /// for RCU grace periods), so that the receiver goes on attaching meanwhile.
+    pub(super) defunct: Defunct,
+    /// Links released so far (self-telemetry).
+    links_released: Counter,
     stats: AttachStats,
     /// Where question names of DNS records are interned.
     dns: periscope_pipeline::DnsTable,
@@ -133,14 +153,17 @@ impl Attacher {
     /// A manager that registers the devices it attaches in `devices`.
     pub fn new(opts: AttachOptions, devices: DeviceTable) -> Attacher {
         let opts_ring = opts.ring_bytes;
+        let links_released = Counter::default();
         Attacher {
             devices,
+            namespace_names: NamespaceTable::default(),
             namespaces: HashMap::new(),
             clock: BootClock::now(),
             clock_at: Instant::now(),
             loader: new_loader(&opts.records, opts_ring),
             preloaded: None,
-            releasing: Vec::new(),
+            defunct: Defunct::start(links_released.clone()),
+            links_released,
             opts,
             stats: AttachStats::default(),
             dns: periscope_pipeline::DnsTable::default(),
@@ -152,6 +175,12 @@ impl Attacher {
     /// Interns the question names of DNS records in `dns` (the pipeline's shared table).
     pub fn with_dns(mut self, dns: periscope_pipeline::DnsTable) -> Attacher {
         self.dns = dns;
+        self
+    }
+
+    /// Registers the namespaces it is given (their names and owners' cgroups) in `table`.
+    pub fn with_namespaces(mut self, table: NamespaceTable) -> Attacher {
+        self.namespace_names = table;
         self
     }
 
@@ -186,20 +215,23 @@ impl Attacher {
         });
     }
 
-    /// Joins the threads releasing removed namespaces ([`Attacher::remove_namespace`]) that
-    /// are done, and waits for those of which `wait_for` is true.
-    fn join_releasing(&mut self, wait_for: impl Fn(&NetnsId) -> bool) {
-        let mut keep = Vec::new();
-        for (ns, t) in self.releasing.drain(..) {
-            if wait_for(&ns) || t.is_finished() {
-                if t.join().is_err() {
-                    tracing::error!("a thread releasing links panicked");
-                }
-            } else {
-                keep.push((ns, t));
-            }
-        }
-        self.releasing = keep;
+    /// Links released so far (of devices and namespaces that went away, and at stop).
+    pub fn links_released(&self) -> u64 {
+        self.links_released.get()
+    }
+
+    /// Counts released links in `counter` (the receiver's self-telemetry) from now on.
+    pub fn with_links_released(mut self, counter: Counter) -> Attacher {
+        counter.add(self.links_released.get());
+        // The releasing thread is idle this early: restarted with the new counter.
+        self.defunct = Defunct::start(counter.clone());
+        self.links_released = counter;
+        self
+    }
+
+    /// Devices with links now, over every namespace.
+    pub fn devices_attached(&self) -> usize {
+        self.namespaces.values().map(|s| s.devices.len()).sum()
     }
 
     /// What it did so far.
@@ -220,13 +252,35 @@ impl Attacher {
     /// Loads the object for a namespace (or adopts its pins); returns the time it took and
     /// whether pins were adopted.
     pub fn add_namespace(&mut self, ns: &Namespace) -> anyhow::Result<(Duration, bool)> {
-        if self.namespaces.contains_key(&ns.id) {
+        self.namespace_names.insert(
+            ns.id,
+            NamespaceInfo {
+                name: ns.name.clone(),
+                cgroup: ns.cgroup.clone(),
+            },
+        );
+        if let Some(state) = self.namespaces.get_mut(&ns.id) {
+            // Sent again: a name became known (a bind mount made after the namespace). Its
+            // devices take it too.
+            if state.ns.name != ns.name && ns.name.is_some() {
+                state.ns.name.clone_from(&ns.name);
+                for ifindex in state.devices.keys() {
+                    let device = DeviceRef {
+                        netns: ns.id,
+                        ifindex: *ifindex,
+                    };
+                    if let Some(mut info) = self.devices.get(&device) {
+                        info.netns_name.clone_from(&ns.name);
+                        self.devices.insert(device, info);
+                    }
+                }
+            }
             return Ok((Duration::ZERO, false));
         }
         let t = Instant::now();
         // Back in scope while its links are still being released: let that finish first (an
         // XDP slot is single).
-        self.join_releasing(|id| *id == ns.id);
+        self.defunct.wait_namespace(ns.id);
         // Fails when the path now holds another namespace.
         let handle = NetnsHandle::open(ns)
             .map_err(|e| anyhow::anyhow!("opening namespace {}: {e}", ns.path.display()))?;
@@ -303,8 +357,19 @@ impl Attacher {
 
     /// Attaches to a device of a known namespace, if the interface filter takes it.
     pub fn add_device(&mut self, netns: NetnsId, dev: &Device) -> anyhow::Result<DeviceOutcome> {
-        if !self.opts.interfaces.matches(&dev.name) {
+        let attached = self
+            .namespaces
+            .get(&netns)
+            .is_some_and(|s| s.devices.contains_key(&dev.ifindex));
+        // A device already attached keeps its links when renamed, and its new name is taken.
+        if !attached && !self.opts.interfaces.matches(&dev.name) {
             return Ok(DeviceOutcome::Skipped);
+        }
+        // Gone and back under the same ifindex while its old links are being let go of: wait,
+        // and delete the old device's counters before the new one counts.
+        if !attached {
+            self.wait_released(netns, dev.ifindex);
+            self.settle();
         }
         let hooks = self.opts.hooks.clone();
         let has_fallback = self.has_fallback();
@@ -398,7 +463,7 @@ impl Attacher {
                             attached.extend(fb);
                         }
                     }
-                    Err(e) => errors.push(format!("TCX ingress fallback: {e:#}")),
+                    Err(e) => errors.push((None, format!("TCX ingress fallback: {e:#}"))),
                 }
             }
             for (hook, r, was_fallback, why) in attached {
@@ -422,10 +487,9 @@ impl Attacher {
                                 match link.pin(&path) {
                                     Ok(p) => HeldLink::Pinned(p),
                                     Err(e) => {
-                                        errors.push(format!(
-                                            "pinning {}: {}",
-                                            path.display(),
-                                            chain(&e)
+                                        errors.push((
+                                            None,
+                                            format!("pinning {}: {}", path.display(), chain(&e)),
                                         ));
                                         continue;
                                     }
@@ -436,7 +500,9 @@ impl Attacher {
                         self.stats.attached += 1;
                         links.push((hook, held));
                     }
-                    Err(e) => errors.push(format!("{}: {e:#}", hook.name())),
+                    Err(e) => {
+                        errors.push((io_errno(e.as_ref()), format!("{}: {e:#}", hook.name())))
+                    }
                 }
             }
         }
@@ -448,70 +514,39 @@ impl Attacher {
             self.devices.insert(device_ref, info);
         }
         if !errors.is_empty() {
-            self.stats.failed += errors.len() as u64;
-            anyhow::bail!(
+            let message = format!(
                 "attaching to {} (ifindex {}) in {}: {}",
                 dev.name,
                 dev.ifindex,
                 state_name(&state.ns),
-                errors.join("; ")
+                errors
+                    .iter()
+                    .map(|(_, m)| m.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
             );
+            // Deleted or moved away while we attached: its removal follows (and, for a move,
+            // its appearance in the other namespace). Not a failure.
+            if errors.iter().all(|(e, _)| errno_says_gone(*e))
+                || !device_present(&state.handle, dev.ifindex)
+            {
+                self.stats.gone += 1;
+                tracing::debug!("{message} (the device went away meanwhile)");
+                return Ok(DeviceOutcome::Gone);
+            }
+            self.stats.failed += errors.len() as u64;
+            let reason = errors
+                .iter()
+                .map(|(e, _)| FailureReason::of_errno(*e))
+                .find(|r| *r != FailureReason::Other)
+                .unwrap_or(FailureReason::Other);
+            return Err(AttachError { reason, message }.into());
         }
         Ok(DeviceOutcome::Attached {
             latency,
             adopted,
             fallback,
         })
-    }
-
-    /// Forgets a device: its links are detached (and unpinned).
-    /// Call after a last [`Attacher::read_counters`]: its counters are deleted from the
-    /// kernel's map too (an ifindex may be reused by a later device).
-    pub fn remove_device(&mut self, netns: NetnsId, ifindex: u32) {
-        if let Some(state) = self.namespaces.get_mut(&netns) {
-            if let Some(dev) = state.devices.remove(&ifindex) {
-                release(dev);
-            }
-            state.reader.forget_device(ifindex);
-        }
-        self.devices.retire(&DeviceRef { netns, ifindex });
-    }
-
-    /// Forgets a namespace: returns its last counters, then detaches, unpins and closes
-    /// everything of it.
-    ///
-    /// The links are released on a thread of their own (a TCX detach waits for RCU grace
-    /// periods, ~10–30 ms per link): the receiver goes on meanwhile instead of delaying the
-    /// attachment of new namespaces and devices by that much. [`Attacher::shutdown`] waits
-    /// for every such thread.
-    pub fn remove_namespace(&mut self, netns: NetnsId) -> Vec<DeviceCounters> {
-        let mut last = Vec::new();
-        if let Some(state) = self.namespaces.remove(&netns) {
-            last = state.reader.counters(now_unix_ns(), None);
-            for ifindex in state.devices.keys() {
-                self.devices.retire(&DeviceRef {
-                    netns,
-                    ifindex: *ifindex,
-                });
-            }
-            let dir = state.dir.clone();
-            let spawned = std::thread::Builder::new()
-                .name("periscope-release".into())
-                .spawn(move || release_namespace(state));
-            match spawned {
-                Ok(t) => self.releasing.push((netns, t)),
-                Err(e) => {
-                    // The closure was dropped, and the state in it: its links are closed.
-                    // Pinned ones stay attached until their pins are gone.
-                    tracing::warn!("cannot start a releasing thread ({e}); released in place");
-                    if let Some(d) = &dir {
-                        remove_pins(d);
-                    }
-                }
-            }
-            self.join_releasing(|_| false);
-        }
-        last
     }
 
     /// Removes the pin directories of namespaces this manager does not hold (namespaces that
@@ -625,21 +660,12 @@ impl Attacher {
     /// links stay attached and counting.
     pub fn shutdown(mut self) {
         // Device names stay in the table: downstream stages flush after receivers stop.
-        self.namespaces.clear();
-        // Namespaces removed earlier, and instances loaded ahead: gone when this returns.
-        self.join_releasing(|_| true);
+        for (_, state) in self.namespaces.drain() {
+            self.defunct.namespace(state, false);
+        }
+        // Every release asked for, and instances loaded ahead: gone when this returns.
+        drop(self.defunct);
         self.preloaded = None;
-    }
-}
-
-/// Detaches (and unpins) every link of a removed namespace, removes its pins, and drops its
-/// programs and maps.
-fn release_namespace(mut state: NsState) {
-    for (_, dev) in state.devices.drain() {
-        release(dev);
-    }
-    if let Some(d) = &state.dir {
-        remove_pins(d);
     }
 }
 
@@ -649,7 +675,9 @@ fn state_name(ns: &Namespace) -> String {
         .unwrap_or_else(|| ns.path.display().to_string())
 }
 
-fn release(dev: DevState) {
+/// Detaches (and unpins) a device's links; returns how many.
+pub(super) fn release(dev: DevState) -> usize {
+    let n = dev.links.len();
     for (_, link) in dev.links {
         match link {
             HeldLink::Owned(l) => drop(l),
@@ -661,9 +689,10 @@ fn release(dev: DevState) {
             }
         }
     }
+    n
 }
 
-fn now_unix_ns() -> u64 {
+pub(super) fn now_unix_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)

@@ -12,17 +12,22 @@
 //! - the bpf_links of each device, made inside the namespace (`link.rs`);
 //! - the reading of its ring buffer and exact per-CPU counters (`read.rs`, records decoded
 //!   by `decode.rs`), per namespace or per device, so that last counters can be read when
-//!   either goes away.
+//!   either goes away (`detach.rs`: the order of a departure), and a thread letting go of
+//!   the links of what went away (`defunct.rs`).
 
 mod attach;
 mod bursts;
 mod decode;
+mod defunct;
+mod detach;
 mod instance;
 mod link;
 mod options;
+mod outcome;
 mod pins;
 mod read;
 mod receiver;
+mod telemetry;
 
 pub use attach::{AttachOptions, AttachStats, Attacher, DeviceOutcome};
 pub use bursts::{BurstMode, BurstsConfig, MAX_BURST_BUCKETS};
@@ -39,4 +44,5 @@ pub use options::{
     InterfacesConfig, NamespacesConfig, RecordOptions, Shared, MAX_DNS_PORTS, MAX_RING_BYTES,
     MIN_RING_BYTES,
 };
+pub use outcome::{failure_reason, AttachError, FailureReason};
 pub use receiver::{DiscoverySource, NetdevReceiver, ReceiverOptions, PIN_ROOT};

@@ -150,8 +150,8 @@ impl Reader {
         v
     }
 
-    /// Deletes a device's counters from the kernel's map (an ifindex may be reused by a later
-    /// device): read them first.
+    /// Deletes a device's counters from the kernel's map and what was counted of its records
+    /// here (an ifindex may be reused by a later device): read them first.
     pub(super) fn forget_device(&mut self, ifindex: u32) {
         let keys: Vec<DevKey> = self
             .counters
@@ -162,6 +162,7 @@ impl Reader {
         for k in keys {
             let _ = self.counters.remove(&k);
         }
+        self.delivered.retain(|(i, _, _), _| *i != ifindex);
     }
 
     /// Records lost to a full ring buffer since the last call.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver as Rx, RecvTimeoutError};
 
 use periscope_pipeline::component::Receiver;
-use periscope_pipeline::devices::DeviceTable;
+use periscope_pipeline::devices::{DeviceTable, NamespaceTable};
 use periscope_pipeline::edge::{EventOutput, StopSignal};
 use periscope_pipeline::model::{DeviceCounters, Event};
 
@@ -15,6 +15,8 @@ use crate::shared::kernel;
 use crate::shared::netns::{Discovery, NamespaceScope};
 
 use super::attach::{AttachOptions, Attacher, DeviceOutcome};
+use super::outcome::{failure_reason, FailureReason};
+use super::telemetry::AttachTelemetry;
 
 /// Where pins go: `<PIN_ROOT>/<receiver id>/<netns inode>-<netns cookie>/`.
 pub const PIN_ROOT: &str = "/sys/fs/bpf/periscope";
@@ -45,6 +47,7 @@ pub struct NetdevReceiver {
     opts: ReceiverOptions,
     attach: AttachOptions,
     devices: DeviceTable,
+    namespaces: NamespaceTable,
     source: DiscoverySource,
     dns: periscope_pipeline::DnsTable,
 }
@@ -67,9 +70,17 @@ impl NetdevReceiver {
             opts,
             attach,
             devices,
+            namespaces: NamespaceTable::default(),
             source,
             dns: periscope_pipeline::DnsTable::default(),
         }
+    }
+
+    /// Registers the namespaces it observes (names, owners' cgroups) in `namespaces` (the
+    /// pipeline's shared table), retired when they go away.
+    pub fn with_namespaces(mut self, namespaces: NamespaceTable) -> Self {
+        self.namespaces = namespaces;
+        self
     }
 
     /// Takes namespaces and devices from `rx` instead of the watcher.
@@ -110,11 +121,16 @@ impl Receiver for NetdevReceiver {
             opts,
             attach,
             devices,
+            namespaces,
             source,
             dns,
         } = *self;
         let pinned = attach.pin_root.is_some();
-        let mut attacher = Attacher::new(attach, devices).with_dns(dns);
+        let telemetry = AttachTelemetry::register(output.counters().instruments());
+        let mut attacher = Attacher::new(attach, devices)
+            .with_dns(dns)
+            .with_namespaces(namespaces)
+            .with_links_released(telemetry.released.clone());
         // New namespaces take an instance loaded ahead instead of waiting for a load.
         attacher.preload(super::PRELOADED);
         let (_watcher, rx) = match source {
@@ -151,11 +167,20 @@ impl Receiver for NetdevReceiver {
                 }
             };
             if let Some(d) = got {
-                handle(&opts, &mut attacher, d, output, &mut batch, &mut latencies);
+                let mut ctx = Handling {
+                    opts: &opts,
+                    telemetry: &telemetry,
+                    latencies: &mut latencies,
+                    received: Instant::now(),
+                };
+                ctx.handle(&mut attacher, d, output, &mut batch);
                 while let Ok(d) = rx.try_recv() {
-                    handle(&opts, &mut attacher, d, output, &mut batch, &mut latencies);
+                    ctx.received = Instant::now();
+                    ctx.handle(&mut attacher, d, output, &mut batch);
                 }
+                telemetry.attached.set(attacher.devices_attached() as i64);
             }
+            attacher.settle();
             let stopping = stop.is_raised();
             let now = Instant::now();
             if now >= next_poll || stopping {
@@ -211,40 +236,89 @@ impl Receiver for NetdevReceiver {
     }
 }
 
-fn handle(
-    opts: &ReceiverOptions,
+/// What handling one discovery event needs besides the attacher and the output.
+struct Handling<'a> {
+    opts: &'a ReceiverOptions,
+    telemetry: &'a AttachTelemetry,
+    /// Attach latencies for the summary logged at stop (bounded: the first ones only).
+    latencies: &'a mut Vec<Duration>,
+    /// When the event was taken from the discovery channel.
+    received: Instant,
+}
+
+/// Latencies kept for the summary at stop (the histogram has them all).
+const LATENCIES_KEPT: usize = 100_000;
+
+impl Handling<'_> {
+    fn handle(
+        &mut self,
+        attacher: &mut Attacher,
+        d: Discovery,
+        output: &mut EventOutput,
+        batch: &mut periscope_pipeline::model::EventBatch,
+    ) {
+        let opts = self.opts;
+        match d {
+            Discovery::NamespaceAdded(ns) => match attacher.add_namespace(&ns) {
+                Ok((took, adopted)) => tracing::debug!(
+                    receiver = %opts.id,
+                    netns = %ns.path.display(),
+                    "namespace {} in {took:?}",
+                    if adopted { "adopted from pins" } else { "loaded" }
+                ),
+                Err(e) if !namespace_still_there(&ns) => tracing::debug!(
+                    receiver = %opts.id,
+                    netns = %ns.path.display(),
+                    "namespace went away before it could be observed: {e:#}"
+                ),
+                Err(e) => {
+                    output.counters().add_errors(1);
+                    self.telemetry.failed(FailureReason::Namespace);
+                    tracing::warn!(receiver = %opts.id, netns = %ns.path.display(), "cannot observe this namespace: {e:#}");
+                }
+            },
+            Discovery::DeviceAdded { netns, device } => {
+                match attacher.add_device(netns, &device) {
+                    Ok(DeviceOutcome::Attached { latency, .. }) => {
+                        self.telemetry.attached_after(self.received.elapsed());
+                        if self.latencies.len() < LATENCIES_KEPT {
+                            self.latencies.push(latency);
+                        }
+                    }
+                    Ok(DeviceOutcome::Gone) => {} // logged at debug by the attacher
+                    Ok(_) => {}
+                    Err(e) => {
+                        output.counters().add_errors(1);
+                        self.telemetry.failed(failure_reason(&e));
+                        tracing::warn!(receiver = %opts.id, "{e:#}");
+                    }
+                }
+            }
+            d => handle_removal(attacher, d, output, batch),
+        }
+    }
+}
+
+/// Whether a namespace that could not be opened is still the one at its path (else it went
+/// away: not an error).
+fn namespace_still_there(ns: &crate::shared::netns::Namespace) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(&ns.path).is_ok_and(|m| m.ino() == u64::from(ns.id.inode))
+}
+
+fn handle_removal(
     attacher: &mut Attacher,
     d: Discovery,
     output: &mut EventOutput,
     batch: &mut periscope_pipeline::model::EventBatch,
-    latencies: &mut Vec<Duration>,
 ) {
     match d {
-        Discovery::NamespaceAdded(ns) => match attacher.add_namespace(&ns) {
-            Ok((took, adopted)) => tracing::debug!(
-                receiver = %opts.id,
-                netns = %ns.path.display(),
-                "namespace {} in {took:?}",
-                if adopted { "adopted from pins" } else { "loaded" }
-            ),
-            Err(e) => {
-                output.counters().add_errors(1);
-                tracing::warn!(receiver = %opts.id, netns = %ns.path.display(), "cannot observe this namespace: {e:#}");
-            }
-        },
-        Discovery::DeviceAdded { netns, device } => match attacher.add_device(netns, &device) {
-            Ok(DeviceOutcome::Attached { latency, .. }) => latencies.push(latency),
-            Ok(_) => {}
-            Err(e) => {
-                output.counters().add_errors(1);
-                tracing::warn!(receiver = %opts.id, "{e:#}");
-            }
-        },
+        Discovery::NamespaceAdded(_) | Discovery::DeviceAdded { .. } => {}
         Discovery::DeviceRemoved { netns, ifindex } => {
-            // Its last counts first.
+            // Its records first, then its final counters (see detach.rs).
             poll(attacher, output, batch);
-            send_counters(opts, attacher, output, batch);
-            attacher.remove_device(netns, ifindex);
+            let last = attacher.remove_device(netns, ifindex);
+            push_counters(output, batch, last);
         }
         Discovery::NamespaceRemoved(netns) => {
             poll(attacher, output, batch);

@@ -72,11 +72,7 @@ impl ComponentConfig for PcapConfig {
             ));
         }
         crate::netdev::validate_dns_ports(&self.dns_ports, &mut errors);
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors)
-        }
+        Invalid::all(errors)
     }
 }
 

@@ -59,28 +59,16 @@ pub fn resolve_cgroup(option: &Path) -> anyhow::Result<PathBuf> {
     if let Some(p) = find_cgroup2() {
         return Ok(p);
     }
-    let target = Path::new(OWN_CGROUP2_MOUNT);
-    std::fs::create_dir_all(target)?;
-    let src = std::ffi::CString::new("cgroup2")?;
-    let dst = std::ffi::CString::new(OWN_CGROUP2_MOUNT)?;
-    // SAFETY: NUL-terminated strings; no data argument.
-    let rc = unsafe {
-        libc::mount(
-            src.as_ptr(),
-            dst.as_ptr(),
-            src.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        anyhow::bail!(
-            "the host has no cgroup v2 mount and mounting one at {OWN_CGROUP2_MOUNT} failed: {}",
-            std::io::Error::last_os_error()
-        );
+    match kernel::ensure_cgroup2(OWN_CGROUP2_MOUNT) {
+        Ok(kernel::Mount::Mounted) => {
+            tracing::info!(
+                "mounted cgroup2 at {OWN_CGROUP2_MOUNT} (the host had no cgroup v2 mount)"
+            )
+        }
+        Ok(kernel::Mount::Present) => {}
+        Err(e) => anyhow::bail!("the host has no cgroup v2 mount: {e}"),
     }
-    tracing::info!("mounted cgroup2 at {OWN_CGROUP2_MOUNT} (the host had no cgroup v2 mount)");
-    Ok(target.to_path_buf())
+    Ok(PathBuf::from(OWN_CGROUP2_MOUNT))
 }
 
 pub fn default_poll_interval() -> PositiveDuration {
@@ -170,8 +158,21 @@ pub fn preflight() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The checks the socket receivers share: the `cgroup` option (those attached to a cgroup) and
+/// the `ring_buffer_size` (those with a ring buffer).
+pub fn validate(cgroup: Option<&Path>, ring_buffer_size: Option<u32>) -> Result<(), Vec<Invalid>> {
+    let mut errors = Vec::new();
+    if let Some(cgroup) = cgroup {
+        validate_cgroup(cgroup, &mut errors);
+    }
+    if let Some(size) = ring_buffer_size {
+        validate_ring(size, &mut errors);
+    }
+    Invalid::all(errors)
+}
+
 /// Checks a ring buffer size.
-pub fn validate_ring(ring_buffer_size: u32, errors: &mut Vec<Invalid>) {
+fn validate_ring(ring_buffer_size: u32, errors: &mut Vec<Invalid>) {
     if ring_buffer_size < 4096 || !ring_buffer_size.is_power_of_two() {
         errors.push(Invalid::new(
             "ring_buffer_size",
@@ -183,7 +184,7 @@ pub fn validate_ring(ring_buffer_size: u32, errors: &mut Vec<Invalid>) {
 }
 
 /// Checks a cgroup path option.
-pub fn validate_cgroup(cgroup: &Path, errors: &mut Vec<Invalid>) {
+fn validate_cgroup(cgroup: &Path, errors: &mut Vec<Invalid>) {
     if cgroup != Path::new(ROOT_CGROUP) && !cgroup.is_absolute() {
         errors.push(Invalid::new(
             "cgroup",

@@ -175,6 +175,13 @@ fn drain(
     }
 }
 
+/// How much a kernel total grew since it was last `seen` (which becomes `total`).
+fn since(total: u64, seen: &mut u64) -> u64 {
+    let new = total.saturating_sub(*seen);
+    *seen = total;
+    new
+}
+
 fn read_counters(
     opts: &SocketReceiverOptions,
     maps: &mut SocketMaps,
@@ -188,8 +195,7 @@ fn read_counters(
             for s in per_cpu.iter() {
                 total.add(s);
             }
-            let lost = total.records_lost.saturating_sub(st.lost_seen);
-            st.lost_seen = total.records_lost;
+            let lost = since(total.records_lost, &mut st.lost_seen);
             if lost > 0 {
                 output.counters().add_dropped(lost);
                 tracing::warn!(
@@ -197,8 +203,7 @@ fn read_counters(
                     "{lost} records lost to a full ring buffer (raise ring_buffer_size or lower poll_interval)"
                 );
             }
-            let full = total.sockmap_full.saturating_sub(st.full_seen);
-            st.full_seen = total.sockmap_full;
+            let full = since(total.sockmap_full, &mut st.full_seen);
             if full > 0 {
                 output.counters().add_dropped(full);
                 tracing::warn!(
@@ -206,8 +211,7 @@ fn read_counters(
                     "{full} sockets not observed: the sockhash is full (raise max_sockets)"
                 );
             }
-            let table = total.table_full.saturating_sub(st.table_full_seen);
-            st.table_full_seen = total.table_full;
+            let table = since(total.table_full, &mut st.table_full_seen);
             if table > 0 {
                 tracing::warn!(
                     receiver = %opts.id,
@@ -219,8 +223,7 @@ fn read_counters(
     if let Some(full) = &maps.cgroup_full {
         if let Ok(per_cpu) = full.get(&0, 0) {
             let total: u64 = per_cpu.iter().sum();
-            let new = total.saturating_sub(st.cgroup_full_seen);
-            st.cgroup_full_seen = total;
+            let new = since(total, &mut st.cgroup_full_seen);
             if new > 0 {
                 output.counters().add_dropped(new);
                 tracing::warn!(

@@ -65,6 +65,7 @@ fn namespace(ns: &Netns) -> Namespace {
         },
         name: Some(ns.name().to_string()),
         path: ns.path(),
+        cgroup: None,
     }
 }
 

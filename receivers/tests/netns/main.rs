@@ -5,6 +5,10 @@
 //! deleted first, and guards delete ours even when a check fails.
 
 mod cgroup;
+mod churn;
+mod churn_process;
+mod churn_release;
+mod churn_telemetry;
 mod docker;
 mod latency;
 mod scan;

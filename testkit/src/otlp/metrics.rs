@@ -13,7 +13,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
     HistogramDataPoint, Metric, NumberDataPoint, SummaryDataPoint,
 };
 
-use super::{attributes, complete_lines, parse_lines, Attributes};
+use super::{attributes, complete_lines, parse_lines, resource_attributes, Attributes};
 
 /// Decodes every line of `path` (empty lines aside) as an `ExportMetricsServiceRequest` in the
 /// OTLP/JSON mapping; panics naming the line that does not decode.
@@ -88,11 +88,7 @@ impl Point<'_> {
 pub fn points(requests: &[ExportMetricsServiceRequest]) -> Vec<Point<'_>> {
     let mut out = Vec::new();
     for rm in requests.iter().flat_map(|r| &r.resource_metrics) {
-        let resource = rm
-            .resource
-            .as_ref()
-            .map(|r| attributes(&r.attributes))
-            .unwrap_or_default();
+        let resource = resource_attributes(rm.resource.as_ref());
         for sm in &rm.scope_metrics {
             let scope = sm.scope.as_ref().map_or("", |s| s.name.as_str());
             for m in &sm.metrics {

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
 
 pub use metrics::{
     histograms, metric_names, parse_requests, points, read_metrics, read_requests, sum_by,
@@ -44,6 +45,11 @@ pub fn attributes(kvs: &[KeyValue]) -> Attributes {
     kvs.iter()
         .map(|kv| (kv.key.clone(), value_text(kv)))
         .collect()
+}
+
+/// A resource's attributes; none when there is no resource.
+pub fn resource_attributes(r: Option<&Resource>) -> Attributes {
+    r.map(|r| attributes(&r.attributes)).unwrap_or_default()
 }
 
 /// The complete lines of a file that may still be being written (up to its last newline);

@@ -7,7 +7,7 @@ use std::path::Path;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 
-use super::{any_text, attributes, complete_lines, parse_lines, Attributes};
+use super::{any_text, complete_lines, parse_lines, resource_attributes, Attributes};
 
 /// One exported span, flattened.
 #[derive(Clone, Debug)]
@@ -73,11 +73,7 @@ pub fn read_spans(path: &Path) -> Vec<Span> {
     );
     let mut out = Vec::new();
     for rs in requests.iter().flat_map(|r| &r.resource_spans) {
-        let resource = rs
-            .resource
-            .as_ref()
-            .map(|r| attributes(&r.attributes))
-            .unwrap_or_default();
+        let resource = resource_attributes(rs.resource.as_ref());
         for ss in &rs.scope_spans {
             let scope = ss
                 .scope

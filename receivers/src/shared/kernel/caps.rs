@@ -7,22 +7,16 @@ pub struct Capability {
     pub name: &'static str,
 }
 
-pub const CAP_NET_ADMIN: Capability = Capability {
-    bit: 12,
-    name: "CAP_NET_ADMIN",
-};
-pub const CAP_SYS_ADMIN: Capability = Capability {
-    bit: 21,
-    name: "CAP_SYS_ADMIN",
-};
-pub const CAP_PERFMON: Capability = Capability {
-    bit: 38,
-    name: "CAP_PERFMON",
-};
-pub const CAP_BPF: Capability = Capability {
-    bit: 39,
-    name: "CAP_BPF",
-};
+impl Capability {
+    const fn new(bit: u32, name: &'static str) -> Self {
+        Capability { bit, name }
+    }
+}
+
+pub const CAP_NET_ADMIN: Capability = Capability::new(12, "CAP_NET_ADMIN");
+pub const CAP_SYS_ADMIN: Capability = Capability::new(21, "CAP_SYS_ADMIN");
+pub const CAP_PERFMON: Capability = Capability::new(38, "CAP_PERFMON");
+pub const CAP_BPF: Capability = Capability::new(39, "CAP_BPF");
 
 /// The effective capability mask, or `None` if it cannot be read.
 fn effective() -> Option<u64> {

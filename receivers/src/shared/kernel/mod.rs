@@ -11,7 +11,8 @@ pub use caps::{
     missing_capabilities, Capability, CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON, CAP_SYS_ADMIN,
 };
 pub use mounts::{
-    bpffs_mounted, ensure_bpffs, ensure_tracefs, tracefs_mounted, Mount, BPFFS_PATH, TRACEFS_PATH,
+    bpffs_mounted, ensure_bpffs, ensure_cgroup2, ensure_tracefs, tracefs_mounted, Mount,
+    BPFFS_PATH, TRACEFS_PATH,
 };
 pub use probe::{probe_all, Hook, Probe, Support};
 pub use rcu::{ExpeditedRcu, RCU_EXPEDITED};

@@ -1,4 +1,5 @@
-//! bpffs (for pinning) and tracefs (for tracepoints): mounted by the agent when missing.
+//! bpffs (for pinning), tracefs (for tracepoints) and, on hosts without one, cgroup v2 (for
+//! the socket receivers): mounted by the agent when missing.
 
 use std::ffi::CString;
 use std::io;
@@ -11,6 +12,7 @@ pub const TRACEFS_PATH: &str = "/sys/kernel/tracing";
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 const TRACEFS_MAGIC: i64 = 0x7472_6163;
+const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 
 /// What `ensure_*` found or did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,4 +81,9 @@ pub fn ensure_bpffs() -> io::Result<Mount> {
 /// Mounts tracefs at `/sys/kernel/tracing` unless it is there.
 pub fn ensure_tracefs() -> io::Result<Mount> {
     ensure(TRACEFS_PATH, "tracefs", TRACEFS_MAGIC)
+}
+
+/// Mounts a cgroup v2 hierarchy at `path` unless one is there.
+pub fn ensure_cgroup2(path: &str) -> io::Result<Mount> {
+    ensure(path, "cgroup2", CGROUP2_SUPER_MAGIC)
 }

@@ -97,6 +97,14 @@ fn bpf(cmd: libc::c_long, attr: *const u8, size: usize) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// Whether `bpf(cmd, attr)` succeeds (the object it makes is closed right away).
+fn supported<T>(cmd: libc::c_long, attr: &T) -> Support {
+    match bpf(cmd, (attr as *const T).cast(), std::mem::size_of::<T>()) {
+        Ok(_fd) => Support::Yes,
+        Err(e) => Support::No(e.to_string()),
+    }
+}
+
 /// `r0 = 0; exit` — valid for every program type (for TC, 0 is TC_ACT_OK; the program is never
 /// attached anyway).
 const PROGRAM: [u64; 2] = [0x0000_0000_0000_00b7, 0x0000_0000_0000_0095];
@@ -112,14 +120,7 @@ fn load(prog_type: u32, attach_type: u32, attach_btf_id: u32) -> Support {
         attach_btf_id,
         ..ProgLoadAttr::default()
     };
-    match bpf(
-        BPF_PROG_LOAD,
-        (&attr as *const ProgLoadAttr).cast(),
-        std::mem::size_of::<ProgLoadAttr>(),
-    ) {
-        Ok(_fd) => Support::Yes,
-        Err(e) => Support::No(e.to_string()),
-    }
+    supported(BPF_PROG_LOAD, &attr)
 }
 
 fn btf_load(
@@ -144,14 +145,7 @@ fn ringbuf() -> Support {
         max_entries: 4096,
         ..MapCreateAttr::default()
     };
-    match bpf(
-        BPF_MAP_CREATE,
-        (&attr as *const MapCreateAttr).cast(),
-        std::mem::size_of::<MapCreateAttr>(),
-    ) {
-        Ok(_fd) => Support::Yes,
-        Err(e) => Support::No(e.to_string()),
-    }
+    supported(BPF_MAP_CREATE, &attr)
 }
 
 /// Probes every hook. Needs CAP_BPF (and CAP_PERFMON/CAP_NET_ADMIN for some types); without

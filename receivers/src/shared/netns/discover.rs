@@ -53,6 +53,7 @@ pub fn scan() -> io::Result<Vec<Namespace>> {
 fn with_cookie(found: Found) -> io::Result<Namespace> {
     let handle = NetnsHandle::open_path(&found.path, Some(found.inode))?;
     let cookie = netns_cookie(&handle)?;
+    let cgroup = super::owner::owner_cgroup(&found, &[]);
     Ok(Namespace {
         id: NetnsId {
             inode: found.inode,
@@ -60,6 +61,7 @@ fn with_cookie(found: Found) -> io::Result<Namespace> {
         },
         name: found.name,
         path: found.path,
+        cgroup,
     })
 }
 
@@ -127,6 +129,16 @@ pub(crate) fn bind_mounts() -> Vec<Found> {
     }
     out.sort_by(|a, b| a.path.cmp(&b.path));
     out
+}
+
+/// Files under [`BIND_DIRS`] that are not (yet) a mounted namespace.
+pub(crate) fn unmounted_bind_files() -> usize {
+    BIND_DIRS
+        .iter()
+        .filter_map(|dir| std::fs::read_dir(dir).ok())
+        .flat_map(|entries| entries.flatten())
+        .filter(|e| nsfs_inode(&e.path()).is_err())
+        .count()
 }
 
 /// Every distinct namespace of a process, by `/proc/PID/ns/net`, in pid order. Processes that

@@ -120,8 +120,27 @@ pub fn run_each_in<T: Send, F: FnOnce() -> T + Send>(
     })
 }
 
-/// The namespace's cookie (`SO_NETNS_COOKIE` of a socket opened inside it).
+/// `ioctl(NS_GET_ID)` = `_IOR(0xb7, 0xd, u64)`: the namespace's id, which for a network
+/// namespace is its cookie (kernels ≥ 6.18; older ones answer ENOTTY).
+const NS_GET_ID: libc::c_ulong = 0x8008_b70d;
+
+/// The cookie of the namespace an nsfs fd refers to, without entering it (`NS_GET_ID`).
+pub(crate) fn nsfs_cookie(fd: RawFd) -> io::Result<u64> {
+    let mut id: u64 = 0;
+    // SAFETY: NS_GET_ID writes one u64 into `id`.
+    let rc = unsafe { libc::ioctl(fd, NS_GET_ID as _, &mut id as *mut u64) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(id)
+}
+
+/// The namespace's cookie: `NS_GET_ID` on its nsfs fd where the kernel has it, else
+/// `SO_NETNS_COOKIE` of a socket opened inside it (the two are the same number).
 pub fn netns_cookie(ns: &NetnsHandle) -> io::Result<u64> {
+    if let Ok(id) = nsfs_cookie(ns.fd.as_raw_fd()) {
+        return Ok(id);
+    }
     run_in(ns, || {
         // SAFETY: plain socket(2); the result is checked and owned right away.
         let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
@@ -195,4 +214,25 @@ pub(crate) fn inode_u32(ino: u64, path: &Path) -> io::Result<u32> {
 
 fn with_path(e: io::Error, what: &str, path: &Path) -> io::Error {
     io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `NS_GET_ID` and `SO_NETNS_COOKIE` name the same number (where the ioctl exists).
+    #[test]
+    fn ns_get_id_is_the_socket_cookie() {
+        let h = NetnsHandle::open_path(Path::new("/proc/self/ns/net"), None).expect("open");
+        let Ok(id) = nsfs_cookie(h.fd.as_raw_fd()) else {
+            eprintln!("NS_GET_ID not supported by this kernel: nothing to compare");
+            return;
+        };
+        // SAFETY: plain socket(2), closed below.
+        let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        assert!(fd >= 0);
+        // SAFETY: fresh fd, owned here.
+        let sock = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        assert_eq!(socket_cookie(sock.as_raw_fd()).expect("cookie"), id);
+    }
 }

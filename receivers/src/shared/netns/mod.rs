@@ -8,6 +8,7 @@ mod devices;
 mod discover;
 mod enter;
 mod fds;
+mod owner;
 mod procevents;
 mod scope;
 mod watch;
@@ -32,6 +33,9 @@ pub struct Namespace {
     pub name: Option<String>,
     /// A path through which it was found and can be opened (`/run/netns/x`, `/proc/PID/ns/net`).
     pub path: PathBuf,
+    /// The cgroup v2 path of a process found in it when it was discovered (names its container
+    /// or pod after the process is gone), if one was.
+    pub cgroup: Option<String>,
 }
 
 /// What the watcher reports. Devices are reported only for namespaces in scope, after the

@@ -35,10 +35,11 @@ use periscope_pipeline::model::NetnsId;
 use super::devices::{link_subscription, list_devices, parse_links, LinkUpdate, RECV_BUF};
 use super::discover::{
     bind_mounts, host_found, merge, names_by_inode, pid_namespaces, proc_namespaces, stat_at,
-    Found, BIND_DIRS,
+    unmounted_bind_files, Found, BIND_DIRS,
 };
 use super::enter::{run_in, socket_cookie, NetnsHandle};
 use super::fds::{ctx, drain_eventfd, epoll_add, epoll_del, owned, wake};
+use super::owner::owner_cgroup;
 use super::procevents::ProcEvents;
 use super::scope::{cgroup_pids, cgroup_relative, in_cgroup, resolve_listed, NamespaceScope};
 use super::{Device, Discovery, Namespace};
@@ -172,6 +173,11 @@ pub fn watch(scope: NamespaceScope, events: Sender<Discovery>) -> io::Result<Wat
     })
 }
 
+/// How often, and for how long after a file appeared in a bind-mount folder, the folders are
+/// looked at again while a file there is not (yet) a mounted namespace.
+const BIND_RETRY: Duration = Duration::from_millis(20);
+const BIND_RETRY_FOR: Duration = Duration::from_secs(2);
+
 const TOKEN_WAKE: u64 = u64::MAX;
 const TOKEN_INOTIFY: u64 = u64::MAX - 1;
 const TOKEN_MOUNTS: u64 = u64::MAX - 2;
@@ -247,10 +253,19 @@ impl Loop {
         self.refresh_dir_watches();
         self.rescan(true);
         let mut next_full = Instant::now() + RESCAN_INTERVAL;
+        // A file appeared in a bind-mount folder before its mount (`ip netns add` creates the
+        // file, then mounts on it): look again every BIND_RETRY until it is a namespace or
+        // BIND_RETRY_FOR has passed, in case the mount's EPOLLPRI is missed (a mount made in
+        // another mount namespace and propagated here).
+        let mut retry_until: Option<Instant> = None;
         let mut ready = [libc::epoll_event { events: 0, u64: 0 }; 64];
         while !self.out.done() {
             // Rounded up: a 0 ms timeout just before the deadline would spin.
-            let timeout = (next_full.saturating_duration_since(Instant::now())
+            let wake_at = match retry_until {
+                Some(_) => next_full.min(Instant::now() + BIND_RETRY),
+                None => next_full,
+            };
+            let timeout = (wake_at.saturating_duration_since(Instant::now())
                 + Duration::from_micros(999))
             .as_millis()
             .min(i32::MAX as u128) as i32;
@@ -279,6 +294,7 @@ impl Loop {
                         self.drain_inotify();
                         self.refresh_dir_watches();
                         quick = true;
+                        retry_until = Some(Instant::now() + BIND_RETRY_FOR);
                     }
                     TOKEN_MOUNTS => quick = true,
                     TOKEN_PROCS => quick |= self.new_process_namespaces(),
@@ -291,8 +307,13 @@ impl Loop {
             if Instant::now() >= next_full || std::mem::take(&mut self.full_due) {
                 self.rescan(true);
                 next_full = Instant::now() + RESCAN_INTERVAL;
-            } else if quick {
+            } else if quick || retry_until.is_some() {
                 self.rescan(false);
+            }
+            if let Some(until) = retry_until {
+                if Instant::now() >= until || unmounted_bind_files() == 0 {
+                    retry_until = None;
+                }
             }
         }
         // Dropping `self` closes every socket and fd held in a namespace.
@@ -426,6 +447,7 @@ impl Loop {
             tracing::warn!(error = %e, "netns watcher: cannot poll netlink socket");
             return;
         }
+        let cgroup = owner_cgroup(&f, &self.last_scan);
         let ns = Namespace {
             id: NetnsId {
                 inode: f.inode,
@@ -433,6 +455,7 @@ impl Loop {
             },
             name: f.name,
             path: f.path,
+            cgroup,
         };
         tracing::debug!(
             ?ns,

@@ -1,0 +1,229 @@
+//! The names a processor's series carry, looked up once per series — when its first record
+//! makes it — from the tables receivers fill while devices and namespaces are alive, and kept
+//! with the series: a series is named after what its device was called while it counted, even
+//! after the device is gone or its namespace's inode is reused by another pod.
+//!
+//! A device renamed while alive (CNI plugins rename a temporary name to `eth0`) is a new
+//! series: [`DeviceNames::renamed`] lists such devices at a collect, the processor retires their
+//! series (one last point under the old name), and [`DeviceNames::after_collect`] forgets the
+//! old names, so the next record captures the new ones.
+
+use std::sync::Arc;
+
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use periscope_pipeline::devices::DeviceTable;
+use periscope_pipeline::model::{DeviceRef, KeyValue, NetnsId};
+use periscope_pipeline::telemetry::names;
+
+/// Adds a namespace's id: `periscope.netns.inode`, and `periscope.netns.cookie` when known
+/// (live hooks; a replayed capture has none, and its output stays as it was).
+pub fn push_netns(a: &mut Vec<KeyValue>, netns: NetnsId) {
+    a.push(KeyValue::new(
+        names::ATTR_NETNS_INODE,
+        i64::from(netns.inode),
+    ));
+    if netns.cookie != 0 {
+        a.push(KeyValue::new(
+            names::ATTR_NETNS_COOKIE,
+            i64::try_from(netns.cookie).unwrap_or(i64::MAX),
+        ));
+    }
+}
+
+/// A device's names as captured.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Names {
+    /// `network.interface.name`: the registered name, `if<N>` for a device never registered.
+    pub interface: Arc<str>,
+    /// `periscope.netns.name`, if the namespace had one when the device was registered.
+    pub netns: Option<Arc<str>>,
+    /// Whether the device was registered (only registered devices can be renamed).
+    registered: bool,
+}
+
+impl Names {
+    fn of(devices: &DeviceTable, device: &DeviceRef) -> Names {
+        match devices.get(device) {
+            Some(info) => Names {
+                interface: Arc::from(info.name),
+                netns: info.netns_name.map(Arc::from),
+                registered: true,
+            },
+            None => Names {
+                interface: Arc::from(format!("if{}", device.ifindex)),
+                netns: None,
+                registered: false,
+            },
+        }
+    }
+
+    /// The series' device attributes: the namespace's id, its name if any, the interface name.
+    pub fn push_attributes(&self, a: &mut Vec<KeyValue>, device: &DeviceRef) {
+        push_netns(a, device.netns);
+        if let Some(n) = &self.netns {
+            a.push(KeyValue::new(names::ATTR_NETNS_NAME, n.to_string()));
+        }
+        a.push(KeyValue::new(
+            names::ATTR_INTERFACE_NAME,
+            self.interface.to_string(),
+        ));
+    }
+}
+
+/// The names of the devices a processor has series of.
+#[derive(Debug)]
+pub struct DeviceNames {
+    devices: DeviceTable,
+    known: FxHashMap<DeviceRef, Names>,
+}
+
+impl DeviceNames {
+    pub fn new(devices: DeviceTable) -> Self {
+        DeviceNames {
+            devices,
+            known: FxHashMap::default(),
+        }
+    }
+
+    /// The table names are read from (to tell whether a device is gone).
+    pub fn table(&self) -> &DeviceTable {
+        &self.devices
+    }
+
+    /// Captures `device`'s names unless they are (a series of it was made before).
+    pub fn capture(&mut self, device: DeviceRef) {
+        if !self.known.contains_key(&device) {
+            let names = Names::of(&self.devices, &device);
+            self.known.insert(device, names);
+        }
+    }
+
+    /// The names captured for `device`; looked up now if none were (a series made without
+    /// [`capture`](Self::capture)), without keeping them.
+    pub fn get(&self, device: &DeviceRef) -> Names {
+        self.known
+            .get(device)
+            .cloned()
+            .unwrap_or_else(|| Names::of(&self.devices, device))
+    }
+
+    /// Adds `device`'s attributes as captured (see [`Names::push_attributes`]).
+    pub fn push_attributes(&self, a: &mut Vec<KeyValue>, device: &DeviceRef) {
+        match self.known.get(device) {
+            Some(n) => n.push_attributes(a, device),
+            None => Names::of(&self.devices, device).push_attributes(a, device),
+        }
+    }
+
+    /// The devices with captured names.
+    pub fn devices(&self) -> impl Iterator<Item = DeviceRef> + '_ {
+        self.known.keys().copied()
+    }
+
+    /// Devices alive under other names than the ones captured (renamed, or registered only
+    /// after their first records): their series end, the next ones get the new names.
+    pub fn renamed(&self) -> Vec<DeviceRef> {
+        self.known
+            .iter()
+            .filter(|(d, n)| {
+                self.devices.is_alive(d)
+                    && self.devices.get(d).is_some_and(|info| {
+                        !n.registered
+                            || *n.interface != *info.name
+                            || n.netns.as_deref() != info.netns_name.as_deref()
+                    })
+            })
+            .map(|(d, _)| *d)
+            .collect()
+    }
+
+    /// Ends a collect: forgets the names of devices no series is about any more (retired,
+    /// renamed, or forgotten by a delta collect), so that memory follows the series.
+    pub fn after_collect(&mut self, in_use: &FxHashSet<DeviceRef>) {
+        self.known.retain(|d, _| in_use.contains(d));
+    }
+
+    /// Devices whose names are kept.
+    pub fn len(&self) -> usize {
+        self.known.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.known.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use periscope_pipeline::devices::DeviceInfo;
+
+    fn dev(cookie: u64) -> DeviceRef {
+        DeviceRef {
+            netns: NetnsId {
+                inode: 4026532000,
+                cookie,
+            },
+            ifindex: 2,
+        }
+    }
+
+    fn info(name: &str, netns: &str) -> DeviceInfo {
+        DeviceInfo {
+            name: name.into(),
+            netns_name: Some(netns.into()),
+        }
+    }
+
+    #[test]
+    fn names_are_captured_once_and_kept_after_the_device_is_gone() {
+        let t = DeviceTable::default();
+        let mut n = DeviceNames::new(t.clone());
+        t.insert(dev(1), info("eth0", "pod-a"));
+        n.capture(dev(1));
+        t.retire(&dev(1));
+        // The inode's next namespace, another pod.
+        t.insert(dev(2), info("eth0", "pod-b"));
+        assert_eq!(n.get(&dev(1)).netns.as_deref(), Some("pod-a"));
+        assert!(n.renamed().is_empty(), "gone is not renamed");
+        let mut a = Vec::new();
+        n.push_attributes(&mut a, &dev(1));
+        assert!(a.contains(&KeyValue::new(names::ATTR_NETNS_COOKIE, 1i64)));
+        assert!(a.contains(&KeyValue::new(names::ATTR_NETNS_NAME, "pod-a")));
+        assert!(a.contains(&KeyValue::new(names::ATTR_INTERFACE_NAME, "eth0")));
+    }
+
+    #[test]
+    fn a_rename_is_seen_and_unused_names_are_forgotten() {
+        let t = DeviceTable::default();
+        let mut n = DeviceNames::new(t.clone());
+        t.insert(dev(1), info("tmp123", "pod-a"));
+        n.capture(dev(1));
+        assert!(n.renamed().is_empty());
+        t.insert(dev(1), info("eth0", "pod-a"));
+        assert_eq!(n.renamed(), vec![dev(1)]);
+        assert_eq!(
+            &*n.get(&dev(1)).interface,
+            "tmp123",
+            "until the collect ends"
+        );
+        n.after_collect(&FxHashSet::default());
+        assert!(n.is_empty());
+        n.capture(dev(1));
+        assert_eq!(&*n.get(&dev(1)).interface, "eth0");
+    }
+
+    #[test]
+    fn the_cookie_attribute_only_when_known() {
+        let mut a = Vec::new();
+        push_netns(
+            &mut a,
+            NetnsId {
+                inode: 5,
+                cookie: 0,
+            },
+        );
+        assert_eq!(a, vec![KeyValue::new(names::ATTR_NETNS_INODE, 5i64)]);
+    }
+}

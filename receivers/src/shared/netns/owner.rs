@@ -1,0 +1,76 @@
+//! Who a namespace belongs to: the cgroup of a process found in it, read when the namespace is
+//! discovered. The process may be gone by the time the namespace's last counters are named, so
+//! its cgroup (which names the container or pod) is captured then, while it is alive.
+
+use std::path::Path;
+
+use super::discover::Found;
+
+/// The pid of a `/proc/PID/ns/net` path (`None` for `/proc/self/...` and bind mounts).
+pub(crate) fn pid_of(path: &Path) -> Option<u32> {
+    let mut parts = path.strip_prefix("/proc").ok()?.components();
+    let pid = parts.next()?.as_os_str().to_str()?.parse().ok()?;
+    (parts.as_path() == Path::new("ns/net")).then_some(pid)
+}
+
+/// The cgroup v2 path of a process, as `/proc/PID/cgroup` shows it (`0::/PATH`).
+pub(crate) fn cgroup_of(pid: u32) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    parse_cgroup(&text)
+}
+
+fn parse_cgroup(text: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(str::to_owned)
+}
+
+/// The cgroup of a process in namespace `f`: its own pid if it was found through
+/// `/proc/PID/ns/net`, else a process of `procs` (the last `/proc` scan) with the same inode.
+pub(crate) fn owner_cgroup(f: &Found, procs: &[Found]) -> Option<String> {
+    std::iter::once(f)
+        .chain(procs.iter().filter(|p| p.inode == f.inode))
+        .filter_map(|p| pid_of(&p.path))
+        .find_map(cgroup_of)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    #[test]
+    fn pids_of_proc_paths_only() {
+        assert_eq!(pid_of(Path::new("/proc/42/ns/net")), Some(42));
+        assert_eq!(pid_of(Path::new("/proc/self/ns/net")), None);
+        assert_eq!(pid_of(Path::new("/run/netns/x")), None);
+        assert_eq!(pid_of(Path::new("/proc/42/ns/mnt")), None);
+    }
+
+    #[test]
+    fn the_v2_line_is_the_cgroup() {
+        assert_eq!(
+            parse_cgroup("1:name=systemd:/x\n0::/kubepods/pod1/abc\n").as_deref(),
+            Some("/kubepods/pod1/abc")
+        );
+        assert_eq!(parse_cgroup("1:cpu:/x\n"), None);
+    }
+
+    #[test]
+    fn a_process_of_the_namespace_names_it() {
+        let me = std::process::id();
+        let f = Found {
+            inode: 7,
+            name: Some("x".into()),
+            path: PathBuf::from("/run/netns/x"),
+        };
+        let procs = [Found {
+            inode: 7,
+            name: None,
+            path: PathBuf::from(format!("/proc/{me}/ns/net")),
+        }];
+        assert_eq!(owner_cgroup(&f, &procs), cgroup_of(me));
+        assert!(cgroup_of(me).is_some());
+        assert_eq!(owner_cgroup(&f, &[]), None);
+    }
+}

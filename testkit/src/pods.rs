@@ -126,7 +126,10 @@ pub struct PodRecord {
     pub node_dev: String,
     /// Datagrams the generator's `send_to` accepted.
     pub udp_sent: u64,
-    /// The TCP connection's local port, if it completed (request answered).
+    /// Whether a TCP connection was attempted.
+    pub tcp_attempted: bool,
+    /// The TCP connection's local port, if it completed (request answered). A connect that
+    /// failed (rarely: a SYN unanswered) still makes a span, in state `syn_sent`.
     pub tcp_port: Option<u16>,
     /// ICMP echoes sent during `quiet`.
     pub probes_sent: u64,
@@ -186,6 +189,7 @@ impl Pod {
                 temp_name: None,
                 node_dev: node_dev.clone(),
                 udp_sent: 0,
+                tcp_attempted: false,
                 tcp_port: None,
                 probes_sent: 0,
                 eth0_before: Counters::default(),
@@ -312,6 +316,7 @@ impl Pod {
             )
         });
         self.rec.udp_sent = sent;
+        self.rec.tcp_attempted = tcp;
         self.rec.tcp_port = port;
         std::thread::sleep(t.linger);
         self.rec.eth0_end = ns::counters(&self.path, "eth0");

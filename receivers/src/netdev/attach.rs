@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use aya::programs::links::{FdLink, PinnedLink};
 use aya::{Ebpf, EbpfLoader};
 
 use periscope_pipeline::devices::{DeviceInfo, DeviceTable, NamespaceInfo, NamespaceTable};
@@ -23,6 +22,7 @@ use super::options::{InterfaceFilter, RecordOptions};
 use super::outcome::{device_present, errno_says_gone, AttachError, FailureReason};
 use super::pins::{self, link_pin_name, parse_pin_dir_name, pin_dir_name, remove_pins};
 use super::read::{burst_losses, Decoded, Reader};
+use super::state::{DevState, HeldLink, NsState};
 use crate::shared::ebpf::{names, BootClock};
 use crate::shared::netns::{Device, Namespace, NetnsHandle};
 
@@ -80,43 +80,6 @@ pub enum DeviceOutcome {
     /// The device went away (deleted, moved to another namespace) while it was attached:
     /// whatever was attached is released with its removal, which follows.
     Gone,
-}
-
-/// A device's link: held by this process (closing it detaches), or pinned.
-pub(super) enum HeldLink {
-    Owned(#[allow(dead_code)] FdLink),
-    Pinned(PinnedLink),
-}
-
-/// The links of one device.
-pub(super) struct DevState {
-    pub(super) links: Vec<(Hook, HeldLink)>,
-}
-
-impl DevState {
-    /// Links that closing our fd detaches (not pinned).
-    pub(super) fn owned_links(&self) -> usize {
-        self.links
-            .iter()
-            .filter(|(_, l)| matches!(l, HeldLink::Owned(_)))
-            .count()
-    }
-}
-
-/// One namespace: its instance, the maps read from it, and its devices.
-pub(super) struct NsState {
-    pub(super) ns: Namespace,
-    /// The namespace itself: entering it to attach. Dropped with the state.
-    handle: NetnsHandle,
-    programs: Programs,
-    pub(super) reader: Reader,
-    /// Pin directory of this namespace.
-    pub(super) dir: Option<PathBuf>,
-    pub(super) devices: HashMap<u32, DevState>,
-    /// Pinned links of an earlier run not yet claimed by a device, by pin file name.
-    adopted: HashMap<String, PinnedLink>,
-    /// When the namespace was added (unclaimed adopted links are released after a while).
-    added_at: Instant,
 }
 
 /// The attachment manager. Not thread-safe: one receiver thread drives it.
@@ -673,23 +636,6 @@ fn state_name(ns: &Namespace) -> String {
     ns.name
         .clone()
         .unwrap_or_else(|| ns.path.display().to_string())
-}
-
-/// Detaches (and unpins) a device's links; returns how many.
-pub(super) fn release(dev: DevState) -> usize {
-    let n = dev.links.len();
-    for (_, link) in dev.links {
-        match link {
-            HeldLink::Owned(l) => drop(l),
-            HeldLink::Pinned(p) => {
-                // Removing the pin drops the kernel's reference; closing ours detaches.
-                if let Err(e) = p.unpin() {
-                    tracing::debug!("unpinning a link: {e}");
-                }
-            }
-        }
-    }
-    n
 }
 
 pub(super) fn now_unix_ns() -> u64 {

@@ -18,8 +18,8 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use periscope_pipeline::model::NetnsId;
 use periscope_pipeline::telemetry::instruments::Counter;
 
-use super::attach::{release, DevState, NsState};
 use super::pins::remove_pins;
+use super::state::{release, DevState, NsState};
 use crate::shared::kernel::ExpeditedRcu;
 
 /// How long the releasing thread keeps expedited grace periods on after its last job: the

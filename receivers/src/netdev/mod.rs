@@ -9,7 +9,8 @@
 //!   namespace without kfuncs), so a new namespace takes a ready one;
 //! - optionally its pins under `/sys/fs/bpf/periscope/<receiver>/<inode>-<cookie>/`, adopted
 //!   again on restart (`pins.rs`);
-//! - the bpf_links of each device, made inside the namespace (`link.rs`);
+//! - the bpf_links of each device, made inside the namespace (`link.rs`), held in the
+//!   per-namespace and per-device state (`state.rs`);
 //! - the reading of its ring buffer and exact per-CPU counters (`read.rs`, records decoded
 //!   by `decode.rs`), per namespace or per device, so that last counters can be read when
 //!   either goes away (`detach.rs`: the order of a departure), and a thread letting go of
@@ -27,6 +28,7 @@ mod outcome;
 mod pins;
 mod read;
 mod receiver;
+mod state;
 mod telemetry;
 
 pub use attach::{AttachOptions, AttachStats, Attacher, DeviceOutcome};

@@ -12,20 +12,12 @@ use std::path::{Path, PathBuf};
 use periscope_pipeline::model::NetnsId;
 
 use super::enter::{inode_u32, netns_cookie, path_fs_magic, NetnsHandle, NSFS_MAGIC};
-use super::Namespace;
+use super::{Found, Namespace};
 
 /// Folders where tools bind-mount namespaces under a name (`ip netns`, Docker).
 pub(crate) const BIND_DIRS: [&str; 2] = ["/run/netns", "/var/run/docker/netns"];
 /// The host namespace as seen from this process (`/proc/1/ns/net` may be EACCES).
 pub(crate) const HOST_PATH: &str = "/proc/self/ns/net";
-
-/// A namespace found by a scan, before it is opened: inode, name, a path to open it by.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Found {
-    pub inode: u32,
-    pub name: Option<String>,
-    pub path: PathBuf,
-}
 
 /// The host's namespace (through `/proc/self/ns/net`: `/proc/1/ns/net` may be EACCES).
 pub fn host_namespace() -> io::Result<Namespace> {

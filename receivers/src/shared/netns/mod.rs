@@ -24,6 +24,14 @@ pub use enter::{netns_cookie, run_each_in, run_in, NetnsHandle};
 pub use scope::NamespaceScope;
 pub use watch::{watch, Watcher};
 
+/// A namespace found by a scan, before it is opened: inode, name, a path to open it by.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Found {
+    pub inode: u32,
+    pub name: Option<String>,
+    pub path: PathBuf,
+}
+
 /// A network namespace found on the host.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Namespace {

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use super::discover::Found;
+use super::Found;
 
 /// The pid of a `/proc/PID/ns/net` path (`None` for `/proc/self/...` and bind mounts).
 pub(crate) fn pid_of(path: &Path) -> Option<u32> {

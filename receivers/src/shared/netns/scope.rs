@@ -4,7 +4,8 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use super::discover::{names_by_inode, nsfs_inode, Found, BIND_DIRS};
+use super::discover::{names_by_inode, nsfs_inode, BIND_DIRS};
+use super::Found;
 
 /// Which namespaces to watch.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -35,13 +35,14 @@ use periscope_pipeline::model::NetnsId;
 use super::devices::{link_subscription, list_devices, parse_links, LinkUpdate, RECV_BUF};
 use super::discover::{
     bind_mounts, host_found, merge, names_by_inode, pid_namespaces, proc_namespaces, stat_at,
-    unmounted_bind_files, Found, BIND_DIRS,
+    unmounted_bind_files, BIND_DIRS,
 };
 use super::enter::{run_in, socket_cookie, NetnsHandle};
 use super::fds::{ctx, drain_eventfd, epoll_add, epoll_del, owned, wake};
 use super::owner::owner_cgroup;
 use super::procevents::ProcEvents;
 use super::scope::{cgroup_pids, cgroup_relative, in_cgroup, resolve_listed, NamespaceScope};
+use super::Found;
 use super::{Device, Discovery, Namespace};
 
 /// How often `/proc` (or the cgroup subtree) is rescanned for namespaces that no bind mount

@@ -19,7 +19,7 @@ use super::instance::{
 };
 use super::link::{attach_parallel, io_errno};
 use super::options::{InterfaceFilter, RecordOptions};
-use super::outcome::{device_present, errno_says_gone, AttachError, FailureReason};
+use super::outcome::{device_name, errno_says_gone, AttachError, FailureReason};
 use super::pins::{self, link_pin_name, parse_pin_dir_name, pin_dir_name, remove_pins};
 use super::read::{burst_losses, Decoded, Reader};
 use super::state::{DevState, HeldLink, NsState};
@@ -490,11 +490,21 @@ impl Attacher {
             );
             // Deleted or moved away while we attached: its removal follows (and, for a move,
             // its appearance in the other namespace). Not a failure.
-            if errors.iter().all(|(e, _)| errno_says_gone(*e))
-                || !device_present(&state.handle, dev.ifindex)
-            {
+            let now_named = device_name(&state.handle, dev.ifindex);
+            if errors.iter().all(|(e, _)| errno_says_gone(*e)) || now_named.is_none() {
                 self.stats.gone += 1;
                 tracing::debug!("{message} (the device went away meanwhile)");
+                return Ok(DeviceOutcome::Gone);
+            }
+            // Renamed meanwhile (CNI plugins rename a device right after making or moving
+            // it; TC hooks attach by name): what did attach is let go of, and the device is
+            // attached whole when its rename is reported, which follows. Not a failure.
+            if now_named.is_some_and(|n| n != dev.name) {
+                if let Some(partial) = state.devices.remove(&dev.ifindex) {
+                    self.defunct.device(netns, dev.ifindex, partial);
+                }
+                self.stats.gone += 1;
+                tracing::debug!("{message} (the device was renamed meanwhile)");
                 return Ok(DeviceOutcome::Gone);
             }
             self.stats.failed += errors.len() as u64;

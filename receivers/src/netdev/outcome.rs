@@ -81,15 +81,23 @@ pub fn failure_reason(e: &anyhow::Error) -> FailureReason {
         .map_or(FailureReason::Other, |a| a.reason)
 }
 
-/// Whether namespace `ns` still has a device with this ifindex (asked from inside it).
-pub(super) fn device_present(ns: &NetnsHandle, ifindex: u32) -> bool {
+/// The name of the device with this ifindex in namespace `ns` now (asked from inside it), or
+/// `None` when there is none.
+pub(super) fn device_name(ns: &NetnsHandle, ifindex: u32) -> Option<String> {
     run_in(ns, || {
         let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
         // SAFETY: `buf` has IF_NAMESIZE bytes, as if_indextoname requires.
-        !unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) }.is_null()
+        let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
+        // SAFETY: on success `p` is `buf`, holding a NUL-terminated name.
+        (!p.is_null()).then(|| {
+            unsafe { std::ffi::CStr::from_ptr(p) }
+                .to_string_lossy()
+                .into_owned()
+        })
     })
     // Cannot enter it: the namespace itself is going away.
-    .unwrap_or(false)
+    .ok()
+    .flatten()
 }
 
 #[cfg(test)]

@@ -404,6 +404,12 @@ impl Loop {
                 Some(t) => {
                     if f.name.is_some() && f.name != t.ns.name {
                         t.ns.name = f.name;
+                        // Found first through a process (`ip netns add` is one, for a moment,
+                        // before it mounts): its bind mount outlives the process, so receivers
+                        // that could not open `/proc/PID/ns/net` in time open it from there.
+                        if BIND_DIRS.iter().any(|d| f.path.starts_with(d)) {
+                            t.ns.path = f.path;
+                        }
                         let ns = t.ns.clone();
                         self.out.send(Discovery::NamespaceAdded(ns));
                     }

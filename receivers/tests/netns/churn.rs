@@ -169,6 +169,26 @@ pub(crate) fn send(node: &Netns, pod: &Netns, i: u8, count: u64) -> u64 {
     out.sent
 }
 
+/// Once the pod's `eth0` and the node's `node_if` are attached under those names: wires them
+/// (subnet `i`), sends `count` datagrams from the pod, stops and checks both ends counted them.
+fn attached_wired_counted(
+    agent: Agent,
+    node: &Netns,
+    node_if: &str,
+    pod: &Netns,
+    i: u8,
+    count: u64,
+) {
+    let pod_ref = device_ref(pod, "eth0");
+    let node_ref = device_ref(node, node_if);
+    agent.wait_attached(pod_ref, "eth0");
+    agent.wait_attached(node_ref, node_if);
+    wire(node, node_if, pod, "eth0", i);
+    let sent = send(node, pod, i, count);
+    let counted = agent.stop();
+    check(&counted, (pod_ref, "eth0"), (node_ref, node_if), sent);
+}
+
 /// Checks the pod's device counted exactly `sent` datagrams out, and the node end as many in,
 /// under their names and the pods' cookies.
 fn check(counted: &Counted, pod: (DeviceRef, &str), node: (DeviceRef, &str), sent: u64) {
@@ -259,14 +279,7 @@ fn veth_made_in_the_pod_host_end_moved_out_pod_end_renamed() {
     ]);
     pod.ip(&["link", "set", "cqh", "netns", &node_name]);
     pod.ip(&["link", "set", "cqtmp", "name", "eth0"]);
-    let pod_ref = device_ref(&pod, "eth0");
-    let node_ref = device_ref(&node, "cqh");
-    agent.wait_attached(pod_ref, "eth0");
-    agent.wait_attached(node_ref, "cqh");
-    wire(&node, "cqh", &pod, "eth0", 20);
-    let sent = send(&node, &pod, 20, 300);
-    let counted = agent.stop();
-    check(&counted, (pod_ref, "eth0"), (node_ref, "cqh"), sent);
+    attached_wired_counted(agent, &node, "cqh", &pod, 20, 300);
 }
 
 /// `ip link add A type veth peer name eth0 netns POD`: the pod end is born in the pod.
@@ -283,14 +296,7 @@ fn veth_peer_created_directly_in_the_pod() {
     node.ip(&[
         "link", "add", "cqn", "type", "veth", "peer", "name", "eth0", "netns", &pod_name,
     ]);
-    let pod_ref = device_ref(&pod, "eth0");
-    let node_ref = device_ref(&node, "cqn");
-    agent.wait_attached(pod_ref, "eth0");
-    agent.wait_attached(node_ref, "cqn");
-    wire(&node, "cqn", &pod, "eth0", 21);
-    let sent = send(&node, &pod, 21, 250);
-    let counted = agent.stop();
-    check(&counted, (pod_ref, "eth0"), (node_ref, "cqn"), sent);
+    attached_wired_counted(agent, &node, "cqn", &pod, 21, 250);
 }
 
 /// A macvlan made on a parent in the node, moved into the pod and renamed `eth0` there.
@@ -313,14 +319,7 @@ fn macvlan_on_a_node_parent_moved_into_the_pod() {
     ]);
     node.ip(&["link", "set", "cqm", "netns", &pod_name]);
     pod.ip(&["link", "set", "cqm", "name", "eth0"]);
-    let pod_ref = device_ref(&pod, "eth0");
-    let node_ref = device_ref(&node, "cqp");
-    agent.wait_attached(pod_ref, "eth0");
-    agent.wait_attached(node_ref, "cqp");
-    wire(&node, "cqp", &pod, "eth0", 22);
-    let sent = send(&node, &pod, 22, 150);
-    let counted = agent.stop();
-    check(&counted, (pod_ref, "eth0"), (node_ref, "cqp"), sent);
+    attached_wired_counted(agent, &node, "cqp", &pod, 22, 150);
 }
 
 /// A device renamed after it was attached: the device table follows, and its counts (before

@@ -68,20 +68,8 @@ fn a_namespace_held_only_by_a_process_counts_to_its_end() {
         }),
         &[],
     );
-    let pod_proc = Background::spawn(
-        Command::new("sh").arg("-c").arg(format!(
-            "echo $$ > {}/cgroup.procs && exec unshare -n sleep 60",
-            dir.display()
-        )),
-        "unshare -n sleep",
-    );
-    let pid = pod_proc.pid();
+    let (pod_proc, pid) = holder_in(Some(&dir));
     let ns_path = PathBuf::from(format!("/proc/{pid}/ns/net"));
-    let deadline = Instant::now() + WAIT;
-    while std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default() != "sleep\n" {
-        assert!(Instant::now() < deadline, "unshare -n sleep did not start");
-        std::thread::sleep(Duration::from_millis(2));
-    }
     let inode = std::fs::metadata(&ns_path).expect("stat").ino() as u32;
     let cookie = cookie_of(&ns_path);
     node.ip(&[
@@ -277,16 +265,7 @@ fn a_listed_namespace_mounted_late_is_attached() {
     let agent = Agent::listed(&[&node_name, &pod_name]);
     let node = fresh(&node_name);
     // A process makes the namespace; its device is added before anything names it.
-    let holder = Background::spawn(
-        Command::new("unshare").args(["-n", "sleep", "60"]),
-        "unshare -n sleep",
-    );
-    let pid = holder.pid();
-    let deadline = Instant::now() + WAIT;
-    while std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default() != "sleep\n" {
-        assert!(Instant::now() < deadline, "unshare -n sleep did not start");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    let (holder, pid) = holder_in(None);
     node.ip(&[
         "link",
         "add",
@@ -343,20 +322,8 @@ fn a_name_that_comes_later_reaches_the_namespace_and_its_devices() {
         }),
         &[],
     );
-    let holder = Background::spawn(
-        Command::new("sh").arg("-c").arg(format!(
-            "echo $$ > {}/cgroup.procs && exec unshare -n sleep 60",
-            dir.display()
-        )),
-        "unshare -n sleep",
-    );
-    let pid = holder.pid();
+    let (holder, pid) = holder_in(Some(&dir));
     let ns_path = PathBuf::from(format!("/proc/{pid}/ns/net"));
-    let deadline = Instant::now() + WAIT;
-    while std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default() != "sleep\n" {
-        assert!(Instant::now() < deadline, "unshare -n sleep did not start");
-        std::thread::sleep(Duration::from_millis(2));
-    }
     let lo = DeviceRef {
         netns: NetnsId {
             inode: std::fs::metadata(&ns_path).expect("stat").ino() as u32,
@@ -387,4 +354,32 @@ fn a_name_that_comes_later_reaches_the_namespace_and_its_devices() {
     }
     drop(holder);
     drop(agent.stop_events());
+}
+
+/// A process holding a namespace of its own (`unshare -n sleep 60`), in cgroup `dir` if given,
+/// once it runs in it; and its pid.
+fn holder_in(dir: Option<&Path>) -> (Background, u32) {
+    let mut cmd = match dir {
+        Some(dir) => {
+            let mut c = Command::new("sh");
+            c.arg("-c").arg(format!(
+                "echo $$ > {}/cgroup.procs && exec unshare -n sleep 60",
+                dir.display()
+            ));
+            c
+        }
+        None => {
+            let mut c = Command::new("unshare");
+            c.args(["-n", "sleep", "60"]);
+            c
+        }
+    };
+    let holder = Background::spawn(&mut cmd, "unshare -n sleep");
+    let pid = holder.pid();
+    let deadline = Instant::now() + WAIT;
+    while std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default() != "sleep\n" {
+        assert!(Instant::now() < deadline, "unshare -n sleep did not start");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    (holder, pid)
 }

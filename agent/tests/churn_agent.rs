@@ -25,26 +25,12 @@ use periscope_testkit::periscope::{start_agent, stop_agent};
 use periscope_testkit::pods::check::{
     by_pattern, check, if_n_names, lenient_sums, reused_inodes, table,
 };
-use periscope_testkit::pods::{churn, ns, Node, PodRecord, Traffic};
-use periscope_testkit::{bpf_capable, require_tools, yaml_path, TestDir};
+use periscope_testkit::pods::{churn, churn_agent_config, ns, Node, PodRecord, Traffic};
+use periscope_testkit::{bpf_capable, require_tools, TestDir};
 
 const TOOLS: &[&str] = &["ip", "nsenter", "unshare"];
 const PODS: u64 = 42;
 const MAX_PODS: u64 = 84;
-
-fn config(metrics: &std::path::Path, traces: &std::path::Path) -> String {
-    format!(
-        "receivers:\n  sockops: {{poll_interval: 20ms}}\n  tcp_udp: {{poll_interval: 20ms}}\n  \
-         tcx: {{interfaces: {{include: [eth0, lo, br0, \"ct*\"]}}, events: none, counters_interval: 250ms}}\n\
-         processors:\n  connections: {{interval: 1s}}\n  flow: {{interval: 1s}}\n  identity: {{}}\n\
-         exporters:\n  file/metrics: {{path: {}, flush_interval: 200ms}}\n  file/traces: {{path: {}, flush_interval: 200ms}}\n\
-         service:\n  pipelines:\n    metrics: {{receivers: [sockops, tcp_udp, tcx], processors: [connections, flow, identity], exporters: [file/metrics]}}\n    \
-         traces: {{receivers: [sockops, tcp_udp], processors: [connections, flow, identity], exporters: [file/traces]}}\n  \
-         telemetry: {{logs: {{level: info}}, metrics: {{enabled: false}}}}\n",
-        yaml_path(metrics),
-        yaml_path(traces)
-    )
-}
 
 #[test]
 fn every_pod_counted_under_its_own_names_through_churn() {
@@ -57,7 +43,7 @@ fn every_pod_counted_under_its_own_names_through_churn() {
     let (node_cookie, node_inode) = (node.cookie(), node.inode());
     let metrics = dir.join("metrics.jsonl");
     let traces = dir.join("traces.jsonl");
-    let cfg = dir.write("agent.yaml", config(&metrics, &traces));
+    let cfg = dir.write("agent.yaml", churn_agent_config(&metrics, &traces, "info"));
     let mut agent = start_agent(&cfg, "periscope (churn)");
     agent.wait_until(
         Duration::from_secs(60),

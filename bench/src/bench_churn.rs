@@ -29,9 +29,8 @@ use periscope_testkit::periscope::stop_agent;
 use periscope_testkit::pods::check::{
     by_pattern, check, if_n_names, lenient_sums, reused_inodes, PodCheck,
 };
-use periscope_testkit::pods::{Node, Pattern, Pod, PodRecord, Traffic};
+use periscope_testkit::pods::{churn_agent_config, Node, Pattern, Pod, PodRecord, Traffic};
 use periscope_testkit::process::Background;
-use periscope_testkit::yaml_path;
 
 const PROBE_EVERY: Duration = Duration::from_millis(5);
 /// Pods gone this long ago have their final points written.
@@ -67,20 +66,6 @@ fn args() -> Result<Args> {
         );
     }
     Ok(Args { minutes, agent })
-}
-
-fn config(metrics: &Path, traces: &Path) -> String {
-    format!(
-        "receivers:\n  sockops: {{poll_interval: 20ms}}\n  tcp_udp: {{poll_interval: 20ms}}\n  \
-         tcx: {{interfaces: {{include: [eth0, lo, br0, \"ct*\"]}}, events: none, counters_interval: 250ms}}\n\
-         processors:\n  connections: {{interval: 1s}}\n  flow: {{interval: 1s}}\n  identity: {{}}\n\
-         exporters:\n  file/metrics: {{path: {}, flush_interval: 200ms}}\n  file/traces: {{path: {}, flush_interval: 200ms}}\n\
-         service:\n  pipelines:\n    metrics: {{receivers: [sockops, tcp_udp, tcx], processors: [connections, flow, identity], exporters: [file/metrics]}}\n    \
-         traces: {{receivers: [sockops, tcp_udp], processors: [connections, flow, identity], exporters: [file/traces]}}\n  \
-         telemetry: {{logs: {{level: warn}}, metrics: {{enabled: false}}}}\n",
-        yaml_path(metrics),
-        yaml_path(traces)
-    )
 }
 
 fn rss_mib(pid: u32) -> f64 {
@@ -240,7 +225,7 @@ fn main() -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let (metrics, traces) = (dir.join("metrics.jsonl"), dir.join("traces.jsonl"));
     let cfg = dir.join("agent.yaml");
-    std::fs::write(&cfg, config(&metrics, &traces))?;
+    std::fs::write(&cfg, churn_agent_config(&metrics, &traces, "warn"))?;
     let programs_before: BTreeSet<u64> = periscope_programs();
     let prog_base = programs_before.iter().max().copied().unwrap_or(0);
     let map_base = max_map_id();

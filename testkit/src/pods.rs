@@ -506,5 +506,22 @@ pub fn churn(node: &Node, first: u64, count: u64, t: &Traffic) -> Vec<PodRecord>
         .collect()
 }
 
+/// The agent's configuration for pod churn: `tcx` on the pods' and node's devices, the socket
+/// receivers, `connections`, `flow` and `identity`, metrics and spans to files; logs at `log_level`.
+pub fn churn_agent_config(metrics: &Path, traces: &Path, log_level: &str) -> String {
+    format!(
+        "receivers:\n  sockops: {{poll_interval: 20ms}}\n  tcp_udp: {{poll_interval: 20ms}}\n  \
+         tcx: {{interfaces: {{include: [eth0, lo, br0, \"ct*\"]}}, events: none, counters_interval: 250ms}}\n\
+         processors:\n  connections: {{interval: 1s}}\n  flow: {{interval: 1s}}\n  identity: {{}}\n\
+         exporters:\n  file/metrics: {{path: {}, flush_interval: 200ms}}\n  file/traces: {{path: {}, flush_interval: 200ms}}\n\
+         service:\n  pipelines:\n    metrics: {{receivers: [sockops, tcp_udp, tcx], processors: [connections, flow, identity], exporters: [file/metrics]}}\n    \
+         traces: {{receivers: [sockops, tcp_udp], processors: [connections, flow, identity], exporters: [file/traces]}}\n  \
+         telemetry: {{logs: {{level: {}}}, metrics: {{enabled: false}}}}\n",
+        crate::yaml_path(metrics),
+        crate::yaml_path(traces),
+        log_level
+    )
+}
+
 #[cfg(test)]
 mod tests;

@@ -4,7 +4,7 @@
 //! after the device is gone or its namespace's inode is reused by another pod.
 //!
 //! A device renamed while alive (CNI plugins rename a temporary name to `eth0`) is a new
-//! series: [`DeviceNames::renamed`] lists such devices at a collect, the processor retires their
+//! series (names learned late — a namespace named after the series began — are filled in): [`DeviceNames::renamed`] lists such devices at a collect, the processor retires their
 //! series (one last point under the old name), and [`DeviceNames::after_collect`] forgets the
 //! old names, so the next record captures the new ones.
 
@@ -121,21 +121,29 @@ impl DeviceNames {
         self.known.keys().copied()
     }
 
-    /// Devices alive under other names than the ones captured (renamed, or registered only
-    /// after their first records): their series end, the next ones get the new names.
-    pub fn renamed(&self) -> Vec<DeviceRef> {
-        self.known
-            .iter()
-            .filter(|(d, n)| {
-                self.devices.is_alive(d)
-                    && self.devices.get(d).is_some_and(|info| {
-                        !n.registered
-                            || *n.interface != *info.name
-                            || n.netns.as_deref() != info.netns_name.as_deref()
-                    })
-            })
-            .map(|(d, _)| *d)
-            .collect()
+    /// Devices alive under other names than the ones captured: their series end, the next
+    /// ones get the new names. Names learned late are not a rename and are filled in instead
+    /// (the series keeps going, named): a namespace name that appeared after the series began
+    /// (a bind mount made after the namespace, as `ip netns add` and runtimes do) and a device
+    /// registered only after its first records (no `if<N>` name stays).
+    pub fn renamed(&mut self) -> Vec<DeviceRef> {
+        let mut renamed = Vec::new();
+        for (d, n) in &mut self.known {
+            if !self.devices.is_alive(d) {
+                continue;
+            }
+            let Some(info) = self.devices.get(d) else {
+                continue;
+            };
+            let named_late = n.netns.is_none() && *n.interface == *info.name;
+            if !n.registered || named_late {
+                *n = Names::of(&self.devices, d);
+            } else if *n.interface != *info.name || n.netns.as_deref() != info.netns_name.as_deref()
+            {
+                renamed.push(*d);
+            }
+        }
+        renamed
     }
 
     /// Ends a collect: forgets the names of devices no series is about any more (retired,
@@ -212,6 +220,32 @@ mod tests {
         assert!(n.is_empty());
         n.capture(dev(1));
         assert_eq!(&*n.get(&dev(1)).interface, "eth0");
+    }
+
+    #[test]
+    fn a_namespace_name_learned_late_is_filled_in_not_a_rename() {
+        let t = DeviceTable::default();
+        let mut n = DeviceNames::new(t.clone());
+        // Found through its process first, before its bind mount named it.
+        t.insert(
+            dev(1),
+            DeviceInfo {
+                name: "eth0".into(),
+                netns_name: None,
+            },
+        );
+        n.capture(dev(1));
+        // Never registered at all when its first records came: `if2` until it is.
+        n.capture(dev(3));
+        assert_eq!(&*n.get(&dev(3)).interface, "if2");
+        t.insert(dev(1), info("eth0", "pod-a"));
+        t.insert(dev(3), info("eth1", "pod-c"));
+        assert!(n.renamed().is_empty());
+        assert_eq!(n.get(&dev(1)).netns.as_deref(), Some("pod-a"));
+        assert_eq!(&*n.get(&dev(3)).interface, "eth1");
+        // A real rename after that still is one.
+        t.insert(dev(1), info("eth9", "pod-a"));
+        assert_eq!(n.renamed(), vec![dev(1)]);
     }
 
     #[test]

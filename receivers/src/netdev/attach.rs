@@ -619,11 +619,23 @@ impl Attacher {
     /// Exact totals per device, direction and transport, and the records lost since the last
     /// call (over every namespace).
     pub fn read_counters(&mut self) -> (Vec<DeviceCounters>, u64) {
+        // Devices whose release is done get their counters deleted first; those still being
+        // released sent their final counters already (a later point of them would count
+        // again, and under a reused ifindex as the next device's).
+        self.settle();
         let now = now_unix_ns();
         let mut out = Vec::new();
         let mut new_losses = 0;
-        for state in self.namespaces.values_mut() {
-            out.extend(state.reader.counters(now, None));
+        for (netns, state) in &mut self.namespaces {
+            let departing =
+                |c: &DeviceCounters| self.defunct.is_releasing(*netns, c.device.ifindex);
+            out.extend(
+                state
+                    .reader
+                    .counters(now, None)
+                    .into_iter()
+                    .filter(|c| !departing(c)),
+            );
             new_losses += state.reader.new_losses();
         }
         (out, new_losses)

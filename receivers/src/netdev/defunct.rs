@@ -131,6 +131,11 @@ impl Defunct {
         }
     }
 
+    /// Whether a device's links are being released (its final counters were sent).
+    pub(super) fn is_releasing(&self, netns: NetnsId, ifindex: u32) -> bool {
+        self.pending_devices.contains(&(netns, ifindex))
+    }
+
     /// Waits until a device's release is done (it came back with the same ifindex).
     pub(super) fn wait_device(&mut self, netns: NetnsId, ifindex: u32) {
         while self.pending_devices.contains(&(netns, ifindex)) {

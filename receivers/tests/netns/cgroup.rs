@@ -4,11 +4,7 @@ use super::*;
 
 #[test]
 fn cgroup_scope_takes_namespaces_of_the_subtree() {
-    let Some(_serial) =
-        SERIAL.lock_if(require_root("cgroup_scope_takes_namespaces_of_the_subtree"))
-    else {
-        return;
-    };
+    let _serial = serial_root!();
     let root = Path::new("/sys/fs/cgroup/unified");
     let mounts = std::fs::read_to_string("/proc/mounts").expect("mounts");
     assert!(

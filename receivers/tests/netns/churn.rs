@@ -217,11 +217,7 @@ fn check(counted: &Counted, pod: (DeviceRef, &str), node: (DeviceRef, &str), sen
 /// catch the race.
 #[test]
 fn veth_made_in_the_node_and_moved_into_a_new_pod() {
-    let Some(_serial) = SERIAL.lock_if(require_root(
-        "veth_made_in_the_node_and_moved_into_a_new_pod",
-    )) else {
-        return;
-    };
+    let _serial = serial_root!();
     const PODS: u8 = 10;
     let node_name = Netns::unique_name();
     let pod_names: Vec<String> = (0..PODS).map(|_| Netns::unique_name()).collect();
@@ -265,11 +261,7 @@ fn veth_made_in_the_node_and_moved_into_a_new_pod() {
 /// the node, the pod end renamed to `eth0` after.
 #[test]
 fn veth_made_in_the_pod_host_end_moved_out_pod_end_renamed() {
-    let Some(_serial) = SERIAL.lock_if(require_root(
-        "veth_made_in_the_pod_host_end_moved_out_pod_end_renamed",
-    )) else {
-        return;
-    };
+    let _serial = serial_root!();
     let (node_name, pod_name) = (Netns::unique_name(), Netns::unique_name());
     let agent = Agent::listed(&[&node_name, &pod_name]);
     let node = fresh(&node_name);
@@ -285,10 +277,7 @@ fn veth_made_in_the_pod_host_end_moved_out_pod_end_renamed() {
 /// `ip link add A type veth peer name eth0 netns POD`: the pod end is born in the pod.
 #[test]
 fn veth_peer_created_directly_in_the_pod() {
-    let Some(_serial) = SERIAL.lock_if(require_root("veth_peer_created_directly_in_the_pod"))
-    else {
-        return;
-    };
+    let _serial = serial_root!();
     let (node_name, pod_name) = (Netns::unique_name(), Netns::unique_name());
     let agent = Agent::listed(&[&node_name, &pod_name]);
     let node = fresh(&node_name);
@@ -303,10 +292,7 @@ fn veth_peer_created_directly_in_the_pod() {
 /// (ipvlan and dummy are not built into this kernel and there is no modprobe: macvlan only.)
 #[test]
 fn macvlan_on_a_node_parent_moved_into_the_pod() {
-    let Some(_serial) = SERIAL.lock_if(require_root("macvlan_on_a_node_parent_moved_into_the_pod"))
-    else {
-        return;
-    };
+    let _serial = serial_root!();
     let (node_name, pod_name) = (Netns::unique_name(), Netns::unique_name());
     let agent = Agent::listed(&[&node_name, &pod_name]);
     let node = fresh(&node_name);
@@ -326,9 +312,7 @@ fn macvlan_on_a_node_parent_moved_into_the_pod() {
 /// and after) are one series under the new name.
 #[test]
 fn a_rename_after_attach_is_followed() {
-    let Some(_serial) = SERIAL.lock_if(require_root("a_rename_after_attach_is_followed")) else {
-        return;
-    };
+    let _serial = serial_root!();
     let (node_name, pod_name) = (Netns::unique_name(), Netns::unique_name());
     let agent = Agent::listed(&[&node_name, &pod_name]);
     let node = fresh(&node_name);
@@ -372,11 +356,7 @@ fn a_rename_after_attach_is_followed() {
 /// either way it must end up attached, and counting, in X. Ten times.
 #[test]
 fn veth_made_in_the_host_and_moved_into_a_new_namespace() {
-    let Some(_serial) = SERIAL.lock_if(require_root(
-        "veth_made_in_the_host_and_moved_into_a_new_namespace",
-    )) else {
-        return;
-    };
+    let _serial = serial_root!();
     const PODS: u8 = 10;
     let agent = Agent::start(NamespacesConfig::All(AllNamespaces::All), &["cq*"]);
     let mut latencies = Vec::new();
@@ -469,11 +449,7 @@ fn host_cookie() -> u64 {
 /// (counters and records delivered).
 #[test]
 fn a_deleted_device_ends_with_a_last_point_and_its_ifindex_starts_clean() {
-    let Some(_serial) = SERIAL.lock_if(require_root(
-        "a_deleted_device_ends_with_a_last_point_and_its_ifindex_starts_clean",
-    )) else {
-        return;
-    };
+    let _serial = serial_root!();
     let (node_name, pod_name) = (Netns::unique_name(), Netns::unique_name());
     let agent = Agent::listed(&[&node_name, &pod_name]);
     let node = fresh(&node_name);

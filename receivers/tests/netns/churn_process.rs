@@ -48,11 +48,7 @@ fn in_ns<T: Send>(path: &Path, f: impl FnOnce() -> T + Send) -> T {
 /// released.
 #[test]
 fn a_namespace_held_only_by_a_process_counts_to_its_end() {
-    let Some(_serial) = SERIAL.lock_if(require_root(
-        "a_namespace_held_only_by_a_process_counts_to_its_end",
-    )) else {
-        return;
-    };
+    let _serial = serial_root!();
     let root = Path::new("/sys/fs/cgroup/unified");
     let mut cgroups = Cgroups::new();
     let dir = cgroups.mkdir(root.join(format!("periscope-cq-{}", std::process::id())));
@@ -201,11 +197,7 @@ fn a_namespace_held_only_by_a_process_counts_to_its_end() {
 /// every namespace must report it when the mount appears, with its name.
 #[test]
 fn a_namespace_bind_mounted_after_its_maker_left_is_found() {
-    let Some(_serial) = SERIAL.lock_if(require_root(
-        "a_namespace_bind_mounted_after_its_maker_left_is_found",
-    )) else {
-        return;
-    };
+    let _serial = serial_root!();
     let (tx, rx) = unbounded();
     let watcher = watch(NamespaceScope::All, tx).expect("watch");
     let mut rx = Events::new(rx);
@@ -257,10 +249,7 @@ fn a_namespace_bind_mounted_after_its_maker_left_is_found() {
 /// namespace was made and given its devices.
 #[test]
 fn a_listed_namespace_mounted_late_is_attached() {
-    let Some(_serial) = SERIAL.lock_if(require_root("a_listed_namespace_mounted_late_is_attached"))
-    else {
-        return;
-    };
+    let _serial = serial_root!();
     let (node_name, pod_name) = (Netns::unique_name(), Netns::unique_name());
     let agent = Agent::listed(&[&node_name, &pod_name]);
     let node = fresh(&node_name);
@@ -308,11 +297,7 @@ fn a_listed_namespace_mounted_late_is_attached() {
 /// (`ip netns attach`): the namespace and the devices already attached in it take the name.
 #[test]
 fn a_name_that_comes_later_reaches_the_namespace_and_its_devices() {
-    let Some(_serial) = SERIAL.lock_if(require_root(
-        "a_name_that_comes_later_reaches_the_namespace_and_its_devices",
-    )) else {
-        return;
-    };
+    let _serial = serial_root!();
     let root = Path::new("/sys/fs/cgroup/unified");
     let mut cgroups = Cgroups::new();
     let dir = cgroups.mkdir(root.join(format!("periscope-cqn-{}", std::process::id())));

@@ -14,11 +14,7 @@ const PODS: usize = 100;
 
 #[test]
 fn a_hundred_namespaces_deleted_at_once_release_their_links_within_5s() {
-    let Some(_serial) = SERIAL.lock_if(require_root(
-        "a_hundred_namespaces_deleted_at_once_release_their_links_within_5s",
-    )) else {
-        return;
-    };
+    let _serial = serial_root!();
     let node_name = Netns::unique_name();
     let pod_names: Vec<String> = (0..PODS).map(|_| Netns::unique_name()).collect();
     let mut listed: Vec<&str> = vec![&node_name];

@@ -48,11 +48,7 @@ fn wait_value(st: &SelfTelemetry, name: &str, want: i64) {
 
 #[test]
 fn attachment_telemetry_follows_devices_and_links() {
-    let Some(_serial) = SERIAL.lock_if(require_root(
-        "attachment_telemetry_follows_devices_and_links",
-    )) else {
-        return;
-    };
+    let _serial = serial_root!();
     let (node_name, pod_name) = (Netns::unique_name(), Netns::unique_name());
     let st = SelfTelemetry::default();
     let counters = st.register("receiver", "tcx/churn", None);

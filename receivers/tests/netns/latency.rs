@@ -4,9 +4,7 @@ use super::*;
 
 #[test]
 fn watch_latency() {
-    let Some(_serial) = SERIAL.lock_if(require_root("watch_latency")) else {
-        return;
-    };
+    let _serial = serial_root!();
     let a = Netns::new();
     let (tx, rx) = unbounded();
     let watcher = watch(NamespaceScope::All, tx).expect("watch");
@@ -127,11 +125,7 @@ fn thread_cpu(comm: &str) -> Option<Duration> {
 
 #[test]
 fn watch_finds_unnamed_namespaces_of_processes_and_idles_cheaply() {
-    let Some(_serial) = SERIAL.lock_if(require_root(
-        "watch_finds_unnamed_namespaces_of_processes_and_idles_cheaply",
-    )) else {
-        return;
-    };
+    let _serial = serial_root!();
     let (tx, rx) = unbounded();
     let watcher = watch(NamespaceScope::All, tx).expect("watch");
     let mut rx = Events::new(rx);

@@ -4,6 +4,19 @@
 //! Namespaces are the test kit's (`periscope-t-<pid>-<n>`): stale ones from a killed run are
 //! deleted first, and guards delete ours even when a check fails.
 
+/// The binary's lock, taken as root; or the test returns (the skip rules said why, or failed
+/// it under CI).
+macro_rules! serial_root {
+    () => {
+        match crate::SERIAL.lock_if(periscope_testkit::require_root(
+            periscope_testkit::test_name!(),
+        )) {
+            Some(guard) => guard,
+            None => return,
+        }
+    };
+}
+
 mod cgroup;
 mod churn;
 mod churn_process;
@@ -28,7 +41,7 @@ use periscope_receivers::shared::netns::{
 use periscope_testkit::cgroup::Cgroups;
 use periscope_testkit::process::{run_ok, Background};
 use periscope_testkit::stats::percentile;
-use periscope_testkit::{require_root, Netns, Serial};
+use periscope_testkit::{Netns, Serial};
 
 /// The tests count this process's fds and share /run/netns: one at a time.
 static SERIAL: Serial = Serial::new();

@@ -4,11 +4,7 @@ use super::*;
 
 #[test]
 fn scan_finds_named_namespaces_with_cookies_and_devices() {
-    let Some(_serial) = SERIAL.lock_if(require_root(
-        "scan_finds_named_namespaces_with_cookies_and_devices",
-    )) else {
-        return;
-    };
+    let _serial = serial_root!();
     let a = Netns::new();
     let b = Netns::new();
     ip(&[

@@ -4,11 +4,7 @@ use super::*;
 
 #[test]
 fn watch_reports_namespaces_and_devices_and_leaks_nothing() {
-    let Some(_serial) = SERIAL.lock_if(require_root(
-        "watch_reports_namespaces_and_devices_and_leaks_nothing",
-    )) else {
-        return;
-    };
+    let _serial = serial_root!();
     let pid = std::process::id();
     let a = Netns::new();
     let fds_before = open_fds();
@@ -80,10 +76,7 @@ fn ns_added_host(rx: &mut Events) -> NetnsId {
 
 #[test]
 fn listed_scope_takes_only_what_is_listed() {
-    let Some(_serial) = SERIAL.lock_if(require_root("listed_scope_takes_only_what_is_listed"))
-    else {
-        return;
-    };
+    let _serial = serial_root!();
     let a = Netns::new();
     let b = Netns::new();
     let host = periscope_receivers::shared::netns::host_namespace().expect("host");

@@ -169,6 +169,14 @@ pub(crate) fn send(node: &Netns, pod: &Netns, i: u8, count: u64) -> u64 {
     out.sent
 }
 
+/// A receiver listing a node and a pod namespace by name, started before both are made (so
+/// that they are found as they appear), and the two fresh namespaces.
+fn listed_node_and_pod() -> (Agent, Netns, Netns) {
+    let (node_name, pod_name) = (Netns::unique_name(), Netns::unique_name());
+    let agent = Agent::listed(&[&node_name, &pod_name]);
+    (agent, fresh(&node_name), fresh(&pod_name))
+}
+
 /// Once the pod's `eth0` and the node's `node_if` are attached under those names: wires them
 /// (subnet `i`), sends `count` datagrams from the pod, stops and checks both ends counted them.
 fn attached_wired_counted(
@@ -262,14 +270,11 @@ fn veth_made_in_the_node_and_moved_into_a_new_pod() {
 #[test]
 fn veth_made_in_the_pod_host_end_moved_out_pod_end_renamed() {
     let _serial = serial_root!();
-    let (node_name, pod_name) = (Netns::unique_name(), Netns::unique_name());
-    let agent = Agent::listed(&[&node_name, &pod_name]);
-    let node = fresh(&node_name);
-    let pod = fresh(&pod_name);
+    let (agent, node, pod) = listed_node_and_pod();
     pod.ip(&[
         "link", "add", "cqtmp", "type", "veth", "peer", "name", "cqh",
     ]);
-    pod.ip(&["link", "set", "cqh", "netns", &node_name]);
+    pod.ip(&["link", "set", "cqh", "netns", node.name()]);
     pod.ip(&["link", "set", "cqtmp", "name", "eth0"]);
     attached_wired_counted(agent, &node, "cqh", &pod, 20, 300);
 }
@@ -278,12 +283,18 @@ fn veth_made_in_the_pod_host_end_moved_out_pod_end_renamed() {
 #[test]
 fn veth_peer_created_directly_in_the_pod() {
     let _serial = serial_root!();
-    let (node_name, pod_name) = (Netns::unique_name(), Netns::unique_name());
-    let agent = Agent::listed(&[&node_name, &pod_name]);
-    let node = fresh(&node_name);
-    let pod = fresh(&pod_name);
+    let (agent, node, pod) = listed_node_and_pod();
     node.ip(&[
-        "link", "add", "cqn", "type", "veth", "peer", "name", "eth0", "netns", &pod_name,
+        "link",
+        "add",
+        "cqn",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        pod.name(),
     ]);
     attached_wired_counted(agent, &node, "cqn", &pod, 21, 250);
 }
@@ -293,17 +304,14 @@ fn veth_peer_created_directly_in_the_pod() {
 #[test]
 fn macvlan_on_a_node_parent_moved_into_the_pod() {
     let _serial = serial_root!();
-    let (node_name, pod_name) = (Netns::unique_name(), Netns::unique_name());
-    let agent = Agent::listed(&[&node_name, &pod_name]);
-    let node = fresh(&node_name);
-    let pod = fresh(&pod_name);
+    let (agent, node, pod) = listed_node_and_pod();
     // cqp (addressed) — cqq (the macvlan's parent), both in the node.
     node.ip(&["link", "add", "cqp", "type", "veth", "peer", "name", "cqq"]);
     node.ip(&["link", "set", "cqq", "up"]);
     node.ip(&[
         "link", "add", "cqm", "link", "cqq", "type", "macvlan", "mode", "bridge",
     ]);
-    node.ip(&["link", "set", "cqm", "netns", &pod_name]);
+    node.ip(&["link", "set", "cqm", "netns", pod.name()]);
     pod.ip(&["link", "set", "cqm", "name", "eth0"]);
     attached_wired_counted(agent, &node, "cqp", &pod, 22, 150);
 }
@@ -313,12 +321,18 @@ fn macvlan_on_a_node_parent_moved_into_the_pod() {
 #[test]
 fn a_rename_after_attach_is_followed() {
     let _serial = serial_root!();
-    let (node_name, pod_name) = (Netns::unique_name(), Netns::unique_name());
-    let agent = Agent::listed(&[&node_name, &pod_name]);
-    let node = fresh(&node_name);
-    let pod = fresh(&pod_name);
+    let (agent, node, pod) = listed_node_and_pod();
     node.ip(&[
-        "link", "add", "cqr", "type", "veth", "peer", "name", "cqold", "netns", &pod_name,
+        "link",
+        "add",
+        "cqr",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "cqold",
+        "netns",
+        pod.name(),
     ]);
     let pod_ref = device_ref(&pod, "cqold");
     let node_ref = device_ref(&node, "cqr");
@@ -450,13 +464,20 @@ fn host_cookie() -> u64 {
 #[test]
 fn a_deleted_device_ends_with_a_last_point_and_its_ifindex_starts_clean() {
     let _serial = serial_root!();
-    let (node_name, pod_name) = (Netns::unique_name(), Netns::unique_name());
-    let agent = Agent::listed(&[&node_name, &pod_name]);
-    let node = fresh(&node_name);
-    let pod = fresh(&pod_name);
+    let (agent, node, pod) = listed_node_and_pod();
     pod.ip(&[
-        "link", "add", "eth0", "index", "77", "type", "veth", "peer", "name", "cqx", "netns",
-        &node_name,
+        "link",
+        "add",
+        "eth0",
+        "index",
+        "77",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "cqx",
+        "netns",
+        node.name(),
     ]);
     let pod_ref = device_ref(&pod, "eth0");
     assert_eq!(pod_ref.ifindex, 77);
@@ -479,8 +500,18 @@ fn a_deleted_device_ends_with_a_last_point_and_its_ifindex_starts_clean() {
     );
     // A new device with the same ifindex (and name) in the same namespace.
     pod.ip(&[
-        "link", "add", "eth0", "index", "77", "type", "veth", "peer", "name", "cqy", "netns",
-        &node_name,
+        "link",
+        "add",
+        "eth0",
+        "index",
+        "77",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "cqy",
+        "netns",
+        node.name(),
     ]);
     agent.wait_attached(pod_ref, "eth0");
     wire(&node, "cqy", &pod, "eth0", 51);

@@ -58,6 +58,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before any thread: see `memory` for what per-thread arenas cost.
+    periscope_receivers::shared::memory::one_arena();
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config } => run(&config),
@@ -164,6 +166,9 @@ fn run(path: &Path) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // Receivers loaded their objects (parsing the kernel's BTF on the way): give back what
+    // that left free.
+    periscope_receivers::shared::memory::release_free_memory();
     let finite = topology.is_finite();
     let telemetry = topology.self_telemetry();
     let shutdown = match watch_signals() {

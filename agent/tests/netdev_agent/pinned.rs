@@ -16,17 +16,22 @@ impl Drop for Pins {
 /// The pinned counters of the namespace with `inode` under `root`: udp packets on `ifindex`
 /// at `hook` (1 XDP, 2 TC) in `direction` (0 ingress, 1 egress), summed over CPUs.
 fn pinned_udp_packets(root: &Path, inode: &str, ifindex: u32, hook: u8, direction: u8) -> u64 {
-    let dir = std::fs::read_dir(root)
+    // Pinned by the namespace, and counted in the receiver's one counters map.
+    let held = std::fs::read_dir(root)
         .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
         .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&format!("{inode}-")))
-        })
-        .unwrap_or_else(|| panic!("no pins of namespace {inode} under {}", root.display()));
-    let map = dir.join("map-periscope_counters");
+        .any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{inode}-"))
+        });
+    assert!(
+        held,
+        "no pins of namespace {inode} under {}",
+        root.display()
+    );
+    let inode: u32 = inode.parse().expect("an inode number");
+    let map = root.join("maps/periscope_counters");
     let dump = bpftool_json(&["map", "dump", "pinned", map.to_str().expect("utf-8")]);
     let bytes = |v: &Value| -> Vec<u8> {
         v.as_array()
@@ -44,8 +49,14 @@ fn pinned_udp_packets(root: &Path, inode: &str, ifindex: u32, hook: u8, directio
         if key.len() < 19 {
             continue;
         }
+        let k_inode = u32::from_le_bytes(key[8..12].try_into().expect("4 bytes"));
         let k_ifindex = u32::from_le_bytes(key[12..16].try_into().expect("4 bytes"));
-        if k_ifindex != ifindex || key[16] != direction || key[17] != hook || key[18] != 17 {
+        if k_inode != inode
+            || k_ifindex != ifindex
+            || key[16] != direction
+            || key[17] != hook
+            || key[18] != 17
+        {
             continue;
         }
         for cpu in entry["values"].as_array().into_iter().flatten() {

@@ -194,7 +194,7 @@ pub(crate) fn attach_latency(samples: usize, xdp: bool, pause: Duration) -> Resu
             interfaces: InterfaceFilter::all(),
         },
         DeviceTable::default(),
-    );
+    )?;
     let (mut loads, mut firsts) = (Vec::new(), Vec::new());
     for i in 0..samples {
         interrupted()?;

@@ -126,7 +126,7 @@ impl Setup<'_> {
                         interfaces: InterfaceFilter::all(),
                     },
                     DeviceTable::default(),
-                );
+                )?;
                 let spaces: Vec<&String> = if self.rx_only {
                     vec![&self.topo.rx]
                 } else {

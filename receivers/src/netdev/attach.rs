@@ -1,6 +1,7 @@
 //! The attachment manager ([`Attacher`]): per network namespace an instance of the packet
-//! object ([`super::instance`]), optionally pinned or adopted from pins ([`super::pins`]),
-//! bpf_links on the devices in it, and the reading of it ([`super::read`]).
+//! object ([`super::instance`]), optionally pinned or adopted from pins ([`super::pins`]), and
+//! bpf_links on the devices in it; per receiver the maps every instance shares
+//! ([`super::shared_maps`]) and the reading of them ([`super::read`]).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -21,9 +22,10 @@ use super::link::{attach_parallel, io_errno};
 use super::options::{InterfaceFilter, RecordOptions};
 use super::outcome::{device_name, errno_says_gone, AttachError, FailureReason};
 use super::pins::{self, link_pin_name, parse_pin_dir_name, pin_dir_name, remove_pins};
-use super::read::{burst_losses, Decoded, Reader};
+use super::read::{Decoded, Reader, Scope};
+use super::shared_maps::{SharedMaps, PINNED_MAPS_DIR};
 use super::state::{DevState, HeldLink, NsState};
-use crate::shared::ebpf::{names, BootClock};
+use crate::shared::ebpf::BootClock;
 use crate::shared::netns::{Device, Namespace, NetnsHandle};
 
 /// What a receiver attaches.
@@ -36,7 +38,7 @@ pub struct AttachOptions {
     pub tcx_fallback: bool,
     /// Program flags and sampling.
     pub records: RecordOptions,
-    /// Ring buffer bytes per namespace.
+    /// Ring buffer bytes (one ring buffer for every namespace).
     pub ring_bytes: u32,
     /// Where to pin (`/sys/fs/bpf/periscope/<receiver>`), or `None` not to pin.
     pub pin_root: Option<PathBuf>,
@@ -96,6 +98,12 @@ pub struct Attacher {
     /// configuration global is the same for every namespace (the namespace's id is set after
     /// the load, see [`set_netns`]).
     loader: EbpfLoader<'static>,
+    /// Where the maps every instance shares are pinned.
+    maps: SharedMaps,
+    /// The reader of the shared maps.
+    pub(super) reader: Reader,
+    /// The instance loaded to make the shared maps, for the first namespace.
+    spare: Option<Ebpf>,
     /// Instances loaded ahead ([`Attacher::preload`]).
     preloaded: Option<Preloaded>,
     /// The thread releasing the links of removed devices and namespaces (TCX detaches wait
@@ -108,22 +116,33 @@ pub struct Attacher {
     dns: periscope_pipeline::DnsTable,
     /// Burst reports and errors found while draining.
     decoded: Decoded,
-    /// Burst losses (records, state) reported so far by [`Attacher::take_burst_losses`].
-    burst_losses_seen: (u64, u64),
 }
 
 impl Attacher {
-    /// A manager that registers the devices it attaches in `devices`.
-    pub fn new(opts: AttachOptions, devices: DeviceTable) -> Attacher {
-        let opts_ring = opts.ring_bytes;
+    /// A manager that registers the devices it attaches in `devices`. Loads a first instance
+    /// to make the shared maps (unless an earlier run pinned them), before anything else may
+    /// load one (two first loads would both try to pin them). Fails when they have nowhere to
+    /// be pinned (no bpffs, and it cannot be mounted) or the object does not load.
+    pub fn new(opts: AttachOptions, devices: DeviceTable) -> anyhow::Result<Attacher> {
         let links_released = Counter::default();
-        Attacher {
+        let maps = SharedMaps::new(opts.pin_root.as_deref())?;
+        let mut loader = new_loader(&opts.records, opts.ring_bytes, maps.dir());
+        let spare = if maps.exist() {
+            None
+        } else {
+            Some(load_instance(&mut loader, &load_hooks(&opts))?)
+        };
+        let reader = Reader::new(&maps)?;
+        Ok(Attacher {
             devices,
             namespace_names: NamespaceTable::default(),
             namespaces: HashMap::new(),
             clock: BootClock::now(),
             clock_at: Instant::now(),
-            loader: new_loader(&opts.records, opts_ring),
+            loader,
+            maps,
+            reader,
+            spare,
             preloaded: None,
             defunct: Defunct::start(links_released.clone()),
             links_released,
@@ -131,8 +150,7 @@ impl Attacher {
             stats: AttachStats::default(),
             dns: periscope_pipeline::DnsTable::default(),
             decoded: Decoded::default(),
-            burst_losses_seen: (0, 0),
-        }
+        })
     }
 
     /// Interns the question names of DNS records in `dns` (the pipeline's shared table).
@@ -173,7 +191,8 @@ impl Attacher {
                 count,
                 self.opts.records.clone(),
                 self.opts.ring_bytes,
-                self.opts.hooks.clone(),
+                load_hooks(&self.opts),
+                self.maps.dir().to_path_buf(),
             )
         });
     }
@@ -208,8 +227,7 @@ impl Attacher {
 
     /// Whether devices may fall back to TCX ingress.
     fn has_fallback(&self) -> bool {
-        let h = &self.opts.hooks;
-        self.opts.tcx_fallback && h.contains(&Hook::Xdp) && !h.contains(&Hook::TcxIngress)
+        has_fallback(&self.opts)
     }
 
     /// Loads the object for a namespace (or adopts its pins); returns the time it took and
@@ -253,33 +271,34 @@ impl Attacher {
             .as_ref()
             .map(|root| root.join(pin_dir_name(ns.id)));
         let adopted = match dir.as_deref().filter(|d| d.is_dir()) {
-            Some(d) => match pins::adopt(d, &self.opts.hooks, self.has_fallback()) {
-                Ok(a) => Some(a),
-                Err(e) => {
-                    tracing::warn!(
-                        dir = %d.display(),
-                        "pins of an earlier run are incomplete ({e:#}); removing them and \
-                         attaching afresh"
-                    );
-                    remove_pins(d);
-                    None
+            Some(d) => {
+                match pins::adopt(d, &self.opts.hooks, self.has_fallback(), self.maps.exist()) {
+                    Ok(a) => Some(a),
+                    Err(e) => {
+                        tracing::warn!(
+                            dir = %d.display(),
+                            "pins of an earlier run are incomplete ({e:#}); removing them and \
+                             attaching afresh"
+                        );
+                        remove_pins(d);
+                        None
+                    }
                 }
-            },
+            }
             None => None,
         };
         let adopted_any = adopted.is_some();
-        let (programs, reader, links) = match adopted {
-            Some(a) => (a.programs, a.reader, a.links),
+        let (programs, links) = match adopted {
+            Some(a) => (a.programs, a.links),
             None => {
-                let (bpf, reader) = self.load(ns.id, dir.as_deref())?;
-                (Programs::Fresh(Box::new(bpf)), reader, HashMap::new())
+                let bpf = self.load(ns.id, dir.as_deref())?;
+                (Programs::Fresh(Box::new(bpf)), HashMap::new())
             }
         };
         let state = NsState {
             ns: ns.clone(),
             handle,
             programs,
-            reader,
             dir,
             devices: HashMap::new(),
             adopted: links,
@@ -290,15 +309,15 @@ impl Attacher {
     }
 
     /// A fresh instance for namespace `id` (a preloaded one if ready), pinned in `dir` if
-    /// given, and the reader of its maps.
-    fn load(
-        &mut self,
-        id: NetnsId,
-        dir: Option<&std::path::Path>,
-    ) -> anyhow::Result<(Ebpf, Reader)> {
-        let mut bpf = match self.preloaded.as_mut().and_then(Preloaded::take) {
+    /// given.
+    fn load(&mut self, id: NetnsId, dir: Option<&std::path::Path>) -> anyhow::Result<Ebpf> {
+        let ready = self
+            .spare
+            .take()
+            .or_else(|| self.preloaded.as_mut().and_then(Preloaded::take));
+        let mut bpf = match ready {
             Some(bpf) => bpf,
-            None => load_instance(&mut self.loader, &self.opts.hooks)?,
+            None => load_instance(&mut self.loader, &load_hooks(&self.opts))?,
         };
         set_netns(&mut bpf, id).map_err(|e| {
             anyhow::anyhow!("setting the namespace id of its programs: {}", chain(&e))
@@ -306,16 +325,7 @@ impl Attacher {
         if let Some(d) = dir {
             pins::pin_instance(&mut bpf, d, &self.opts.hooks)?;
         }
-        let mut take = |name: &str| {
-            bpf.take_map(name)
-                .ok_or_else(|| anyhow::anyhow!("the packet object has no map {name}"))
-        };
-        let reader = Reader::new(
-            take(names::EVENTS)?,
-            take(names::COUNTERS)?,
-            take(names::STATS)?,
-        )?;
-        Ok((bpf, reader))
+        Ok(bpf)
     }
 
     /// Attaches to a device of a known namespace, if the interface filter takes it.
@@ -524,7 +534,7 @@ impl Attacher {
 
     /// Removes the pin directories of namespaces this manager does not hold (namespaces that
     /// vanished while no agent ran, or left the scope).
-    pub fn sweep_pins(&self) -> usize {
+    pub fn sweep_pins(&mut self) -> usize {
         let Some(root) = &self.opts.pin_root else {
             return 0;
         };
@@ -534,6 +544,9 @@ impl Attacher {
         let mut removed = 0;
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
+            if name == PINNED_MAPS_DIR {
+                continue;
+            }
             let keep =
                 parse_pin_dir_name(&name).is_some_and(|id| self.namespaces.contains_key(&id));
             if !keep {
@@ -542,6 +555,9 @@ impl Attacher {
                 removed += 1;
             }
         }
+        // Counters an earlier run left of namespaces that are gone.
+        let held = &self.namespaces;
+        self.reader.forget(|n, _| !held.contains_key(&n));
         removed
     }
 
@@ -582,13 +598,8 @@ impl Attacher {
             self.clock = BootClock::now();
             self.clock_at = Instant::now();
         }
-        let mut n = 0;
-        for state in self.namespaces.values_mut() {
-            n += state
-                .reader
-                .drain(&self.clock, &self.dns, &mut self.decoded, f, dns);
-        }
-        n
+        self.reader
+            .drain(&self.clock, &self.dns, &mut self.decoded, f, dns)
     }
 
     /// The burst reports (one CPU's view each) read by [`Attacher::drain`] since the last call.
@@ -596,24 +607,10 @@ impl Attacher {
         std::mem::take(&mut self.decoded.bursts)
     }
 
-    /// Burst records lost to full ring buffers and packets the burst detector could not
-    /// check (its state table full), since the last call, over the namespaces this process
-    /// loaded (adopted pinned instances are not read).
+    /// Burst records lost to the full ring buffer and packets the burst detector could not
+    /// check (its state table full), since the last call.
     pub fn take_burst_losses(&mut self) -> (u64, u64) {
-        let mut total = (0, 0);
-        for state in self.namespaces.values() {
-            if let Programs::Fresh(bpf) = &state.programs {
-                let (records, unchecked) = burst_losses(bpf);
-                total.0 += records;
-                total.1 += unchecked;
-            }
-        }
-        let new = (
-            total.0.saturating_sub(self.burst_losses_seen.0),
-            total.1.saturating_sub(self.burst_losses_seen.1),
-        );
-        self.burst_losses_seen = total;
-        new
+        self.reader.new_burst_losses()
     }
 
     /// Exact totals per device, direction and transport, and the records lost since the last
@@ -623,22 +620,14 @@ impl Attacher {
         // released sent their final counters already (a later point of them would count
         // again, and under a reused ifindex as the next device's).
         self.settle();
-        let now = now_unix_ns();
-        let mut out = Vec::new();
-        let mut new_losses = 0;
-        for (netns, state) in &mut self.namespaces {
-            let departing =
-                |c: &DeviceCounters| self.defunct.is_releasing(*netns, c.device.ifindex);
-            out.extend(
-                state
-                    .reader
-                    .counters(now, None)
-                    .into_iter()
-                    .filter(|c| !departing(c)),
-            );
-            new_losses += state.reader.new_losses();
-        }
-        (out, new_losses)
+        let reader = &mut self.reader;
+        // Namespaces that went away sent their final counters already (their keys go once
+        // their links are released).
+        let held = &self.namespaces;
+        let keep = |n: NetnsId| held.contains_key(&n);
+        let mut out = reader.counters(now_unix_ns(), Scope::Namespaces(&keep));
+        out.retain(|c| !self.defunct.is_releasing(c.device.netns, c.device.ifindex));
+        (out, reader.new_losses())
     }
 
     /// Stops: without pins every link is detached and every program unloaded; with pins the
@@ -652,6 +641,21 @@ impl Attacher {
         drop(self.defunct);
         self.preloaded = None;
     }
+}
+
+/// Whether devices may fall back to TCX ingress.
+fn has_fallback(opts: &AttachOptions) -> bool {
+    let h = &opts.hooks;
+    opts.tcx_fallback && h.contains(&Hook::Xdp) && !h.contains(&Hook::TcxIngress)
+}
+
+/// The programs an instance loads: those of the hooks, and the fallback's.
+fn load_hooks(opts: &AttachOptions) -> Vec<Hook> {
+    let mut hooks = opts.hooks.clone();
+    if has_fallback(opts) {
+        hooks.push(Hook::TcxIngress);
+    }
+    hooks
 }
 
 fn state_name(ns: &Namespace) -> String {

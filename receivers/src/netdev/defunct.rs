@@ -54,6 +54,8 @@ pub(super) struct Defunct {
     pending_devices: HashSet<(NetnsId, u32)>,
     /// Device releases done and not yet taken.
     released: Vec<(NetnsId, u32)>,
+    /// Namespace releases done and not yet taken.
+    released_namespaces: Vec<NetnsId>,
 }
 
 impl Defunct {
@@ -79,6 +81,7 @@ impl Defunct {
             pending_namespaces: HashSet::new(),
             pending_devices: HashSet::new(),
             released: Vec::new(),
+            released_namespaces: Vec::new(),
         }
     }
 
@@ -112,10 +115,14 @@ impl Defunct {
         }
     }
 
-    /// Device releases done since the last call: their counters may now be deleted.
-    pub(super) fn take_released(&mut self) -> Vec<(NetnsId, u32)> {
+    /// Device and namespace releases done since the last call: their counters may now be
+    /// deleted.
+    pub(super) fn take_released(&mut self) -> (Vec<(NetnsId, u32)>, Vec<NetnsId>) {
         self.collect(Duration::ZERO);
-        std::mem::take(&mut self.released)
+        (
+            std::mem::take(&mut self.released),
+            std::mem::take(&mut self.released_namespaces),
+        )
     }
 
     /// Waits until namespace `id` (and any device of it) is released: it came back in scope
@@ -163,6 +170,7 @@ impl Defunct {
                 }
                 Done::Namespace(id) => {
                     self.pending_namespaces.remove(&id);
+                    self.released_namespaces.push(id);
                 }
             }
         }
@@ -218,7 +226,7 @@ fn run(jobs: Receiver<Job>, done: Sender<Done>, released: Counter) {
                         // pinned ones stay attached and counting.
                         n = state.devices.values().map(DevState::owned_links).sum();
                     }
-                    // Programs, maps and the namespace's fd go here too.
+                    // Programs and the namespace's fd go here too (the shared maps stay).
                     drop(state);
                     released.add(n as u64);
                     Done::Namespace(id)

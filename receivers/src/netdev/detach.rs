@@ -3,8 +3,8 @@
 //! 1. the caller drains the ring buffers (records of the device reach the pipeline first);
 //! 2. the device's kernel counters are read and returned with `last: true` (its final point);
 //! 3. its links are released (on the releasing thread, [`super::defunct`]);
-//! 4. once they are, its keys are deleted from the counters map, with what user space kept
-//!    per ifindex (records delivered): a later device with the same ifindex starts at zero;
+//! 4. once they are, its keys are deleted from the shared counters map, with what user space
+//!    kept per device (records delivered): a later device with the same ifindex starts at zero;
 //! 5. its names are retired in the [`DeviceTable`](periscope_pipeline::devices::DeviceTable)
 //!    (kept for the retention period, for what is still on its way downstream).
 //!
@@ -14,6 +14,7 @@
 use periscope_pipeline::model::{DeviceCounters, DeviceRef, NetnsId};
 
 use super::attach::{now_unix_ns, Attacher};
+use super::read::Scope;
 
 impl Attacher {
     /// A device went away (deleted, or moved to another namespace): returns its final
@@ -23,11 +24,12 @@ impl Attacher {
         self.settle();
         let mut last = Vec::new();
         if let Some(state) = self.namespaces.get_mut(&netns) {
-            last = state.reader.counters(now_unix_ns(), Some(ifindex));
+            let reader = &mut self.reader;
+            last = reader.counters(now_unix_ns(), Scope::Device(netns, ifindex));
             match state.devices.remove(&ifindex) {
                 Some(dev) => self.defunct.device(netns, ifindex, dev),
                 // Nothing attached: nothing can count it any more.
-                None => state.reader.forget_device(ifindex),
+                None => reader.forget(|n, i| n == netns && i == ifindex),
             }
         }
         for c in &mut last {
@@ -43,7 +45,7 @@ impl Attacher {
     pub fn remove_namespace(&mut self, netns: NetnsId) -> Vec<DeviceCounters> {
         let mut last = Vec::new();
         if let Some(state) = self.namespaces.remove(&netns) {
-            last = state.reader.counters(now_unix_ns(), None);
+            last = self.reader.counters(now_unix_ns(), Scope::Namespace(netns));
             for ifindex in state.devices.keys() {
                 self.devices.retire(&DeviceRef {
                     netns,
@@ -62,16 +64,22 @@ impl Attacher {
         last
     }
 
-    /// Deletes the counters of devices whose links are now released (no program can write
-    /// them again). Call now and then (the receiver does every loop).
+    /// Deletes the counters of devices and namespaces whose links are now released (no
+    /// program can write them again). Call now and then (the receiver does every loop).
     pub fn settle(&mut self) {
-        for (netns, ifindex) in self.defunct.take_released() {
-            if let Some(state) = self.namespaces.get_mut(&netns) {
+        let (devices, namespaces) = self.defunct.take_released();
+        let reader = &mut self.reader;
+        for (netns, ifindex) in devices {
+            if let Some(state) = self.namespaces.get(&netns) {
                 // Back meanwhile under the same ifindex: its counters are the new device's.
                 if !state.devices.contains_key(&ifindex) {
-                    state.reader.forget_device(ifindex);
+                    reader.forget(|n, i| n == netns && i == ifindex);
                 }
             }
+        }
+        if !namespaces.is_empty() {
+            // A namespace's cookie never comes back: every key of it goes.
+            reader.forget(|n, _| namespaces.contains(&n));
         }
     }
 

@@ -4,7 +4,7 @@
 //! namespaces as they appear; and the programs of an instance, fresh or adopted from pins.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
 use aya::maps::{Array, MapData};
@@ -13,7 +13,11 @@ use aya::{Btf, Ebpf, EbpfLoader};
 
 use periscope_pipeline::model::NetnsId;
 
-use super::options::RecordOptions;
+use super::options::{RecordOptions, MIN_RING_BYTES};
+use super::shared_maps::{configure_shared, SHARED};
+use crate::shared::ebpf::records::{
+    PERISCOPE_CFG_BURSTS, PERISCOPE_CFG_DNS, PERISCOPE_CFG_RECORDS,
+};
 use crate::shared::ebpf::{embedded_object, names, BurstConfig, Config, Error, NetnsSlot, Object};
 
 /// The packet object: XDP and TC programs, counters, ring buffer.
@@ -95,9 +99,13 @@ pub fn load_packet_sized(
 /// How many loaded, verified instances a receiver keeps ready for namespaces to come.
 pub const PRELOADED: usize = 2;
 
-/// A loader of the packet object with the receiver's flags and ring size (the namespace is
-/// set per instance with [`set_netns`]).
-pub(super) fn new_loader(records: &RecordOptions, ring_bytes: u32) -> EbpfLoader<'static> {
+/// A loader of the packet object with the receiver's flags and ring size, taking the shared
+/// maps from their pins in `maps_dir` (the namespace is set per instance with [`set_netns`]).
+pub(super) fn new_loader(
+    records: &RecordOptions,
+    ring_bytes: u32,
+    maps_dir: &Path,
+) -> EbpfLoader<'static> {
     // Borrowed for the loader's lifetime: one 24-byte Config per loader, leaked.
     let config: &'static Config = Box::leak(Box::new(Config {
         netns_cookie: 0,
@@ -108,16 +116,34 @@ pub(super) fn new_loader(records: &RecordOptions, ring_bytes: u32) -> EbpfLoader
         _pad: 0,
     }));
     let mut l = EbpfLoader::new();
-    l.map_max_entries(names::EVENTS, ring_bytes);
+    // No kernel BTF kept (~18 MiB parsed, for the agent's lifetime): the packet programs read
+    // only their UAPI context (`xdp_md`, `__sk_buff`) and wire-format headers, whose offsets
+    // CO-RE relocations would leave as compiled.
+    l.btf(None);
+    l.map_max_entries(names::EVENTS, ring_size(records, ring_bytes));
     l.override_global(names::CONFIG, config, true);
     if let Some(b) = records.bursts {
         let b: &'static BurstConfig = Box::leak(Box::new(b));
         l.override_global(names::BURST_CONFIG, b, true);
     }
+    configure_shared(&mut l, maps_dir);
     l
 }
 
-/// Loads the object (maps, BTF relocations) and the programs of `hooks` (the verifier).
+/// The ring buffer's size: `configured`, or one page when the programs write no record at
+/// all (counters only, no DNS, no bursts): its pages are mapped into the agent (RSS) whole.
+fn ring_size(records: &RecordOptions, configured: u32) -> u32 {
+    let writes = PERISCOPE_CFG_RECORDS | PERISCOPE_CFG_DNS | PERISCOPE_CFG_BURSTS;
+    if records.flags & writes == 0 {
+        MIN_RING_BYTES
+    } else {
+        configured
+    }
+}
+
+/// Loads the object (maps, BTF relocations) and the programs of `hooks` (the verifier), then
+/// lets go of its handles on the shared maps (the programs hold them; the reader has its own).
+/// A program not loaded here cannot be loaded later.
 pub(super) fn load_instance(
     loader: &mut EbpfLoader<'static>,
     hooks: &[Hook],
@@ -136,10 +162,15 @@ pub(super) fn load_instance(
             }
             Hook::TcxIngress | Hook::TcxEgress => {
                 let p: &mut SchedClassifier = prog.try_into()?;
-                p.load()
-                    .map_err(|e| anyhow::anyhow!("loading {name}: {}", chain(&e)))?;
+                if p.fd().is_err() {
+                    p.load()
+                        .map_err(|e| anyhow::anyhow!("loading {name}: {}", chain(&e)))?;
+                }
             }
         }
+    }
+    for name in SHARED {
+        drop(bpf.take_map(name));
     }
     Ok(bpf)
 }
@@ -159,12 +190,13 @@ impl Preloaded {
         records: RecordOptions,
         ring_bytes: u32,
         hooks: Vec<Hook>,
+        maps_dir: PathBuf,
     ) -> Self {
         let (tx, rx) = crossbeam_channel::bounded(count.saturating_sub(1));
         let thread = std::thread::Builder::new()
             .name("periscope-preload".into())
             .spawn(move || {
-                let mut loader = new_loader(&records, ring_bytes);
+                let mut loader = new_loader(&records, ring_bytes, &maps_dir);
                 loop {
                     let r = load_instance(&mut loader, &hooks);
                     let failed = r.is_err();
@@ -261,7 +293,8 @@ pub(super) struct PinnedPrograms {
     pub(super) tc_egress: Option<SchedClassifier>,
 }
 
-/// Loads (and pins, with pins) the TCX ingress program devices fall back to.
+/// Pins (with pins) the TCX ingress program devices fall back to; loaded with the instance
+/// (see [`load_instance`]: the instance keeps no handle on the shared maps to load it later).
 pub(super) fn ensure_fallback_loaded(
     programs: &mut Programs,
     dir: Option<&Path>,
@@ -273,10 +306,11 @@ pub(super) fn ensure_fallback_loaded(
                 .ok_or_else(|| anyhow::anyhow!("no program {}", names::TC_INGRESS))?
                 .try_into()?;
             if p.fd().is_err() {
-                p.load()
-                    .map_err(|e| anyhow::anyhow!("loading {}: {}", names::TC_INGRESS, chain(&e)))?;
-                if let Some(d) = dir {
-                    let path = d.join(format!("prog-{}", Hook::TcxIngress.name()));
+                anyhow::bail!("{} was not loaded with the instance", names::TC_INGRESS);
+            }
+            if let Some(d) = dir {
+                let path = d.join(format!("prog-{}", Hook::TcxIngress.name()));
+                if !path.exists() {
                     p.pin(&path).map_err(|e| {
                         anyhow::anyhow!("pinning {}: {}", path.display(), chain(&e))
                     })?;

@@ -11,10 +11,12 @@
 //!   again on restart (`pins.rs`);
 //! - the bpf_links of each device, made inside the namespace (`link.rs`), held in the
 //!   per-namespace and per-device state (`state.rs`);
-//! - the reading of its ring buffer and exact per-CPU counters (`read.rs`, records decoded
-//!   by `decode.rs`), per namespace or per device, so that last counters can be read when
-//!   either goes away (`detach.rs`: the order of a departure), and a thread letting go of
-//!   the links of what went away (`defunct.rs`).
+//! - and a thread letting go of the links of what went away (`defunct.rs`);
+//!
+//! and per receiver the maps every instance shares (`shared_maps.rs`: one ring buffer, one
+//! counters table, keyed by namespace), read by one reader (`read.rs`, records decoded by
+//! `decode.rs`), for every namespace, one namespace or one device, so that last counters can
+//! be read when either goes away (`detach.rs`: the order of a departure).
 
 mod attach;
 mod bursts;
@@ -28,6 +30,7 @@ mod outcome;
 mod pins;
 mod read;
 mod receiver;
+mod shared_maps;
 mod state;
 mod telemetry;
 

@@ -1,14 +1,14 @@
 //! Pins under `/sys/fs/bpf/periscope/<receiver>/<inode>-<cookie>/`: an instance's programs
-//! (`prog-<hook>`) and maps (`map-<name>`) and each device's links (`link-<hook>-<ifindex>`),
-//! so that attachments survive the agent and cannot be removed from inside the namespace;
-//! and taking them over on restart.
+//! (`prog-<hook>`) and each device's links (`link-<hook>-<ifindex>`), so that attachments
+//! survive the agent and cannot be removed from inside the namespace; and taking them over on
+//! restart. The maps every instance shares are pinned once, in `<receiver>/maps/`
+//! (`shared_maps.rs`).
 
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-use aya::maps::{Map, MapData};
 use aya::programs::links::PinnedLink;
 use aya::programs::{SchedClassifier, Xdp};
 use aya::Ebpf;
@@ -17,13 +17,8 @@ use aya_obj::programs::XdpAttachType;
 use periscope_pipeline::model::NetnsId;
 
 use super::instance::{chain, Hook, PinnedPrograms, Programs};
-use super::read::Reader;
-use crate::shared::ebpf::names;
 
-/// The maps pinned with an instance: what a later run reads.
-const PINNED_MAPS: [&str; 3] = [names::EVENTS, names::COUNTERS, names::STATS];
-
-/// Pins a fresh instance's programs of `hooks` and its maps in `dir` (created if missing).
+/// Pins a fresh instance's programs of `hooks` in `dir` (created if missing).
 pub(super) fn pin_instance(bpf: &mut Ebpf, dir: &Path, hooks: &[Hook]) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)
         .map_err(|e| anyhow::anyhow!("creating pin directory {}: {e}", dir.display()))?;
@@ -39,39 +34,34 @@ pub(super) fn pin_instance(bpf: &mut Ebpf, dir: &Path, hooks: &[Hook]) -> anyhow
         };
         r.map_err(|e| anyhow::anyhow!("pinning {}: {}", path.display(), chain(&e)))?;
     }
-    for map in PINNED_MAPS {
-        let path = dir.join(format!("map-{map}"));
-        bpf.map(map)
-            .ok_or_else(|| anyhow::anyhow!("no map {map}"))?
-            .pin(&path)
-            .map_err(|e| anyhow::anyhow!("pinning {}: {}", path.display(), chain(&e)))?;
-    }
     Ok(())
 }
 
 /// What an earlier run left pinned in a namespace's directory.
 pub(super) struct Adopted {
     pub(super) programs: Programs,
-    pub(super) reader: Reader,
     /// Links not yet claimed by a device, by pin file name.
     pub(super) links: HashMap<String, PinnedLink>,
 }
 
 /// Takes over the pins an earlier run left in `dir`: the programs of `hooks` (and the TCX
-/// ingress program devices fell back to, with `fallback`, if it was pinned), the maps, and
-/// every link still on the device it was made for (defunct ones are removed).
-pub(super) fn adopt(dir: &Path, hooks: &[Hook], fallback: bool) -> anyhow::Result<Adopted> {
-    let map = |name: &str| -> anyhow::Result<Map> {
-        let path = dir.join(format!("map-{name}"));
-        let data = MapData::from_pin(&path)
-            .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), chain(&e)))?;
-        Ok(Map::from_map_data(data)?)
-    };
-    let reader = Reader::new(
-        map(names::EVENTS)?,
-        map(names::COUNTERS)?,
-        map(names::STATS)?,
-    )?;
+/// ingress program devices fell back to, with `fallback`, if it was pinned) and every link
+/// still on the device it was made for (defunct ones are removed). `shared_maps`: whether the
+/// receiver's shared maps were pinned too (the programs write them; without, what they count
+/// would be read by nobody).
+pub(super) fn adopt(
+    dir: &Path,
+    hooks: &[Hook],
+    fallback: bool,
+    shared_maps: bool,
+) -> anyhow::Result<Adopted> {
+    if !shared_maps {
+        anyhow::bail!("the receiver's shared maps are not pinned");
+    }
+    // Before the maps were shared, each namespace pinned its own (`map-<name>`).
+    if dir.join("map-periscope_counters").exists() {
+        anyhow::bail!("pinned by an older version, with maps of its own");
+    }
     let mut programs = PinnedPrograms {
         xdp: None,
         tc_ingress: None,
@@ -137,7 +127,6 @@ pub(super) fn adopt(dir: &Path, hooks: &[Hook], fallback: bool) -> anyhow::Resul
     }
     Ok(Adopted {
         programs: Programs::Pinned(Box::new(programs)),
-        reader,
         links,
     })
 }

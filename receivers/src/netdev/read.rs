@@ -1,18 +1,20 @@
-//! Reading an instance: its ring buffer (packet, DNS and burst records), its exact per-CPU
-//! counters and its loss counters. Everything here works on one namespace's [`Reader`], so a
-//! namespace's or a device's last counters can be read when it goes away.
+//! Reading the maps every instance of a receiver shares (`shared_maps.rs`): the ring buffer
+//! (packet, DNS and burst records), the exact per-CPU counters and the loss counters. Counters
+//! are read for every namespace at once, or for one namespace or one device, so that last
+//! counters can be read when either goes away.
 
 use std::collections::HashMap;
 
-use aya::maps::{Map, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
-use aya::{Ebpf, Pod};
+use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf};
+use aya::Pod;
 
 use periscope_pipeline::model::{
-    BurstEvent, DeviceCounters, Direction, DnsEvent, PacketEvent, Transport,
+    BurstEvent, DeviceCounters, Direction, DnsEvent, NetnsId, PacketEvent, Transport,
 };
 use periscope_pipeline::DnsTable;
 
 use super::decode::{decode_burst, decode_dns, decode_packet, device, direction, is_dns_record};
+use super::shared_maps::SharedMaps;
 use crate::shared::ebpf::records::PERISCOPE_RECORD_BURST;
 use crate::shared::ebpf::{names, BootClock, BurstStats, DevCounters, DevKey, Stats};
 
@@ -28,27 +30,56 @@ pub(super) struct Decoded {
     pub(super) dns_errors: u64,
 }
 
-/// The maps of one namespace's instance that user space reads, and what it read so far.
+/// Which counters to read.
+#[derive(Clone, Copy)]
+pub(super) enum Scope<'a> {
+    /// Of the namespaces `keep` says yes to.
+    Namespaces(&'a dyn Fn(NetnsId) -> bool),
+    /// Of one namespace.
+    Namespace(NetnsId),
+    /// Of one device.
+    Device(NetnsId, u32),
+}
+
+impl Scope<'_> {
+    fn takes(&self, netns: NetnsId, ifindex: u32) -> bool {
+        match *self {
+            Scope::Namespaces(keep) => keep(netns),
+            Scope::Namespace(n) => n == netns,
+            Scope::Device(n, i) => n == netns && i == ifindex,
+        }
+    }
+}
+
+/// Records delivered per namespace, device, direction and transport.
+type DeliveredKey = (NetnsId, u32, Direction, Transport);
+
+/// The shared maps user space reads, and what it read so far.
 pub(super) struct Reader {
     ring: RingBuf<MapData>,
     counters: PerCpuHashMap<MapData, DevKey, DevCounters>,
     stats: PerCpuArray<MapData, Stats>,
+    burst_stats: PerCpuArray<MapData, BurstStats>,
     /// Losses (`periscope_stats.records_lost`) read last time.
     lost_seen: u64,
-    /// Records read from the ring buffer, per (ifindex, direction, transport).
-    delivered: HashMap<(u32, Direction, Transport), u64>,
+    /// Records read from the ring buffer.
+    delivered: HashMap<DeliveredKey, u64>,
+    /// Burst losses (records, state) read last time.
+    burst_losses_seen: (u64, u64),
 }
 
 impl Reader {
-    /// Reads the ring buffer `periscope_events`, the hash `periscope_counters` and the array
-    /// `periscope_stats` (taken out of a fresh instance, or opened from pins).
-    pub(super) fn new(ring: Map, counters: Map, stats: Map) -> anyhow::Result<Reader> {
+    /// Reads the ring buffer `periscope_events`, the hash `periscope_counters`, the arrays
+    /// `periscope_stats` and `periscope_burst_stats` (opened from their pins).
+    pub(super) fn new(maps: &SharedMaps) -> anyhow::Result<Reader> {
         Ok(Reader {
-            ring: RingBuf::try_from(ring)?,
-            counters: PerCpuHashMap::try_from(counters)?,
-            stats: PerCpuArray::try_from(stats)?,
+            ring: RingBuf::try_from(maps.open(names::EVENTS)?)?,
+            counters: PerCpuHashMap::try_from(maps.open(names::COUNTERS)?)?,
+            stats: PerCpuArray::try_from(maps.open(names::STATS)?)?,
+            burst_stats: PerCpuArray::try_from(maps.open(names::BURST_STATS)?)?,
             lost_seen: 0,
             delivered: HashMap::new(),
+            burst_losses_seen: (0, 0),
         })
     }
 
@@ -96,7 +127,12 @@ impl Reader {
                     n += 1;
                     *self
                         .delivered
-                        .entry((ev.device.ifindex, ev.direction, ev.transport))
+                        .entry((
+                            ev.device.netns,
+                            ev.device.ifindex,
+                            ev.direction,
+                            ev.transport,
+                        ))
                         .or_default() += 1;
                     f(ev);
                 }
@@ -111,13 +147,17 @@ impl Reader {
         n
     }
 
-    /// Exact totals per device, direction and transport (of every device, or `only` of the
-    /// one with that ifindex), stamped `now`, sorted by device, direction and transport.
-    pub(super) fn counters(&self, now: u64, only: Option<u32>) -> Vec<DeviceCounters> {
-        let mut agg: HashMap<(u32, Direction, Transport), DeviceCounters> = HashMap::new();
+    /// Exact totals per device, direction and transport of the namespaces and devices in
+    /// `scope`, stamped `now`, sorted by namespace, device, direction and transport.
+    pub(super) fn counters(&self, now: u64, scope: Scope<'_>) -> Vec<DeviceCounters> {
+        let mut agg: HashMap<DeliveredKey, DeviceCounters> = HashMap::new();
         for kv in self.counters.iter() {
             let Ok((key, per_cpu)) = kv else { continue };
-            if only.is_some_and(|i| i != key.ifindex) {
+            let netns = NetnsId {
+                inode: key.netns_inode,
+                cookie: key.netns_cookie,
+            };
+            if !scope.takes(netns, key.ifindex) {
                 continue;
             }
             let c = sum(&per_cpu, |a, b| a.add(b));
@@ -126,7 +166,7 @@ impl Reader {
             };
             let transport = Transport::from_ip_protocol(key.l4_proto);
             let e = agg
-                .entry((key.ifindex, direction, transport))
+                .entry((netns, key.ifindex, direction, transport))
                 .or_insert_with(|| DeviceCounters {
                     timestamp_ns: now,
                     device: device(key.netns_inode, key.netns_cookie, key.ifindex),
@@ -138,31 +178,41 @@ impl Reader {
             e.bytes += c.bytes;
             e.records_lost += c.records_lost;
         }
-        for ((ifindex, direction, transport), c) in agg.iter_mut() {
-            c.records_delivered = self
-                .delivered
-                .get(&(*ifindex, *direction, *transport))
-                .copied()
-                .unwrap_or(0);
+        for (key, c) in agg.iter_mut() {
+            c.records_delivered = self.delivered.get(key).copied().unwrap_or(0);
         }
         let mut v: Vec<_> = agg.into_values().collect();
-        v.sort_by_key(|c| (c.device.ifindex, c.direction, c.transport));
+        v.sort_by_key(|c| {
+            (
+                c.device.netns.cookie,
+                c.device.ifindex,
+                c.direction,
+                c.transport,
+            )
+        });
         v
     }
 
-    /// Deletes a device's counters from the kernel's map and what was counted of its records
-    /// here (an ifindex may be reused by a later device): read them first.
-    pub(super) fn forget_device(&mut self, ifindex: u32) {
+    /// Deletes the counters of the devices `gone` says yes to (by namespace and ifindex) from
+    /// the kernel's map, with what was counted of their records here (an ifindex may be
+    /// reused by a later device): read them first.
+    pub(super) fn forget(&mut self, gone: impl Fn(NetnsId, u32) -> bool) {
         let keys: Vec<DevKey> = self
             .counters
             .keys()
             .filter_map(Result::ok)
-            .filter(|k| k.ifindex == ifindex)
+            .filter(|k| {
+                let n = NetnsId {
+                    inode: k.netns_inode,
+                    cookie: k.netns_cookie,
+                };
+                gone(n, k.ifindex)
+            })
             .collect();
         for k in keys {
             let _ = self.counters.remove(&k);
         }
-        self.delivered.retain(|(i, _, _), _| *i != ifindex);
+        self.delivered.retain(|(n, i, _, _), _| !gone(*n, *i));
     }
 
     /// Records lost to a full ring buffer since the last call.
@@ -175,25 +225,24 @@ impl Reader {
         self.lost_seen = total;
         new
     }
-}
 
-/// Burst records lost to a full ring buffer and packets the burst detector could not check
-/// (its state table full), in total, of a fresh instance.
-pub(super) fn burst_losses(bpf: &Ebpf) -> (u64, u64) {
-    let mut total = (0, 0);
-    let Some(map) = bpf.map(names::BURST_STATS) else {
-        return total;
-    };
-    let Ok(arr) = PerCpuArray::<&MapData, BurstStats>::try_from(map) else {
-        return total;
-    };
-    if let Ok(per_cpu) = arr.get(&0, 0) {
-        for s in per_cpu.iter() {
-            total.0 += s.records_lost;
-            total.1 += s.state_full;
+    /// Burst records lost to a full ring buffer and packets the burst detector could not
+    /// check (its state table full), since the last call.
+    pub(super) fn new_burst_losses(&mut self) -> (u64, u64) {
+        let mut total = (0, 0);
+        if let Ok(per_cpu) = self.burst_stats.get(&0, 0) {
+            for s in per_cpu.iter() {
+                total.0 += s.records_lost;
+                total.1 += s.state_full;
+            }
         }
+        let new = (
+            total.0.saturating_sub(self.burst_losses_seen.0),
+            total.1.saturating_sub(self.burst_losses_seen.1),
+        );
+        self.burst_losses_seen = total;
+        new
     }
-    total
 }
 
 /// The sum of every CPU's value.

@@ -11,6 +11,9 @@ use periscope_pipeline::devices::{DeviceTable, NamespaceTable};
 use periscope_pipeline::edge::{EventOutput, StopSignal};
 use periscope_pipeline::model::{DeviceCounters, Event};
 
+use crate::shared::ebpf::records::{
+    PERISCOPE_CFG_BURSTS, PERISCOPE_CFG_DNS, PERISCOPE_CFG_RECORDS,
+};
 use crate::shared::kernel;
 use crate::shared::netns::{Discovery, NamespaceScope};
 
@@ -20,6 +23,10 @@ use super::telemetry::AttachTelemetry;
 
 /// Where pins go: `<PIN_ROOT>/<receiver id>/<netns inode>-<netns cookie>/`.
 pub const PIN_ROOT: &str = "/sys/fs/bpf/periscope";
+
+/// How often an idle receiver looks at the stop signal (a flag): its only wake-up between two
+/// reads of the counters when the programs write no records.
+const STOP_CHECK: Duration = Duration::from_millis(200);
 
 /// Where namespaces and devices come from.
 pub enum DiscoverySource {
@@ -126,8 +133,17 @@ impl Receiver for NetdevReceiver {
             dns,
         } = *self;
         let pinned = attach.pin_root.is_some();
+        // Counters only (no packet, DNS or burst records): nothing to poll between two reads
+        // of the counters.
+        let writes = PERISCOPE_CFG_RECORDS | PERISCOPE_CFG_DNS | PERISCOPE_CFG_BURSTS;
+        let poll_interval = if attach.records.flags & writes == 0 {
+            opts.counters_interval
+        } else {
+            opts.poll_interval
+        };
         let telemetry = AttachTelemetry::register(output.counters().instruments());
         let mut attacher = Attacher::new(attach, devices)
+            .map_err(|e| anyhow::anyhow!("{}: {e:#}", opts.id))?
             .with_dns(dns)
             .with_namespaces(namespaces)
             .with_links_released(telemetry.released.clone());
@@ -145,7 +161,9 @@ impl Receiver for NetdevReceiver {
         };
         let started = Instant::now();
         let mut swept = !pinned;
-        let mut next_poll = Instant::now() + opts.poll_interval;
+        let mut next_poll = Instant::now() + poll_interval;
+        // Namespaces held at the last trim of freed memory (loads leave some).
+        let mut trimmed_at: Option<usize> = None;
         let mut next_counters = Instant::now() + opts.counters_interval;
         let mut batch = output.new_batch();
         let mut disconnected = false;
@@ -157,7 +175,7 @@ impl Receiver for NetdevReceiver {
                 stop.sleep(wait);
                 None
             } else {
-                match rx.recv_timeout(wait.min(Duration::from_millis(50))) {
+                match rx.recv_timeout(wait.min(STOP_CHECK)) {
                     Ok(d) => Some(d),
                     Err(RecvTimeoutError::Timeout) => None,
                     Err(RecvTimeoutError::Disconnected) => {
@@ -185,13 +203,18 @@ impl Receiver for NetdevReceiver {
             let now = Instant::now();
             if now >= next_poll || stopping {
                 poll(&mut attacher, output, &mut batch);
-                next_poll = now + opts.poll_interval;
+                next_poll = now + poll_interval;
             }
             if now >= next_counters || stopping {
                 // Records first, so counters never run behind the records sent before them.
                 poll(&mut attacher, output, &mut batch);
                 send_counters(&opts, &mut attacher, output, &mut batch);
                 next_counters = now + opts.counters_interval;
+                let held = attacher.stats().namespaces;
+                if trimmed_at != Some(held) {
+                    crate::shared::memory::release_free_memory();
+                    trimmed_at = Some(held);
+                }
             }
             if !swept && started.elapsed() >= opts.sweep_after {
                 attacher.sweep_pins();

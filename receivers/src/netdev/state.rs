@@ -1,4 +1,4 @@
-//! What the attacher holds: per namespace its program instance, reader and pins, per device
+//! What the attacher holds: per namespace its program instance and pins, per device
 //! its links; and letting go of a device's links. Shared by the attacher and the thread that
 //! releases what went away (`defunct.rs`).
 
@@ -9,7 +9,6 @@ use std::time::Instant;
 use aya::programs::links::{FdLink, PinnedLink};
 
 use super::instance::{Hook, Programs};
-use super::read::Reader;
 use crate::shared::netns::{Namespace, NetnsHandle};
 
 /// A device's link: held by this process (closing it detaches), or pinned.
@@ -33,13 +32,12 @@ impl DevState {
     }
 }
 
-/// One namespace: its instance, the maps read from it, and its devices.
+/// One namespace: its instance and its devices.
 pub(super) struct NsState {
     pub(super) ns: Namespace,
     /// The namespace itself: entering it to attach. Dropped with the state.
     pub(super) handle: NetnsHandle,
     pub(super) programs: Programs,
-    pub(super) reader: Reader,
     /// Pin directory of this namespace.
     pub(super) dir: Option<PathBuf>,
     pub(super) devices: HashMap<u32, DevState>,

@@ -33,7 +33,8 @@ fn new_namespaces_are_loaded_and_attached_quickly() {
                 interfaces: InterfaceFilter::all(),
             },
             DeviceTable::default(),
-        );
+        )
+        .expect("an attacher");
         let mut loads = Vec::new();
         let mut attaches = Vec::new();
         let mut spaces = Vec::new();

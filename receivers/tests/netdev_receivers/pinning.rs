@@ -118,12 +118,18 @@ fn pinned_links_keep_counting_resist_detach_and_are_adopted() {
     let pinned_udp = {
         use aya::maps::{Map, MapData, PerCpuHashMap};
         use periscope_receivers::shared::ebpf::{DevCounters, DevKey};
-        let data = MapData::from_pin(dir.join("map-periscope_counters")).expect("pinned map");
+        // One counters map for every namespace of the receiver, keyed by namespace.
+        let data = MapData::from_pin(pin_root.join("maps/periscope_counters")).expect("pinned map");
         let map: PerCpuHashMap<MapData, DevKey, DevCounters> =
             PerCpuHashMap::try_from(Map::from_map_data(data).expect("map")).expect("counters");
         map.iter()
             .filter_map(Result::ok)
-            .filter(|(k, _)| k.ifindex == eth0.ifindex && k.l4_proto == 17 && k.direction == 0)
+            .filter(|(k, _)| {
+                k.netns_cookie == pod2.id.cookie
+                    && k.ifindex == eth0.ifindex
+                    && k.l4_proto == 17
+                    && k.direction == 0
+            })
             .map(|(_, v)| v.iter().map(|c| c.packets).sum::<u64>())
             .sum::<u64>()
     };

@@ -53,6 +53,10 @@ pub mod names {
     pub const BURST_CONFIG: &str = "periscope_burst_config";
     /// Per-CPU array with one [`BurstStats`](super::BurstStats) at index 0.
     pub const BURST_STATS: &str = "periscope_burst_stats";
+    /// Per-CPU LRU hash of the burst detector's state per device, direction and hook.
+    pub const BURST_STATE: &str = "periscope_burst_state";
+    /// Per-CPU array holding one zeroed burst state to insert from.
+    pub const BURST_ZERO: &str = "periscope_burst_zero";
     /// The sk_msg object's sockhash.
     pub const SOCKHASH: &str = "periscope_sockhash";
 }

@@ -1,7 +1,8 @@
 //! Process events from the kernel's proc connector (`NETLINK_CONNECTOR`, `CN_IDX_PROC`): a
 //! process born in a new namespace (`clone(CLONE_NEWNET)`) or that unshared one and exec'd
 //! (`unshare -n CMD`, container runtimes) is looked at within a millisecond, instead of at the
-//! next periodic `/proc` scan.
+//! next periodic `/proc` scan; a process that exits may have been the last of a namespace
+//! only processes hold.
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -15,6 +16,7 @@ const PROC_CN_MCAST_LISTEN: u32 = 1;
 const PROC_CN_MCAST_IGNORE: u32 = 2;
 const PROC_EVENT_FORK: u32 = 0x1;
 const PROC_EVENT_EXEC: u32 = 0x2;
+const PROC_EVENT_EXIT: u32 = 0x8000_0000;
 const NLMSG_HDR: usize = 16;
 const CN_MSG: usize = 20;
 /// `proc_event.event_data` starts after `what`, `cpu` and `timestamp_ns`.
@@ -56,7 +58,7 @@ impl ProcEvents {
 
     /// Reads every pending event; returns the pids (thread group ids) that forked or exec'd,
     /// or `Err` when events were lost (the socket overflowed): then rescan everything.
-    pub(crate) fn drain(&self, buf: &mut [u8], pids: &mut Vec<u32>) -> Result<(), ()> {
+    pub(crate) fn drain(&self, buf: &mut [u8], pids: &mut Pids) -> Result<(), ()> {
         let mut lost = false;
         loop {
             match self.socket.recv(&mut &mut buf[..], 0) {
@@ -94,7 +96,16 @@ fn u32_at(data: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_ne_bytes(data.get(at..at + 4)?.try_into().ok()?))
 }
 
-fn parse(mut data: &[u8], pids: &mut Vec<u32>) {
+/// What the events said.
+#[derive(Debug, Default)]
+pub(crate) struct Pids {
+    /// Processes (thread group ids) that were born or exec'd.
+    pub(crate) new: Vec<u32>,
+    /// Processes that exited.
+    pub(crate) exited: Vec<u32>,
+}
+
+fn parse(mut data: &[u8], pids: &mut Pids) {
     while let Some(len) = u32_at(data, 0) {
         let len = len as usize;
         if len < NLMSG_HDR || len > data.len() {
@@ -108,14 +119,24 @@ fn parse(mut data: &[u8], pids: &mut Vec<u32>) {
                     (u32_at(msg, EVENT_DATA + 8), u32_at(msg, EVENT_DATA + 12))
                 {
                     if pid == tgid {
-                        pids.push(tgid);
+                        pids.new.push(tgid);
                     }
                 }
             }
             // exec: pid, tgid.
             Some(PROC_EVENT_EXEC) => {
                 if let Some(tgid) = u32_at(msg, EVENT_DATA + 4) {
-                    pids.push(tgid);
+                    pids.new.push(tgid);
+                }
+            }
+            // exit: pid, tgid, ...; a thread's exit is not the process's.
+            Some(PROC_EVENT_EXIT) => {
+                if let (Some(pid), Some(tgid)) =
+                    (u32_at(msg, EVENT_DATA), u32_at(msg, EVENT_DATA + 4))
+                {
+                    if pid == tgid {
+                        pids.exited.push(tgid);
+                    }
                 }
             }
             _ => {}

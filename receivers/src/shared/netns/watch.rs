@@ -9,9 +9,10 @@
 //!   `RTNLGRP_LINK` (RTM_NEWLINK/RTM_DELLINK; a device moved away shows as DELLINK);
 //! - fork/exec events from the proc connector (scope `All`): the namespace of a process that
 //!   just forked or exec'd is stat'ed, so `unshare -n CMD` is seen within a few ms;
-//! - a periodic rescan of `/proc/*/ns/net` (or of the cgroup subtree) every
-//!   [`RESCAN_INTERVAL`] for namespaces that only processes hold, as a backstop and to notice
-//!   namespaces whose last process exited.
+//! - a periodic rescan of `/proc/*/ns/net` (or of the cgroup subtree) for namespaces that only
+//!   processes hold, as a backstop and to notice namespaces whose last process exited: every
+//!   [`RESCAN_INTERVAL`] without the proc connector; with it, at once when a process through
+//!   which a namespace was found exits, and every [`RESCAN_BACKSTOP`] otherwise.
 //!
 //! Every namespace in scope is held open (its nsfs fd and its netlink socket) while tracked;
 //! both are closed when a rescan no longer reaches it, so that it can die.
@@ -40,7 +41,7 @@ use super::discover::{
 use super::enter::{run_in, socket_cookie, NetnsHandle};
 use super::fds::{ctx, drain_eventfd, epoll_add, epoll_del, owned, wake};
 use super::owner::owner_cgroup;
-use super::procevents::ProcEvents;
+use super::procevents::{Pids, ProcEvents};
 use super::scope::{cgroup_pids, cgroup_relative, in_cgroup, resolve_listed, NamespaceScope};
 use super::Found;
 use super::{Device, Discovery, Namespace};
@@ -50,6 +51,12 @@ use super::{Device, Discovery, Namespace};
 /// so 250 ms keeps it near 0.5% of a core; namespaces under `/run/netns` are seen at once
 /// through the mount table anyway.
 pub const RESCAN_INTERVAL: Duration = Duration::from_millis(250);
+
+/// How often `/proc` is rescanned when the proc connector reports processes as they are born,
+/// exec and exit (the events find new namespaces, and the exit of a process through which a
+/// namespace was found triggers a rescan): a backstop for what no event announces (a process
+/// that calls `unshare(CLONE_NEWNET)` and never execs), at a fraction of the idle CPU.
+pub const RESCAN_BACKSTOP: Duration = Duration::from_secs(2);
 
 /// A running watcher; dropping it stops the watch and releases every namespace it held.
 pub struct Watcher {
@@ -161,6 +168,7 @@ pub fn watch(scope: NamespaceScope, events: Sender<Discovery>) -> io::Result<Wat
         tracked: HashMap::new(),
         host,
         last_scan: Vec::new(),
+        found_through: HashSet::new(),
         full_due: false,
         buf: vec![0; RECV_BUF],
     };
@@ -244,7 +252,10 @@ struct Loop {
     /// The last `/proc` (scope `All`) or cgroup (scope `Cgroup`) scan, reused by the quick
     /// rescans that events trigger between two periodic ones.
     last_scan: Vec<Found>,
-    /// Events were lost: rescan everything now.
+    /// The processes through which `last_scan` found its namespaces (`/proc/PID/ns/net`):
+    /// when one exits, its namespace may be gone.
+    found_through: HashSet<u32>,
+    /// Events were lost, or such a process exited: rescan everything now.
     full_due: bool,
     buf: Vec<u8>,
 }
@@ -253,7 +264,12 @@ impl Loop {
     fn run(&mut self) {
         self.refresh_dir_watches();
         self.rescan(true);
-        let mut next_full = Instant::now() + RESCAN_INTERVAL;
+        let every = if self.procs.is_some() {
+            RESCAN_BACKSTOP
+        } else {
+            RESCAN_INTERVAL
+        };
+        let mut next_full = Instant::now() + every;
         // A file appeared in a bind-mount folder before its mount (`ip netns add` creates the
         // file, then mounts on it): look again every BIND_RETRY until it is a namespace or
         // BIND_RETRY_FOR has passed, in case the mount's EPOLLPRI is missed (a mount made in
@@ -307,7 +323,7 @@ impl Loop {
             }
             if Instant::now() >= next_full || std::mem::take(&mut self.full_due) {
                 self.rescan(true);
-                next_full = Instant::now() + RESCAN_INTERVAL;
+                next_full = Instant::now() + every;
             } else if quick || retry_until.is_some() {
                 self.rescan(false);
             }
@@ -326,14 +342,17 @@ impl Loop {
         let (Some(procs), Some(dir)) = (&self.procs, &self.proc_dir) else {
             return false;
         };
-        let mut pids = Vec::new();
+        let mut pids = Pids::default();
         if procs.drain(&mut self.buf, &mut pids).is_err() {
             self.full_due = true; // events were lost
+        }
+        if pids.exited.iter().any(|p| self.found_through.contains(p)) {
+            self.full_due = true; // maybe the last process of its namespace
         }
         let mut known: HashSet<u32> = self.last_scan.iter().map(|f| f.inode).collect();
         let mut new = false;
         let mut rel = String::new();
-        for pid in pids {
+        for pid in pids.new {
             rel.clear();
             let _ = write!(rel, "{pid}/ns/net\0");
             if let Some(cg) = &self.cgroup_rel {
@@ -353,6 +372,7 @@ impl Loop {
                     name: None,
                     path: PathBuf::from(format!("/proc/{pid}/ns/net")),
                 });
+                self.found_through.insert(pid);
                 new = true;
             }
         }
@@ -388,6 +408,16 @@ impl Loop {
                 found
             }
         };
+        if full {
+            self.found_through = self
+                .last_scan
+                .iter()
+                .filter_map(|f| {
+                    let pid = f.path.strip_prefix("/proc").ok()?.iter().next()?;
+                    pid.to_str()?.parse().ok()
+                })
+                .collect();
+        }
         let inodes: HashSet<u32> = wanted.iter().map(|f| f.inode).collect();
         let gone: Vec<u32> = self
             .tracked

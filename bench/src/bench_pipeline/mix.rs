@@ -101,7 +101,7 @@ fn packet(i: u32) -> PacketEvent {
     PacketEvent {
         timestamp_ns: 0,
         device: device(dev),
-        direction: if i % 2 == 0 {
+        direction: if i.is_multiple_of(2) {
             Direction::Egress
         } else {
             Direction::Ingress
@@ -123,7 +123,7 @@ fn packet(i: u32) -> PacketEvent {
 
 fn socket(c: u32, kind: SocketEventKind, pid: u32) -> SocketEvent {
     let ns = c % NAMESPACES;
-    let client = c % 2 == 0;
+    let client = c.is_multiple_of(2);
     let mut comm = [0u8; 16];
     comm[..5].copy_from_slice(b"bench");
     let (state, old_state) = match kind {
@@ -195,7 +195,7 @@ fn dns(l: u32, response: bool, name: u32) -> DnsEvent {
     };
     if response {
         d.push_answer(server_addr(l));
-        if l % 3 == 0 {
+        if l.is_multiple_of(3) {
             d.push_answer(server_addr(l + 1));
         }
     }

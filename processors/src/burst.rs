@@ -51,7 +51,11 @@ pub use config::{BurstConfig, DEFAULT_BOUNDARIES};
 impl ProcessorConfig for BurstConfig {
     fn build(&self, ctx: &BuildContext) -> anyhow::Result<Box<dyn Processor>> {
         Ok(Box::new(Burst::new(
-            self.clone(),
+            BurstConfig {
+                // Not in a metrics pipeline, which drops them.
+                spans: self.spans && ctx.carries_spans(),
+                ..self.clone()
+            },
             ctx.id.to_string(),
             ctx.devices.clone(),
         )?))

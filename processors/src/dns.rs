@@ -130,8 +130,16 @@ impl ComponentConfig for DnsConfig {
 impl ProcessorConfig for DnsConfig {
     fn build(&self, ctx: &BuildContext) -> anyhow::Result<Box<dyn Processor>> {
         Ok(Box::new(
-            Dns::new(self.clone(), ctx.dns.clone(), ctx.id.to_string())
-                .with_namespaces(ctx.namespaces.clone()),
+            Dns::new(
+                DnsConfig {
+                    // Not in a metrics pipeline, which drops them.
+                    spans: self.spans && ctx.carries_spans(),
+                    ..self.clone()
+                },
+                ctx.dns.clone(),
+                ctx.id.to_string(),
+            )
+            .with_namespaces(ctx.namespaces.clone()),
         ))
     }
 }

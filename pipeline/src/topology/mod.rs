@@ -99,6 +99,7 @@ pub fn build(config: &Config, devices: &DeviceTable) -> anyhow::Result<Topology>
         sockets: sockets.clone(),
         dns: dns.clone(),
         counters: counters.clone(),
+        signal: None,
     };
 
     let mut exporters = Vec::new();
@@ -146,7 +147,10 @@ pub fn build(config: &Config, devices: &DeviceTable) -> anyhow::Result<Topology>
             };
             let counters =
                 telemetry.register("processor", &pid.to_string(), Some(&p.id.to_string()));
-            let ctx = context(pid, &counters);
+            let ctx = BuildContext {
+                signal: Some(p.signal),
+                ..context(pid, &counters)
+            };
             match c.config.build(&ctx) {
                 Ok(proc_) => processors.push((proc_, counters)),
                 Err(e) => errors.push(format!("processor `{pid}` in pipeline `{}`: {e:#}", p.id)),

@@ -554,8 +554,12 @@ impl Burst {
         output::send_metrics(out, scope, metrics);
     }
 
+    /// Sends the spans of bursts made final; after every batch, so the scope (a formatted
+    /// string) is made only when there are some.
     fn flush_spans(&mut self, out: &mut Emitter) {
-        output::send_spans(out, output::scope(&self.scope_name, ""), &mut self.spans);
+        if !self.spans.is_empty() {
+            output::send_spans(out, output::scope(&self.scope_name, ""), &mut self.spans);
+        }
     }
 }
 

@@ -57,6 +57,16 @@ const CHAIN: [(&str, &str); 6] = [
     ("identity", "{}"),
 ];
 
+/// A metric of each processor that turns events into telemetry: the full chain's output holds
+/// them all.
+const CHAIN_METRICS: [&str; 5] = [
+    "dns.lookup.duration",
+    "periscope.tcp.connect.duration",
+    "periscope.tcp.connections",
+    "periscope.burst.count",
+    "periscope.network.packets",
+];
+
 fn ratio(pipe: &Measure, bare: &Measure) -> String {
     format!(
         "{:.3} (wall), {:.3} (per CPU-s)",
@@ -103,15 +113,24 @@ fn main() -> anyhow::Result<()> {
         None => CHAIN.to_vec(),
     };
     let first = chain_processors.first().map_or("flow", |(n, _)| *n);
-    let chain = runs::pipeline(&config(&mix, &chain_processors, &out), first, events)?;
+    let chain_out = out.with_extension("chain.jsonl");
+    let chain = runs::pipeline(&config(&mix, &chain_processors, &chain_out), first, events);
+    let checked = chain.and_then(|c| match &part {
+        None => runs::check_output(&chain_out, &CHAIN_METRICS).map(|()| c),
+        Some(_) => Ok(c),
+    });
+    let _ = std::fs::remove_file(&chain_out);
+    let chain = checked?;
     let _ = std::fs::remove_file(&out);
 
+    let batch_allocations = 1.0 / periscope_pipeline::model::EventBatch::DEFAULT_CAPACITY as f64;
     let report = format!(
         "bench-pipeline  events={events} flows={flows} cores={}\n\
          {}{}ratio pipeline/bare: {}\n\
          {}\n\
          {}{}ratio chain/bare mix: {}\n\
-         (allocations/event include the receivers' one batch per 1024 events; CPU-s is the whole process)\n\
+         allocations/event beyond the receivers' batches (one per 1024 events): synthetic→flow {:.5}, chain {:.5} (per series and per emit, not per event)\n\
+         (CPU-s is the whole process: receiver, pipeline and exporter threads)\n\
          reproduce: cargo run --release -p periscope-bench --bin bench-pipeline -- {events} {flows}\n",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         bare.line("bare channel"),
@@ -121,6 +140,8 @@ fn main() -> anyhow::Result<()> {
         bare_mix.line("bare mix"),
         chain.line(if part.is_some() { "part of chain" } else { "full chain" }),
         ratio(&chain, &bare_mix),
+        pipe.allocations_per_event() - batch_allocations,
+        chain.allocations_per_event() - batch_allocations,
     );
     print!("{report}");
     std::fs::create_dir_all("bench-results")?;

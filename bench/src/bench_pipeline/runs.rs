@@ -89,3 +89,19 @@ pub fn pipeline(config_text: &str, first: &str, events: u64) -> anyhow::Result<M
     }
     Ok(measure)
 }
+
+/// An error unless the file exporter's output at `out` names every metric in `expected`: each
+/// processor of the chain did its work, not just passed the events on.
+pub fn check_output(out: &std::path::Path, expected: &[&str]) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(out).with_context(|| format!("reading {}", out.display()))?;
+    let missing: Vec<&str> = expected
+        .iter()
+        .copied()
+        .filter(|name| !text.contains(&format!("\"{name}\"")))
+        .collect();
+    if !missing.is_empty() {
+        bail!("the chain's output lacks {}", missing.join(", "));
+    }
+    Ok(())
+}

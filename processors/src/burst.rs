@@ -51,7 +51,11 @@ pub use config::{BurstConfig, DEFAULT_BOUNDARIES};
 impl ProcessorConfig for BurstConfig {
     fn build(&self, ctx: &BuildContext) -> anyhow::Result<Box<dyn Processor>> {
         Ok(Box::new(Burst::new(
-            self.clone(),
+            BurstConfig {
+                // Not in a metrics pipeline, which drops them.
+                spans: self.spans && ctx.carries_spans(),
+                ..self.clone()
+            },
             ctx.id.to_string(),
             ctx.devices.clone(),
         )?))
@@ -550,8 +554,12 @@ impl Burst {
         output::send_metrics(out, scope, metrics);
     }
 
+    /// Sends the spans of bursts made final; after every batch, so the scope (a formatted
+    /// string) is made only when there are some.
     fn flush_spans(&mut self, out: &mut Emitter) {
-        output::send_spans(out, output::scope(&self.scope_name, ""), &mut self.spans);
+        if !self.spans.is_empty() {
+            output::send_spans(out, output::scope(&self.scope_name, ""), &mut self.spans);
+        }
     }
 }
 

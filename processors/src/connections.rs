@@ -34,8 +34,16 @@ use conn::Conn;
 impl ProcessorConfig for ConnectionsConfig {
     fn build(&self, ctx: &BuildContext) -> anyhow::Result<Box<dyn Processor>> {
         Ok(Box::new(
-            Connections::new(self.clone(), ctx.sockets.clone(), ctx.id.to_string())
-                .with_namespaces(ctx.namespaces.clone()),
+            Connections::new(
+                ConnectionsConfig {
+                    // Not in a metrics pipeline, which drops them.
+                    spans: self.spans && ctx.carries_spans(),
+                    ..self.clone()
+                },
+                ctx.sockets.clone(),
+                ctx.id.to_string(),
+            )
+            .with_namespaces(ctx.namespaces.clone()),
         ))
     }
 }
@@ -332,7 +340,7 @@ impl Connections {
             SocketEventKind::Retransmit => {
                 // The count comes from the kernel's running total (see `count_retransmits`);
                 // here only the span event, from the hook that owns the connection.
-                if let Some(c) = self.open.get_mut(&e.cookie) {
+                if let Some(c) = self.open.get_mut(&e.cookie).filter(|_| self.config.spans) {
                     if c.first.hook == e.hook {
                         c.push_event(
                             e.timestamp_ns,
@@ -346,7 +354,7 @@ impl Connections {
                 }
             }
             SocketEventKind::StateChange => {
-                if let Some(c) = self.open.get_mut(&e.cookie) {
+                if let Some(c) = self.open.get_mut(&e.cookie).filter(|_| self.config.spans) {
                     if c.first.hook == e.hook {
                         c.push_event(
                             e.timestamp_ns,
@@ -427,9 +435,15 @@ impl Connections {
         if self.finished.contains(&e.netns) {
             return;
         }
-        let (trace_id, span_id) = self.ids.next(e.cookie);
-        // The pod's name while it is alive: the span keeps it after the pod is gone.
-        let netns_name = self.namespaces.get(&e.netns).and_then(|i| i.name);
+        // Span ids and the pod's name (the span keeps it after the pod is gone) only for spans:
+        // hashing and a copy of the name per connection otherwise.
+        let (trace_id, span_id, netns_name) = if self.config.spans {
+            let (trace_id, span_id) = self.ids.next(e.cookie);
+            let name = self.namespaces.get(&e.netns).and_then(|i| i.name);
+            (trace_id, span_id, name)
+        } else {
+            ([0; 16], [0; 8], None)
+        };
         let start_ns = if established && e.duration_ns > 0 {
             e.timestamp_ns.saturating_sub(e.duration_ns)
         } else {

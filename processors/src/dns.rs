@@ -130,8 +130,16 @@ impl ComponentConfig for DnsConfig {
 impl ProcessorConfig for DnsConfig {
     fn build(&self, ctx: &BuildContext) -> anyhow::Result<Box<dyn Processor>> {
         Ok(Box::new(
-            Dns::new(self.clone(), ctx.dns.clone(), ctx.id.to_string())
-                .with_namespaces(ctx.namespaces.clone()),
+            Dns::new(
+                DnsConfig {
+                    // Not in a metrics pipeline, which drops them.
+                    spans: self.spans && ctx.carries_spans(),
+                    ..self.clone()
+                },
+                ctx.dns.clone(),
+                ctx.id.to_string(),
+            )
+            .with_namespaces(ctx.namespaces.clone()),
         ))
     }
 }
@@ -558,19 +566,16 @@ impl Processor for Dns {
         match payload {
             Payload::Events(mut batch) => {
                 let now = Instant::now();
-                let before = batch.events.len();
-                let mut dns = Vec::new();
-                batch.events.retain(|e| match e {
-                    Event::Dns(d) => {
-                        dns.push(*d);
-                        false
+                // In place, then out of the batch: no copy of the DNS events per batch.
+                let mut seen = false;
+                for e in &batch.events {
+                    if let Event::Dns(d) = e {
+                        self.on_dns(d, now);
+                        seen = true;
                     }
-                    _ => true,
-                });
-                for d in &dns {
-                    self.on_dns(d, now);
                 }
-                if before != batch.events.len() {
+                if seen {
+                    batch.events.retain(|e| !matches!(e, Event::Dns(_)));
                     let t = self.event_now(now);
                     self.expire(t);
                 }

@@ -22,7 +22,7 @@ pub use registry::{ComponentType, Registry};
 use crate::devices::{DeviceTable, NamespaceTable};
 use crate::dns::DnsTable;
 use crate::edge::{EventOutput, StopSignal};
-use crate::model::{EventBatch, Payload, Telemetry};
+use crate::model::{EventBatch, Payload, Signal, Telemetry};
 use crate::sockets::SocketTable;
 use crate::telemetry::ComponentCounters;
 
@@ -90,6 +90,9 @@ pub struct BuildContext {
     /// The component's own counters; the framework counts received/sent, the component adds
     /// its drops (with a log line saying why) and errors.
     pub counters: Arc<ComponentCounters>,
+    /// What the pipeline a processor is built for carries; `None` for receivers, exporters,
+    /// and components built outside a topology.
+    pub signal: Option<Signal>,
 }
 
 impl BuildContext {
@@ -103,7 +106,15 @@ impl BuildContext {
             sockets: SocketTable::default(),
             dns: DnsTable::default(),
             counters: Arc::default(),
+            signal: None,
         }
+    }
+
+    /// Whether spans made here can reach an exporter: false for a processor of a metrics
+    /// pipeline, whose end drops every span (so it should not build them, nor their
+    /// attributes, per connection or lookup).
+    pub fn carries_spans(&self) -> bool {
+        self.signal != Some(Signal::Metrics)
     }
 }
 

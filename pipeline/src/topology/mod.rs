@@ -99,6 +99,7 @@ pub fn build(config: &Config, devices: &DeviceTable) -> anyhow::Result<Topology>
         sockets: sockets.clone(),
         dns: dns.clone(),
         counters: counters.clone(),
+        signal: None,
     };
 
     let mut exporters = Vec::new();
@@ -146,7 +147,10 @@ pub fn build(config: &Config, devices: &DeviceTable) -> anyhow::Result<Topology>
             };
             let counters =
                 telemetry.register("processor", &pid.to_string(), Some(&p.id.to_string()));
-            let ctx = context(pid, &counters);
+            let ctx = BuildContext {
+                signal: Some(p.signal),
+                ..context(pid, &counters)
+            };
             match c.config.build(&ctx) {
                 Ok(proc_) => processors.push((proc_, counters)),
                 Err(e) => errors.push(format!("processor `{pid}` in pipeline `{}`: {e:#}", p.id)),
@@ -448,7 +452,10 @@ fn run_exporter(
 
 struct Chain {
     processors: Vec<(Box<dyn Processor>, Arc<ComponentCounters>)>,
+    /// Two buffers that pass payloads between processors, and the one the next input goes
+    /// in (given back emptied after delivery): no allocation per batch.
     scratch: Vec<Payload>,
+    spare: Vec<Payload>,
 }
 
 impl Chain {
@@ -482,10 +489,11 @@ fn run_pipeline(
     let mut chain = Chain {
         processors,
         scratch: Vec::new(),
+        spare: Vec::new(),
     };
     let mut warned = false;
-    let mut deliver = |payloads: Vec<Payload>| {
-        for payload in payloads {
+    let mut deliver = |payloads: &mut Vec<Payload>| {
+        for payload in payloads.drain(..) {
             let n = payload.item_count() as u64;
             match payload {
                 Payload::Telemetry(mut t) if t.signal() == signal => {
@@ -531,8 +539,11 @@ fn run_pipeline(
         match received {
             Ok(payload) => {
                 counters.add_received(payload.item_count() as u64);
-                let out = chain.run(0, vec![payload]);
-                deliver(out);
+                let mut input = std::mem::take(&mut chain.spare);
+                input.push(payload);
+                let mut out = chain.run(0, input);
+                deliver(&mut out);
+                chain.spare = out;
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
@@ -545,8 +556,8 @@ fn run_pipeline(
                 chain.processors[i]
                     .1
                     .add_sent(emitter.out.iter().map(|p| p.item_count() as u64).sum());
-                let out = chain.run(i + 1, emitter.out);
-                deliver(out);
+                let mut out = chain.run(i + 1, emitter.out);
+                deliver(&mut out);
             }
         }
     }
@@ -557,8 +568,8 @@ fn run_pipeline(
         chain.processors[i]
             .1
             .add_sent(emitter.out.iter().map(|p| p.item_count() as u64).sum());
-        let out = chain.run(i + 1, emitter.out);
-        deliver(out);
+        let mut out = chain.run(i + 1, emitter.out);
+        deliver(&mut out);
     }
 }
 

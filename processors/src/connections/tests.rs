@@ -270,3 +270,37 @@ fn series_past_the_limit_fold_into_one_overflow_series_with_one_warning() {
     );
     assert_eq!(overflow_warnings(&logged), 1, "{logged:?}");
 }
+
+#[test]
+fn in_a_metrics_pipeline_connections_are_counted_without_spans() {
+    // The pipeline's end drops spans: a processor built for a metrics pipeline makes none
+    // (nor their ids and attributes per connection); one built for traces does.
+    let events = [
+        ev(SocketEventKind::Established, SocketHook::Sockops, 1),
+        ev(SocketEventKind::Close, SocketHook::Sockops, 1),
+    ];
+    for (signal, want_spans) in [
+        (periscope_pipeline::model::Signal::Metrics, 0),
+        (periscope_pipeline::model::Signal::Traces, 1),
+    ] {
+        let mut ctx = BuildContext::standalone(
+            periscope_pipeline::component::ComponentId::parse("connections").unwrap(),
+        );
+        ctx.signal = Some(signal);
+        let mut p = ProcessorConfig::build(&ConnectionsConfig::default(), &ctx).unwrap();
+        let mut out = Emitter::default();
+        let mut batch = EventBatch::with_capacity(2);
+        for e in events {
+            batch.push(Event::Socket(e));
+        }
+        p.process(Payload::Events(batch), &mut out);
+        p.flush(&mut out);
+        let t = telemetry(&mut out);
+        assert_eq!(spans(&t).len(), want_spans, "{signal:?}");
+        assert_eq!(
+            sum_of(&t, names::TCP_CONNECTIONS),
+            2,
+            "{signal:?}: opened and closed"
+        );
+    }
+}

@@ -102,6 +102,7 @@ impl Setup<'_> {
                         hooks,
                         tcx_fallback: false,
                         records: RecordOptions {
+                            flows: None,
                             dns_ports: [0; 4],
                             flags: if mode.records() {
                                 PERISCOPE_CFG_RECORDS

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use aya::{Ebpf, EbpfLoader};
 
 use periscope_pipeline::devices::{DeviceInfo, DeviceTable, NamespaceInfo, NamespaceTable};
-use periscope_pipeline::model::{BurstEvent, DeviceCounters, DeviceRef, NetnsId, PacketEvent};
+use periscope_pipeline::model::{
+    BurstEvent, DeviceCounters, DeviceRef, FlowCounters, NetnsId, PacketEvent,
+};
 use periscope_pipeline::telemetry::instruments::Counter;
 
 use super::defunct::Defunct;
@@ -89,7 +91,7 @@ pub struct Attacher {
     /// Names of the namespaces, captured at discovery (and when a bind mount names one later).
     pub(super) namespace_names: NamespaceTable,
     pub(super) namespaces: HashMap<NetnsId, NsState>,
-    clock: BootClock,
+    pub(super) clock: BootClock,
     clock_at: Instant,
     /// One loader for every namespace loaded on demand: `EbpfLoader::new()` parses the
     /// kernel's BTF (~30 ms), so reusing it makes a namespace's load that much cheaper. The
@@ -110,6 +112,9 @@ pub struct Attacher {
     decoded: Decoded,
     /// Burst losses (records, state) reported so far by [`Attacher::take_burst_losses`].
     burst_losses_seen: (u64, u64),
+    /// Last points of the flows of devices and namespaces that went away, for
+    /// [`Attacher::take_last_flows`].
+    pub(super) last_flows: Vec<FlowCounters>,
 }
 
 impl Attacher {
@@ -132,6 +137,7 @@ impl Attacher {
             dns: periscope_pipeline::DnsTable::default(),
             decoded: Decoded::default(),
             burst_losses_seen: (0, 0),
+            last_flows: Vec::new(),
         }
     }
 
@@ -310,11 +316,14 @@ impl Attacher {
             bpf.take_map(name)
                 .ok_or_else(|| anyhow::anyhow!("the packet object has no map {name}"))
         };
-        let reader = Reader::new(
+        let mut reader = Reader::new(
             take(names::EVENTS)?,
             take(names::COUNTERS)?,
             take(names::STATS)?,
         )?;
+        if let Some(flows) = self.opts.records.flows {
+            reader = reader.with_flows(take(names::FLOWS)?, flows)?;
+        }
         Ok((bpf, reader))
     }
 

@@ -1,7 +1,8 @@
 //! Devices and namespaces that go away, in an order that loses no count and names every one:
 //!
 //! 1. the caller drains the ring buffers (records of the device reach the pipeline first);
-//! 2. the device's kernel counters are read and returned with `last: true` (its final point);
+//! 2. the device's kernel counters are read and returned with `last: true` (its final point),
+//!    and the last points of its flows are kept for `take_last_flows`;
 //! 3. its links are released (on the releasing thread, [`super::defunct`]);
 //! 4. once they are, its keys are deleted from the counters map, with what user space kept
 //!    per ifindex (records delivered): a later device with the same ifindex starts at zero;
@@ -24,6 +25,11 @@ impl Attacher {
         let mut last = Vec::new();
         if let Some(state) = self.namespaces.get_mut(&netns) {
             last = state.reader.counters(now_unix_ns(), Some(ifindex));
+            let now = now_unix_ns();
+            let flows = &mut self.last_flows;
+            state
+                .reader
+                .last_flows(netns, Some(ifindex), &self.clock, now, flows);
             match state.devices.remove(&ifindex) {
                 Some(dev) => self.defunct.device(netns, ifindex, dev),
                 // Nothing attached: nothing can count it any more.
@@ -42,8 +48,13 @@ impl Attacher {
     /// buffers first.
     pub fn remove_namespace(&mut self, netns: NetnsId) -> Vec<DeviceCounters> {
         let mut last = Vec::new();
-        if let Some(state) = self.namespaces.remove(&netns) {
+        if let Some(mut state) = self.namespaces.remove(&netns) {
             last = state.reader.counters(now_unix_ns(), None);
+            let now = now_unix_ns();
+            let flows = &mut self.last_flows;
+            state
+                .reader
+                .last_flows(netns, None, &self.clock, now, flows);
             for ifindex in state.devices.keys() {
                 self.devices.retire(&DeviceRef {
                     netns,

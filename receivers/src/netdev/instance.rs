@@ -14,6 +14,7 @@ use aya::{Btf, Ebpf, EbpfLoader};
 use periscope_pipeline::model::NetnsId;
 
 use super::options::RecordOptions;
+use crate::shared::ebpf::records::PERISCOPE_CFG_FLOWS;
 use crate::shared::ebpf::{embedded_object, names, BurstConfig, Config, Error, NetnsSlot, Object};
 
 /// The packet object: XDP and TC programs, counters, ring buffer.
@@ -77,6 +78,10 @@ pub fn load_packet_sized(
     if let Some(bytes) = ring_bytes {
         loader.map_max_entries(names::EVENTS, bytes);
     }
+    if config.flags & PERISCOPE_CFG_FLOWS == 0 {
+        // A preallocated hash costs its whole size when loaded.
+        loader.map_max_entries(names::FLOWS, 1);
+    }
     loader.override_global(names::CONFIG, config, true);
     let mut bpf = PACKET.load(&mut loader)?;
     // The programs take the namespace's id from the writable `.data` global, not from the
@@ -109,6 +114,8 @@ pub(super) fn new_loader(records: &RecordOptions, ring_bytes: u32) -> EbpfLoader
     }));
     let mut l = EbpfLoader::new();
     l.map_max_entries(names::EVENTS, ring_bytes);
+    // A preallocated hash costs its whole size when loaded: one entry when flows are off.
+    l.map_max_entries(names::FLOWS, records.flows.map_or(1, |f| f.table_size));
     l.override_global(names::CONFIG, config, true);
     if let Some(b) = records.bursts {
         let b: &'static BurstConfig = Box::leak(Box::new(b));

@@ -13,7 +13,8 @@
 //!   per-namespace and per-device state (`state.rs`);
 //! - the reading of its ring buffer and exact per-CPU counters (`read.rs`, records decoded
 //!   by `decode.rs`), per namespace or per device, so that last counters can be read when
-//!   either goes away (`detach.rs`: the order of a departure), and a thread letting go of
+//!   either goes away (`detach.rs`: the order of a departure), and of its flow table
+//!   (`flows.rs`, bpf(2) batch commands in `flow_syscalls.rs`), and a thread letting go of
 //!   the links of what went away (`defunct.rs`).
 
 mod attach;
@@ -21,6 +22,8 @@ mod bursts;
 mod decode;
 mod defunct;
 mod detach;
+mod flow_syscalls;
+mod flows;
 mod instance;
 mod link;
 mod options;
@@ -37,12 +40,13 @@ pub use decode::{
     decode_burst, decode_dns, decode_packet, is_dns_record, BurstRecordError, DecodeError,
     DnsRecordError,
 };
+pub use flows::{FlowOptions, HarvestStats};
 pub use instance::{chain, load_packet, load_packet_sized, packet_object, Hook, PACKET, PRELOADED};
 pub(crate) use options::{
     default_counters_interval, default_poll_interval, default_ring_buffer_size, default_sample_rate,
 };
 pub use options::{
-    validate_dns_ports, AllNamespaces, CgroupNamespaces, EventsMode, InterfaceFilter,
+    validate_dns_ports, AllNamespaces, CgroupNamespaces, EventsMode, FlowsConfig, InterfaceFilter,
     InterfacesConfig, NamespacesConfig, RecordOptions, Shared, MAX_DNS_PORTS, MAX_RING_BYTES,
     MIN_RING_BYTES,
 };

@@ -8,11 +8,12 @@ use aya::maps::{Map, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::{Ebpf, Pod};
 
 use periscope_pipeline::model::{
-    BurstEvent, DeviceCounters, Direction, DnsEvent, PacketEvent, Transport,
+    BurstEvent, DeviceCounters, Direction, DnsEvent, FlowCounters, NetnsId, PacketEvent, Transport,
 };
 use periscope_pipeline::DnsTable;
 
 use super::decode::{decode_burst, decode_dns, decode_packet, device, direction, is_dns_record};
+use super::flows::{FlowHarvester, FlowOptions};
 use crate::shared::ebpf::records::PERISCOPE_RECORD_BURST;
 use crate::shared::ebpf::{names, BootClock, BurstStats, DevCounters, DevKey, Stats};
 
@@ -37,6 +38,8 @@ pub(super) struct Reader {
     lost_seen: u64,
     /// Records read from the ring buffer, per (ifindex, direction, transport).
     delivered: HashMap<(u32, Direction, Transport), u64>,
+    /// The flow table `periscope_flows` and its harvest, with `flows` on.
+    flows: Option<(MapData, FlowHarvester)>,
 }
 
 impl Reader {
@@ -49,7 +52,43 @@ impl Reader {
             stats: PerCpuArray::try_from(stats)?,
             lost_seen: 0,
             delivered: HashMap::new(),
+            flows: None,
         })
+    }
+
+    /// Reads the flow table `periscope_flows` too (the programs count flows:
+    /// `PERISCOPE_CFG_FLOWS`).
+    pub(super) fn with_flows(mut self, map: Map, options: FlowOptions) -> anyhow::Result<Reader> {
+        let data = match map {
+            Map::PerCpuHashMap(m) => m,
+            _ => anyhow::bail!("periscope_flows is not a per-CPU hash"),
+        };
+        self.flows = Some((data, FlowHarvester::new(options)?));
+        Ok(self)
+    }
+
+    /// The flows that changed since the last call, and the last points of those that ended
+    /// (idle, evicted).
+    pub(super) fn flows(&mut self, clock: &BootClock, now: u64, out: &mut Vec<FlowCounters>) {
+        if let Some((map, harvester)) = &mut self.flows {
+            use std::os::fd::AsFd;
+            harvester.harvest(map.fd().as_fd(), clock, now, out);
+        }
+    }
+
+    /// The last points of the flows of one device (`ifindex`) or of every device of `netns`.
+    pub(super) fn last_flows(
+        &mut self,
+        netns: NetnsId,
+        ifindex: Option<u32>,
+        clock: &BootClock,
+        now: u64,
+        out: &mut Vec<FlowCounters>,
+    ) {
+        if let Some((map, harvester)) = &mut self.flows {
+            use std::os::fd::AsFd;
+            harvester.last_of(map.fd().as_fd(), netns, ifindex, clock, now, out);
+        }
     }
 
     /// Reads the ring buffer: packet events go to `f`, DNS events to `dns`, burst reports and
@@ -137,6 +176,9 @@ impl Reader {
             e.packets += c.packets;
             e.bytes += c.bytes;
             e.records_lost += c.records_lost;
+            e.flows = self.flows.is_some();
+            e.flows_overflow_packets += c.flows_overflow_packets;
+            e.flows_overflow_bytes += c.flows_overflow_bytes;
         }
         for ((ifindex, direction, transport), c) in agg.iter_mut() {
             c.records_delivered = self
@@ -159,10 +201,18 @@ impl Reader {
             .filter_map(Result::ok)
             .filter(|k| k.ifindex == ifindex)
             .collect();
+        let netns = keys.first().map(|k| NetnsId {
+            inode: k.netns_inode,
+            cookie: k.netns_cookie,
+        });
         for k in keys {
             let _ = self.counters.remove(&k);
         }
         self.delivered.retain(|(i, _, _), _| *i != ifindex);
+        if let (Some((map, harvester)), Some(netns)) = (&mut self.flows, netns) {
+            use std::os::fd::AsFd;
+            harvester.forget_device(map.fd().as_fd(), netns, ifindex);
+        }
     }
 
     /// Records lost to a full ring buffer since the last call.

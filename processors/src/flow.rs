@@ -565,3 +565,6 @@ mod tests;
 
 #[cfg(test)]
 mod churn_tests;
+
+#[cfg(test)]
+mod kernel_flow_tests;

@@ -344,4 +344,3 @@ fn a_flood_of_a_million_distinct_flows_overflows_exactly_and_keeps_memory_bounde
         c.flows_overflow_packets
     );
 }
-

@@ -38,7 +38,10 @@ pub struct FlowConfig {
     #[serde(default)]
     pub temporality: Temporality,
     /// Add `source.address`, `source.port`, `destination.address` and `destination.port` to
-    /// every series: one series per 5-tuple, so mind `cardinality_limit`.
+    /// every series: one series per 5-tuple, so mind `cardinality_limit`. Devices of an
+    /// `xdp`/`tcx` receiver with `flows` on get exact per-flow totals from the kernel's flow
+    /// table (their packet records are not counted again); packets that found that table full
+    /// go to the overflow series.
     #[serde(default)]
     pub flow_attributes: bool,
     /// Most series per metric; packets of further series are counted in one series marked

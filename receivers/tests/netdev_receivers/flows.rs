@@ -160,7 +160,19 @@ fn per_flow_totals_from_the_kernel_equal_tsharks_per_flow_and_idle_flows_end() {
     for (k, v) in &theirs {
         assert_eq!(ours.get(k), Some(v), "flow {k:?}: ours vs tshark");
     }
-    assert_eq!(ours.len(), theirs.len(), "flows: ours vs tshark");
+    // The capture starts after the attachment: a stray packet in between (a neighbour
+    // probe, a late reply to the warm-up) is ours alone; none of the test's traffic may be.
+    let extra: Vec<_> = ours
+        .iter()
+        .filter(|(k, _)| !theirs.contains_key(*k))
+        .collect();
+    assert!(
+        extra.iter().all(|(k, _)| k[4] != "7000" && k[2] != "7000"),
+        "flows of the test's traffic tshark did not see: {extra:?}"
+    );
+    if !extra.is_empty() {
+        eprintln!("flows before the capture started (not compared): {extra:?}");
+    }
     // Idle for 1 s: every flow ended (evicted), with its totals.
     assert_eq!(
         ended,

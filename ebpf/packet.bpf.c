@@ -7,8 +7,10 @@
  * PERISCOPE_CFG_DNS, TCP/UDP packets from or to port 53 always get a record, and
  * those with payload also a periscope_dns record carrying up to 512 bytes of it; with
  * PERISCOPE_CFG_BURSTS, microburst detection per device and direction (burst_observe,
- * periscope_burst records in the same ring buffer). The header parser is in
- * packet_parse.h, the burst detector in packet_burst.h (headers of this file only).
+ * periscope_burst records in the same ring buffer); with PERISCOPE_CFG_FLOWS, packets and
+ * bytes per 5-tuple in the per-CPU hash periscope_flows. The header parser is in
+ * packet_parse.h, the burst detector in packet_burst.h, the flow table in packet_flow.h
+ * (headers of this file only).
  *
  * The programs never change what happens to a packet: XDP returns XDP_PASS, TC
  * returns TCX_NEXT (== TC_ACT_UNSPEC), i.e. "no opinion, ask the next program",
@@ -166,6 +168,7 @@ static __always_inline void emit_dns(struct pkt_ctx *p, const struct periscope_p
 }
 
 #include "packet_burst.h"
+#include "packet_flow.h"
 
 static __always_inline void observe(struct pkt_ctx *p)
 {
@@ -206,6 +209,8 @@ static __always_inline void observe(struct pkt_ctx *p)
 		if (s)
 			s->counters_map_full++;
 	}
+	if (flags & PERISCOPE_CFG_FLOWS)
+		flow_observe(&key, &pkt, p->len, c);
 	if (flags & PERISCOPE_CFG_BURSTS)
 		burst_observe(&key, p->len);
 

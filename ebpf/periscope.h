@@ -76,6 +76,9 @@ enum periscope_config_flags : __u32 {
 	/* Detect bursts per device and direction (parameters in the `.rodata` global
 	 * periscope_burst_config); write periscope_burst records. */
 	PERISCOPE_CFG_BURSTS = 16,
+	/* Count packets per 5-tuple in the per-CPU hash `periscope_flows` (packet_flow.h);
+	 * packets whose flow finds no room are counted in the device's flows_overflow_*. */
+	PERISCOPE_CFG_FLOWS = 32,
 };
 
 /*
@@ -124,12 +127,51 @@ struct periscope_dev_key {
 /*
  * Value of `periscope_counters` (one per CPU; user space sums them). Exact: every
  * packet the program sees is counted here, whether or not its record made it
- * into the ring buffer. 24 bytes.
+ * into the ring buffer. 40 bytes.
  */
 struct periscope_dev_counters {
 	__u64 packets;
 	__u64 bytes;        /* sum of periscope_packet.len */
 	__u64 records_lost; /* ring-buffer reservations that failed for this key */
+	/* With PERISCOPE_CFG_FLOWS: packets (and their bytes) whose flow found no room in
+	 * `periscope_flows` (table full): counted here, never lost silently. */
+	__u64 flows_overflow_packets;
+	__u64 flows_overflow_bytes;
+};
+
+/* ---- flows: per-5-tuple counters in packet.bpf.c (PERISCOPE_CFG_FLOWS) ----------- */
+
+/*
+ * Key of the per-CPU hash `periscope_flows`: one entry per namespace, device, direction,
+ * hook and 5-tuple. Packets that are not IPv4/IPv6 have ip_version 0 and zero addresses
+ * and ports (one entry per device, direction and hook for all of them), so that the flows
+ * of a device and its overflow counters add up to its counters. 56 bytes.
+ */
+struct periscope_flow_key {
+	__u64 netns_cookie;
+	__u32 netns_inode;
+	__u32 ifindex;
+	__u8 direction;     /* enum periscope_direction */
+	__u8 hook;          /* enum periscope_hook */
+	__u8 l4_proto;      /* as in periscope_dev_key */
+	__u8 ip_version;    /* 4, 6, or 0: not IP */
+	__u16 sport;        /* as in periscope_packet (ICMP: type) */
+	__u16 dport;        /* as in periscope_packet (ICMP: code) */
+	__u8 saddr[16];     /* as in periscope_packet: IPv4 in the first 4 bytes */
+	__u8 daddr[16];
+};
+
+/*
+ * Value of `periscope_flows` (one per CPU; user space sums them, and takes the earliest
+ * first_seen_ns and the latest last_seen_ns). 40 bytes.
+ */
+struct periscope_flow_value {
+	__u64 packets;
+	__u64 bytes;          /* L2 frame length, as in periscope_dev_counters */
+	__u64 first_seen_ns;  /* CLOCK_BOOTTIME of the entry's first packet on this CPU; 0: none */
+	__u64 last_seen_ns;   /* CLOCK_BOOTTIME of its latest packet on this CPU */
+	__u8 tcp_flags;       /* every TCP flags byte seen, OR-ed */
+	__u8 _pad[7];
 };
 
 /*

@@ -16,8 +16,8 @@ use periscope_pipeline::component::{
 use periscope_pipeline::config::PositiveDuration;
 use periscope_pipeline::devices::DeviceTable;
 use periscope_pipeline::model::{
-    CgroupCounters, DeviceCounters, DeviceRef, Direction, Event, KeyValue, Metric, MetricData,
-    NetworkType, NumberPoint, PacketEvent, Payload, Temporality, Transport,
+    CgroupCounters, DeviceCounters, DeviceRef, Direction, Event, FlowCounters, KeyValue, Metric,
+    MetricData, NetworkType, NumberPoint, PacketEvent, Payload, Temporality, Transport,
 };
 use periscope_pipeline::telemetry::{names, now_ns};
 
@@ -38,7 +38,10 @@ pub struct FlowConfig {
     #[serde(default)]
     pub temporality: Temporality,
     /// Add `source.address`, `source.port`, `destination.address` and `destination.port` to
-    /// every series: one series per 5-tuple, so mind `cardinality_limit`.
+    /// every series: one series per 5-tuple, so mind `cardinality_limit`. Devices of an
+    /// `xdp`/`tcx` receiver with `flows` on get exact per-flow totals from the kernel's flow
+    /// table (their packet records are not counted again); packets that found that table full
+    /// go to the overflow series.
     #[serde(default)]
     pub flow_attributes: bool,
     /// Most series per metric; packets of further series are counted in one series marked
@@ -123,11 +126,18 @@ pub struct Flow {
     scope_name: String,
     /// Packets and bytes counted from packet records.
     series: SeriesTable<SeriesKey, Totals>,
-    /// Exact cumulative totals from kernel counters, per series without the 5-tuple. Where a
-    /// series has them they replace what packet records add up to (records may be sampled or
-    /// lost); only used when `flow_attributes` is off. Emitted with `series`, one overflow
-    /// series for both.
+    /// Exact cumulative totals from the kernel: with `flow_attributes` off, per series
+    /// without the 5-tuple (device counters); with it on, per 5-tuple (flow counters of
+    /// devices whose flows the kernel counts). Where a series has them they replace what
+    /// packet records add up to (records may be sampled or lost). Emitted with `series`, one
+    /// overflow series for both.
     exact: TotalsTable<SeriesKey, Totals>,
+    /// With `flow_attributes`: devices whose flows come from the kernel (their packet records
+    /// are not counted again).
+    kernel_flows: FxHashSet<DeviceRef>,
+    /// With `flow_attributes`: packets of flows that found the kernel's flow table full, per
+    /// series without the 5-tuple; emitted in the overflow series.
+    kernel_overflow: TotalsTable<SeriesKey, Totals>,
     /// Packet records a kernel receiver delivered and lost, per series without the 5-tuple.
     records: TotalsTable<SeriesKey, Totals>,
     /// Exact cumulative cgroup_skb totals per cgroup, direction, network and transport.
@@ -144,6 +154,8 @@ impl Flow {
         Flow {
             series: SeriesTable::new(&options, names::NETWORK_PACKETS),
             exact: TotalsTable::new(&options, names::NETWORK_PACKETS),
+            kernel_flows: FxHashSet::default(),
+            kernel_overflow: TotalsTable::new(&options, names::NETWORK_PACKETS),
             records: TotalsTable::new(&options, names::NETWORK_RECORDS_DELIVERED),
             cgroups: TotalsTable::new(&options, names::CGROUP_PACKETS),
             config,
@@ -160,7 +172,7 @@ impl Flow {
     /// what churn must not grow.
     pub fn sizes(&self) -> (usize, usize) {
         (
-            self.series.len() + self.exact.len() + self.records.len(),
+            self.series.len() + self.exact.len() + self.records.len() + self.kernel_overflow.len(),
             self.names.len(),
         )
     }
@@ -177,6 +189,9 @@ impl Flow {
             dst_port: 0,
         };
         if self.config.flow_attributes {
+            if self.kernel_flows.contains(&p.device) {
+                return; // counted by the kernel's flow table
+            }
             key.src_addr = p.src_addr;
             key.src_port = p.src_port;
             key.dst_addr = p.dst_addr;
@@ -220,10 +235,21 @@ impl Flow {
             self.records.set(key, records);
         }
         if self.config.flow_attributes {
+            let same = |k: &SeriesKey| {
+                k.device == c.device && k.direction == c.direction && k.transport == c.transport
+            };
+            if c.flows {
+                self.flows_from_kernel(c.device);
+                let overflow = [c.flows_overflow_packets, c.flows_overflow_bytes];
+                if c.last {
+                    self.kernel_overflow.set_final(key, overflow);
+                } else {
+                    self.kernel_overflow.set(key, overflow);
+                }
+            }
             if c.last {
-                self.series.retire_if(|k| {
-                    k.device == c.device && k.direction == c.direction && k.transport == c.transport
-                });
+                self.series.retire_if(same);
+                self.exact.retire_if(same);
             }
             return;
         }
@@ -236,11 +262,54 @@ impl Flow {
         }
     }
 
+    /// The exact totals of one flow, from the kernel's flow table (with `flow_attributes`;
+    /// without, the device counters have the device's exact totals).
+    fn record_flow(&mut self, f: &FlowCounters) {
+        if !self.config.flow_attributes {
+            return;
+        }
+        self.flows_from_kernel(f.device);
+        self.names.capture(f.device);
+        let key = SeriesKey {
+            device: f.device,
+            direction: f.direction,
+            transport: f.transport,
+            src_addr: f.src_addr,
+            src_port: f.src_port,
+            dst_addr: f.dst_addr,
+            dst_port: f.dst_port,
+        };
+        if f.last {
+            // Idle and evicted, or its device gone: its series ends with this point.
+            self.exact.set_final(key, [f.packets, f.bytes]);
+        } else {
+            self.exact.set(key, [f.packets, f.bytes]);
+        }
+    }
+
+    /// The kernel counts `device`'s flows: what its packet records added up to so far is in
+    /// the kernel's totals (they count from the attachment on), and records are not counted
+    /// from now on.
+    fn flows_from_kernel(&mut self, device: DeviceRef) {
+        if self.kernel_flows.insert(device) {
+            let counted: Vec<SeriesKey> = self
+                .series
+                .keys()
+                .filter(|k| k.device == device)
+                .copied()
+                .collect();
+            for k in &counted {
+                self.series.remove(k);
+            }
+        }
+    }
+
     /// Ends every series of `device` at this collect (it is gone, or renamed).
     fn retire_device(&mut self, device: DeviceRef) {
         self.series.retire_if(|k| k.device == device);
         self.exact.retire_if(|k| k.device == device);
         self.records.retire_if(|k| k.device == device);
+        self.kernel_overflow.retire_if(|k| k.device == device);
     }
 
     /// Retires the series of devices gone for a whole collect without final counters, and of
@@ -265,6 +334,8 @@ impl Flow {
         in_use.extend(self.series.keys().map(|k| k.device));
         in_use.extend(self.exact.keys().map(|k| k.device));
         in_use.extend(self.records.keys().map(|k| k.device));
+        in_use.extend(self.kernel_overflow.keys().map(|k| k.device));
+        self.kernel_flows.retain(|d| in_use.contains(d));
         self.names.after_collect(&in_use);
     }
 
@@ -342,6 +413,12 @@ impl Flow {
                 Series::Overflow => overflow.get_or_insert_with(Totals::default).add(t),
             }
         }
+        // Packets whose flow found the kernel's flow table full: in the overflow series too.
+        for (_, t) in self.kernel_overflow.iter() {
+            if t != Totals::default() {
+                overflow.get_or_insert_with(Totals::default).add(t);
+            }
+        }
         if let Some(t) = overflow {
             rows.push((overflow_attributes(), t));
         }
@@ -366,6 +443,7 @@ impl Flow {
         let start = self.series.start_ns();
         self.series.finish_collect(now);
         self.exact.finish_collect(now);
+        self.kernel_overflow.finish_collect(now);
         self.records.finish_collect(now);
         self.cgroups.finish_collect(now);
         self.forget_unused_names();
@@ -459,6 +537,7 @@ impl Processor for Flow {
                         Event::Packet(p) => self.record(p),
                         Event::DeviceCounters(c) => self.record_exact(c),
                         Event::CgroupCounters(c) => self.record_cgroup(c),
+                        Event::FlowCounters(f) => self.record_flow(f),
                         // Socket events and drops are the `connections` processor's, DNS
                         // messages the `dns` processor's (their packets are counted), bursts the
                         // `burst` processor's.
@@ -489,3 +568,6 @@ mod tests;
 
 #[cfg(test)]
 mod churn_tests;
+
+#[cfg(test)]
+mod kernel_flow_tests;

@@ -13,8 +13,8 @@ use periscope_pipeline::config::ConfigDuration;
 
 use crate::netdev::{
     default_counters_interval, default_poll_interval, default_ring_buffer_size,
-    default_sample_rate, AttachOptions, BurstsConfig, DiscoverySource, EventsMode, Hook,
-    InterfacesConfig, NamespacesConfig, NetdevReceiver, ReceiverOptions, Shared,
+    default_sample_rate, AttachOptions, BurstsConfig, DiscoverySource, EventsMode, FlowsConfig,
+    Hook, InterfacesConfig, NamespacesConfig, NetdevReceiver, ReceiverOptions, Shared,
 };
 use crate::xdp::pin_root;
 
@@ -92,6 +92,11 @@ pub struct TcxConfig {
     /// processor).
     #[serde(default)]
     pub bursts: BurstsConfig,
+    /// Per-flow (5-tuple) counters in the kernel: `{enabled, table_size: 16384, idle_timeout:
+    /// 60s}`; off by default. Flows go downstream as flow counters every `counters_interval`
+    /// (for the `flow` processor's `flow_attributes`), with no record per packet.
+    #[serde(default)]
+    pub flows: FlowsConfig,
 }
 
 /// A receiver that holds the expedited-RCU setting for as long as it runs.
@@ -131,6 +136,7 @@ impl Default for TcxConfig {
             counters_interval: default_counters_interval(),
             expedite_rcu: false,
             bursts: BurstsConfig::default(),
+            flows: FlowsConfig::default(),
         }
     }
 }
@@ -148,6 +154,7 @@ impl TcxConfig {
             poll_interval: self.poll_interval,
             counters_interval: self.counters_interval,
             bursts: &self.bursts,
+            flows: &self.flows,
         }
     }
 

@@ -14,8 +14,8 @@ use periscope_pipeline::config::ConfigDuration;
 
 use crate::netdev::{
     default_counters_interval, default_poll_interval, default_ring_buffer_size,
-    default_sample_rate, AttachOptions, BurstsConfig, DiscoverySource, EventsMode, Hook,
-    InterfacesConfig, NamespacesConfig, NetdevReceiver, ReceiverOptions, Shared, PIN_ROOT,
+    default_sample_rate, AttachOptions, BurstsConfig, DiscoverySource, EventsMode, FlowsConfig,
+    Hook, InterfacesConfig, NamespacesConfig, NetdevReceiver, ReceiverOptions, Shared, PIN_ROOT,
 };
 
 /// Observes packets received by every net_device in every network namespace with an XDP
@@ -73,6 +73,11 @@ pub struct XdpConfig {
     /// processor).
     #[serde(default)]
     pub bursts: BurstsConfig,
+    /// Per-flow (5-tuple) counters in the kernel: `{enabled, table_size: 16384, idle_timeout:
+    /// 60s}`; off by default. Flows go downstream as flow counters every `counters_interval`
+    /// (for the `flow` processor's `flow_attributes`), with no record per packet.
+    #[serde(default)]
+    pub flows: FlowsConfig,
 }
 
 impl Default for XdpConfig {
@@ -89,6 +94,7 @@ impl Default for XdpConfig {
             poll_interval: default_poll_interval(),
             counters_interval: default_counters_interval(),
             bursts: BurstsConfig::default(),
+            flows: FlowsConfig::default(),
         }
     }
 }
@@ -106,6 +112,7 @@ impl XdpConfig {
             poll_interval: self.poll_interval,
             counters_interval: self.counters_interval,
             bursts: &self.bursts,
+            flows: &self.flows,
         }
     }
 

@@ -524,7 +524,7 @@ fn the_parser_reads_what_each_frame_carries() {
         DevCounters {
             packets: frames,
             bytes,
-            records_lost: 0
+            ..DevCounters::default()
         }
     );
     assert_eq!(counted.len(), 2, "one key per hook: {counted:?}");

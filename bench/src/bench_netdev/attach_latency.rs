@@ -184,6 +184,7 @@ pub(crate) fn attach_latency(samples: usize, xdp: bool, pause: Duration) -> Resu
             },
             tcx_fallback: xdp,
             records: RecordOptions {
+                flows: None,
                 dns_ports: [0; 4],
                 flags: 0,
                 sample_rate: 0,

@@ -15,7 +15,10 @@
 //!   namespaces, through [`Attacher`]), `events: none` and `events: all`;
 //! - `tcx-counters`, `tcx-records`: the `tcx` receiver's (ingress and egress on every device
 //!   of both namespaces: a packet runs the egress program on the sender's veth and the
-//!   ingress program on the receiver's).
+//!   ingress program on the receiver's);
+//! - `tcx-bursts`, `xdp-bursts`: counters plus the burst detector;
+//! - `tcx-flows`, `xdp-flows`: counters plus the kernel flow table (`flows: {enabled: true}`,
+//!   16384 entries; the flood is one 5-tuple, so every packet updates an existing entry).
 //!
 //! CPU per packet = (sender thread + sink thread + every `ksoftirqd`) CPU time / packets sent,
 //! each from the scheduler's exact runtime (`CLOCK_THREAD_CPUTIME_ID`,

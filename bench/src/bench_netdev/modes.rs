@@ -5,7 +5,7 @@ use aya::programs::{Xdp, XdpMode};
 use aya::EbpfLoader;
 use periscope_pipeline::devices::DeviceTable;
 use periscope_receivers::netdev::{
-    AttachOptions, Attacher, DeviceOutcome, Hook, InterfaceFilter, RecordOptions,
+    AttachOptions, Attacher, DeviceOutcome, FlowOptions, Hook, InterfaceFilter, RecordOptions,
 };
 use periscope_receivers::shared::ebpf::records::PERISCOPE_CFG_RECORDS;
 use periscope_receivers::shared::netns::{list_devices, run_in};
@@ -25,9 +25,13 @@ pub(crate) enum Mode {
     TcxBursts,
     /// `xdp-counters` with `bursts` on.
     XdpBursts,
+    /// `tcx-counters` with the kernel flow table on (`flows: {enabled: true}`).
+    TcxFlows,
+    /// `xdp-counters` with the kernel flow table on.
+    XdpFlows,
 }
 
-pub(crate) const MODES: [Mode; 8] = [
+pub(crate) const MODES: [Mode; 10] = [
     Mode::None,
     Mode::BareXdp,
     Mode::XdpCounters,
@@ -36,6 +40,8 @@ pub(crate) const MODES: [Mode; 8] = [
     Mode::TcxRecords,
     Mode::TcxBursts,
     Mode::XdpBursts,
+    Mode::TcxFlows,
+    Mode::XdpFlows,
 ];
 
 impl Mode {
@@ -49,6 +55,8 @@ impl Mode {
             Mode::TcxRecords => "tcx-records",
             Mode::TcxBursts => "tcx-bursts",
             Mode::XdpBursts => "xdp-bursts",
+            Mode::TcxFlows => "tcx-flows",
+            Mode::XdpFlows => "xdp-flows",
         }
     }
 
@@ -58,6 +66,17 @@ impl Mode {
 
     pub(crate) fn bursts(self) -> bool {
         matches!(self, Mode::TcxBursts | Mode::XdpBursts)
+    }
+
+    pub(crate) fn flows(self) -> bool {
+        matches!(self, Mode::TcxFlows | Mode::XdpFlows)
+    }
+
+    pub(crate) fn xdp(self) -> bool {
+        matches!(
+            self,
+            Mode::XdpCounters | Mode::XdpRecords | Mode::BareXdp | Mode::XdpBursts | Mode::XdpFlows
+        )
     }
 }
 
@@ -94,7 +113,9 @@ impl Setup<'_> {
             }
             _ => {
                 let hooks = match mode {
-                    Mode::XdpCounters | Mode::XdpRecords | Mode::XdpBursts => vec![Hook::Xdp],
+                    Mode::XdpCounters | Mode::XdpRecords | Mode::XdpBursts | Mode::XdpFlows => {
+                        vec![Hook::Xdp]
+                    }
                     _ => vec![Hook::TcxIngress, Hook::TcxEgress],
                 };
                 let mut attacher = Attacher::new(
@@ -102,11 +123,17 @@ impl Setup<'_> {
                         hooks,
                         tcx_fallback: false,
                         records: RecordOptions {
+                            flows: mode.flows().then_some(FlowOptions {
+                                table_size: 16384,
+                                idle_timeout: std::time::Duration::from_secs(60),
+                            }),
                             dns_ports: [0; 4],
                             flags: if mode.records() {
                                 PERISCOPE_CFG_RECORDS
                             } else if mode.bursts() {
                                 periscope_receivers::shared::ebpf::records::PERISCOPE_CFG_BURSTS
+                            } else if mode.flows() {
+                                periscope_receivers::shared::ebpf::records::PERISCOPE_CFG_FLOWS
                             } else {
                                 0
                             },

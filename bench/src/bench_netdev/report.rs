@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::process::Command;
 
 use crate::flood::Sample;
-use crate::modes::{Mode, MODES};
+use crate::modes::MODES;
 use crate::{Args, BATCH, MAX_OTHERS, PAYLOAD, POLL, RING_BYTES};
 
 /// The report of a run: `samples[i]` are mode `MODES[i]`'s rounds; `retried` rounds were rerun.
@@ -99,10 +99,7 @@ pub(crate) fn render(args: &Args, samples: &[Vec<Sample>], retried: usize) -> St
             cost[i],
             paired(i, 0),
             iqr(i, 0),
-            if matches!(
-                mode,
-                Mode::XdpCounters | Mode::XdpRecords | Mode::BareXdp | Mode::XdpBursts
-            ) {
+            if mode.xdp() {
                 format!("{:.3}", paired(i, 1))
             } else {
                 "-".into()

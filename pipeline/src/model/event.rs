@@ -166,6 +166,68 @@ pub struct DeviceCounters {
     /// gone), its counters were read before its programs were released, and its series get
     /// this last point and then retire.
     pub last: bool,
+    /// The kernel counts this device's packets per 5-tuple too ([`FlowCounters`]): its
+    /// per-flow series come from there, not from packet records.
+    pub flows: bool,
+    /// With `flows`: packets whose flow found no room in the kernel's flow table (counted
+    /// here and in `packets`, in no [`FlowCounters`]).
+    pub flows_overflow_packets: u64,
+    /// With `flows`: the bytes of those packets.
+    pub flows_overflow_bytes: u64,
+}
+
+/// Exact cumulative totals of one flow (5-tuple) of one device and direction, counted in the
+/// kernel's flow table (`xdp`/`tcx` receivers with `flows` on) and sent every
+/// `counters_interval` when they changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowCounters {
+    /// When the counters were read, in nanoseconds since the Unix epoch.
+    pub timestamp_ns: u64,
+    pub device: DeviceRef,
+    pub direction: Direction,
+    pub network: NetworkType,
+    pub transport: Transport,
+    /// As in [`PacketEvent`]: unspecified for non-IP packets.
+    pub src_addr: IpAddr,
+    pub dst_addr: IpAddr,
+    /// TCP/UDP ports, else 0 (as in [`PacketEvent`]).
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// Packets since the flow was first seen (cumulative).
+    pub packets: u64,
+    /// Bytes (L2 frame length) since the flow was first seen (cumulative).
+    pub bytes: u64,
+    /// The flow's first and latest packet, in nanoseconds since the Unix epoch.
+    pub first_seen_ns: u64,
+    pub last_seen_ns: u64,
+    /// Every TCP flags byte of the flow, OR-ed (0 if not TCP).
+    pub tcp_flags: u8,
+    /// The flow's final totals: it was idle past the receiver's idle timeout (its entry was
+    /// evicted) or its device went away. Its series ends with this point; packets after it
+    /// start a new flow.
+    pub last: bool,
+}
+
+impl Default for FlowCounters {
+    fn default() -> Self {
+        FlowCounters {
+            timestamp_ns: 0,
+            device: DeviceRef::default(),
+            direction: Direction::Ingress,
+            network: NetworkType::Other,
+            transport: Transport::Other,
+            src_addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            dst_addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            src_port: 0,
+            dst_port: 0,
+            packets: 0,
+            bytes: 0,
+            first_seen_ns: 0,
+            last_seen_ns: 0,
+            tcp_flags: 0,
+            last: false,
+        }
+    }
 }
 
 /// What happened to a socket.
@@ -549,6 +611,7 @@ pub enum Event {
     CgroupCounters(CgroupCounters),
     Dns(DnsEvent),
     Burst(BurstEvent),
+    FlowCounters(FlowCounters),
 }
 
 impl Event {
@@ -562,6 +625,7 @@ impl Event {
             Event::CgroupCounters(c) => c.timestamp_ns,
             Event::Dns(d) => d.timestamp_ns,
             Event::Burst(b) => b.end_ns,
+            Event::FlowCounters(f) => f.timestamp_ns,
         }
     }
 }

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use aya::{Ebpf, EbpfLoader};
 
 use periscope_pipeline::devices::{DeviceInfo, DeviceTable, NamespaceInfo, NamespaceTable};
-use periscope_pipeline::model::{BurstEvent, DeviceCounters, DeviceRef, NetnsId, PacketEvent};
+use periscope_pipeline::model::{
+    BurstEvent, DeviceCounters, DeviceRef, FlowCounters, NetnsId, PacketEvent,
+};
 use periscope_pipeline::telemetry::instruments::Counter;
 
 use super::defunct::Defunct;
@@ -91,7 +93,7 @@ pub struct Attacher {
     /// Names of the namespaces, captured at discovery (and when a bind mount names one later).
     pub(super) namespace_names: NamespaceTable,
     pub(super) namespaces: HashMap<NetnsId, NsState>,
-    clock: BootClock,
+    pub(super) clock: BootClock,
     clock_at: Instant,
     /// One loader for every namespace loaded on demand: `EbpfLoader::new()` parses the
     /// kernel's BTF (~30 ms), so reusing it makes a namespace's load that much cheaper. The
@@ -116,6 +118,9 @@ pub struct Attacher {
     dns: periscope_pipeline::DnsTable,
     /// Burst reports and errors found while draining.
     decoded: Decoded,
+    /// Last points of the flows of devices and namespaces that went away, for
+    /// [`Attacher::take_last_flows`].
+    pub(super) last_flows: Vec<FlowCounters>,
 }
 
 impl Attacher {
@@ -132,7 +137,10 @@ impl Attacher {
         } else {
             Some(load_instance(&mut loader, &load_hooks(&opts))?)
         };
-        let reader = Reader::new(&maps)?;
+        let mut reader = Reader::new(&maps)?;
+        if let Some(flows) = opts.records.flows {
+            reader = reader.with_flows(&maps, flows)?;
+        }
         Ok(Attacher {
             devices,
             namespace_names: NamespaceTable::default(),
@@ -150,6 +158,7 @@ impl Attacher {
             stats: AttachStats::default(),
             dns: periscope_pipeline::DnsTable::default(),
             decoded: Decoded::default(),
+            last_flows: Vec::new(),
         })
     }
 

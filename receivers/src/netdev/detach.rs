@@ -1,7 +1,8 @@
 //! Devices and namespaces that go away, in an order that loses no count and names every one:
 //!
 //! 1. the caller drains the ring buffers (records of the device reach the pipeline first);
-//! 2. the device's kernel counters are read and returned with `last: true` (its final point);
+//! 2. the device's kernel counters are read and returned with `last: true` (its final point),
+//!    and the last points of its flows are kept for `take_last_flows`;
 //! 3. its links are released (on the releasing thread, [`super::defunct`]);
 //! 4. once they are, its keys are deleted from the shared counters map, with what user space
 //!    kept per device (records delivered): a later device with the same ifindex starts at zero;
@@ -26,6 +27,8 @@ impl Attacher {
         if let Some(state) = self.namespaces.get_mut(&netns) {
             let reader = &mut self.reader;
             last = reader.counters(now_unix_ns(), Scope::Device(netns, ifindex));
+            let now = now_unix_ns();
+            reader.last_flows(netns, Some(ifindex), &self.clock, now, &mut self.last_flows);
             match state.devices.remove(&ifindex) {
                 Some(dev) => self.defunct.device(netns, ifindex, dev),
                 // Nothing attached: nothing can count it any more.
@@ -46,6 +49,9 @@ impl Attacher {
         let mut last = Vec::new();
         if let Some(state) = self.namespaces.remove(&netns) {
             last = self.reader.counters(now_unix_ns(), Scope::Namespace(netns));
+            let now = now_unix_ns();
+            let flows = &mut self.last_flows;
+            self.reader.last_flows(netns, None, &self.clock, now, flows);
             for ifindex in state.devices.keys() {
                 self.devices.retire(&DeviceRef {
                     netns,

@@ -16,7 +16,7 @@ use periscope_pipeline::model::NetnsId;
 use super::options::{RecordOptions, MIN_RING_BYTES};
 use super::shared_maps::{configure_shared, SHARED};
 use crate::shared::ebpf::records::{
-    PERISCOPE_CFG_BURSTS, PERISCOPE_CFG_DNS, PERISCOPE_CFG_RECORDS,
+    PERISCOPE_CFG_BURSTS, PERISCOPE_CFG_DNS, PERISCOPE_CFG_FLOWS, PERISCOPE_CFG_RECORDS,
 };
 use crate::shared::ebpf::{embedded_object, names, BurstConfig, Config, Error, NetnsSlot, Object};
 
@@ -81,6 +81,10 @@ pub fn load_packet_sized(
     if let Some(bytes) = ring_bytes {
         loader.map_max_entries(names::EVENTS, bytes);
     }
+    if config.flags & PERISCOPE_CFG_FLOWS == 0 {
+        // A preallocated hash costs its whole size when loaded.
+        loader.map_max_entries(names::FLOWS, 1);
+    }
     loader.override_global(names::CONFIG, config, true);
     let mut bpf = PACKET.load(&mut loader)?;
     // The programs take the namespace's id from the writable `.data` global, not from the
@@ -121,6 +125,8 @@ pub(super) fn new_loader(
     // CO-RE relocations would leave as compiled.
     l.btf(None);
     l.map_max_entries(names::EVENTS, ring_size(records, ring_bytes));
+    // A preallocated hash costs its whole size when loaded: one entry when flows are off.
+    l.map_max_entries(names::FLOWS, records.flows.map_or(1, |f| f.table_size));
     l.override_global(names::CONFIG, config, true);
     if let Some(b) = records.bursts {
         let b: &'static BurstConfig = Box::leak(Box::new(b));

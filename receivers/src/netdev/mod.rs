@@ -14,15 +14,18 @@
 //! - and a thread letting go of the links of what went away (`defunct.rs`);
 //!
 //! and per receiver the maps every instance shares (`shared_maps.rs`: one ring buffer, one
-//! counters table, keyed by namespace), read by one reader (`read.rs`, records decoded by
-//! `decode.rs`), for every namespace, one namespace or one device, so that last counters can
-//! be read when either goes away (`detach.rs`: the order of a departure).
+//! counters table, one flow table, keyed by namespace), read by one reader (`read.rs`, records
+//! decoded by `decode.rs`; the flow table harvested by `flows.rs` with the bpf(2) batch
+//! commands of `flow_syscalls.rs`), for every namespace, one namespace or one device, so that
+//! last counters can be read when either goes away (`detach.rs`: the order of a departure).
 
 mod attach;
 mod bursts;
 mod decode;
 mod defunct;
 mod detach;
+mod flow_syscalls;
+mod flows;
 mod instance;
 mod link;
 mod options;
@@ -40,12 +43,13 @@ pub use decode::{
     decode_burst, decode_dns, decode_packet, is_dns_record, BurstRecordError, DecodeError,
     DnsRecordError,
 };
+pub use flows::{FlowOptions, HarvestStats};
 pub use instance::{chain, load_packet, load_packet_sized, packet_object, Hook, PACKET, PRELOADED};
 pub(crate) use options::{
     default_counters_interval, default_poll_interval, default_ring_buffer_size, default_sample_rate,
 };
 pub use options::{
-    validate_dns_ports, AllNamespaces, CgroupNamespaces, EventsMode, InterfaceFilter,
+    validate_dns_ports, AllNamespaces, CgroupNamespaces, EventsMode, FlowsConfig, InterfaceFilter,
     InterfacesConfig, NamespacesConfig, RecordOptions, Shared, MAX_DNS_PORTS, MAX_RING_BYTES,
     MIN_RING_BYTES,
 };

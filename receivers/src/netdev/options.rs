@@ -9,8 +9,9 @@ use serde::Deserialize;
 use periscope_pipeline::component::Invalid;
 use periscope_pipeline::config::ConfigDuration;
 
+use super::flows::FlowOptions;
 use crate::shared::ebpf::records::{
-    PERISCOPE_CFG_BURSTS, PERISCOPE_CFG_DNS, PERISCOPE_CFG_RECORDS,
+    PERISCOPE_CFG_BURSTS, PERISCOPE_CFG_DNS, PERISCOPE_CFG_FLOWS, PERISCOPE_CFG_RECORDS,
 };
 use crate::shared::netns::NamespaceScope;
 
@@ -176,6 +177,76 @@ pub enum EventsMode {
     None,
 }
 
+/// Per-flow (5-tuple) counters in the kernel: a per-CPU hash per table of `table_size`
+/// entries that the programs update per packet (no record per packet), read every
+/// `counters_interval`; flows idle for `idle_timeout` are evicted and end. Packets of flows
+/// that find the table full are counted in their device's overflow counters. Off by default.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FlowsConfig {
+    /// Count flows in the kernel (default false).
+    #[serde(default)]
+    pub enabled: bool,
+    /// Most flows the kernel table holds at once (default 16384). Preallocated when loaded:
+    /// about 128 bytes plus 40 bytes per possible CPU per entry (16384 entries: 3.4 MB on 2
+    /// CPUs, 44 MB on 64).
+    #[serde(default = "default_flow_table_size")]
+    pub table_size: u32,
+    /// A flow without a packet for this long ends (its entry is evicted); default 60s, at
+    /// least 1s.
+    #[serde(default = "default_flow_idle_timeout")]
+    pub idle_timeout: ConfigDuration,
+}
+
+/// Largest flow table accepted (16 Mi entries).
+pub const MAX_FLOW_TABLE: u32 = 1 << 24;
+
+fn default_flow_table_size() -> u32 {
+    16384
+}
+
+fn default_flow_idle_timeout() -> ConfigDuration {
+    ConfigDuration::from_secs(60)
+}
+
+impl Default for FlowsConfig {
+    fn default() -> Self {
+        FlowsConfig {
+            enabled: false,
+            table_size: default_flow_table_size(),
+            idle_timeout: default_flow_idle_timeout(),
+        }
+    }
+}
+
+impl FlowsConfig {
+    fn validate(&self, errors: &mut Vec<Invalid>) {
+        if !(1..=MAX_FLOW_TABLE).contains(&self.table_size) {
+            errors.push(Invalid::new(
+                "flows.table_size",
+                format!(
+                    "{}: must be from 1 to {MAX_FLOW_TABLE} entries (e.g. 16384)",
+                    self.table_size
+                ),
+            ));
+        }
+        if self.idle_timeout.0 < Duration::from_secs(1) {
+            errors.push(Invalid::new(
+                "flows.idle_timeout",
+                format!("{}: must be at least 1s (e.g. 60s)", self.idle_timeout),
+            ));
+        }
+    }
+
+    /// What the loader and the harvest take, if on.
+    pub fn resolve(&self) -> Option<FlowOptions> {
+        self.enabled.then_some(FlowOptions {
+            table_size: self.table_size,
+            idle_timeout: self.idle_timeout.0,
+        })
+    }
+}
+
 /// What the shared options resolve to, for the attachment manager.
 #[derive(Clone, Debug)]
 pub struct RecordOptions {
@@ -187,6 +258,8 @@ pub struct RecordOptions {
     pub bursts: Option<crate::shared::ebpf::BurstConfig>,
     /// Ports that are DNS besides 53 (0: unused).
     pub dns_ports: [u16; 4],
+    /// The kernel flow table ([`PERISCOPE_CFG_FLOWS`] is in `flags` with it).
+    pub flows: Option<FlowOptions>,
 }
 
 /// The options both receivers have (each config repeats them with its own docs; this is
@@ -203,6 +276,7 @@ pub struct Shared<'a> {
     pub poll_interval: ConfigDuration,
     pub counters_interval: ConfigDuration,
     pub bursts: &'a super::bursts::BurstsConfig,
+    pub flows: &'a FlowsConfig,
 }
 
 /// Smallest ring buffer: one page.
@@ -216,6 +290,7 @@ impl Shared<'_> {
         self.namespaces.validate(errors);
         self.interfaces.validate(errors);
         self.bursts.validate(errors);
+        self.flows.validate(errors);
         if self.events == EventsMode::Sample && self.sample_rate < 2 {
             errors.push(Invalid::new(
                 "sample_rate",
@@ -270,12 +345,17 @@ impl Shared<'_> {
         if bursts.is_some() {
             flags |= PERISCOPE_CFG_BURSTS;
         }
+        let flows = self.flows.resolve();
+        if flows.is_some() {
+            flags |= PERISCOPE_CFG_FLOWS;
+        }
         let mut dns_ports = [0u16; 4];
         for (slot, port) in dns_ports.iter_mut().zip(self.dns_ports) {
             *slot = *port;
         }
         RecordOptions {
             bursts,
+            flows,
             dns_ports,
             flags,
             sample_rate: if self.events == EventsMode::Sample {
@@ -336,6 +416,7 @@ mod tests {
         let ns = NamespacesConfig::default();
         let ifs = InterfacesConfig::default();
         let bursts = super::super::bursts::BurstsConfig::default();
+        let flows = FlowsConfig::default();
         let shared = |events, always_emit_dns| Shared {
             namespaces: &ns,
             interfaces: &ifs,
@@ -347,6 +428,7 @@ mod tests {
             poll_interval: default_poll_interval(),
             counters_interval: default_counters_interval(),
             bursts: &bursts,
+            flows: &flows,
         };
         let r = shared(EventsMode::All, false).records();
         assert_eq!((r.flags, r.sample_rate), (PERISCOPE_CFG_RECORDS, 0));
@@ -360,6 +442,54 @@ mod tests {
         assert_eq!((r.flags, r.sample_rate), (PERISCOPE_CFG_DNS, 0));
         let r = shared(EventsMode::None, false).records();
         assert_eq!(r.flags, 0);
+        assert_eq!(r.flows, None);
+    }
+
+    #[test]
+    fn flows_turn_the_flag_on_and_are_checked() {
+        let ns = NamespacesConfig::default();
+        let ifs = InterfacesConfig::default();
+        let bursts = super::super::bursts::BurstsConfig::default();
+        let check = |flows: FlowsConfig| {
+            let shared = Shared {
+                namespaces: &ns,
+                interfaces: &ifs,
+                events: EventsMode::None,
+                sample_rate: 0,
+                always_emit_dns: false,
+                dns_ports: &[],
+                ring_buffer_size: 1 << 20,
+                poll_interval: default_poll_interval(),
+                counters_interval: default_counters_interval(),
+                bursts: &bursts,
+                flows: &flows,
+            };
+            let mut errors = Vec::new();
+            shared.validate(&mut errors);
+            let fields: Vec<String> = errors.iter().map(|e| e.path.clone()).collect();
+            (shared.records(), fields)
+        };
+        let (r, errors) = check(FlowsConfig {
+            enabled: true,
+            ..FlowsConfig::default()
+        });
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(r.flags, PERISCOPE_CFG_FLOWS);
+        assert_eq!(
+            r.flows,
+            Some(FlowOptions {
+                table_size: 16384,
+                idle_timeout: Duration::from_secs(60)
+            })
+        );
+        let (_, errors) = check(FlowsConfig {
+            enabled: true,
+            table_size: 0,
+            idle_timeout: ConfigDuration::from_millis(10),
+        });
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert_eq!(errors[0], "flows.table_size");
+        assert_eq!(errors[1], "flows.idle_timeout");
     }
 
     #[test]

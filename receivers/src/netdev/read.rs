@@ -5,15 +5,16 @@
 
 use std::collections::HashMap;
 
-use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf};
+use aya::maps::{Map, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::Pod;
 
 use periscope_pipeline::model::{
-    BurstEvent, DeviceCounters, Direction, DnsEvent, NetnsId, PacketEvent, Transport,
+    BurstEvent, DeviceCounters, Direction, DnsEvent, FlowCounters, NetnsId, PacketEvent, Transport,
 };
 use periscope_pipeline::DnsTable;
 
 use super::decode::{decode_burst, decode_dns, decode_packet, device, direction, is_dns_record};
+use super::flows::{FlowHarvester, FlowOptions};
 use super::shared_maps::SharedMaps;
 use crate::shared::ebpf::records::PERISCOPE_RECORD_BURST;
 use crate::shared::ebpf::{names, BootClock, BurstStats, DevCounters, DevKey, Stats};
@@ -66,6 +67,8 @@ pub(super) struct Reader {
     delivered: HashMap<DeliveredKey, u64>,
     /// Burst losses (records, state) read last time.
     burst_losses_seen: (u64, u64),
+    /// The flow table `periscope_flows` and its harvest, with `flows` on.
+    flows: Option<(MapData, FlowHarvester)>,
 }
 
 impl Reader {
@@ -80,7 +83,47 @@ impl Reader {
             lost_seen: 0,
             delivered: HashMap::new(),
             burst_losses_seen: (0, 0),
+            flows: None,
         })
+    }
+
+    /// Reads the flow table `periscope_flows` too (the programs count flows:
+    /// `PERISCOPE_CFG_FLOWS`).
+    pub(super) fn with_flows(
+        mut self,
+        maps: &SharedMaps,
+        options: FlowOptions,
+    ) -> anyhow::Result<Reader> {
+        let data = match maps.open(names::FLOWS)? {
+            Map::PerCpuHashMap(m) => m,
+            _ => anyhow::bail!("periscope_flows is not a per-CPU hash"),
+        };
+        self.flows = Some((data, FlowHarvester::new(options)?));
+        Ok(self)
+    }
+
+    /// The flows that changed since the last call, and the last points of those that ended
+    /// (idle, evicted).
+    pub(super) fn flows(&mut self, clock: &BootClock, now: u64, out: &mut Vec<FlowCounters>) {
+        if let Some((map, harvester)) = &mut self.flows {
+            use std::os::fd::AsFd;
+            harvester.harvest(map.fd().as_fd(), clock, now, out);
+        }
+    }
+
+    /// The last points of the flows of one device (`ifindex`) or of every device of `netns`.
+    pub(super) fn last_flows(
+        &mut self,
+        netns: NetnsId,
+        ifindex: Option<u32>,
+        clock: &BootClock,
+        now: u64,
+        out: &mut Vec<FlowCounters>,
+    ) {
+        if let Some((map, harvester)) = &mut self.flows {
+            use std::os::fd::AsFd;
+            harvester.last_of(map.fd().as_fd(), netns, ifindex, clock, now, out);
+        }
     }
 
     /// Reads the ring buffer: packet events go to `f`, DNS events to `dns`, burst reports and
@@ -177,6 +220,9 @@ impl Reader {
             e.packets += c.packets;
             e.bytes += c.bytes;
             e.records_lost += c.records_lost;
+            e.flows = self.flows.is_some();
+            e.flows_overflow_packets += c.flows_overflow_packets;
+            e.flows_overflow_bytes += c.flows_overflow_bytes;
         }
         for (key, c) in agg.iter_mut() {
             c.records_delivered = self.delivered.get(key).copied().unwrap_or(0);
@@ -209,10 +255,29 @@ impl Reader {
                 gone(n, k.ifindex)
             })
             .collect();
+        let mut devices: Vec<(NetnsId, u32)> = keys
+            .iter()
+            .map(|k| {
+                let n = NetnsId {
+                    inode: k.netns_inode,
+                    cookie: k.netns_cookie,
+                };
+                (n, k.ifindex)
+            })
+            .collect();
+        devices.dedup();
         for k in keys {
             let _ = self.counters.remove(&k);
         }
         self.delivered.retain(|(n, i, _, _), _| !gone(*n, *i));
+        // Every packet a flow counts is in its device's counters too: their keys name every
+        // device with flows.
+        if let Some((map, harvester)) = &mut self.flows {
+            use std::os::fd::AsFd;
+            for (netns, ifindex) in devices {
+                harvester.forget_device(map.fd().as_fd(), netns, ifindex);
+            }
+        }
     }
 
     /// Records lost to a full ring buffer since the last call.

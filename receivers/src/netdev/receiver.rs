@@ -341,11 +341,15 @@ fn handle_removal(
             // Its records first, then its final counters (see detach.rs).
             poll(attacher, output, batch);
             let last = attacher.remove_device(netns, ifindex);
+            // Flows first: the device's last counters retire all its series.
+            push_flows(output, batch, attacher.take_last_flows());
             push_counters(output, batch, last);
         }
         Discovery::NamespaceRemoved(netns) => {
             poll(attacher, output, batch);
             let last = attacher.remove_namespace(netns);
+            // Flows first: the device's last counters retire all its series.
+            push_flows(output, batch, attacher.take_last_flows());
             push_counters(output, batch, last);
         }
     }
@@ -394,6 +398,7 @@ fn send_counters(
         );
     }
     push_counters(output, batch, counters);
+    push_flows(output, batch, attacher.read_flows());
     let (bursts_lost, unchecked) = attacher.take_burst_losses();
     if bursts_lost > 0 {
         output.counters().add_dropped(bursts_lost);
@@ -419,6 +424,22 @@ fn push_counters(
 ) {
     for c in counters {
         batch.push(Event::DeviceCounters(c));
+        if batch.is_full() {
+            output.send(std::mem::replace(batch, output.new_batch()));
+        }
+    }
+    if !batch.is_empty() {
+        output.send(std::mem::replace(batch, output.new_batch()));
+    }
+}
+
+fn push_flows(
+    output: &mut EventOutput,
+    batch: &mut periscope_pipeline::model::EventBatch,
+    flows: Vec<periscope_pipeline::model::FlowCounters>,
+) {
+    for f in flows {
+        batch.push(Event::FlowCounters(f));
         if batch.is_full() {
             output.send(std::mem::replace(batch, output.new_batch()));
         }

@@ -23,13 +23,14 @@ use crate::shared::ebpf::names;
 use crate::shared::kernel;
 
 /// The packet object's maps that are shared (everything but its `.data`/`.rodata` globals).
-pub(super) const SHARED: [&str; 6] = [
+pub(super) const SHARED: [&str; 7] = [
     names::EVENTS,
     names::COUNTERS,
     names::STATS,
     names::BURST_STATE,
     names::BURST_ZERO,
     names::BURST_STATS,
+    names::FLOWS,
 ];
 
 /// The folder under a receiver's pin root that holds its shared maps (not a namespace's).

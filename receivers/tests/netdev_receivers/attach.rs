@@ -23,6 +23,7 @@ fn new_namespaces_are_loaded_and_attached_quickly() {
                 hooks,
                 tcx_fallback: what == "xdp",
                 records: RecordOptions {
+                    flows: None,
                     dns_ports: [0; 4],
                     flags: periscope_receivers::shared::ebpf::records::PERISCOPE_CFG_RECORDS,
                     sample_rate: 0,

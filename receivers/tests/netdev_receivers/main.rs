@@ -15,6 +15,7 @@
 mod attach;
 mod counting;
 mod fallback;
+mod flows;
 mod pinning;
 
 use std::collections::{BTreeSet, HashMap};

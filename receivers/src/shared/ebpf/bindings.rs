@@ -36,6 +36,8 @@ pub const PERISCOPE_CFG_RECORDS: periscope_config_flags = 1;
 pub const PERISCOPE_CFG_DNS: periscope_config_flags = 2;
 #[doc = " Detect bursts per device and direction (parameters in the `.rodata` global\n periscope_burst_config); write periscope_burst records."]
 pub const PERISCOPE_CFG_BURSTS: periscope_config_flags = 16;
+#[doc = " Count packets per 5-tuple in the per-CPU hash `periscope_flows` (packet_flow.h);\n packets whose flow finds no room are counted in the device's flows_overflow_*."]
+pub const PERISCOPE_CFG_FLOWS: periscope_config_flags = 32;
 #[doc = " Bits of periscope_config.flags."]
 pub type periscope_config_flags = __u32;
 #[doc = " One packet seen by an XDP or TC program; written to the `periscope_events` ring\n buffer. 80 bytes."]
@@ -164,7 +166,7 @@ const _: () = {
     ["Offset of field: periscope_dev_key::_pad"]
         [::core::mem::offset_of!(periscope_dev_key, _pad) - 19usize];
 };
-#[doc = " Value of `periscope_counters` (one per CPU; user space sums them). Exact: every\n packet the program sees is counted here, whether or not its record made it\n into the ring buffer. 24 bytes."]
+#[doc = " Value of `periscope_counters` (one per CPU; user space sums them). Exact: every\n packet the program sees is counted here, whether or not its record made it\n into the ring buffer. 40 bytes."]
 #[repr(C)]
 #[derive(
     Debug, Default, Copy, Clone, Hash, PartialEq, Eq, bytemuck :: Pod, bytemuck :: Zeroable,
@@ -175,10 +177,13 @@ pub struct periscope_dev_counters {
     pub bytes: __u64,
     #[doc = " ring-buffer reservations that failed for this key"]
     pub records_lost: __u64,
+    #[doc = " With PERISCOPE_CFG_FLOWS: packets (and their bytes) whose flow found no room in\n `periscope_flows` (table full): counted here, never lost silently."]
+    pub flows_overflow_packets: __u64,
+    pub flows_overflow_bytes: __u64,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of periscope_dev_counters"][::core::mem::size_of::<periscope_dev_counters>() - 24usize];
+    ["Size of periscope_dev_counters"][::core::mem::size_of::<periscope_dev_counters>() - 40usize];
     ["Alignment of periscope_dev_counters"]
         [::core::mem::align_of::<periscope_dev_counters>() - 8usize];
     ["Offset of field: periscope_dev_counters::packets"]
@@ -187,6 +192,96 @@ const _: () = {
         [::core::mem::offset_of!(periscope_dev_counters, bytes) - 8usize];
     ["Offset of field: periscope_dev_counters::records_lost"]
         [::core::mem::offset_of!(periscope_dev_counters, records_lost) - 16usize];
+    ["Offset of field: periscope_dev_counters::flows_overflow_packets"]
+        [::core::mem::offset_of!(periscope_dev_counters, flows_overflow_packets) - 24usize];
+    ["Offset of field: periscope_dev_counters::flows_overflow_bytes"]
+        [::core::mem::offset_of!(periscope_dev_counters, flows_overflow_bytes) - 32usize];
+};
+#[doc = " Key of the per-CPU hash `periscope_flows`: one entry per namespace, device, direction,\n hook and 5-tuple. Packets that are not IPv4/IPv6 have ip_version 0 and zero addresses\n and ports (one entry per device, direction and hook for all of them), so that the flows\n of a device and its overflow counters add up to its counters. 56 bytes."]
+#[repr(C)]
+#[derive(
+    Debug, Default, Copy, Clone, Hash, PartialEq, Eq, bytemuck :: Pod, bytemuck :: Zeroable,
+)]
+pub struct periscope_flow_key {
+    pub netns_cookie: __u64,
+    pub netns_inode: __u32,
+    pub ifindex: __u32,
+    #[doc = " enum periscope_direction"]
+    pub direction: __u8,
+    #[doc = " enum periscope_hook"]
+    pub hook: __u8,
+    #[doc = " as in periscope_dev_key"]
+    pub l4_proto: __u8,
+    #[doc = " 4, 6, or 0: not IP"]
+    pub ip_version: __u8,
+    #[doc = " as in periscope_packet (ICMP: type)"]
+    pub sport: __u16,
+    #[doc = " as in periscope_packet (ICMP: code)"]
+    pub dport: __u16,
+    #[doc = " as in periscope_packet: IPv4 in the first 4 bytes"]
+    pub saddr: [__u8; 16usize],
+    pub daddr: [__u8; 16usize],
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of periscope_flow_key"][::core::mem::size_of::<periscope_flow_key>() - 56usize];
+    ["Alignment of periscope_flow_key"][::core::mem::align_of::<periscope_flow_key>() - 8usize];
+    ["Offset of field: periscope_flow_key::netns_cookie"]
+        [::core::mem::offset_of!(periscope_flow_key, netns_cookie) - 0usize];
+    ["Offset of field: periscope_flow_key::netns_inode"]
+        [::core::mem::offset_of!(periscope_flow_key, netns_inode) - 8usize];
+    ["Offset of field: periscope_flow_key::ifindex"]
+        [::core::mem::offset_of!(periscope_flow_key, ifindex) - 12usize];
+    ["Offset of field: periscope_flow_key::direction"]
+        [::core::mem::offset_of!(periscope_flow_key, direction) - 16usize];
+    ["Offset of field: periscope_flow_key::hook"]
+        [::core::mem::offset_of!(periscope_flow_key, hook) - 17usize];
+    ["Offset of field: periscope_flow_key::l4_proto"]
+        [::core::mem::offset_of!(periscope_flow_key, l4_proto) - 18usize];
+    ["Offset of field: periscope_flow_key::ip_version"]
+        [::core::mem::offset_of!(periscope_flow_key, ip_version) - 19usize];
+    ["Offset of field: periscope_flow_key::sport"]
+        [::core::mem::offset_of!(periscope_flow_key, sport) - 20usize];
+    ["Offset of field: periscope_flow_key::dport"]
+        [::core::mem::offset_of!(periscope_flow_key, dport) - 22usize];
+    ["Offset of field: periscope_flow_key::saddr"]
+        [::core::mem::offset_of!(periscope_flow_key, saddr) - 24usize];
+    ["Offset of field: periscope_flow_key::daddr"]
+        [::core::mem::offset_of!(periscope_flow_key, daddr) - 40usize];
+};
+#[doc = " Value of `periscope_flows` (one per CPU; user space sums them, and takes the earliest\n first_seen_ns and the latest last_seen_ns). 40 bytes."]
+#[repr(C)]
+#[derive(
+    Debug, Default, Copy, Clone, Hash, PartialEq, Eq, bytemuck :: Pod, bytemuck :: Zeroable,
+)]
+pub struct periscope_flow_value {
+    pub packets: __u64,
+    #[doc = " L2 frame length, as in periscope_dev_counters"]
+    pub bytes: __u64,
+    #[doc = " CLOCK_BOOTTIME of the entry's first packet on this CPU; 0: none"]
+    pub first_seen_ns: __u64,
+    #[doc = " CLOCK_BOOTTIME of its latest packet on this CPU"]
+    pub last_seen_ns: __u64,
+    #[doc = " every TCP flags byte seen, OR-ed"]
+    pub tcp_flags: __u8,
+    pub _pad: [__u8; 7usize],
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of periscope_flow_value"][::core::mem::size_of::<periscope_flow_value>() - 40usize];
+    ["Alignment of periscope_flow_value"][::core::mem::align_of::<periscope_flow_value>() - 8usize];
+    ["Offset of field: periscope_flow_value::packets"]
+        [::core::mem::offset_of!(periscope_flow_value, packets) - 0usize];
+    ["Offset of field: periscope_flow_value::bytes"]
+        [::core::mem::offset_of!(periscope_flow_value, bytes) - 8usize];
+    ["Offset of field: periscope_flow_value::first_seen_ns"]
+        [::core::mem::offset_of!(periscope_flow_value, first_seen_ns) - 16usize];
+    ["Offset of field: periscope_flow_value::last_seen_ns"]
+        [::core::mem::offset_of!(periscope_flow_value, last_seen_ns) - 24usize];
+    ["Offset of field: periscope_flow_value::tcp_flags"]
+        [::core::mem::offset_of!(periscope_flow_value, tcp_flags) - 32usize];
+    ["Offset of field: periscope_flow_value::_pad"]
+        [::core::mem::offset_of!(periscope_flow_value, _pad) - 33usize];
 };
 #[doc = " Value of the single-entry per-CPU array `periscope_stats`: losses that no\n device counter can hold. 16 bytes."]
 #[repr(C)]

@@ -18,8 +18,8 @@ pub mod records;
 pub use clock::BootClock;
 pub use records::{
     BurstConfig, BurstRecord, BurstStats, CgroupCountersRecord, CgroupKey, Config, DevCounters,
-    DevKey, DnsRecord, DropRecord, NetnsSlot, PacketRecord, Record, SocketConfig, SocketRecord,
-    SocketStats, Stats,
+    DevKey, DnsRecord, DropRecord, FlowKey, FlowValue, NetnsSlot, PacketRecord, Record,
+    SocketConfig, SocketRecord, SocketStats, Stats,
 };
 
 use aya::{Ebpf, EbpfLoader};
@@ -36,6 +36,9 @@ pub mod names {
     pub const EVENTS: &str = "periscope_events";
     /// Per-CPU hash [`DevKey`](super::DevKey) → [`DevCounters`](super::DevCounters).
     pub const COUNTERS: &str = "periscope_counters";
+    /// Per-CPU hash [`FlowKey`](super::FlowKey) → [`FlowValue`](super::FlowValue) (with
+    /// `PERISCOPE_CFG_FLOWS`).
+    pub const FLOWS: &str = "periscope_flows";
     /// Per-CPU array with one [`Stats`](super::Stats) at index 0.
     pub const STATS: &str = "periscope_stats";
     /// The `.rodata` global holding a [`Config`](super::Config).

@@ -15,6 +15,11 @@ pub type PacketRecord = periscope_packet;
 pub type DevKey = periscope_dev_key;
 /// `struct periscope_dev_counters`: value of `periscope_counters`, one per CPU.
 pub type DevCounters = periscope_dev_counters;
+/// `struct periscope_flow_key`: key of the per-CPU hash `periscope_flows` (one flow of one
+/// device, direction and hook).
+pub type FlowKey = periscope_flow_key;
+/// `struct periscope_flow_value`: value of `periscope_flows`, one per CPU.
+pub type FlowValue = periscope_flow_value;
 /// `struct periscope_stats`: value of the one-entry per-CPU array `periscope_stats`.
 pub type Stats = periscope_stats;
 /// `struct periscope_config`: the `.rodata` global `periscope_config`, set before load.
@@ -74,6 +79,8 @@ records!(
     PacketRecord,
     DevKey,
     DevCounters,
+    FlowKey,
+    FlowValue,
     Stats,
     Config,
     NetnsSlot,
@@ -95,6 +102,27 @@ impl DevCounters {
         self.packets += other.packets;
         self.bytes += other.bytes;
         self.records_lost += other.records_lost;
+        self.flows_overflow_packets += other.flows_overflow_packets;
+        self.flows_overflow_bytes += other.flows_overflow_bytes;
+    }
+}
+
+impl FlowValue {
+    /// Adds another CPU's value of the same flow: counts add up, the earliest first and the
+    /// latest last packet win (a CPU that saw none has `first_seen_ns` 0).
+    pub fn add(&mut self, other: &FlowValue) {
+        if other.packets == 0 && other.first_seen_ns == 0 {
+            return;
+        }
+        self.packets += other.packets;
+        self.bytes += other.bytes;
+        if self.first_seen_ns == 0
+            || (other.first_seen_ns != 0 && other.first_seen_ns < self.first_seen_ns)
+        {
+            self.first_seen_ns = other.first_seen_ns;
+        }
+        self.last_seen_ns = self.last_seen_ns.max(other.last_seen_ns);
+        self.tcp_flags |= other.tcp_flags;
     }
 }
 
@@ -133,5 +161,50 @@ mod tests {
         buf.extend_from_slice(&[0xaa; 8]);
         assert_eq!(PacketRecord::from_bytes(&buf[1..]), Some(rec));
         assert_eq!(PacketRecord::from_bytes(&buf[1..80]), None);
+    }
+
+    #[test]
+    fn flow_key_and_value_have_the_kernel_layout() {
+        // bindgen checks every offset at compile time; these are the sizes the C header's
+        // comments promise (and the per-entry memory docs/configuration.md counts with).
+        assert_eq!(size_of::<FlowKey>(), 56);
+        assert_eq!(size_of::<FlowValue>(), 40);
+        assert_eq!(size_of::<DevCounters>(), 40);
+        assert_eq!(std::mem::offset_of!(FlowKey, saddr), 24);
+        assert_eq!(std::mem::offset_of!(DevCounters, flows_overflow_bytes), 32);
+    }
+
+    #[test]
+    fn flow_values_of_several_cpus_merge() {
+        let a = FlowValue {
+            packets: 2,
+            bytes: 200,
+            first_seen_ns: 50,
+            last_seen_ns: 70,
+            tcp_flags: 0x02,
+            ..FlowValue::default()
+        };
+        let b = FlowValue {
+            packets: 1,
+            bytes: 60,
+            first_seen_ns: 40,
+            last_seen_ns: 60,
+            tcp_flags: 0x10,
+            ..FlowValue::default()
+        };
+        let mut sum = FlowValue::default();
+        for v in [a, FlowValue::default(), b] {
+            sum.add(&v);
+        }
+        assert_eq!(
+            (
+                sum.packets,
+                sum.bytes,
+                sum.first_seen_ns,
+                sum.last_seen_ns,
+                sum.tcp_flags
+            ),
+            (3, 260, 40, 70, 0x12)
+        );
     }
 }

@@ -1,0 +1,264 @@
+//! The bpf(2) commands the flow harvest needs and aya 0.14 does not offer: batched lookups
+//! of a whole per-CPU hash (`BPF_MAP_LOOKUP_BATCH`, kernel 5.6), falling back to one
+//! `BPF_MAP_GET_NEXT_KEY` + `BPF_MAP_LOOKUP_ELEM` per key where the batch command is not
+//! supported, and `BPF_MAP_LOOKUP_AND_DELETE_ELEM` (per-CPU hashes: 5.14) for evictions.
+//! Specific to `periscope_flows` (key [`FlowKey`], per-CPU value [`FlowValue`]).
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use crate::shared::ebpf::{FlowKey, FlowValue};
+
+/// The kernel's ENOTSUPP (not in libc): a command a map type does not implement.
+const ENOTSUPP: i32 = 524;
+
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
+const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
+const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+
+/// Entries asked for per batch call (a hash bucket larger than that is retried with more).
+const BATCH: usize = 4096;
+
+/// `union bpf_attr` for the element commands.
+#[repr(C)]
+#[derive(Default)]
+struct ElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value_or_next_key: u64,
+    flags: u64,
+}
+
+/// `union bpf_attr` for the batch commands.
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<()> {
+    // SAFETY: `attr` is a properly laid out, initialized `union bpf_attr` prefix of
+    // size_of::<T>() bytes; every pointer in it is to a live buffer of the size the command
+    // writes (checked by the callers).
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut T as *mut libc::c_void,
+            size_of::<T>() as libc::c_uint,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+fn possible_cpus() -> io::Result<usize> {
+    aya::util::nr_cpus().map_err(|(_, e)| e)
+}
+
+/// Reads whole tables, reusing its buffers.
+pub(super) struct TableReader {
+    cpus: usize,
+    keys: Vec<FlowKey>,
+    values: Vec<FlowValue>,
+    /// `Some(false)` once the kernel refused the batch command: per key from then on.
+    batch_works: Option<bool>,
+}
+
+impl TableReader {
+    pub(super) fn new() -> io::Result<TableReader> {
+        Ok(TableReader {
+            cpus: possible_cpus()?,
+            keys: Vec::new(),
+            values: Vec::new(),
+            batch_works: None,
+        })
+    }
+
+    /// Calls `f` with every entry of the table and its value summed over the CPUs; returns
+    /// whether batched lookups were used. `f` may delete the entry it is given.
+    pub(super) fn read_all(
+        &mut self,
+        map: BorrowedFd<'_>,
+        f: &mut dyn FnMut(&FlowKey, &FlowValue),
+    ) -> io::Result<bool> {
+        if self.batch_works != Some(false) {
+            match self.read_batched(map, f) {
+                Ok(()) => {
+                    self.batch_works = Some(true);
+                    return Ok(true);
+                }
+                Err(e)
+                    if self.batch_works.is_none()
+                        && matches!(
+                            e.raw_os_error(),
+                            Some(libc::EINVAL | libc::EOPNOTSUPP | libc::ENOSYS | ENOTSUPP)
+                        ) =>
+                {
+                    tracing::info!("BPF_MAP_LOOKUP_BATCH unsupported ({e}): reading flows per key");
+                    self.batch_works = Some(false);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.read_per_key(map, f)?;
+        Ok(false)
+    }
+
+    fn read_batched(
+        &mut self,
+        map: BorrowedFd<'_>,
+        f: &mut dyn FnMut(&FlowKey, &FlowValue),
+    ) -> io::Result<()> {
+        let mut capacity = BATCH;
+        let mut token: u32 = 0;
+        let mut first = true;
+        loop {
+            self.keys.resize(capacity, FlowKey::default());
+            self.values
+                .resize(capacity * self.cpus, FlowValue::default());
+            let mut next: u32 = 0;
+            let mut attr = BatchAttr {
+                in_batch: if first {
+                    0
+                } else {
+                    &token as *const u32 as u64
+                },
+                out_batch: &mut next as *mut u32 as u64,
+                keys: self.keys.as_mut_ptr() as u64,
+                values: self.values.as_mut_ptr() as u64,
+                count: capacity as u32,
+                map_fd: map.as_raw_fd() as u32,
+                ..BatchAttr::default()
+            };
+            let r = bpf(BPF_MAP_LOOKUP_BATCH, &mut attr);
+            let done = match r {
+                Ok(()) => false,
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => true,
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && attr.count == 0 => {
+                    // One bucket holds more entries than fit: ask for more.
+                    capacity *= 2;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let n = (attr.count as usize).min(capacity);
+            for i in 0..n {
+                let value = sum(&self.values[i * self.cpus..(i + 1) * self.cpus]);
+                f(&self.keys[i], &value);
+            }
+            if done {
+                return Ok(());
+            }
+            token = next;
+            first = false;
+        }
+    }
+
+    fn read_per_key(
+        &mut self,
+        map: BorrowedFd<'_>,
+        f: &mut dyn FnMut(&FlowKey, &FlowValue),
+    ) -> io::Result<()> {
+        // Keys first (a deletion by `f` must not end the walk early), then their values.
+        let mut keys = std::mem::take(&mut self.keys);
+        keys.clear();
+        let mut key: Option<FlowKey> = None;
+        loop {
+            let mut next = FlowKey::default();
+            let mut attr = ElemAttr {
+                map_fd: map.as_raw_fd() as u32,
+                key: key.as_ref().map_or(0, |k| k as *const FlowKey as u64),
+                value_or_next_key: &mut next as *mut FlowKey as u64,
+                ..ElemAttr::default()
+            };
+            match bpf(BPF_MAP_GET_NEXT_KEY, &mut attr) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => break,
+                Err(e) => return Err(e),
+            }
+            keys.push(next);
+            key = Some(next);
+        }
+        self.values.resize(self.cpus, FlowValue::default());
+        for k in &keys {
+            let mut attr = ElemAttr {
+                map_fd: map.as_raw_fd() as u32,
+                key: k as *const FlowKey as u64,
+                value_or_next_key: self.values.as_mut_ptr() as u64,
+                ..ElemAttr::default()
+            };
+            match bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) {
+                Ok(()) => f(k, &sum(&self.values[..self.cpus])),
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.keys = keys;
+        Ok(())
+    }
+}
+
+fn sum(per_cpu: &[FlowValue]) -> FlowValue {
+    let mut total = FlowValue::default();
+    per_cpu.iter().for_each(|v| total.add(v));
+    total
+}
+
+/// Deletes an entry and returns its last values (summed), `None` if it was gone already.
+/// Kernels without lookup-and-delete for per-CPU hashes (before 5.14) get a plain delete,
+/// and `read` (the values read before) is returned. `Err`: the entry is still there.
+pub(super) fn lookup_and_delete(
+    map: BorrowedFd<'_>,
+    key: &FlowKey,
+    read: &FlowValue,
+) -> io::Result<Option<FlowValue>> {
+    let cpus = possible_cpus()?;
+    let mut values = vec![FlowValue::default(); cpus];
+    let mut attr = ElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        key: key as *const FlowKey as u64,
+        value_or_next_key: values.as_mut_ptr() as u64,
+        ..ElemAttr::default()
+    };
+    match bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM, &mut attr) {
+        Ok(()) => Ok(Some(sum(&values))),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EINVAL | libc::EOPNOTSUPP | ENOTSUPP)
+            ) =>
+        {
+            delete(map, key)?;
+            Ok(Some(*read))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Deletes an entry (gone already is fine).
+pub(super) fn delete(map: BorrowedFd<'_>, key: &FlowKey) -> io::Result<()> {
+    let mut attr = ElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        key: key as *const FlowKey as u64,
+        ..ElemAttr::default()
+    };
+    match bpf(BPF_MAP_DELETE_ELEM, &mut attr) {
+        Err(e) if e.raw_os_error() != Some(libc::ENOENT) => Err(e),
+        _ => Ok(()),
+    }
+}

@@ -59,6 +59,8 @@ struct Family {
 #[derive(Debug)]
 pub struct Store {
     families: BTreeMap<String, Family>,
+    /// Label names of attribute keys, sanitized once per key.
+    label_names: LabelNames,
     /// `target_info` label sets, keyed by the same labels.
     targets: BTreeMap<Labels, Instant>,
     series: usize,
@@ -119,6 +121,68 @@ fn add_attributes(labels: &mut BTreeMap<String, Vec<(String, String)>>, attrs: &
             .or_default()
             .push((kv.key.to_string(), kv.value.to_string()));
     }
+}
+
+/// Label names by attribute key. A batch repeats a handful of keys on every point: sanitizing
+/// each anew (a `String` per attribute of every point) was the largest part of the exporter's
+/// CPU with ~900 series (`perf`, `bench-scale` idle).
+#[derive(Debug, Default)]
+struct LabelNames(std::collections::HashMap<String, String>);
+
+/// Keys kept at most (attribute keys are few; a flood of distinct ones is sanitized each time).
+const LABEL_NAMES_KEPT: usize = 4096;
+
+impl LabelNames {
+    fn get(&mut self, key: &str) -> String {
+        if let Some(n) = self.0.get(key) {
+            return n.clone();
+        }
+        let n = sanitize_label_name(key);
+        if self.0.len() < LABEL_NAMES_KEPT {
+            self.0.insert(key.to_string(), n.clone());
+        }
+        n
+    }
+}
+
+/// A point's labels, as `add_attributes` and `finish` make them from `base`, the scope's
+/// labels (replacing base labels of the same name) and `attrs`, without a map per point:
+/// sorted by name; values of keys that sanitize to one name joined with `;` in key order.
+fn point_labels(
+    names: &mut LabelNames,
+    base: &[(String, Vec<(String, String)>)],
+    scope: &[(String, String)],
+    attrs: &Attributes,
+) -> Labels {
+    let mut parts: Vec<(String, std::borrow::Cow<'static, str>, String)> =
+        Vec::with_capacity(base.len() + scope.len() + attrs.len());
+    for (name, values) in base {
+        if scope.iter().any(|(s, _)| s == name) {
+            continue;
+        }
+        for (k, v) in values {
+            parts.push((name.clone(), k.clone().into(), v.clone()));
+        }
+    }
+    for (name, v) in scope {
+        parts.push((name.clone(), "".into(), v.clone()));
+    }
+    for kv in attrs {
+        parts.push((names.get(&kv.key), kv.key.clone(), kv.value.to_string()));
+    }
+    // Stable: equal keys keep their order, as `finish` keeps it.
+    parts.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    let mut out: Labels = Vec::with_capacity(parts.len());
+    for (name, _, v) in parts {
+        match out.last_mut() {
+            Some((n, joined)) if *n == name => {
+                joined.push(';');
+                joined.push_str(&v);
+            }
+            _ => out.push((name, v)),
+        }
+    }
+    out
 }
 
 fn finish(labels: BTreeMap<String, Vec<(String, String)>>) -> Labels {
@@ -183,6 +247,7 @@ impl Store {
     pub fn new(limit: usize, expire_after: Duration) -> Self {
         Store {
             families: BTreeMap::new(),
+            label_names: LabelNames::default(),
             targets: BTreeMap::new(),
             series: 0,
             limit,
@@ -242,14 +307,9 @@ impl Store {
             // Cumulative sums and histograms come at every interval; gauges and deltas only
             // when there is something to say.
             let regular = !delta && !matches!(m.data, MetricData::Gauge { .. });
+            let names = &mut self.label_names;
             let mut put = |attrs: &Attributes, time_ns: u64, value: Value, series: &mut usize| {
-                let mut labels: BTreeMap<String, Vec<(String, String)>> =
-                    base.iter().cloned().collect();
-                for (k, v) in &scope_labels {
-                    labels.insert(k.clone(), vec![(String::new(), v.clone())]);
-                }
-                add_attributes(&mut labels, attrs);
-                let labels = finish(labels);
+                let labels = point_labels(names, &base, &scope_labels, attrs);
                 match family.series.get_mut(&labels) {
                     Some(s) => {
                         s.value = if delta { add(&s.value, value) } else { value };

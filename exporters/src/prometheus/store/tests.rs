@@ -157,3 +157,53 @@ fn deltas_gauges_and_series_of_unknown_cadence_wait_for_expire_after() {
     s.expire_at(t0 + Duration::from_secs(301));
     assert_eq!(s.series(), 0);
 }
+
+#[test]
+fn point_labels_are_those_of_a_map_per_point() {
+    let base = vec![
+        (
+            "job".to_string(),
+            vec![(String::new(), "ns/periscope".to_string())],
+        ),
+        (
+            "instance".to_string(),
+            vec![(String::new(), "node-1".to_string())],
+        ),
+    ];
+    let scopes = [
+        vec![("otel_scope_name".to_string(), "flow".to_string())],
+        vec![("job".to_string(), "replaced".to_string())],
+        vec![],
+    ];
+    let attrs: Vec<Attributes> = vec![
+        vec![],
+        vec![KeyValue::new("network.transport", "tcp")],
+        // Keys that sanitize alike, in both orders, and one that sorts first.
+        vec![
+            KeyValue::new("a.b", "1"),
+            KeyValue::new("a_b", "2"),
+            KeyValue::new("0x", "3"),
+        ],
+        vec![KeyValue::new("a_b", "2"), KeyValue::new("a.b", "1")],
+        vec![KeyValue::new("job", "attr"), KeyValue::new("_x", "4")],
+    ];
+    let mut names = LabelNames::default();
+    for scope in &scopes {
+        for a in &attrs {
+            let mut map: BTreeMap<String, Vec<(String, String)>> = base.iter().cloned().collect();
+            for (k, v) in scope {
+                map.insert(k.clone(), vec![(String::new(), v.clone())]);
+            }
+            add_attributes(&mut map, a);
+            let want = finish(map);
+            // Twice: sanitized names come from the cache the second time.
+            for _ in 0..2 {
+                assert_eq!(
+                    point_labels(&mut names, &base, scope, a),
+                    want,
+                    "{scope:?} {a:?}"
+                );
+            }
+        }
+    }
+}

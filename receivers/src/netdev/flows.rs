@@ -31,7 +31,6 @@ use periscope_pipeline::model::{
     DeviceRef, Direction, FlowCounters, NetnsId, NetworkType, Transport,
 };
 
-use super::attach::{now_unix_ns, Attacher};
 use super::decode::{device, direction};
 use super::flow_syscalls::{self as sys, TableReader};
 use crate::shared::ebpf::{BootClock, FlowKey, FlowValue};
@@ -258,30 +257,6 @@ impl FlowHarvester {
         }
         self.tracked
             .retain(|id, _| !(id.device.ifindex == ifindex && id.device.netns == netns));
-    }
-}
-
-impl Attacher {
-    /// The flows (kernel flow tables) whose totals changed since the last call, and the last
-    /// points of those that ended (idle), over every namespace; not of departing devices
-    /// (their last points went out with their removal, [`Attacher::take_last_flows`]).
-    pub fn read_flows(&mut self) -> Vec<FlowCounters> {
-        self.settle();
-        let now = now_unix_ns();
-        let mut out = Vec::new();
-        self.reader.flows(&self.clock, now, &mut out);
-        // Namespaces and devices that went away sent their last points already.
-        let (held, defunct) = (&self.namespaces, &self.defunct);
-        out.retain(|f| {
-            held.contains_key(&f.device.netns)
-                && !defunct.is_releasing(f.device.netns, f.device.ifindex)
-        });
-        out
-    }
-
-    /// The last points of the flows of devices and namespaces removed since the last call.
-    pub fn take_last_flows(&mut self) -> Vec<FlowCounters> {
-        std::mem::take(&mut self.last_flows)
     }
 }
 

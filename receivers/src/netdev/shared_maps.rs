@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use aya::maps::{Map, MapData};
 use aya::EbpfLoader;
 
-use super::instance::chain;
 use crate::shared::ebpf::names;
 use crate::shared::kernel;
 
@@ -83,7 +82,7 @@ impl SharedMaps {
     pub(super) fn open(&self, name: &str) -> anyhow::Result<Map> {
         let path = self.dir.join(name);
         let data = MapData::from_pin(&path)
-            .map_err(|e| anyhow::anyhow!("opening {}: {}", path.display(), chain(&e)))?;
+            .map_err(|e| anyhow::Error::new(e).context(format!("opening {}", path.display())))?;
         Ok(Map::from_map_data(data)?)
     }
 

@@ -152,15 +152,8 @@ pub fn decode_packet(bytes: &[u8], clock: &BootClock) -> Result<PacketEvent, Dec
             IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         ),
     };
-    let transport = match network {
-        NetworkType::Other => Transport::Other,
-        _ => Transport::from_ip_protocol(rec.l4_proto),
-    };
-    // The record reuses the port fields for ICMP type and code; events carry ports only.
-    let (src_port, dst_port) = match transport {
-        Transport::Tcp | Transport::Udp => (rec.sport, rec.dport),
-        _ => (0, 0),
-    };
+    let (transport, src_port, dst_port) =
+        transport_and_ports(network, rec.l4_proto, rec.sport, rec.dport);
     Ok(PacketEvent {
         timestamp_ns: clock.to_unix_ns(rec.ts_boot_ns),
         device: device(rec.netns_inode, rec.netns_cookie, rec.ifindex),
@@ -244,6 +237,24 @@ pub(super) fn direction(byte: u8) -> Option<Direction> {
 
 fn ipv4(addr: &[u8; 16]) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]))
+}
+
+/// The transport of an IP protocol (`Other` off IP) and its ports: those of TCP and UDP only
+/// (the kernel's records and flow keys reuse the port fields for ICMP type and code).
+pub(super) fn transport_and_ports(
+    network: NetworkType,
+    l4_proto: u8,
+    sport: u16,
+    dport: u16,
+) -> (Transport, u16, u16) {
+    let transport = match network {
+        NetworkType::Other => Transport::Other,
+        _ => Transport::from_ip_protocol(l4_proto),
+    };
+    match transport {
+        Transport::Tcp | Transport::Udp => (transport, sport, dport),
+        _ => (transport, 0, 0),
+    }
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ use periscope_pipeline::model::{
     DeviceRef, Direction, FlowCounters, NetnsId, NetworkType, Transport,
 };
 
-use super::decode::{device, direction};
+use super::decode::{device, direction, transport_and_ports};
 use super::flow_syscalls::{self as sys, TableReader};
 use crate::shared::ebpf::{BootClock, FlowKey, FlowValue};
 
@@ -63,14 +63,8 @@ impl FlowId {
             ),
             _ => (NetworkType::Other, unspecified, unspecified),
         };
-        let transport = match network {
-            NetworkType::Other => Transport::Other,
-            _ => Transport::from_ip_protocol(key.l4_proto),
-        };
-        let (src_port, dst_port) = match transport {
-            Transport::Tcp | Transport::Udp => (key.sport, key.dport),
-            _ => (0, 0),
-        };
+        let (transport, src_port, dst_port) =
+            transport_and_ports(network, key.l4_proto, key.sport, key.dport);
         Some(FlowId {
             device: device(key.netns_inode, key.netns_cookie, key.ifindex),
             direction,
@@ -214,10 +208,15 @@ impl FlowHarvester {
         now_unix_ns: u64,
         out: &mut Vec<FlowCounters>,
     ) {
-        let ours = |inode: u32, i: u32| inode == netns.inode && ifindex.is_none_or(|x| x == i);
+        // By cookie: an inode comes back with later namespaces.
+        let ours = |n: NetnsId, i: u32| n == netns && ifindex.is_none_or(|x| x == i);
         let mut live: HashMap<FlowId, FlowValue> = HashMap::new();
         let read = self.reader.read_all(map, &mut |key, value| {
-            if !ours(key.netns_inode, key.ifindex) {
+            let n = NetnsId {
+                inode: key.netns_inode,
+                cookie: key.netns_cookie,
+            };
+            if !ours(n, key.ifindex) {
                 return;
             }
             if let Some(id) = FlowId::of(key) {
@@ -237,7 +236,7 @@ impl FlowHarvester {
             out.push(point(&id, &total, clock, now_unix_ns, true));
         }
         self.tracked
-            .retain(|id, _| !ours(id.device.netns.inode, id.device.ifindex));
+            .retain(|id, _| !ours(id.device.netns, id.device.ifindex));
     }
 
     /// Deletes a device's entries from the table and what user space kept of them (an
@@ -245,7 +244,10 @@ impl FlowHarvester {
     pub(super) fn forget_device(&mut self, map: BorrowedFd<'_>, netns: NetnsId, ifindex: u32) {
         let mut keys = Vec::new();
         let read = self.reader.read_all(map, &mut |key, _| {
-            if key.ifindex == ifindex && key.netns_inode == netns.inode {
+            if key.ifindex == ifindex
+                && key.netns_inode == netns.inode
+                && key.netns_cookie == netns.cookie
+            {
                 keys.push(*key);
             }
         });

@@ -89,8 +89,10 @@ static __always_inline struct periscope_socket *reserve_socket(__u8 event, __u8 
 
 static __always_inline void submit_socket(struct periscope_socket *r)
 {
-	/* No wake-up per record: the reader polls on a timer (see packet.bpf.c). */
-	bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP);
+	/* The kernel's adaptive wake-up: only a record written while the reader had caught up
+	 * wakes it (once; it then reads in batches every poll_interval), so an idle reader
+	 * sleeps instead of polling and a first record is read at once. */
+	bpf_ringbuf_submit(r, 0);
 }
 
 /* Addresses, ports, namespace and cgroup of a socket. */

@@ -254,7 +254,7 @@ int BPF_PROG(periscope_kfree_skb, struct sk_buff *skb, void *location, enum skb_
 			r->dport = bpf_ntohs(ports[1]);
 		}
 	}
-	bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP);
+	bpf_ringbuf_submit(r, 0); /* adaptive wake-up, as submit_socket */
 	return 0;
 }
 

@@ -79,23 +79,35 @@ pub fn bounded(capacity: usize) -> (Sender<Payload>, Receiver<Payload>) {
 
 /// Raised when the agent shuts down; receivers check it between batches.
 #[derive(Clone, Debug, Default)]
-pub struct StopSignal(Arc<AtomicBool>);
+pub struct StopSignal(Arc<StopInner>);
+
+#[derive(Debug, Default)]
+struct StopInner {
+    raised: AtomicBool,
+    /// Sleepers wait on this, so that an idle receiver wakes only when its time comes or
+    /// the signal is raised (not every few ms to look).
+    lock: std::sync::Mutex<()>,
+    wake: std::sync::Condvar,
+}
 
 impl StopSignal {
     /// Asks every receiver holding a clone to stop.
     pub fn raise(&self) {
-        self.0.store(true, Ordering::Release);
+        self.0.raised.store(true, Ordering::Release);
+        let _guard = self.0.lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.0.wake.notify_all();
     }
 
     /// Whether [`StopSignal::raise`] was called.
     pub fn is_raised(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        self.0.raised.load(Ordering::Acquire)
     }
 
-    /// Sleeps up to `d`, waking early (in ≤ 50 ms steps) when the signal is raised. Returns
-    /// true if it was raised.
+    /// Sleeps up to `d`, waking at once when the signal is raised. Returns true if it was
+    /// raised.
     pub fn sleep(&self, d: Duration) -> bool {
         let deadline = std::time::Instant::now() + d;
+        let mut guard = self.0.lock.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             if self.is_raised() {
                 return true;
@@ -104,7 +116,10 @@ impl StopSignal {
             if now >= deadline {
                 return false;
             }
-            std::thread::sleep((deadline - now).min(Duration::from_millis(50)));
+            guard = match self.0.wake.wait_timeout(guard, deadline - now) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
         }
     }
 }

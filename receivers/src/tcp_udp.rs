@@ -73,7 +73,8 @@ pub struct TcpUdpConfig {
     /// Ring buffer size in bytes: a power of two from 4096 (default 4194304).
     #[serde(default = "default_ring_buffer_size")]
     pub ring_buffer_size: u32,
-    /// How often the ring buffer is read (default 50ms).
+    /// While records come, how often the ring buffer is read (in batches); an idle ring
+    /// wakes the reader on its first record instead (default 50ms).
     #[serde(default = "default_poll_interval")]
     pub poll_interval: PositiveDuration,
 }

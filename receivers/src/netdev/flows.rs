@@ -1,6 +1,6 @@
 //! Harvesting the kernel's flow table (`periscope_flows`, `ebpf/packet_flow.h`): every
 //! `counters_interval` the whole per-CPU hash is read with batched lookups
-//! (`BPF_MAP_LOOKUP_BATCH`, see [`super::flow_syscalls`]), each entry's CPUs are summed, and
+//! (`BPF_MAP_LOOKUP_BATCH`, see [`super::table_syscalls`]), each entry's CPUs are summed, and
 //! every flow whose totals changed becomes a [`FlowCounters`] event with its cumulative totals.
 //!
 //! The table may hold the flows of many namespaces (the namespace is in every key): one
@@ -32,7 +32,7 @@ use periscope_pipeline::model::{
 };
 
 use super::decode::{device, direction, transport_and_ports};
-use super::flow_syscalls::{self as sys, TableReader};
+use super::table_syscalls::{self as sys, TableReader};
 use crate::shared::ebpf::{BootClock, FlowKey, FlowValue};
 
 /// What identifies a flow downstream: the key of a [`FlowCounters`] event.
@@ -127,7 +127,7 @@ pub struct HarvestStats {
 pub(super) struct FlowHarvester {
     tracked: HashMap<FlowId, Tracked>,
     idle_timeout_ns: u64,
-    reader: TableReader,
+    reader: TableReader<FlowKey, FlowValue>,
 }
 
 impl FlowHarvester {

@@ -16,7 +16,7 @@
 //! and per receiver the maps every instance shares (`shared_maps.rs`: one ring buffer, one
 //! counters table, one flow table, keyed by namespace), read by one reader (`read.rs`, records
 //! decoded by `decode.rs`; the flow table harvested by `flows.rs` with the bpf(2) batch
-//! commands of `flow_syscalls.rs`), for every namespace, one namespace or one device, so that
+//! commands of `table_syscalls.rs`), for every namespace, one namespace or one device, so that
 //! last counters can be read when either goes away (`detach.rs`: the order of a departure).
 
 mod attach;
@@ -24,7 +24,6 @@ mod bursts;
 mod decode;
 mod defunct;
 mod detach;
-mod flow_syscalls;
 mod flows;
 mod instance;
 mod link;
@@ -35,6 +34,7 @@ mod read;
 mod receiver;
 mod shared_maps;
 mod state;
+mod table_syscalls;
 mod telemetry;
 
 pub use attach::{AttachOptions, AttachStats, Attacher, DeviceOutcome};

@@ -5,7 +5,9 @@
 
 use std::collections::HashMap;
 
-use aya::maps::{Map, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
+use std::os::fd::AsFd;
+
+use aya::maps::{Map, MapData, PerCpuArray, RingBuf};
 use aya::Pod;
 
 use periscope_pipeline::model::{
@@ -16,6 +18,7 @@ use periscope_pipeline::DnsTable;
 use super::decode::{decode_burst, decode_dns, decode_packet, device, direction, is_dns_record};
 use super::flows::{FlowHarvester, FlowOptions};
 use super::shared_maps::SharedMaps;
+use super::table_syscalls::{self as sys, TableReader};
 use crate::shared::ebpf::records::PERISCOPE_RECORD_BURST;
 use crate::shared::ebpf::{names, BootClock, BurstStats, DevCounters, DevKey, Stats};
 
@@ -58,7 +61,10 @@ type DeliveredKey = (NetnsId, u32, Direction, Transport);
 /// The shared maps user space reads, and what it read so far.
 pub(super) struct Reader {
     ring: RingBuf<MapData>,
-    counters: PerCpuHashMap<MapData, DevKey, DevCounters>,
+    /// `periscope_counters` (a per-CPU hash of [`DevKey`] → [`DevCounters`]), read whole with
+    /// batched lookups.
+    counters: MapData,
+    table: TableReader<DevKey, DevCounters>,
     stats: PerCpuArray<MapData, Stats>,
     burst_stats: PerCpuArray<MapData, BurstStats>,
     /// Losses (`periscope_stats.records_lost`) read last time.
@@ -77,7 +83,11 @@ impl Reader {
     pub(super) fn new(maps: &SharedMaps) -> anyhow::Result<Reader> {
         Ok(Reader {
             ring: RingBuf::try_from(maps.open(names::EVENTS)?)?,
-            counters: PerCpuHashMap::try_from(maps.open(names::COUNTERS)?)?,
+            counters: match maps.open(names::COUNTERS)? {
+                Map::PerCpuHashMap(m) => m,
+                _ => anyhow::bail!("periscope_counters is not a per-CPU hash"),
+            },
+            table: TableReader::new()?,
             stats: PerCpuArray::try_from(maps.open(names::STATS)?)?,
             burst_stats: PerCpuArray::try_from(maps.open(names::BURST_STATS)?)?,
             lost_seen: 0,
@@ -106,7 +116,6 @@ impl Reader {
     /// (idle, evicted).
     pub(super) fn flows(&mut self, clock: &BootClock, now: u64, out: &mut Vec<FlowCounters>) {
         if let Some((map, harvester)) = &mut self.flows {
-            use std::os::fd::AsFd;
             harvester.harvest(map.fd().as_fd(), clock, now, out);
         }
     }
@@ -121,7 +130,6 @@ impl Reader {
         out: &mut Vec<FlowCounters>,
     ) {
         if let Some((map, harvester)) = &mut self.flows {
-            use std::os::fd::AsFd;
             harvester.last_of(map.fd().as_fd(), netns, ifindex, clock, now, out);
         }
     }
@@ -192,37 +200,41 @@ impl Reader {
 
     /// Exact totals per device, direction and transport of the namespaces and devices in
     /// `scope`, stamped `now`, sorted by namespace, device, direction and transport.
-    pub(super) fn counters(&self, now: u64, scope: Scope<'_>) -> Vec<DeviceCounters> {
+    pub(super) fn counters(&mut self, now: u64, scope: Scope<'_>) -> Vec<DeviceCounters> {
         let mut agg: HashMap<DeliveredKey, DeviceCounters> = HashMap::new();
-        for kv in self.counters.iter() {
-            let Ok((key, per_cpu)) = kv else { continue };
-            let netns = NetnsId {
-                inode: key.netns_inode,
-                cookie: key.netns_cookie,
-            };
-            if !scope.takes(netns, key.ifindex) {
-                continue;
-            }
-            let c = sum(&per_cpu, |a, b| a.add(b));
-            let Some(direction) = direction(key.direction) else {
-                continue;
-            };
-            let transport = Transport::from_ip_protocol(key.l4_proto);
-            let e = agg
-                .entry((netns, key.ifindex, direction, transport))
-                .or_insert_with(|| DeviceCounters {
-                    timestamp_ns: now,
-                    device: device(key.netns_inode, key.netns_cookie, key.ifindex),
-                    direction,
-                    transport,
-                    ..DeviceCounters::default()
-                });
-            e.packets += c.packets;
-            e.bytes += c.bytes;
-            e.records_lost += c.records_lost;
-            e.flows = self.flows.is_some();
-            e.flows_overflow_packets += c.flows_overflow_packets;
-            e.flows_overflow_bytes += c.flows_overflow_bytes;
+        let flows = self.flows.is_some();
+        let read = self
+            .table
+            .read_all(self.counters.fd().as_fd(), &mut |key, c| {
+                let netns = NetnsId {
+                    inode: key.netns_inode,
+                    cookie: key.netns_cookie,
+                };
+                if !scope.takes(netns, key.ifindex) {
+                    return;
+                }
+                let Some(direction) = direction(key.direction) else {
+                    return;
+                };
+                let transport = Transport::from_ip_protocol(key.l4_proto);
+                let e = agg
+                    .entry((netns, key.ifindex, direction, transport))
+                    .or_insert_with(|| DeviceCounters {
+                        timestamp_ns: now,
+                        device: device(key.netns_inode, key.netns_cookie, key.ifindex),
+                        direction,
+                        transport,
+                        ..DeviceCounters::default()
+                    });
+                e.packets += c.packets;
+                e.bytes += c.bytes;
+                e.records_lost += c.records_lost;
+                e.flows = flows;
+                e.flows_overflow_packets += c.flows_overflow_packets;
+                e.flows_overflow_bytes += c.flows_overflow_bytes;
+            });
+        if let Err(e) = read {
+            tracing::warn!("reading periscope_counters: {e}");
         }
         for (key, c) in agg.iter_mut() {
             c.records_delivered = self.delivered.get(key).copied().unwrap_or(0);
@@ -243,18 +255,21 @@ impl Reader {
     /// the kernel's map, with what was counted of their records here (an ifindex may be
     /// reused by a later device): read them first.
     pub(super) fn forget(&mut self, gone: impl Fn(NetnsId, u32) -> bool) {
-        let keys: Vec<DevKey> = self
-            .counters
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| {
+        let mut keys: Vec<DevKey> = Vec::new();
+        let read = self
+            .table
+            .read_all(self.counters.fd().as_fd(), &mut |k, _| {
                 let n = NetnsId {
                     inode: k.netns_inode,
                     cookie: k.netns_cookie,
                 };
-                gone(n, k.ifindex)
-            })
-            .collect();
+                if gone(n, k.ifindex) {
+                    keys.push(*k);
+                }
+            });
+        if let Err(e) = read {
+            tracing::warn!("reading periscope_counters: {e}");
+        }
         let mut devices: Vec<(NetnsId, u32)> = keys
             .iter()
             .map(|k| {
@@ -265,15 +280,15 @@ impl Reader {
                 (n, k.ifindex)
             })
             .collect();
+        devices.sort_unstable_by_key(|(n, i)| (n.cookie, n.inode, *i));
         devices.dedup();
-        for k in keys {
-            let _ = self.counters.remove(&k);
+        for k in &keys {
+            let _ = sys::delete(self.counters.fd().as_fd(), k);
         }
         self.delivered.retain(|(n, i, _, _), _| !gone(*n, *i));
         // Every packet a flow counts is in its device's counters too: their keys name every
         // device with flows.
         if let Some((map, harvester)) = &mut self.flows {
-            use std::os::fd::AsFd;
             for (netns, ifindex) in devices {
                 harvester.forget_device(map.fd().as_fd(), netns, ifindex);
             }

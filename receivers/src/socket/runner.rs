@@ -1,7 +1,9 @@
-//! The run loop of the socket receivers: drain the ring buffer every `poll_interval`, read
-//! the cgroup counters every `counters_interval`, report ring-buffer losses as drops.
+//! The run loop of the socket receivers: drain the ring buffer when it has records (at most
+//! every `poll_interval`, so that a busy ring is read in batches; an idle one wakes nobody),
+//! read the cgroup counters every `counters_interval`, report ring-buffer losses as drops.
 
 use std::fs::File;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf};
@@ -113,9 +115,10 @@ impl Receiver for SocketReceiver {
         };
         let mut batch = output.new_batch();
         let mut next_counters = Instant::now() + opts.counters_interval;
+        let ring_fd = maps.ring.as_ref().map(|r| r.as_raw_fd());
         loop {
             let stopping = stop.is_raised();
-            drain(&opts, &mut maps, &reasons, &mut st, output, &mut batch);
+            let drained = drain(&opts, &mut maps, &reasons, &mut st, output, &mut batch);
             if Instant::now() >= next_counters || stopping {
                 read_counters(&opts, &mut maps, &mut st, output, &mut batch);
                 next_counters = Instant::now() + opts.counters_interval;
@@ -123,7 +126,17 @@ impl Receiver for SocketReceiver {
             if stopping {
                 break;
             }
-            stop.sleep(opts.poll_interval);
+            let until_counters = next_counters.saturating_duration_since(Instant::now());
+            match ring_fd {
+                // Records came: let more gather before the next drain.
+                Some(_) if drained > 0 => {
+                    stop.sleep(opts.poll_interval.min(until_counters));
+                }
+                Some(fd) => wait_readable(fd, until_counters.min(STOP_CHECK)),
+                None => {
+                    stop.sleep(until_counters);
+                }
+            }
         }
         if !batch.is_empty() {
             output.send(batch);
@@ -141,6 +154,26 @@ fn push(output: &mut EventOutput, batch: &mut EventBatch, event: Event) {
     }
 }
 
+/// How long an idle receiver waits for records before it looks at the stop signal again.
+const STOP_CHECK: Duration = Duration::from_millis(250);
+
+/// Waits until the ring buffer has records (the kernel wakes its epoll/poll waiters on
+/// submit when the reader has caught up) or `timeout` passes.
+fn wait_readable(fd: RawFd, timeout: Duration) {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // Rounded up: a 0 ms timeout just before the deadline would spin.
+    let ms = (timeout + Duration::from_micros(999))
+        .as_millis()
+        .min(i32::MAX as u128) as i32;
+    // SAFETY: one valid pollfd; an error (EINTR) just ends the wait early.
+    unsafe { libc::poll(&mut pfd, 1, ms) };
+}
+
+/// Reads every record in the ring buffer; returns how many there were.
 fn drain(
     opts: &SocketReceiverOptions,
     maps: &mut SocketMaps,
@@ -148,15 +181,17 @@ fn drain(
     st: &mut LoopState,
     output: &mut EventOutput,
     batch: &mut EventBatch,
-) {
+) -> usize {
     let Some(ring) = maps.ring.as_mut() else {
-        return;
+        return 0;
     };
+    let mut n = 0;
     if st.clock_at.elapsed() > Duration::from_secs(5) {
         st.clock = BootClock::now();
         st.clock_at = Instant::now();
     }
     while let Some(item) = ring.next() {
+        n += 1;
         match decode_record(&item, &st.clock, reasons) {
             Ok(Record::Socket(e)) => push(output, batch, Event::Socket(e)),
             Ok(Record::Drop(d)) => push(output, batch, Event::Drop(d)),
@@ -173,6 +208,7 @@ fn drain(
         let fresh = output.new_batch();
         output.send(std::mem::replace(batch, fresh));
     }
+    n
 }
 
 /// How much a kernel total grew since it was last `seen` (which becomes `total`).

@@ -22,6 +22,16 @@ pub(super) fn epoll_add(epoll: &OwnedFd, fd: RawFd, events: u32, token: u64) -> 
     Ok(())
 }
 
+/// Arms `fd` (added with `EPOLLONESHOT`) in `epoll` again.
+pub(super) fn epoll_rearm(epoll: &OwnedFd, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
+    let mut ev = libc::epoll_event { events, u64: token };
+    // SAFETY: both fds are open; `ev` is valid for the call.
+    if unsafe { libc::epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_MOD, fd, &mut ev) } != 0 {
+        return Err(ctx(io::Error::last_os_error(), "epoll_ctl(MOD)"));
+    }
+    Ok(())
+}
+
 /// Removes `fd` from `epoll`.
 pub(super) fn epoll_del(epoll: &OwnedFd, fd: RawFd) {
     // SAFETY: a null event is allowed for EPOLL_CTL_DEL.

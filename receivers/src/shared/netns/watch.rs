@@ -8,7 +8,8 @@
 //! - one rtnetlink socket per namespace in scope, created inside it and subscribed to
 //!   `RTNLGRP_LINK` (RTM_NEWLINK/RTM_DELLINK; a device moved away shows as DELLINK);
 //! - fork/exec events from the proc connector (scope `All`): the namespace of a process that
-//!   just forked or exec'd is stat'ed, so `unshare -n CMD` is seen within a few ms;
+//!   just forked or exec'd is stat'ed, so `unshare -n CMD` is seen within ~10 ms (events are
+//!   read in batches, [`PROC_COALESCE`]);
 //! - a periodic rescan of `/proc/*/ns/net` (or of the cgroup subtree) for namespaces that only
 //!   processes hold, as a backstop and to notice namespaces whose last process exited: every
 //!   [`RESCAN_INTERVAL`] without the proc connector; with it, at once when a process through
@@ -39,7 +40,7 @@ use super::discover::{
     unmounted_bind_files, BIND_DIRS,
 };
 use super::enter::{run_in, socket_cookie, NetnsHandle};
-use super::fds::{ctx, drain_eventfd, epoll_add, epoll_del, owned, wake};
+use super::fds::{ctx, drain_eventfd, epoll_add, epoll_del, epoll_rearm, owned, wake};
 use super::owner::owner_cgroup;
 use super::procevents::{Pids, ProcEvents};
 use super::scope::{cgroup_pids, cgroup_relative, in_cgroup, resolve_listed, NamespaceScope};
@@ -56,7 +57,12 @@ pub const RESCAN_INTERVAL: Duration = Duration::from_millis(250);
 /// exec and exit (the events find new namespaces, and the exit of a process through which a
 /// namespace was found triggers a rescan): a backstop for what no event announces (a process
 /// that calls `unshare(CLONE_NEWNET)` and never execs), at a fraction of the idle CPU.
-pub const RESCAN_BACKSTOP: Duration = Duration::from_secs(2);
+pub const RESCAN_BACKSTOP: Duration = Duration::from_secs(5);
+
+/// How long the bind mounts listed last stay trusted without a mount-table or folder event:
+/// listing them stats every file (two syscalls per pod on a node), and the events announce
+/// every change; this bounds what a missed event can cost.
+const BINDS_TRUSTED_FOR: Duration = Duration::from_secs(30);
 
 /// A running watcher; dropping it stops the watch and releases every namespace it held.
 pub struct Watcher {
@@ -134,7 +140,7 @@ pub fn watch(scope: NamespaceScope, events: Sender<Discovery>) -> io::Result<Wat
     };
     let procs = if matches!(scope, NamespaceScope::All) || cgroup_rel.is_some() {
         match ProcEvents::subscribe() {
-            Ok(p) => match epoll_add(&epoll, p.as_raw_fd(), libc::EPOLLIN as u32, TOKEN_PROCS) {
+            Ok(p) => match epoll_add(&epoll, p.as_raw_fd(), PROCS_EVENTS, TOKEN_PROCS) {
                 Ok(()) => Some(p),
                 Err(e) => {
                     tracing::debug!(error = %e, "proc connector not polled");
@@ -169,6 +175,8 @@ pub fn watch(scope: NamespaceScope, events: Sender<Discovery>) -> io::Result<Wat
         host,
         last_scan: Vec::new(),
         found_through: HashSet::new(),
+        binds: None,
+        procs_rearm: None,
         full_due: false,
         buf: vec![0; RECV_BUF],
     };
@@ -186,6 +194,17 @@ pub fn watch(scope: NamespaceScope, events: Sender<Discovery>) -> io::Result<Wat
 /// looked at again while a file there is not (yet) a mounted namespace.
 const BIND_RETRY: Duration = Duration::from_millis(20);
 const BIND_RETRY_FOR: Duration = Duration::from_secs(2);
+
+/// The proc connector reports every fork, exec and exit on the host: on a busy node (a build,
+/// probes exec'ing) that was a wake-up per process. After one, the socket is left unpolled
+/// this long so that the events meanwhile are read in one go (they queue in its buffer;
+/// an overflow triggers a full rescan): a namespace found through a process is seen up to
+/// this much later.
+const PROC_COALESCE: Duration = Duration::from_millis(10);
+
+/// The proc connector socket is armed for one wake-up at a time (re-armed after
+/// [`PROC_COALESCE`]).
+const PROCS_EVENTS: u32 = (libc::EPOLLIN | libc::EPOLLONESHOT) as u32;
 
 const TOKEN_WAKE: u64 = u64::MAX;
 const TOKEN_INOTIFY: u64 = u64::MAX - 1;
@@ -255,6 +274,10 @@ struct Loop {
     /// The processes through which `last_scan` found its namespaces (`/proc/PID/ns/net`):
     /// when one exits, its namespace may be gone.
     found_through: HashSet<u32>,
+    /// The bind mounts listed last and when; `None` after a mount-table or folder event.
+    binds: Option<(Vec<Found>, Instant)>,
+    /// When to poll the proc connector again (it is unpolled after a wake-up until then).
+    procs_rearm: Option<Instant>,
     /// Events were lost, or such a process exited: rescan everything now.
     full_due: bool,
     buf: Vec<u8>,
@@ -278,10 +301,13 @@ impl Loop {
         let mut ready = [libc::epoll_event { events: 0, u64: 0 }; 64];
         while !self.out.done() {
             // Rounded up: a 0 ms timeout just before the deadline would spin.
-            let wake_at = match retry_until {
+            let mut wake_at = match retry_until {
                 Some(_) => next_full.min(Instant::now() + BIND_RETRY),
                 None => next_full,
             };
+            if let Some(at) = self.procs_rearm {
+                wake_at = wake_at.min(at);
+            }
             let timeout = (wake_at.saturating_duration_since(Instant::now())
                 + Duration::from_micros(999))
             .as_millis()
@@ -308,18 +334,39 @@ impl Loop {
                 match ev.u64 {
                     TOKEN_WAKE => drain_eventfd(&self.wake),
                     TOKEN_INOTIFY => {
+                        self.binds = None;
                         self.drain_inotify();
                         self.refresh_dir_watches();
                         quick = true;
                         retry_until = Some(Instant::now() + BIND_RETRY_FOR);
                     }
-                    TOKEN_MOUNTS => quick = true,
-                    TOKEN_PROCS => quick |= self.new_process_namespaces(),
+                    TOKEN_MOUNTS => {
+                        self.binds = None;
+                        quick = true;
+                    }
+                    TOKEN_PROCS => {
+                        quick |= self.new_process_namespaces();
+                        self.procs_rearm = Some(Instant::now() + PROC_COALESCE);
+                    }
                     token => self.read_links(token as u32),
                 }
             }
             if self.out.done() {
                 break;
+            }
+            if self.procs_rearm.is_some_and(|at| Instant::now() >= at) {
+                self.procs_rearm = None;
+                if let Some(p) = &self.procs {
+                    if let Err(e) =
+                        epoll_rearm(&self.epoll, p.as_raw_fd(), PROCS_EVENTS, TOKEN_PROCS)
+                    {
+                        tracing::warn!(error = %e, "netns watcher: proc connector not polled again; periodic scans only");
+                        self.procs = None;
+                    }
+                }
+            }
+            if retry_until.is_some() {
+                self.binds = None; // a file there is waiting for its mount
             }
             if Instant::now() >= next_full || std::mem::take(&mut self.full_due) {
                 self.rescan(true);
@@ -349,7 +396,9 @@ impl Loop {
         if pids.exited.iter().any(|p| self.found_through.contains(p)) {
             self.full_due = true; // maybe the last process of its namespace
         }
-        let mut known: HashSet<u32> = self.last_scan.iter().map(|f| f.inode).collect();
+        // Most new processes are in a namespace already tracked: build this only when one
+        // is not (the proc connector wakes this thread for every fork, exec and exit).
+        let mut known: Option<HashSet<u32>> = None;
         let mut new = false;
         let mut rel = String::new();
         for pid in pids.new {
@@ -366,7 +415,12 @@ impl Loop {
             let Ok(inode) = u32::try_from(ino) else {
                 continue;
             };
-            if !self.tracked.contains_key(&inode) && known.insert(inode) {
+            if self.tracked.contains_key(&inode) {
+                continue;
+            }
+            let known =
+                known.get_or_insert_with(|| self.last_scan.iter().map(|f| f.inode).collect());
+            if known.insert(inode) {
                 self.last_scan.push(Found {
                     inode,
                     name: None,
@@ -382,7 +436,7 @@ impl Loop {
     /// Finds what is in scope now and reports the difference. `full` rescans `/proc` (or the
     /// cgroup); otherwise the last such scan is reused with fresh bind mounts.
     fn rescan(&mut self, full: bool) {
-        let binds = bind_mounts();
+        let binds = self.bind_mounts();
         let wanted: Vec<Found> = match &self.scope {
             NamespaceScope::All => {
                 if full {
@@ -449,6 +503,19 @@ impl Loop {
                 return;
             }
         }
+    }
+
+    /// The namespaces bind-mounted now: listed again after a mount-table or folder event (or
+    /// while a file there is not mounted yet), else the last list.
+    fn bind_mounts(&mut self) -> Vec<Found> {
+        if let Some((binds, at)) = &self.binds {
+            if at.elapsed() < BINDS_TRUSTED_FOR {
+                return binds.clone();
+            }
+        }
+        let binds = bind_mounts();
+        self.binds = Some((binds.clone(), Instant::now()));
+        binds
     }
 
     /// Opens a namespace, subscribes to its links from inside and reports it with its devices.

@@ -1,13 +1,31 @@
-//! The bpf(2) commands the flow harvest needs and aya 0.14 does not offer: batched lookups
-//! of a whole per-CPU hash (`BPF_MAP_LOOKUP_BATCH`, kernel 5.6), falling back to one
-//! `BPF_MAP_GET_NEXT_KEY` + `BPF_MAP_LOOKUP_ELEM` per key where the batch command is not
-//! supported, and `BPF_MAP_LOOKUP_AND_DELETE_ELEM` (per-CPU hashes: 5.14) for evictions.
-//! Specific to `periscope_flows` (key [`FlowKey`], per-CPU value [`FlowValue`]).
+//! The bpf(2) commands that reading the shared per-CPU hashes needs and aya 0.14 does not
+//! offer: batched lookups of a whole table (`BPF_MAP_LOOKUP_BATCH`, kernel 5.6; a few calls
+//! instead of two per key, which was most of a counters read with a hundred namespaces),
+//! falling back to one `BPF_MAP_GET_NEXT_KEY` + `BPF_MAP_LOOKUP_ELEM` per key where the
+//! batch command is not supported, and `BPF_MAP_LOOKUP_AND_DELETE_ELEM` (per-CPU hashes:
+//! 5.14) for the flow table's evictions.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
-use crate::shared::ebpf::{FlowKey, FlowValue};
+use crate::shared::ebpf::{DevCounters, FlowKey, FlowValue};
+
+/// A per-CPU value whose CPUs' copies add up to one.
+pub(super) trait PerCpuValue: Copy + Default {
+    fn add(&mut self, other: &Self);
+}
+
+impl PerCpuValue for FlowValue {
+    fn add(&mut self, other: &Self) {
+        FlowValue::add(self, other)
+    }
+}
+
+impl PerCpuValue for DevCounters {
+    fn add(&mut self, other: &Self) {
+        DevCounters::add(self, other)
+    }
+}
 
 /// The kernel's ENOTSUPP (not in libc): a command a map type does not implement.
 const ENOTSUPP: i32 = 524;
@@ -69,17 +87,18 @@ fn possible_cpus() -> io::Result<usize> {
     aya::util::nr_cpus().map_err(|(_, e)| e)
 }
 
-/// Reads whole tables, reusing its buffers.
-pub(super) struct TableReader {
+/// Reads whole tables of keys `K` and per-CPU values `V` (each a multiple of 8 bytes, as the
+/// kernel lays out per-CPU values), reusing its buffers.
+pub(super) struct TableReader<K, V> {
     cpus: usize,
-    keys: Vec<FlowKey>,
-    values: Vec<FlowValue>,
+    keys: Vec<K>,
+    values: Vec<V>,
     /// `Some(false)` once the kernel refused the batch command: per key from then on.
     batch_works: Option<bool>,
 }
 
-impl TableReader {
-    pub(super) fn new() -> io::Result<TableReader> {
+impl<K: Copy + Default, V: PerCpuValue> TableReader<K, V> {
+    pub(super) fn new() -> io::Result<TableReader<K, V>> {
         Ok(TableReader {
             cpus: possible_cpus()?,
             keys: Vec::new(),
@@ -93,7 +112,7 @@ impl TableReader {
     pub(super) fn read_all(
         &mut self,
         map: BorrowedFd<'_>,
-        f: &mut dyn FnMut(&FlowKey, &FlowValue),
+        f: &mut dyn FnMut(&K, &V),
     ) -> io::Result<bool> {
         if self.batch_works != Some(false) {
             match self.read_batched(map, f) {
@@ -108,7 +127,7 @@ impl TableReader {
                             Some(libc::EINVAL | libc::EOPNOTSUPP | libc::ENOSYS | ENOTSUPP)
                         ) =>
                 {
-                    tracing::info!("BPF_MAP_LOOKUP_BATCH unsupported ({e}): reading flows per key");
+                    tracing::info!("BPF_MAP_LOOKUP_BATCH unsupported ({e}): reading per key");
                     self.batch_works = Some(false);
                 }
                 Err(e) => return Err(e),
@@ -118,18 +137,13 @@ impl TableReader {
         Ok(false)
     }
 
-    fn read_batched(
-        &mut self,
-        map: BorrowedFd<'_>,
-        f: &mut dyn FnMut(&FlowKey, &FlowValue),
-    ) -> io::Result<()> {
+    fn read_batched(&mut self, map: BorrowedFd<'_>, f: &mut dyn FnMut(&K, &V)) -> io::Result<()> {
         let mut capacity = BATCH;
         let mut token: u32 = 0;
         let mut first = true;
         loop {
-            self.keys.resize(capacity, FlowKey::default());
-            self.values
-                .resize(capacity * self.cpus, FlowValue::default());
+            self.keys.resize(capacity, K::default());
+            self.values.resize(capacity * self.cpus, V::default());
             let mut next: u32 = 0;
             let mut attr = BatchAttr {
                 in_batch: if first {
@@ -168,21 +182,17 @@ impl TableReader {
         }
     }
 
-    fn read_per_key(
-        &mut self,
-        map: BorrowedFd<'_>,
-        f: &mut dyn FnMut(&FlowKey, &FlowValue),
-    ) -> io::Result<()> {
+    fn read_per_key(&mut self, map: BorrowedFd<'_>, f: &mut dyn FnMut(&K, &V)) -> io::Result<()> {
         // Keys first (a deletion by `f` must not end the walk early), then their values.
         let mut keys = std::mem::take(&mut self.keys);
         keys.clear();
-        let mut key: Option<FlowKey> = None;
+        let mut key: Option<K> = None;
         loop {
-            let mut next = FlowKey::default();
+            let mut next = K::default();
             let mut attr = ElemAttr {
                 map_fd: map.as_raw_fd() as u32,
-                key: key.as_ref().map_or(0, |k| k as *const FlowKey as u64),
-                value_or_next_key: &mut next as *mut FlowKey as u64,
+                key: key.as_ref().map_or(0, |k| k as *const K as u64),
+                value_or_next_key: &mut next as *mut K as u64,
                 ..ElemAttr::default()
             };
             match bpf(BPF_MAP_GET_NEXT_KEY, &mut attr) {
@@ -193,11 +203,11 @@ impl TableReader {
             keys.push(next);
             key = Some(next);
         }
-        self.values.resize(self.cpus, FlowValue::default());
+        self.values.resize(self.cpus, V::default());
         for k in &keys {
             let mut attr = ElemAttr {
                 map_fd: map.as_raw_fd() as u32,
-                key: k as *const FlowKey as u64,
+                key: k as *const K as u64,
                 value_or_next_key: self.values.as_mut_ptr() as u64,
                 ..ElemAttr::default()
             };
@@ -212,8 +222,8 @@ impl TableReader {
     }
 }
 
-fn sum(per_cpu: &[FlowValue]) -> FlowValue {
-    let mut total = FlowValue::default();
+fn sum<V: PerCpuValue>(per_cpu: &[V]) -> V {
+    let mut total = V::default();
     per_cpu.iter().for_each(|v| total.add(v));
     total
 }
@@ -251,10 +261,10 @@ pub(super) fn lookup_and_delete(
 }
 
 /// Deletes an entry (gone already is fine).
-pub(super) fn delete(map: BorrowedFd<'_>, key: &FlowKey) -> io::Result<()> {
+pub(super) fn delete<K>(map: BorrowedFd<'_>, key: &K) -> io::Result<()> {
     let mut attr = ElemAttr {
         map_fd: map.as_raw_fd() as u32,
-        key: key as *const FlowKey as u64,
+        key: key as *const K as u64,
         ..ElemAttr::default()
     };
     match bpf(BPF_MAP_DELETE_ELEM, &mut attr) {

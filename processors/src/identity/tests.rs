@@ -322,7 +322,8 @@ fn unknown_ids_degrade_to_the_ids_and_are_counted_once() {
         FailedLookups {
             processes: 1,
             cgroups: 1,
-            namespaces: 1
+            namespaces: 1,
+            pods: 0
         }
     );
     assert_eq!(counters.values().errors, 3);

@@ -220,7 +220,7 @@ pub struct Identity {
     next_sweep: Instant,
     failed: FailedLookups,
     dns: DnsTable,
-    kubernetes: Option<KubernetesSource>,
+    kubernetes: Option<Arc<KubernetesSource>>,
     /// Pod uids (as 128-bit numbers) not found, counted once per `cache_ttl`.
     missing_pods: Cache<u128, ()>,
     extra_spans: ExtraFilter,
@@ -328,7 +328,8 @@ impl Identity {
     }
 
     /// Starts the Kubernetes source if `config.kubernetes.enabled` (and containers are looked
-    /// up: pods are found from their cgroups).
+    /// up: pods are found from their cgroups), or shares the one another pipeline's instance
+    /// started with the same options; its watch errors count in that first instance.
     pub fn with_kubernetes(mut self, config: &IdentityConfig, id: &str) -> anyhow::Result<Self> {
         if config.kubernetes.enabled {
             if !config.container.enabled {
@@ -338,7 +339,7 @@ impl Identity {
                 );
                 return Ok(self);
             }
-            self.kubernetes = Some(KubernetesSource::start(
+            self.kubernetes = Some(KubernetesSource::shared(
                 &config.kubernetes,
                 id,
                 self.counters.clone(),
@@ -349,7 +350,7 @@ impl Identity {
 
     /// The Kubernetes source, if one runs.
     pub fn kubernetes(&self) -> Option<&KubernetesSource> {
-        self.kubernetes.as_ref()
+        self.kubernetes.as_deref()
     }
 
     /// Adds the pod's name, namespace, node, workload and opt-in labels and annotations, for

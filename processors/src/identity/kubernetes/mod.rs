@@ -13,7 +13,8 @@ pub mod store;
 use std::fmt::Debug;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, RwLockReadGuard, Weak};
 use std::thread::JoinHandle;
 
 use anyhow::Context;
@@ -56,7 +57,32 @@ pub struct KubernetesSource {
     thread: Option<JoinHandle<()>>,
 }
 
+/// The sources running, by their options: the identity processor is built once per
+/// pipeline, and pipelines with the same options share one watch (and one store).
+fn running() -> &'static Mutex<HashMap<String, Weak<KubernetesSource>>> {
+    static RUNNING: OnceLock<Mutex<HashMap<String, Weak<KubernetesSource>>>> = OnceLock::new();
+    RUNNING.get_or_init(Mutex::default)
+}
+
 impl KubernetesSource {
+    /// The source for `options`: the one already running with the same options, else a new
+    /// one ([`KubernetesSource::start`]).
+    pub fn shared(
+        options: &KubernetesOptions,
+        id: &str,
+        counters: Arc<ComponentCounters>,
+    ) -> anyhow::Result<Arc<Self>> {
+        let key = format!("{options:?}");
+        let mut running = running().lock().unwrap_or_else(PoisonError::into_inner);
+        running.retain(|_, s| s.strong_count() > 0);
+        if let Some(s) = running.get(&key).and_then(Weak::upgrade) {
+            return Ok(s);
+        }
+        let s = Arc::new(Self::start(options, id, counters)?);
+        running.insert(key, Arc::downgrade(&s));
+        Ok(s)
+    }
+
     /// Finds the API's address and credentials and starts watching. Fails only on what
     /// the configuration got wrong (no node name, no kubeconfig, a bad glob); an API that is
     /// down is retried in the background.

@@ -71,7 +71,12 @@ fn hex64(salt: u64) -> String {
         .collect()
 }
 
-fn check_spans(rows: &[Span], netns_inode: u64, ports: &[i64], want: &[(&str, String)]) -> Result<(), String> {
+fn check_spans(
+    rows: &[Span],
+    netns_inode: u64,
+    ports: &[i64],
+    want: &[(&str, String)],
+) -> Result<(), String> {
     let mine: BTreeMap<i64, &Span> = rows
         .iter()
         .filter(|s| s.kind == 3 && s.text("periscope.netns.inode") == Some(netns_inode.to_string()))
@@ -100,14 +105,22 @@ fn check_series(series: &[Series], cgroup_id: u64, want: &[(&str, String)]) -> R
         .iter()
         .filter(|s| s.attr("periscope.cgroup.id") == Some(id.as_str()) && s.value > 0)
         .collect();
-    let named: Vec<&&Series> = mine.iter().filter(|s| s.attr("k8s.pod.name").is_some()).collect();
+    let named: Vec<&&Series> = mine
+        .iter()
+        .filter(|s| s.attr("k8s.pod.name").is_some())
+        .collect();
     if named.is_empty() {
-        return Err(format!("no periscope.cgroup.packets series of cgroup {id} with a pod name: {mine:?}"));
+        return Err(format!(
+            "no periscope.cgroup.packets series of cgroup {id} with a pod name: {mine:?}"
+        ));
     }
     for s in named {
         for (key, value) in want {
             if s.attr(key) != Some(value.as_str()) {
-                return Err(format!("cgroup {id}: {key} is {:?}, want {value:?}: {s:?}", s.attr(key)));
+                return Err(format!(
+                    "cgroup {id}: {key} is {:?}, want {value:?}: {s:?}",
+                    s.attr(key)
+                ));
             }
         }
     }
@@ -130,24 +143,60 @@ fn pods_and_their_peers_are_named_from_the_kubernetes_api() {
     for ns in [&srv, &pd] {
         ns.disable_ipv6();
     }
-    veth_pair(&pd, "kc0", &format!("{CLIENT_ADDR}/24"), &srv, "ks0", &format!("{SERVER_ADDR}/24"));
+    veth_pair(
+        &pd,
+        "kc0",
+        &format!("{CLIENT_ADDR}/24"),
+        &srv,
+        "ks0",
+        &format!("{SERVER_ADDR}/24"),
+    );
 
     let cri_id = hex64(salt * 2 + 1);
     let u = hex64(salt * 2 + 2);
-    let pod_uid = format!("{}-{}-{}-{}-{}", &u[0..8], &u[8..12], &u[12..16], &u[16..20], &u[20..32]);
+    let pod_uid = format!(
+        "{}-{}-{}-{}-{}",
+        &u[0..8],
+        &u[8..12],
+        &u[12..16],
+        &u[16..20],
+        &u[20..32]
+    );
     let mut tree = Cgroups::new();
     let parent = tree.mkdir(cg2.join(format!("periscope-k8s-{}-{salt}.slice", std::process::id())));
-    let pod_slice = tree.mkdir(parent.join(format!("kubepods-burstable-pod{}.slice", pod_uid.replace('-', "_"))));
+    let pod_slice = tree.mkdir(parent.join(format!(
+        "kubepods-burstable-pod{}.slice",
+        pod_uid.replace('-', "_")
+    )));
     let cri_cgroup = tree.mkdir(pod_slice.join(format!("cri-containerd-{cri_id}.scope")));
 
     // The API: the client pod on this node, the server pod on another (its address only
     // matters, with peers on).
     let api = FakeKubeApi::start();
     let pod_name = format!("web-5d4f8b9c7-{}", &u[32..37]);
-    let mut web = pod("shop", &pod_name, &pod_uid, NODE, Some(CLIENT_ADDR), Some(("ReplicaSet", "web-5d4f8b9c7")), &[&cri_id]);
+    let mut web = pod(
+        "shop",
+        &pod_name,
+        &pod_uid,
+        NODE,
+        Some(CLIENT_ADDR),
+        Some(("ReplicaSet", "web-5d4f8b9c7")),
+        &[&cri_id],
+    );
     web["metadata"]["labels"]["pod-template-hash"] = "5d4f8b9c7".into();
     api.apply(Resource::Pods, web);
-    api.apply(Resource::Pods, pod("data", "db-0", &hex64(salt * 2 + 3)[..36], "node-other", Some(SERVER_ADDR), Some(("StatefulSet", "db")), &[]));
+    api.apply(
+        Resource::Pods,
+        pod(
+            "data",
+            "db-0",
+            &hex64(salt * 2 + 3)[..36],
+            "node-other",
+            Some(SERVER_ADDR),
+            Some(("StatefulSet", "db")),
+            &[],
+        ),
+    );
     let kubeconfig = api.kubeconfig(dir.path());
 
     let metrics_out = dir.join("metrics.jsonl");
@@ -168,27 +217,50 @@ fn pods_and_their_peers_are_named_from_the_kubernetes_api() {
         ),
     );
     let mut agent = start_agent(&config, "periscope");
-    agent.wait_until(Duration::from_secs(60), "the receivers attached and pods listed", |p| {
-        let log = p.stderr();
-        log.contains("sockops attached") && log.contains("cgroup_skb attached") && log.contains("watching Kubernetes pods")
-    });
+    agent.wait_until(
+        Duration::from_secs(60),
+        "the receivers attached and pods listed",
+        |p| {
+            let log = p.stderr();
+            log.contains("sockops attached")
+                && log.contains("cgroup_skb attached")
+                && log.contains("watching Kubernetes pods")
+        },
+    );
     // Both lists (pods and Services) served before the traffic.
     eventually(Duration::from_secs(30), || {
-        (api.lists(Resource::Pods) >= 1 && api.lists(Resource::Services) >= 1 && api.open_watches() == 2)
+        (api.lists(Resource::Pods) >= 1
+            && api.lists(Resource::Services) >= 1
+            && api.open_watches() == 2)
             .then_some(())
             .ok_or_else(|| format!("not watching yet: {:?}\n{}", api.requests(), agent.stderr()))
     });
 
     let server_py = dir.write("server.py", tcp_server(128, SERVER_PER_CONNECTION));
     let client_py = dir.write("client.py", CLIENT);
-    let server = Background::serve(srv.exec("python3").arg(&server_py).args(["0.0.0.0", &PORT.to_string()]), "server");
+    let server = Background::serve(
+        srv.exec("python3")
+            .arg(&server_py)
+            .args(["0.0.0.0", &PORT.to_string()]),
+        "server",
+    );
     let mut client = Background::spawn(
-        command_in(&cri_cgroup, &pd, "python3").arg(&client_py).arg(SERVER_ADDR).arg(PORT.to_string()).arg(CONNECTIONS.to_string()),
+        command_in(&cri_cgroup, &pd, "python3")
+            .arg(&client_py)
+            .arg(SERVER_ADDR)
+            .arg(PORT.to_string())
+            .arg(CONNECTIONS.to_string()),
         "client",
     );
-    client.wait_until(Duration::from_secs(30), "its connections", |p| p.stdout().contains('\n'));
+    client.wait_until(Duration::from_secs(30), "its connections", |p| {
+        p.stdout().contains('\n')
+    });
     let out = client.stdout();
-    let ports: Vec<i64> = out.split_whitespace().skip(1).map(|p| p.parse().expect("port")).collect();
+    let ports: Vec<i64> = out
+        .split_whitespace()
+        .skip(1)
+        .map(|p| p.parse().expect("port"))
+        .collect();
     assert_eq!(ports.len(), CONNECTIONS, "client output: {out}");
     let cgroup_id = periscope_testkit::cgroup::inode(&cri_cgroup);
 
@@ -214,7 +286,9 @@ fn pods_and_their_peers_are_named_from_the_kubernetes_api() {
         check_spans(&read_spans(&traces_out), pd.inode(), &ports, &span_want)
             .map_err(|e| format!("{e}\n--- agent log ---\n{}", agent.stderr()))
     });
-    eprintln!("{CONNECTIONS} client spans carry the pod {pod_name}, its Deployment and the peer pod db-0");
+    eprintln!(
+        "{CONNECTIONS} client spans carry the pod {pod_name}, its Deployment and the peer pod db-0"
+    );
     eventually(Duration::from_secs(30), || {
         let series = sum_series(&read_metrics(&metrics_out), "periscope.cgroup.packets");
         check_series(&series, cgroup_id, &own)

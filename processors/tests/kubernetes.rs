@@ -53,7 +53,9 @@ fn start(api: &FakeKubeApi, dir: &TestDir, peers: bool) -> KubernetesSource {
 
 fn synced(s: &KubernetesSource, n: u64) -> Result<(), String> {
     let got = s.status().synced.load(Ordering::Relaxed);
-    (got >= n).then_some(()).ok_or(format!("{got} lists done, want {n}"))
+    (got >= n)
+        .then_some(())
+        .ok_or(format!("{got} lists done, want {n}"))
 }
 
 /// `check` on the store until it passes.
@@ -77,10 +79,29 @@ fn lists_then_follows_adds_changes_and_deletes_of_this_nodes_pods() {
     for n in 0..3 {
         api.apply(
             Resource::Pods,
-            pod("shop", &format!("web-5d4f8b9c7-{n}"), &uid(n), NODE, None, Some(("ReplicaSet", "web-5d4f8b9c7")), &[&cid(n)]),
+            pod(
+                "shop",
+                &format!("web-5d4f8b9c7-{n}"),
+                &uid(n),
+                NODE,
+                None,
+                Some(("ReplicaSet", "web-5d4f8b9c7")),
+                &[&cid(n)],
+            ),
         );
     }
-    api.apply(Resource::Pods, pod("shop", "elsewhere", &uid(99), "node-b", None, None, &[&cid(99)]));
+    api.apply(
+        Resource::Pods,
+        pod(
+            "shop",
+            "elsewhere",
+            &uid(99),
+            "node-b",
+            None,
+            None,
+            &[&cid(99)],
+        ),
+    );
     let s = start(&api, &dir, false);
     eventually(WAIT, || synced(&s, 1));
     {
@@ -91,30 +112,63 @@ fn lists_then_follows_adds_changes_and_deletes_of_this_nodes_pods() {
         assert_eq!(&*p.namespace, "shop");
         assert_eq!(&*p.node, NODE);
         let w: Vec<(&str, &str)> = p.workload.iter().map(|(k, v)| (*k, &**v)).collect();
-        assert_eq!(w, [("k8s.replicaset.name", "web-5d4f8b9c7"), ("k8s.deployment.name", "web")]);
+        assert_eq!(
+            w,
+            [
+                ("k8s.replicaset.name", "web-5d4f8b9c7"),
+                ("k8s.deployment.name", "web")
+            ]
+        );
         let extra: Vec<(&str, &str)> = p.extra.iter().map(|(k, v)| (&**k, &**v)).collect();
         assert_eq!(extra, [("k8s.pod.label.app", "web-5d4f8b9c7-1")]);
-        assert_eq!(store.pod_of_container(&cid(2)).map(|p| &*p.uid), Some(uid(2).as_str()));
+        assert_eq!(
+            store.pod_of_container(&cid(2)).map(|p| &*p.uid),
+            Some(uid(2).as_str())
+        );
         assert!(store.pod(&uid(99)).is_none() && store.pod_of_container(&cid(99)).is_none());
         assert_eq!(store.peers(), 0, "no peers unless asked for");
     }
     // The requests a kube-apiserver would see: a list and a watch of this node's pods, with
     // bookmarks asked for.
     let reqs = api.requests();
-    assert!(reqs.iter().all(|r| r.contains("fieldSelector=spec.nodeName%3Dnode-a")), "{reqs:?}");
-    assert!(reqs.iter().any(|r| r.contains("watch=true") && r.contains("allowWatchBookmarks=true")), "{reqs:?}");
-    eventually(WAIT, || (api.open_watches() == 1).then_some(()).ok_or("no watch open".into()));
+    assert!(
+        reqs.iter()
+            .all(|r| r.contains("fieldSelector=spec.nodeName%3Dnode-a")),
+        "{reqs:?}"
+    );
+    assert!(
+        reqs.iter()
+            .any(|r| r.contains("watch=true") && r.contains("allowWatchBookmarks=true")),
+        "{reqs:?}"
+    );
+    eventually(WAIT, || {
+        (api.open_watches() == 1)
+            .then_some(())
+            .ok_or("no watch open".into())
+    });
 
     // Added, changed (another owner, a label and an annotation), deleted.
-    let mut changed = pod("shop", "db-0", &uid(7), NODE, None, Some(("StatefulSet", "db")), &[&cid(7)]);
+    let mut changed = pod(
+        "shop",
+        "db-0",
+        &uid(7),
+        NODE,
+        None,
+        Some(("StatefulSet", "db")),
+        &[&cid(7)],
+    );
     api.apply(Resource::Pods, changed.clone());
-    until(&s, "pod 7 added", |st| name_of(st, &uid(7)).as_deref() == Some("db-0"));
+    until(&s, "pod 7 added", |st| {
+        name_of(st, &uid(7)).as_deref() == Some("db-0")
+    });
     changed["metadata"]["labels"]["team.example.com/tier"] = "data".into();
     changed["metadata"]["annotations"] = serde_json::json!({"owner": "alice", "other": "x"});
-    changed["status"]["containerStatuses"][0]["containerID"] = format!("containerd://{}", cid(8)).into();
+    changed["status"]["containerStatuses"][0]["containerID"] =
+        format!("containerd://{}", cid(8)).into();
     api.apply(Resource::Pods, changed);
     until(&s, "pod 7 changed", |st| {
-        st.pod_of_container(&cid(8)).is_some_and(|p| p.extra.len() == 3)
+        st.pod_of_container(&cid(8))
+            .is_some_and(|p| p.extra.len() == 3)
             && st.pod_of_container(&cid(7)).is_none()
     });
     {
@@ -123,29 +177,74 @@ fn lists_then_follows_adds_changes_and_deletes_of_this_nodes_pods() {
         let extra: Vec<(&str, &str)> = p.extra.iter().map(|(k, v)| (&**k, &**v)).collect();
         assert_eq!(
             extra,
-            [("k8s.pod.label.app", "db-0"), ("k8s.pod.label.team.example.com/tier", "data"), ("k8s.pod.annotation.owner", "alice")]
+            [
+                ("k8s.pod.label.app", "db-0"),
+                ("k8s.pod.label.team.example.com/tier", "data"),
+                ("k8s.pod.annotation.owner", "alice")
+            ]
         );
-        assert_eq!(p.workload.iter().map(|(k, v)| (*k, &**v)).collect::<Vec<_>>(), [("k8s.statefulset.name", "db")]);
+        assert_eq!(
+            p.workload
+                .iter()
+                .map(|(k, v)| (*k, &**v))
+                .collect::<Vec<_>>(),
+            [("k8s.statefulset.name", "db")]
+        );
     }
     assert!(api.delete(Resource::Pods, "shop", "web-5d4f8b9c7-0"));
-    until(&s, "pod 0 deleted", |st| st.pod(&uid(0)).is_none() && st.pod_of_container(&cid(0)).is_none() && st.pods() == 3);
+    until(&s, "pod 0 deleted", |st| {
+        st.pod(&uid(0)).is_none() && st.pod_of_container(&cid(0)).is_none() && st.pods() == 3
+    });
     // A pod of another node changing is not this watch's business.
-    api.apply(Resource::Pods, pod("shop", "elsewhere", &uid(99), "node-b", None, Some(("DaemonSet", "x")), &[]));
+    api.apply(
+        Resource::Pods,
+        pod(
+            "shop",
+            "elsewhere",
+            &uid(99),
+            "node-b",
+            None,
+            Some(("DaemonSet", "x")),
+            &[],
+        ),
+    );
     assert_eq!(api.lists(Resource::Pods), 1, "no relist");
-    assert!(s.status().errors.load(Ordering::Relaxed) == 0, "{:?}", s.status());
+    assert!(
+        s.status().errors.load(Ordering::Relaxed) == 0,
+        "{:?}",
+        s.status()
+    );
 }
 
 #[test]
 fn resumes_from_a_bookmark_without_relisting() {
     let dir = TestDir::new("k8s_bookmark");
     let api = FakeKubeApi::start();
-    api.apply(Resource::Pods, pod("default", "a", &uid(1), NODE, None, None, &[]));
+    api.apply(
+        Resource::Pods,
+        pod("default", "a", &uid(1), NODE, None, None, &[]),
+    );
     let s = start(&api, &dir, false);
     eventually(WAIT, || synced(&s, 1));
-    eventually(WAIT, || (api.open_watches() == 1).then_some(()).ok_or("no watch open".into()));
+    eventually(WAIT, || {
+        (api.open_watches() == 1)
+            .then_some(())
+            .ok_or("no watch open".into())
+    });
     // Other nodes' pods move the resourceVersion on; this watch sees none of them.
     for n in 10..20 {
-        api.apply(Resource::Pods, pod("default", &format!("b{n}"), &uid(n), "node-b", None, None, &[]));
+        api.apply(
+            Resource::Pods,
+            pod(
+                "default",
+                &format!("b{n}"),
+                &uid(n),
+                "node-b",
+                None,
+                None,
+                &[],
+            ),
+        );
     }
     let rv = api.resource_version();
     api.bookmark();
@@ -154,29 +253,58 @@ fn resumes_from_a_bookmark_without_relisting() {
     std::thread::sleep(Duration::from_millis(300));
     api.compact();
     api.close_watches();
-    eventually(WAIT, || (api.watches(Resource::Pods) >= 2 && api.open_watches() == 1).then_some(()).ok_or("not watching again".into()));
+    eventually(WAIT, || {
+        (api.watches(Resource::Pods) >= 2 && api.open_watches() == 1)
+            .then_some(())
+            .ok_or("not watching again".into())
+    });
     let reqs = api.requests();
-    let last = reqs.iter().rev().find(|r| r.contains("watch=true")).expect("a watch");
-    assert!(last.contains(&format!("resourceVersion={rv}")), "resumed at {last}, bookmark was {rv}");
+    let last = reqs
+        .iter()
+        .rev()
+        .find(|r| r.contains("watch=true"))
+        .expect("a watch");
+    assert!(
+        last.contains(&format!("resourceVersion={rv}")),
+        "resumed at {last}, bookmark was {rv}"
+    );
     assert_eq!(api.lists(Resource::Pods), 1, "relisted: {reqs:#?}");
-    api.apply(Resource::Pods, pod("default", "c", &uid(3), NODE, None, None, &[]));
-    until(&s, "pod c added after the resume", |st| name_of(st, &uid(3)).as_deref() == Some("c"));
+    api.apply(
+        Resource::Pods,
+        pod("default", "c", &uid(3), NODE, None, None, &[]),
+    );
+    until(&s, "pod c added after the resume", |st| {
+        name_of(st, &uid(3)).as_deref() == Some("c")
+    });
 }
 
 #[test]
 fn a_410_gone_relists() {
     let dir = TestDir::new("k8s_gone");
     let api = FakeKubeApi::start();
-    api.apply(Resource::Pods, pod("default", "a", &uid(1), NODE, None, None, &[]));
+    api.apply(
+        Resource::Pods,
+        pod("default", "a", &uid(1), NODE, None, None, &[]),
+    );
     let s = start(&api, &dir, false);
     eventually(WAIT, || synced(&s, 1));
-    eventually(WAIT, || (api.open_watches() == 1).then_some(()).ok_or("no watch open".into()));
+    eventually(WAIT, || {
+        (api.open_watches() == 1)
+            .then_some(())
+            .ok_or("no watch open".into())
+    });
     api.expire_watches();
     eventually(WAIT, || synced(&s, 2));
     assert_eq!(api.lists(Resource::Pods), 2, "{:#?}", api.requests());
-    assert!(s.status().errors.load(Ordering::Relaxed) >= 1, "the 410 is counted");
+    assert!(
+        s.status().errors.load(Ordering::Relaxed) >= 1,
+        "the 410 is counted"
+    );
     assert_eq!(name_of(&s.store(), &uid(1)).as_deref(), Some("a"));
-    api.apply(Resource::Pods, pod("default", "b", &uid(2), NODE, None, None, &[]));
+    api.apply(
+        Resource::Pods,
+        pod("default", "b", &uid(2), NODE, None, None, &[]),
+    );
     until(&s, "pod b added after the relist", |st| st.pods() == 2);
 }
 
@@ -185,19 +313,37 @@ fn api_down_mid_watch_resumes_and_relists_what_it_missed() {
     let dir = TestDir::new("k8s_midwatch");
     let api = FakeKubeApi::start();
     for n in 1..=3 {
-        api.apply(Resource::Pods, pod("default", &format!("p{n}"), &uid(n), NODE, None, None, &[]));
+        api.apply(
+            Resource::Pods,
+            pod("default", &format!("p{n}"), &uid(n), NODE, None, None, &[]),
+        );
     }
     let s = start(&api, &dir, false);
     eventually(WAIT, || synced(&s, 1));
-    eventually(WAIT, || (api.open_watches() == 1).then_some(()).ok_or("no watch open".into()));
+    eventually(WAIT, || {
+        (api.open_watches() == 1)
+            .then_some(())
+            .ok_or("no watch open".into())
+    });
     api.set_down(true);
     // While it is down: p2 deleted, p4 added, and the history compacted (a long outage).
     assert!(api.delete(Resource::Pods, "default", "p2"));
-    api.apply(Resource::Pods, pod("default", "p4", &uid(4), NODE, None, None, &[]));
+    api.apply(
+        Resource::Pods,
+        pod("default", "p4", &uid(4), NODE, None, None, &[]),
+    );
     api.compact();
     std::thread::sleep(Duration::from_millis(1500));
-    assert!(s.status().errors.load(Ordering::Relaxed) >= 1, "the outage is counted: {:?}", s.status());
-    assert_eq!(s.store().pods(), 3, "what was known stays while the API is down");
+    assert!(
+        s.status().errors.load(Ordering::Relaxed) >= 1,
+        "the outage is counted: {:?}",
+        s.status()
+    );
+    assert_eq!(
+        s.store().pods(),
+        3,
+        "what was known stays while the API is down"
+    );
     api.set_down(false);
     until(&s, "p2 forgotten and p4 known after the relist", |st| {
         st.pod(&uid(2)).is_none() && st.pod(&uid(4)).is_some() && st.pods() == 3
@@ -209,11 +355,16 @@ fn api_down_mid_watch_resumes_and_relists_what_it_missed() {
 fn api_down_at_start_then_up() {
     let dir = TestDir::new("k8s_down_at_start");
     let api = FakeKubeApi::start();
-    api.apply(Resource::Pods, pod("default", "a", &uid(1), NODE, None, None, &[]));
+    api.apply(
+        Resource::Pods,
+        pod("default", "a", &uid(1), NODE, None, None, &[]),
+    );
     api.set_down(true);
     let s = start(&api, &dir, false);
     eventually(WAIT, || {
-        (s.status().errors.load(Ordering::Relaxed) >= 2).then_some(()).ok_or("no retries".into())
+        (s.status().errors.load(Ordering::Relaxed) >= 2)
+            .then_some(())
+            .ok_or("no retries".into())
     });
     assert_eq!(s.store().pods(), 0);
     api.set_down(false);
@@ -225,7 +376,10 @@ fn api_down_at_start_then_up() {
 fn a_slow_api_never_blocks_lookups() {
     let dir = TestDir::new("k8s_slow");
     let api = FakeKubeApi::start();
-    api.apply(Resource::Pods, pod("default", "a", &uid(1), NODE, None, None, &[]));
+    api.apply(
+        Resource::Pods,
+        pod("default", "a", &uid(1), NODE, None, None, &[]),
+    );
     api.set_slow(Duration::from_secs(2));
     let s = start(&api, &dir, false);
     let t = Instant::now();
@@ -236,7 +390,10 @@ fn a_slow_api_never_blocks_lookups() {
         slowest = slowest.max(t0.elapsed());
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert!(slowest < Duration::from_millis(50), "a lookup took {slowest:?}");
+    assert!(
+        slowest < Duration::from_millis(50),
+        "a lookup took {slowest:?}"
+    );
     eventually(WAIT, || synced(&s, 1));
     assert_eq!(name_of(&s.store(), &uid(1)).as_deref(), Some("a"));
 }
@@ -245,14 +402,61 @@ fn a_slow_api_never_blocks_lookups() {
 fn peers_name_pods_and_services_cluster_wide() {
     let dir = TestDir::new("k8s_peers");
     let api = FakeKubeApi::start();
-    api.apply(Resource::Pods, pod("shop", "web-5d4f8b9c7-x", &uid(1), NODE, Some("10.1.0.5"), Some(("ReplicaSet", "web-5d4f8b9c7")), &[&cid(1)]));
-    api.apply(Resource::Pods, pod("data", "db-0", &uid(2), "node-b", Some("10.1.1.7"), Some(("StatefulSet", "db")), &[]));
-    api.apply(Resource::Pods, pod("data", "bare", &uid(3), "node-b", Some("10.1.1.8"), None, &[]));
-    let mut host = pod("kube-system", "proxy", &uid(4), "node-b", Some("192.168.0.2"), Some(("DaemonSet", "proxy")), &[]);
+    api.apply(
+        Resource::Pods,
+        pod(
+            "shop",
+            "web-5d4f8b9c7-x",
+            &uid(1),
+            NODE,
+            Some("10.1.0.5"),
+            Some(("ReplicaSet", "web-5d4f8b9c7")),
+            &[&cid(1)],
+        ),
+    );
+    api.apply(
+        Resource::Pods,
+        pod(
+            "data",
+            "db-0",
+            &uid(2),
+            "node-b",
+            Some("10.1.1.7"),
+            Some(("StatefulSet", "db")),
+            &[],
+        ),
+    );
+    api.apply(
+        Resource::Pods,
+        pod(
+            "data",
+            "bare",
+            &uid(3),
+            "node-b",
+            Some("10.1.1.8"),
+            None,
+            &[],
+        ),
+    );
+    let mut host = pod(
+        "kube-system",
+        "proxy",
+        &uid(4),
+        "node-b",
+        Some("192.168.0.2"),
+        Some(("DaemonSet", "proxy")),
+        &[],
+    );
     host["spec"]["hostNetwork"] = true.into();
     api.apply(Resource::Pods, host);
-    api.apply(Resource::Services, service("data", "db", &uid(50), "10.96.0.10"));
-    api.apply(Resource::Services, service("data", "headless", &uid(51), "None"));
+    api.apply(
+        Resource::Services,
+        service("data", "db", &uid(50), "10.96.0.10"),
+    );
+    api.apply(
+        Resource::Services,
+        service("data", "headless", &uid(51), "None"),
+    );
     let s = start(&api, &dir, true);
     eventually(WAIT, || synced(&s, 2));
     let peer = |ip: &str| {
@@ -266,22 +470,72 @@ fn peers_name_pods_and_services_cluster_wide() {
         })
     };
     let some = |s: &str| Some(s.to_string());
-    assert_eq!(peer("10.1.1.7"), Some((some("db-0"), "data".into(), some("StatefulSet/db"), None)));
-    assert_eq!(peer("10.1.0.5"), Some((some("web-5d4f8b9c7-x"), "shop".into(), some("Deployment/web"), None)));
-    assert_eq!(peer("10.1.1.8"), Some((some("bare"), "data".into(), some("Pod/bare"), None)));
-    assert_eq!(peer("10.96.0.10"), Some((None, "data".into(), None, some("db"))));
-    assert_eq!(peer("192.168.0.2"), None, "a host-network pod names no address");
+    assert_eq!(
+        peer("10.1.1.7"),
+        Some((some("db-0"), "data".into(), some("StatefulSet/db"), None))
+    );
+    assert_eq!(
+        peer("10.1.0.5"),
+        Some((
+            some("web-5d4f8b9c7-x"),
+            "shop".into(),
+            some("Deployment/web"),
+            None
+        ))
+    );
+    assert_eq!(
+        peer("10.1.1.8"),
+        Some((some("bare"), "data".into(), some("Pod/bare"), None))
+    );
+    assert_eq!(
+        peer("10.96.0.10"),
+        Some((None, "data".into(), None, some("db")))
+    );
+    assert_eq!(
+        peer("192.168.0.2"),
+        None,
+        "a host-network pod names no address"
+    );
     assert_eq!(s.store().peers(), 4);
-    assert_eq!(s.store().pods(), 1, "this node's pods only get full metadata");
+    assert_eq!(
+        s.store().pods(),
+        1,
+        "this node's pods only get full metadata"
+    );
     // The cluster-wide watches have no field selector.
-    assert!(api.requests().iter().all(|r| !r.contains("fieldSelector=spec")), "{:#?}", api.requests());
+    assert!(
+        api.requests()
+            .iter()
+            .all(|r| !r.contains("fieldSelector=spec")),
+        "{:#?}",
+        api.requests()
+    );
     // A pod's address taken over by a new pod before the old one's deletion is seen.
-    api.apply(Resource::Pods, pod("data", "db-1", &uid(5), "node-b", Some("10.1.1.8"), Some(("StatefulSet", "db")), &[]));
-    until(&s, "10.1.1.8 is db-1's", |st| st.peer("10.1.1.8".parse().unwrap()).and_then(|p| p.pod.as_deref().map(|n| n == "db-1")) == Some(true));
+    api.apply(
+        Resource::Pods,
+        pod(
+            "data",
+            "db-1",
+            &uid(5),
+            "node-b",
+            Some("10.1.1.8"),
+            Some(("StatefulSet", "db")),
+            &[],
+        ),
+    );
+    until(&s, "10.1.1.8 is db-1's", |st| {
+        st.peer("10.1.1.8".parse().unwrap())
+            .and_then(|p| p.pod.as_deref().map(|n| n == "db-1"))
+            == Some(true)
+    });
     api.delete(Resource::Pods, "data", "bare");
     api.delete(Resource::Services, "data", "db");
-    until(&s, "the service is gone", |st| st.peer("10.96.0.10".parse().unwrap()).is_none());
-    until(&s, "db-1 keeps its address", |st| st.peer("10.1.1.8".parse().unwrap()).is_some());
+    until(&s, "the service is gone", |st| {
+        st.peer("10.96.0.10".parse().unwrap()).is_none()
+    });
+    until(&s, "db-1 keeps its address", |st| {
+        st.peer("10.1.1.8".parse().unwrap()).is_some()
+    });
 }
 
 fn span(attrs: Attributes) -> Telemetry {
@@ -335,22 +589,51 @@ fn the_processor_names_a_pods_telemetry_and_its_peers() {
     std::fs::create_dir_all(&leaf).expect("mkdir");
     let cgroup_id = std::fs::metadata(&leaf).expect("stat").ino() as i64;
     // And a pod the API will not know.
-    let other = dir.join(format!("cgroup/kubepods.slice/kubepods-pod{}.slice/cri-containerd-{}.scope", uid(9).replace('-', "_"), cid(9)));
+    let other = dir.join(format!(
+        "cgroup/kubepods.slice/kubepods-pod{}.slice/cri-containerd-{}.scope",
+        uid(9).replace('-', "_"),
+        cid(9)
+    ));
     std::fs::create_dir_all(&other).expect("mkdir");
     let other_id = std::fs::metadata(&other).expect("stat").ino() as i64;
     let api = FakeKubeApi::start();
-    let mut web = pod("shop", "web-5d4f8b9c7-q2x", &pod_uid, NODE, Some("10.1.0.5"), Some(("ReplicaSet", "web-5d4f8b9c7")), &[&container]);
+    let mut web = pod(
+        "shop",
+        "web-5d4f8b9c7-q2x",
+        &pod_uid,
+        NODE,
+        Some("10.1.0.5"),
+        Some(("ReplicaSet", "web-5d4f8b9c7")),
+        &[&container],
+    );
     web["metadata"]["labels"]["pod-template-hash"] = "5d4f8b9c7".into();
     api.apply(Resource::Pods, web);
-    api.apply(Resource::Pods, pod("data", "db-0", &uid(2), "node-b", Some("10.1.1.7"), Some(("StatefulSet", "db")), &[]));
-    api.apply(Resource::Services, service("data", "db", &uid(50), "10.96.0.10"));
+    api.apply(
+        Resource::Pods,
+        pod(
+            "data",
+            "db-0",
+            &uid(2),
+            "node-b",
+            Some("10.1.1.7"),
+            Some(("StatefulSet", "db")),
+            &[],
+        ),
+    );
+    api.apply(
+        Resource::Services,
+        service("data", "db", &uid(50), "10.96.0.10"),
+    );
     let config = IdentityConfig {
         container: ContainerOptions {
             cgroup_root: Some(dir.join("cgroup")),
             docker_root: dir.join("docker"),
             ..ContainerOptions::default()
         },
-        netns: NetnsOptions { enabled: false, ..NetnsOptions::default() },
+        netns: NetnsOptions {
+            enabled: false,
+            ..NetnsOptions::default()
+        },
         kubernetes: options(&api, &dir, true),
         exclude: vec!["k8s.pod.label.pod-template-hash".into()],
         ..IdentityConfig::default()
@@ -368,7 +651,10 @@ fn the_processor_names_a_pods_telemetry_and_its_peers() {
         ]
     };
     let kv = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
-        let mut v: Vec<_> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut v: Vec<_> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         v.sort();
         v
     };
@@ -388,16 +674,35 @@ fn the_processor_names_a_pods_telemetry_and_its_peers() {
         ("k8s.peer.owner.kind", "StatefulSet"),
         ("k8s.peer.owner.name", "db"),
     ];
-    assert_eq!(enrich(&mut p, attrs("10.1.1.7")), kv(&[&own[..], &to_pod[..]].concat()));
-    let to_service = [("k8s.peer.namespace.name", "data"), ("k8s.peer.service.name", "db")];
-    assert_eq!(enrich(&mut p, attrs("10.96.0.10")), kv(&[&own[..], &to_service[..]].concat()));
-    assert_eq!(enrich(&mut p, attrs("192.0.2.1")), kv(&own), "an address outside the cluster");
+    assert_eq!(
+        enrich(&mut p, attrs("10.1.1.7")),
+        kv(&[&own[..], &to_pod[..]].concat())
+    );
+    let to_service = [
+        ("k8s.peer.namespace.name", "data"),
+        ("k8s.peer.service.name", "db"),
+    ];
+    assert_eq!(
+        enrich(&mut p, attrs("10.96.0.10")),
+        kv(&[&own[..], &to_service[..]].concat())
+    );
+    assert_eq!(
+        enrich(&mut p, attrs("192.0.2.1")),
+        kv(&own),
+        "an address outside the cluster"
+    );
     assert_eq!(counters.values().errors, 0);
 
     // A pod the API does not know (yet): its ids stay, the miss is counted once.
     for _ in 0..3 {
         let got = enrich(&mut p, vec![KeyValue::new("periscope.cgroup.id", other_id)]);
-        assert_eq!(got, kv(&[("k8s.pod.uid", &uid(9)), ("k8s.pod.qos_class", "guaranteed")]));
+        assert_eq!(
+            got,
+            kv(&[
+                ("k8s.pod.uid", &uid(9)),
+                ("k8s.pod.qos_class", "guaranteed")
+            ])
+        );
     }
     assert_eq!(p.failed_lookups().pods, 1);
     assert_eq!(counters.values().errors, 1);

@@ -135,7 +135,10 @@ fn memory_per_thousand_pods() {
     );
     // Bounds: what the store holds per pod must stay small (a pod as the API sends it is
     // 3-10 KiB of JSON).
-    assert!(local < 900 * 1024, "{local} bytes for 1,000 pods of this node");
+    assert!(
+        local < 900 * 1024,
+        "{local} bytes for 1,000 pods of this node"
+    );
     assert!(with_labels < 1200 * 1024, "{with_labels} bytes with labels");
     assert!(peer_pods < 550 * 1024, "{peer_pods} bytes for 1,000 peers");
     drop((bare, labelled, peers));

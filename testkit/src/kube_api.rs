@@ -231,14 +231,18 @@ impl FakeKubeApi {
         let _ = self.up.send(!down);
         // The listener is dropped or bound again by the server's task: wait for it.
         for _ in 0..200 {
-            let refused = std::net::TcpStream::connect_timeout(&self.addr, Duration::from_millis(50))
-                .is_err();
+            let refused =
+                std::net::TcpStream::connect_timeout(&self.addr, Duration::from_millis(50))
+                    .is_err();
             if refused == down {
                 return;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        panic!("the fake API did not go {}", if down { "down" } else { "up" });
+        panic!(
+            "the fake API did not go {}",
+            if down { "down" } else { "up" }
+        );
     }
 
     /// Every answer waits this long before its headers (lists and watches alike).
@@ -401,7 +405,11 @@ fn decode(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        match (b[i], b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
             (b'+', _, _) => out.push(b' '),
             (b'%', Some(h), Some(l)) => {
                 out.push(h << 4 | l);
@@ -530,7 +538,10 @@ fn add_watcher(
         bookmarks: query.get("allowWatchBookmarks").map(String::as_str) == Some("true"),
         tx,
     });
-    if let Some(secs) = query.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()) {
+    if let Some(secs) = query
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+    {
         let state = state.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(secs)).await;

@@ -114,7 +114,10 @@ struct ExtraFilter {
 impl ExtraFilter {
     fn allows(&self, key: &str) -> bool {
         !self.exclude.iter().any(|e| e == key)
-            && self.only.as_ref().is_none_or(|o| o.iter().any(|a| a == key))
+            && self
+                .only
+                .as_ref()
+                .is_none_or(|o| o.iter().any(|a| a == key))
     }
 }
 

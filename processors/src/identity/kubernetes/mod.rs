@@ -10,10 +10,10 @@
 
 pub mod store;
 
+use std::collections::HashMap;
 use std::fmt::Debug;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, RwLockReadGuard, Weak};
 use std::thread::JoinHandle;
 
@@ -30,7 +30,7 @@ use serde::de::DeserializeOwned;
 use periscope_pipeline::telemetry::ComponentCounters;
 
 use super::config::KubernetesOptions;
-pub use store::{Extras, PodMeta, Peer, Relist, Store};
+pub use store::{Extras, Peer, PodMeta, Relist, Store};
 
 /// The environment variable `node_name` defaults to (the DaemonSet sets it from
 /// `spec.nodeName` through the downward API).
@@ -195,7 +195,9 @@ async fn load_config(kubeconfig: Option<&Path>) -> anyhow::Result<Config> {
                 .with_context(|| format!("cannot read the kubeconfig {}", path.display()))?;
             Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
                 .await
-                .with_context(|| format!("the kubeconfig {} names no usable cluster", path.display()))
+                .with_context(|| {
+                    format!("the kubeconfig {} names no usable cluster", path.display())
+                })
         }
         None => Config::infer().await.context(
             "no Kubernetes API found: not in a pod with a service account, and no KUBECONFIG \

@@ -421,18 +421,23 @@ mod tests {
         }
     }
 
-    fn names_of(w: &[(&'static str, Arc<str>)]) -> Vec<(&'static str, &str)> {
+    fn names_of<'a>(w: &'a [(&'static str, Arc<str>)]) -> Vec<(&'static str, &'a str)> {
         w.iter().map(|(k, v)| (*k, &**v)).collect()
     }
 
     #[test]
     fn workloads_are_trimmed_as_the_collector_does() {
-        let cases: &[(&str, &str, Option<&str>, &[(&str, &str)])] = &[
+        /// Owner kind and name, `pod-template-hash`, the attributes wanted.
+        type Case<'a> = (&'a str, &'a str, Option<&'a str>, &'a [(&'a str, &'a str)]);
+        let cases: &[Case] = &[
             (
                 "ReplicaSet",
                 "web-5d4f8b9c7",
                 None,
-                &[("k8s.replicaset.name", "web-5d4f8b9c7"), ("k8s.deployment.name", "web")],
+                &[
+                    ("k8s.replicaset.name", "web-5d4f8b9c7"),
+                    ("k8s.deployment.name", "web"),
+                ],
             ),
             (
                 "ReplicaSet",
@@ -451,16 +456,29 @@ mod tests {
                 Some("xyz"),
                 &[("k8s.replicaset.name", "handmade-abc")],
             ),
-            ("ReplicaSet", "solo", None, &[("k8s.replicaset.name", "solo")]),
+            (
+                "ReplicaSet",
+                "solo",
+                None,
+                &[("k8s.replicaset.name", "solo")],
+            ),
             (
                 "Job",
                 "backup-28457760",
                 None,
-                &[("k8s.job.name", "backup-28457760"), ("k8s.cronjob.name", "backup")],
+                &[
+                    ("k8s.job.name", "backup-28457760"),
+                    ("k8s.cronjob.name", "backup"),
+                ],
             ),
             ("Job", "migrate-v2", None, &[("k8s.job.name", "migrate-v2")]),
             ("StatefulSet", "db", None, &[("k8s.statefulset.name", "db")]),
-            ("DaemonSet", "agent", None, &[("k8s.daemonset.name", "agent")]),
+            (
+                "DaemonSet",
+                "agent",
+                None,
+                &[("k8s.daemonset.name", "agent")],
+            ),
             ("Node", "n1", None, &[]),
         ];
         for (kind, name, hash, want) in cases {

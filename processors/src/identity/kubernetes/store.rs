@@ -163,7 +163,7 @@ impl Store {
                 service: None,
                 owner,
             });
-            self.set_addresses(&uid, peer, addrs);
+            self.set_addresses(&uid, Some(peer), addrs);
         }
         if !on_node {
             return Some(uid);
@@ -211,7 +211,7 @@ impl Store {
                 self.containers.remove(c);
             }
         }
-        self.set_addresses(uid, Arc::new(Peer::none()), Vec::new());
+        self.set_addresses(uid, None, Vec::new());
     }
 
     /// A Service added or changed: its ClusterIPs (not a headless `None`).
@@ -238,17 +238,17 @@ impl Store {
             service: Some(name),
             owner: None,
         });
-        self.set_addresses(&uid, peer, addrs);
+        self.set_addresses(&uid, Some(peer), addrs);
         Some(uid)
     }
 
     pub fn delete_service(&mut self, uid: &str) {
-        self.set_addresses(uid, Arc::new(Peer::none()), Vec::new());
+        self.set_addresses(uid, None, Vec::new());
     }
 
     /// `uid` now holds exactly `addrs`, naming `peer`. An address another object took since
     /// (a reused pod IP whose deletion is not seen yet) is left to it.
-    fn set_addresses(&mut self, uid: &str, peer: Arc<Peer>, addrs: Vec<IpAddr>) {
+    fn set_addresses(&mut self, uid: &str, peer: Option<Arc<Peer>>, addrs: Vec<IpAddr>) {
         if let Some((_, old)) = self.addresses.remove(uid) {
             for a in old.iter() {
                 if self.peers.get(a).is_some_and(|p| &*p.uid == uid) {
@@ -256,9 +256,9 @@ impl Store {
                 }
             }
         }
-        if addrs.is_empty() {
+        let Some(peer) = peer.filter(|_| !addrs.is_empty()) else {
             return;
-        }
+        };
         for a in &addrs {
             self.peers.insert(*a, peer.clone());
         }
@@ -324,18 +324,6 @@ impl Store {
             }
         }
         out.into_boxed_slice()
-    }
-}
-
-impl Peer {
-    fn none() -> Peer {
-        Peer {
-            uid: Arc::from(""),
-            namespace: Arc::from(""),
-            pod: None,
-            service: None,
-            owner: None,
-        }
     }
 }
 

@@ -692,6 +692,21 @@ fn the_processor_names_a_pods_telemetry_and_its_peers() {
         kv(&own),
         "an address outside the cluster"
     );
+    // Flows: the destination, unless it is the series' own pod (then the source).
+    let flow = |src: &str, dst: &str| {
+        vec![
+            KeyValue::new("periscope.cgroup.id", cgroup_id),
+            KeyValue::new("source.address", src.to_string()),
+            KeyValue::new("destination.address", dst.to_string()),
+        ]
+    };
+    let both = kv(&[&own[..], &to_pod[..]].concat());
+    assert_eq!(enrich(&mut p, flow("10.1.0.5", "10.1.1.7")), both, "sent");
+    assert_eq!(
+        enrich(&mut p, flow("10.1.1.7", "10.1.0.5")),
+        both,
+        "received"
+    );
     assert_eq!(counters.values().errors, 0);
 
     // A pod the API does not know (yet): its ids stay, the miss is counted once.

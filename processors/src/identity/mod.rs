@@ -423,18 +423,30 @@ impl Identity {
     }
 
     /// Names the pod or Service at the other end: `network.peer.address` (connections),
-    /// else `destination.address` (flows).
-    fn enrich_peer(&self, attrs: &mut Attributes, want: Wanted) {
+    /// else `destination.address` (flows) — or `source.address` where the destination is the
+    /// series' own pod `own` (a flow it received).
+    fn enrich_peer(&self, attrs: &mut Attributes, want: Wanted, own: Option<&str>) {
         let Some(source) = self.kubernetes.as_ref() else {
             return;
         };
         if want.k8s_peer == 0 {
             return;
         }
-        let addr = string(attrs, names::ATTR_PEER_ADDRESS)
-            .or_else(|| string(attrs, names::ATTR_DESTINATION_ADDRESS))
-            .and_then(|a| a.parse::<IpAddr>().ok());
-        let Some(peer) = addr.and_then(|a| source.store().peer(a).cloned()) else {
+        let addr = |key: &str| string(attrs, key).and_then(|a| a.parse::<IpAddr>().ok());
+        let peer = {
+            let store = source.store();
+            match addr(names::ATTR_PEER_ADDRESS) {
+                Some(a) => store.peer(a),
+                None => match addr(names::ATTR_DESTINATION_ADDRESS).and_then(|a| store.peer(a)) {
+                    Some(p) if own.is_some_and(|u| p.is_pod(u)) => {
+                        addr(names::ATTR_SOURCE_ADDRESS).and_then(|a| store.peer(a))
+                    }
+                    other => other,
+                },
+            }
+            .cloned()
+        };
+        let Some(peer) = peer else {
             return;
         };
         let on = |name: &str| u32::from(want.k8s_peer) & bit(&K8S_PEER_ATTRIBUTES, name) != 0;
@@ -565,7 +577,6 @@ impl Identity {
             .filter(|c| *c != 0);
         let netns = netns_of(attrs);
         self.enrich_dns(attrs, want, netns);
-        self.enrich_peer(attrs, want);
         let mut comm = None;
         if pid.is_none() && self.from_sockets {
             let by_cookie = int(attrs, names::ATTR_SOCKET_COOKIE)
@@ -710,7 +721,7 @@ impl Identity {
             }
         }
 
-        if let Some(w) = workload {
+        if let Some(w) = &workload {
             if let Some((id, runtime)) = &w.container {
                 if want.container_id {
                     set(attrs, names::ATTR_CONTAINER_ID, id.clone());
@@ -738,8 +749,10 @@ impl Identity {
                     set(attrs, names::ATTR_K8S_POD_QOS_CLASS, *qos);
                 }
             }
-            self.enrich_pod(attrs, metric, &w, now);
+            self.enrich_pod(attrs, metric, w, now);
         }
+        let own_pod = workload.as_ref().and_then(|w| w.pod.as_ref());
+        self.enrich_peer(attrs, want, own_pod.map(|p| p.0.as_str()));
     }
 
     fn telemetry(&mut self, t: &mut Telemetry) {

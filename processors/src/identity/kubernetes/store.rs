@@ -327,6 +327,13 @@ impl Store {
     }
 }
 
+impl Peer {
+    /// Whether this is the pod `uid`.
+    pub fn is_pod(&self, uid: &str) -> bool {
+        self.pod.is_some() && &*self.uid == uid
+    }
+}
+
 /// The kind named by a workload attribute, for `k8s.peer.owner.kind`.
 fn owner_kind(attr: &str) -> &'static str {
     match attr {

@@ -723,3 +723,65 @@ fn the_processor_names_a_pods_telemetry_and_its_peers() {
     assert_eq!(p.failed_lookups().pods, 1);
     assert_eq!(counters.values().errors, 1);
 }
+
+/// In a cluster the API is HTTPS: the TLS client (rustls with ring) builds, and an API that
+/// does not answer is retried and counted, not fatal.
+#[test]
+fn an_https_api_builds_a_tls_client() {
+    let dir = TestDir::new("k8s_https");
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let kubeconfig = dir.write(
+        "kubeconfig",
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:{port}\n\
+             users:\n- name: u\n  user: {{token: secret}}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\n\
+             current-context: x\n"
+        ),
+    );
+    let options = KubernetesOptions {
+        enabled: true,
+        node_name: Some(NODE.into()),
+        kubeconfig: Some(kubeconfig),
+        ..KubernetesOptions::default()
+    };
+    let s = KubernetesSource::start(&options, "identity", Arc::default()).expect("starts");
+    eventually(WAIT, || {
+        (s.status().errors.load(Ordering::Relaxed) >= 1)
+            .then_some(())
+            .ok_or("no failed request counted".into())
+    });
+    assert_eq!(s.store().pods(), 0);
+}
+
+/// What the configuration got wrong fails at start, saying what to set.
+#[test]
+fn no_node_name_or_kubeconfig_is_an_error_at_start() {
+    let dir = TestDir::new("k8s_errors");
+    let missing = KubernetesOptions {
+        enabled: true,
+        node_name: Some(NODE.into()),
+        kubeconfig: Some(dir.join("nope")),
+        ..KubernetesOptions::default()
+    };
+    let e = KubernetesSource::start(&missing, "identity", Arc::default())
+        .err()
+        .expect("a missing kubeconfig fails");
+    assert!(
+        format!("{e:#}").contains("cannot read the kubeconfig"),
+        "{e:#}"
+    );
+    if std::env::var_os("K8S_NODE_NAME").is_none() {
+        let no_node = KubernetesOptions {
+            enabled: true,
+            ..KubernetesOptions::default()
+        };
+        let e = KubernetesSource::start(&no_node, "identity", Arc::default())
+            .err()
+            .expect("no node name fails");
+        assert!(format!("{e:#}").contains("K8S_NODE_NAME"), "{e:#}");
+    }
+}

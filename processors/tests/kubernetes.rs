@@ -75,7 +75,6 @@ fn name_of(store: &Store, uid: &str) -> Option<String> {
 fn lists_then_follows_adds_changes_and_deletes_of_this_nodes_pods() {
     let dir = TestDir::new("k8s_follow");
     let api = FakeKubeApi::start();
-    // More pods than a page (kube's watcher lists 500 per page): the list is paged.
     for n in 0..3 {
         api.apply(
             Resource::Pods,
@@ -784,4 +783,35 @@ fn no_node_name_or_kubeconfig_is_an_error_at_start() {
             .expect("no node name fails");
         assert!(format!("{e:#}").contains("K8S_NODE_NAME"), "{e:#}");
     }
+}
+
+/// More pods than a page (the watcher asks for 500 at a time): the list is read page by page,
+/// with the continue token, and every pod is kept.
+#[test]
+fn a_long_list_is_read_in_pages() {
+    let dir = TestDir::new("k8s_pages");
+    let api = FakeKubeApi::start();
+    for n in 0..1203 {
+        api.apply(
+            Resource::Pods,
+            pod(
+                "default",
+                &format!("p{n}"),
+                &uid(n),
+                NODE,
+                None,
+                None,
+                &[&cid(n)],
+            ),
+        );
+    }
+    let s = start(&api, &dir, false);
+    eventually(WAIT, || synced(&s, 1));
+    assert_eq!(s.store().pods(), 1203);
+    assert_eq!(api.lists(Resource::Pods), 3, "{:#?}", api.requests());
+    let reqs = api.requests();
+    assert!(
+        reqs.iter().any(|r| r.contains("continue=")),
+        "no continue token used: {reqs:#?}"
+    );
 }

@@ -11,7 +11,7 @@
 # context>. demo/docker-compose.yml runs this image with the privileges and
 # mounts it needs.
 
-FROM rust:1.88-bookworm AS builder
+FROM rust:1.89-bookworm AS builder
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       clang-19 llvm-19 libbpf-dev bpftool \

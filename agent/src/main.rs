@@ -106,9 +106,17 @@ fn validate(path: &Path) -> ExitCode {
 fn init_logging(level: &str) -> Result<(), String> {
     let filter = match EnvFilter::try_from_default_env() {
         Ok(f) => f,
-        Err(_) => EnvFilter::try_new(level).map_err(|e| {
-            format!("service.telemetry.logs.level: `{level}` is not a valid log filter: {e}")
-        })?,
+        Err(_) => EnvFilter::try_new(level)
+            .map_err(|e| {
+                format!("service.telemetry.logs.level: `{level}` is not a valid log filter: {e}")
+            })?
+            // kube's client logs every failed request at error level (each retry while the API
+            // is down); the identity processor warns once per outage and counts the rest.
+            .add_directive(
+                "kube_client::client::builder=off"
+                    .parse()
+                    .map_err(|e| format!("log filter: {e}"))?,
+            ),
     };
     tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -33,6 +33,7 @@ pub mod cgroup;
 pub mod component;
 pub mod dir;
 pub mod http;
+pub mod kube_api;
 pub mod netns;
 pub mod otlp;
 pub mod pcapgen;

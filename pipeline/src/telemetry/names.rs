@@ -165,6 +165,27 @@ pub const ATTR_CONTAINER_IMAGE_NAME: &str = "container.image.name";
 pub const ATTR_K8S_POD_UID: &str = "k8s.pod.uid";
 /// Kubernetes QoS class: `guaranteed`, `burstable` or `besteffort`.
 pub const ATTR_K8S_POD_QOS_CLASS: &str = "k8s.pod.qos_class";
+/// Kubernetes pod name, namespace and node (from the API, `identity.kubernetes`).
+pub const ATTR_K8S_POD_NAME: &str = "k8s.pod.name";
+pub const ATTR_K8S_NAMESPACE_NAME: &str = "k8s.namespace.name";
+pub const ATTR_K8S_NODE_NAME: &str = "k8s.node.name";
+/// The pod's workload, from its owner reference.
+pub const ATTR_K8S_REPLICASET_NAME: &str = "k8s.replicaset.name";
+pub const ATTR_K8S_DEPLOYMENT_NAME: &str = "k8s.deployment.name";
+pub const ATTR_K8S_STATEFULSET_NAME: &str = "k8s.statefulset.name";
+pub const ATTR_K8S_DAEMONSET_NAME: &str = "k8s.daemonset.name";
+pub const ATTR_K8S_JOB_NAME: &str = "k8s.job.name";
+pub const ATTR_K8S_CRONJOB_NAME: &str = "k8s.cronjob.name";
+/// Prefixes of opt-in pod labels and annotations (`k8s.pod.label.<key>`).
+pub const ATTR_K8S_POD_LABEL: &str = "k8s.pod.label.";
+pub const ATTR_K8S_POD_ANNOTATION: &str = "k8s.pod.annotation.";
+/// The pod or Service at the other end (`network.peer.address`, else `destination.address`).
+pub const ATTR_K8S_PEER_POD_NAME: &str = "k8s.peer.pod.name";
+pub const ATTR_K8S_PEER_NAMESPACE_NAME: &str = "k8s.peer.namespace.name";
+/// `Deployment`, `StatefulSet`, `DaemonSet`, `CronJob`, `Job`, `ReplicaSet`, ... or `Pod`.
+pub const ATTR_K8S_PEER_OWNER_KIND: &str = "k8s.peer.owner.kind";
+pub const ATTR_K8S_PEER_OWNER_NAME: &str = "k8s.peer.owner.name";
+pub const ATTR_K8S_PEER_SERVICE_NAME: &str = "k8s.peer.service.name";
 /// Name of the network namespace (`ip netns` / Docker bind mount, else its container).
 pub const ATTR_NETNS_NAME: &str = "periscope.netns.name";
 /// Marks the series that collects everything past a cardinality limit.
@@ -261,6 +282,22 @@ pub const ALL: &[&str] = &[
     ATTR_K8S_POD_UID,
     ATTR_K8S_POD_QOS_CLASS,
     ATTR_NETNS_NAME,
+    ATTR_K8S_POD_NAME,
+    ATTR_K8S_NAMESPACE_NAME,
+    ATTR_K8S_NODE_NAME,
+    ATTR_K8S_REPLICASET_NAME,
+    ATTR_K8S_DEPLOYMENT_NAME,
+    ATTR_K8S_STATEFULSET_NAME,
+    ATTR_K8S_DAEMONSET_NAME,
+    ATTR_K8S_JOB_NAME,
+    ATTR_K8S_CRONJOB_NAME,
+    ATTR_K8S_POD_LABEL,
+    ATTR_K8S_POD_ANNOTATION,
+    ATTR_K8S_PEER_POD_NAME,
+    ATTR_K8S_PEER_NAMESPACE_NAME,
+    ATTR_K8S_PEER_OWNER_KIND,
+    ATTR_K8S_PEER_OWNER_NAME,
+    ATTR_K8S_PEER_SERVICE_NAME,
     ATTR_COMPONENT_KIND,
     ATTR_COMPONENT_ID,
     ATTR_PIPELINE_ID,

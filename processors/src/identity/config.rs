@@ -34,6 +34,11 @@ pub struct IdentityConfig {
     /// Namespace attributes: `periscope.netns.name`.
     #[serde(default)]
     pub netns: NetnsOptions,
+    /// Pod attributes from the Kubernetes API (`k8s.pod.name`, `k8s.namespace.name`, the
+    /// pod's workload, opt-in labels and annotations) and, opt-in, the pod or Service at the
+    /// other end of a flow or connection (`k8s.peer.*`); off by default.
+    #[serde(default)]
+    pub kubernetes: KubernetesOptions,
     /// Attribute names never added, e.g. `[process.owner, container.image.name]`.
     #[serde(default)]
     pub exclude: Vec<String>,
@@ -114,6 +119,36 @@ pub struct NetnsOptions {
     pub containers: bool,
 }
 
+/// Pod metadata from the Kubernetes API.
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesOptions {
+    /// Watch the API at all; default false.
+    #[serde(default)]
+    pub enabled: bool,
+    /// The node whose pods are watched (field selector `spec.nodeName`); default: the
+    /// `K8S_NODE_NAME` environment variable (set it from the downward API).
+    #[serde(default)]
+    pub node_name: Option<String>,
+    /// A kubeconfig file to reach the API with; default: the pod's service account when
+    /// running in a cluster, else `KUBECONFIG`, else `~/.kube/config`.
+    #[serde(default)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Pod label keys (or globs such as `app.kubernetes.io/*`) added as
+    /// `k8s.pod.label.<key>`; default none.
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// Pod annotation keys (or globs) added as `k8s.pod.annotation.<key>`; default none.
+    #[serde(default)]
+    pub annotations: Vec<String>,
+    /// Also watch every pod and Service of the cluster (their names and addresses only) and
+    /// name the other end of flows and connections: `k8s.peer.pod.name`,
+    /// `k8s.peer.namespace.name`, `k8s.peer.owner.kind`, `k8s.peer.owner.name`,
+    /// `k8s.peer.service.name`; default false.
+    #[serde(default)]
+    pub peers: bool,
+}
+
 fn default_true() -> bool {
     true
 }
@@ -178,6 +213,7 @@ impl Default for IdentityConfig {
             process: ProcessOptions::default(),
             container: ContainerOptions::default(),
             netns: NetnsOptions::default(),
+            kubernetes: KubernetesOptions::default(),
             exclude: Vec::new(),
             metric_attributes: None,
             cache_capacity: default_cache_capacity(),
@@ -207,7 +243,25 @@ pub const ATTRIBUTES: &[&str] = &[
     names::ATTR_NETNS_NAME,
     names::ATTR_DNS_QUESTION_NAME,
     names::ATTR_DNS_SERVER_ADDRESS,
+    names::ATTR_K8S_POD_NAME,
+    names::ATTR_K8S_NAMESPACE_NAME,
+    names::ATTR_K8S_NODE_NAME,
+    names::ATTR_K8S_REPLICASET_NAME,
+    names::ATTR_K8S_DEPLOYMENT_NAME,
+    names::ATTR_K8S_STATEFULSET_NAME,
+    names::ATTR_K8S_DAEMONSET_NAME,
+    names::ATTR_K8S_JOB_NAME,
+    names::ATTR_K8S_CRONJOB_NAME,
+    names::ATTR_K8S_PEER_POD_NAME,
+    names::ATTR_K8S_PEER_NAMESPACE_NAME,
+    names::ATTR_K8S_PEER_OWNER_KIND,
+    names::ATTR_K8S_PEER_OWNER_NAME,
+    names::ATTR_K8S_PEER_SERVICE_NAME,
 ];
+
+/// The prefixes of the labels and annotations `kubernetes.labels` and
+/// `kubernetes.annotations` add; `exclude` and `metric_attributes` may name such attributes.
+pub const DYNAMIC_PREFIXES: &[&str] = &[names::ATTR_K8S_POD_LABEL, names::ATTR_K8S_POD_ANNOTATION];
 
 impl ComponentConfig for IdentityConfig {
     const TYPE: &'static str = "identity";
@@ -216,11 +270,15 @@ impl ComponentConfig for IdentityConfig {
         let mut p = Vec::new();
         let check = |p: &mut Vec<Invalid>, path: &str, list: &[String]| {
             for (i, name) in list.iter().enumerate() {
-                if !ATTRIBUTES.contains(&name.as_str()) {
+                let dynamic = DYNAMIC_PREFIXES
+                    .iter()
+                    .any(|p| name.len() > p.len() && name.starts_with(p));
+                if !ATTRIBUTES.contains(&name.as_str()) && !dynamic {
                     p.push(Invalid::new(
                         format!("{path}[{i}]"),
                         format!(
-                            "`{name}` is not an attribute the identity processor adds; valid: {}",
+                            "`{name}` is not an attribute the identity processor adds; valid: {}, \
+                             or `k8s.pod.label.<key>` / `k8s.pod.annotation.<key>`",
                             ATTRIBUTES.join(", ")
                         ),
                     ));
@@ -230,6 +288,23 @@ impl ComponentConfig for IdentityConfig {
         check(&mut p, "exclude", &self.exclude);
         if let Some(m) = &self.metric_attributes {
             check(&mut p, "metric_attributes", m);
+        }
+        let k = &self.kubernetes;
+        for (what, list) in [("labels", &k.labels), ("annotations", &k.annotations)] {
+            for (i, glob) in list.iter().enumerate() {
+                if let Err(e) = globset::Glob::new(glob) {
+                    p.push(Invalid::new(
+                        format!("kubernetes.{what}[{i}]"),
+                        format!("`{glob}` is not a key or glob ({e}); e.g. `app` or `app.kubernetes.io/*`"),
+                    ));
+                }
+            }
+        }
+        if k.node_name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+            p.push(Invalid::new(
+                "kubernetes.node_name",
+                "empty; the node's name as the API knows it, e.g. `${env:K8S_NODE_NAME}`",
+            ));
         }
         if p.is_empty() {
             Ok(())

@@ -8,6 +8,7 @@
 mod cache;
 pub mod cgroup;
 mod config;
+pub mod kubernetes;
 pub mod netns;
 pub mod process;
 
@@ -24,10 +25,14 @@ use periscope_pipeline::telemetry::{names, ComponentCounters};
 use periscope_pipeline::{DnsTable, NamespaceTable, SocketOwner, SocketTable};
 
 pub use cache::Lookup;
-pub use config::{ContainerOptions, IdentityConfig, NetnsOptions, ProcessOptions, ATTRIBUTES};
+pub use config::{
+    ContainerOptions, IdentityConfig, KubernetesOptions, NetnsOptions, ProcessOptions, ATTRIBUTES,
+    DYNAMIC_PREFIXES,
+};
 
 use cache::Cache;
 use cgroup::{CgroupIndex, RuntimeState, Workload};
+use kubernetes::KubernetesSource;
 use netns::NetnsNames;
 use process::Processes;
 
@@ -36,7 +41,8 @@ impl ProcessorConfig for IdentityConfig {
         Ok(Box::new(
             Identity::new(self, ctx.sockets.clone(), ctx.counters.clone())
                 .with_dns(ctx.dns.clone())
-                .with_namespaces(ctx.namespaces.clone()),
+                .with_namespaces(ctx.namespaces.clone())
+                .with_kubernetes(self, &ctx.id.to_string())?,
         ))
     }
 }
@@ -65,6 +71,54 @@ struct Wanted {
     /// `dns.question.name` / `periscope.dns.server.address` of a resolved destination.
     dns_name: bool,
     dns_server: bool,
+    /// Which of [`K8S_POD_ATTRIBUTES`] (bit i: attribute i).
+    k8s_pod: u16,
+    /// Which of [`K8S_PEER_ATTRIBUTES`].
+    k8s_peer: u8,
+}
+
+/// What `kubernetes` adds to a pod's telemetry, in bit order of [`Wanted::k8s_pod`].
+const K8S_POD_ATTRIBUTES: [&str; 9] = [
+    names::ATTR_K8S_POD_NAME,
+    names::ATTR_K8S_NAMESPACE_NAME,
+    names::ATTR_K8S_NODE_NAME,
+    names::ATTR_K8S_REPLICASET_NAME,
+    names::ATTR_K8S_DEPLOYMENT_NAME,
+    names::ATTR_K8S_STATEFULSET_NAME,
+    names::ATTR_K8S_DAEMONSET_NAME,
+    names::ATTR_K8S_JOB_NAME,
+    names::ATTR_K8S_CRONJOB_NAME,
+];
+
+/// What `kubernetes.peers` adds about the other end, in bit order of [`Wanted::k8s_peer`].
+const K8S_PEER_ATTRIBUTES: [&str; 5] = [
+    names::ATTR_K8S_PEER_POD_NAME,
+    names::ATTR_K8S_PEER_NAMESPACE_NAME,
+    names::ATTR_K8S_PEER_OWNER_KIND,
+    names::ATTR_K8S_PEER_OWNER_NAME,
+    names::ATTR_K8S_PEER_SERVICE_NAME,
+];
+
+fn bit(attrs: &[&str], name: &str) -> u32 {
+    attrs.iter().position(|a| *a == name).map_or(0, |i| 1 << i)
+}
+
+/// Which opt-in labels and annotations one kind of telemetry gets.
+#[derive(Clone, Debug, Default)]
+struct ExtraFilter {
+    exclude: Vec<String>,
+    /// `metric_attributes`, for metrics.
+    only: Option<Vec<String>>,
+}
+
+impl ExtraFilter {
+    fn allows(&self, key: &str) -> bool {
+        !self.exclude.iter().any(|e| e == key)
+            && self
+                .only
+                .as_ref()
+                .is_none_or(|o| o.iter().any(|a| a == key))
+    }
 }
 
 impl Wanted {
@@ -79,7 +133,20 @@ impl Wanted {
         };
         let p = config.process.enabled;
         let c = config.container.enabled;
+        let k = c && config.kubernetes.enabled;
+        let bits = |attrs: &[&str]| {
+            attrs
+                .iter()
+                .filter(|a| k && on(a))
+                .fold(0, |b, a| b | bit(attrs, a))
+        };
         Wanted {
+            k8s_pod: bits(&K8S_POD_ATTRIBUTES) as u16,
+            k8s_peer: if config.kubernetes.peers {
+                bits(&K8S_PEER_ATTRIBUTES) as u8
+            } else {
+                0
+            },
             pid: p && config.process.from_sockets && on(names::ATTR_PROCESS_PID),
             exe_name: p && on(names::ATTR_PROCESS_NAME),
             exe_path: p && on(names::ATTR_PROCESS_EXECUTABLE_PATH),
@@ -111,6 +178,7 @@ impl Wanted {
             || self.image
             || self.pod_uid
             || self.qos
+            || self.k8s_pod != 0
     }
 
     fn any(&self) -> bool {
@@ -121,6 +189,7 @@ impl Wanted {
             || self.netns_name
             || self.dns_name
             || self.dns_server
+            || self.k8s_peer != 0
     }
 }
 
@@ -130,6 +199,8 @@ pub struct FailedLookups {
     pub processes: u64,
     pub cgroups: u64,
     pub namespaces: u64,
+    /// Pods of this node (by uid or container id) the Kubernetes API did not name (yet).
+    pub pods: u64,
 }
 
 /// The running processor.
@@ -152,6 +223,11 @@ pub struct Identity {
     next_sweep: Instant,
     failed: FailedLookups,
     dns: DnsTable,
+    kubernetes: Option<Arc<KubernetesSource>>,
+    /// Pod uids (as 128-bit numbers) not found, counted once per `cache_ttl`.
+    missing_pods: Cache<u128, ()>,
+    extra_spans: ExtraFilter,
+    extra_metrics: ExtraFilter,
 }
 
 impl Identity {
@@ -241,6 +317,150 @@ impl Identity {
             metrics,
             failed: FailedLookups::default(),
             dns: DnsTable::default(),
+            kubernetes: None,
+            missing_pods: Cache::new(capacity, ttl),
+            extra_spans: ExtraFilter {
+                exclude: config.exclude.clone(),
+                only: None,
+            },
+            extra_metrics: ExtraFilter {
+                exclude: config.exclude.clone(),
+                only: config.metric_attributes.clone(),
+            },
+        }
+    }
+
+    /// Starts the Kubernetes source if `config.kubernetes.enabled` (and containers are looked
+    /// up: pods are found from their cgroups), or shares the one another pipeline's instance
+    /// started with the same options; its watch errors count in that first instance.
+    pub fn with_kubernetes(mut self, config: &IdentityConfig, id: &str) -> anyhow::Result<Self> {
+        if config.kubernetes.enabled {
+            if !config.container.enabled {
+                tracing::warn!(
+                    "identity `{id}`: kubernetes needs container.enabled (pods are found from \
+                     their cgroups); not watching the API"
+                );
+                return Ok(self);
+            }
+            self.kubernetes = Some(KubernetesSource::shared(
+                &config.kubernetes,
+                id,
+                self.counters.clone(),
+            )?);
+        }
+        Ok(self)
+    }
+
+    /// The Kubernetes source, if one runs.
+    pub fn kubernetes(&self) -> Option<&KubernetesSource> {
+        self.kubernetes.as_deref()
+    }
+
+    /// Adds the pod's name, namespace, node, workload and opt-in labels and annotations, for
+    /// the pod uid (from the cgroup path) or else the container id.
+    fn enrich_pod(&mut self, attrs: &mut Attributes, metric: bool, w: &Workload, now: Instant) {
+        let want = if metric { self.metrics } else { self.spans };
+        let Some(source) = self.kubernetes.as_ref() else {
+            return;
+        };
+        if want.k8s_pod == 0 {
+            return;
+        }
+        let uid = w.pod.as_ref().map(|p| p.0.as_str());
+        let container = w.container.as_ref().map(|c| c.0.as_str());
+        let pod = {
+            let store = source.store();
+            uid.and_then(|u| store.pod(u))
+                .or_else(|| container.and_then(|c| store.pod_of_container(c)))
+                .cloned()
+        };
+        let Some(pod) = pod else {
+            // Not a pod (a container outside Kubernetes), or one the API has not named yet.
+            if let Some(uid) = uid {
+                let key = uid
+                    .chars()
+                    .filter_map(|c| c.to_digit(16))
+                    .fold(0u128, |k, d| k.wrapping_shl(4) | u128::from(d));
+                if self.missing_pods.get(&key, now).is_none() {
+                    self.missing_pods.insert(key, (), now);
+                    self.failed.pods += 1;
+                    tracing::debug!(uid, "identity: pod not (yet) known to the Kubernetes API");
+                    self.counters.add_errors(1);
+                }
+            }
+            return;
+        };
+        let on = |name: &str| u32::from(want.k8s_pod) & bit(&K8S_POD_ATTRIBUTES, name) != 0;
+        for (key, value) in [
+            (names::ATTR_K8S_POD_NAME, &pod.name),
+            (names::ATTR_K8S_NAMESPACE_NAME, &pod.namespace),
+            (names::ATTR_K8S_NODE_NAME, &pod.node),
+        ]
+        .into_iter()
+        .chain(pod.workload.iter().map(|(k, v)| (*k, v)))
+        {
+            if on(key) {
+                set(attrs, key, value.to_string());
+            }
+        }
+        if want.pod_uid && !has(attrs, names::ATTR_K8S_POD_UID) {
+            set(attrs, names::ATTR_K8S_POD_UID, pod.uid.to_string());
+        }
+        let filter = if metric {
+            &self.extra_metrics
+        } else {
+            &self.extra_spans
+        };
+        for (key, value) in pod.extra.iter() {
+            if filter.allows(key) {
+                let value = AnyValue::from(value.to_string());
+                match attrs.iter_mut().find(|kv| kv.key == **key) {
+                    Some(kv) => kv.value = value,
+                    None => attrs.push(KeyValue::new(key.to_string(), value)),
+                }
+            }
+        }
+    }
+
+    /// Names the pod or Service at the other end: `network.peer.address` (connections),
+    /// else `destination.address` (flows) — or `source.address` where the destination is the
+    /// series' own pod `own` (a flow it received).
+    fn enrich_peer(&self, attrs: &mut Attributes, want: Wanted, own: Option<&str>) {
+        let Some(source) = self.kubernetes.as_ref() else {
+            return;
+        };
+        if want.k8s_peer == 0 {
+            return;
+        }
+        let addr = |key: &str| string(attrs, key).and_then(|a| a.parse::<IpAddr>().ok());
+        let peer = {
+            let store = source.store();
+            match addr(names::ATTR_PEER_ADDRESS) {
+                Some(a) => store.peer(a),
+                None => match addr(names::ATTR_DESTINATION_ADDRESS).and_then(|a| store.peer(a)) {
+                    Some(p) if own.is_some_and(|u| p.is_pod(u)) => {
+                        addr(names::ATTR_SOURCE_ADDRESS).and_then(|a| store.peer(a))
+                    }
+                    other => other,
+                },
+            }
+            .cloned()
+        };
+        let Some(peer) = peer else {
+            return;
+        };
+        let on = |name: &str| u32::from(want.k8s_peer) & bit(&K8S_PEER_ATTRIBUTES, name) != 0;
+        let owner = peer.owner.as_ref();
+        for (key, value) in [
+            (names::ATTR_K8S_PEER_POD_NAME, peer.pod.as_deref()),
+            (names::ATTR_K8S_PEER_NAMESPACE_NAME, Some(&*peer.namespace)),
+            (names::ATTR_K8S_PEER_OWNER_KIND, owner.map(|o| o.0)),
+            (names::ATTR_K8S_PEER_OWNER_NAME, owner.map(|o| &*o.1)),
+            (names::ATTR_K8S_PEER_SERVICE_NAME, peer.service.as_deref()),
+        ] {
+            if let (true, Some(v)) = (on(key), value) {
+                set(attrs, key, v.to_string());
+            }
         }
     }
 
@@ -501,7 +721,7 @@ impl Identity {
             }
         }
 
-        if let Some(w) = workload {
+        if let Some(w) = &workload {
             if let Some((id, runtime)) = &w.container {
                 if want.container_id {
                     set(attrs, names::ATTR_CONTAINER_ID, id.clone());
@@ -529,7 +749,10 @@ impl Identity {
                     set(attrs, names::ATTR_K8S_POD_QOS_CLASS, *qos);
                 }
             }
+            self.enrich_pod(attrs, metric, w, now);
         }
+        let own_pod = workload.as_ref().and_then(|w| w.pod.as_ref());
+        self.enrich_peer(attrs, want, own_pod.map(|p| p.0.as_str()));
     }
 
     fn telemetry(&mut self, t: &mut Telemetry) {

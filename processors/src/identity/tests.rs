@@ -322,7 +322,8 @@ fn unknown_ids_degrade_to_the_ids_and_are_counted_once() {
         FailedLookups {
             processes: 1,
             cgroups: 1,
-            namespaces: 1
+            namespaces: 1,
+            pods: 0
         }
     );
     assert_eq!(counters.values().errors, 3);
@@ -398,10 +399,11 @@ fn validation_names_unknown_attributes_and_bad_values() {
     // As `periscope validate` reads it: `validate`'s problems and the values the option types
     // refuse, all at once.
     let problems = problems::<IdentityConfig>(
-        "exclude: [container.idd]
-metric_attributes: [k8s.pod.name]
+        "exclude: [container.idd, k8s.pod.label.app, k8s.pod.label.]
+metric_attributes: [k8s.pod.nam, k8s.pod.name, k8s.peer.pod.name]
 cache_capacity: 0
 sweep_interval: 0s
+kubernetes: {node_name: ' ', labels: [app, 'a[b'], annotations: ['x/*']}
 ",
     );
     let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
@@ -409,9 +411,12 @@ sweep_interval: 0s
         paths,
         vec![
             "exclude[0]",
+            "exclude[2]",
             "metric_attributes[0]",
             "cache_capacity",
-            "sweep_interval"
+            "sweep_interval",
+            "kubernetes.labels[1]",
+            "kubernetes.node_name"
         ]
     );
     assert!(problems[0].message.contains("container.id,"));

@@ -168,8 +168,9 @@ struct periscope_flow_key {
 struct periscope_flow_value {
 	__u64 packets;
 	__u64 bytes;          /* L2 frame length, as in periscope_dev_counters */
-	__u64 first_seen_ns;  /* CLOCK_BOOTTIME of the entry's first packet on this CPU; 0: none */
-	__u64 last_seen_ns;   /* CLOCK_BOOTTIME of its latest packet on this CPU */
+	__u64 first_seen_ns;  /* CLOCK_MONOTONIC, tick-granular (bpf_ktime_get_coarse_ns), of the
+			       * entry's first packet on this CPU; 0: none */
+	__u64 last_seen_ns;   /* the same clock, of its latest packet on this CPU */
 	__u8 tcp_flags;       /* every TCP flags byte seen, OR-ed */
 	__u8 _pad[7];
 };

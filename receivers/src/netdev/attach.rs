@@ -660,7 +660,7 @@ impl Attacher {
         self.settle();
         let now = now_unix_ns();
         let mut out = Vec::new();
-        self.reader.flows(&self.clock, now, &mut out);
+        self.reader.flows(now, &mut out);
         // Namespaces and devices that went away sent their last points already.
         let (held, defunct) = (&self.namespaces, &self.defunct);
         out.retain(|f| {

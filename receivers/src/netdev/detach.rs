@@ -28,7 +28,7 @@ impl Attacher {
             let reader = &mut self.reader;
             last = reader.counters(now_unix_ns(), Scope::Device(netns, ifindex));
             let now = now_unix_ns();
-            reader.last_flows(netns, Some(ifindex), &self.clock, now, &mut self.last_flows);
+            reader.last_flows(netns, Some(ifindex), now, &mut self.last_flows);
             match state.devices.remove(&ifindex) {
                 Some(dev) => self.defunct.device(netns, ifindex, dev),
                 // Nothing attached: nothing can count it any more.
@@ -51,7 +51,7 @@ impl Attacher {
             last = self.reader.counters(now_unix_ns(), Scope::Namespace(netns));
             let now = now_unix_ns();
             let flows = &mut self.last_flows;
-            self.reader.last_flows(netns, None, &self.clock, now, flows);
+            self.reader.last_flows(netns, None, now, flows);
             for ifindex in state.devices.keys() {
                 self.devices.retire(&DeviceRef {
                     netns,

@@ -33,7 +33,7 @@ use periscope_pipeline::model::{
 
 use super::decode::{device, direction, transport_and_ports};
 use super::table_syscalls::{self as sys, TableReader};
-use crate::shared::ebpf::{BootClock, FlowKey, FlowValue};
+use crate::shared::ebpf::{FlowKey, FlowValue, MonoClock};
 
 /// What identifies a flow downstream: the key of a [`FlowCounters`] event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -144,11 +144,11 @@ impl FlowHarvester {
     pub(super) fn harvest(
         &mut self,
         map: BorrowedFd<'_>,
-        clock: &BootClock,
         now_unix_ns: u64,
         out: &mut Vec<FlowCounters>,
     ) -> HarvestStats {
-        let now_boot = BootClock::boot_now_ns();
+        let clock = &MonoClock::now();
+        let now_mono = MonoClock::mono_now_ns();
         for t in self.tracked.values_mut() {
             t.live = FlowValue::default();
             t.live_entries = 0;
@@ -162,7 +162,7 @@ impl FlowHarvester {
                 return;
             };
             let t = tracked.entry(id).or_default();
-            if value.last_seen_ns.saturating_add(idle) < now_boot {
+            if value.last_seen_ns.saturating_add(idle) < now_mono {
                 // Idle: its final values come with the deletion (see the module docs).
                 match sys::lookup_and_delete(map, key, value) {
                     Ok(Some(last)) => {
@@ -204,10 +204,10 @@ impl FlowHarvester {
         map: BorrowedFd<'_>,
         netns: NetnsId,
         ifindex: Option<u32>,
-        clock: &BootClock,
         now_unix_ns: u64,
         out: &mut Vec<FlowCounters>,
     ) {
+        let clock = &MonoClock::now();
         // By cookie: an inode comes back with later namespaces.
         let ours = |n: NetnsId, i: u32| n == netns && ifindex.is_none_or(|x| x == i);
         let mut live: HashMap<FlowId, FlowValue> = HashMap::new();
@@ -265,7 +265,7 @@ impl FlowHarvester {
 fn point(
     id: &FlowId,
     total: &FlowValue,
-    clock: &BootClock,
+    clock: &MonoClock,
     now_unix_ns: u64,
     last: bool,
 ) -> FlowCounters {

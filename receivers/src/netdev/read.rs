@@ -114,9 +114,9 @@ impl Reader {
 
     /// The flows that changed since the last call, and the last points of those that ended
     /// (idle, evicted).
-    pub(super) fn flows(&mut self, clock: &BootClock, now: u64, out: &mut Vec<FlowCounters>) {
+    pub(super) fn flows(&mut self, now: u64, out: &mut Vec<FlowCounters>) {
         if let Some((map, harvester)) = &mut self.flows {
-            harvester.harvest(map.fd().as_fd(), clock, now, out);
+            harvester.harvest(map.fd().as_fd(), now, out);
         }
     }
 
@@ -125,12 +125,11 @@ impl Reader {
         &mut self,
         netns: NetnsId,
         ifindex: Option<u32>,
-        clock: &BootClock,
         now: u64,
         out: &mut Vec<FlowCounters>,
     ) {
         if let Some((map, harvester)) = &mut self.flows {
-            harvester.last_of(map.fd().as_fd(), netns, ifindex, clock, now, out);
+            harvester.last_of(map.fd().as_fd(), netns, ifindex, now, out);
         }
     }
 

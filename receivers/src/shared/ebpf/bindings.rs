@@ -258,9 +258,9 @@ pub struct periscope_flow_value {
     pub packets: __u64,
     #[doc = " L2 frame length, as in periscope_dev_counters"]
     pub bytes: __u64,
-    #[doc = " CLOCK_BOOTTIME of the entry's first packet on this CPU; 0: none"]
+    #[doc = " CLOCK_MONOTONIC, tick-granular (bpf_ktime_get_coarse_ns), of the\n entry's first packet on this CPU; 0: none"]
     pub first_seen_ns: __u64,
-    #[doc = " CLOCK_BOOTTIME of its latest packet on this CPU"]
+    #[doc = " the same clock, of its latest packet on this CPU"]
     pub last_seen_ns: __u64,
     #[doc = " every TCP flags byte seen, OR-ed"]
     pub tcp_flags: __u8,

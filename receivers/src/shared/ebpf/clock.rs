@@ -38,6 +38,37 @@ impl BootClock {
     }
 }
 
+/// Converts `CLOCK_MONOTONIC` timestamps (`bpf_ktime_get_coarse_ns`, the flow table's first
+/// and last packet: a tick-granular clock read costs a program a fraction of an exact one) to
+/// Unix time.
+#[derive(Clone, Copy, Debug)]
+pub struct MonoClock {
+    /// `CLOCK_REALTIME - CLOCK_MONOTONIC`, in nanoseconds.
+    offset_ns: i128,
+}
+
+impl MonoClock {
+    /// Measures the offset now.
+    pub fn now() -> MonoClock {
+        let a = clock_ns(libc::CLOCK_MONOTONIC);
+        let real = clock_ns(libc::CLOCK_REALTIME);
+        let b = clock_ns(libc::CLOCK_MONOTONIC);
+        MonoClock {
+            offset_ns: real - (a + b) / 2,
+        }
+    }
+
+    /// `CLOCK_MONOTONIC` nanoseconds → nanoseconds since the Unix epoch (saturating).
+    pub fn to_unix_ns(&self, mono_ns: u64) -> u64 {
+        (i128::from(mono_ns) + self.offset_ns).clamp(0, i128::from(u64::MAX)) as u64
+    }
+
+    /// The current `CLOCK_MONOTONIC`, in nanoseconds.
+    pub fn mono_now_ns() -> u64 {
+        clock_ns(libc::CLOCK_MONOTONIC) as u64
+    }
+}
+
 fn clock_ns(clock: libc::clockid_t) -> i128 {
     let mut ts = libc::timespec {
         tv_sec: 0,

@@ -15,7 +15,7 @@ pub mod bindings;
 mod clock;
 pub mod records;
 
-pub use clock::BootClock;
+pub use clock::{BootClock, MonoClock};
 pub use records::{
     BurstConfig, BurstRecord, BurstStats, CgroupCountersRecord, CgroupKey, Config, DevCounters,
     DevKey, DnsRecord, DropRecord, FlowKey, FlowValue, NetnsSlot, PacketRecord, Record,

@@ -170,10 +170,7 @@ fn without_capabilities_build_fails_with_one_line() {
     for (cap, purpose) in [
         ("CAP_BPF", "(to create eBPF maps"),
         ("CAP_PERFMON", "(to load programs that read kernel memory"),
-        (
-            "CAP_NET_ADMIN",
-            "(to load and attach networking eBPF programs",
-        ),
+        ("CAP_NET_ADMIN", "(to load and attach networking programs"),
         ("CAP_SYS_ADMIN", "(to enter other network namespaces"),
         ("CAP_SYS_PTRACE", "(to open other processes' namespaces"),
     ] {

@@ -64,6 +64,44 @@ fn cgroup2() -> String {
         .expect("a cgroup v2 mount")
 }
 
+/// Sends `n` broadcast frames of a local experimental ethertype (0x88b5: no IP, so counted as
+/// `other`) out of the device `ifindex` of the calling thread's namespace.
+fn send_frames(ifindex: u32, n: usize) {
+    // SAFETY: plain socket(2); the fd is owned at once.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+    assert!(
+        fd >= 0,
+        "AF_PACKET socket: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: a fresh fd of ours.
+    let _fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // SAFETY: plain data, zeroed then filled.
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    addr.sll_family = libc::AF_PACKET as u16;
+    addr.sll_ifindex = ifindex as i32;
+    addr.sll_halen = 6;
+    addr.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+    let mut frame = vec![0xff; 6];
+    frame.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
+    frame.extend_from_slice(&0x88b5u16.to_be_bytes());
+    frame.resize(60, 0);
+    for _ in 0..n {
+        // SAFETY: `frame` and `addr` outlive the call; lengths are theirs.
+        let rc = unsafe {
+            libc::sendto(
+                fd,
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&addr as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        assert!(rc >= 0, "sendto: {}", std::io::Error::last_os_error());
+    }
+}
+
 /// A series the test expects, by its labels (besides the pod's namespace).
 struct Series {
     what: String,
@@ -156,8 +194,31 @@ fn the_daemonsets_capabilities_count_a_pods_traffic_and_one_fewer_is_named() {
     agent.wait_until(Duration::from_secs(60), "the Prometheus endpoint", |_| {
         TcpStream::connect(("127.0.0.1", prom)).is_ok()
     });
-    // Attached to the pod's device before any traffic: its series exist once ARP is seen.
-    std::thread::sleep(Duration::from_secs(1));
+    // Attaching (to every namespace of this host first) takes a while on a busy machine: send
+    // frames of no IP protocol (counted as `other`) until they are counted, so that the
+    // measured traffic below is all seen.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let other = |body: &str| {
+        sample(
+            body,
+            "periscope_network_packets_total",
+            &[
+                ("network_interface_name", "k8sp0"),
+                ("network_transport", "other"),
+            ],
+        )
+    };
+    let ifindex = pod.ifindex("k8sp0");
+    while other(&http_get(prom, "/metrics", None).1) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the pod's device was never counted:\n{}",
+            agent.stderr()
+        );
+        assert!(!agent.has_exited(), "the agent exited:\n{}", agent.stderr());
+        in_netns(pod.name(), || send_frames(ifindex, 5));
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     let ping = pod
         .exec("ping")

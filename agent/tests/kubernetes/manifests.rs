@@ -321,6 +321,19 @@ fn receivers(cfg: &Value) -> Vec<Needs> {
             paths,
         });
     }
+    // `identity` maps cgroup ids to pods by walking the node's cgroup v2 hierarchy.
+    for (id, v) in cfg["processors"].as_object().into_iter().flatten() {
+        if id.split('/').next() == Some("identity") {
+            let root = v["container"]["cgroup_root"].as_str().unwrap_or_else(|| {
+                panic!("processor {id}: set container.cgroup_root to the node's cgroup mount")
+            });
+            out.push(Needs {
+                id: id.clone(),
+                capabilities: Vec::new(),
+                paths: vec![(PathBuf::from(root), false)],
+            });
+        }
+    }
     out
 }
 

@@ -14,11 +14,11 @@ use periscope_testkit::netns::{in_netns, pods, udp, UdpTraffic};
 use periscope_testkit::otlp::{free_port, Sink};
 use periscope_testkit::periscope::periscope_bin;
 use periscope_testkit::{
-    bpf_capable, output_with_timeout, require_root_and_tools, test_name, Background, Serial,
+    bpf_capable, output_with_timeout, require_root_and_tools, test_name, Background, Netns, Serial,
     TestDir,
 };
 
-use crate::render::render;
+use crate::render::{render, Rendered};
 
 static SERIAL: Serial = Serial::new();
 
@@ -130,23 +130,13 @@ fn sample(text: &str, metric: &str, labels: &[(&str, &str)]) -> u64 {
     total as u64
 }
 
-#[test]
-fn the_daemonsets_capabilities_count_a_pods_traffic_and_one_fewer_is_named() {
-    let test = test_name!();
-    let Some(_serial) = SERIAL.lock_if(
-        require_root_and_tools(test, &["setpriv", "ip", "ping", "kubectl"]) && bpf_capable(test),
-    ) else {
-        return;
-    };
-    let Some(base) = render(test, "deploy/kubernetes") else {
-        return;
-    };
-    let caps = base.capabilities();
-    assert!(!caps.is_empty());
-
-    let prom = free_port();
-    let sink = Sink::start(free_port());
-    let mut config = base.agent_config();
+/// The rendered `dir`'s capabilities and its ConfigMap's config adapted to this host:
+/// Prometheus on 127.0.0.1:`prom`, OTLP to the local sink, this host's cgroup v2 mount, and
+/// programs on the devices matching `include` only (every namespace is still watched —
+/// entered, read through /proc — but other tests on this host keep their devices to
+/// themselves).
+fn adapted(dir: &Rendered, namespaces: &str, include: &str, prom: u16, sink: &Sink) -> String {
+    let mut config = dir.agent_config();
     config = replace(
         &config,
         "${env:K8S_NODE_IP}:9464",
@@ -158,21 +148,21 @@ fn the_daemonsets_capabilities_count_a_pods_traffic_and_one_fewer_is_named() {
         &format!("http://127.0.0.1:{}", sink.port),
     );
     config = replace(&config, "/host/sys/fs/cgroup", &cgroup2());
-    // Every namespace is watched (entered, read through /proc), but only the test's devices
-    // get programs: other tests on this host keep theirs to themselves.
-    config = replace(
+    let line = format!("    namespaces: {namespaces}");
+    replace(
         &config,
-        "    namespaces: all\n",
-        "    namespaces: all\n    interfaces: {include: [k8sp*, k8sn*]}\n",
-    );
-    let dir = TestDir::new(test);
-    let path = dir.write("agent.yaml", &config);
+        &line,
+        &format!("{line}\n    interfaces: {{include: [{include}]}}"),
+    )
+}
 
-    // With one capability fewer: refused at start, naming it and what it is for.
-    for missing in &caps {
+/// With any one of `caps` fewer, `periscope run -c config` refuses to start and names it,
+/// with what it is for.
+fn one_fewer_is_named(caps: &[String], config: &std::path::Path) {
+    for missing in caps {
         let fewer: Vec<String> = caps.iter().filter(|c| *c != missing).cloned().collect();
         let out = output_with_timeout(
-            under(&fewer).args(["run", "-c"]).arg(&path),
+            under(&fewer).args(["run", "-c"]).arg(config),
             Duration::from_secs(60),
         );
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -186,39 +176,148 @@ fn the_daemonsets_capabilities_count_a_pods_traffic_and_one_fewer_is_named() {
             stderr.lines().last().unwrap_or_default()
         );
     }
+}
 
-    // A pod and the node it talks to, as a CNI makes them (the pod's namespace bind-mounted
-    // under /run/netns).
-    let (pod, node) = pods("k8sp0", "10.231.0.2/24", "k8sn0", "10.231.0.1/24");
-    let mut agent = Background::spawn(under(&caps).args(["run", "-c"]).arg(&path), "agent");
+/// Starts the agent under `caps`, and waits until frames sent out of `device` (index
+/// `ifindex` in `netns`) are counted: attaching (to every namespace of this host first) takes
+/// a while on a busy machine, and the traffic measured after this must all be seen. The frames
+/// carry no IP protocol (counted as `other`).
+fn start_and_attach(
+    caps: &[String],
+    config: &std::path::Path,
+    prom: u16,
+    netns: &str,
+    device: &str,
+    ifindex: u32,
+) -> Background {
+    let mut agent = Background::spawn(under(caps).args(["run", "-c"]).arg(config), "agent");
     agent.wait_until(Duration::from_secs(60), "the Prometheus endpoint", |_| {
         TcpStream::connect(("127.0.0.1", prom)).is_ok()
     });
-    // Attaching (to every namespace of this host first) takes a while on a busy machine: send
-    // frames of no IP protocol (counted as `other`) until they are counted, so that the
-    // measured traffic below is all seen.
     let deadline = Instant::now() + Duration::from_secs(90);
     let other = |body: &str| {
         sample(
             body,
             "periscope_network_packets_total",
             &[
-                ("network_interface_name", "k8sp0"),
+                ("network_interface_name", device),
                 ("network_transport", "other"),
             ],
         )
     };
-    let ifindex = pod.ifindex("k8sp0");
     while other(&http_get(prom, "/metrics", None).1) == 0 {
         assert!(
             Instant::now() < deadline,
-            "the pod's device was never counted:\n{}",
+            "{device} was never counted:\n{}",
             agent.stderr()
         );
         assert!(!agent.has_exited(), "the agent exited:\n{}", agent.stderr());
-        in_netns(pod.name(), || send_frames(ifindex, 5));
+        in_netns(netns, || send_frames(ifindex, 5));
         std::thread::sleep(Duration::from_millis(200));
     }
+    agent
+}
+
+/// Polls `/metrics` until every expected series has its generator's count (the config's
+/// intervals are 10 s), stops the agent, prints expected against counted, and asserts.
+fn assert_counted(
+    mut agent: Background,
+    prom: u16,
+    sink: &Sink,
+    inode: Option<&str>,
+    expected: &[(Series, u64)],
+) {
+    let read = || -> BTreeMap<String, u64> {
+        let (_, body) = http_get(prom, "/metrics", None);
+        expected
+            .iter()
+            .map(|(s, _)| {
+                let mut labels: Vec<(&str, &str)> = s.labels.clone();
+                if let Some(inode) = inode {
+                    labels.push(("periscope_netns_inode", inode));
+                }
+                (s.what.clone(), sample(&body, s.metric, &labels))
+            })
+            .collect()
+    };
+    let want: BTreeMap<String, u64> = expected.iter().map(|(s, n)| (s.what.clone(), *n)).collect();
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let mut got = read();
+    while got != want && Instant::now() < deadline && !agent.has_exited() {
+        std::thread::sleep(Duration::from_millis(500));
+        got = read();
+    }
+    let otlp_requests = sink.received.lock().map(|r| r.metric_requests).unwrap_or(0);
+    agent.signal(libc::SIGTERM);
+    let out = agent.wait(Duration::from_secs(30));
+    for (what, n) in &want {
+        eprintln!(
+            "{what:<28} generator {n:>4}  periscope {:>4}",
+            got.get(what).copied().unwrap_or(0)
+        );
+    }
+    assert_eq!(
+        got,
+        want,
+        "agent log:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        otlp_requests > 0,
+        "nothing reached the OTLP sink (the gateway's stand-in)"
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn packets(device: &'static str, dir: &'static str, transport: &'static str) -> Series {
+    Series {
+        what: format!("{device} {dir} {transport}"),
+        metric: "periscope_network_packets_total",
+        labels: vec![
+            ("network_interface_name", device),
+            ("network_io_direction", dir),
+            ("network_transport", transport),
+        ],
+    }
+}
+
+#[test]
+fn the_daemonsets_capabilities_count_a_pods_traffic_and_one_fewer_is_named() {
+    let test = test_name!();
+    let Some(_serial) = SERIAL.lock_if(
+        require_root_and_tools(test, &["setpriv", "ip", "ping", "kubectl"]) && bpf_capable(test),
+    ) else {
+        return;
+    };
+    let Some(base) = render(test, "deploy/kubernetes") else {
+        return;
+    };
+    let caps = base.capabilities();
+    eprintln!("capabilities: {caps:?}");
+    let prom = free_port();
+    let sink = Sink::start(free_port());
+    let dir = TestDir::new(test);
+    let path = dir.write(
+        "agent.yaml",
+        adapted(&base, "all", "k8sp*, k8sn*", prom, &sink),
+    );
+    one_fewer_is_named(&caps, &path);
+
+    // A pod and the node it talks to, as a CNI makes them (the pod's namespace bind-mounted
+    // under /run/netns).
+    let (pod, node) = pods("k8sp0", "10.231.0.2/24", "k8sn0", "10.231.0.1/24");
+    let agent = start_and_attach(
+        &caps,
+        &path,
+        prom,
+        pod.name(),
+        "k8sp0",
+        pod.ifindex("k8sp0"),
+    );
 
     let ping = pod
         .exec("ping")
@@ -235,8 +334,11 @@ fn the_daemonsets_capabilities_count_a_pods_traffic_and_one_fewer_is_named() {
                 .collect()
         })
         .unwrap_or_default();
+    assert!(
+        counts.len() >= 2 && counts[1] > 0,
+        "ping got no replies:\n{text}"
+    );
     let (echoes, replies) = (counts[0], counts[1]);
-    assert!(replies > 0, "ping got no replies:\n{text}");
     let sent = udp(
         &UdpTraffic {
             from: (pod.name(), SocketAddrV4::new([10, 231, 0, 2].into(), 0)),
@@ -267,19 +369,10 @@ fn the_daemonsets_capabilities_count_a_pods_traffic_and_one_fewer_is_named() {
     });
 
     let inode = pod.inode().to_string();
-    let pkts = |dir: &'static str, transport: &'static str| Series {
-        what: format!("k8sp0 {dir} {transport}"),
-        metric: "periscope_network_packets_total",
-        labels: vec![
-            ("network_interface_name", "k8sp0"),
-            ("network_io_direction", dir),
-            ("network_transport", transport),
-        ],
-    };
-    let expected: Vec<(Series, u64)> = vec![
-        (pkts("transmit", "icmp"), echoes),
-        (pkts("receive", "icmp"), replies),
-        (pkts("transmit", "udp"), sent),
+    let expected = vec![
+        (packets("k8sp0", "transmit", "icmp"), echoes),
+        (packets("k8sp0", "receive", "icmp"), replies),
+        (packets("k8sp0", "transmit", "udp"), sent),
         (
             Series {
                 what: "client connections opened".to_string(),
@@ -292,48 +385,78 @@ fn the_daemonsets_capabilities_count_a_pods_traffic_and_one_fewer_is_named() {
             connections,
         ),
     ];
-    let read = || -> BTreeMap<String, u64> {
-        let (_, body) = http_get(prom, "/metrics", None);
-        expected
-            .iter()
-            .map(|(s, _)| {
-                let mut labels: Vec<(&str, &str)> = s.labels.clone();
-                labels.push(("periscope_netns_inode", &inode));
-                (s.what.clone(), sample(&body, s.metric, &labels))
-            })
-            .collect()
+    assert_counted(agent, prom, &sink, Some(&inode), &expected);
+}
+
+#[test]
+fn the_host_only_overlays_capabilities_count_the_nodes_traffic_and_one_fewer_is_named() {
+    let test = test_name!();
+    let Some(_serial) = SERIAL
+        .lock_if(require_root_and_tools(test, &["setpriv", "ip", "kubectl"]) && bpf_capable(test))
+    else {
+        return;
     };
-    let want: BTreeMap<String, u64> = expected.iter().map(|(s, n)| (s.what.clone(), *n)).collect();
-    // The config's intervals: flow every 10 s, connections every 10 s.
-    let deadline = Instant::now() + Duration::from_secs(45);
-    let mut got = read();
-    while got != want && Instant::now() < deadline && !agent.has_exited() {
-        std::thread::sleep(Duration::from_millis(500));
-        got = read();
-    }
-    let otlp_requests = sink.received.lock().map(|r| r.metric_requests).unwrap_or(0);
-    agent.signal(libc::SIGTERM);
-    let out = agent.wait(Duration::from_secs(30));
+    let Some(host_only) = render(test, "deploy/kubernetes/overlays/host-only") else {
+        return;
+    };
+    let caps = host_only.capabilities();
     eprintln!("capabilities: {caps:?}");
-    for (what, n) in &want {
-        eprintln!(
-            "{what:<28} generator {n:>4}  periscope {:>4}",
-            got.get(what).copied().unwrap_or(0)
-        );
+    let prom = free_port();
+    let sink = Sink::start(free_port());
+    let dir = TestDir::new(test);
+    let config = adapted(&host_only, "[host]", "k8sh*", prom, &sink);
+    let path = dir.write("agent.yaml", config);
+    one_fewer_is_named(&caps, &path);
+
+    // A device of the node's own namespace, and a peer namespace that sends to it. The node
+    // end has no address (10.x stays in namespaces the test makes): the peer's datagrams go
+    // to a made-up MAC, so the node drops them as "other host" right after the hooks.
+    let peer = Netns::new();
+    peer.disable_ipv6();
+    let dev = "k8sh0";
+    // A crashed run's, if any.
+    let _ = Command::new("ip")
+        .args(["link", "del", dev])
+        .stderr(std::process::Stdio::null())
+        .status();
+    let _host_dev = HostDevice(dev.to_string());
+    peer.ip(&[
+        "link", "add", "k8sq0", "type", "veth", "peer", "name", dev, "netns", "1",
+    ]);
+    let status = Command::new("ip")
+        .args(["link", "set", dev, "up"])
+        .status()
+        .expect("ip");
+    assert!(status.success());
+    peer.ip(&["addr", "add", "10.232.0.2/24", "dev", "k8sq0"]);
+    peer.ip(&["link", "set", "k8sq0", "up"]);
+    peer.ip(&[
+        "neigh",
+        "add",
+        "10.232.0.1",
+        "lladdr",
+        "02:00:00:00:00:99",
+        "dev",
+        "k8sq0",
+    ]);
+    // The frames that show the attachment go out of the peer's end, into the node's device.
+    let agent = start_and_attach(&caps, &path, prom, peer.name(), dev, peer.ifindex("k8sq0"));
+    let datagrams = 17;
+    in_netns(peer.name(), || {
+        let s = std::net::UdpSocket::bind("10.232.0.2:0").expect("bind");
+        for _ in 0..datagrams {
+            s.send_to(&[0u8; 64], "10.232.0.1:9").expect("send");
+        }
+    });
+    let expected = vec![(packets(dev, "receive", "udp"), datagrams)];
+    assert_counted(agent, prom, &sink, None, &expected);
+}
+
+/// A device of the host's namespace, deleted when dropped.
+struct HostDevice(String);
+
+impl Drop for HostDevice {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.0]).status();
     }
-    assert_eq!(
-        got,
-        want,
-        "agent log:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        otlp_requests > 0,
-        "nothing reached the OTLP sink (the gateway's stand-in)"
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }

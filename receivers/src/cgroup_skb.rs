@@ -12,6 +12,7 @@ use periscope_pipeline::component::{
 use periscope_pipeline::config::PositiveDuration;
 
 use crate::shared::ebpf::{embedded_object, Object};
+use crate::shared::kernel;
 use crate::socket::{
     default_cgroup, describe, load_object, open_cgroup, preflight, validate, DropReasons,
     SocketReceiver, SocketReceiverOptions,
@@ -23,7 +24,7 @@ const OBJECT: Object = embedded_object!("cgroup_skb");
 /// Counts IP packets and bytes (the IP packet's length, no L2 header) per cgroup, direction
 /// and IP protocol at the cgroup_skb ingress and egress hooks of a cgroup subtree: a
 /// per-container count that holds whatever namespace or device the traffic uses. Sends the
-/// exact cumulative counters every `counters_interval`; never filters. Needs root.
+/// exact cumulative counters every `counters_interval`; never filters. Needs CAP_BPF and CAP_NET_ADMIN (docs/deploy.md).
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CgroupSkbConfig {
@@ -58,9 +59,14 @@ impl ComponentConfig for CgroupSkbConfig {
 }
 
 impl CgroupSkbConfig {
+    /// The capabilities it needs (measured: `scripts/measure-caps`, docs/deploy.md).
+    pub fn capabilities(&self) -> Vec<kernel::Need> {
+        vec![kernel::NEED_BPF, kernel::NEED_NET_ADMIN]
+    }
+
     /// Loads and attaches both programs; the receiver that reads their counters.
     pub fn build_receiver(&self, id: &str) -> anyhow::Result<SocketReceiver> {
-        preflight()?;
+        preflight(&self.capabilities())?;
         let (cgroup, cgroup_path) = open_cgroup(&self.cgroup)?;
         let mut ebpf = load_object(OBJECT, None, None)?;
         for (name, kind) in [

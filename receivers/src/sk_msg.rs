@@ -14,6 +14,7 @@ use periscope_pipeline::component::{
 use periscope_pipeline::config::PositiveDuration;
 
 use crate::shared::ebpf::{embedded_object, names, Object, SocketConfig};
+use crate::shared::kernel;
 use crate::socket::{
     default_cgroup, default_poll_interval, default_ring_buffer_size, describe, open_cgroup,
     preflight, validate, DropReasons, SocketReceiver, SocketReceiverOptions,
@@ -26,7 +27,7 @@ const OBJECT: Object = embedded_object!("sk_msg");
 /// sending process) with an sk_msg program, and each chunk it receives with an sk_skb stream
 /// verdict program; both pass the data unchanged. Opt-in: every observed socket moves onto
 /// the kernel's sockmap (psock) path, which costs on every send and receive of that socket
-/// (see docs/configuration.md). Needs root.
+/// (see docs/configuration.md). Needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (docs/deploy.md).
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SkMsgConfig {
@@ -75,9 +76,14 @@ impl ComponentConfig for SkMsgConfig {
 }
 
 impl SkMsgConfig {
+    /// The capabilities it needs (measured: `scripts/measure-caps`, docs/deploy.md).
+    pub fn capabilities(&self) -> Vec<kernel::Need> {
+        kernel::LOAD_AND_ATTACH.to_vec()
+    }
+
     /// Loads and attaches the programs; the receiver that reads them.
     pub fn build_receiver(&self, id: &str) -> anyhow::Result<SocketReceiver> {
-        preflight()?;
+        preflight(&self.capabilities())?;
         let (cgroup, cgroup_path) = open_cgroup(&self.cgroup)?;
         let socket_config = SocketConfig::default();
         let mut ebpf = {

@@ -13,6 +13,7 @@ use periscope_pipeline::component::{
 use periscope_pipeline::config::{ConfigDuration, PositiveDuration};
 
 use crate::shared::ebpf::{embedded_object, Object, SocketConfig};
+use crate::shared::kernel;
 use crate::socket::{
     default_cgroup, default_poll_interval, default_ring_buffer_size, describe, load_object,
     open_cgroup, preflight, validate, DropReasons, SocketReceiver, SocketReceiverOptions,
@@ -25,7 +26,7 @@ const OBJECT: Object = embedded_object!("sockops");
 /// at connect (with the calling process), at establishment on either side (with the connect
 /// latency on the client), for RTT samples (at most one per socket per `rtt_interval`), for
 /// each retransmission and state change, and at close (bytes sent/acked/received, total
-/// retransmits, smoothed RTT). Needs root (CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN, CAP_SYS_ADMIN).
+/// retransmits, smoothed RTT). Needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (measured, docs/deploy.md).
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SockopsConfig {
@@ -72,9 +73,14 @@ impl ComponentConfig for SockopsConfig {
 }
 
 impl SockopsConfig {
+    /// The capabilities it needs (measured: `scripts/measure-caps`, docs/deploy.md).
+    pub fn capabilities(&self) -> Vec<kernel::Need> {
+        kernel::LOAD_AND_ATTACH.to_vec()
+    }
+
     /// Loads and attaches the program; the receiver that reads it.
     pub fn build_receiver(&self, id: &str) -> anyhow::Result<SocketReceiver> {
-        preflight()?;
+        preflight(&self.capabilities())?;
         let (cgroup, cgroup_path) = open_cgroup(&self.cgroup)?;
         let config = SocketConfig {
             rtt_interval_ns: u64::try_from(self.rtt_interval.0.as_nanos()).unwrap_or(u64::MAX),

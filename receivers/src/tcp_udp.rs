@@ -57,7 +57,7 @@ pub enum SendReceive {
 /// retransmission, send and receive calls (per `send_receive`), and dropped packets with the
 /// kernel's drop reason. `mode: auto` uses fentry/fexit where the kernel accepts them and
 /// falls back to tracepoints where it refuses them (e.g. under lockdown); the choice is
-/// logged and `periscope doctor` shows it. Needs root.
+/// logged and `periscope doctor` shows it. Needs CAP_BPF and CAP_PERFMON (docs/deploy.md).
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TcpUdpConfig {
@@ -161,6 +161,11 @@ pub enum Mechanism {
 }
 
 impl TcpUdpConfig {
+    /// The capabilities it needs (measured: `scripts/measure-caps`, docs/deploy.md).
+    pub fn capabilities(&self) -> Vec<kernel::Need> {
+        vec![kernel::NEED_BPF, kernel::NEED_PERFMON]
+    }
+
     fn socket_config(&self) -> SocketConfig {
         let mut flags = 0;
         if matches!(self.send_receive, SendReceive::Udp | SendReceive::All) {
@@ -181,7 +186,7 @@ impl TcpUdpConfig {
 
     /// Loads and attaches the programs; the receiver and the mechanism chosen.
     pub fn build_receiver(&self, id: &str) -> anyhow::Result<(SocketReceiver, Mechanism)> {
-        preflight()?;
+        preflight(&self.capabilities())?;
         let btf = Btf::from_sys_fs().map_err(|e| {
             anyhow::anyhow!(
                 "reading the kernel's BTF (/sys/kernel/btf/vmlinux): {e}; \

@@ -32,7 +32,10 @@ pub enum TcxDirection {
 /// TCX programs (pre-qdisc, first in the TCX chain): exact per-device, per-direction,
 /// per-transport packet and byte counters in the kernel (sent as device counters every
 /// `counters_interval`), and a packet record per packet (or sampled, or none) read from a ring
-/// buffer. Needs root (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON, CAP_SYS_ADMIN) and kernel 6.6+.
+/// buffer. Needs kernel 6.6+ and CAP_BPF, CAP_PERFMON and
+/// CAP_NET_ADMIN; CAP_SYS_ADMIN too to enter namespaces other than the agent's own, and
+/// CAP_SYS_PTRACE where namespaces are found through processes (`all`, `{cgroup: …}`):
+/// measured, docs/deploy.md.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TcxConfig {
@@ -142,6 +145,12 @@ impl Default for TcxConfig {
 }
 
 impl TcxConfig {
+    /// The capabilities it needs for its `namespaces` (measured: `scripts/measure-caps`,
+    /// docs/deploy.md).
+    pub fn capabilities(&self) -> Vec<crate::shared::kernel::Need> {
+        crate::netdev::capability_needs(&self.namespaces.scope())
+    }
+
     fn shared(&self) -> Shared<'_> {
         Shared {
             namespaces: &self.namespaces,
@@ -176,7 +185,7 @@ impl TcxConfig {
     pub fn build_receiver(&self, ctx: &BuildContext) -> anyhow::Result<NetdevReceiver> {
         let id = ctx.id.to_string();
         let pin_root = self.pin.then(|| pin_root(&id));
-        NetdevReceiver::preflight(&id, pin_root.as_ref())?;
+        NetdevReceiver::preflight(&id, pin_root.as_ref(), &self.capabilities())?;
         let shared = self.shared();
         Ok(NetdevReceiver::new(
             ReceiverOptions {

@@ -54,4 +54,4 @@ pub use options::{
     MIN_RING_BYTES,
 };
 pub use outcome::{failure_reason, AttachError, FailureReason};
-pub use receiver::{DiscoverySource, NetdevReceiver, ReceiverOptions, PIN_ROOT};
+pub use receiver::{capability_needs, DiscoverySource, NetdevReceiver, ReceiverOptions, PIN_ROOT};

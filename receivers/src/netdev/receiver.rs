@@ -96,22 +96,14 @@ impl NetdevReceiver {
         self
     }
 
-    /// The checks `build` makes: privileges, bpffs for pins, the pin directory.
-    pub fn preflight(id: &str, pin_root: Option<&PathBuf>) -> anyhow::Result<()> {
-        let missing = kernel::missing_capabilities(&[
-            kernel::CAP_BPF,
-            kernel::CAP_NET_ADMIN,
-            kernel::CAP_PERFMON,
-            kernel::CAP_SYS_ADMIN,
-        ]);
-        if !missing.is_empty() {
-            let names: Vec<&str> = missing.iter().map(|c| c.name).collect();
-            anyhow::bail!(
-                "receiver `{id}` loads eBPF programs and enters network namespaces: missing {} \
-                 (run as root, or grant the capabilities)",
-                names.join(", ")
-            );
-        }
+    /// The checks `build` makes: the capabilities it `needs` ([`capability_needs`]), bpffs
+    /// for pins, the pin directory.
+    pub fn preflight(
+        id: &str,
+        pin_root: Option<&PathBuf>,
+        needs: &[kernel::Need],
+    ) -> anyhow::Result<()> {
+        kernel::check(needs).map_err(|e| anyhow::anyhow!("{e}"))?;
         if let Some(root) = pin_root {
             kernel::ensure_bpffs().map_err(|e| anyhow::anyhow!("receiver `{id}`: {e}"))?;
             std::fs::create_dir_all(root).map_err(|e| {
@@ -120,6 +112,28 @@ impl NetdevReceiver {
         }
         Ok(())
     }
+}
+
+/// What attaching in `scope` needs: loading and attaching everywhere; entering namespaces
+/// unless the only one is the agent's own; other processes' `/proc/PID/ns/net` where
+/// namespaces are found through processes.
+pub fn capability_needs(scope: &NamespaceScope) -> Vec<kernel::Need> {
+    let mut needs = kernel::LOAD_AND_ATTACH.to_vec();
+    let own = |e: &String| e == "host" || e == crate::shared::netns::HOST_PATH;
+    let (enter, processes) = match scope {
+        NamespaceScope::All | NamespaceScope::Cgroup(_) => (true, true),
+        NamespaceScope::Listed(list) => (
+            !list.iter().all(own),
+            list.iter().any(|e| !own(e) && e.starts_with("/proc/")),
+        ),
+    };
+    if enter {
+        needs.push(kernel::NEED_ENTER_NAMESPACES);
+    }
+    if processes {
+        needs.push(kernel::NEED_OTHER_PROCESSES);
+    }
+    needs
 }
 
 impl Receiver for NetdevReceiver {
@@ -446,5 +460,32 @@ fn push_flows(
     }
     if !batch.is_empty() {
         output.send(std::mem::replace(batch, output.new_batch()));
+    }
+}
+
+#[cfg(test)]
+mod capability_tests {
+    use super::*;
+
+    fn caps(scope: NamespaceScope) -> Vec<&'static str> {
+        capability_needs(&scope)
+            .iter()
+            .map(|n| n.capability.name)
+            .collect()
+    }
+
+    #[test]
+    fn needs_follow_the_namespaces_measured() {
+        let hooks = ["CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN"];
+        let listed = |l: &[&str]| NamespaceScope::Listed(l.iter().map(|s| s.to_string()).collect());
+        assert_eq!(caps(listed(&["host"])), hooks);
+        assert_eq!(caps(listed(&["host", "/proc/self/ns/net"])), hooks);
+        let enter = [&hooks[..], &["CAP_SYS_ADMIN"]].concat();
+        assert_eq!(caps(listed(&["host", "pod-a"])), enter);
+        assert_eq!(caps(listed(&["/run/netns/pod-b"])), enter);
+        let all = [&enter[..], &["CAP_SYS_PTRACE"]].concat();
+        assert_eq!(caps(listed(&["/proc/42/ns/net"])), all);
+        assert_eq!(caps(NamespaceScope::All), all);
+        assert_eq!(caps(NamespaceScope::Cgroup("/sys/fs/cgroup/x".into())), all);
     }
 }

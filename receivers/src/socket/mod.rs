@@ -139,23 +139,10 @@ pub fn describe(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// Capabilities the socket receivers need: loading programs and attaching to cgroups.
-pub fn preflight() -> anyhow::Result<()> {
-    let missing = kernel::missing_capabilities(&[
-        kernel::CAP_BPF,
-        kernel::CAP_PERFMON,
-        kernel::CAP_NET_ADMIN,
-        kernel::CAP_SYS_ADMIN,
-    ]);
-    if !missing.is_empty() {
-        let names: Vec<&str> = missing.iter().map(|c| c.name).collect();
-        anyhow::bail!(
-            "loads eBPF programs and attaches them to cgroups: missing {} (run \
-             as root, or grant the capabilities)",
-            names.join(", ")
-        );
-    }
-    Ok(())
+/// Checks the capabilities a socket receiver needs (measured per receiver, docs/deploy.md):
+/// the error names each missing one and what it is for.
+pub fn preflight(needs: &[kernel::Need]) -> anyhow::Result<()> {
+    kernel::check(needs).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// The checks the socket receivers share: the `cgroup` option (those attached to a cgroup) and

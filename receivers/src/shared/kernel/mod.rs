@@ -8,7 +8,9 @@ mod probe;
 mod rcu;
 
 pub use caps::{
-    missing_capabilities, Capability, CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON, CAP_SYS_ADMIN,
+    check, missing_capabilities, smallest_grant, Capability, Need, CAP_BPF, CAP_NET_ADMIN,
+    CAP_PERFMON, CAP_SYS_ADMIN, CAP_SYS_PTRACE, LOAD_AND_ATTACH, NEED_BPF, NEED_ENTER_NAMESPACES,
+    NEED_NET_ADMIN, NEED_OTHER_PROCESSES, NEED_PERFMON, SKIP_CHECK_ENV,
 };
 pub use mounts::{
     bpffs_mounted, ensure_bpffs, ensure_cgroup2, ensure_tracefs, tracefs_mounted, Mount,

@@ -93,6 +93,7 @@ pub fn run_each_in<T: Send, F: FnOnce() -> T + Send>(
     jobs: impl IntoIterator<Item = F>,
 ) -> Vec<io::Result<T>> {
     let fd = ns.fd.as_raw_fd();
+    let inode = ns.inode;
     std::thread::scope(|s| {
         let workers: Vec<_> = jobs
             .into_iter()
@@ -100,6 +101,11 @@ pub fn run_each_in<T: Send, F: FnOnce() -> T + Send>(
                 std::thread::Builder::new()
                     .name("netns-enter".into())
                     .spawn_scoped(s, move || {
+                        // Already there (the host's namespace, for an agent in it): setns
+                        // would need CAP_SYS_ADMIN for nothing.
+                        if in_namespace(inode) {
+                            return Ok(f());
+                        }
                         // SAFETY: `fd` stays open: `ns` outlives the scope. setns changes only
                         // this thread, which ends with the scope.
                         if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
@@ -118,6 +124,12 @@ pub fn run_each_in<T: Send, F: FnOnce() -> T + Send>(
             })
             .collect()
     })
+}
+
+/// Whether the calling thread is in the network namespace with `inode` (a namespace we hold
+/// open, so its inode is not reused meanwhile).
+fn in_namespace(inode: u32) -> bool {
+    std::fs::metadata("/proc/thread-self/ns/net").is_ok_and(|m| m.ino() == u64::from(inode))
 }
 
 /// `ioctl(NS_GET_ID)` = `_IOR(0xb7, 0xd, u64)`: the namespace's id, which for a network

@@ -19,6 +19,7 @@ use periscope_pipeline::model::NetnsId;
 
 pub(crate) use devices::rtnetlink_request;
 pub use devices::{list_devices, Device};
+pub(crate) use discover::HOST_PATH;
 pub use discover::{host_namespace, scan};
 pub use enter::{netns_cookie, run_each_in, run_in, NetnsHandle};
 pub use scope::NamespaceScope;

@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use periscope_testkit::http::http_get;
+use periscope_testkit::kube_api::FakeKubeApi;
 use periscope_testkit::netns::{in_netns, pods, udp, UdpTraffic};
 use periscope_testkit::otlp::{free_port, Sink};
 use periscope_testkit::periscope::periscope_bin;
@@ -135,8 +136,24 @@ fn sample(text: &str, metric: &str, labels: &[(&str, &str)]) -> u64 {
 /// programs on the devices matching `include` only (every namespace is still watched —
 /// entered, read through /proc — but other tests on this host keep their devices to
 /// themselves).
-fn adapted(dir: &Rendered, namespaces: &str, include: &str, prom: u16, sink: &Sink) -> String {
+fn adapted(
+    dir: &Rendered,
+    namespaces: &str,
+    include: &str,
+    prom: u16,
+    sink: &Sink,
+    kubeconfig: &std::path::Path,
+) -> String {
     let mut config = dir.agent_config();
+    // The Kubernetes source against a fake API server (it knows no pod: names stay uids).
+    config = replace(
+        &config,
+        "node_name: \"${env:K8S_NODE_NAME}\"",
+        &format!(
+            "node_name: test-node\n      kubeconfig: {}",
+            kubeconfig.display()
+        ),
+    );
     config = replace(
         &config,
         "${env:K8S_NODE_IP}:9464",
@@ -301,9 +318,11 @@ fn the_daemonsets_capabilities_count_a_pods_traffic_and_one_fewer_is_named() {
     let prom = free_port();
     let sink = Sink::start(free_port());
     let dir = TestDir::new(test);
+    let api = FakeKubeApi::start();
+    let kubeconfig = api.kubeconfig(dir.path());
     let path = dir.write(
         "agent.yaml",
-        adapted(&base, "all", "k8sp*, k8sn*", prom, &sink),
+        adapted(&base, "all", "k8sp*, k8sn*", prom, &sink, &kubeconfig),
     );
     one_fewer_is_named(&caps, &path);
 
@@ -404,7 +423,9 @@ fn the_host_only_overlays_capabilities_count_the_nodes_traffic_and_one_fewer_is_
     let prom = free_port();
     let sink = Sink::start(free_port());
     let dir = TestDir::new(test);
-    let config = adapted(&host_only, "[host]", "k8sh*", prom, &sink);
+    let api = FakeKubeApi::start();
+    let kubeconfig = api.kubeconfig(dir.path());
+    let config = adapted(&host_only, "[host]", "k8sh*", prom, &sink, &kubeconfig);
     let path = dir.write("agent.yaml", config);
     one_fewer_is_named(&caps, &path);
 

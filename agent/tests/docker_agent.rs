@@ -1,0 +1,486 @@
+//! periscope in a Docker container watching other Docker containers (issue 15).
+//!
+//! The agent runs from an image made of the test's periscope binary on a local Debian base
+//! (no registry here: the base is `debootstrap --variant=minbase` + python3, imported once and
+//! cached under [`BASE_IMAGE`]), with the demo's settings: `pid: host`, `network: host`, the
+//! demo's mounts. Two containers of the base image on a user-defined network (10.231.x) send
+//! UDP datagrams one way; the packets on the sender's and the receiver's `eth0` and on their
+//! host-side veths must equal what the generator sent, the containers' series must carry
+//! `container.name` and `container.image.name` of the real Docker state, and no device may be
+//! named `if<N>`. Once privileged as in the demo, once with the Kubernetes DaemonSet's
+//! capabilities only (cap_drop ALL, cap_add SYS_ADMIN + SYS_PTRACE, no privileged).
+//!
+//! Needs root, Docker and debootstrap; skips otherwise, except under CI.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use periscope_testkit::otlp::metrics::Series;
+use periscope_testkit::otlp::{read_metrics, sum_series};
+use periscope_testkit::process::output_with_timeout;
+use periscope_testkit::serial::Serial;
+use periscope_testkit::{bpf_capable, require_tools, yaml_path, TestDir};
+
+/// The local Debian base image, built once per machine (CI run) and reused.
+const BASE_IMAGE: &str = "periscope-test-base:bookworm";
+const DATAGRAMS: i64 = 300;
+
+fn docker(args: &[&str]) -> Result<String, String> {
+    let out = output_with_timeout(Command::new("docker").args(args), Duration::from_secs(300));
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(format!(
+            "docker {}: {}\n{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+fn docker_ok(args: &[&str]) -> String {
+    docker(args).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The Debian mirror apt uses on this machine (the one reachable here).
+fn debian_mirror() -> String {
+    let mut texts = Vec::new();
+    for p in [
+        "/etc/apt/sources.list.d/debian.sources",
+        "/etc/apt/sources.list",
+    ] {
+        texts.push(std::fs::read_to_string(p).unwrap_or_default());
+    }
+    for t in texts {
+        for line in t.lines() {
+            let line = line.trim();
+            let url = line.strip_prefix("URIs:").map(str::trim).or_else(|| {
+                line.strip_prefix("deb ")
+                    .and_then(|r| r.split_whitespace().find(|w| w.starts_with("http")))
+            });
+            if let Some(u) = url {
+                if !u.contains("security") {
+                    return u.to_string();
+                }
+            }
+        }
+    }
+    "http://deb.debian.org/debian".into()
+}
+
+/// Builds [`BASE_IMAGE`] with debootstrap unless it exists.
+fn base_image() {
+    if docker(&["image", "inspect", BASE_IMAGE]).is_ok() {
+        return;
+    }
+    let dir = TestDir::new("docker_base");
+    let root = dir.join("root");
+    let out = output_with_timeout(
+        Command::new("debootstrap")
+            .args(["--variant=minbase", "--include=python3-minimal", "bookworm"])
+            .arg(&root)
+            .arg(debian_mirror()),
+        Duration::from_secs(600),
+    );
+    assert!(
+        out.status.success(),
+        "debootstrap failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = output_with_timeout(
+        Command::new("sh").arg("-c").arg(format!(
+            "tar -C '{}' -c . | docker import - {BASE_IMAGE}",
+            root.display()
+        )),
+        Duration::from_secs(300),
+    );
+    assert!(
+        out.status.success(),
+        "docker import failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Removes what a test made, even when it fails.
+#[derive(Default)]
+struct Cleanup {
+    containers: Vec<String>,
+    networks: Vec<String>,
+    images: Vec<String>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for c in &self.containers {
+            let _ = docker(&["rm", "-f", c]);
+        }
+        for n in &self.networks {
+            let _ = docker(&["network", "rm", n]);
+        }
+        for i in &self.images {
+            let _ = docker(&["image", "rm", "-f", i]);
+        }
+    }
+}
+
+/// An image with the test's periscope binary on the local base.
+fn agent_image(dir: &TestDir, tag: &str) {
+    let ctx = dir.join("agent-image");
+    std::fs::create_dir_all(&ctx).expect("mkdir agent-image");
+    std::fs::copy(env!("CARGO_BIN_EXE_periscope"), ctx.join("periscope")).expect("copy periscope");
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM {BASE_IMAGE}\nCOPY periscope /usr/local/bin/periscope\nENTRYPOINT [\"periscope\"]\n"
+        ),
+    )
+    .expect("write Dockerfile");
+    docker_ok(&["build", "-q", "-t", tag, ctx.to_str().expect("utf-8 path")]);
+}
+
+fn agent_config(out_dir: &Path) -> String {
+    format!(
+        "receivers:\n  tcx: {{namespaces: all, direction: [ingress, egress], events: none, counters_interval: 250ms}}\n\
+         processors:\n  flow: {{interval: 1s}}\n  identity: {{}}\n\
+         exporters:\n  file: {{path: {}, flush_interval: 200ms}}\n\
+         service:\n  pipelines:\n    metrics: {{receivers: [tcx], processors: [flow, identity], exporters: [file]}}\n  \
+         telemetry: {{logs: {{level: info}}, metrics: {{enabled: false}}}}\n",
+        yaml_path(&out_dir.join("metrics.jsonl"))
+    )
+}
+
+/// How the agent's container gets its privileges.
+#[derive(Clone, Copy, Debug)]
+enum Privileges {
+    /// As demo/docker-compose.yml: `privileged: true`.
+    Privileged,
+    /// As deploy/kubernetes: cap_drop ALL, cap_add SYS_ADMIN, SYS_PTRACE.
+    DaemonSet,
+}
+
+/// Whether this machine's Docker can start a privileged container at all.
+fn privileged_works() -> bool {
+    docker(&["run", "--rm", "--privileged", BASE_IMAGE, "true"]).is_ok()
+}
+
+/// Capability names by number (capability.h), for the ones a sandbox may lack.
+const CAPS: [&str; 41] = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+];
+
+/// `docker run` flags for every capability in this process's bounding set, unconfined.
+fn privileged_equivalent() -> Vec<String> {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let bnd = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+        .expect("CapBnd in /proc/self/status");
+    let mut flags = vec!["--cap-add=ALL".to_string()];
+    for (bit, name) in CAPS.iter().enumerate() {
+        if bnd & (1 << bit) == 0 {
+            flags.push(format!("--cap-drop={name}"));
+        }
+    }
+    flags.push("--security-opt=apparmor=unconfined".into());
+    flags.push("--security-opt=seccomp=unconfined".into());
+    flags
+}
+
+/// The host-side veth of `container`'s eth0 (its peer's ifindex, looked up on the host).
+fn host_veth(container: &str) -> String {
+    let idx = docker_ok(&["exec", container, "cat", "/sys/class/net/eth0/iflink"]);
+    let idx: u32 = idx
+        .parse()
+        .unwrap_or_else(|e| panic!("iflink {idx:?}: {e}"));
+    for e in std::fs::read_dir("/sys/class/net").expect("/sys/class/net") {
+        let e = e.expect("entry");
+        let p = e.path().join("ifindex");
+        if std::fs::read_to_string(&p)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            == Some(idx)
+        {
+            return e.file_name().to_string_lossy().into_owned();
+        }
+    }
+    panic!("no host device with ifindex {idx} (the peer of {container}'s eth0)");
+}
+
+/// UDP packets in `direction` on `dev`, of series matching `filter`.
+fn udp(series: &[Series], dev: &str, direction: &str, filter: impl Fn(&Series) -> bool) -> i64 {
+    series
+        .iter()
+        .filter(|s| {
+            s.attr("network.interface.name") == Some(dev)
+                && s.attr("network.io.direction") == Some(direction)
+                && s.attr("network.transport") == Some("udp")
+                && filter(s)
+        })
+        .map(|s| s.value)
+        .sum()
+}
+
+static SERIAL: Serial = Serial::new();
+
+fn run(test: &str, privileges: Privileges, subnet: u8) {
+    let Some(_serial) =
+        SERIAL.lock_if(bpf_capable(test) && require_tools(test, &["docker", "debootstrap", "ip"]))
+    else {
+        return;
+    };
+    if let Err(e) = docker(&["info", "--format", "{{.ServerVersion}}"]) {
+        periscope_testkit::skip(test, &format!("no Docker engine: {e}"));
+        return;
+    }
+    base_image();
+    let dir = TestDir::new(test);
+    let mut clean = Cleanup::default();
+    let tag = format!("periscope-test-agent:{}-{subnet}", std::process::id());
+    clean.images.push(tag.clone());
+    agent_image(&dir, &tag);
+    let out = dir.join("out");
+    std::fs::create_dir_all(&out).expect("mkdir out");
+    let cfg = dir.write("agent.yaml", agent_config(&out));
+    let suffix = format!("{}-{subnet}", std::process::id());
+    let net = format!("pscope-net-{suffix}");
+    let (agent, sender, receiver) = (
+        format!("pscope-agent-{suffix}"),
+        format!("pscope-sender-{suffix}"),
+        format!("pscope-receiver-{suffix}"),
+    );
+    for c in [&agent, &sender, &receiver] {
+        let _ = docker(&["rm", "-f", c]);
+        clean.containers.push(c.clone());
+    }
+    let _ = docker(&["network", "rm", &net]);
+    clean.networks.push(net.clone());
+    docker_ok(&[
+        "network",
+        "create",
+        "--subnet",
+        &format!("10.{subnet}.0.0/24"),
+        &net,
+    ]);
+
+    // The agent, with the demo's namespaces and mounts.
+    let cfg_mount = format!("{}:/etc/periscope/config.yaml:ro", cfg.display());
+    let out_mount = format!("{0}:{0}", out.display());
+    let mut args: Vec<&str> = vec![
+        "run",
+        "-d",
+        "--name",
+        &agent,
+        "--pid=host",
+        "--network=host",
+        "-v",
+        "/sys/fs/bpf:/sys/fs/bpf",
+        "-v",
+        "/sys/kernel/tracing:/sys/kernel/tracing",
+        "-v",
+        "/run/netns:/run/netns:rslave",
+        "-v",
+        "/var/lib/docker/containers:/var/lib/docker/containers:ro",
+        "-v",
+        &cfg_mount,
+        "-v",
+        &out_mount,
+    ];
+    let all_caps;
+    match privileges {
+        Privileges::Privileged if privileged_works() => args.push("--privileged"),
+        Privileges::Privileged => {
+            // A sandbox whose bounding set lacks a capability refuses `--privileged` (runc
+            // cannot grant it): the nearest is every capability this machine has, unconfined.
+            all_caps = privileged_equivalent();
+            eprintln!("{test}: --privileged is refused here; running with {all_caps:?}");
+            args.extend(all_caps.iter().map(String::as_str));
+        }
+        Privileges::DaemonSet => args.extend([
+            "--cap-drop=ALL",
+            "--cap-add=SYS_ADMIN",
+            "--cap-add=SYS_PTRACE",
+            "--security-opt=apparmor=unconfined",
+            "--security-opt=seccomp=unconfined",
+        ]),
+    }
+    args.extend([tag.as_str(), "run", "-c", "/etc/periscope/config.yaml"]);
+    // `rslave` needs /run/netns to be a shared mount: `ip netns add` makes it one.
+    let probe = format!("pscope-probe-{suffix}");
+    let _ = Command::new("ip").args(["netns", "add", &probe]).status();
+    let _ = Command::new("ip").args(["netns", "del", &probe]).status();
+    docker_ok(&args);
+
+    // Receiver reads datagrams; the sender sends them once the agent counts.
+    docker_ok(&[
+        "run", "-d", "--name", &receiver, "--network", &net, BASE_IMAGE, "python3", "-c",
+        "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('',9999))\nwhile True: s.recv(4096)",
+    ]);
+    docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &sender,
+        "--network",
+        &net,
+        BASE_IMAGE,
+        "sleep",
+        "3600",
+    ]);
+    let receiver_ip = docker_ok(&[
+        "inspect",
+        "-f",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+        &receiver,
+    ]);
+    let (sender_veth, receiver_veth) = (host_veth(&sender), host_veth(&receiver));
+
+    // Ready when the agent's file shows the sender's eth0 (its namespace found via /proc).
+    let metrics = out.join("metrics.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let ready = metrics.exists()
+            && sum_series(&read_metrics(&metrics), "periscope.network.packets")
+                .iter()
+                .any(|s| s.attr("container.name") == Some(sender.as_str()));
+        if ready {
+            break;
+        }
+        if Instant::now() > deadline {
+            let log = output_with_timeout(
+                Command::new("docker").args(["logs", &agent]),
+                Duration::from_secs(10),
+            );
+            panic!(
+                "{test}: the agent never reported the sender container's devices within 90 s; its log:\n{}{}",
+                String::from_utf8_lossy(&log.stdout),
+                String::from_utf8_lossy(&log.stderr)
+            );
+        }
+        // A datagram on the sender's lo, so that its namespace has a series to show.
+        let _ = docker(&[
+            "exec",
+            &sender,
+            "python3",
+            "-c",
+            "import socket;socket.socket(2,2).sendto(b'x',('127.0.0.1',9))",
+        ]);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    let send = format!(
+        "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+         for i in range({DATAGRAMS}): s.sendto(b'periscope'*10,('{receiver_ip}',9999))\n"
+    );
+    docker_ok(&["exec", &sender, "python3", "-c", &send]);
+    // Semantic conventions: `container.image.name` is the name without its tag.
+    let image = BASE_IMAGE.split(':').next().unwrap_or(BASE_IMAGE);
+    let want = [
+        (sender.as_str(), "eth0", "transmit", true),
+        (sender_veth.as_str(), "", "receive", false),
+        (receiver_veth.as_str(), "", "transmit", false),
+        (receiver.as_str(), "eth0", "receive", true),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (mut table, mut ok, mut series);
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        series = sum_series(&read_metrics(&metrics), "periscope.network.packets");
+        table = String::new();
+        ok = true;
+        for (who, dev, dir, in_container) in want {
+            let got = if in_container {
+                udp(&series, dev, dir, |s| s.attr("container.name") == Some(who))
+            } else {
+                udp(&series, who, dir, |s| s.attr("container.name").is_none())
+            };
+            ok &= got == DATAGRAMS;
+            table +=
+                &format!("  {who:<28} {dev:<5} {dir:<8} udp: generator {DATAGRAMS}, agent {got}\n");
+        }
+        if ok || Instant::now() > deadline {
+            break;
+        }
+    }
+    eprintln!("{test} ({privileges:?}):\n{table}");
+    assert!(
+        ok,
+        "{test}: UDP packets differ from the generator's:\n{table}"
+    );
+    for c in [&sender, &receiver] {
+        let images: Vec<_> = series
+            .iter()
+            .filter(|s| s.attr("container.name") == Some(c.as_str()))
+            .map(|s| s.attr("container.image.name").unwrap_or("").to_string())
+            .collect();
+        assert!(
+            !images.is_empty() && images.iter().all(|i| i == image),
+            "{test}: {c}'s series carry images {images:?}, want {image}"
+        );
+    }
+    let if_n: Vec<_> = series
+        .iter()
+        .filter_map(|s| s.attr("network.interface.name"))
+        .filter(|n| {
+            n.strip_prefix("if")
+                .is_some_and(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .collect();
+    assert!(
+        if_n.is_empty(),
+        "{test}: devices without their names: {if_n:?}"
+    );
+}
+
+#[test]
+fn agent_container_privileged_counts_other_containers() {
+    run(periscope_testkit::test_name!(), Privileges::Privileged, 231);
+}
+
+#[test]
+fn agent_container_with_daemonset_capabilities_counts_other_containers() {
+    run(periscope_testkit::test_name!(), Privileges::DaemonSet, 232);
+}

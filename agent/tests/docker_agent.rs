@@ -7,8 +7,12 @@
 //! UDP datagrams one way; the packets on the sender's and the receiver's `eth0` and on their
 //! host-side veths must equal what the generator sent, the containers' series must carry
 //! `container.name` and `container.image.name` of the real Docker state, and no device may be
-//! named `if<N>`. Once privileged as in the demo, once with the Kubernetes DaemonSet's
-//! capabilities only (cap_drop ALL, cap_add SYS_ADMIN + SYS_PTRACE, no privileged).
+//! named `if<N>`. Then churn: a container counted and removed at once (its final points under
+//! its name), the next one counted on its own, the sender restarted into a new namespace; each
+//! count again equals the generator's. Once privileged as in the demo (where the sandbox's
+//! runc refuses `--privileged` because its bounding set lacks a capability, every capability
+//! the machine has, unconfined), once with the Kubernetes DaemonSet's capabilities only
+//! (cap_drop ALL, cap_add SYS_ADMIN + SYS_PTRACE, AppArmor and seccomp unconfined as there).
 //!
 //! Needs root, Docker and debootstrap; skips otherwise, except under CI.
 
@@ -25,6 +29,10 @@ use periscope_testkit::{bpf_capable, require_tools, yaml_path, TestDir};
 /// The local Debian base image, built once per machine (CI run) and reused.
 const BASE_IMAGE: &str = "periscope-test-base:bookworm";
 const DATAGRAMS: i64 = 300;
+/// What the removed container, the one after it, and the restarted sender send in the churn.
+const GONE: i64 = 120;
+const NEXT: i64 = 70;
+const AGAIN: i64 = 50;
 
 fn docker(args: &[&str]) -> Result<String, String> {
     let out = output_with_timeout(Command::new("docker").args(args), Duration::from_secs(300));
@@ -159,6 +167,55 @@ enum Privileges {
     Privileged,
     /// As deploy/kubernetes: cap_drop ALL, cap_add SYS_ADMIN, SYS_PTRACE.
     DaemonSet,
+}
+
+/// Waits until the agent's metrics show `container`'s devices in at least `namespaces`
+/// network namespaces (nudging each with a datagram on its `lo`).
+fn wait_seen(test: &str, metrics: &Path, agent: &str, container: &str, namespaces: usize) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let seen: std::collections::BTreeSet<String> = if metrics.exists() {
+            sum_series(&read_metrics(metrics), "periscope.network.packets")
+                .iter()
+                .filter(|s| s.attr("container.name") == Some(container))
+                .filter_map(|s| s.attr("periscope.netns.cookie").map(str::to_string))
+                .collect()
+        } else {
+            Default::default()
+        };
+        if seen.len() >= namespaces {
+            return;
+        }
+        if Instant::now() > deadline {
+            let log = output_with_timeout(
+                Command::new("docker").args(["logs", agent]),
+                Duration::from_secs(10),
+            );
+            panic!(
+                "{test}: the agent did not report {container}'s devices in {namespaces} namespaces \
+                 within 90 s (saw {seen:?}); its log:\n{}{}",
+                String::from_utf8_lossy(&log.stdout),
+                String::from_utf8_lossy(&log.stderr)
+            );
+        }
+        let _ = docker(&[
+            "exec",
+            container,
+            "python3",
+            "-c",
+            "import socket;socket.socket(2,2).sendto(b'x',('127.0.0.1',9))",
+        ]);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// `from` sends `n` UDP datagrams to the receiver (the generator's count is `n`).
+fn send(from: &str, to_ip: &str, n: i64) {
+    let code = format!(
+        "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+         for i in range({n}): s.sendto(b'periscope'*10,('{to_ip}',9999))\n"
+    );
+    docker_ok(&["exec", from, "python3", "-c", &code]);
 }
 
 /// Whether this machine's Docker can start a privileged container at all.
@@ -378,78 +435,20 @@ fn run(test: &str, privileges: Privileges, subnet: u8) {
     ]);
     let (sender_veth, receiver_veth) = (host_veth(&sender), host_veth(&receiver));
 
-    // Ready when the agent's file shows the sender's eth0 (its namespace found via /proc).
+    // Ready when the agent's file shows the sender's namespace (found via /proc).
     let metrics = out.join("metrics.jsonl");
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let ready = metrics.exists()
-            && sum_series(&read_metrics(&metrics), "periscope.network.packets")
-                .iter()
-                .any(|s| s.attr("container.name") == Some(sender.as_str()));
-        if ready {
-            break;
-        }
-        if Instant::now() > deadline {
-            let log = output_with_timeout(
-                Command::new("docker").args(["logs", &agent]),
-                Duration::from_secs(10),
-            );
-            panic!(
-                "{test}: the agent never reported the sender container's devices within 90 s; its log:\n{}{}",
-                String::from_utf8_lossy(&log.stdout),
-                String::from_utf8_lossy(&log.stderr)
-            );
-        }
-        // A datagram on the sender's lo, so that its namespace has a series to show.
-        let _ = docker(&[
-            "exec",
-            &sender,
-            "python3",
-            "-c",
-            "import socket;socket.socket(2,2).sendto(b'x',('127.0.0.1',9))",
-        ]);
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    wait_seen(test, &metrics, &agent, &sender, 1);
 
-    let send = format!(
-        "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
-         for i in range({DATAGRAMS}): s.sendto(b'periscope'*10,('{receiver_ip}',9999))\n"
-    );
-    docker_ok(&["exec", &sender, "python3", "-c", &send]);
+    send(&sender, &receiver_ip, DATAGRAMS);
     // Semantic conventions: `container.image.name` is the name without its tag.
     let image = BASE_IMAGE.split(':').next().unwrap_or(BASE_IMAGE);
     let want = [
-        (sender.as_str(), "eth0", "transmit", true),
-        (sender_veth.as_str(), "", "receive", false),
-        (receiver_veth.as_str(), "", "transmit", false),
-        (receiver.as_str(), "eth0", "receive", true),
+        (sender.as_str(), "eth0", "transmit", true, DATAGRAMS),
+        (sender_veth.as_str(), "", "receive", false, DATAGRAMS),
+        (receiver_veth.as_str(), "", "transmit", false, DATAGRAMS),
+        (receiver.as_str(), "eth0", "receive", true, DATAGRAMS),
     ];
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let (mut table, mut ok, mut series);
-    loop {
-        std::thread::sleep(Duration::from_secs(1));
-        series = sum_series(&read_metrics(&metrics), "periscope.network.packets");
-        table = String::new();
-        ok = true;
-        for (who, dev, dir, in_container) in want {
-            let got = if in_container {
-                udp(&series, dev, dir, |s| s.attr("container.name") == Some(who))
-            } else {
-                udp(&series, who, dir, |s| s.attr("container.name").is_none())
-            };
-            ok &= got == DATAGRAMS;
-            table +=
-                &format!("  {who:<28} {dev:<5} {dir:<8} udp: generator {DATAGRAMS}, agent {got}\n");
-        }
-        if ok || Instant::now() > deadline {
-            break;
-        }
-    }
-    eprintln!("{test} ({privileges:?}):\n{table}");
-    assert!(
-        ok,
-        "{test}: UDP packets differ from the generator's:\n{table}"
-    );
+    let series = expect(test, privileges, "two containers", &metrics, &want);
     for c in [&sender, &receiver] {
         let images: Vec<_> = series
             .iter()
@@ -461,18 +460,108 @@ fn run(test: &str, privileges: Privileges, subnet: u8) {
             "{test}: {c}'s series carry images {images:?}, want {image}"
         );
     }
-    let if_n: Vec<_> = series
+    let if_n = if_n_names(&series);
+    assert!(
+        if_n.is_empty(),
+        "{test}: devices without their names: {if_n:?}"
+    );
+
+    // Churn: a container counted and removed at once (its final points under its name), the
+    // next one (which may get its address) counted on its own, the sender restarted into a new
+    // namespace (its counts add up across both).
+    let (gone, next) = (
+        format!("pscope-gone-{suffix}"),
+        format!("pscope-next-{suffix}"),
+    );
+    for c in [&gone, &next] {
+        let _ = docker(&["rm", "-f", c]);
+        clean.containers.push(c.clone());
+    }
+    let sleeper = |name: &str| {
+        docker_ok(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            &net,
+            BASE_IMAGE,
+            "sleep",
+            "3600",
+        ]);
+    };
+    sleeper(&gone);
+    wait_seen(test, &metrics, &agent, &gone, 1);
+    send(&gone, &receiver_ip, GONE);
+    docker_ok(&["rm", "-f", &gone]);
+    sleeper(&next);
+    wait_seen(test, &metrics, &agent, &next, 1);
+    send(&next, &receiver_ip, NEXT);
+    docker_ok(&["restart", "-t", "0", &sender]);
+    wait_seen(test, &metrics, &agent, &sender, 2);
+    send(&sender, &receiver_ip, AGAIN);
+    let all = DATAGRAMS + GONE + NEXT + AGAIN;
+    let want = [
+        (gone.as_str(), "eth0", "transmit", true, GONE),
+        (next.as_str(), "eth0", "transmit", true, NEXT),
+        (sender.as_str(), "eth0", "transmit", true, DATAGRAMS + AGAIN),
+        (receiver_veth.as_str(), "", "transmit", false, all),
+        (receiver.as_str(), "eth0", "receive", true, all),
+    ];
+    let series = expect(test, privileges, "after rm, run, restart", &metrics, &want);
+    let if_n = if_n_names(&series);
+    assert!(
+        if_n.is_empty(),
+        "{test}: devices without their names after churn: {if_n:?}"
+    );
+}
+
+/// Polls the agent's file until the UDP packets of each (container or host device, device,
+/// direction, in a container, want) match, or 30 s pass; prints the table, asserts.
+fn expect(
+    test: &str,
+    privileges: Privileges,
+    phase: &str,
+    metrics: &Path,
+    want: &[(&str, &str, &str, bool, i64)],
+) -> Vec<Series> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let series = sum_series(&read_metrics(metrics), "periscope.network.packets");
+        let mut table = String::new();
+        let mut ok = true;
+        for &(who, dev, dir, in_container, n) in want {
+            let got = if in_container {
+                udp(&series, dev, dir, |s| s.attr("container.name") == Some(who))
+            } else {
+                udp(&series, who, dir, |s| s.attr("container.name").is_none())
+            };
+            ok &= got == n;
+            table += &format!("  {who:<28} {dev:<5} {dir:<8} udp: generator {n}, agent {got}\n");
+        }
+        if ok || Instant::now() > deadline {
+            eprintln!("{test} ({privileges:?}, {phase}):\n{table}");
+            assert!(
+                ok,
+                "{test}: {phase}: UDP packets differ from the generator's:\n{table}"
+            );
+            return series;
+        }
+    }
+}
+
+/// Device names the agent could not resolve (`if<N>`).
+fn if_n_names(series: &[Series]) -> Vec<String> {
+    series
         .iter()
         .filter_map(|s| s.attr("network.interface.name"))
         .filter(|n| {
             n.strip_prefix("if")
                 .is_some_and(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_digit()))
         })
-        .collect();
-    assert!(
-        if_n.is_empty(),
-        "{test}: devices without their names: {if_n:?}"
-    );
+        .map(str::to_string)
+        .collect()
 }
 
 #[test]

@@ -27,7 +27,7 @@ use periscope_testkit::serial::Serial;
 use periscope_testkit::{bpf_capable, require_tools, yaml_path, TestDir};
 
 /// The local Debian base image, built once per machine (CI run) and reused.
-const BASE_IMAGE: &str = "periscope-test-base:bookworm";
+const BASE_IMAGE: &str = "periscope-test-base:bookworm-python3";
 const DATAGRAMS: i64 = 300;
 /// What the removed container, the one after it, and the restarted sender send in the churn.
 const GONE: i64 = 120;
@@ -87,7 +87,7 @@ fn base_image() {
     let root = dir.join("root");
     let out = output_with_timeout(
         Command::new("debootstrap")
-            .args(["--variant=minbase", "--include=python3-minimal", "bookworm"])
+            .args(["--variant=minbase", "--include=python3", "bookworm"])
             .arg(&root)
             .arg(debian_mirror()),
         Duration::from_secs(600),
@@ -572,4 +572,253 @@ fn agent_container_privileged_counts_other_containers() {
 #[test]
 fn agent_container_with_daemonset_capabilities_counts_other_containers() {
     run(periscope_testkit::test_name!(), Privileges::DaemonSet, 232);
+}
+
+/// The docker-compose demo end to end: `demo/docker-compose.yml` with an override that builds
+/// its images from the local base (the agent from the test's binary, Prometheus from the
+/// host's Debian `prometheus`), puts a sleeping container where Jaeger was and sends the
+/// agent's spans to the testkit's OTLP sink on the host. The frontend's calls to the backend
+/// must arrive as connection spans from both sides: the client's with the frontend's
+/// `container.name` and the backend's DNS name, the server's (port 8080) in the backend's
+/// namespace (`periscope.netns.name`); Prometheus must return per-container traffic.
+#[test]
+fn compose_demo_end_to_end() {
+    let test = periscope_testkit::test_name!();
+    let Some(_serial) = SERIAL.lock_if(
+        bpf_capable(test)
+            && require_tools(
+                test,
+                &[
+                    "docker",
+                    "docker-compose",
+                    "debootstrap",
+                    "ip",
+                    "prometheus",
+                ],
+            ),
+    ) else {
+        return;
+    };
+    if let Err(e) = docker(&["info", "--format", "{{.ServerVersion}}"]) {
+        periscope_testkit::skip(test, &format!("no Docker engine: {e}"));
+        return;
+    }
+    base_image();
+    let dir = TestDir::new(test);
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let project = format!("pscope-demo-{}", std::process::id());
+    let compose = |args: &[&str]| -> Result<String, String> {
+        let out = output_with_timeout(
+            Command::new("docker-compose")
+                .arg("-p")
+                .arg(&project)
+                .arg("-f")
+                .arg(repo.join("demo/docker-compose.yml"))
+                .arg("-f")
+                .arg(dir.join("override.yml"))
+                .args(args),
+            Duration::from_secs(300),
+        );
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!(
+                "docker-compose {}: {}\n{}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    };
+    struct Down<'a>(&'a dyn Fn(&[&str]) -> Result<String, String>);
+    impl Drop for Down<'_> {
+        fn drop(&mut self) {
+            let _ = (self.0)(&["down", "-v", "--rmi", "local", "-t", "0"]);
+        }
+    }
+
+    let sink = periscope_testkit::otlp::Sink::start(periscope_testkit::otlp::free_port());
+    let prom_port = periscope_testkit::otlp::free_port();
+    // The demo's config, its spans to the sink, its intervals short.
+    let cfg = std::fs::read_to_string(repo.join("demo/periscope.yaml")).expect("demo config");
+    let cfg = cfg
+        .replace(
+            "http://127.0.0.1:4317",
+            &format!("http://127.0.0.1:{}", sink.port),
+        )
+        .replace("interval: 10s", "interval: 2s")
+        .replace("report_open_after: 30s", "report_open_after: 2s");
+    assert!(
+        cfg.contains(&format!("127.0.0.1:{}", sink.port)),
+        "the demo's otlp endpoint moved"
+    );
+    let cfg = dir.write("periscope.yaml", cfg);
+    let agent_ctx = dir.join("agent-image");
+    std::fs::create_dir_all(&agent_ctx).expect("mkdir");
+    std::fs::copy(env!("CARGO_BIN_EXE_periscope"), agent_ctx.join("periscope")).expect("copy");
+    std::fs::write(
+        agent_ctx.join("Dockerfile"),
+        format!("FROM {BASE_IMAGE}\nCOPY periscope /usr/local/bin/periscope\nENTRYPOINT [\"periscope\"]\n"),
+    )
+    .expect("Dockerfile");
+    let prom_ctx = dir.join("prometheus-image");
+    std::fs::create_dir_all(&prom_ctx).expect("mkdir");
+    std::fs::copy("/usr/bin/prometheus", prom_ctx.join("prometheus")).expect("copy prometheus");
+    std::fs::write(
+        prom_ctx.join("Dockerfile"),
+        format!("FROM {BASE_IMAGE}\nCOPY prometheus /usr/bin/prometheus\nENTRYPOINT [\"/usr/bin/prometheus\", \"--config.file=/etc/prometheus/prometheus.yml\", \"--storage.tsdb.path=/tmp/prometheus\"]\n"),
+    )
+    .expect("Dockerfile");
+    // The services' `python` (python:3.12-slim in the demo) from the base's python3.
+    let svc_ctx = dir.join("python-image");
+    std::fs::create_dir_all(&svc_ctx).expect("mkdir");
+    std::fs::write(
+        svc_ctx.join("Dockerfile"),
+        format!("FROM {BASE_IMAGE}\nRUN ln -s /usr/bin/python3 /usr/local/bin/python\n"),
+    )
+    .expect("Dockerfile");
+    let tag = |what: &str| format!("{project}-{what}:test");
+    // Where runc cannot grant every capability, the demo's `privileged: true` is refused: the
+    // nearest is every capability the machine has, unconfined (see `privileged_equivalent`).
+    let privileges = if privileged_works() {
+        String::new()
+    } else {
+        let flags = privileged_equivalent();
+        let list = |prefix: &str| {
+            flags
+                .iter()
+                .filter_map(|f| f.strip_prefix(prefix))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        eprintln!("{test}: privileged is refused here; running with {flags:?}");
+        format!(
+            "    privileged: false\n    cap_add: [{}]\n    cap_drop: [{}]\n    security_opt: [{}]\n",
+            list("--cap-add="),
+            list("--cap-drop="),
+            list("--security-opt=")
+        )
+    };
+    let override_yml = format!(
+        "version: \"3.8\"\n\
+         services:\n\
+         \x20 periscope:\n    build: {{context: {agent}}}\n    image: {agent_tag}\n\
+         \x20   volumes: [\"{cfg}:/etc/periscope/config.yaml:ro\"]\n{privileges}\
+         \x20 jaeger:\n    image: {BASE_IMAGE}\n    entrypoint: [sleep, infinity]\n\
+         \x20 prometheus:\n    build: {{context: {prom}}}\n    image: {prom_tag}\n\
+         \x20   command: [\"--web.listen-address=127.0.0.1:{prom_port}\"]\n\
+         \x20 backend:\n    build: {{context: {svc}}}\n    image: {svc_tag}\n\
+         \x20 frontend:\n    build: {{context: {svc}}}\n    image: {svc_tag}\n\
+         networks:\n  default:\n    ipam:\n      config: [{{subnet: 10.233.0.0/24}}]\n",
+        agent = agent_ctx.display(),
+        agent_tag = tag("agent"),
+        cfg = cfg.display(),
+        prom = prom_ctx.display(),
+        prom_tag = tag("prometheus"),
+        svc = svc_ctx.display(),
+        svc_tag = tag("python"),
+    );
+    dir.write("override.yml", override_yml);
+    let _ = compose(&["down", "-v", "-t", "0"]);
+    let _down = Down(&compose);
+    compose(&["build", "-q"]).unwrap_or_else(|e| panic!("{e}"));
+    compose(&["up", "-d"]).unwrap_or_else(|e| panic!("{e}"));
+    let name = |svc: &str| {
+        let id = compose(&["ps", "-q", svc]).unwrap_or_else(|e| panic!("{e}"));
+        docker_ok(&["inspect", "-f", "{{.Name}}", id.trim()])
+            .trim_start_matches('/')
+            .to_string()
+    };
+    let (frontend, backend) = (name("frontend"), name("backend"));
+
+    // Spans of the frontend's connections, named after the backend; and the backend's side.
+    let ok = sink.wait_for(Duration::from_secs(120), |r| {
+        let spans = r.all_spans();
+        let attr = |rs: &opentelemetry_proto::tonic::trace::v1::ResourceSpans,
+                    sp: &opentelemetry_proto::tonic::trace::v1::Span,
+                    k: &str| {
+            periscope_testkit::otlp::sink::str_attr(&sp.attributes, k).or_else(|| {
+                rs.resource
+                    .as_ref()
+                    .and_then(|res| periscope_testkit::otlp::sink::str_attr(&res.attributes, k))
+            })
+        };
+        let client = spans.iter().any(|(rs, sp)| {
+            attr(rs, sp, "container.name").as_deref() == Some(frontend.as_str())
+                && attr(rs, sp, "dns.question.name").as_deref() == Some("backend")
+        });
+        // The accepted side has no process (sockops runs in softirq) and its cgroup id does
+        // not resolve in the agent's container on a cgroup v1/hybrid host (no unified
+        // hierarchy inside): it is named by its namespace (`periscope.netns.name`).
+        let server = spans.iter().any(|(rs, sp)| {
+            attr(rs, sp, "periscope.connection.role").as_deref() == Some("server")
+                && attr(rs, sp, "periscope.netns.name").as_deref() == Some(backend.as_str())
+                && attr(rs, sp, "network.local.port").as_deref() == Some("8080")
+        });
+        client && server
+    });
+    let summary = {
+        let r = sink.received.lock().unwrap_or_else(|p| p.into_inner());
+        let spans = r.all_spans();
+        let mut seen = std::collections::BTreeSet::new();
+        for (_, sp) in &spans {
+            let a = |k: &str| {
+                periscope_testkit::otlp::sink::str_attr(&sp.attributes, k).unwrap_or_default()
+            };
+            seen.insert(format!(
+                "{} container.name={} dns.question.name={}",
+                sp.name,
+                a("container.name"),
+                a("dns.question.name")
+            ));
+        }
+        if let Some((_, sp)) = spans.iter().find(|(_, sp)| {
+            periscope_testkit::otlp::sink::str_attr(&sp.attributes, "container.name").is_none()
+        }) {
+            let kv: Vec<String> = sp
+                .attributes
+                .iter()
+                .map(|a| format!("{}={}", a.key, periscope_testkit::otlp::value_text(a)))
+                .collect();
+            seen.insert(format!("(unnamed) {}", kv.join(" ")));
+        }
+        format!(
+            "{} spans; kinds:\n  {}",
+            spans.len(),
+            seen.into_iter().take(20).collect::<Vec<_>>().join("\n  ")
+        )
+    };
+    eprintln!("{test}: {summary}");
+    if !ok {
+        let logs = compose(&["logs", "--tail", "40", "periscope"]).unwrap_or_else(|e| e);
+        eprintln!("{test}: the agent's log:\n{logs}");
+    }
+    assert!(
+        ok,
+        "{test}: no client connection span from {frontend} named `backend` and server span in {backend} within 120 s: {summary}"
+    );
+
+    // Prometheus scraped the agent: per-container packets of the backend.
+    let query = format!(
+        "/api/v1/query?query={}",
+        periscope_testkit::http::urlencode(&format!(
+            "sum(periscope_network_packets_total{{container_name=\"{backend}\"}})"
+        ))
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let body =
+            std::panic::catch_unwind(|| periscope_testkit::http::http_get(prom_port, &query, None))
+                .map(|(_, b)| b)
+                .unwrap_or_default();
+        if body.contains("\"result\":[{") {
+            eprintln!("{test}: prometheus: {body}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{test}: Prometheus returned no per-container packets of {backend} within 60 s: {body}"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
 }

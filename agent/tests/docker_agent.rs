@@ -630,10 +630,15 @@ fn compose_demo_end_to_end() {
             ))
         }
     };
-    struct Down<'a>(&'a dyn Fn(&[&str]) -> Result<String, String>);
+    /// Takes the project down and removes the images it built (tagged, so `--rmi local`
+    /// would keep them; `--rmi all` would take the shared base too).
+    struct Down<'a>(&'a dyn Fn(&[&str]) -> Result<String, String>, Vec<String>);
     impl Drop for Down<'_> {
         fn drop(&mut self) {
-            let _ = (self.0)(&["down", "-v", "--rmi", "local", "-t", "0"]);
+            let _ = (self.0)(&["down", "-v", "-t", "0"]);
+            for image in &self.1 {
+                let _ = docker(&["image", "rm", "-f", image]);
+            }
         }
     }
 
@@ -720,7 +725,10 @@ fn compose_demo_end_to_end() {
     );
     dir.write("override.yml", override_yml);
     let _ = compose(&["down", "-v", "-t", "0"]);
-    let _down = Down(&compose);
+    let _down = Down(
+        &compose,
+        ["agent", "prometheus", "python"].map(tag).to_vec(),
+    );
     compose(&["build", "-q"]).unwrap_or_else(|e| panic!("{e}"));
     compose(&["up", "-d"]).unwrap_or_else(|e| panic!("{e}"));
     let name = |svc: &str| {

@@ -1,6 +1,6 @@
 //! The `periscope` command: run the agent, validate a config, list the components.
 
-use periscope::{components, describe, doctor};
+use periscope::{components, describe, doctor, observe};
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -46,6 +46,9 @@ enum Command {
         #[arg(short, long)]
         config: Option<PathBuf>,
     },
+    /// Print the recent and live flows, connections, DNS lookups, drops and bursts of a
+    /// running agent (its `observe` exporter), filtered; or top-talker tables.
+    Observe(Box<observe::ObserveArgs>),
     /// List every component type with its documented options.
     Components {
         /// Only this type (e.g. `pcap`).
@@ -66,6 +69,20 @@ fn main() -> ExitCode {
         Command::Validate { config } => validate(&config),
         Command::Components { only, json } => components_cmd(only.as_deref(), json),
         Command::Doctor { config } => doctor_cmd(config.as_deref()),
+        Command::Observe(args) => match observe::run(*args) {
+            Ok(()) => ExitCode::SUCCESS,
+            // A closed pipe (`| head`) is not an error.
+            Err(e)
+                if e.downcast_ref::<std::io::Error>().map(std::io::Error::kind)
+                    == Some(std::io::ErrorKind::BrokenPipe) =>
+            {
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("periscope observe: {e:#}");
+                ExitCode::from(1)
+            }
+        },
     }
 }
 

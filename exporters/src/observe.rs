@@ -526,6 +526,14 @@ impl Records {
 
     /// The records a batch makes, each as (time, one JSON line).
     pub fn from_telemetry(&mut self, telemetry: &Telemetry) -> Vec<(u64, String)> {
+        self.records(telemetry)
+            .into_iter()
+            .map(|(t, r)| (t, Value::Object(r).to_string()))
+            .collect()
+    }
+
+    /// The records a batch makes, each with its time.
+    pub fn records(&mut self, telemetry: &Telemetry) -> Vec<(u64, Map<String, Value>)> {
         let mut out = Vec::new();
         match telemetry {
             Telemetry::Metrics(b) => {
@@ -574,26 +582,26 @@ impl Records {
                                 let mut r = record("connections", p.time_ns, &p.attributes);
                                 r.insert("count".into(), n.into());
                                 r.insert("interval_ns".into(), interval.into());
-                                out.push((p.time_ns, Value::Object(r).to_string()));
+                                out.push((p.time_ns, r));
                             }
                             _ => {
                                 let mut r = record("drop", p.time_ns, &p.attributes);
                                 r.insert("count".into(), n.into());
                                 r.insert("interval_ns".into(), interval.into());
-                                out.push((p.time_ns, Value::Object(r).to_string()));
+                                out.push((p.time_ns, r));
                             }
                         }
                     }
                 }
                 for (_, r) in flows {
                     let t = r.get("time_ns").and_then(Value::as_u64).unwrap_or(0);
-                    out.push((t, Value::Object(r).to_string()));
+                    out.push((t, r));
                 }
             }
             Telemetry::Traces(b) => {
                 for s in &b.spans {
                     if let Some(r) = span_record(s) {
-                        out.push((s.end_time_ns, Value::Object(r).to_string()));
+                        out.push((s.end_time_ns, r));
                     }
                 }
             }

@@ -53,11 +53,17 @@ fn traffic(secs: u64, scale: i64) -> Telemetry {
         metrics: vec![
             sum(
                 "periscope.network.packets",
-                vec![point("ns-a", "eth0", 100 * scale), point("ns-b", "eth1", 300 * scale)],
+                vec![
+                    point("ns-a", "eth0", 100 * scale),
+                    point("ns-b", "eth1", 300 * scale),
+                ],
             ),
             sum(
                 "periscope.network.bytes",
-                vec![point("ns-a", "eth0", 10_000 * scale), point("ns-b", "eth1", 3_000 * scale)],
+                vec![
+                    point("ns-a", "eth0", 10_000 * scale),
+                    point("ns-b", "eth1", 3_000 * scale),
+                ],
             ),
             sum("periscope.tcp.connections", vec![opened]),
         ],

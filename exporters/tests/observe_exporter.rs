@@ -82,7 +82,10 @@ fn read_all(socket: &Path, req: Value) -> Vec<Value> {
 fn ring_keeps_the_newest_and_replays_by_count_and_time() {
     let dir = TestDir::new("observe_ring");
     let (mut e, socket) = exporter(&dir, 5, 16);
-    let mode = std::fs::metadata(&socket).expect("socket").permissions().mode();
+    let mode = std::fs::metadata(&socket)
+        .expect("socket")
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o660);
     // Second 1..=4, 2 devices each: 8 records; 100 packets per device per second.
     for s in 1..=4 {
@@ -95,11 +98,17 @@ fn ring_keeps_the_newest_and_replays_by_count_and_time() {
         && r["bytes"] == 10_000
         && r["interval_ns"] == 1_000_000_000u64
         && r["netns"] == "ns-a"));
-    let times: Vec<u64> = all.iter().map(|r| r["time_ns"].as_u64().unwrap_or(0)).collect();
+    let times: Vec<u64> = all
+        .iter()
+        .map(|r| r["time_ns"].as_u64().unwrap_or(0))
+        .collect();
     assert_eq!(times, [2, 3, 3, 4, 4].map(|s| s * 1_000_000_000));
     assert_eq!(read_all(&socket, json!({"replay": 2})).len(), 2);
     assert_eq!(read_all(&socket, json!({"replay": 0})).len(), 0);
-    assert_eq!(read_all(&socket, json!({"since_ns": 3_000_000_000u64})).len(), 4);
+    assert_eq!(
+        read_all(&socket, json!({"since_ns": 3_000_000_000u64})).len(),
+        4
+    );
     let bad = read_all(&socket, json!("nonsense"));
     assert_eq!(bad[0]["type"], "error");
     drop(e);
@@ -121,7 +130,11 @@ fn a_client_that_does_not_read_loses_records_and_is_told_how_many() {
     for s in 1..=batches {
         e.export(flows(per_batch, s, s as i64)).expect("export");
     }
-    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
     let published = batches * per_batch as u64;
     // A fast client connected now sees the live records too.
     let mut fast = request(&socket, json!({"follow": true, "replay": 0}));
@@ -152,7 +165,11 @@ fn a_client_that_does_not_read_loses_records_and_is_told_how_many() {
         }
     }
     assert!(lost > 0, "records {records}");
-    assert_eq!(records + lost, published + 1, "records {records} lost {lost}");
+    assert_eq!(
+        records + lost,
+        published + 1,
+        "records {records} lost {lost}"
+    );
 }
 
 #[test]

@@ -264,7 +264,7 @@ pub fn summary(name: &str, records: &mut Records, telemetry: &Telemetry, out: &m
         ));
     }
     if !drops.is_empty() {
-        drops.sort_by(|a, b| b.1.cmp(&a.1));
+        drops.sort_by_key(|d| std::cmp::Reverse(d.1));
         let d: Vec<String> = drops.iter().map(|(r, n, _)| format!("{r} {n}")).collect();
         parts.push(format!("drops {}", d.join(", ")));
     }

@@ -195,7 +195,7 @@ fn schema_documents_every_option_and_validates() {
         ring_size: 0,
         ..ObserveConfig::default()
     };
-    let errors = bad.validate().err().expect("invalid");
+    let errors = bad.validate().expect_err("invalid");
     let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(paths, ["mode", "ring_size"]);
 }

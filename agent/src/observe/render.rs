@@ -282,11 +282,11 @@ impl Table {
                 row.packets += n(r, "packets");
                 row.bytes += n(r, "bytes");
             }
+            // Opened connections are counted from the `connections` series (a span would
+            // count them twice); spans give failures and RTTs.
             "connection" if s(r, "event") == "closed" || r.get("error").is_some() => {
                 if r.get("error").is_some() {
                     row.failed += 1;
-                } else {
-                    row.opened += 1;
                 }
                 if let Some(rtt) = r.get("rtt_us").and_then(Value::as_u64) {
                     row.rtt_us.push(rtt);

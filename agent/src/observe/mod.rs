@@ -3,6 +3,7 @@
 
 pub mod filter;
 pub mod render;
+pub mod top;
 
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::os::unix::net::UnixStream;

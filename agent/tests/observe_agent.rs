@@ -250,3 +250,136 @@ fn observe_filters_return_exactly_the_generated_traffic() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+fn tmux(args: &[&str]) -> String {
+    let out = std::process::Command::new("tmux")
+        .args(args)
+        .output()
+        .expect("run tmux");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Kills the test's tmux session, even when the test fails.
+struct Session(String);
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        tmux(&["kill-session", "-t", &self.0]);
+    }
+}
+
+/// `periscope top` in a real terminal (tmux): a namespace's packet rate within 10% of the
+/// generator's, `s` and `a` change the view, `q` quits and gives the shell its screen back.
+#[test]
+fn top_shows_the_generators_rate_and_quits_cleanly() {
+    const TEST: &str = "top_shows_the_generators_rate_and_quits_cleanly";
+    if !(bpf_capable(TEST) && require_tools(TEST, &["ip", "tmux"])) {
+        return;
+    }
+    let dir = TestDir::new("observe_top");
+    let (a, b) = pods("ota0", "10.77.2.1/24", "otb0", "10.77.2.2/24");
+    let socket = dir.join("observe.sock");
+    let cfg = dir.write(
+        "agent.yaml",
+        format!(
+            "receivers:\n  tcx: {{interfaces: {{include: [ota0, otb0]}}, events: none, counters_interval: 250ms}}\n\
+             processors:\n  flow: {{interval: 1s}}\n\
+             exporters:\n  observe: {{socket: {}}}\n\
+             service:\n  pipelines:\n    metrics: {{receivers: [tcx], processors: [flow], exporters: [observe]}}\n  \
+             telemetry: {{logs: {{level: info}}, metrics: {{enabled: false}}}}\n",
+            yaml_path(&socket)
+        ),
+    );
+    let mut agent = start_agent(&cfg, "periscope (top)");
+    agent.wait_until(Duration::from_secs(60), "the observe socket", |_| {
+        socket.exists()
+    });
+    std::thread::sleep(Duration::from_secs(1));
+
+    // ~2000 datagrams/s from a to b for 10 s; the rate is what the generator measured.
+    let sink = in_netns(b.name(), || {
+        std::net::UdpSocket::bind("10.77.2.2:7100").expect("sink")
+    });
+    let (bname, aname) = (b.name().to_string(), a.name().to_string());
+    let generator = std::thread::spawn(move || {
+        in_netns(&aname, || {
+            let s = std::net::UdpSocket::bind("10.77.2.1:0").expect("socket");
+            let start = Instant::now();
+            let mut sent = 0u64;
+            while start.elapsed() < Duration::from_secs(10) {
+                for _ in 0..20 {
+                    if s.send_to(&[0u8; 64], "10.77.2.2:7100").is_ok() {
+                        sent += 1;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            sent as f64 / start.elapsed().as_secs_f64()
+        })
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    let session = Session(format!("periscope-top-{}", std::process::id()));
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session.0,
+        "-x",
+        "160",
+        "-y",
+        "30",
+        "bash --norc",
+    ]);
+    let cmd = format!(
+        "{} top --socket {} --window 3s; echo TOP-EXITED-$?",
+        periscope_testkit::periscope::periscope_bin().display(),
+        socket.display()
+    );
+    tmux(&["send-keys", "-t", &session.0, &cmd, "Enter"]);
+    std::thread::sleep(Duration::from_secs(4));
+    let pane = tmux(&["capture-pane", "-p", "-t", &session.0]);
+    let rate = generator.join().expect("generator");
+    drop(sink);
+    eprintln!("generator {rate:.1} datagrams/s\n{pane}");
+    let line = pane
+        .lines()
+        .find(|l| l.contains(a.name()))
+        .unwrap_or_else(|| panic!("{} not in\n{pane}", a.name()));
+    assert!(pane.lines().any(|l| l.contains(&bname)), "{pane}");
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    let pkts = cols
+        .iter()
+        .position(|c| c.contains(a.name()))
+        .and_then(|i| cols.get(i + 2))
+        .map(|v| match v.strip_suffix('k') {
+            Some(k) => k.parse::<f64>().unwrap_or(0.0) * 1e3,
+            None => v.parse::<f64>().unwrap_or(0.0),
+        })
+        .unwrap_or(0.0);
+    assert!(
+        (pkts - rate).abs() <= rate * 0.10,
+        "top {pkts} pkt/s, generator {rate:.1}\n{pane}"
+    );
+    tmux(&["send-keys", "-t", &session.0, "s"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let pane = tmux(&["capture-pane", "-p", "-t", &session.0]);
+    assert!(pane.contains("sort: pkts/s"), "{pane}");
+    tmux(&["send-keys", "-t", &session.0, "a"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let pane = tmux(&["capture-pane", "-p", "-t", &session.0]);
+    assert!(pane.contains("by Pod"), "{pane}");
+    tmux(&["send-keys", "-t", &session.0, "q"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let pane = tmux(&["capture-pane", "-p", "-t", &session.0]);
+    assert!(pane.contains("TOP-EXITED-0"), "{pane}");
+    assert!(
+        !pane.contains("top talkers"),
+        "the screen is not restored:\n{pane}"
+    );
+    let out = stop_agent(agent, Duration::from_secs(30));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -159,9 +159,9 @@ fn ui(
 
 fn rate(v: f64) -> String {
     match v {
-        v if v >= 1e9 => format!("{:.1}G", v / 1e9),
-        v if v >= 1e6 => format!("{:.1}M", v / 1e6),
-        v if v >= 1e3 => format!("{:.1}k", v / 1e3),
+        // Whole units up to a million, so that rates can be compared to 1%.
+        v if v >= 1e9 => format!("{:.2}G", v / 1e9),
+        v if v >= 1e6 => format!("{:.2}M", v / 1e6),
         v => format!("{v:.1}"),
     }
 }

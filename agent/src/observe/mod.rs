@@ -136,13 +136,15 @@ pub fn run(args: ObserveArgs) -> anyhow::Result<()> {
     // Filters apply here, so the agent sends its whole history and `--last` applies here too
     // (with --follow and no --last, no history).
     let replay = (args.follow && args.last.is_none()).then_some(0);
-    if args.output == Output::Table {
-        writeln!(out, "{}", render::table_header(colour))?;
-    }
+    // The table's header once connected (a failed connection prints only the error).
+    let mut header = args.output == Output::Table;
     let mut kept = std::collections::VecDeque::new();
     let mut live = false;
     let limit = args.last.unwrap_or(usize::MAX);
     stream(&args, replay, |r| {
+        if std::mem::take(&mut header) {
+            writeln!(out, "{}", render::table_header(colour))?;
+        }
         if r.get("type").and_then(Value::as_str) == Some("live") {
             live = true;
             for h in kept.drain(..) {
@@ -163,6 +165,9 @@ pub fn run(args: ObserveArgs) -> anyhow::Result<()> {
         kept.push_back(r);
         Ok(())
     })?;
+    if header {
+        writeln!(out, "{}", render::table_header(colour))?;
+    }
     for h in kept {
         render::write(&mut out, args.output, &h, colour)?;
     }

@@ -286,3 +286,33 @@ fn draw(
         bottom,
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn each_sort_key_orders_the_rows() {
+        let mut records = VecDeque::new();
+        for (ns, packets, bytes, drops) in
+            [("a", 10, 5000, 0), ("b", 30, 1000, 0), ("c", 20, 3000, 4)]
+        {
+            records.push_back(json!({"type": "flow", "netns": ns, "packets": packets,
+                "bytes": bytes, "time_ns": 2_000_000_000u64, "interval_ns": 1_000_000_000u64}));
+            records.push_back(json!({"type": "drop", "netns": ns, "count": drops}));
+        }
+        let order = |sort| -> Vec<String> {
+            rows(&records, Aggregate::Netns, sort)
+                .0
+                .into_iter()
+                .map(|r| r.0)
+                .collect()
+        };
+        assert_eq!(order(0), ["a", "c", "b"]); // bytes/s
+        assert_eq!(order(1), ["b", "c", "a"]); // pkts/s
+        assert_eq!(order(3)[0], "c"); // drops
+        assert_eq!(order(4), ["a", "b", "c"]); // name
+        assert_eq!(rows(&records, Aggregate::Netns, 0).1, 1.0);
+    }
+}

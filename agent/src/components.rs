@@ -27,4 +27,5 @@ pub fn registry() -> Registry {
         .exporter::<periscope_exporters::debug::DebugConfig>()
         .exporter::<periscope_exporters::otlp::OtlpConfig>()
         .exporter::<periscope_exporters::prometheus::PrometheusConfig>()
+        .exporter::<periscope_exporters::observe::ObserveConfig>()
 }

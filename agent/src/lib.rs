@@ -4,3 +4,4 @@
 pub mod components;
 pub mod describe;
 pub mod doctor;
+pub mod observe;

@@ -1,6 +1,6 @@
 //! The `periscope` command: run the agent, validate a config, list the components.
 
-use periscope::{components, describe, doctor};
+use periscope::{components, describe, doctor, observe};
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -46,6 +46,12 @@ enum Command {
         #[arg(short, long)]
         config: Option<PathBuf>,
     },
+    /// Print the recent and live flows, connections, DNS lookups, drops and bursts of a
+    /// running agent (its `observe` exporter), filtered; or top-talker tables.
+    Observe(Box<observe::ObserveArgs>),
+    /// A full-screen live view of a running agent: top talkers by bytes and packets per
+    /// second, connections, RTT, drops, DNS and bursts (`s` sorts, `a` groups, `q` quits).
+    Top(Box<observe::top::TopArgs>),
     /// List every component type with its documented options.
     Components {
         /// Only this type (e.g. `pcap`).
@@ -66,6 +72,27 @@ fn main() -> ExitCode {
         Command::Validate { config } => validate(&config),
         Command::Components { only, json } => components_cmd(only.as_deref(), json),
         Command::Doctor { config } => doctor_cmd(config.as_deref()),
+        Command::Top(args) => match observe::top::run(*args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("periscope top: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Observe(args) => match observe::run(*args) {
+            Ok(()) => ExitCode::SUCCESS,
+            // A closed pipe (`| head`) is not an error.
+            Err(e)
+                if e.downcast_ref::<std::io::Error>().map(std::io::Error::kind)
+                    == Some(std::io::ErrorKind::BrokenPipe) =>
+            {
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("periscope observe: {e:#}");
+                ExitCode::from(1)
+            }
+        },
     }
 }
 

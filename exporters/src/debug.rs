@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Deserialize;
 
+use crate::observe::Records;
 use periscope_pipeline::component::{BuildContext, ComponentConfig, Exporter, ExporterConfig};
 use periscope_pipeline::model::{
     AnyValue, Attributes, ExponentialHistogramPoint, HistogramPoint, Metric, MetricData,
@@ -37,7 +38,9 @@ pub struct DebugConfig {
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Verbosity {
-    /// One line per batch: how many metrics and data points, or spans.
+    /// A short summary per batch: traffic rates of the busiest namespaces and devices,
+    /// connections opened and closed, drops by reason, the agent's own in/out/dropped counts;
+    /// batches with none of those, a line of counts (metrics and data points, or spans).
     #[default]
     Basic,
     /// Also one line per data point (name, attributes, value) or span (name, ids, duration,
@@ -82,6 +85,8 @@ pub struct DebugExporter<W> {
     /// One batch's text, written with one `write_all` so that lines from other threads do not
     /// interleave with it.
     text: String,
+    /// Last values of cumulative series, for the rates of the `basic` summary.
+    records: Records,
 }
 
 impl<W: Write> DebugExporter<W> {
@@ -92,6 +97,7 @@ impl<W: Write> DebugExporter<W> {
             verbosity,
             out,
             text: String::new(),
+            records: Records::default(),
         }
     }
 
@@ -104,7 +110,11 @@ impl<W: Write> DebugExporter<W> {
 impl<W: Write + Send> Exporter for DebugExporter<W> {
     fn export(&mut self, telemetry: Telemetry) -> anyhow::Result<()> {
         self.text.clear();
-        render(&self.name, self.verbosity, &telemetry, &mut self.text);
+        let summarized = self.verbosity == Verbosity::Basic
+            && summary(&self.name, &mut self.records, &telemetry, &mut self.text);
+        if !summarized {
+            render(&self.name, self.verbosity, &telemetry, &mut self.text);
+        }
         self.out
             .write_all(self.text.as_bytes())
             .context("cannot print the batch")
@@ -122,6 +132,186 @@ pub fn render(name: &str, verbosity: Verbosity, telemetry: &Telemetry, out: &mut
         Telemetry::Metrics(m) => render_metrics(name, verbosity, m, out),
         Telemetry::Traces(t) => render_traces(name, verbosity, t, out),
     };
+}
+
+/// How many namespaces and devices the summary names.
+const TOP: usize = 3;
+
+/// `1.2 MB/s`-style rate (decimal units, as network tools print them).
+fn rate(v: f64, unit: &str) -> String {
+    let (v, prefix) = match v {
+        v if v >= 1e9 => (v / 1e9, "G"),
+        v if v >= 1e6 => (v / 1e6, "M"),
+        v if v >= 1e3 => (v / 1e3, "k"),
+        v => (v, ""),
+    };
+    format!("{v:.1} {prefix}{unit}/s")
+}
+
+/// The `basic` summary of a batch: what a person watching the console wants to know. False
+/// (and nothing written) when the batch has nothing to summarize.
+pub fn summary(name: &str, records: &mut Records, telemetry: &Telemetry, out: &mut String) -> bool {
+    use serde_json::Value;
+    let text = |r: &serde_json::Map<String, Value>, f: &str| match r.get(f) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => String::new(),
+    };
+    let num =
+        |r: &serde_json::Map<String, Value>, f: &str| r.get(f).and_then(Value::as_u64).unwrap_or(0);
+    // The agent's own counters.
+    if let Telemetry::Metrics(b) = telemetry {
+        let total = |metric: &str| -> i64 {
+            b.metrics
+                .iter()
+                .filter(|m| m.name == metric)
+                .flat_map(|m| match &m.data {
+                    MetricData::Sum { points, .. } => points
+                        .iter()
+                        .map(|p| match p.value {
+                            Number::Int(i) => i,
+                            Number::Double(d) => d as i64,
+                        })
+                        .collect::<Vec<_>>(),
+                    _ => Vec::new(),
+                })
+                .sum()
+        };
+        if b.metrics
+            .iter()
+            .any(|m| m.name == "periscope.component.received")
+        {
+            let (dropped, errors) = (
+                total("periscope.component.dropped"),
+                total("periscope.component.errors"),
+            );
+            let _ = writeln!(
+                out,
+                "{name}: agent: {dropped} {} dropped, {errors} {} since start (periscope.component.*)",
+                plural(dropped as usize, "item", "items"),
+                plural(errors as usize, "error", "errors"),
+            );
+            return true;
+        }
+    }
+    let recs = records.records(telemetry);
+    if recs.is_empty() {
+        return false;
+    }
+    let mut namespaces: Vec<(String, u64, u64)> = Vec::new();
+    let mut devices: Vec<(String, u64, u64)> = Vec::new();
+    let add = |v: &mut Vec<(String, u64, u64)>, k: String, p: u64, b: u64| match v
+        .iter_mut()
+        .find(|e| e.0 == k)
+    {
+        Some(e) => {
+            e.1 += p;
+            e.2 += b;
+        }
+        None => v.push((k, p, b)),
+    };
+    let (mut interval, mut packets, mut bytes) = (0u64, 0u64, 0u64);
+    let (mut opened, mut closed, mut conns) = (0u64, 0u64, 0u64);
+    let mut drops: Vec<(String, u64, u64)> = Vec::new();
+    let (mut dns, mut bursts) = (0u64, 0u64);
+    for (_, r) in &recs {
+        match text(r, "type").as_str() {
+            "flow" => {
+                interval = interval.max(num(r, "interval_ns"));
+                let (p, b) = (num(r, "packets"), num(r, "bytes"));
+                packets += p;
+                bytes += b;
+                let ns = match text(r, "netns") {
+                    n if n.is_empty() => format!("netns:{}", text(r, "netns_inode")),
+                    n => n,
+                };
+                let dev = text(r, "interface");
+                if !dev.is_empty() {
+                    add(&mut devices, format!("{dev}@{ns}"), p, b);
+                }
+                add(&mut namespaces, ns, p, b);
+            }
+            "connections" => match text(r, "event").as_str() {
+                "opened" => opened += num(r, "count"),
+                "closed" => closed += num(r, "count"),
+                _ => {}
+            },
+            "connection" => conns += 1,
+            "drop" => add(&mut drops, text(r, "reason"), num(r, "count"), 0),
+            "dns" => dns += 1,
+            "burst" => bursts += 1,
+            _ => {}
+        }
+    }
+    let secs = (interval as f64 / 1e9).max(1e-3);
+    let mut parts = Vec::new();
+    if packets > 0 {
+        parts.push(format!(
+            "traffic {}, {} in {} {}",
+            rate(bytes as f64 / secs, "B"),
+            rate(packets as f64 / secs, "pkt"),
+            namespaces.len(),
+            plural(namespaces.len(), "namespace", "namespaces")
+        ));
+    }
+    if opened + closed > 0 {
+        parts.push(format!("connections {opened} opened, {closed} closed"));
+    }
+    if conns > 0 {
+        parts.push(format!(
+            "{conns} connection {}",
+            plural(conns as usize, "span", "spans")
+        ));
+    }
+    if !drops.is_empty() {
+        drops.sort_by_key(|d| std::cmp::Reverse(d.1));
+        let d: Vec<String> = drops.iter().map(|(r, n, _)| format!("{r} {n}")).collect();
+        parts.push(format!("drops {}", d.join(", ")));
+    }
+    if dns > 0 {
+        parts.push(format!(
+            "{dns} DNS {}",
+            plural(dns as usize, "lookup", "lookups")
+        ));
+    }
+    if bursts > 0 {
+        parts.push(format!(
+            "{bursts} {}",
+            plural(bursts as usize, "burst", "bursts")
+        ));
+    }
+    if parts.is_empty() {
+        return false;
+    }
+    let _ = writeln!(out, "{name}: {}", parts.join("; "));
+    for (label, mut v) in [("namespaces", namespaces), ("devices", devices)] {
+        if v.len() < 2 && label == "devices" && v.iter().all(|d| d.2 == 0) {
+            continue;
+        }
+        v.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
+        let top: Vec<String> = v
+            .iter()
+            .take(TOP)
+            .filter(|e| e.2 > 0)
+            .map(|(k, p, b)| {
+                format!(
+                    "{k} {} {}",
+                    rate(*b as f64 / secs, "B"),
+                    rate(*p as f64 / secs, "pkt")
+                )
+            })
+            .collect();
+        if !top.is_empty() {
+            let more = v.len().saturating_sub(TOP);
+            let more = if more > 0 {
+                format!(" (+{more} more)")
+            } else {
+                String::new()
+            };
+            let _ = writeln!(out, "  busiest {label}: {}{more}", top.join(", "));
+        }
+    }
+    true
 }
 
 fn plural(n: usize, one: &'static str, many: &'static str) -> &'static str {

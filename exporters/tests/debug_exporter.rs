@@ -22,18 +22,82 @@ fn both() -> Vec<Telemetry> {
     vec![Telemetry::Metrics(metrics()), Telemetry::Traces(traces())]
 }
 
+/// A traffic batch: cumulative packets and bytes of two devices in two namespaces, and
+/// connections opened, at `secs` seconds.
+fn traffic(secs: u64, scale: i64) -> Telemetry {
+    use periscope_pipeline::model::*;
+    let point = |ns: &'static str, dev: &'static str, v: i64| NumberPoint {
+        attributes: vec![
+            KeyValue::new("periscope.netns.name", ns),
+            KeyValue::new("network.interface.name", dev),
+        ],
+        start_time_ns: START,
+        time_ns: START + secs * 1_000_000_000,
+        value: Number::Int(v),
+    };
+    let sum = |name: &'static str, points| Metric {
+        name: name.into(),
+        description: "".into(),
+        unit: "".into(),
+        data: MetricData::Sum {
+            points,
+            temporality: Temporality::Cumulative,
+            monotonic: true,
+        },
+    };
+    let opened = NumberPoint {
+        attributes: vec![KeyValue::new("periscope.tcp.event", "opened")],
+        ..point("a", "x", 7 * scale)
+    };
+    Telemetry::Metrics(MetricsBatch {
+        metrics: vec![
+            sum(
+                "periscope.network.packets",
+                vec![
+                    point("ns-a", "eth0", 100 * scale),
+                    point("ns-b", "eth1", 300 * scale),
+                ],
+            ),
+            sum(
+                "periscope.network.bytes",
+                vec![
+                    point("ns-a", "eth0", 10_000 * scale),
+                    point("ns-b", "eth1", 3_000 * scale),
+                ],
+            ),
+            sum("periscope.tcp.connections", vec![opened]),
+        ],
+        ..MetricsBatch::default()
+    })
+}
+
 #[test]
-fn basic_prints_one_line_of_counts_per_batch() {
+fn basic_summarizes_rates_per_interval() {
+    // 10 s, then 10 s more with twice the totals: both intervals have the same rates.
+    let text = print(Verbosity::Basic, vec![traffic(10, 1), traffic(20, 2)]);
+    let interval = "\
+debug/test: traffic 1.3 kB/s, 40.0 pkt/s in 2 namespaces; connections 7 opened, 0 closed
+  busiest namespaces: ns-a 1.0 kB/s 10.0 pkt/s, ns-b 300.0 B/s 30.0 pkt/s
+  busiest devices: eth0@ns-a 1.0 kB/s 10.0 pkt/s, eth1@ns-b 300.0 B/s 30.0 pkt/s
+";
+    assert_eq!(text, format!("{interval}{interval}"));
+}
+
+#[test]
+fn basic_counts_what_it_cannot_summarize() {
     let text = print(Verbosity::Basic, both());
-    assert_eq!(
-        text,
-        "debug/test: Metrics: 4 metrics, 6 data points\n\
-         debug/test: Traces: 2 spans\n"
-    );
+    // The shared batch's traffic is a point of 2^53 packets in one interval; the span a
+    // connection; both are summarized. A batch of other series is counted.
+    assert!(text.starts_with("debug/test: traffic "), "{text}");
+    assert!(text.ends_with("debug/test: 1 connection span\n"), "{text}");
+    let mut other = metrics();
+    other.metrics.retain(|m| m.name == "periscope.queue.fill");
+    let text = print(Verbosity::Basic, vec![Telemetry::Metrics(other)]);
+    assert_eq!(text, "debug/test: Metrics: 1 metric, 1 data point\n");
     let one = print(
         Verbosity::Basic,
         vec![Telemetry::Traces(TracesBatch {
-            spans: traces().spans[..1].to_vec(),
+            spans: traces().spans[1..2].to_vec(),
             ..TracesBatch::default()
         })],
     );

@@ -579,8 +579,8 @@ fn agent_container_with_daemonset_capabilities_counts_other_containers() {
 /// host's Debian `prometheus`), puts a sleeping container where Jaeger was and sends the
 /// agent's spans to the testkit's OTLP sink on the host. The frontend's calls to the backend
 /// must arrive as connection spans from both sides: the client's with the frontend's
-/// `container.name` and the backend's DNS name, the server's (port 8080) in the backend's
-/// namespace (`periscope.netns.name`); Prometheus must return per-container traffic.
+/// `container.name` and the backend's DNS name, the server's (port 8080) with the backend's
+/// `container.name` and namespace name; Prometheus must return per-container traffic.
 #[test]
 fn compose_demo_end_to_end() {
     let test = periscope_testkit::test_name!();
@@ -755,12 +755,13 @@ fn compose_demo_end_to_end() {
             attr(rs, sp, "container.name").as_deref() == Some(frontend.as_str())
                 && attr(rs, sp, "dns.question.name").as_deref() == Some("backend")
         });
-        // The accepted side has no process (sockops runs in softirq) and its cgroup id does
-        // not resolve in the agent's container on a cgroup v1/hybrid host (no unified
-        // hierarchy inside): it is named by its namespace (`periscope.netns.name`).
+        // The accepted side has no process (sockops runs in softirq) and, on a cgroup
+        // v1/hybrid host, a cgroup id that does not resolve in the agent's container (no
+        // unified hierarchy inside): it is named by its namespace's container.
         let server = spans.iter().any(|(rs, sp)| {
             attr(rs, sp, "periscope.connection.role").as_deref() == Some("server")
                 && attr(rs, sp, "periscope.netns.name").as_deref() == Some(backend.as_str())
+                && attr(rs, sp, "container.name").as_deref() == Some(backend.as_str())
                 && attr(rs, sp, "network.local.port").as_deref() == Some("8080")
         });
         client && server

@@ -197,9 +197,13 @@ fn main() -> Result<()> {
     let dir = std::env::temp_dir().join(format!("periscope-bench-scale-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let cfg = dir.join("agent.yaml");
+    // Beside an agent already running on the default config: its own port and observe socket.
+    let socket = dir.join("observe.sock");
     std::fs::write(
         &cfg,
-        config.replace("127.0.0.1:9464", &format!("127.0.0.1:{port}")),
+        config
+            .replace("127.0.0.1:9464", &format!("127.0.0.1:{port}"))
+            .replace("/run/periscope/observe.sock", &socket.display().to_string()),
     )?;
 
     let node = Node::new(950);

@@ -660,9 +660,13 @@ impl Identity {
 
         // The container and pod: from the cgroup id, else the process's cgroups.
         let mut workload = None;
+        // Whether the cgroup id named a cgroup: one that did not (a cgroup v1/hybrid host whose
+        // v2 hierarchy the agent cannot walk, say) tells nothing about whose socket it is.
+        let mut cgroup_resolved = false;
         if want.container() {
             if let Some(id) = cgroup_id {
                 if let Some(w) = self.cgroup_workload(id, now) {
+                    cgroup_resolved = true;
                     if want.cgroup_path {
                         set(attrs, names::ATTR_CGROUP_PATH, w.0.to_string());
                     }
@@ -693,9 +697,13 @@ impl Identity {
             match info {
                 Lookup::Found(info) => {
                     let own_container = workload.as_ref().is_some_and(|w| !w.is_empty());
+                    // Series have no cgroup or process of their own; a socket without a
+                    // process (the kernel accepted it) whose cgroup could not be resolved
+                    // belongs to its namespace's container too. A host process or cgroup
+                    // that entered the namespace does not.
                     if !own_container
                         && !info.workload.is_empty()
-                        && cgroup_id.is_none()
+                        && !cgroup_resolved
                         && pid.is_none()
                     {
                         workload = Some(info.workload.clone());

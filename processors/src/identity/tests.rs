@@ -494,3 +494,55 @@ fn a_span_older_than_its_pids_process_keeps_what_the_kernel_reported() {
         "a span of now is this process's"
     );
 }
+
+/// A server's accepted socket has no process, and on a cgroup v1/hybrid host a cgroup id the
+/// agent cannot walk to: its namespace's container names it. A cgroup that resolves to no
+/// container (a host process that entered the namespace) keeps it unnamed.
+#[test]
+fn an_accepted_socket_with_an_unknown_cgroup_takes_its_namespaces_container() {
+    let f = Fixture::new("accepted");
+    let host = f.root.join("cgroup/user.slice");
+    std::fs::create_dir_all(&host).expect("mkdir");
+    let host_cgroup = std::fs::metadata(&host).expect("stat").ino();
+    // pid 7 of a fake /proc lives in Docker container ID, in namespace 4026533111.
+    let proc_root = f.root.join("proc");
+    let ns_inode = 4_026_533_111u32;
+    std::fs::create_dir_all(proc_root.join("7/ns")).expect("mkdir");
+    std::os::unix::fs::symlink(format!("net:[{ns_inode}]"), proc_root.join("7/ns/net"))
+        .expect("link");
+    std::fs::write(
+        proc_root.join("7/cgroup"),
+        format!("12:memory:/docker/{ID}\n0::/system.slice/docker-{ID}.scope\n"),
+    )
+    .expect("cgroup");
+    let mut config = f.config();
+    config.proc_root = proc_root;
+    config.netns.containers = true;
+    let (mut p, _) = identity(&config, SocketTable::default());
+    let attrs = |cgroup: u64| {
+        vec![
+            KeyValue::new(names::ATTR_NETNS_INODE, i64::from(ns_inode)),
+            KeyValue::new(names::ATTR_CGROUP_ID, cgroup as i64),
+        ]
+    };
+    let unknown = run(&mut p, span(attrs(987_654_321)));
+    assert_eq!(get(&unknown[0], names::ATTR_CONTAINER_ID).cloned(), s(ID));
+    assert_eq!(
+        get(&unknown[0], names::ATTR_CONTAINER_NAME).cloned(),
+        s("checkout-1")
+    );
+    let host_process = run(&mut p, span(attrs(host_cgroup)));
+    assert!(
+        get(&host_process[0], names::ATTR_CONTAINER_ID).is_none(),
+        "{host_process:?}"
+    );
+    // A series (no cgroup, no process) in that namespace: its container, as before.
+    let series = run(
+        &mut p,
+        span(vec![KeyValue::new(
+            names::ATTR_NETNS_INODE,
+            i64::from(ns_inode),
+        )]),
+    );
+    assert_eq!(get(&series[0], names::ATTR_CONTAINER_ID).cloned(), s(ID));
+}

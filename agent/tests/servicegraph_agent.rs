@@ -57,6 +57,8 @@ const FRONT_API: usize = 20;
 const API_DB: usize = 15;
 const REFUSED: usize = 5;
 const TIMEOUTS: usize = 2;
+const LOOKUPS: usize = 8;
+const BURSTS: usize = 5;
 const API_DELAY: f64 = 0.030;
 const DB_DELAY: f64 = 0.010;
 const FRONT_REQ: usize = 100;
@@ -65,6 +67,12 @@ const API_REQ: usize = 200;
 const API_RESP: usize = 3000;
 /// How far periscope's p50 (interpolated in 1 ms buckets) may be from the generators'.
 const P50_TOLERANCE: f64 = 0.002;
+
+/// Panels whose series exist but whose values this traffic leaves at 0, and why.
+const ZERO_OK: &[(&str, &str)] = &[(
+    "Packet records lost",
+    "no ring buffer overflowed: the series exist per device, at 0",
+)];
 
 /// Per connection: read the request, sleep, answer, close, log the connection's life.
 const SERVER_PER_CONNECTION: &str = r#"
@@ -88,6 +96,7 @@ with open(sys.argv[6], "a") as f:
 const CLIENT: &str = r#"
 import json, socket, sys, time
 dst, port, n, req, resp, timeout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6])
+pause = float(sys.argv[7]) if len(sys.argv) > 7 else 0.005
 out = {"ok": 0, "failed": 0, "life": [], "response": [], "sent": 0, "received": 0}
 for i in range(n):
     s = socket.socket()
@@ -117,7 +126,7 @@ for i in range(n):
     out["life"].append(time.monotonic() - t0)
     out["response"].append(first - t1)
     out["ok"] += 1
-    time.sleep(0.005)
+    time.sleep(pause)
 print(json.dumps(out), flush=True)
 "#;
 
@@ -460,6 +469,19 @@ fn service_graph_flows_and_dashboards_agree_with_the_generators() {
         );
     }
 
+    // Prometheus has scraped the agent a few times (it starts scraping a while after it
+    // listens): every series of the traffic below is seen rising.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !prom_query(web, "count_over_time(up{job=\"periscope\"}[1m]) >= 3")
+        .is_ok_and(|v| !v.is_empty())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus does not scrape the agent"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
     // The traffic.
     let retrans_before = retrans_segs(front);
     // Runs meanwhile: each connect waits 1.5 s (one SYN retransmitted after 1 s).
@@ -474,7 +496,9 @@ fn service_graph_flows_and_dashboards_agree_with_the_generators() {
         ]),
         "client to nobody",
     );
-    let args = |dst: &str, port: u16, n: usize, req: usize, resp: usize| -> Vec<String> {
+    // Spread over a few seconds, so that Prometheus scrapes every series rising (a series
+    // that appears with its final value has no rate).
+    let args = |dst: &str, port: u16, n: usize, req: usize, resp: usize, pause: f64| {
         vec![
             dst.to_string(),
             port.to_string(),
@@ -482,49 +506,68 @@ fn service_graph_flows_and_dashboards_agree_with_the_generators() {
             req.to_string(),
             resp.to_string(),
             "2".to_string(),
+            pause.to_string(),
         ]
     };
-    let fa = run_client(
-        front,
-        &client_py,
-        &args(API, 8080, FRONT_API, FRONT_REQ, FRONT_RESP),
-    );
-    let ad = run_client(api, &client_py, &args(DB, 5432, API_DB, API_REQ, API_RESP));
-    let refused = run_client(api, &client_py, &args(DB, 5433, REFUSED, 1, 1));
-    for i in 0..5 {
-        let a = output_with_timeout(
-            front
-                .exec("dig")
-                .args(["+time=1", "+tries=1", &format!("@{DB}"), "db.sg.test"]),
-            Duration::from_secs(10),
-        );
-        assert!(
-            String::from_utf8_lossy(&a.stdout).contains(DB),
-            "lookup {i}"
-        );
-    }
-    for _ in 0..2 {
-        let a = output_with_timeout(
-            front
-                .exec("dig")
-                .args(["+time=1", "+tries=1", &format!("@{DB}"), "nope.sg.test"]),
-            Duration::from_secs(10),
-        );
-        assert!(String::from_utf8_lossy(&a.stdout).contains("NXDOMAIN"));
-    }
-    // UDP bursts front → db (nothing listens there: the kernel drops them, NO_SOCKET).
-    in_netns(front.name(), || {
-        let s = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)).expect("udp");
-        let to = SocketAddrV4::new(DB.parse().unwrap(), 9999);
-        for _ in 0..3 {
-            for _ in 0..3000 {
-                let _ = s.send_to(&[0u8; 64], to);
+    let (fa, ad, refused) = std::thread::scope(|scope| {
+        let fa = scope.spawn(|| {
+            run_client(
+                front,
+                &client_py,
+                &args(API, 8080, FRONT_API, FRONT_REQ, FRONT_RESP, 0.15),
+            )
+        });
+        let ad = scope.spawn(|| {
+            run_client(
+                api,
+                &client_py,
+                &args(DB, 5432, API_DB, API_REQ, API_RESP, 0.2),
+            )
+        });
+        let refused =
+            scope.spawn(|| run_client(api, &client_py, &args(DB, 5433, REFUSED, 1, 1, 0.6)));
+        // DNS lookups, an NXDOMAIN every third.
+        scope.spawn(|| {
+            for i in 0..LOOKUPS {
+                let (name, want) = if i % 3 == 2 {
+                    ("nope.sg.test", "NXDOMAIN")
+                } else {
+                    ("db.sg.test", DB)
+                };
+                let a = output_with_timeout(
+                    front
+                        .exec("dig")
+                        .args(["+time=1", "+tries=1", &format!("@{DB}"), name]),
+                    Duration::from_secs(10),
+                );
+                assert!(
+                    String::from_utf8_lossy(&a.stdout).contains(want),
+                    "lookup {i} of {name}"
+                );
+                std::thread::sleep(Duration::from_millis(400));
             }
-            std::thread::sleep(Duration::from_millis(50));
-            // A packet after the burst: the kernel reports a burst's end at the next packet.
-            let _ = s.send_to(&[0u8; 64], to);
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        });
+        // UDP bursts front → db (nothing listens there: the kernel drops them, NO_SOCKET).
+        scope.spawn(|| {
+            in_netns(front.name(), || {
+                let s = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)).expect("udp");
+                let to = SocketAddrV4::new(DB.parse().unwrap(), 9999);
+                for _ in 0..BURSTS {
+                    for _ in 0..3000 {
+                        let _ = s.send_to(&[0u8; 64], to);
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                    // A packet after the burst: a burst's end is reported at the next packet.
+                    let _ = s.send_to(&[0u8; 64], to);
+                    std::thread::sleep(Duration::from_millis(700));
+                }
+            })
+        });
+        (
+            fa.join().expect("front → api"),
+            ad.join().expect("api → db"),
+            refused.join().expect("refused"),
+        )
     });
     let to = parse_client(&timeouts.wait_ok(Duration::from_secs(30)));
     assert_eq!((fa.ok, fa.failed), (FRONT_API, 0), "front → api: {fa:?}");
@@ -541,10 +584,16 @@ fn service_graph_flows_and_dashboards_agree_with_the_generators() {
     let queries = dashboard_queries();
     for (dash, title, expr) in &queries {
         let q = expr.replace("$__rate_interval", "1m");
+        let zero_ok = ZERO_OK.iter().find(|(t, _)| t == title);
         match prom_query(web, &q) {
-            Ok(v) if v.iter().any(|x| x.is_finite()) => {
+            Ok(v) if v.iter().any(|x| x.is_finite() && *x > 0.0) => {
                 println!("{dash} / {title}: {} series", v.len())
             }
+            Ok(v) if zero_ok.is_some() && v.iter().any(|x| x.is_finite()) => println!(
+                "{dash} / {title}: {} series, all 0 ({})",
+                v.len(),
+                zero_ok.map_or("", |z| z.1)
+            ),
             Ok(v) => broken.push(format!("{dash} / {title}: no data ({v:?}) for {q}")),
             Err(e) => broken.push(format!("{dash} / {title}: {e} for {q}")),
         }

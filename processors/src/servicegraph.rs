@@ -81,6 +81,10 @@ const TCP_LISTEN: u8 = 10;
 /// `TCP_SYN_SENT`: a socket that closes from it never connected.
 const TCP_SYN_SENT: u8 = 2;
 
+/// How long a closed socket waits before it is counted: records of it from other receivers
+/// (read from their own ring buffers, on their own timers) may still come.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
 /// How often the names looked up are looked up again.
 const REFRESH_NAMES: Duration = Duration::from_secs(60);
 
@@ -105,6 +109,8 @@ struct Sock {
     seen: Instant,
     /// Its endpoint was given to [`Workloads::learn`] with what is known now.
     learned: bool,
+    /// Its first close record, when it closed.
+    close: Option<SocketEvent>,
 }
 
 /// The running processor.
@@ -119,6 +125,8 @@ pub struct ServiceGraph {
     sockets: FxHashMap<u64, Sock>,
     closed: FxHashSet<u64>,
     closed_order: VecDeque<u64>,
+    /// Sockets closed, in order, waiting `CLOSE_LINGER` to be counted.
+    closing: VecDeque<(Instant, u64)>,
     workloads: Workloads,
     counters: Arc<ComponentCounters>,
     warned_full: bool,
@@ -152,6 +160,7 @@ impl ServiceGraph {
             sockets: FxHashMap::default(),
             closed: FxHashSet::default(),
             closed_order: VecDeque::new(),
+            closing: VecDeque::new(),
             workloads: Workloads::new(
                 identity,
                 config.max_endpoints.get(),
@@ -205,6 +214,7 @@ impl ServiceGraph {
                     pending_send_ns: None,
                     seen: Instant::now(),
                     learned: false,
+                    close: None,
                 },
             );
         }
@@ -268,11 +278,33 @@ impl ServiceGraph {
                 .response
                 .record(bounds, ns);
         }
+        // Counted `CLOSE_LINGER` after its first close record: another receiver's records of
+        // it (sends and receives, answers) may still be on their way.
         if e.kind == SocketEventKind::Close {
-            if let Some(s) = self.sockets.remove(&e.cookie) {
-                self.on_close(&s, e);
+            if let Some(s) = self
+                .sockets
+                .get_mut(&e.cookie)
+                .filter(|s| s.close.is_none())
+            {
+                s.close = Some(*e);
+                self.closing.push_back((Instant::now(), e.cookie));
             }
-            self.remember_closed(e.cookie);
+        }
+    }
+
+    /// Counts the sockets whose close is `CLOSE_LINGER` old (`all`: every closed one).
+    fn finish_closed(&mut self, now: Instant, all: bool) {
+        while let Some(&(at, cookie)) = self.closing.front() {
+            if !all && now.duration_since(at) < CLOSE_LINGER {
+                break;
+            }
+            self.closing.pop_front();
+            if let Some(s) = self.sockets.remove(&cookie) {
+                if let Some(close) = s.close {
+                    self.on_close(&s, &close);
+                }
+            }
+            self.remember_closed(cookie);
         }
     }
 
@@ -361,7 +393,8 @@ impl ServiceGraph {
         }
     }
 
-    fn emit(&mut self, out: &mut Emitter) {
+    fn emit(&mut self, out: &mut Emitter, all: bool) {
+        self.finish_closed(Instant::now(), all);
         let now = now_ns();
         let metrics = edge::metrics(&self.edges, &self.bounds, self.temporality, now);
         self.edges.finish_collect(now);
@@ -387,13 +420,13 @@ impl Processor for ServiceGraph {
     }
 
     fn tick(&mut self, now: Instant, out: &mut Emitter) {
-        self.emit(out);
+        self.emit(out, false);
         self.next_emit = now + self.interval;
         if now >= self.next_refresh {
             self.next_refresh = now + REFRESH_NAMES;
             self.workloads.refresh();
             self.sockets
-                .retain(|_, s| now.duration_since(s.seen) < IDLE_TIMEOUT);
+                .retain(|_, s| s.close.is_some() || now.duration_since(s.seen) < IDLE_TIMEOUT);
         }
         // The identity lookups' own upkeep (exited processes, reused pids).
         if self
@@ -407,7 +440,7 @@ impl Processor for ServiceGraph {
     }
 
     fn flush(&mut self, out: &mut Emitter) {
-        self.emit(out);
+        self.emit(out, true);
     }
 }
 

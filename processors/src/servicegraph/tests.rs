@@ -567,3 +567,39 @@ fn validation_refuses_an_empty_bucket_list_and_locates_identity_options() {
         "{p:?}"
     );
 }
+
+#[test]
+fn records_of_a_socket_after_another_receivers_close_still_count() {
+    let mut p = processor(ServiceGraphConfig::default());
+    let mut events = Vec::new();
+    connection(
+        &mut events,
+        1,
+        FRONT,
+        addr(1),
+        Some(API),
+        addr(2),
+        8080,
+        100,
+        20,
+    );
+    // The client's close (sockops) is read before its send and receive (tcp_udp).
+    let close = events
+        .iter()
+        .position(|e| e.kind == SocketEventKind::Close && e.role == SocketRole::Client)
+        .expect("close");
+    let mut close = events.remove(close);
+    close.hook = SocketHook::Sockops;
+    let send = events
+        .iter()
+        .position(|e| e.kind == SocketEventKind::Send)
+        .expect("send");
+    events.insert(send, close);
+    let t = run(&mut p, events);
+    let response = hists(&t, names::SERVICE_GRAPH_RESPONSE_DURATION);
+    assert_eq!(response.iter().map(|h| h.count).sum::<u64>(), 1);
+    assert_eq!(
+        sums(&t, names::SERVICE_GRAPH_REQUEST_TOTAL),
+        vec![row("front", "api", 8080, "", 1)]
+    );
+}

@@ -603,3 +603,64 @@ fn records_of_a_socket_after_another_receivers_close_still_count() {
         vec![row("front", "api", 8080, "", 1)]
     );
 }
+
+#[test]
+fn delta_points_count_only_the_period_and_leave_idle_edges_out() {
+    let config = ServiceGraphConfig {
+        temporality: Temporality::Delta,
+        ..ServiceGraphConfig::default()
+    };
+    let mut p = processor(config);
+    let mut first = Vec::new();
+    connection(
+        &mut first,
+        1,
+        FRONT,
+        addr(1),
+        Some(API),
+        addr(2),
+        8080,
+        100,
+        10,
+    );
+    connection(
+        &mut first,
+        2,
+        API,
+        addr(2),
+        Some(DB),
+        addr(3),
+        5432,
+        100,
+        10,
+    );
+    let t = run(&mut p, first);
+    assert_eq!(
+        sums(&t, names::SERVICE_GRAPH_REQUEST_TOTAL),
+        vec![
+            row("api", "db", 5432, "", 1),
+            row("front", "api", 8080, "", 1)
+        ]
+    );
+    let mut second = Vec::new();
+    for i in 0..2 {
+        connection(
+            &mut second,
+            10 + i,
+            FRONT,
+            addr(1),
+            Some(API),
+            addr(2),
+            8080,
+            200,
+            10,
+        );
+    }
+    let t = run(&mut p, second);
+    assert_eq!(
+        sums(&t, names::SERVICE_GRAPH_REQUEST_TOTAL),
+        vec![row("front", "api", 8080, "", 2)]
+    );
+    let server = hists(&t, names::SERVICE_GRAPH_REQUEST_SERVER_SECONDS);
+    assert_eq!(server.iter().map(|h| h.count).collect::<Vec<_>>(), vec![2]);
+}

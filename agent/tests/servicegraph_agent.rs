@@ -66,13 +66,10 @@ const FRONT_RESP: usize = 1000;
 const API_REQ: usize = 200;
 const API_RESP: usize = 3000;
 /// How far periscope's p50 (interpolated in 1 ms buckets) may be from the generators'.
-const P50_TOLERANCE: f64 = 0.002;
+const P50_TOLERANCE: f64 = 0.003;
 
 /// Panels whose series exist but whose values this traffic leaves at 0, and why.
-const ZERO_OK: &[(&str, &str)] = &[(
-    "Packet records lost",
-    "no ring buffer overflowed: the series exist per device, at 0",
-)];
+const ZERO_OK: &[(&str, &str)] = &[];
 
 /// Per connection: read the request, sleep, answer, close, log the connection's life.
 const SERVER_PER_CONNECTION: &str = r#"
@@ -377,18 +374,15 @@ fn service_graph_flows_and_dashboards_agree_with_the_generators() {
         .map(|ms| format!("{}", ms as f64 / 1000.0))
         .chain(["0.2", "0.5", "1", "2", "5"].map(String::from))
         .collect();
-    let namespaces = format!(
-        "[{}, {}, {}, {}]",
-        name(front),
-        name(api),
-        name(db),
-        name(&node)
-    );
+    let namespaces = format!("[{}, {}, {}]", name(front), name(api), name(db));
+    // The node's devices: a record per packet into a one-page ring buffer read every 500 ms, so
+    // that the bursts overflow it (the "records lost" panel).
     let config = dir.write(
         "agent.yaml",
         format!(
             "receivers:\n  tcx: {{namespaces: {namespaces}, events: none, always_emit_dns: true, poll_interval: 20ms, \
              counters_interval: 500ms, flows: {{enabled: true}}, bursts: {{enabled: true, bucket: 100us, window: 1ms, threshold_pps: 20000}}}}\n  \
+             tcx/node: {{namespaces: [{}], events: all, ring_buffer_size: 4096, poll_interval: 500ms, counters_interval: 500ms}}\n  \
              sockops: {{poll_interval: 20ms}}\n  tcp_udp: {{send_receive: tcp, drops: true, poll_interval: 20ms}}\n\
              processors:\n  servicegraph: {{interval: 1s, boundaries: [{}]}}\n  dns: {{interval: 1s, timeout: 1s}}\n  \
              latency: {{interval: 1s}}\n  burst: {{interval: 1s}}\n  connections: {{interval: 1s, flow_join_delay: 2s}}\n  \
@@ -396,8 +390,10 @@ fn service_graph_flows_and_dashboards_agree_with_the_generators() {
              exporters:\n  prometheus: {{listen: 127.0.0.1:{prom_port}}}\n  file/metrics: {{path: {}, flush_interval: 200ms}}\n  \
              file/traces: {{path: {}, flush_interval: 200ms}}\n\
              service:\n  pipelines:\n    metrics: {{receivers: [tcx, sockops, tcp_udp], processors: [servicegraph, dns, latency, burst, connections, flow, identity], exporters: [prometheus, file/metrics]}}\n    \
+             metrics/node: {{receivers: [tcx/node], processors: [flow, identity], exporters: [prometheus]}}\n    \
              traces: {{receivers: [sockops, tcp_udp], processors: [connections, identity], exporters: [file/traces]}}\n  \
              telemetry: {{logs: {{level: info}}, metrics: {{enabled: true, interval: 1s}}}}\n",
+            name(&node),
             bounds.join(", "),
             yaml_path(&metrics),
             yaml_path(&traces),

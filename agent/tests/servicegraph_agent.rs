@@ -26,9 +26,13 @@
 //!   documented headers (Ethernet 14 + IPv4 20 + TCP 32 with timestamps per packet, 8 more for
 //!   the SYN's options); the flow's `periscope.network.flow.rtt` equals the span's
 //!   `periscope.tcp.srtt_us`.
-//! - Dashboards: every panel query of every `deploy/grafana/*.json` dashboard returns data from
-//!   Prometheus during the traffic (DNS lookups with an NXDOMAIN, UDP bursts and refused
-//!   connects are made for the DNS, burst and drop panels).
+//! - Dashboards: every panel query of every `deploy/grafana/*.json` dashboard returns non-zero
+//!   data from Prometheus during the traffic (`$__rate_interval` = 1m). The traffic is spread
+//!   over several scrapes (a series Prometheus first sees with its final value has no rate), and
+//!   made for every panel: DNS lookups with NXDOMAINs, UDP bursts, refused connects and UDP to
+//!   a closed port (drops), SYN retransmits, and a second `tcx` receiver on the node's devices
+//!   with a one-page ring buffer that the bursts overflow (records lost). `ZERO_OK` lists
+//!   panels allowed to be all zero, with the reason (none now).
 //!
 //! Needs root, `ip`, `python3`, `dnsmasq`, `dig`, `prometheus`; skips otherwise, except under CI.
 

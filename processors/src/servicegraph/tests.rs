@@ -664,3 +664,34 @@ fn delta_points_count_only_the_period_and_leave_idle_edges_out() {
     let server = hists(&t, names::SERVICE_GRAPH_REQUEST_SERVER_SECONDS);
     assert_eq!(server.iter().map(|h| h.count).collect::<Vec<_>>(), vec![2]);
 }
+
+#[test]
+fn sockets_and_endpoints_stay_bounded_through_many_connections() {
+    let config = ServiceGraphConfig {
+        max_endpoints: at_least_one(64),
+        ..ServiceGraphConfig::default()
+    };
+    let mut p = processor(config);
+    for round in 0..20u64 {
+        let mut events = Vec::new();
+        for i in 0..500 {
+            let cookie = 1 + round * 500 + i;
+            connection(
+                &mut events,
+                cookie,
+                FRONT,
+                addr(1),
+                Some(API),
+                addr(2),
+                8080,
+                100,
+                5,
+            );
+        }
+        run(&mut p, events);
+        let (sockets, endpoints, edges) = p.sizes();
+        assert_eq!(sockets, 0, "round {round}: closed sockets are forgotten");
+        assert!(endpoints <= 64, "round {round}: {endpoints} endpoints");
+        assert_eq!(edges, 1);
+    }
+}

@@ -40,6 +40,7 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use periscope_testkit::http::{http_get, urlencode};
@@ -224,7 +225,11 @@ fn p50(bounds: &[f64], counts: &[u64]) -> f64 {
 }
 
 /// Instant query → (status, the result's values).
+/// HTTP requests made to Prometheus (each its own connection: `Connection: close`).
+static PROM_QUERIES: AtomicUsize = AtomicUsize::new(0);
+
 fn prom_query(port: u16, q: &str) -> Result<Vec<f64>, String> {
+    PROM_QUERIES.fetch_add(1, Ordering::Relaxed);
     let (status, body) = http_get(port, &format!("/api/v1/query?query={}", urlencode(q)), None);
     if status != 200 {
         return Err(format!("HTTP {status}: {body}"));
@@ -633,6 +638,25 @@ fn service_graph_flows_and_dashboards_agree_with_the_generators() {
     let e = |c: &str, s: &str, p: u16, t: &str| {
         (c.to_string(), s.to_string(), p.to_string(), t.to_string())
     };
+    // Plain host processes are named after their executables: this test querying Prometheus
+    // over 127.0.0.1, one connection per query.
+    let me = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().to_string()))
+        .expect("the test's executable");
+    let host: Vec<_> = sum_series(&requests, "traces_service_graph_request_total")
+        .into_iter()
+        .filter(|s| s.attr("server.port") == Some(web.to_string().as_str()))
+        .map(|s| (edge(&s), s.value))
+        .collect();
+    println!("edges to Prometheus: {host:?}");
+    let queries = PROM_QUERIES.load(Ordering::Relaxed) as i64;
+    assert!(
+        host.iter()
+            .any(|(e, n)| e.0 == me && e.1 == "prometheus" && e.3.is_empty() && *n >= queries),
+        "no edge {me} → prometheus:{web} with at least {queries} requests: {host:?}"
+    );
+
     let requests_by_edge = by_edge("traces_service_graph_request_total");
     println!("requests per edge: {requests_by_edge:#?}");
     assert_eq!(

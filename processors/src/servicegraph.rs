@@ -163,6 +163,7 @@ impl ServiceGraph {
             closing: VecDeque::new(),
             workloads: Workloads::new(
                 identity,
+                &config.identity.proc_root,
                 config.max_endpoints.get(),
                 config.identity.cache_capacity.get(),
             ),

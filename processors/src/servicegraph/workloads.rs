@@ -47,6 +47,20 @@ const WORKLOAD_ATTRIBUTES: [&str; 10] = [
     names::ATTR_PROCESS_NAME,
 ];
 
+/// The same for sockets of the agent's own (the host's) namespace: not its name (Docker's
+/// `default`), which every host process shares.
+const HOST_WORKLOAD_ATTRIBUTES: [&str; 9] = [
+    names::ATTR_K8S_DEPLOYMENT_NAME,
+    names::ATTR_K8S_STATEFULSET_NAME,
+    names::ATTR_K8S_DAEMONSET_NAME,
+    names::ATTR_K8S_CRONJOB_NAME,
+    names::ATTR_K8S_JOB_NAME,
+    names::ATTR_K8S_REPLICASET_NAME,
+    names::ATTR_K8S_POD_NAME,
+    names::ATTR_CONTAINER_NAME,
+    names::ATTR_PROCESS_NAME,
+];
+
 /// What a peer outside this host is named from, most specific first (then its address).
 const PEER_ATTRIBUTES: [&str; 4] = [
     names::ATTR_K8S_PEER_OWNER_NAME,
@@ -117,15 +131,32 @@ fn endpoint(netns: NetnsId, addr: IpAddr, port: u16) -> EndpointKey {
 /// The two ends' names.
 pub(super) struct Workloads {
     identity: Identity,
+    /// The inode of the agent's own network namespace (the host's), if it could be read.
+    host_netns: Option<u32>,
     names: Generations<Ids, Arc<str>>,
     peers: Generations<(NetnsId, IpAddr), Arc<str>>,
     endpoints: Generations<EndpointKey, Ids>,
 }
 
 impl Workloads {
-    pub(super) fn new(identity: Identity, max_endpoints: usize, cache: usize) -> Self {
+    pub(super) fn new(
+        identity: Identity,
+        proc_root: &std::path::Path,
+        max_endpoints: usize,
+        cache: usize,
+    ) -> Self {
+        let host_netns = std::fs::read_link(proc_root.join("self/ns/net"))
+            .ok()
+            .and_then(|t| {
+                t.to_str()?
+                    .strip_prefix("net:[")?
+                    .strip_suffix(']')?
+                    .parse()
+                    .ok()
+            });
         Workloads {
             identity,
+            host_netns,
             names: Generations::new(cache),
             peers: Generations::new(cache),
             endpoints: Generations::new(max_endpoints),
@@ -183,9 +214,12 @@ impl Workloads {
             }
         }
         self.identity.enrich_span_attributes(&mut attrs, since_ns);
-        let name: Arc<str> = first_of(&attrs, &WORKLOAD_ATTRIBUTES)
-            .unwrap_or(UNKNOWN)
-            .into();
+        let from: &[&str] = if Some(ids.netns.inode) == self.host_netns {
+            &HOST_WORKLOAD_ATTRIBUTES
+        } else {
+            &WORKLOAD_ATTRIBUTES
+        };
+        let name: Arc<str> = first_of(&attrs, from).unwrap_or(UNKNOWN).into();
         self.names.insert(ids, name.clone());
         name
     }

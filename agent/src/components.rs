@@ -22,6 +22,7 @@ pub fn registry() -> Registry {
         .processor::<periscope_processors::latency::LatencyConfig>()
         .processor::<periscope_processors::dns::DnsConfig>()
         .processor::<periscope_processors::burst::BurstConfig>()
+        .processor::<periscope_processors::servicegraph::ServiceGraphConfig>()
         // exporters
         .exporter::<periscope_exporters::file::FileConfig>()
         .exporter::<periscope_exporters::debug::DebugConfig>()

@@ -8,10 +8,11 @@ pub mod dns;
 pub mod edge;
 pub mod model;
 pub mod retained;
+mod socket_join;
 pub mod sockets;
 pub mod telemetry;
 pub mod topology;
 
 pub use devices::{DeviceInfo, DeviceTable, NamespaceInfo, NamespaceTable};
 pub use dns::{DnsTable, Resolution};
-pub use sockets::{SocketOwner, SocketTable};
+pub use sockets::{DeviceTotals, SocketOwner, SocketStats, SocketTable};

@@ -8,7 +8,9 @@ use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::model::{NetnsId, ProcessRef, SocketEvent, Transport};
+use crate::model::{DeviceRef, Direction, NetnsId, ProcessRef, SocketEvent, Transport};
+use crate::socket_join::{carries_stats, Join};
+pub use crate::socket_join::{DeviceTotals, SocketStats};
 
 /// What is known of a socket's owner.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,6 +32,8 @@ struct Inner {
     capacity: usize,
     linger: Duration,
     full: u64,
+    /// Flows joined with sockets (`socket_join.rs`).
+    join: Join,
 }
 
 /// A shared, thread-safe, bounded cookie → owner and 5-tuple → cookie table.
@@ -55,6 +59,7 @@ impl SocketTable {
                 capacity,
                 linger,
                 full: 0,
+                join: Join::default(),
             })),
         }
     }
@@ -137,6 +142,81 @@ impl SocketTable {
             .get(&sent)
             .or_else(|| t.by_tuple.get(&received))?;
         t.by_cookie.get(cookie).map(|(o, _)| *o)
+    }
+
+    /// Records a TCP socket's RTT and retransmits from an event that carries them, for the
+    /// flows it owns (see `socket_join.rs`).
+    pub fn observe_stats(&self, e: &SocketEvent) {
+        if !carries_stats(e) {
+            return;
+        }
+        if let Ok(mut t) = self.inner.write() {
+            let (capacity, linger) = (t.capacity, t.linger);
+            t.join.observe(e, capacity, linger);
+        }
+    }
+
+    /// The RTT and retransmits of the socket owning the flow `src` → `dst` (either way round)
+    /// in namespace `netns`.
+    pub fn stats_by_tuple(
+        &self,
+        netns: NetnsId,
+        transport: Transport,
+        src: (IpAddr, u16),
+        dst: (IpAddr, u16),
+    ) -> Option<SocketStats> {
+        self.inner
+            .read()
+            .ok()?
+            .join
+            .stats(netns, transport, src, dst)
+    }
+
+    /// Sets one flow's cumulative packets and bytes on one device (`last`: its final totals
+    /// there), for the sockets of that namespace.
+    #[allow(clippy::too_many_arguments)]
+    pub fn flow_totals(
+        &self,
+        device: DeviceRef,
+        direction: Direction,
+        transport: Transport,
+        src: (IpAddr, u16),
+        dst: (IpAddr, u16),
+        totals: [u64; 2],
+        last: bool,
+    ) {
+        if let Ok(mut t) = self.inner.write() {
+            let (capacity, linger) = (t.capacity, t.linger);
+            t.join.flow(
+                device, direction, transport, src, dst, totals, last, capacity, linger,
+            );
+        }
+    }
+
+    /// What the devices of `netns` saw of the socket `local` ↔ `remote`.
+    pub fn device_totals(
+        &self,
+        netns: NetnsId,
+        transport: Transport,
+        local: (IpAddr, u16),
+        remote: (IpAddr, u16),
+    ) -> Option<DeviceTotals> {
+        self.inner
+            .read()
+            .ok()?
+            .join
+            .device_totals(netns, transport, local, remote)
+    }
+
+    /// Sockets with stats and flows with totals held, and entries not made (full).
+    pub fn join_stats(&self) -> (usize, usize, u64) {
+        self.inner
+            .read()
+            .map(|t| {
+                let (s, f) = t.join.sizes();
+                (s, f, t.join.full)
+            })
+            .unwrap_or_default()
     }
 
     /// Sockets known, and sockets not learned because the table was full.

@@ -7,6 +7,7 @@
 
 mod config;
 mod conn;
+mod join;
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -30,6 +31,7 @@ use crate::series::{TableOptions, TotalsTable};
 
 pub use config::ConnectionsConfig;
 use conn::Conn;
+use join::PendingSpans;
 
 impl ProcessorConfig for ConnectionsConfig {
     fn build(&self, ctx: &BuildContext) -> anyhow::Result<Box<dyn Processor>> {
@@ -142,6 +144,8 @@ pub struct Connections {
     closed: FxHashSet<u64>,
     closed_order: VecDeque<u64>,
     spans: Vec<Span>,
+    /// Spans of closed connections waiting `flow_join_delay` for the devices' counts.
+    pending: PendingSpans,
     ids: SpanIds,
     next_emit: Instant,
     untracked: u64,
@@ -183,6 +187,7 @@ impl Connections {
             closed: FxHashSet::default(),
             closed_order: VecDeque::new(),
             spans: Vec::new(),
+            pending: PendingSpans::new(config.flow_join_delay.0),
             ids: SpanIds::new(),
             untracked: 0,
             namespaces: NamespaceTable::default(),
@@ -325,6 +330,7 @@ impl Connections {
 
     fn on_socket(&mut self, e: &SocketEvent) {
         self.sockets.learn(e);
+        self.sockets.observe_stats(e);
         if !self.closed.contains(&e.cookie) {
             self.count_retransmits(e);
         }
@@ -514,7 +520,17 @@ impl Connections {
         }
         c.first.role = role;
         let span = c.span(Some(e), e.timestamp_ns);
-        self.spans.push(span);
+        let f = &c.first;
+        self.pending.push(
+            span,
+            (
+                f.netns,
+                f.local_addr,
+                f.local_port,
+                f.remote_addr,
+                f.remote_port,
+            ),
+        );
     }
 
     fn on_drop(&mut self, d: &DropEvent) {
@@ -609,10 +625,12 @@ impl Connections {
         }
     }
 
-    fn emit(&mut self, out: &mut Emitter) {
+    fn emit(&mut self, out: &mut Emitter, all: bool) {
         let now = now_ns();
         self.end_gone_namespaces(now);
         self.report_open(now);
+        self.pending
+            .due(Instant::now(), all, &self.sockets, &mut self.spans);
         let scope = output::scope(&self.scope_name, "");
         output::send_spans(out, scope.clone(), &mut self.spans);
         // The four tables start their periods together.
@@ -680,12 +698,12 @@ impl Processor for Connections {
     }
 
     fn tick(&mut self, now: Instant, out: &mut Emitter) {
-        self.emit(out);
+        self.emit(out, false);
         self.next_emit = now + self.config.interval;
     }
 
     fn flush(&mut self, out: &mut Emitter) {
-        self.emit(out);
+        self.emit(out, true);
     }
 }
 

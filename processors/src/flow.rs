@@ -20,6 +20,7 @@ use periscope_pipeline::model::{
     MetricData, NetworkType, NumberPoint, PacketEvent, Payload, Temporality, Transport,
 };
 use periscope_pipeline::telemetry::{names, now_ns};
+use periscope_pipeline::SocketTable;
 
 use crate::device_names::DeviceNames;
 use crate::gone::{self, Finished, Grace};
@@ -75,11 +76,10 @@ impl ComponentConfig for FlowConfig {
 
 impl ProcessorConfig for FlowConfig {
     fn build(&self, ctx: &BuildContext) -> anyhow::Result<Box<dyn Processor>> {
-        Ok(Box::new(Flow::new(
-            self.clone(),
-            ctx.devices.clone(),
-            ctx.id.to_string(),
-        )))
+        Ok(Box::new(
+            Flow::new(self.clone(), ctx.devices.clone(), ctx.id.to_string())
+                .with_sockets(ctx.sockets.clone()),
+        ))
     }
 }
 
@@ -142,6 +142,9 @@ pub struct Flow {
     records: TotalsTable<SeriesKey, Totals>,
     /// Exact cumulative cgroup_skb totals per cgroup, direction, network and transport.
     cgroups: TotalsTable<CgroupKey, Totals>,
+    /// With `flow_attributes`: the socket table, to join flows with their sockets
+    /// (`flow/join.rs`).
+    sockets: Option<SocketTable>,
     next_emit: Instant,
 }
 
@@ -164,8 +167,18 @@ impl Flow {
             finished: Finished::default(),
             late_records: 0,
             scope_name,
+            sockets: None,
             next_emit,
         }
+    }
+
+    /// Joins flows with the sockets of `sockets` (with `flow_attributes`): the kernel's
+    /// per-flow totals go there, and TCP flows get their socket's RTT and retransmits.
+    pub fn with_sockets(mut self, sockets: SocketTable) -> Self {
+        if self.config.flow_attributes {
+            self.sockets = Some(sockets);
+        }
+        self
     }
 
     /// Series held (records, exact totals, record counters) and devices whose names are kept:
@@ -279,6 +292,9 @@ impl Flow {
             dst_addr: f.dst_addr,
             dst_port: f.dst_port,
         };
+        if let Some(sockets) = &self.sockets {
+            join::record_flow(sockets, f);
+        }
         if f.last {
             // Idle and evicted, or its device gone: its series ends with this point.
             self.exact.set_final(key, [f.packets, f.bytes]);
@@ -441,6 +457,18 @@ impl Flow {
         }
         // The four tables start their periods together.
         let start = self.series.start_ns();
+        let joined = match &self.sockets {
+            Some(sockets) => {
+                let keys = self.series.keys().chain(self.exact.keys());
+                join::socket_metrics(
+                    sockets,
+                    keys.map(|k| (k, self.attributes(k, true))),
+                    start,
+                    now,
+                )
+            }
+            None => Vec::new(),
+        };
         self.series.finish_collect(now);
         self.exact.finish_collect(now);
         self.kernel_overflow.finish_collect(now);
@@ -524,6 +552,7 @@ impl Flow {
                 data: sum(lost),
             });
         }
+        metrics.extend(joined);
         output::send_metrics(out, output::scope(&self.scope_name, ""), metrics);
     }
 }
@@ -562,6 +591,8 @@ impl Processor for Flow {
         self.emit(out);
     }
 }
+
+mod join;
 
 #[cfg(test)]
 mod tests;

@@ -10,6 +10,7 @@ pub mod identity;
 pub mod latency;
 mod output;
 pub mod series;
+pub mod servicegraph;
 
 #[cfg(test)]
 mod testing;

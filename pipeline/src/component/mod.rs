@@ -146,6 +146,12 @@ pub trait ReceiverConfig: ComponentConfig {
 /// A processor's config.
 pub trait ProcessorConfig: ComponentConfig {
     fn build(&self, ctx: &BuildContext) -> anyhow::Result<Box<dyn Processor>>;
+
+    /// Processor types this one must come before in a pipeline (they consume the events it
+    /// reads); `periscope validate` refuses a pipeline that lists one of them earlier.
+    fn must_precede(&self) -> &'static [&'static str] {
+        &[]
+    }
 }
 
 /// An exporter's config.

@@ -44,12 +44,17 @@ impl<T: ReceiverConfig> AnyReceiverConfig for T {
 /// A parsed processor config, behind dynamic dispatch.
 pub trait AnyProcessorConfig: Debug + Send + Sync {
     fn validate(&self) -> Result<(), Vec<Invalid>>;
+    /// See [`ProcessorConfig::must_precede`].
+    fn must_precede(&self) -> &'static [&'static str];
     fn build(&self, ctx: &BuildContext) -> anyhow::Result<Box<dyn Processor>>;
 }
 
 impl<T: ProcessorConfig> AnyProcessorConfig for T {
     fn validate(&self) -> Result<(), Vec<Invalid>> {
         ComponentConfig::validate(self)
+    }
+    fn must_precede(&self) -> &'static [&'static str] {
+        ProcessorConfig::must_precede(self)
     }
     fn build(&self, ctx: &BuildContext) -> anyhow::Result<Box<dyn Processor>> {
         ProcessorConfig::build(self, ctx)

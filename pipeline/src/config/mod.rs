@@ -256,6 +256,8 @@ impl Loader {
             }
         }
 
+        self.check_order(root, &pipelines, &processors);
+
         let mut warnings = Vec::new();
         for (kind, ids) in &defined_ids {
             for id in ids {
@@ -311,6 +313,47 @@ impl Loader {
             telemetry,
             shutdown_timeout,
             warnings,
+        }
+    }
+
+    /// Refuses a pipeline that lists a processor after one it must precede (one that
+    /// consumes the events it reads: see [`ProcessorConfig::must_precede`]).
+    ///
+    /// [`ProcessorConfig::must_precede`]: crate::component::ProcessorConfig::must_precede
+    fn check_order(
+        &mut self,
+        root: &Node,
+        pipelines: &[PipelineConfig],
+        processors: &[Configured<dyn AnyProcessorConfig>],
+    ) {
+        for p in pipelines {
+            for (i, id) in p.processors.iter().enumerate() {
+                let Some(c) = processors.iter().find(|c| c.id == *id) else {
+                    continue;
+                };
+                let before = c.config.must_precede();
+                let Some(earlier) = p.processors[..i]
+                    .iter()
+                    .find(|e| before.iter().any(|b| *b == e.type_name()))
+                else {
+                    continue;
+                };
+                let path = [
+                    "service".to_string(),
+                    "pipelines".to_string(),
+                    p.id.to_string(),
+                    "processors".to_string(),
+                    i.to_string(),
+                ];
+                let location = root.locate(&path).location;
+                self.error(
+                    Some(location),
+                    &path.join("."),
+                    format!(
+                        "processor `{id}` must come before `{earlier}`, which consumes the events `{id}` reads; list `{id}` earlier in this pipeline",
+                    ),
+                );
+            }
         }
     }
 

@@ -75,6 +75,44 @@ pub const TCP_RESPONSE_DURATION: &str = "periscope.tcp.response.duration";
 pub const LATENCY_EVENTS_UNTRACKED: &str = "periscope.latency.events.untracked";
 /// Connection spans: the span name (connections processor).
 pub const SPAN_TCP_CONNECTION: &str = "tcp.connection";
+// Service graph (servicegraph processor), shaped like the OpenTelemetry Collector's
+// servicegraph connector so that Grafana's service graph and Jaeger's SPM draw it.
+/// Requests (TCP connections) from a client workload to a server workload.
+pub const SERVICE_GRAPH_REQUEST_TOTAL: &str = "traces_service_graph_request_total";
+/// Of those, connects that failed.
+pub const SERVICE_GRAPH_REQUEST_FAILED_TOTAL: &str = "traces_service_graph_request_failed_total";
+/// The connection's life as the server saw it, seconds.
+pub const SERVICE_GRAPH_REQUEST_SERVER_SECONDS: &str =
+    "traces_service_graph_request_server_seconds";
+/// The connection's life as the client saw it, seconds.
+pub const SERVICE_GRAPH_REQUEST_CLIENT_SECONDS: &str =
+    "traces_service_graph_request_client_seconds";
+/// Connect latency (SYN → established on the client) per edge, seconds.
+pub const SERVICE_GRAPH_CONNECT_DURATION: &str = "periscope.servicegraph.connect.duration";
+/// Response time (request sent → answer received on the client) per edge, seconds.
+pub const SERVICE_GRAPH_RESPONSE_DURATION: &str = "periscope.servicegraph.response.duration";
+/// Bytes per edge, by direction from the client (`transmit`: requests, `receive`: responses).
+pub const SERVICE_GRAPH_BYTES: &str = "periscope.servicegraph.bytes";
+/// TCP segments retransmitted per edge.
+pub const SERVICE_GRAPH_RETRANSMITS: &str = "periscope.servicegraph.retransmits";
+/// The client workload of an edge.
+pub const ATTR_SERVICE_GRAPH_CLIENT: &str = "client";
+/// The server workload of an edge.
+pub const ATTR_SERVICE_GRAPH_SERVER: &str = "server";
+/// `virtual_node` when one end was not observed on this host (named from its address), else empty.
+pub const ATTR_SERVICE_GRAPH_CONNECTION_TYPE: &str = "connection_type";
+/// The server's port.
+pub const ATTR_SERVER_PORT: &str = "server.port";
+// Flows joined with sockets (flow and connections processors).
+/// The smoothed RTT of the socket that owns a flow, seconds (gauge, flow processor).
+pub const NETWORK_FLOW_RTT: &str = "periscope.network.flow.rtt";
+/// Segments the socket that owns a flow retransmitted (flow processor).
+pub const NETWORK_FLOW_RETRANSMITS: &str = "periscope.network.flow.retransmits";
+/// Connection spans: packets and bytes the devices of the socket's namespace saw for it.
+pub const ATTR_FLOW_PACKETS_SENT: &str = "periscope.flow.packets_sent";
+pub const ATTR_FLOW_BYTES_SENT: &str = "periscope.flow.bytes_sent";
+pub const ATTR_FLOW_PACKETS_RECEIVED: &str = "periscope.flow.packets_received";
+pub const ATTR_FLOW_BYTES_RECEIVED: &str = "periscope.flow.bytes_received";
 
 /// `receiver`, `processor` or `exporter`.
 pub const ATTR_COMPONENT_KIND: &str = "periscope.component.kind";
@@ -240,6 +278,24 @@ pub const ALL: &[&str] = &[
     TCP_RESPONSE_DURATION,
     LATENCY_EVENTS_UNTRACKED,
     SPAN_TCP_CONNECTION,
+    SERVICE_GRAPH_REQUEST_TOTAL,
+    SERVICE_GRAPH_REQUEST_FAILED_TOTAL,
+    SERVICE_GRAPH_REQUEST_SERVER_SECONDS,
+    SERVICE_GRAPH_REQUEST_CLIENT_SECONDS,
+    SERVICE_GRAPH_CONNECT_DURATION,
+    SERVICE_GRAPH_RESPONSE_DURATION,
+    SERVICE_GRAPH_BYTES,
+    SERVICE_GRAPH_RETRANSMITS,
+    ATTR_SERVICE_GRAPH_CLIENT,
+    ATTR_SERVICE_GRAPH_SERVER,
+    ATTR_SERVICE_GRAPH_CONNECTION_TYPE,
+    ATTR_SERVER_PORT,
+    NETWORK_FLOW_RTT,
+    NETWORK_FLOW_RETRANSMITS,
+    ATTR_FLOW_PACKETS_SENT,
+    ATTR_FLOW_BYTES_SENT,
+    ATTR_FLOW_PACKETS_RECEIVED,
+    ATTR_FLOW_BYTES_RECEIVED,
     ATTR_NETWORK_TYPE,
     ATTR_CGROUP_ID,
     ATTR_TCP_EVENT,

@@ -5,7 +5,7 @@ use std::num::NonZeroUsize;
 use serde::Deserialize;
 
 use periscope_pipeline::component::ComponentConfig;
-use periscope_pipeline::config::PositiveDuration;
+use periscope_pipeline::config::{ConfigDuration, PositiveDuration};
 use periscope_pipeline::model::Temporality;
 
 /// Turns socket events (from `sockops`, `tcp_udp`, `sk_msg`) and drops into
@@ -42,6 +42,13 @@ pub struct ConnectionsConfig {
     /// are still counted but get no span (counted as dropped).
     #[serde(default = "default_max_connections")]
     pub max_connections: NonZeroUsize,
+    /// How long a closed connection's span waits before it is emitted, so that the packets
+    /// and bytes the devices counted for it (`periscope.flow.*`: from `xdp`/`tcx` with
+    /// `flows` on, through `flow` with `flow_attributes`) include its last packets: set it
+    /// longer than those receivers' `counters_interval`. Default 0s: emitted at the next
+    /// `interval` with what was counted by then.
+    #[serde(default = "default_flow_join_delay")]
+    pub flow_join_delay: ConfigDuration,
 }
 
 fn default_interval() -> PositiveDuration {
@@ -55,6 +62,9 @@ fn default_report_open_after() -> PositiveDuration {
 }
 fn default_cardinality_limit() -> NonZeroUsize {
     const { NonZeroUsize::new(2000).unwrap() }
+}
+fn default_flow_join_delay() -> ConfigDuration {
+    ConfigDuration::from_secs(0)
 }
 fn default_max_connections() -> NonZeroUsize {
     const { NonZeroUsize::new(65536).unwrap() }
@@ -70,6 +80,7 @@ impl Default for ConnectionsConfig {
             socket_attributes: false,
             cardinality_limit: default_cardinality_limit(),
             max_connections: default_max_connections(),
+            flow_join_delay: default_flow_join_delay(),
         }
     }
 }

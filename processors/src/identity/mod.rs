@@ -763,6 +763,12 @@ impl Identity {
         self.enrich_peer(attrs, want, own_pod.map(|p| p.0.as_str()));
     }
 
+    /// Adds the identity of the ids in `attrs` as for a span that began at `since_ns`: for a
+    /// processor that names what it aggregates itself (`servicegraph`).
+    pub(crate) fn enrich_span_attributes(&mut self, attrs: &mut Attributes, since_ns: u64) {
+        self.enrich(attrs, false, Some(since_ns), Instant::now());
+    }
+
     fn telemetry(&mut self, t: &mut Telemetry) {
         let now = Instant::now();
         match t {

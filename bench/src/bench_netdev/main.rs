@@ -147,7 +147,12 @@ fn parse_args() -> Result<Args> {
                 a.attach_latency = Some(it.next().context("--attach-latency N")?.parse()?)
             }
             "--xdp" => a.xdp = true,
-            "--qdisc" => a.qdisc = Some(it.next().context("--qdisc KIND (e.g. fq_codel)")?),
+            "--qdisc" => {
+                a.qdisc = Some(
+                    it.next()
+                        .context("--qdisc 'KIND [PARAMETERS]' (e.g. pfifo_fast)")?,
+                )
+            }
             "--only" => {
                 a.only = it
                     .next()
@@ -213,9 +218,8 @@ fn run() -> Result<()> {
     let topo = Topology::new()?;
     if let Some(kind) = &args.qdisc {
         let out = std::process::Command::new("tc")
-            .args([
-                "-n", &topo.tx, "qdisc", "replace", "dev", "veth-tx", "root", kind,
-            ])
+            .args(["-n", &topo.tx, "qdisc", "replace", "dev", "veth-tx", "root"])
+            .args(kind.split_whitespace())
             .output()
             .context("running tc")?;
         if !out.status.success() {

@@ -196,7 +196,7 @@ pub(crate) fn render(args: &Args, samples: &[Vec<Sample>], retried: usize) -> St
         cmd.push_str(" --rx-only");
     }
     if let Some(q) = &args.qdisc {
-        let _ = write!(cmd, " --qdisc {q}");
+        let _ = write!(cmd, " --qdisc '{q}'");
     }
     if !args.only.is_empty() {
         let _ = write!(cmd, " --only {}", args.only.join(","));

@@ -484,4 +484,67 @@ struct periscope_burst_stats {
 	__u64 state_full;     /* packets not checked: no room for their detector state */
 };
 
+/* ---- queue delay: qdisc enqueue -> dequeue per packet, in qdisc.bpf.c ----------- */
+
+/* The `kind` byte of a queue record (9: far from the packet-path kinds, which may grow). */
+enum periscope_queue_kind : __u8 {
+	PERISCOPE_RECORD_QUEUE = 9,
+};
+
+/* The `version` byte of a queue record. */
+enum periscope_queue_version : __u8 {
+	PERISCOPE_QUEUE_VERSION = 1,
+};
+
+/* periscope_queue.event. */
+enum periscope_queue_event : __u8 {
+	/* A packet left the device's root qdisc toward the driver (qdisc:qdisc_dequeue). */
+	PERISCOPE_QUEUE_DEQUEUE = 1,
+	/* The kernel dropped a packet on the device with a queueing discipline's reason
+	 * (skb:kfree_skb; the reasons user space selected). */
+	PERISCOPE_QUEUE_DROP = 2,
+};
+
+/* periscope_queue_config.flags. */
+enum periscope_queue_config_flags : __u32 {
+	/* Report drops (PERISCOPE_QUEUE_DROP) whose reason is in drop_reasons. */
+	PERISCOPE_QUEUE_CFG_DROPS = 1,
+};
+
+/*
+ * The `.rodata` global `periscope_queue_config` of qdisc.bpf.c, set by the loader.
+ * 40 bytes.
+ */
+struct periscope_queue_config {
+	__u32 flags;            /* enum periscope_queue_config_flags */
+	__u32 _pad;
+	__u64 drop_reasons[4];  /* bit r set: report drops with reason r (r < 256) */
+};
+
+/*
+ * One packet on one device's root qdisc: how long it waited (DEQUEUE), or a
+ * drop (DROP). Written to `periscope_events`. Backlog: the qdisc's own counters
+ * (q.qlen, qstats.backlog) right after this packet's enqueue (DEQUEUE) or at the
+ * drop (DROP, the device's root qdisc); 0 for lockless qdiscs (pfifo_fast), which
+ * keep them per CPU. 72 bytes. Failed reservations are counted in the object's
+ * `periscope_socket_stats` (records_lost), as the socket objects count theirs.
+ */
+struct periscope_queue {
+	__u8 kind;              /* PERISCOPE_RECORD_QUEUE */
+	__u8 version;           /* PERISCOPE_QUEUE_VERSION */
+	__u8 event;             /* enum periscope_queue_event */
+	__u8 _pad0;
+	__u32 ifindex;
+	__u32 netns_inode;      /* the device's namespace */
+	__u32 len;              /* skb->len: the frame as the qdisc counts it */
+	__u64 netns_cookie;
+	__u64 ts_boot_ns;       /* dequeue (or drop) time */
+	__u64 delay_ns;         /* DEQUEUE: enqueue -> dequeue */
+	__u32 backlog_bytes;
+	__u32 backlog_packets;
+	__u32 reason;           /* DROP: enum skb_drop_reason */
+	__u32 _pad1;
+	__u8 ifname[16];        /* the device's name at the time */
+};
+
 #endif /* PERISCOPE_H */

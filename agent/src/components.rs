@@ -15,6 +15,7 @@ pub fn registry() -> Registry {
         .receiver::<periscope_receivers::sk_msg::SkMsgConfig>()
         .receiver::<periscope_receivers::tcp_udp::TcpUdpConfig>()
         .receiver::<periscope_receivers::cgroup_skb::CgroupSkbConfig>()
+        .receiver::<periscope_receivers::qdisc::QdiscConfig>()
         // processors
         .processor::<periscope_processors::flow::FlowConfig>()
         .processor::<periscope_processors::connections::ConnectionsConfig>()
@@ -23,6 +24,7 @@ pub fn registry() -> Registry {
         .processor::<periscope_processors::dns::DnsConfig>()
         .processor::<periscope_processors::burst::BurstConfig>()
         .processor::<periscope_processors::servicegraph::ServiceGraphConfig>()
+        .processor::<periscope_processors::queue::QueueConfig>()
         // exporters
         .exporter::<periscope_exporters::file::FileConfig>()
         .exporter::<periscope_exporters::debug::DebugConfig>()

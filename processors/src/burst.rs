@@ -15,6 +15,11 @@
 //! final; the packets just before the detection come from a short per-device history of the
 //! last packets. With sampled packet records the counts are of sampled packets.
 //!
+//! Queue: with the `qdisc` receiver in the same pipeline, a transmit burst's span carries the
+//! most time a packet that entered the device's queue during the burst waited there, the most
+//! bytes and packets queued, and the queue's drops meanwhile; a burst on such a device waits
+//! (at most a second) until a queue record of a packet that entered after its end has come.
+//!
 //! Memory is bounded: `max_devices` devices tracked (burst reports and packets of others are
 //! counted in `periscope.burst.untracked` with `reason=device`), `max_flows` flows per burst
 //! (`reason=flow`), and `cardinality_limit` series per metric (further series go to one
@@ -35,8 +40,8 @@ use periscope_pipeline::component::{
 use periscope_pipeline::devices::DeviceTable;
 use periscope_pipeline::model::{
     BurstEvent, BurstPhase, DeviceRef, Direction, Event, HistogramPoint, KeyValue, Metric,
-    MetricData, NumberPoint, PacketEvent, Payload, Span, SpanEvent, SpanKind, SpanStatus,
-    Temporality, Transport,
+    MetricData, NumberPoint, PacketEvent, Payload, QueueEvent, QueueEventKind, Span, SpanEvent,
+    SpanKind, SpanStatus, Temporality, Transport,
 };
 use periscope_pipeline::telemetry::{names, now_ns};
 
@@ -92,10 +97,54 @@ const HISTORY: usize = 256;
 /// Longest a burst waits for a CPU whose report of it never comes.
 const MAX_WAIT: Duration = Duration::from_secs(1);
 
+/// Packets enqueued this long after a burst's end still count as the burst's (the qdisc
+/// enqueues right after the TCX egress hook that timed the burst).
+const QUEUE_SLACK_NS: u64 = 1_000_000;
+
+/// What a device's queue (`qdisc` receiver) held during a burst.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct QueueMax {
+    /// Packets dequeued (samples) and dropped.
+    samples: u64,
+    drops: u64,
+    delay_ns: u64,
+    backlog_bytes: u32,
+    backlog_packets: u32,
+}
+
+impl QueueMax {
+    fn add(&mut self, q: &QueueEvent) {
+        match q.kind {
+            QueueEventKind::Dequeue => {
+                self.samples += 1;
+                self.delay_ns = self.delay_ns.max(q.delay_ns);
+            }
+            QueueEventKind::Drop => self.drops += 1,
+        }
+        self.backlog_bytes = self.backlog_bytes.max(q.backlog_bytes);
+        self.backlog_packets = self.backlog_packets.max(q.backlog_packets);
+    }
+
+    fn merge(&mut self, o: &QueueMax) {
+        self.samples += o.samples;
+        self.drops += o.drops;
+        self.delay_ns = self.delay_ns.max(o.delay_ns);
+        self.backlog_bytes = self.backlog_bytes.max(o.backlog_bytes);
+        self.backlog_packets = self.backlog_packets.max(o.backlog_packets);
+    }
+}
+
+/// When a queue record's packet entered the queue (drops: when it was refused).
+fn entered(q: &QueueEvent) -> u64 {
+    q.enqueued_ns()
+}
+
 /// A burst waiting for further CPUs' reports.
 #[derive(Debug)]
 struct Pending {
     ev: BurstEvent,
+    /// The device's queue during the burst.
+    queue: QueueMax,
     /// CPUs merged in, with their peak rates (a CPU reporting twice keeps its highest).
     cpus: Vec<(u32, u64, u64)>,
     flows: FxHashMap<FlowKey, u64>,
@@ -111,6 +160,13 @@ struct DevState {
     flows: FxHashMap<FlowKey, u64>,
     /// The last packets (time, flow).
     recent: VecDeque<(u64, FlowKey)>,
+    /// The queue during the open burst.
+    queue: QueueMax,
+    /// The last queue records (enqueue time and record), for the packets before a detection.
+    recent_queue: VecDeque<(u64, QueueEvent)>,
+    /// The latest enqueue time of a queue record of this device (0: none ever): a burst waits
+    /// until its last packets have left the queue.
+    queue_seen_ns: u64,
     pending: Vec<Pending>,
     seen: Option<Instant>,
 }
@@ -249,6 +305,34 @@ impl Burst {
         self.untracked_flows += lost;
     }
 
+    /// A packet that left (or was dropped by) the device's queue: counted in the burst it
+    /// entered the queue during.
+    fn on_queue(&mut self, q: &QueueEvent, now: Instant) {
+        let key = (q.device, Direction::Egress);
+        if !self.state.contains_key(&key) && self.state.len() >= self.config.max_devices.get() {
+            return;
+        }
+        let Some(s) = self.dev(key, now) else {
+            return;
+        };
+        let at = entered(q);
+        s.queue_seen_ns = s.queue_seen_ns.max(at);
+        if s.recent_queue.len() >= HISTORY {
+            s.recent_queue.pop_front();
+        }
+        s.recent_queue.push_back((at, *q));
+        let open_start = s.open.iter().map(|(_, st)| *st).min();
+        if open_start.is_some_and(|st| at >= st) {
+            s.queue.add(q);
+        } else if let Some(pd) = s
+            .pending
+            .iter_mut()
+            .find(|pd| pd.ev.start_ns <= at && at <= pd.ev.end_ns.saturating_add(QUEUE_SLACK_NS))
+        {
+            pd.queue.add(q);
+        }
+    }
+
     fn on_burst(&mut self, b: &BurstEvent, now: Instant) {
         let max_flows = self.config.max_flows.get();
         let delay = self.config.merge_delay.0;
@@ -268,6 +352,12 @@ impl Burst {
                             lost += count_flow(&mut s.flows, *f, max_flows);
                         }
                     }
+                    s.queue = QueueMax::default();
+                    for (at, q) in &s.recent_queue {
+                        if *at >= b.start_ns {
+                            s.queue.add(q);
+                        }
+                    }
                 }
                 s.open.push((b.cpu, b.start_ns));
                 self.untracked_flows += lost;
@@ -278,6 +368,11 @@ impl Burst {
                     std::mem::take(&mut s.flows)
                 } else {
                     s.flows.clone()
+                };
+                let queue = if s.open.is_empty() {
+                    std::mem::take(&mut s.queue)
+                } else {
+                    s.queue
                 };
                 if let Some(pd) = s
                     .pending
@@ -294,6 +389,16 @@ impl Burst {
                             c.2 = c.2.max(b.peak_bytes_per_s);
                         }
                         None => pd.cpus.push((b.cpu, b.peak_pps, b.peak_bytes_per_s)),
+                    }
+                    // Another CPU's view of the same queue: the same records, keep the larger.
+                    if queue.samples + queue.drops > pd.queue.samples + pd.queue.drops {
+                        let mut q = queue;
+                        q.merge(&QueueMax {
+                            samples: 0,
+                            drops: 0,
+                            ..pd.queue
+                        });
+                        pd.queue = q;
                     }
                     pd.ev.peak_pps = pd.cpus.iter().map(|c| c.1).sum();
                     pd.ev.peak_bytes_per_s = pd.cpus.iter().map(|c| c.2).sum();
@@ -312,6 +417,7 @@ impl Burst {
                     ev.cpu = BurstEvent::MERGED;
                     s.pending.push(Pending {
                         ev,
+                        queue,
                         cpus: vec![(b.cpu, b.peak_pps, b.peak_bytes_per_s)],
                         flows,
                         final_at: now + delay,
@@ -328,7 +434,7 @@ impl Burst {
             let open = &s.open;
             let mut i = 0;
             while i < s.pending.len() {
-                if all || now >= ready_at(open, &s.pending[i]) {
+                if all || now >= ready_at(open, s.queue_seen_ns, &s.pending[i]) {
                     done.push((*key, s.pending.swap_remove(i)));
                 } else {
                     i += 1;
@@ -390,6 +496,25 @@ impl Burst {
             i64::try_from(ev.peak_bytes_per_s.saturating_mul(8)).unwrap_or(i64::MAX),
         ));
         attributes.push(KeyValue::new(names::ATTR_BURST_CPUS, pd.cpus.len() as i64));
+        let q = &pd.queue;
+        if q.samples + q.drops > 0 {
+            attributes.push(KeyValue::new(
+                names::ATTR_QUEUE_MAX_DELAY_US,
+                i64::try_from(q.delay_ns / 1000).unwrap_or(i64::MAX),
+            ));
+            attributes.push(KeyValue::new(
+                names::ATTR_QUEUE_MAX_BACKLOG_BYTES,
+                i64::from(q.backlog_bytes),
+            ));
+            attributes.push(KeyValue::new(
+                names::ATTR_QUEUE_MAX_BACKLOG_PACKETS,
+                i64::from(q.backlog_packets),
+            ));
+            attributes.push(KeyValue::new(
+                names::ATTR_QUEUE_DROPS,
+                i64::try_from(q.drops).unwrap_or(i64::MAX),
+            ));
+        }
         let mut flows: Vec<(&FlowKey, &u64)> = pd.flows.iter().collect();
         flows.sort_by(|a, b| {
             b.1.cmp(a.1)
@@ -564,9 +689,11 @@ impl Burst {
 }
 
 /// When a pending burst is final: `merge_delay` after its last report, unless a CPU still has
-/// a burst open on the device that began before its end (then at most [`MAX_WAIT`] later).
-fn ready_at(open: &[(u32, u64)], pd: &Pending) -> Instant {
-    if open.iter().any(|(_, st)| *st <= pd.ev.end_ns) {
+/// a burst open on the device that began before its end, or the device has a queue whose
+/// records have not yet reached the burst's end (then at most [`MAX_WAIT`] later).
+fn ready_at(open: &[(u32, u64)], queue_seen_ns: u64, pd: &Pending) -> Instant {
+    let queue_behind = queue_seen_ns != 0 && queue_seen_ns < pd.ev.end_ns;
+    if queue_behind || open.iter().any(|(_, st)| *st <= pd.ev.end_ns) {
         pd.final_at + MAX_WAIT
     } else {
         pd.final_at
@@ -595,6 +722,7 @@ impl Processor for Burst {
                     match event {
                         Event::Packet(p) => self.on_packet(p, now),
                         Event::Burst(b) => self.on_burst(b, now),
+                        Event::Queue(q) => self.on_queue(q, now),
                         _ => {}
                     }
                 }
@@ -611,7 +739,11 @@ impl Processor for Burst {
         let due = self
             .state
             .values()
-            .flat_map(|s| s.pending.iter().map(|p| ready_at(&s.open, p)))
+            .flat_map(|s| {
+                s.pending
+                    .iter()
+                    .map(|p| ready_at(&s.open, s.queue_seen_ns, p))
+            })
             .min();
         Some(due.map_or(self.next_emit, |d| d.min(self.next_emit)))
     }

@@ -569,8 +569,12 @@ impl Processor for Flow {
                         Event::FlowCounters(f) => self.record_flow(f),
                         // Socket events and drops are the `connections` processor's, DNS
                         // messages the `dns` processor's (their packets are counted), bursts the
-                        // `burst` processor's.
-                        Event::Socket(_) | Event::Drop(_) | Event::Dns(_) | Event::Burst(_) => {}
+                        // `burst` processor's, queue delays the `queue` processor's.
+                        Event::Socket(_)
+                        | Event::Drop(_)
+                        | Event::Dns(_)
+                        | Event::Burst(_)
+                        | Event::Queue(_) => {}
                     }
                 }
             }

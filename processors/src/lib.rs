@@ -9,6 +9,7 @@ pub mod gone;
 pub mod identity;
 pub mod latency;
 mod output;
+pub mod queue;
 pub mod series;
 pub mod servicegraph;
 

@@ -94,6 +94,7 @@ impl CgroupSkbConfig {
                 id: id.to_string(),
                 poll_interval: std::time::Duration::from_millis(100),
                 counters_interval: self.counters_interval.get(),
+                interfaces: None,
             },
             ebpf,
             Some(cgroup),

@@ -148,6 +148,7 @@ impl SkMsgConfig {
                 id: id.to_string(),
                 poll_interval: self.poll_interval.get(),
                 counters_interval: std::time::Duration::from_secs(10),
+                interfaces: None,
             },
             ebpf,
             Some(cgroup),

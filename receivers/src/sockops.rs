@@ -108,6 +108,7 @@ impl SockopsConfig {
                 id: id.to_string(),
                 poll_interval: self.poll_interval.get(),
                 counters_interval: std::time::Duration::from_secs(10),
+                interfaces: None,
             },
             ebpf,
             Some(cgroup),

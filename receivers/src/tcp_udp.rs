@@ -261,6 +261,7 @@ fn options(id: &str, c: &TcpUdpConfig) -> SocketReceiverOptions {
         id: id.to_string(),
         poll_interval: c.poll_interval.get(),
         counters_interval: std::time::Duration::from_secs(10),
+        interfaces: None,
     }
 }
 

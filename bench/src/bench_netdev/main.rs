@@ -18,7 +18,14 @@
 //!   ingress program on the receiver's);
 //! - `tcx-bursts`, `xdp-bursts`: counters plus the burst detector;
 //! - `tcx-flows`, `xdp-flows`: counters plus the kernel flow table (`flows: {enabled: true}`,
-//!   16384 entries; the flood is one 5-tuple, so every packet updates an existing entry).
+//!   16384 entries; the flood is one 5-tuple, so every packet updates an existing entry);
+//! - `qdisc`: the `qdisc` receiver (queue delay: BTF tracepoints on qdisc enqueue and dequeue,
+//!   an LRU entry and a record per queued packet; its reader on a thread of its own). A veth
+//!   has no queue by default, so this costs nothing unless `--qdisc KIND` gives `veth-tx` a
+//!   root qdisc (for every mode of the run, `none` included: the ratio is the program's cost
+//!   over the same queue).
+//!
+//! `--only MODE,MODE` runs only those modes (and `none`, the baseline).
 //!
 //! CPU per packet = (sender thread + sink thread + every `ksoftirqd`) CPU time / packets sent,
 //! each from the scheduler's exact runtime (`CLOCK_THREAD_CPUTIME_ID`,
@@ -113,6 +120,10 @@ struct Args {
     xdp: bool,
     /// With `--attach-latency`: a pause after each sample's namespaces are deleted.
     pause: Duration,
+    /// `--qdisc KIND`: the root qdisc of `veth-tx` during the run (`tc qdisc replace`).
+    pub(crate) qdisc: Option<String>,
+    /// `--only a,b`: the modes to run (with `none`); empty: all.
+    pub(crate) only: Vec<String>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -123,6 +134,8 @@ fn parse_args() -> Result<Args> {
         attach_latency: None,
         xdp: false,
         pause: Duration::ZERO,
+        qdisc: None,
+        only: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -134,6 +147,28 @@ fn parse_args() -> Result<Args> {
                 a.attach_latency = Some(it.next().context("--attach-latency N")?.parse()?)
             }
             "--xdp" => a.xdp = true,
+            "--qdisc" => {
+                a.qdisc = Some(
+                    it.next()
+                        .context("--qdisc 'KIND [PARAMETERS]' (e.g. pfifo_fast)")?,
+                )
+            }
+            "--only" => {
+                a.only = it
+                    .next()
+                    .context("--only MODE,MODE")?
+                    .split(',')
+                    .map(str::to_string)
+                    .collect();
+                for m in &a.only {
+                    if !MODES.iter().any(|x| x.name() == m) {
+                        bail!(
+                            "--only: unknown mode {m}; modes: {}",
+                            MODES.map(|x| x.name()).join(", ")
+                        );
+                    }
+                }
+            }
             "--pause-ms" => {
                 a.pause = Duration::from_millis(it.next().context("--pause-ms MS")?.parse()?)
             }
@@ -142,7 +177,8 @@ fn parse_args() -> Result<Args> {
                     "usage: bench-netdev [--rounds N (8)] [--packets N per round (2000000)] \
                      [--rx-only: attach only in the receiving namespace] | --attach-latency N \
                      [--xdp] [--pause-ms MS (0) between samples]: attach latency of new \
-                     namespaces and devices (tcx, or xdp)"
+                     namespaces and devices (tcx, or xdp); [--qdisc KIND: root qdisc of the \
+                     sending veth, e.g. fq_codel] [--only MODE,MODE]"
                 );
                 std::process::exit(0);
             }
@@ -180,6 +216,22 @@ fn run() -> Result<()> {
         return attach_latency(n, args.xdp, args.pause);
     }
     let topo = Topology::new()?;
+    if let Some(kind) = &args.qdisc {
+        let out = std::process::Command::new("tc")
+            .args(["-n", &topo.tx, "qdisc", "replace", "dev", "veth-tx", "root"])
+            .args(kind.split_whitespace())
+            .output()
+            .context("running tc")?;
+        if !out.status.success() {
+            bail!(
+                "tc qdisc replace dev veth-tx root {kind}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+    }
+    let runs = |m: modes::Mode| {
+        args.only.is_empty() || m == modes::Mode::None || args.only.iter().any(|o| o == m.name())
+    };
     let setup = Setup {
         topo: &topo,
         rx_only: args.rx_only,
@@ -202,6 +254,9 @@ fn run() -> Result<()> {
             interrupted()?;
             let i = (k + round) % MODES.len();
             let mode = MODES[i];
+            if !runs(mode) {
+                continue;
+            }
             // A round during which the rest of the machine was busy (all-CPU non-idle time
             // more than MAX_OTHERS above ours) is run again, up to RETRIES times: the other
             // tenants' work disturbs ours (caches, the hypervisor's steal time).
@@ -209,10 +264,16 @@ fn run() -> Result<()> {
             let s = loop {
                 let mut attached = setup.attach(mode)?;
                 let s = flood(&topo, args.packets, &mut attached);
-                if let Attached::Periscope(a) = attached {
-                    a.shutdown();
+                let mut qdisc = None;
+                match attached {
+                    Attached::Periscope(a) => a.shutdown(),
+                    Attached::Qdisc(q) => qdisc = Some(q.finish()?),
+                    _ => {}
                 }
-                let s = s?;
+                let mut s = s?;
+                if let Some((records, lost, reader_ns)) = qdisc {
+                    (s.records, s.lost, s.reader_ns) = (records, lost, reader_ns);
+                }
                 interrupted()?;
                 let others = s.others();
                 eprintln!(

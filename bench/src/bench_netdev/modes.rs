@@ -3,10 +3,13 @@
 use anyhow::{bail, Context, Result};
 use aya::programs::{Xdp, XdpMode};
 use aya::EbpfLoader;
+use periscope_pipeline::component::Receiver as _;
 use periscope_pipeline::devices::DeviceTable;
+use periscope_pipeline::edge::{EventOutput, StopSignal};
 use periscope_receivers::netdev::{
     AttachOptions, Attacher, DeviceOutcome, FlowOptions, Hook, InterfaceFilter, RecordOptions,
 };
+use periscope_receivers::qdisc::QdiscConfig;
 use periscope_receivers::shared::ebpf::records::PERISCOPE_CFG_RECORDS;
 use periscope_receivers::shared::netns::{list_devices, run_in};
 
@@ -29,9 +32,13 @@ pub(crate) enum Mode {
     TcxFlows,
     /// `xdp-counters` with the kernel flow table on.
     XdpFlows,
+    /// The `qdisc` receiver (queue delay: tp_btf on qdisc enqueue/dequeue and kfree_skb, a
+    /// record per dequeued packet, its reader on a thread of its own). Costs nothing on a
+    /// device without a queue: run with `--qdisc KIND` to give `veth-tx` one.
+    Qdisc,
 }
 
-pub(crate) const MODES: [Mode; 10] = [
+pub(crate) const MODES: [Mode; 11] = [
     Mode::None,
     Mode::BareXdp,
     Mode::XdpCounters,
@@ -42,6 +49,7 @@ pub(crate) const MODES: [Mode; 10] = [
     Mode::XdpBursts,
     Mode::TcxFlows,
     Mode::XdpFlows,
+    Mode::Qdisc,
 ];
 
 impl Mode {
@@ -57,6 +65,7 @@ impl Mode {
             Mode::XdpBursts => "xdp-bursts",
             Mode::TcxFlows => "tcx-flows",
             Mode::XdpFlows => "xdp-flows",
+            Mode::Qdisc => "qdisc",
         }
     }
 
@@ -70,6 +79,11 @@ impl Mode {
 
     pub(crate) fn flows(self) -> bool {
         matches!(self, Mode::TcxFlows | Mode::XdpFlows)
+    }
+
+    /// Whether the mode writes records (a reader drains them).
+    pub(crate) fn writes_records(self) -> bool {
+        self.records() || self == Mode::Qdisc
     }
 
     pub(crate) fn xdp(self) -> bool {
@@ -86,6 +100,79 @@ pub(crate) enum Attached {
     /// Held: dropping it detaches the program.
     Bare(#[allow(dead_code)] Box<aya::Ebpf>),
     Periscope(Box<Attacher>),
+    /// The `qdisc` receiver, running on its thread until [`QdiscRun::finish`].
+    Qdisc(Box<QdiscRun>),
+}
+
+/// The `qdisc` receiver running during a flood, with a consumer that counts its events.
+pub(crate) struct QdiscRun {
+    stop: StopSignal,
+    thread: std::thread::JoinHandle<Result<()>>,
+    consumer: std::thread::JoinHandle<u64>,
+    counters: std::sync::Arc<periscope_pipeline::telemetry::ComponentCounters>,
+    reader_cpu: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl QdiscRun {
+    fn start() -> Result<QdiscRun> {
+        let config = QdiscConfig {
+            poll_interval: periscope_pipeline::config::PositiveDuration::from_millis(
+                crate::POLL.as_millis() as u64,
+            ),
+            ring_buffer_size: RING_BYTES,
+            ..QdiscConfig::default()
+        };
+        let receiver = config.build_receiver("qdisc")?;
+        let (mut output, rx, counters) = EventOutput::for_test(1024);
+        let stop = StopSignal::default();
+        let s = stop.clone();
+        let reader_cpu = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let cpu = reader_cpu.clone();
+        let thread = std::thread::Builder::new()
+            .name("bench-qdisc".into())
+            .spawn(move || {
+                let r = Box::new(receiver).run(&mut output, &s);
+                cpu.store(
+                    periscope_bench::thread_cpu_ns(),
+                    std::sync::atomic::Ordering::SeqCst,
+                );
+                r
+            })?;
+        let consumer = std::thread::Builder::new()
+            .name("bench-qdisc-consumer".into())
+            .spawn(move || {
+                let mut n = 0u64;
+                while let Ok(p) = rx.recv() {
+                    n += p.item_count() as u64;
+                }
+                n
+            })?;
+        Ok(QdiscRun {
+            stop,
+            thread,
+            consumer,
+            counters,
+            reader_cpu,
+        })
+    }
+
+    /// Stops the receiver: (records, records lost, the reader thread's CPU ns).
+    pub(crate) fn finish(self) -> Result<(u64, u64, u64)> {
+        self.stop.raise();
+        self.thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("the qdisc receiver panicked"))??;
+        let n = self
+            .consumer
+            .join()
+            .map_err(|_| anyhow::anyhow!("the consumer panicked"))?;
+        let lost = self.counters.values().dropped;
+        Ok((
+            n,
+            lost,
+            self.reader_cpu.load(std::sync::atomic::Ordering::SeqCst),
+        ))
+    }
 }
 
 pub(crate) struct Setup<'a> {
@@ -97,6 +184,7 @@ impl Setup<'_> {
     pub(crate) fn attach(&self, mode: Mode) -> Result<Attached> {
         match mode {
             Mode::None => Ok(Attached::Nothing),
+            Mode::Qdisc => Ok(Attached::Qdisc(Box::new(QdiscRun::start()?))),
             Mode::BareXdp => {
                 let mut ebpf = EbpfLoader::new()
                     .load(bench_bare_object()?)

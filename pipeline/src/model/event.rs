@@ -600,6 +600,50 @@ impl BurstEvent {
     }
 }
 
+/// What a queue record reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum QueueEventKind {
+    /// A packet left the device's root qdisc toward the driver, after `delay_ns`.
+    #[default]
+    Dequeue,
+    /// The device's queueing discipline dropped a packet (`reason`).
+    Drop,
+}
+
+/// One packet on a device's transmit queue (root qdisc), from the `qdisc` receiver: how long it
+/// waited between enqueue and dequeue, with the backlog its enqueue made; or a drop.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueEvent {
+    pub kind: QueueEventKind,
+    /// Dequeue (or drop) time, nanoseconds since the Unix epoch.
+    pub timestamp_ns: u64,
+    pub device: DeviceRef,
+    /// The device's name when the packet left (NUL-padded), captured by the kernel.
+    pub ifname: [u8; 16],
+    /// Enqueue → dequeue, nanoseconds (0 for drops).
+    pub delay_ns: u64,
+    /// The queue's bytes and packets right after this packet's enqueue (drops: at the drop).
+    pub backlog_bytes: u32,
+    pub backlog_packets: u32,
+    /// The frame's length as the qdisc counts it (skb->len).
+    pub length: u32,
+    /// Drops: the kernel's reason (`QDISC_DROP`, ...); empty for dequeues.
+    pub reason: &'static str,
+}
+
+impl QueueEvent {
+    /// When the packet entered the queue, nanoseconds since the Unix epoch.
+    pub fn enqueued_ns(&self) -> u64 {
+        self.timestamp_ns.saturating_sub(self.delay_ns)
+    }
+
+    /// The device name (up to its first NUL).
+    pub fn ifname(&self) -> &str {
+        let end = self.ifname.iter().position(|&b| b == 0).unwrap_or(16);
+        std::str::from_utf8(&self.ifname[..end]).unwrap_or("?")
+    }
+}
+
 /// Every kind of event a receiver can produce. New kinds become new variants; processors
 /// pass on variants they do not handle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -612,6 +656,7 @@ pub enum Event {
     Dns(DnsEvent),
     Burst(BurstEvent),
     FlowCounters(FlowCounters),
+    Queue(QueueEvent),
 }
 
 impl Event {
@@ -626,6 +671,7 @@ impl Event {
             Event::Dns(d) => d.timestamp_ns,
             Event::Burst(b) => b.end_ns,
             Event::FlowCounters(f) => f.timestamp_ns,
+            Event::Queue(q) => q.timestamp_ns,
         }
     }
 }

@@ -65,6 +65,19 @@ pub const ATTR_BURST_CPUS: &str = "periscope.burst.cpus";
 pub const ATTR_BURST_FLOW_PACKETS: &str = "periscope.burst.flow.packets";
 /// Why `periscope.burst.untracked` counted: `device` or `flow`.
 pub const ATTR_BURST_UNTRACKED_REASON: &str = "periscope.burst.untracked.reason";
+/// Time packets waited in a device's transmit queue (root qdisc), seconds (queue processor).
+pub const QUEUE_DELAY: &str = "periscope.network.queue.delay";
+/// Most bytes in a device's queue seen at an enqueue since the last point (queue processor).
+pub const QUEUE_BACKLOG: &str = "periscope.network.queue.backlog";
+/// Most packets in a device's queue seen at an enqueue since the last point (queue processor).
+pub const QUEUE_LENGTH: &str = "periscope.network.queue.length";
+/// Packets a device's queueing discipline dropped, by reason (queue processor).
+pub const QUEUE_DROPS: &str = "periscope.network.queue.drops";
+/// Burst span attributes from the device's queue during the burst (burst processor).
+pub const ATTR_QUEUE_MAX_DELAY_US: &str = "periscope.queue.max_delay_us";
+pub const ATTR_QUEUE_MAX_BACKLOG_BYTES: &str = "periscope.queue.max_backlog_bytes";
+pub const ATTR_QUEUE_MAX_BACKLOG_PACKETS: &str = "periscope.queue.max_backlog_packets";
+pub const ATTR_QUEUE_DROPS: &str = "periscope.queue.drops";
 /// Smoothed TCP round-trip time, seconds (latency processor).
 pub const TCP_RTT: &str = "periscope.tcp.rtt";
 /// TCP connect latency, SYN → established on the client, seconds (latency processor).
@@ -273,6 +286,14 @@ pub const ALL: &[&str] = &[
     ATTR_BURST_CPUS,
     ATTR_BURST_FLOW_PACKETS,
     ATTR_BURST_UNTRACKED_REASON,
+    QUEUE_DELAY,
+    QUEUE_BACKLOG,
+    QUEUE_LENGTH,
+    QUEUE_DROPS,
+    ATTR_QUEUE_MAX_DELAY_US,
+    ATTR_QUEUE_MAX_BACKLOG_BYTES,
+    ATTR_QUEUE_MAX_BACKLOG_PACKETS,
+    ATTR_QUEUE_DROPS,
     TCP_RTT,
     TCP_CONNECT_DURATION,
     TCP_RESPONSE_DURATION,

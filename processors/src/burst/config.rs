@@ -13,8 +13,9 @@ use periscope_pipeline::model::Temporality;
 /// `periscope.burst.count`, `periscope.burst.duration` (histogram, seconds),
 /// `periscope.burst.packets` and `periscope.burst.peak_rate` (highest packets/s per device in
 /// the interval) every `interval`, and a `network.burst` span per burst with its top flows
-/// (needs packet records: `events: all` or `sample` on the receiver). Passes every event on
-/// unchanged.
+/// (needs packet records: `events: all` or `sample` on the receiver); with the `qdisc`
+/// receiver in the pipeline, a transmit burst's span also carries the device's queue during it
+/// (most delay, most backlog, drops). Passes every event on unchanged.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BurstConfig {

@@ -322,3 +322,97 @@ fn a_gone_devices_series_keep_its_name_and_retire_after_one_grace_collect() {
     let (_, metrics) = finish(&mut p);
     assert!(int(&metrics, names::BURST_COUNT).is_empty(), "retired");
 }
+
+fn queued(ifindex: u32, enqueued: u64, delay: u64, backlog: u32) -> Event {
+    Event::Queue(QueueEvent {
+        kind: QueueEventKind::Dequeue,
+        timestamp_ns: T0 + enqueued + delay,
+        device: dev(ifindex),
+        delay_ns: delay,
+        backlog_bytes: backlog,
+        backlog_packets: backlog / 1000,
+        ..QueueEvent::default()
+    })
+}
+
+#[test]
+fn a_transmit_burst_carries_its_devices_queue() {
+    let mut p = processor(BurstConfig::default());
+    feed(
+        &mut p,
+        vec![
+            // Before the burst: not counted.
+            queued(2, 5 * MS, 9 * MS, 99_000),
+            // Before the detection, in the burst.
+            queued(2, 10 * MS + 100_000, 2 * MS, 4_000),
+            report(BurstPhase::Start, 2, 0, 10 * MS, 10 * MS + 200_000, 20),
+            queued(2, 12 * MS, 5 * MS, 20_000),
+            report(BurstPhase::End, 2, 0, 10 * MS, 14 * MS, 300),
+            // Enqueued at the end, dequeued after: counted once it comes.
+            queued(2, 14 * MS, 40 * MS, 30_000),
+            Event::Queue(QueueEvent {
+                kind: QueueEventKind::Drop,
+                timestamp_ns: T0 + 13 * MS,
+                device: dev(2),
+                backlog_bytes: 31_000,
+                ..QueueEvent::default()
+            }),
+            // Another device's queue.
+            queued(3, 12 * MS, 500 * MS, 1),
+        ],
+    );
+    let (spans, _) = finish(&mut p);
+    assert_eq!(spans.len(), 1, "{spans:?}");
+    let a = &spans[0].attributes;
+    let int = |k| match attr(a, k) {
+        Some(periscope_pipeline::model::AnyValue::Int(v)) => *v,
+        other => panic!("{k}: {other:?}"),
+    };
+    assert_eq!(int(names::ATTR_QUEUE_MAX_DELAY_US), 40_000);
+    assert_eq!(int(names::ATTR_QUEUE_MAX_BACKLOG_BYTES), 31_000);
+    assert_eq!(int(names::ATTR_QUEUE_MAX_BACKLOG_PACKETS), 30);
+    assert_eq!(int(names::ATTR_QUEUE_DROPS), 1);
+}
+
+#[test]
+fn a_burst_waits_for_its_queue_to_drain() {
+    let mut p = processor(BurstConfig {
+        merge_delay: periscope_pipeline::config::ConfigDuration::from_millis(0),
+        ..BurstConfig::default()
+    });
+    let out = feed(
+        &mut p,
+        vec![
+            queued(2, 9 * MS, MS, 1_000),
+            report(BurstPhase::End, 2, 0, 10 * MS, 14 * MS, 300),
+        ],
+    );
+    // The queue has not yet shown a packet that entered after the burst: no span yet.
+    assert!(!out
+        .iter()
+        .any(|p| matches!(p, Payload::Telemetry(Telemetry::Traces(_)))));
+    let out = feed(&mut p, vec![queued(2, 14 * MS, 3 * MS, 2_000)]);
+    let spans: Vec<&Span> = out
+        .iter()
+        .flat_map(|p| match p {
+            Payload::Telemetry(Telemetry::Traces(t)) => t.spans.iter().collect(),
+            _ => Vec::new(),
+        })
+        .collect();
+    assert_eq!(spans.len(), 1);
+    assert_eq!(
+        attr(&spans[0].attributes, names::ATTR_QUEUE_MAX_DELAY_US),
+        Some(&periscope_pipeline::model::AnyValue::Int(3_000))
+    );
+    // Without queue records a burst has no queue attributes.
+    let mut p = processor(BurstConfig::default());
+    feed(
+        &mut p,
+        vec![report(BurstPhase::End, 2, 0, 10 * MS, 14 * MS, 300)],
+    );
+    let (spans, _) = finish(&mut p);
+    assert_eq!(
+        attr(&spans[0].attributes, names::ATTR_QUEUE_MAX_DELAY_US),
+        None
+    );
+}

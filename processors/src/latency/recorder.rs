@@ -3,6 +3,10 @@
 
 use hdrhistogram::Histogram;
 
+use periscope_pipeline::model::{
+    ExponentialBuckets, ExponentialHistogramPoint, HistogramPoint, KeyValue,
+};
+
 use super::exponential::ExponentialHistogram;
 
 /// Largest value an hdrhistogram records (1 hour, in ns); larger ones are recorded as this.
@@ -88,12 +92,12 @@ impl Recorder {
     }
 
     /// The exact exponential buckets, when they are on.
-    pub(super) fn exponential(&self) -> Option<&ExponentialHistogram> {
+    pub(crate) fn exponential(&self) -> Option<&ExponentialHistogram> {
         self.exp.as_ref()
     }
 
     /// Smallest and largest sample, seconds (none without samples).
-    pub(super) fn min_max(&self) -> (Option<f64>, Option<f64>) {
+    pub(crate) fn min_max(&self) -> (Option<f64>, Option<f64>) {
         if self.count == 0 {
             (None, None)
         } else {
@@ -102,6 +106,46 @@ impl Recorder {
                 Some(self.max_ns as f64 * 1e-9),
             )
         }
+    }
+
+    /// The series' points: explicit buckets at `bounds` (when given), and the exponential
+    /// buckets (when on), with exact count, sum, min and max.
+    pub(crate) fn points(
+        &self,
+        attributes: Vec<KeyValue>,
+        start_time_ns: u64,
+        time_ns: u64,
+        bounds: Option<&[f64]>,
+    ) -> (Option<HistogramPoint>, Option<ExponentialHistogramPoint>) {
+        let (min, max) = self.min_max();
+        let explicit = bounds.map(|bounds| HistogramPoint {
+            attributes: attributes.clone(),
+            start_time_ns,
+            time_ns,
+            count: self.count(),
+            sum: Some(self.sum()),
+            min,
+            max,
+            explicit_bounds: bounds.to_vec(),
+            bucket_counts: self.explicit_counts(bounds),
+        });
+        let exponential = self.exponential().map(|e| ExponentialHistogramPoint {
+            attributes,
+            start_time_ns,
+            time_ns,
+            count: self.count(),
+            sum: Some(self.sum()),
+            min,
+            max,
+            scale: e.scale(),
+            zero_count: e.zero_count(),
+            positive: ExponentialBuckets {
+                offset: e.offset(),
+                bucket_counts: e.counts().to_vec(),
+            },
+            negative: ExponentialBuckets::default(),
+        });
+        (explicit, exponential)
     }
 }
 

@@ -112,6 +112,11 @@ pub struct InterfacesConfig {
 }
 
 impl InterfacesConfig {
+    /// Adds an error per invalid glob (paths `interfaces.include.N`, `interfaces.exclude.N`).
+    pub fn check(&self, errors: &mut Vec<Invalid>) {
+        self.validate(errors)
+    }
+
     fn validate(&self, errors: &mut Vec<Invalid>) {
         for (key, list) in [("include", &self.include), ("exclude", &self.exclude)] {
             for (i, g) in list.iter().enumerate() {

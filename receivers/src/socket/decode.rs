@@ -3,13 +3,15 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use periscope_pipeline::model::{
-    CgroupCounters, Direction, DropEvent, NetnsId, NetworkType, ProcessRef, SocketEvent,
-    SocketEventKind, SocketHook, SocketRole, Transport,
+    CgroupCounters, DeviceRef, Direction, DropEvent, NetnsId, NetworkType, ProcessRef, QueueEvent,
+    QueueEventKind, SocketEvent, SocketEventKind, SocketHook, SocketRole, Transport,
 };
 
 use crate::shared::ebpf::records::*;
 use crate::shared::ebpf::Record as _;
-use crate::shared::ebpf::{BootClock, CgroupCountersRecord, CgroupKey, DropRecord, SocketRecord};
+use crate::shared::ebpf::{
+    BootClock, CgroupCountersRecord, CgroupKey, DropRecord, QueueRecord, SocketRecord,
+};
 
 use super::reasons::DropReasons;
 
@@ -25,6 +27,8 @@ pub enum RecordError {
     Unknown { kind: u8, version: u8 },
     #[error("socket record with unknown event {0}")]
     Event(u8),
+    #[error("queue record with unknown event {0}")]
+    QueueEvent(u8),
 }
 
 /// A decoded ring-buffer record of a socket object.
@@ -32,6 +36,7 @@ pub enum RecordError {
 pub enum Record {
     Socket(SocketEvent),
     Drop(DropEvent),
+    Queue(QueueEvent),
 }
 
 /// An address as the kernel stores it; IPv4-mapped IPv6 addresses become IPv4 so that the
@@ -44,7 +49,7 @@ fn addr(family: u8, bytes: &[u8; 16]) -> IpAddr {
     }
 }
 
-/// Decodes one record of `sockops.bpf.o`, `sk_msg.bpf.o` or `tcp_udp.bpf.o`.
+/// Decodes one record of `sockops.bpf.o`, `sk_msg.bpf.o`, `tcp_udp.bpf.o` or `qdisc.bpf.o`.
 pub fn decode_record(
     bytes: &[u8],
     clock: &BootClock,
@@ -62,6 +67,10 @@ pub fn decode_record(
         (PERISCOPE_RECORD_DROP, PERISCOPE_DROP_VERSION) => {
             let r = DropRecord::from_bytes(bytes).ok_or(RecordError::Short(bytes.len()))?;
             Ok(Record::Drop(drop_event(&r, clock, reasons)))
+        }
+        (PERISCOPE_RECORD_QUEUE, PERISCOPE_QUEUE_VERSION) => {
+            let r = QueueRecord::from_bytes(bytes).ok_or(RecordError::Short(bytes.len()))?;
+            Ok(Record::Queue(queue_event(&r, clock, reasons)?))
         }
         _ => Err(RecordError::Unknown { kind, version }),
     }
@@ -148,6 +157,35 @@ fn drop_event(r: &DropRecord, clock: &BootClock, reasons: &DropReasons) -> DropE
     }
 }
 
+fn queue_event(
+    r: &QueueRecord,
+    clock: &BootClock,
+    reasons: &DropReasons,
+) -> Result<QueueEvent, RecordError> {
+    let (kind, reason) = match r.event {
+        PERISCOPE_QUEUE_DEQUEUE => (QueueEventKind::Dequeue, ""),
+        PERISCOPE_QUEUE_DROP => (QueueEventKind::Drop, reasons.name(r.reason)),
+        other => return Err(RecordError::QueueEvent(other)),
+    };
+    Ok(QueueEvent {
+        kind,
+        timestamp_ns: clock.to_unix_ns(r.ts_boot_ns),
+        device: DeviceRef {
+            netns: NetnsId {
+                inode: r.netns_inode,
+                cookie: r.netns_cookie,
+            },
+            ifindex: r.ifindex,
+        },
+        ifname: r.ifname,
+        delay_ns: r.delay_ns,
+        backlog_bytes: r.backlog_bytes,
+        backlog_packets: r.backlog_packets,
+        length: r.len,
+        reason,
+    })
+}
+
 /// One entry of the cgroup_skb counters (summed over CPUs) → an event.
 pub fn cgroup_counters(
     key: &CgroupKey,
@@ -215,6 +253,52 @@ mod tests {
         assert_eq!(e.local_addr, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)));
         assert_eq!(e.remote_port, 80);
         assert_eq!(e.transport, Transport::Tcp);
+    }
+
+    #[test]
+    fn a_dequeue_record_becomes_a_queue_event() {
+        let mut r = QueueRecord {
+            kind: PERISCOPE_RECORD_QUEUE,
+            version: PERISCOPE_QUEUE_VERSION,
+            event: PERISCOPE_QUEUE_DEQUEUE,
+            ifindex: 7,
+            netns_inode: 4026532285,
+            netns_cookie: 4096,
+            ts_boot_ns: 5_000,
+            delay_ns: 3_000,
+            backlog_bytes: 2084,
+            backlog_packets: 2,
+            len: 1042,
+            ..QueueRecord::default()
+        };
+        r.ifname[..4].copy_from_slice(b"eth0");
+        let Record::Queue(q) =
+            decode_record(r.as_bytes(), &clock(), &DropReasons::default()).unwrap()
+        else {
+            panic!("not a queue event")
+        };
+        assert_eq!(q.kind, QueueEventKind::Dequeue);
+        assert_eq!(q.timestamp_ns, 6_000);
+        assert_eq!(q.enqueued_ns(), 3_000);
+        assert_eq!(q.device.ifindex, 7);
+        assert_eq!(q.device.netns.cookie, 4096);
+        assert_eq!(q.ifname(), "eth0");
+        assert_eq!(
+            (q.backlog_bytes, q.backlog_packets, q.length),
+            (2084, 2, 1042)
+        );
+        r.event = PERISCOPE_QUEUE_DROP;
+        r.reason = 64;
+        let reasons = DropReasons::parse(r#"__print_symbolic(REC->reason, { 64, "QDISC_DROP" })"#);
+        let Ok(Record::Queue(q)) = decode_record(r.as_bytes(), &clock(), &reasons) else {
+            panic!("not a queue event")
+        };
+        assert_eq!((q.kind, q.reason), (QueueEventKind::Drop, "QDISC_DROP"));
+        r.event = 42;
+        assert_eq!(
+            decode_record(r.as_bytes(), &clock(), &reasons),
+            Err(RecordError::QueueEvent(42))
+        );
     }
 
     #[test]

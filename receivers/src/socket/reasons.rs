@@ -68,6 +68,11 @@ impl DropReasons {
         self.names.len()
     }
 
+    /// Every reason the table names: number and name.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &'static str)> + '_ {
+        self.names.iter().map(|(n, s)| (*n, *s))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.names.is_empty()
     }

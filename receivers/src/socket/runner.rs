@@ -2,6 +2,7 @@
 //! every `poll_interval`, so that a busy ring is read in batches; an idle one wakes nobody),
 //! read the cgroup counters every `counters_interval`, report ring-buffer losses as drops.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
@@ -11,9 +12,10 @@ use aya::Ebpf;
 
 use periscope_pipeline::component::Receiver;
 use periscope_pipeline::edge::{EventOutput, StopSignal};
-use periscope_pipeline::model::{Event, EventBatch};
+use periscope_pipeline::model::{DeviceRef, Event, EventBatch, QueueEvent};
 use periscope_pipeline::telemetry::now_ns;
 
+use crate::netdev::InterfaceFilter;
 use crate::shared::ebpf::{names, BootClock, CgroupCountersRecord, CgroupKey, SocketStats};
 
 use super::{cgroup_counters, decode_record, DropReasons, Record};
@@ -25,6 +27,8 @@ pub struct SocketReceiverOptions {
     pub id: String,
     pub poll_interval: Duration,
     pub counters_interval: Duration,
+    /// The devices whose queue records are sent (`qdisc`); `None`: every device.
+    pub interfaces: Option<InterfaceFilter>,
 }
 
 /// The maps a receiver reads, taken out of its object.
@@ -93,6 +97,30 @@ struct LoopState {
     table_full_seen: u64,
     cgroup_full_seen: u64,
     decode_errors: u64,
+    /// Whether `interfaces` takes a device, by device and name (bounded: cleared when full).
+    taken: HashMap<(DeviceRef, [u8; 16]), bool>,
+}
+
+/// Most devices whose `interfaces` verdict is remembered.
+const MAX_TAKEN: usize = 4096;
+
+impl LoopState {
+    /// Whether a queue record's device is one `interfaces` takes.
+    fn takes(&mut self, filter: Option<&InterfaceFilter>, q: &QueueEvent) -> bool {
+        let Some(filter) = filter else {
+            return true;
+        };
+        let key = (q.device, q.ifname);
+        if let Some(t) = self.taken.get(&key) {
+            return *t;
+        }
+        if self.taken.len() >= MAX_TAKEN {
+            self.taken.clear();
+        }
+        let t = filter.matches(q.ifname());
+        self.taken.insert(key, t);
+        t
+    }
 }
 
 impl Receiver for SocketReceiver {
@@ -112,6 +140,7 @@ impl Receiver for SocketReceiver {
             table_full_seen: 0,
             cgroup_full_seen: 0,
             decode_errors: 0,
+            taken: HashMap::new(),
         };
         let mut batch = output.new_batch();
         let mut next_counters = Instant::now() + opts.counters_interval;
@@ -195,6 +224,11 @@ fn drain(
         match decode_record(&item, &st.clock, reasons) {
             Ok(Record::Socket(e)) => push(output, batch, Event::Socket(e)),
             Ok(Record::Drop(d)) => push(output, batch, Event::Drop(d)),
+            Ok(Record::Queue(q)) => {
+                if st.takes(opts.interfaces.as_ref(), &q) {
+                    push(output, batch, Event::Queue(q));
+                }
+            }
             Err(e) => {
                 if st.decode_errors == 0 {
                     tracing::error!(receiver = %opts.id, "undecodable record: {e}");

@@ -939,3 +939,109 @@ const _: () = {
     ["Offset of field: periscope_burst_stats::state_full"]
         [::core::mem::offset_of!(periscope_burst_stats, state_full) - 8usize];
 };
+pub const PERISCOPE_RECORD_QUEUE: periscope_queue_kind = 9;
+#[doc = " The `kind` byte of a queue record (9: far from the packet-path kinds, which may grow)."]
+pub type periscope_queue_kind = __u8;
+pub const PERISCOPE_QUEUE_VERSION: periscope_queue_version = 1;
+#[doc = " The `version` byte of a queue record."]
+pub type periscope_queue_version = __u8;
+#[doc = " A packet left the device's root qdisc toward the driver (qdisc:qdisc_dequeue)."]
+pub const PERISCOPE_QUEUE_DEQUEUE: periscope_queue_event = 1;
+#[doc = " The kernel dropped a packet on the device with a queueing discipline's reason\n (skb:kfree_skb; the reasons user space selected)."]
+pub const PERISCOPE_QUEUE_DROP: periscope_queue_event = 2;
+#[doc = " periscope_queue.event."]
+pub type periscope_queue_event = __u8;
+#[doc = " Report drops (PERISCOPE_QUEUE_DROP) whose reason is in drop_reasons."]
+pub const PERISCOPE_QUEUE_CFG_DROPS: periscope_queue_config_flags = 1;
+#[doc = " periscope_queue_config.flags."]
+pub type periscope_queue_config_flags = __u32;
+#[doc = " The `.rodata` global `periscope_queue_config` of qdisc.bpf.c, set by the loader.\n 40 bytes."]
+#[repr(C)]
+#[derive(
+    Debug, Default, Copy, Clone, Hash, PartialEq, Eq, bytemuck :: Pod, bytemuck :: Zeroable,
+)]
+pub struct periscope_queue_config {
+    #[doc = " enum periscope_queue_config_flags"]
+    pub flags: __u32,
+    pub _pad: __u32,
+    #[doc = " bit r set: report drops with reason r (r < 256)"]
+    pub drop_reasons: [__u64; 4usize],
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of periscope_queue_config"][::core::mem::size_of::<periscope_queue_config>() - 40usize];
+    ["Alignment of periscope_queue_config"]
+        [::core::mem::align_of::<periscope_queue_config>() - 8usize];
+    ["Offset of field: periscope_queue_config::flags"]
+        [::core::mem::offset_of!(periscope_queue_config, flags) - 0usize];
+    ["Offset of field: periscope_queue_config::_pad"]
+        [::core::mem::offset_of!(periscope_queue_config, _pad) - 4usize];
+    ["Offset of field: periscope_queue_config::drop_reasons"]
+        [::core::mem::offset_of!(periscope_queue_config, drop_reasons) - 8usize];
+};
+#[doc = " One packet on one device's root qdisc: how long it waited (DEQUEUE), or a\n drop (DROP). Written to `periscope_events`. Backlog: the qdisc's own counters\n (q.qlen, qstats.backlog) right after this packet's enqueue (DEQUEUE) or at the\n drop (DROP, the device's root qdisc); 0 for lockless qdiscs (pfifo_fast), which\n keep them per CPU. 72 bytes. Failed reservations are counted in the object's\n `periscope_socket_stats` (records_lost), as the socket objects count theirs."]
+#[repr(C)]
+#[derive(
+    Debug, Default, Copy, Clone, Hash, PartialEq, Eq, bytemuck :: Pod, bytemuck :: Zeroable,
+)]
+pub struct periscope_queue {
+    #[doc = " PERISCOPE_RECORD_QUEUE"]
+    pub kind: __u8,
+    #[doc = " PERISCOPE_QUEUE_VERSION"]
+    pub version: __u8,
+    #[doc = " enum periscope_queue_event"]
+    pub event: __u8,
+    pub _pad0: __u8,
+    pub ifindex: __u32,
+    #[doc = " the device's namespace"]
+    pub netns_inode: __u32,
+    #[doc = " skb->len: the frame as the qdisc counts it"]
+    pub len: __u32,
+    pub netns_cookie: __u64,
+    #[doc = " dequeue (or drop) time"]
+    pub ts_boot_ns: __u64,
+    #[doc = " DEQUEUE: enqueue -> dequeue"]
+    pub delay_ns: __u64,
+    pub backlog_bytes: __u32,
+    pub backlog_packets: __u32,
+    #[doc = " DROP: enum skb_drop_reason"]
+    pub reason: __u32,
+    pub _pad1: __u32,
+    #[doc = " the device's name at the time"]
+    pub ifname: [__u8; 16usize],
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of periscope_queue"][::core::mem::size_of::<periscope_queue>() - 72usize];
+    ["Alignment of periscope_queue"][::core::mem::align_of::<periscope_queue>() - 8usize];
+    ["Offset of field: periscope_queue::kind"]
+        [::core::mem::offset_of!(periscope_queue, kind) - 0usize];
+    ["Offset of field: periscope_queue::version"]
+        [::core::mem::offset_of!(periscope_queue, version) - 1usize];
+    ["Offset of field: periscope_queue::event"]
+        [::core::mem::offset_of!(periscope_queue, event) - 2usize];
+    ["Offset of field: periscope_queue::_pad0"]
+        [::core::mem::offset_of!(periscope_queue, _pad0) - 3usize];
+    ["Offset of field: periscope_queue::ifindex"]
+        [::core::mem::offset_of!(periscope_queue, ifindex) - 4usize];
+    ["Offset of field: periscope_queue::netns_inode"]
+        [::core::mem::offset_of!(periscope_queue, netns_inode) - 8usize];
+    ["Offset of field: periscope_queue::len"]
+        [::core::mem::offset_of!(periscope_queue, len) - 12usize];
+    ["Offset of field: periscope_queue::netns_cookie"]
+        [::core::mem::offset_of!(periscope_queue, netns_cookie) - 16usize];
+    ["Offset of field: periscope_queue::ts_boot_ns"]
+        [::core::mem::offset_of!(periscope_queue, ts_boot_ns) - 24usize];
+    ["Offset of field: periscope_queue::delay_ns"]
+        [::core::mem::offset_of!(periscope_queue, delay_ns) - 32usize];
+    ["Offset of field: periscope_queue::backlog_bytes"]
+        [::core::mem::offset_of!(periscope_queue, backlog_bytes) - 40usize];
+    ["Offset of field: periscope_queue::backlog_packets"]
+        [::core::mem::offset_of!(periscope_queue, backlog_packets) - 44usize];
+    ["Offset of field: periscope_queue::reason"]
+        [::core::mem::offset_of!(periscope_queue, reason) - 48usize];
+    ["Offset of field: periscope_queue::_pad1"]
+        [::core::mem::offset_of!(periscope_queue, _pad1) - 52usize];
+    ["Offset of field: periscope_queue::ifname"]
+        [::core::mem::offset_of!(periscope_queue, ifname) - 56usize];
+};

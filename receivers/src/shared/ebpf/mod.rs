@@ -18,8 +18,8 @@ pub mod records;
 pub use clock::{BootClock, MonoClock};
 pub use records::{
     BurstConfig, BurstRecord, BurstStats, CgroupCountersRecord, CgroupKey, Config, DevCounters,
-    DevKey, DnsRecord, DropRecord, FlowKey, FlowValue, NetnsSlot, PacketRecord, Record,
-    SocketConfig, SocketRecord, SocketStats, Stats,
+    DevKey, DnsRecord, DropRecord, FlowKey, FlowValue, NetnsSlot, PacketRecord, QueueConfig,
+    QueueRecord, Record, SocketConfig, SocketRecord, SocketStats, Stats,
 };
 
 use aya::{Ebpf, EbpfLoader};
@@ -60,6 +60,10 @@ pub mod names {
     pub const BURST_STATE: &str = "periscope_burst_state";
     /// Per-CPU array holding one zeroed burst state to insert from.
     pub const BURST_ZERO: &str = "periscope_burst_zero";
+    /// The `.rodata` global of the qdisc object, a [`QueueConfig`](super::QueueConfig).
+    pub const QUEUE_CONFIG: &str = "periscope_queue_config";
+    /// The qdisc object's LRU hash of queued packets (skb pointer → enqueue time, backlog).
+    pub const QUEUED: &str = "periscope_queued";
     /// The sk_msg object's sockhash.
     pub const SOCKHASH: &str = "periscope_sockhash";
 }

@@ -49,6 +49,11 @@ pub type BurstConfig = periscope_burst_config;
 /// `struct periscope_burst_stats`: the one-entry per-CPU array `periscope_burst_stats`.
 pub type BurstStats = periscope_burst_stats;
 
+/// `struct periscope_queue`: one packet dequeued from (or dropped by) a device's qdisc.
+pub type QueueRecord = periscope_queue;
+/// `struct periscope_queue_config`: the `.rodata` global `periscope_queue_config`.
+pub type QueueConfig = periscope_queue_config;
+
 /// A record as the kernel lays it out: read from and written as bytes, without `unsafe`.
 pub trait Record: bytemuck::Pod {
     /// Copies a record out of raw ring-buffer bytes (any alignment); `None` if too short.
@@ -94,6 +99,8 @@ records!(
     BurstRecord,
     BurstConfig,
     BurstStats,
+    QueueRecord,
+    QueueConfig,
 );
 
 impl DevCounters {

@@ -385,6 +385,8 @@ struct periscope_socket_stats {
 	__u64 records_lost;    /* failed ring-buffer reservations */
 	__u64 sockmap_full;    /* sk_msg: sockets not added to the sockhash (map full) */
 	__u64 table_full;      /* sockets whose start (pid, time) found no room */
+	__u64 unmatched;       /* qdisc: dequeued packets whose enqueue was not found (the
+	                        * queued table was full, or past MAX_BULK of one dequeue) */
 };
 
 /* Bits of periscope_socket_config.flags. */

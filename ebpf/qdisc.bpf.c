@@ -25,7 +25,8 @@
 
 #include "periscope.h"
 
-/* The most packets of one bulk dequeue that are matched (the rest age out of the LRU). */
+/* The most packets of one bulk dequeue that are matched (the rest are counted as unmatched
+ * and age out of the LRU). */
 #define MAX_BULK 16
 
 /* Set by the loader before load (EbpfLoader::override_global). */
@@ -67,6 +68,15 @@ static __always_inline void count_lost_record(void)
 	struct periscope_socket_stats *s = bpf_map_lookup_elem(&periscope_socket_stats, &zero);
 	if (s)
 		s->records_lost++;
+}
+
+/* Dequeued packets that give no sample: counted, never silent. */
+static __always_inline void count_unmatched(__u64 n)
+{
+	__u32 zero = 0;
+	struct periscope_socket_stats *s = bpf_map_lookup_elem(&periscope_socket_stats, &zero);
+	if (s)
+		s->unmatched += n;
 }
 
 /* The device's namespace and name. */
@@ -112,8 +122,10 @@ static __always_inline void dequeued(struct sk_buff *skb, __u64 now)
 {
 	__u64 key = (__u64)skb;
 	struct queued *v = bpf_map_lookup_elem(&periscope_queued, &key);
-	if (!v)
+	if (!v) {
+		count_unmatched(1);
 		return;
+	}
 	struct queued seen = *v;
 	bpf_map_delete_elem(&periscope_queued, &key);
 	struct periscope_queue *r = reserve(PERISCOPE_QUEUE_DEQUEUE, now);
@@ -147,6 +159,8 @@ int BPF_PROG(periscope_qdisc_dequeue, struct Qdisc *q, const struct netdev_queue
 		if (!s)
 			break;
 	}
+	if (packets > MAX_BULK)
+		count_unmatched(packets - MAX_BULK);
 	return 0;
 }
 

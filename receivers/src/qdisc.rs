@@ -54,7 +54,7 @@ pub struct QdiscConfig {
     pub drops: bool,
     /// Most packets tracked in queues at once, over every device (an LRU hash of 40-byte
     /// entries keyed by packet; when full, the oldest entry is forgotten and that packet
-    /// gives no sample); default 16384.
+    /// gives no sample, counted as dropped); default 16384.
     #[serde(default = "default_max_queued")]
     pub max_queued: NonZeroU32,
     /// Ring buffer size in bytes: a power of two from 4096 (default 4194304, ~50,000 records

@@ -37,7 +37,13 @@ const TOOLS: &[&str] = &["ip", "tc"];
 const HEADERS: u64 = 14 + 20 + 8;
 
 fn receiver() -> Running {
+    receiver_tracking(QdiscConfig::default().max_queued)
+}
+
+/// The receiver with a queued-packet table of `max_queued` entries.
+fn receiver_tracking(max_queued: std::num::NonZeroU32) -> Running {
     let config = QdiscConfig {
+        max_queued,
         interfaces: InterfacesConfig {
             include: vec!["qd*".into()],
             exclude: vec![],
@@ -128,6 +134,8 @@ fn queue_events(events: &[Event]) -> Vec<QueueEvent> {
 /// One scenario: a tbf of `rate_bps`, `burst_bytes`, `limit_bytes` on `qda0`, `count`
 /// datagrams of `payload` bytes.
 struct Case {
+    /// The receiver's `max_queued`.
+    max_queued: std::num::NonZeroU32,
     rate_bps: u64,
     burst_bytes: u64,
     limit_bytes: u64,
@@ -138,6 +146,8 @@ struct Case {
 struct Outcome {
     samples: Vec<QueueEvent>,
     drops: Vec<QueueEvent>,
+    /// What the receiver counted as dropped (dequeued packets it could not match).
+    dropped: u64,
     /// tc right after the burst, and once the queue drained.
     tc_after_burst: TcStats,
     tc_end: TcStats,
@@ -174,7 +184,7 @@ fn run_case(a: &Netns, b: &Netns, case: &Case) -> Outcome {
     );
     std::thread::sleep(Duration::from_millis(200));
     let before = tc_stats(a, "qda0");
-    let running = receiver();
+    let running = receiver_tracking(case.max_queued);
     std::thread::sleep(Duration::from_millis(100));
     let (started, sent) = burst(
         a,
@@ -188,7 +198,9 @@ fn run_case(a: &Netns, b: &Netns, case: &Case) -> Outcome {
     let drain = Duration::from_nanos(case.count * frame * 8 * 1_000_000_000 / case.rate_bps);
     std::thread::sleep(drain + Duration::from_millis(300));
     let tc_end = tc_stats(a, "qda0");
+    let counters = running.counters().clone();
     let events = running.stop();
+    let dropped = counters.values().dropped;
     drop(sink);
     let all = queue_events(&events);
     let ifindex = a.ifindex("qda0");
@@ -217,6 +229,7 @@ fn run_case(a: &Netns, b: &Netns, case: &Case) -> Outcome {
     Outcome {
         samples,
         drops,
+        dropped,
         tc_after_burst: sub(tc_after_burst),
         tc_end: sub(tc_end),
         send_time: sent - started,
@@ -237,6 +250,7 @@ fn tbf_delays_match_the_rate() {
     let (a, b) = setup();
     for case in [
         Case {
+            max_queued: QdiscConfig::default().max_queued,
             rate_bps: 4_000_000,
             burst_bytes: 1600,
             limit_bytes: 1_000_000,
@@ -244,6 +258,7 @@ fn tbf_delays_match_the_rate() {
             payload: 1000,
         },
         Case {
+            max_queued: QdiscConfig::default().max_queued,
             rate_bps: 2_000_000,
             burst_bytes: 3000,
             limit_bytes: 1_000_000,
@@ -345,6 +360,7 @@ fn tbf_drops_match_tc() {
     let (a, b) = setup();
     for (limit, count) in [(10_000u64, 60u64), (25_000, 80)] {
         let case = Case {
+            max_queued: QdiscConfig::default().max_queued,
             rate_bps: 4_000_000,
             burst_bytes: 1600,
             limit_bytes: limit,
@@ -450,4 +466,43 @@ fn devices_without_congestion_wait_little_or_not_at_all() {
         qda.iter().all(|d| *d < 1_000_000),
         "an uncongested queue holds packets for microseconds: {qda:?}"
     );
+}
+
+/// A queued-packet table smaller than the queue: packets whose entry was forgotten give no
+/// sample, and are counted as dropped by the receiver, so samples and that count add up to
+/// what tc says left the queue.
+#[test]
+fn a_full_queued_table_counts_what_it_cannot_match() {
+    let test = test_name!();
+    let Some(_serial) = SERIAL.lock_if(require_root_and_tools(test, TOOLS)) else {
+        return;
+    };
+    let (a, b) = setup();
+    let case = Case {
+        max_queued: std::num::NonZeroU32::new(8).expect("non-zero"),
+        rate_bps: 4_000_000,
+        burst_bytes: 1600,
+        limit_bytes: 200_000,
+        count: 60,
+        payload: 1000,
+    };
+    let o = run_case(&a, &b, &case);
+    eprintln!(
+        "max_queued 8, {} frames queued: {} samples, {} unmatched; tc: {:?}",
+        case.count,
+        o.samples.len(),
+        o.dropped,
+        o.tc_end
+    );
+    assert_eq!(o.tc_end.dropped, 0, "the queue holds the whole burst");
+    assert!(o.dropped > 0, "a table of 8 cannot match a queue of 60");
+    // Other devices of the host may dequeue too (tracepoints are global): at least ours.
+    assert!(
+        o.samples.len() as u64 + o.dropped >= o.tc_end.sent_packets,
+        "{} samples + {} unmatched < {} sent",
+        o.samples.len(),
+        o.dropped,
+        o.tc_end.sent_packets
+    );
+    assert!(o.samples.len() as u64 <= o.tc_end.sent_packets);
 }

@@ -95,6 +95,7 @@ struct LoopState {
     lost_seen: u64,
     full_seen: u64,
     table_full_seen: u64,
+    unmatched_seen: u64,
     cgroup_full_seen: u64,
     decode_errors: u64,
     /// Whether `interfaces` takes a device, by device and name (bounded: cleared when full).
@@ -138,6 +139,7 @@ impl Receiver for SocketReceiver {
             lost_seen: 0,
             full_seen: 0,
             table_full_seen: 0,
+            unmatched_seen: 0,
             cgroup_full_seen: 0,
             decode_errors: 0,
             taken: HashMap::new(),
@@ -279,6 +281,16 @@ fn read_counters(
                 tracing::warn!(
                     receiver = %opts.id,
                     "{full} sockets not observed: the sockhash is full (raise max_sockets)"
+                );
+            }
+            let unmatched = since(total.unmatched, &mut st.unmatched_seen);
+            if unmatched > 0 {
+                output.counters().add_dropped(unmatched);
+                tracing::warn!(
+                    receiver = %opts.id,
+                    "{unmatched} dequeued packets gave no queue-delay sample: their enqueue was \
+                     not seen (queued before the agent started, more queued than max_queued, or \
+                     past 16 packets of one bulk dequeue)"
                 );
             }
             let table = since(total.table_full, &mut st.table_full_seen);

@@ -729,10 +729,12 @@ pub struct periscope_socket_stats {
     pub sockmap_full: __u64,
     #[doc = " sockets whose start (pid, time) found no room"]
     pub table_full: __u64,
+    #[doc = " qdisc: dequeued packets whose enqueue was not found (the\n queued table was full, or past MAX_BULK of one dequeue)"]
+    pub unmatched: __u64,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of periscope_socket_stats"][::core::mem::size_of::<periscope_socket_stats>() - 24usize];
+    ["Size of periscope_socket_stats"][::core::mem::size_of::<periscope_socket_stats>() - 32usize];
     ["Alignment of periscope_socket_stats"]
         [::core::mem::align_of::<periscope_socket_stats>() - 8usize];
     ["Offset of field: periscope_socket_stats::records_lost"]
@@ -741,6 +743,8 @@ const _: () = {
         [::core::mem::offset_of!(periscope_socket_stats, sockmap_full) - 8usize];
     ["Offset of field: periscope_socket_stats::table_full"]
         [::core::mem::offset_of!(periscope_socket_stats, table_full) - 16usize];
+    ["Offset of field: periscope_socket_stats::unmatched"]
+        [::core::mem::offset_of!(periscope_socket_stats, unmatched) - 24usize];
 };
 #[doc = " tcp_udp: a SEND/RECV record per UDP call"]
 pub const PERISCOPE_SOCK_CFG_SEND_RECV_UDP: periscope_socket_config_flags = 1;

@@ -147,6 +147,7 @@ impl SocketStats {
         self.records_lost += other.records_lost;
         self.sockmap_full += other.sockmap_full;
         self.table_full += other.table_full;
+        self.unmatched += other.unmatched;
     }
 }
 

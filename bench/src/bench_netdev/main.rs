@@ -113,6 +113,19 @@ struct Args {
     xdp: bool,
     /// With `--attach-latency`: a pause after each sample's namespaces are deleted.
     pause: Duration,
+    /// `--modes a,b`: only these modes (and the baselines `none` and `bare-xdp`).
+    modes: Option<Vec<String>>,
+}
+
+impl Args {
+    fn runs(&self, mode: modes::Mode) -> bool {
+        let baseline = matches!(mode, modes::Mode::None | modes::Mode::BareXdp);
+        baseline
+            || self
+                .modes
+                .as_ref()
+                .is_none_or(|m| m.iter().any(|n| n == mode.name()))
+    }
 }
 
 fn parse_args() -> Result<Args> {
@@ -123,6 +136,7 @@ fn parse_args() -> Result<Args> {
         attach_latency: None,
         xdp: false,
         pause: Duration::ZERO,
+        modes: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -134,13 +148,25 @@ fn parse_args() -> Result<Args> {
                 a.attach_latency = Some(it.next().context("--attach-latency N")?.parse()?)
             }
             "--xdp" => a.xdp = true,
+            "--modes" => {
+                let list = it.next().context("--modes a,b,...")?;
+                let names: Vec<String> = list.split(',').map(str::to_string).collect();
+                for n in &names {
+                    if !MODES.iter().any(|m| m.name() == n) {
+                        let valid: Vec<&str> = MODES.iter().map(|m| m.name()).collect();
+                        bail!("--modes: unknown mode {n}; valid: {}", valid.join(", "));
+                    }
+                }
+                a.modes = Some(names);
+            }
             "--pause-ms" => {
                 a.pause = Duration::from_millis(it.next().context("--pause-ms MS")?.parse()?)
             }
             "-h" | "--help" => {
                 println!(
                     "usage: bench-netdev [--rounds N (8)] [--packets N per round (2000000)] \
-                     [--rx-only: attach only in the receiving namespace] | --attach-latency N \
+                     [--rx-only: attach only in the receiving namespace] [--modes a,b: only \
+                     these modes and the baselines] | --attach-latency N \
                      [--xdp] [--pause-ms MS (0) between samples]: attach latency of new \
                      namespaces and devices (tcx, or xdp)"
                 );
@@ -202,6 +228,9 @@ fn run() -> Result<()> {
             interrupted()?;
             let i = (k + round) % MODES.len();
             let mode = MODES[i];
+            if !args.runs(mode) {
+                continue;
+            }
             // A round during which the rest of the machine was busy (all-CPU non-idle time
             // more than MAX_OTHERS above ours) is run again, up to RETRIES times: the other
             // tenants' work disturbs ours (caches, the hypervisor's steal time).

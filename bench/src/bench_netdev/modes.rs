@@ -8,7 +8,7 @@ use periscope_receivers::netdev::{
     AttachOptions, Attacher, DeviceOutcome, FlowOptions, Hook, InterfaceFilter, RecordOptions,
 };
 use periscope_receivers::shared::ebpf::records::PERISCOPE_CFG_RECORDS;
-use periscope_receivers::shared::netns::{list_devices, run_in};
+use periscope_receivers::shared::netns::{list_addresses, list_devices, run_in};
 
 use crate::topology::{namespace, Topology};
 use crate::RING_BYTES;
@@ -29,9 +29,12 @@ pub(crate) enum Mode {
     TcxFlows,
     /// `xdp-counters` with the kernel flow table on.
     XdpFlows,
+    /// `tcx-counters` with every packet classified local or forwarded (a hash lookup of the
+    /// namespace's addresses, `PERISCOPE_CFG_LOCALITY`: what the receivers always do).
+    TcxLocality,
 }
 
-pub(crate) const MODES: [Mode; 10] = [
+pub(crate) const MODES: [Mode; 11] = [
     Mode::None,
     Mode::BareXdp,
     Mode::XdpCounters,
@@ -42,6 +45,7 @@ pub(crate) const MODES: [Mode; 10] = [
     Mode::XdpBursts,
     Mode::TcxFlows,
     Mode::XdpFlows,
+    Mode::TcxLocality,
 ];
 
 impl Mode {
@@ -57,6 +61,7 @@ impl Mode {
             Mode::XdpBursts => "xdp-bursts",
             Mode::TcxFlows => "tcx-flows",
             Mode::XdpFlows => "xdp-flows",
+            Mode::TcxLocality => "tcx-locality",
         }
     }
 
@@ -134,6 +139,8 @@ impl Setup<'_> {
                                 periscope_receivers::shared::ebpf::records::PERISCOPE_CFG_BURSTS
                             } else if mode.flows() {
                                 periscope_receivers::shared::ebpf::records::PERISCOPE_CFG_FLOWS
+                            } else if mode == Mode::TcxLocality {
+                                periscope_receivers::shared::ebpf::records::PERISCOPE_CFG_LOCALITY
                             } else {
                                 0
                             },
@@ -164,6 +171,13 @@ impl Setup<'_> {
                     attacher
                         .add_namespace(&ns)
                         .map_err(|e| anyhow::anyhow!("loading for {name}: {e:#}"))?;
+                    // The namespace's addresses, as the watcher reports them: the flood's
+                    // packets are local at both ends (lookups that hit).
+                    let addrs: Vec<std::net::IpAddr> = run_in(&handle, list_addresses)??
+                        .into_iter()
+                        .map(|a| a.addr)
+                        .collect();
+                    attacher.set_addresses(ns.id, &addrs);
                     for dev in run_in(&handle, list_devices)?? {
                         if dev.loopback {
                             continue;

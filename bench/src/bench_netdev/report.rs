@@ -40,6 +40,9 @@ pub(crate) fn render(args: &Args, samples: &[Vec<Sample>], retried: usize) -> St
     let paired = |i: usize, base: usize| median(pairs(i, base));
     let iqr = |i: usize, base: usize| {
         let mut v = pairs(i, base);
+        if v.is_empty() {
+            return "-".to_string();
+        }
         v.sort_by(f64::total_cmp);
         let q = |f: f64| v[((v.len() - 1) as f64 * f).round() as usize];
         format!("{:.2}–{:.2}", q(0.25), q(0.75))
@@ -84,6 +87,9 @@ pub(crate) fn render(args: &Args, samples: &[Vec<Sample>], retried: usize) -> St
         "lost"
     );
     for (i, mode) in MODES.iter().enumerate() {
+        if samples[i].is_empty() {
+            continue; // not selected (`--modes`)
+        }
         let recs: u64 = samples[i].iter().map(|s| s.records).sum();
         let rns: u64 = samples[i].iter().map(|s| s.reader_ns).sum();
         let lost: u64 = samples[i].iter().map(|s| s.lost).sum();
@@ -170,10 +176,21 @@ pub(crate) fn render(args: &Args, samples: &[Vec<Sample>], retried: usize) -> St
         paired(6, 4),
         paired(7, 2),
     );
+    let _ = writeln!(
+        report,
+        "locality (each packet classified local/forwarded, as the receivers run): TCX {:.3}× none \
+         ≤ 1.05 {}, {:.3}× tcx-counters",
+        ratio(10),
+        target(ratio(10) <= 1.05),
+        paired(10, 4),
+    );
     let mut cmd = "cargo run --release -p periscope-bench --bin bench-netdev --".to_string();
     let _ = write!(cmd, " --rounds {} --packets {}", args.rounds, args.packets);
     if args.rx_only {
         cmd.push_str(" --rx-only");
+    }
+    if let Some(m) = &args.modes {
+        let _ = write!(cmd, " --modes {}", m.join(","));
     }
     let _ = writeln!(report, "reproduce: {cmd}");
     report

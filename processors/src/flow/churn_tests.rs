@@ -54,6 +54,7 @@ fn register(t: &DeviceTable, d: DeviceRef, name: &str, pod: &str) {
         DeviceInfo {
             name: name.into(),
             netns_name: Some(pod.into()),
+            ..Default::default()
         },
     );
 }

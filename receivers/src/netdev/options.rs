@@ -11,7 +11,8 @@ use periscope_pipeline::config::ConfigDuration;
 
 use super::flows::FlowOptions;
 use crate::shared::ebpf::records::{
-    PERISCOPE_CFG_BURSTS, PERISCOPE_CFG_DNS, PERISCOPE_CFG_FLOWS, PERISCOPE_CFG_RECORDS,
+    PERISCOPE_CFG_BURSTS, PERISCOPE_CFG_DNS, PERISCOPE_CFG_FLOWS, PERISCOPE_CFG_LOCALITY,
+    PERISCOPE_CFG_RECORDS,
 };
 use crate::shared::netns::NamespaceScope;
 
@@ -334,7 +335,9 @@ impl Shared<'_> {
 
     /// The program flags and sampling rate.
     pub fn records(&self) -> RecordOptions {
-        let mut flags = match self.events {
+        // Every packet is classified local or forwarded (one hash lookup; docs/metrics.md).
+        let mut flags = PERISCOPE_CFG_LOCALITY;
+        flags |= match self.events {
             EventsMode::All | EventsMode::Sample => PERISCOPE_CFG_RECORDS,
             EventsMode::None => 0,
         };
@@ -430,17 +433,23 @@ mod tests {
             bursts: &bursts,
             flows: &flows,
         };
-        let r = shared(EventsMode::All, false).records();
+        let records = |events, dns| {
+            let mut r = shared(events, dns).records();
+            assert_ne!(r.flags & PERISCOPE_CFG_LOCALITY, 0, "always classified");
+            r.flags &= !PERISCOPE_CFG_LOCALITY;
+            r
+        };
+        let r = records(EventsMode::All, false);
         assert_eq!((r.flags, r.sample_rate), (PERISCOPE_CFG_RECORDS, 0));
         assert_eq!(r.dns_ports, [5353, 0, 0, 0]);
-        let r = shared(EventsMode::Sample, true).records();
+        let r = records(EventsMode::Sample, true);
         assert_eq!(
             (r.flags, r.sample_rate),
             (PERISCOPE_CFG_RECORDS | PERISCOPE_CFG_DNS, 50)
         );
-        let r = shared(EventsMode::None, true).records();
+        let r = records(EventsMode::None, true);
         assert_eq!((r.flags, r.sample_rate), (PERISCOPE_CFG_DNS, 0));
-        let r = shared(EventsMode::None, false).records();
+        let r = records(EventsMode::None, false);
         assert_eq!(r.flags, 0);
         assert_eq!(r.flows, None);
     }
@@ -474,7 +483,7 @@ mod tests {
             ..FlowsConfig::default()
         });
         assert!(errors.is_empty(), "{errors:?}");
-        assert_eq!(r.flags, PERISCOPE_CFG_FLOWS);
+        assert_eq!(r.flags, PERISCOPE_CFG_FLOWS | PERISCOPE_CFG_LOCALITY);
         assert_eq!(
             r.flows,
             Some(FlowOptions {

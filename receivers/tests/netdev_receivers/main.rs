@@ -85,6 +85,7 @@ fn devices(ns: &Netns) -> Vec<Device> {
             master: 0,
             peer: None,
             serves_peer: false,
+            leaf_peer: None,
         })
         .collect()
 }

@@ -32,8 +32,12 @@ pub struct Device {
     /// The veth's other end in another namespace, resolved by the watcher (namespace, ifindex).
     pub peer: Option<(periscope_pipeline::model::NetnsId, u32)>,
     /// Whether the device serves its peer's namespace (the node-side end of a veth), decided by
-    /// the watcher (see `watch::serves_peer`); false: it serves its own namespace.
+    /// the watcher (see `peers::serves_peer`); false: it serves its own namespace.
     pub serves_peer: bool,
+    /// The device-count test of that decision (the peer's namespace a leaf, this one not), as
+    /// first found once the peer was resolved: kept, so that a namespace gaining a device
+    /// later does not turn its existing devices around.
+    pub leaf_peer: Option<bool>,
 }
 
 /// One address of a device (`IFA_LOCAL`, else `IFA_ADDRESS`; and `IFA_BROADCAST`).
@@ -373,6 +377,7 @@ fn device_from(link: &LinkMessage) -> Option<(Device, bool)> {
         master,
         peer: None,
         serves_peer: false,
+        leaf_peer: None,
     };
     Some((device, has_kind))
 }

@@ -12,9 +12,11 @@
 //! `A` whose peer is in `B` serves `B` when
 //! 1. `B` is not the agent's own namespace, and
 //! 2. `A` is the agent's namespace (the node's, when the agent runs with the host network), or
-//!    `E` is a port of a bridge (or bond, VRF: it has a master), or `B` has no other device
-//!    than the peer (besides loopback) while `A` has others — a pod's namespace behind a
-//!    routed (`/32`, Calico/Cilium style) veth.
+//!    `E` is a port of a bridge (or bond, VRF: it has a master), or `B` had no other device
+//!    than the peer (besides loopback) while `A` had others when the peer was resolved — a
+//!    pod's namespace behind a routed (`/32`, Calico/Cilium style) veth. That last test is
+//!    taken once per device: a namespace that gains devices later does not turn the ends it
+//!    has around (their series would change attributes midway).
 //!
 //! Otherwise it serves `A` (a pod's `eth0`; both ends of a veth between two namespaces that
 //! each have other devices).
@@ -97,26 +99,34 @@ impl Peers {
         let mut roles = Vec::new();
         for (&a, t) in tracked.iter() {
             for d in t.devices.values() {
-                let serves = match d.peer {
+                let (serves, leaf) = match d.peer {
                     Some((b, _)) if b.inode != a => {
-                        let in_a = others[&a].saturating_sub(usize::from(!d.loopback));
-                        let in_b = others.get(&b.inode).map_or(0, |n| n.saturating_sub(1));
-                        serves_peer(a, b.inode, host_inode, d.master != 0, in_a, in_b)
+                        // The device-count test is taken once (see `Device::leaf_peer`).
+                        let leaf = d.leaf_peer.unwrap_or_else(|| {
+                            let in_a = others[&a].saturating_sub(usize::from(!d.loopback));
+                            let in_b = others.get(&b.inode).map_or(0, |n| n.saturating_sub(1));
+                            in_b == 0 && in_a > 0
+                        });
+                        let serves = serves_peer(a, b.inode, host_inode, d.master != 0, leaf);
+                        (serves, Some(leaf))
                     }
-                    _ => false,
+                    _ => (false, None),
                 };
-                if serves != d.serves_peer {
-                    roles.push((a, d.ifindex, serves));
+                if serves != d.serves_peer || leaf != d.leaf_peer {
+                    roles.push((a, d.ifindex, serves, leaf));
                 }
             }
         }
-        for (a, ifindex, serves) in roles {
+        for (a, ifindex, serves, leaf) in roles {
             if let Some(d) = tracked
                 .get_mut(&a)
                 .and_then(|t| t.devices.get_mut(&ifindex))
             {
+                if d.serves_peer != serves {
+                    changed.insert((a, ifindex));
+                }
                 d.serves_peer = serves;
-                changed.insert((a, ifindex));
+                d.leaf_peer = leaf;
             }
         }
         changed.into_iter().collect()
@@ -166,21 +176,14 @@ fn is_pair(kind: &str) -> bool {
     kind == "veth" || kind == "netkit"
 }
 
-/// Whether a veth end in namespace `a` (with `master`: a bridge port; `in_a` other
-/// non-loopback devices there) whose peer is in `b` (`in_b` other devices there) serves `b`.
-/// See the module's documentation.
-pub(super) fn serves_peer(
-    a: u32,
-    b: u32,
-    host: u32,
-    master: bool,
-    in_a: usize,
-    in_b: usize,
-) -> bool {
+/// Whether a veth end in namespace `a` (with `master`: a bridge port) whose peer is in `b`
+/// serves `b`; `leaf`: `b` had no other device than the peer (besides loopback) while `a` had
+/// others, when the peer was resolved. See the module's documentation.
+pub(super) fn serves_peer(a: u32, b: u32, host: u32, master: bool, leaf: bool) -> bool {
     if b == host {
         return false;
     }
-    a == host || master || (in_b == 0 && in_a > 0)
+    a == host || master || leaf
 }
 
 #[cfg(test)]
@@ -191,17 +194,14 @@ mod tests {
     fn node_side_ends_serve_their_pods() {
         let (host, node, pod) = (1, 2, 3);
         // Bridge port in a node namespace, the pod's eth0 behind it.
-        assert!(serves_peer(node, pod, host, true, 4, 0));
-        assert!(!serves_peer(pod, node, host, false, 0, 4));
+        assert!(serves_peer(node, pod, host, true, false));
+        assert!(!serves_peer(pod, node, host, false, false));
         // Routed: no bridge, the pod has nothing else.
-        assert!(serves_peer(node, pod, host, false, 4, 0));
+        assert!(serves_peer(node, pod, host, false, true));
         // The agent's namespace is the node's.
-        assert!(serves_peer(host, pod, host, false, 0, 0));
-        assert!(!serves_peer(pod, host, host, false, 0, 0));
-        // Two namespaces with other devices each: each end serves its own.
-        assert!(!serves_peer(node, pod, host, false, 2, 1));
-        assert!(!serves_peer(pod, node, host, false, 1, 2));
-        // A lone pair (nothing else anywhere): each end serves its own.
-        assert!(!serves_peer(node, pod, host, false, 0, 0));
+        assert!(serves_peer(host, pod, host, false, false));
+        assert!(!serves_peer(pod, host, host, false, true));
+        // Neither a port nor in front of a leaf: each end serves its own.
+        assert!(!serves_peer(node, pod, host, false, false));
     }
 }

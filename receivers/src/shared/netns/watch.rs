@@ -687,6 +687,7 @@ impl Loop {
                         if known.link == device.link && known.link_netnsid == device.link_netnsid {
                             device.peer = known.peer;
                             device.serves_peer = known.serves_peer;
+                            device.leaf_peer = known.leaf_peer;
                         }
                     }
                     if t.devices.get(&device.ifindex) != Some(&device) {

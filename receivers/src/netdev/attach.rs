@@ -178,6 +178,9 @@ impl Attacher {
 
     /// Classifies flows read from the kernel's flow table as the programs classify packets.
     fn classify_flows(&self, flows: &mut [FlowCounters]) {
+        if self.opts.records.flags & PERISCOPE_CFG_LOCALITY == 0 {
+            return; // `locality: false`: unknown, as the device counters
+        }
         for f in flows {
             f.locality = self
                 .local

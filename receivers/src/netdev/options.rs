@@ -273,6 +273,8 @@ pub struct Shared<'a> {
     pub sample_rate: u32,
     pub always_emit_dns: bool,
     pub dns_ports: &'a [u16],
+    /// Classify packets local/forwarded ([`PERISCOPE_CFG_LOCALITY`]).
+    pub locality: bool,
     pub ring_buffer_size: u32,
     pub poll_interval: ConfigDuration,
     pub counters_interval: ConfigDuration,
@@ -335,8 +337,12 @@ impl Shared<'_> {
 
     /// The program flags and sampling rate.
     pub fn records(&self) -> RecordOptions {
-        // Every packet is classified local or forwarded (one hash lookup; docs/metrics.md).
-        let mut flags = PERISCOPE_CFG_LOCALITY;
+        // Each packet classified local or forwarded: one hash lookup (docs/metrics.md).
+        let mut flags = if self.locality {
+            PERISCOPE_CFG_LOCALITY
+        } else {
+            0
+        };
         flags |= match self.events {
             EventsMode::All | EventsMode::Sample => PERISCOPE_CFG_RECORDS,
             EventsMode::None => 0,
@@ -427,6 +433,7 @@ mod tests {
             sample_rate: 50,
             always_emit_dns,
             dns_ports: &[5353],
+            locality: true,
             ring_buffer_size: 1 << 20,
             poll_interval: default_poll_interval(),
             counters_interval: default_counters_interval(),
@@ -467,6 +474,7 @@ mod tests {
                 sample_rate: 0,
                 always_emit_dns: false,
                 dns_ports: &[],
+                locality: true,
                 ring_buffer_size: 1 << 20,
                 poll_interval: default_poll_interval(),
                 counters_interval: default_counters_interval(),

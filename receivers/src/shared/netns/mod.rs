@@ -12,6 +12,7 @@ mod owner;
 mod peers;
 mod procevents;
 mod scope;
+mod tracked;
 mod watch;
 
 use std::path::PathBuf;

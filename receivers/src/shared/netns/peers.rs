@@ -28,7 +28,7 @@ use std::os::fd::AsRawFd;
 use periscope_pipeline::model::NetnsId;
 
 use super::devices::{nsid_of, DeviceAddress};
-use super::watch::Tracked;
+use super::tracked::Tracked;
 
 /// The distinct addresses of a namespace's devices.
 pub(super) fn addresses(addrs: &BTreeSet<DeviceAddress>) -> Vec<IpAddr> {

@@ -31,7 +31,6 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{SendTimeoutError, Sender};
 use inotify::{Inotify, WatchDescriptor, WatchMask};
-use netlink_sys::Socket;
 use periscope_pipeline::model::NetnsId;
 
 use super::devices::{
@@ -48,6 +47,7 @@ use super::owner::owner_cgroup;
 use super::peers::{addresses, Peers};
 use super::procevents::{Pids, ProcEvents};
 use super::scope::{cgroup_pids, cgroup_relative, in_cgroup, resolve_listed, NamespaceScope};
+use super::tracked::Tracked;
 use super::Found;
 use super::{Device, Discovery, Namespace};
 
@@ -216,22 +216,6 @@ const TOKEN_INOTIFY: u64 = u64::MAX - 1;
 const TOKEN_MOUNTS: u64 = u64::MAX - 2;
 const TOKEN_PROCS: u64 = u64::MAX - 3;
 // Netlink sockets use the namespace's inode (u32) as their token: no clash with the above.
-
-/// A namespace in scope, held open while tracked.
-pub(super) struct Tracked {
-    pub(super) ns: Namespace,
-    pub(super) handle: NetnsHandle,
-    links: Socket,
-    pub(super) devices: BTreeMap<u32, Device>,
-    /// Its devices' addresses (for the programs' local/forwarded test).
-    addrs: std::collections::BTreeSet<DeviceAddress>,
-    /// For requests in the namespace (which namespace a peer's `link-netnsid` is).
-    pub(super) query: Socket,
-    /// `nsid` → namespace, as this namespace numbers the others; complete: every tracked
-    /// namespace was asked since the last one was added.
-    pub(super) nsids: HashMap<i32, NetnsId>,
-    pub(super) nsids_complete: bool,
-}
 
 /// The sending side, which gives up when the watcher stops or the receiver is gone.
 struct Out {

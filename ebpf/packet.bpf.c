@@ -8,9 +8,10 @@
  * those with payload also a periscope_dns record carrying up to 512 bytes of it; with
  * PERISCOPE_CFG_BURSTS, microburst detection per device and direction (burst_observe,
  * periscope_burst records in the same ring buffer); with PERISCOPE_CFG_FLOWS, packets and
- * bytes per 5-tuple in the per-CPU hash periscope_flows. The header parser is in
- * packet_parse.h, the burst detector in packet_burst.h, the flow table in packet_flow.h
- * (headers of this file only).
+ * bytes per 5-tuple in the per-CPU hash periscope_flows; with PERISCOPE_CFG_LOCALITY, each
+ * packet classified local or forwarded (part of the counter key and of the record). The header
+ * parser is in packet_parse.h, the burst detector in packet_burst.h, the flow table in
+ * packet_flow.h, the locality in packet_locality.h (headers of this file only).
  *
  * The programs never change what happens to a packet: XDP returns XDP_PASS, TC
  * returns TCX_NEXT (== TC_ACT_UNSPEC), i.e. "no opinion, ask the next program",
@@ -169,6 +170,7 @@ static __always_inline void emit_dns(struct pkt_ctx *p, const struct periscope_p
 
 #include "packet_burst.h"
 #include "packet_flow.h"
+#include "packet_locality.h"
 
 static __always_inline void observe(struct pkt_ctx *p)
 {
@@ -190,6 +192,8 @@ static __always_inline void observe(struct pkt_ctx *p)
 
 	parse(p->data, p->data_end, &pkt);
 	key.l4_proto = pkt.l4_proto;
+	if (flags & PERISCOPE_CFG_LOCALITY)
+		key.locality = packet_locality(&pkt, key.netns_cookie, p->direction);
 
 	c = bpf_map_lookup_elem(&periscope_counters, &key);
 	if (!c) {
@@ -237,6 +241,7 @@ static __always_inline void observe(struct pkt_ctx *p)
 	pkt.netns_cookie = key.netns_cookie;
 	pkt.netns_inode = key.netns_inode;
 	pkt.len = p->len;
+	pkt.locality = key.locality;
 	/* Reserved memory is not zeroed: the copy writes every byte. */
 	__builtin_memcpy(rec, &pkt, sizeof(*rec));
 	bpf_ringbuf_submit(rec, BPF_RB_NO_WAKEUP);

@@ -79,6 +79,9 @@ enum periscope_config_flags : __u32 {
 	/* Count packets per 5-tuple in the per-CPU hash `periscope_flows` (packet_flow.h);
 	 * packets whose flow finds no room are counted in the device's flows_overflow_*. */
 	PERISCOPE_CFG_FLOWS = 32,
+	/* Classify every packet as local or forwarded (periscope_local_addrs, workload section
+	 * below): periscope_dev_key.locality and periscope_packet.locality. */
+	PERISCOPE_CFG_LOCALITY = 64,
 };
 
 /*
@@ -101,7 +104,7 @@ struct periscope_packet {
 	__u8 l4_proto;      /* IP protocol / IPv6 next header after extension headers; 0 if not IP */
 	__u8 tcp_flags;     /* TCP flags byte (FIN=0x01 .. CWR=0x80), 0 if not TCP */
 	__u8 flags;         /* enum periscope_packet_flags */
-	__u8 _pad0;
+	__u8 locality;      /* enum periscope_locality (workload section below); 0 if not classified */
 	__u16 vlan_id;      /* outermost VLAN id (12 bits) if PERISCOPE_PKT_VLAN */
 	__u32 _pad1;
 	__u8 saddr[16];     /* IPv4: first 4 bytes, rest zero; network byte order */
@@ -121,7 +124,8 @@ struct periscope_dev_key {
 	__u8 direction;     /* enum periscope_direction */
 	__u8 hook;          /* enum periscope_hook */
 	__u8 l4_proto;      /* periscope_packet.l4_proto: IP protocol, 0 if not IP */
-	__u8 _pad[5];
+	__u8 locality;      /* enum periscope_locality (workload section below) */
+	__u8 _pad[4];
 };
 
 /*
@@ -547,6 +551,30 @@ struct periscope_queue {
 	__u32 reason;           /* DROP: enum skb_drop_reason */
 	__u32 _pad1;
 	__u8 ifname[16];        /* the device's name at the time */
+};
+
+/* ---- workload: locality of packets (packet.bpf.c, PERISCOPE_CFG_LOCALITY) -------- */
+
+/* Whether a packet is to or from the observing namespace's own stack, or forwarded through it
+ * (periscope_dev_key.locality, periscope_packet.locality). */
+enum periscope_locality : __u8 {
+	/* Not classified: not IPv4/IPv6 (ARP, LLDP, ...), or PERISCOPE_CFG_LOCALITY off. */
+	PERISCOPE_LOCALITY_UNKNOWN = 0,
+	/* Received for an address of the device's namespace (or multicast/broadcast), or sent
+	 * from one: the namespace's own stack is an end of it. */
+	PERISCOPE_LOCALITY_LOCAL = 1,
+	/* Any other IP packet: routed or bridged through the namespace. */
+	PERISCOPE_LOCALITY_FORWARDED = 2,
+};
+
+/*
+ * Key of the hash `periscope_local_addrs` (shared by every instance of a receiver): the
+ * addresses of each namespace, kept by user space from rtnetlink (RTM_NEWADDR/RTM_DELADDR,
+ * IFA_LOCAL and IFA_BROADCAST). The value is a __u8, 1. 24 bytes.
+ */
+struct periscope_local_key {
+	__u64 netns_cookie;
+	__u8 addr[16];      /* IPv4: first 4 bytes, rest zero; network byte order */
 };
 
 #endif /* PERISCOPE_H */

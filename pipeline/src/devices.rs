@@ -21,6 +21,24 @@ pub struct DeviceInfo {
     pub name: String,
     /// Name of the namespace (`/run/netns` name, container), if known.
     pub netns_name: Option<String>,
+    /// For a veth whose other end is in another namespace: that end.
+    pub peer: Option<DevicePeer>,
+    /// The device serves its peer's namespace (the node-side end of a pod's veth): traffic it
+    /// receives is its peer's workload sending. False: it serves its own namespace.
+    pub serves_peer: bool,
+    /// `IFF_LOOPBACK`.
+    pub loopback: bool,
+}
+
+/// The other end of a veth, in another namespace, as the device's receiver resolved it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DevicePeer {
+    /// The peer device (its namespace and ifindex there).
+    pub device: DeviceRef,
+    /// Its name, if it was registered when this device was.
+    pub name: Option<String>,
+    /// Its namespace's name, if known when this device was registered.
+    pub netns_name: Option<String>,
 }
 
 /// A shared, thread-safe table from device to its names.
@@ -129,6 +147,7 @@ mod tests {
             DeviceInfo {
                 name: "eth0".into(),
                 netns_name: Some("pod-a".into()),
+                ..DeviceInfo::default()
             },
         );
         t.retire(&old);

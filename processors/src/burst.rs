@@ -457,9 +457,16 @@ impl Burst {
     }
 
     fn device_attributes(&self, key: DevKey) -> Vec<KeyValue> {
-        let mut a = Vec::with_capacity(12);
-        self.names.push_attributes(&mut a, &key.0);
+        let mut a = Vec::with_capacity(16);
+        let n = self.names.get(&key.0);
+        n.push_attributes(&mut a, &key.0);
         a.push(KeyValue::new(names::ATTR_IO_DIRECTION, key.1.as_str()));
+        if key.0.netns.cookie != 0 {
+            a.push(KeyValue::new(
+                names::ATTR_WORKLOAD_DIRECTION,
+                n.workload_direction(key.1).as_str(),
+            ));
+        }
         a
     }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use periscope_pipeline::devices::DeviceTable;
-use periscope_pipeline::model::{DeviceRef, KeyValue, NetnsId};
+use periscope_pipeline::model::{DeviceRef, Direction, KeyValue, NetnsId, WorkloadDirection};
 use periscope_pipeline::telemetry::names;
 
 /// Adds a namespace's id: `periscope.netns.inode`, and `periscope.netns.cookie` when known
@@ -40,25 +40,69 @@ pub struct Names {
     pub netns: Option<Arc<str>>,
     /// Whether the device was registered (only registered devices can be renamed).
     registered: bool,
+    /// The device serves its peer's namespace (a node-side veth end): its workload is there.
+    pub serves_peer: bool,
+    /// `IFF_LOOPBACK`: not part of any workload's total.
+    pub loopback: bool,
+    /// The other end of a veth in another namespace.
+    pub peer: Option<PeerNames>,
+}
+
+/// The other end of a veth, as captured with the device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerNames {
+    pub netns: NetnsId,
+    /// Its namespace's name (`periscope.peer.netns.name`), if known.
+    pub netns_name: Option<Arc<str>>,
+    /// The peer device's name (`periscope.peer.interface.name`), if registered.
+    pub interface: Option<Arc<str>>,
 }
 
 impl Names {
     fn of(devices: &DeviceTable, device: &DeviceRef) -> Names {
         match devices.get(device) {
-            Some(info) => Names {
-                interface: Arc::from(info.name),
-                netns: info.netns_name.map(Arc::from),
-                registered: true,
-            },
+            Some(info) => {
+                // The peer's own registration has the names learned since (a namespace named
+                // late, the peer attached after this device).
+                let peer = info.peer.map(|p| {
+                    let now = devices.get(&p.device);
+                    PeerNames {
+                        netns: p.device.netns,
+                        netns_name: now
+                            .as_ref()
+                            .and_then(|i| i.netns_name.clone())
+                            .or(p.netns_name)
+                            .map(Arc::from),
+                        interface: now.map(|i| i.name).or(p.name).map(Arc::from),
+                    }
+                });
+                Names {
+                    interface: Arc::from(info.name),
+                    netns: info.netns_name.map(Arc::from),
+                    registered: true,
+                    serves_peer: info.serves_peer,
+                    loopback: info.loopback,
+                    peer,
+                }
+            }
             None => Names {
                 interface: Arc::from(format!("if{}", device.ifindex)),
                 netns: None,
                 registered: false,
+                serves_peer: false,
+                loopback: false,
+                peer: None,
             },
         }
     }
 
-    /// The series' device attributes: the namespace's id, its name if any, the interface name.
+    /// `periscope.workload.direction` of a packet that crossed the device in `direction`.
+    pub fn workload_direction(&self, direction: Direction) -> WorkloadDirection {
+        WorkloadDirection::of(direction, self.serves_peer && self.peer.is_some())
+    }
+
+    /// The series' device attributes: the namespace's id, its name if any, the interface name;
+    /// whether it serves its own namespace or its peer's, and the peer's names.
     pub fn push_attributes(&self, a: &mut Vec<KeyValue>, device: &DeviceRef) {
         push_netns(a, device.netns);
         if let Some(n) = &self.netns {
@@ -68,6 +112,34 @@ impl Names {
             names::ATTR_INTERFACE_NAME,
             self.interface.to_string(),
         ));
+        // Only live hooks know devices and their peers (captures keep their attributes).
+        if !self.registered || device.netns.cookie == 0 {
+            return;
+        }
+        let serves_peer = self.serves_peer && self.peer.is_some();
+        a.push(KeyValue::new(
+            names::ATTR_INTERFACE_SERVES,
+            if serves_peer { "peer" } else { "own" },
+        ));
+        if let Some(p) = &self.peer {
+            a.push(KeyValue::new(
+                names::ATTR_PEER_NETNS_INODE,
+                i64::from(p.netns.inode),
+            ));
+            a.push(KeyValue::new(
+                names::ATTR_PEER_NETNS_COOKIE,
+                i64::try_from(p.netns.cookie).unwrap_or(i64::MAX),
+            ));
+            if let Some(n) = &p.netns_name {
+                a.push(KeyValue::new(names::ATTR_PEER_NETNS_NAME, n.to_string()));
+            }
+            if let Some(n) = &p.interface {
+                a.push(KeyValue::new(
+                    names::ATTR_PEER_INTERFACE_NAME,
+                    n.to_string(),
+                ));
+            }
+        }
     }
 }
 
@@ -108,6 +180,11 @@ impl DeviceNames {
             .unwrap_or_else(|| Names::of(&self.devices, device))
     }
 
+    /// The names captured for `device`, if they were.
+    pub fn captured(&self, device: &DeviceRef) -> Option<&Names> {
+        self.known.get(device)
+    }
+
     /// Adds `device`'s attributes as captured (see [`Names::push_attributes`]).
     pub fn push_attributes(&self, a: &mut Vec<KeyValue>, device: &DeviceRef) {
         match self.known.get(device) {
@@ -136,7 +213,17 @@ impl DeviceNames {
                 continue;
             };
             let named_late = n.netns.is_none() && *n.interface == *info.name;
-            if !n.registered || named_late {
+            // A veth's peer and its role (a bridge port once enslaved) are resolved after the
+            // device is registered, and the peer's names when its namespace is: learned late,
+            // filled in.
+            let peer_late = *n.interface == *info.name
+                && n.netns.as_deref() == info.netns_name.as_deref()
+                && info.peer.is_some()
+                && (n.serves_peer != info.serves_peer
+                    || n.peer
+                        .as_ref()
+                        .is_none_or(|p| p.netns_name.is_none() || p.interface.is_none()));
+            if !n.registered || named_late || peer_late {
                 *n = Names::of(&self.devices, d);
             } else if *n.interface != *info.name || n.netns.as_deref() != info.netns_name.as_deref()
             {
@@ -181,6 +268,7 @@ mod tests {
         DeviceInfo {
             name: name.into(),
             netns_name: Some(netns.into()),
+            ..Default::default()
         }
     }
 
@@ -232,6 +320,7 @@ mod tests {
             DeviceInfo {
                 name: "eth0".into(),
                 netns_name: None,
+                ..Default::default()
             },
         );
         n.capture(dev(1));

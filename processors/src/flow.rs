@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::num::NonZeroUsize;
 use std::time::Instant;
 
-use rustc_hash::FxHashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Deserialize;
 
 use periscope_pipeline::component::{
@@ -16,13 +16,14 @@ use periscope_pipeline::component::{
 use periscope_pipeline::config::PositiveDuration;
 use periscope_pipeline::devices::DeviceTable;
 use periscope_pipeline::model::{
-    CgroupCounters, DeviceCounters, DeviceRef, Direction, Event, FlowCounters, KeyValue, Metric,
-    MetricData, NetworkType, NumberPoint, PacketEvent, Payload, Temporality, Transport,
+    CgroupCounters, DeviceCounters, DeviceRef, Direction, Event, FlowCounters, KeyValue, Locality,
+    Metric, MetricData, NetnsId, NetworkType, NumberPoint, PacketEvent, Payload, Temporality,
+    Transport, WorkloadDirection,
 };
 use periscope_pipeline::telemetry::{names, now_ns};
 use periscope_pipeline::SocketTable;
 
-use crate::device_names::DeviceNames;
+use crate::device_names::{push_netns, DeviceNames};
 use crate::gone::{self, Finished, Grace};
 use crate::output;
 use crate::series::{overflow_attributes, Counts, Series, SeriesTable, TableOptions, TotalsTable};
@@ -89,11 +90,25 @@ struct SeriesKey {
     device: DeviceRef,
     direction: Direction,
     transport: Transport,
+    locality: Locality,
     src_addr: IpAddr,
     src_port: u16,
     dst_addr: IpAddr,
     dst_port: u16,
 }
+
+/// What a per-workload series (`periscope.workload.*`) is keyed by: the namespace the
+/// counted devices serve.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct WorkloadKey {
+    netns: NetnsId,
+    direction: WorkloadDirection,
+    transport: Transport,
+    locality: Locality,
+}
+
+/// A device's exact totals per direction, transport and locality (a device counters' key).
+type DeviceSeries = (DeviceRef, Direction, Transport, Locality);
 
 /// What a cgroup series is keyed by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -145,6 +160,14 @@ pub struct Flow {
     /// With `flow_attributes`: the socket table, to join flows with their sockets
     /// (`flow/join.rs`).
     sockets: Option<SocketTable>,
+    /// Per workload namespace, counted once: the exact totals of the devices that serve their
+    /// own namespace (not node-side veth ends, not loopback), added as they grow.
+    workload: SeriesTable<WorkloadKey, Totals>,
+    /// What of each device series' kernel totals is in `workload` already.
+    workload_seen: FxHashMap<DeviceSeries, Totals>,
+    /// The counted devices of each workload namespace, and its name as captured: its series
+    /// retire when the last of them is gone.
+    workload_devices: FxHashMap<NetnsId, (FxHashSet<DeviceRef>, Option<std::sync::Arc<str>>)>,
     next_emit: Instant,
 }
 
@@ -161,6 +184,9 @@ impl Flow {
             kernel_overflow: TotalsTable::new(&options, names::NETWORK_PACKETS),
             records: TotalsTable::new(&options, names::NETWORK_RECORDS_DELIVERED),
             cgroups: TotalsTable::new(&options, names::CGROUP_PACKETS),
+            workload: SeriesTable::new(&options, names::WORKLOAD_PACKETS),
+            workload_seen: FxHashMap::default(),
+            workload_devices: FxHashMap::default(),
             config,
             names: DeviceNames::new(devices),
             grace: Grace::default(),
@@ -185,7 +211,12 @@ impl Flow {
     /// what churn must not grow.
     pub fn sizes(&self) -> (usize, usize) {
         (
-            self.series.len() + self.exact.len() + self.records.len() + self.kernel_overflow.len(),
+            self.series.len()
+                + self.exact.len()
+                + self.records.len()
+                + self.kernel_overflow.len()
+                + self.workload.len()
+                + self.workload_devices.len(),
             self.names.len(),
         )
     }
@@ -196,6 +227,7 @@ impl Flow {
             device: p.device,
             direction: p.direction,
             transport: p.transport,
+            locality: p.locality,
             src_addr: UNSPECIFIED,
             src_port: 0,
             dst_addr: UNSPECIFIED,
@@ -233,17 +265,20 @@ impl Flow {
             device: c.device,
             direction: c.direction,
             transport: c.transport,
+            locality: c.locality,
             src_addr: UNSPECIFIED,
             src_port: 0,
             dst_addr: UNSPECIFIED,
             dst_port: 0,
         };
         self.names.capture(c.device);
+        self.count_workload(c);
         let records = [c.records_delivered, c.records_lost];
         if c.last {
             // The device went away: these are its final totals, its series end with them.
             self.records.set_final(key, records);
             self.finished.mark(c.device);
+            self.workload_device_gone(c.device);
         } else {
             self.records.set(key, records);
         }
@@ -287,6 +322,7 @@ impl Flow {
             device: f.device,
             direction: f.direction,
             transport: f.transport,
+            locality: f.locality,
             src_addr: f.src_addr,
             src_port: f.src_port,
             dst_addr: f.dst_addr,
@@ -301,6 +337,80 @@ impl Flow {
         } else {
             self.exact.set(key, [f.packets, f.bytes]);
         }
+    }
+
+    /// Adds what a device's exact totals grew by to its workload's series, if the device
+    /// counts there: it serves its own namespace (not the node-side end of a veth, whose
+    /// packets the pod's own device counts) and is not loopback. Kernel receivers only.
+    fn count_workload(&mut self, c: &DeviceCounters) {
+        let Some(n) = self.names.captured(&c.device) else {
+            return;
+        };
+        if c.device.netns.cookie == 0 || n.loopback || (n.serves_peer && n.peer.is_some()) {
+            return;
+        }
+        let name = n.netns.clone();
+        let series = (c.device, c.direction, c.transport, c.locality);
+        let now = [c.packets, c.bytes];
+        let seen = self.workload_seen.entry(series).or_default();
+        // Kernel totals only grow while the device lives (a new device starts a new entry).
+        let delta = [
+            now[PACKETS].saturating_sub(seen[PACKETS]),
+            now[BYTES].saturating_sub(seen[BYTES]),
+        ];
+        *seen = now;
+        if c.last {
+            self.workload_seen.remove(&series);
+        }
+        let entry = self
+            .workload_devices
+            .entry(c.device.netns)
+            .or_insert_with(|| (FxHashSet::default(), None));
+        entry.0.insert(c.device);
+        if entry.1.is_none() {
+            entry.1 = name;
+        }
+        if delta == Totals::default() {
+            return;
+        }
+        let key = WorkloadKey {
+            netns: c.device.netns,
+            direction: WorkloadDirection::of(c.direction, false),
+            transport: c.transport,
+            locality: c.locality,
+        };
+        self.workload.value(key, Totals::default).add(delta);
+    }
+
+    /// A counted device is gone: its workload's series end with the last of them.
+    fn workload_device_gone(&mut self, device: DeviceRef) {
+        self.workload_seen.retain(|k, _| k.0 != device);
+        let Some((devices, _)) = self.workload_devices.get_mut(&device.netns) else {
+            return;
+        };
+        devices.remove(&device);
+        if devices.is_empty() {
+            self.workload_devices.remove(&device.netns);
+            self.workload.retire_if(|k| k.netns == device.netns);
+        }
+    }
+
+    fn workload_attributes(&self, key: &WorkloadKey) -> Vec<KeyValue> {
+        let mut a = Vec::with_capacity(7);
+        push_netns(&mut a, key.netns);
+        if let Some((_, Some(name))) = self.workload_devices.get(&key.netns) {
+            a.push(KeyValue::new(names::ATTR_NETNS_NAME, name.to_string()));
+        }
+        a.push(KeyValue::new(
+            names::ATTR_WORKLOAD_DIRECTION,
+            key.direction.as_str(),
+        ));
+        a.push(KeyValue::new(names::ATTR_TRANSPORT, key.transport.as_str()));
+        a.push(KeyValue::new(
+            names::ATTR_TRAFFIC_LOCALITY,
+            key.locality.as_str(),
+        ));
+        a
     }
 
     /// The kernel counts `device`'s flows: what its packet records added up to so far is in
@@ -338,6 +448,7 @@ impl Flow {
         for d in due {
             self.retire_device(d);
             self.finished.mark(d);
+            self.workload_device_gone(d);
         }
         for d in self.names.renamed() {
             self.retire_device(d);
@@ -379,13 +490,25 @@ impl Flow {
 
     /// A series' attributes; `tuple`: with the 5-tuple (when `flow_attributes` is on).
     fn attributes(&self, key: &SeriesKey, tuple: bool) -> Vec<KeyValue> {
-        let mut a = Vec::with_capacity(10);
-        self.names.push_attributes(&mut a, &key.device);
+        let mut a = Vec::with_capacity(18);
+        let n = self.names.get(&key.device);
+        n.push_attributes(&mut a, &key.device);
         a.push(KeyValue::new(
             names::ATTR_IO_DIRECTION,
             key.direction.as_str(),
         ));
         a.push(KeyValue::new(names::ATTR_TRANSPORT, key.transport.as_str()));
+        // Live hooks only: a capture knows no workload, and its output stays as it was.
+        if key.device.netns.cookie != 0 {
+            a.push(KeyValue::new(
+                names::ATTR_WORKLOAD_DIRECTION,
+                n.workload_direction(key.direction).as_str(),
+            ));
+            a.push(KeyValue::new(
+                names::ATTR_TRAFFIC_LOCALITY,
+                key.locality.as_str(),
+            ));
+        }
         if tuple && self.config.flow_attributes {
             a.push(KeyValue::new(
                 names::ATTR_SOURCE_ADDRESS,
@@ -452,7 +575,16 @@ impl Flow {
             .iter()
             .map(|(s, t)| (s.attributes(Self::cgroup_attributes), t))
             .collect();
-        if rows.is_empty() && record_rows.is_empty() && cgroup_rows.is_empty() {
+        let workload_rows: Vec<(Vec<KeyValue>, Totals)> = self
+            .workload
+            .iter()
+            .map(|(s, t)| (s.attributes(|k| self.workload_attributes(k)), *t))
+            .collect();
+        if rows.is_empty()
+            && record_rows.is_empty()
+            && cgroup_rows.is_empty()
+            && workload_rows.is_empty()
+        {
             return;
         }
         // The four tables start their periods together.
@@ -474,6 +606,7 @@ impl Flow {
         self.kernel_overflow.finish_collect(now);
         self.records.finish_collect(now);
         self.cgroups.finish_collect(now);
+        self.workload.finish_collect(now);
         self.forget_unused_names();
         let point = |attributes: &Vec<KeyValue>, v: u64| NumberPoint {
             attributes: attributes.clone(),
@@ -488,7 +621,7 @@ impl Flow {
             temporality: self.config.temporality,
             monotonic: true,
         };
-        let mut metrics = Vec::with_capacity(4);
+        let mut metrics = Vec::with_capacity(8);
         if !rows.is_empty() {
             metrics.push(Metric {
                 name: Cow::Borrowed(names::NETWORK_PACKETS),
@@ -524,6 +657,33 @@ impl Flow {
                 name: Cow::Borrowed(names::CGROUP_BYTES),
                 description: Cow::Borrowed(
                     "Bytes of a cgroup's IP packets at the cgroup_skb hooks (no L2 header).",
+                ),
+                unit: Cow::Borrowed("By"),
+                data: sum(bytes),
+            });
+        }
+        if !workload_rows.is_empty() {
+            let packets = workload_rows
+                .iter()
+                .map(|(a, t)| point(a, t[PACKETS]))
+                .collect();
+            let bytes = workload_rows
+                .iter()
+                .map(|(a, t)| point(a, t[BYTES]))
+                .collect();
+            metrics.push(Metric {
+                name: Cow::Borrowed(names::WORKLOAD_PACKETS),
+                description: Cow::Borrowed(
+                    "Packets into and out of a workload's namespace, counted once: on the devices \
+                     that serve their own namespace.",
+                ),
+                unit: Cow::Borrowed("{packet}"),
+                data: sum(packets),
+            });
+            metrics.push(Metric {
+                name: Cow::Borrowed(names::WORKLOAD_BYTES),
+                description: Cow::Borrowed(
+                    "Bytes (L2 frame length) into and out of a workload's namespace, counted once.",
                 ),
                 unit: Cow::Borrowed("By"),
                 data: sum(bytes),
@@ -606,3 +766,6 @@ mod churn_tests;
 
 #[cfg(test)]
 mod kernel_flow_tests;
+
+#[cfg(test)]
+mod workload_tests;

@@ -129,6 +129,7 @@ impl ReceiverConfig for SyntheticConfig {
             DeviceInfo {
                 name: DEVICE_NAME.to_string(),
                 netns_name: None,
+                ..Default::default()
             },
         );
         Ok(Box::new(Synthetic {
@@ -166,6 +167,7 @@ fn flow_table(flows: u32, packet_size: u32, device: DeviceRef) -> Vec<PacketEven
                 length: packet_size,
                 // PSH|ACK: mid-connection data segments.
                 tcp_flags: if udp { 0 } else { 0x18 },
+                locality: periscope_pipeline::model::Locality::Unknown,
             }
         })
         .collect()

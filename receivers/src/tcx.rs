@@ -65,6 +65,12 @@ pub struct TcxConfig {
     /// With `always_emit_dns`: ports that carry DNS besides 53 (at most 4, e.g. `[5353]`).
     #[serde(default)]
     pub dns_ports: Vec<u16>,
+    /// Classify every packet as `local` (to or from its namespace's own addresses) or
+    /// `forwarded` (routed or bridged through it), in the kernel: the exact counters and the
+    /// records carry `periscope.traffic.locality`. Costs one hash lookup per IP packet (see
+    /// docs/metrics.md, "Where traffic is").
+    #[serde(default = "periscope_pipeline::config::default_true")]
+    pub locality: bool,
     /// Pin links, programs and maps under /sys/fs/bpf/periscope/<id>/ so that they keep
     /// counting after the agent exits and are adopted (not attached twice) by the next run.
     /// Without it, stopping detaches everything.
@@ -133,6 +139,7 @@ impl Default for TcxConfig {
             sample_rate: default_sample_rate(),
             always_emit_dns: false,
             dns_ports: Vec::new(),
+            locality: true,
             pin: false,
             ring_buffer_size: default_ring_buffer_size(),
             poll_interval: default_poll_interval(),
@@ -159,6 +166,7 @@ impl TcxConfig {
             sample_rate: self.sample_rate,
             always_emit_dns: self.always_emit_dns,
             dns_ports: &self.dns_ports,
+            locality: self.locality,
             ring_buffer_size: self.ring_buffer_size,
             poll_interval: self.poll_interval,
             counters_interval: self.counters_interval,

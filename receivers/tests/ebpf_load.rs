@@ -321,7 +321,9 @@ fn key(config: &Config, ifindex: u32, direction: u8, hook: u8) -> DevKey {
         direction,
         hook,
         l4_proto: 0,
-        _pad: [0; 5],
+        // These loads do not set PERISCOPE_CFG_LOCALITY.
+        locality: 0,
+        _pad: [0; 4],
     }
 }
 

@@ -25,7 +25,8 @@
 //!   root qdisc (for every mode of the run, `none` included: the ratio is the program's cost
 //!   over the same queue).
 //!
-//! `--only MODE,MODE` runs only those modes (and `none`, the baseline).
+//! `--only MODE,MODE` (or `--modes`) runs only those modes (and the baselines `none` and
+//! `bare-xdp`).
 //!
 //! CPU per packet = (sender thread + sink thread + every `ksoftirqd`) CPU time / packets sent,
 //! each from the scheduler's exact runtime (`CLOCK_THREAD_CPUTIME_ID`,
@@ -153,7 +154,7 @@ fn parse_args() -> Result<Args> {
                         .context("--qdisc 'KIND [PARAMETERS]' (e.g. pfifo_fast)")?,
                 )
             }
-            "--only" => {
+            "--only" | "--modes" => {
                 a.only = it
                     .next()
                     .context("--only MODE,MODE")?
@@ -178,7 +179,7 @@ fn parse_args() -> Result<Args> {
                      [--rx-only: attach only in the receiving namespace] | --attach-latency N \
                      [--xdp] [--pause-ms MS (0) between samples]: attach latency of new \
                      namespaces and devices (tcx, or xdp); [--qdisc KIND: root qdisc of the \
-                     sending veth, e.g. fq_codel] [--only MODE,MODE]"
+                     sending veth, e.g. fq_codel] [--only (or --modes) MODE,MODE: only these modes and the baselines]"
                 );
                 std::process::exit(0);
             }
@@ -230,7 +231,9 @@ fn run() -> Result<()> {
         }
     }
     let runs = |m: modes::Mode| {
-        args.only.is_empty() || m == modes::Mode::None || args.only.iter().any(|o| o == m.name())
+        args.only.is_empty()
+            || matches!(m, modes::Mode::None | modes::Mode::BareXdp)
+            || args.only.iter().any(|o| o == m.name())
     };
     let setup = Setup {
         topo: &topo,

@@ -11,7 +11,7 @@ use periscope_receivers::netdev::{
 };
 use periscope_receivers::qdisc::QdiscConfig;
 use periscope_receivers::shared::ebpf::records::PERISCOPE_CFG_RECORDS;
-use periscope_receivers::shared::netns::{list_devices, run_in};
+use periscope_receivers::shared::netns::{list_addresses, list_devices, run_in};
 
 use crate::topology::{namespace, Topology};
 use crate::RING_BYTES;
@@ -36,9 +36,12 @@ pub(crate) enum Mode {
     /// record per dequeued packet, its reader on a thread of its own). Costs nothing on a
     /// device without a queue: run with `--qdisc KIND` to give `veth-tx` one.
     Qdisc,
+    /// `tcx-counters` with every packet classified local or forwarded (a hash lookup of the
+    /// namespace's addresses, `PERISCOPE_CFG_LOCALITY`: what the receivers always do).
+    TcxLocality,
 }
 
-pub(crate) const MODES: [Mode; 11] = [
+pub(crate) const MODES: [Mode; 12] = [
     Mode::None,
     Mode::BareXdp,
     Mode::XdpCounters,
@@ -50,6 +53,7 @@ pub(crate) const MODES: [Mode; 11] = [
     Mode::TcxFlows,
     Mode::XdpFlows,
     Mode::Qdisc,
+    Mode::TcxLocality,
 ];
 
 impl Mode {
@@ -66,6 +70,7 @@ impl Mode {
             Mode::TcxFlows => "tcx-flows",
             Mode::XdpFlows => "xdp-flows",
             Mode::Qdisc => "qdisc",
+            Mode::TcxLocality => "tcx-locality",
         }
     }
 
@@ -222,6 +227,8 @@ impl Setup<'_> {
                                 periscope_receivers::shared::ebpf::records::PERISCOPE_CFG_BURSTS
                             } else if mode.flows() {
                                 periscope_receivers::shared::ebpf::records::PERISCOPE_CFG_FLOWS
+                            } else if mode == Mode::TcxLocality {
+                                periscope_receivers::shared::ebpf::records::PERISCOPE_CFG_LOCALITY
                             } else {
                                 0
                             },
@@ -252,6 +259,13 @@ impl Setup<'_> {
                     attacher
                         .add_namespace(&ns)
                         .map_err(|e| anyhow::anyhow!("loading for {name}: {e:#}"))?;
+                    // The namespace's addresses, as the watcher reports them: the flood's
+                    // packets are local at both ends (lookups that hit).
+                    let addrs: Vec<std::net::IpAddr> = run_in(&handle, list_addresses)??
+                        .into_iter()
+                        .map(|a| a.addr)
+                        .collect();
+                    attacher.set_addresses(ns.id, &addrs);
                     for dev in run_in(&handle, list_devices)?? {
                         if dev.loopback {
                             continue;

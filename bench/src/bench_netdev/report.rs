@@ -40,6 +40,9 @@ pub(crate) fn render(args: &Args, samples: &[Vec<Sample>], retried: usize) -> St
     let paired = |i: usize, base: usize| median(pairs(i, base));
     let iqr = |i: usize, base: usize| {
         let mut v = pairs(i, base);
+        if v.is_empty() {
+            return "-".to_string();
+        }
         v.sort_by(f64::total_cmp);
         let q = |f: f64| v[((v.len() - 1) as f64 * f).round() as usize];
         format!("{:.2}–{:.2}", q(0.25), q(0.75))
@@ -188,6 +191,17 @@ pub(crate) fn render(args: &Args, samples: &[Vec<Sample>], retried: usize) -> St
             samples[10].iter().map(|s| s.records).sum::<u64>() as f64
                 / samples[10].iter().map(|s| s.sent).sum::<u64>().max(1) as f64,
             target(ratio(10) <= 1.05),
+        );
+    }
+    if !samples[11].is_empty() {
+        let _ = writeln!(
+            report,
+            "locality (each packet classified local/forwarded, as the receivers run): TCX {:.3}× \
+             none (IQR {}) ≤ 1.05 {}, {:.3}× tcx-counters",
+            ratio(11),
+            iqr(11, 0),
+            target(ratio(11) <= 1.05),
+            paired(11, 4),
         );
     }
     let mut cmd = "cargo run --release -p periscope-bench --bin bench-netdev --".to_string();

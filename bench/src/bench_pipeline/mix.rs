@@ -118,6 +118,7 @@ fn packet(i: u32) -> PacketEvent {
         },
         length: [66, 512, 1514][(i % 3) as usize],
         tcp_flags: if udp { 0 } else { 0x18 },
+        locality: Default::default(),
     }
 }
 
@@ -241,6 +242,7 @@ fn cycle(ctx: &BuildContext) -> Vec<Event> {
             DeviceInfo {
                 name: format!("eth{}", i % 2),
                 netns_name: Some(format!("pod-{}", i / 2)),
+                ..Default::default()
             },
         );
     }

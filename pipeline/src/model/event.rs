@@ -26,6 +26,73 @@ impl Direction {
     }
 }
 
+/// The direction relative to the workload whose namespace a device serves, as the
+/// `periscope.workload.direction` attribute names it: a node-side veth's `receive` is its
+/// pod's `egress`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum WorkloadDirection {
+    /// Into the workload.
+    #[default]
+    Ingress,
+    /// Out of the workload.
+    Egress,
+}
+
+impl WorkloadDirection {
+    /// The value of the `periscope.workload.direction` attribute.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkloadDirection::Ingress => "ingress",
+            WorkloadDirection::Egress => "egress",
+        }
+    }
+
+    /// The direction for the workload of a device that crossed it in `device` direction:
+    /// `serves_peer` for the node-side end of a veth (its workload is across the pair).
+    pub fn of(device: Direction, serves_peer: bool) -> Self {
+        match (device, serves_peer) {
+            (Direction::Ingress, false) | (Direction::Egress, true) => WorkloadDirection::Ingress,
+            (Direction::Egress, false) | (Direction::Ingress, true) => WorkloadDirection::Egress,
+        }
+    }
+}
+
+/// Whether a packet is to or from the observing namespace's own stack or forwarded through
+/// it, as the `periscope.traffic.locality` attribute names it (kernel receivers classify each
+/// packet by the namespace's addresses).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Locality {
+    /// Not classified: not an IP packet, or a source that cannot tell (captures).
+    #[default]
+    Unknown,
+    /// Received for an address of the device's namespace (or multicast/broadcast), or sent
+    /// from one.
+    Local,
+    /// Routed or bridged through the namespace.
+    Forwarded,
+}
+
+impl Locality {
+    /// The value of the `periscope.traffic.locality` attribute; `None` for `Unknown` from a
+    /// source that does not classify.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Locality::Unknown => "unknown",
+            Locality::Local => "local",
+            Locality::Forwarded => "forwarded",
+        }
+    }
+
+    /// From the kernel's `enum periscope_locality` byte.
+    pub fn from_kernel(v: u8) -> Self {
+        match v {
+            1 => Locality::Local,
+            2 => Locality::Forwarded,
+            _ => Locality::Unknown,
+        }
+    }
+}
+
 /// The L4 protocol of a packet, as the `network.transport` attribute names it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Transport {
@@ -123,6 +190,8 @@ pub struct PacketEvent {
     pub length: u32,
     /// TCP flags byte (FIN=0x01 SYN=0x02 RST=0x04 PSH=0x08 ACK=0x10 URG=0x20 ECE=0x40 CWR=0x80).
     pub tcp_flags: u8,
+    /// Local or forwarded, as the kernel classified it (`Unknown` for captures).
+    pub locality: Locality,
 }
 
 impl Default for PacketEvent {
@@ -139,6 +208,7 @@ impl Default for PacketEvent {
             dst_port: 0,
             length: 0,
             tcp_flags: 0,
+            locality: Locality::Unknown,
         }
     }
 }
@@ -153,6 +223,8 @@ pub struct DeviceCounters {
     pub device: DeviceRef,
     pub direction: Direction,
     pub transport: Transport,
+    /// Local or forwarded (part of the kernel's counter key).
+    pub locality: Locality,
     /// Packets the hook saw.
     pub packets: u64,
     /// Bytes (L2 frame length) the hook saw.
@@ -206,6 +278,8 @@ pub struct FlowCounters {
     /// evicted) or its device went away. Its series ends with this point; packets after it
     /// start a new flow.
     pub last: bool,
+    /// Local or forwarded, classified by the receiver from the namespace's addresses.
+    pub locality: Locality,
 }
 
 impl Default for FlowCounters {
@@ -226,6 +300,7 @@ impl Default for FlowCounters {
             last_seen_ns: 0,
             tcp_flags: 0,
             last: false,
+            locality: Locality::Unknown,
         }
     }
 }

@@ -25,6 +25,22 @@ pub const ATTR_NETDEV_FAILURE_REASON: &str = "reason";
 pub const NETWORK_PACKETS: &str = "periscope.network.packets";
 /// Bytes seen, as L2 frame length at the hook (flow processor).
 pub const NETWORK_BYTES: &str = "periscope.network.bytes";
+/// Packets into and out of a workload's namespace, counted once (flow processor).
+pub const WORKLOAD_PACKETS: &str = "periscope.workload.packets";
+/// Bytes into and out of a workload's namespace, counted once (flow processor).
+pub const WORKLOAD_BYTES: &str = "periscope.workload.bytes";
+/// Direction relative to the workload whose namespace the device serves: `ingress`, `egress`.
+pub const ATTR_WORKLOAD_DIRECTION: &str = "periscope.workload.direction";
+/// Whether the packet is to/from the observing namespace's own stack (`local`) or routed or
+/// bridged through it (`forwarded`); `unknown` for frames that are not IP.
+pub const ATTR_TRAFFIC_LOCALITY: &str = "periscope.traffic.locality";
+/// Which namespace's workload a device serves: `own`, or `peer` (node-side end of a veth).
+pub const ATTR_INTERFACE_SERVES: &str = "periscope.interface.serves";
+/// The namespace of a veth's other end (inode, cookie, name) and that end's device name.
+pub const ATTR_PEER_NETNS_INODE: &str = "periscope.peer.netns.inode";
+pub const ATTR_PEER_NETNS_COOKIE: &str = "periscope.peer.netns.cookie";
+pub const ATTR_PEER_NETNS_NAME: &str = "periscope.peer.netns.name";
+pub const ATTR_PEER_INTERFACE_NAME: &str = "periscope.peer.interface.name";
 /// Packet records a kernel receiver read from its ring buffer (flow processor).
 pub const NETWORK_RECORDS_DELIVERED: &str = "periscope.network.records.delivered";
 /// Packet records lost to a full ring buffer (flow processor).
@@ -266,6 +282,15 @@ pub const ALL: &[&str] = &[
     NETWORK_BYTES,
     NETWORK_RECORDS_DELIVERED,
     NETWORK_RECORDS_LOST,
+    WORKLOAD_PACKETS,
+    WORKLOAD_BYTES,
+    ATTR_WORKLOAD_DIRECTION,
+    ATTR_TRAFFIC_LOCALITY,
+    ATTR_INTERFACE_SERVES,
+    ATTR_PEER_NETNS_INODE,
+    ATTR_PEER_NETNS_COOKIE,
+    ATTR_PEER_NETNS_NAME,
+    ATTR_PEER_INTERFACE_NAME,
     CGROUP_PACKETS,
     CGROUP_BYTES,
     TCP_CONNECTIONS,

@@ -50,6 +50,7 @@ fn packet(ifindex: u32, ts: u64, sport: u16) -> Event {
         dst_port: 9,
         length: 100,
         tcp_flags: 0,
+        locality: Default::default(),
     })
 }
 
@@ -301,6 +302,7 @@ fn a_gone_devices_series_keep_its_name_and_retire_after_one_grace_collect() {
         periscope_pipeline::devices::DeviceInfo {
             name: "eth0".into(),
             netns_name: Some("pod-a".into()),
+            ..Default::default()
         },
     );
     feed(

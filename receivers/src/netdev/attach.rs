@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use aya::{Ebpf, EbpfLoader};
 
-use periscope_pipeline::devices::{DeviceInfo, DeviceTable, NamespaceInfo, NamespaceTable};
+use periscope_pipeline::devices::{
+    DeviceInfo, DevicePeer, DeviceTable, NamespaceInfo, NamespaceTable,
+};
 use periscope_pipeline::model::{
     BurstEvent, DeviceCounters, DeviceRef, FlowCounters, NetnsId, PacketEvent,
 };
@@ -21,12 +23,14 @@ use super::instance::{
     Preloaded, ProgRef, Programs,
 };
 use super::link::{attach_parallel, io_errno};
+use super::locality::LocalAddrs;
 use super::options::{InterfaceFilter, RecordOptions};
 use super::outcome::{device_name, errno_says_gone, AttachError, FailureReason};
 use super::pins::{self, link_pin_name, parse_pin_dir_name, pin_dir_name, remove_pins};
 use super::read::{Decoded, Reader, Scope};
 use super::shared_maps::{SharedMaps, PINNED_MAPS_DIR};
 use super::state::{DevState, HeldLink, NsState};
+use crate::shared::ebpf::records::PERISCOPE_CFG_LOCALITY;
 use crate::shared::ebpf::BootClock;
 use crate::shared::netns::{Device, Namespace, NetnsHandle};
 
@@ -121,6 +125,8 @@ pub struct Attacher {
     /// Last points of the flows of devices and namespaces that went away, for
     /// [`Attacher::take_last_flows`].
     pub(super) last_flows: Vec<FlowCounters>,
+    /// The namespaces' addresses, for the programs' local/forwarded test and the flows'.
+    local: LocalAddrs,
 }
 
 impl Attacher {
@@ -159,7 +165,27 @@ impl Attacher {
             dns: periscope_pipeline::DnsTable::default(),
             decoded: Decoded::default(),
             last_flows: Vec::new(),
+            local: LocalAddrs::default(),
         })
+    }
+
+    /// Sets the addresses of a namespace's devices (the watcher reports them when they
+    /// change); an empty list forgets the namespace.
+    pub fn set_addresses(&mut self, netns: NetnsId, addrs: &[std::net::IpAddr]) {
+        let kernel = self.opts.records.flags & PERISCOPE_CFG_LOCALITY != 0;
+        self.local.set(&self.maps, kernel, netns, addrs);
+    }
+
+    /// Classifies flows read from the kernel's flow table as the programs classify packets.
+    fn classify_flows(&self, flows: &mut [FlowCounters]) {
+        if self.opts.records.flags & PERISCOPE_CFG_LOCALITY == 0 {
+            return; // `locality: false`: unknown, as the device counters
+        }
+        for f in flows {
+            f.locality = self
+                .local
+                .classify(f.device.netns, f.direction, f.src_addr, f.dst_addr);
+        }
     }
 
     /// Interns the question names of DNS records in `dns` (the pipeline's shared table).
@@ -370,9 +396,20 @@ impl Attacher {
             netns,
             ifindex: dev.ifindex,
         };
+        let peer = dev.peer.map(|(netns, ifindex)| {
+            let peer_ref = DeviceRef { netns, ifindex };
+            DevicePeer {
+                device: peer_ref,
+                name: self.devices.get(&peer_ref).map(|i| i.name),
+                netns_name: self.namespace_names.get(&netns).and_then(|n| n.name),
+            }
+        });
         let info = DeviceInfo {
             name: dev.name.clone(),
             netns_name: state.ns.name.clone(),
+            peer,
+            serves_peer: dev.serves_peer,
+            loopback: dev.loopback,
         };
         if state.devices.contains_key(&dev.ifindex) {
             self.devices.insert(device_ref, info);
@@ -667,12 +704,15 @@ impl Attacher {
             held.contains_key(&f.device.netns)
                 && !defunct.is_releasing(f.device.netns, f.device.ifindex)
         });
+        self.classify_flows(&mut out);
         out
     }
 
     /// The last points of the flows of devices and namespaces removed since the last call.
     pub fn take_last_flows(&mut self) -> Vec<FlowCounters> {
-        std::mem::take(&mut self.last_flows)
+        let mut last = std::mem::take(&mut self.last_flows);
+        self.classify_flows(&mut last);
+        last
     }
 }
 

@@ -4,7 +4,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use periscope_pipeline::model::{
-    BurstEvent, BurstPhase, DeviceRef, Direction, NetnsId, NetworkType, PacketEvent, Transport,
+    BurstEvent, BurstPhase, DeviceRef, Direction, Locality, NetnsId, NetworkType, PacketEvent,
+    Transport,
 };
 
 use crate::shared::ebpf::records::{
@@ -170,6 +171,7 @@ pub fn decode_packet(bytes: &[u8], clock: &BootClock) -> Result<PacketEvent, Dec
         } else {
             0
         },
+        locality: Locality::from_kernel(rec.locality),
     })
 }
 
@@ -309,6 +311,7 @@ mod tests {
                 dst_port: 443,
                 length: 74,
                 tcp_flags: 0x02,
+                locality: Locality::Unknown,
             }
         );
     }

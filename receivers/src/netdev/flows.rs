@@ -28,7 +28,7 @@ use std::os::fd::BorrowedFd;
 use std::time::Duration;
 
 use periscope_pipeline::model::{
-    DeviceRef, Direction, FlowCounters, NetnsId, NetworkType, Transport,
+    DeviceRef, Direction, FlowCounters, Locality, NetnsId, NetworkType, Transport,
 };
 
 use super::decode::{device, direction, transport_and_ports};
@@ -285,6 +285,8 @@ fn point(
         last_seen_ns: clock.to_unix_ns(total.last_seen_ns),
         tcp_flags: total.tcp_flags,
         last,
+        // Classified by the attacher from the namespace's addresses.
+        locality: Locality::Unknown,
     }
 }
 

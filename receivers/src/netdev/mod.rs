@@ -27,6 +27,7 @@ mod detach;
 mod flows;
 mod instance;
 mod link;
+mod locality;
 mod options;
 mod outcome;
 mod pins;

@@ -11,7 +11,8 @@ use periscope_pipeline::config::ConfigDuration;
 
 use super::flows::FlowOptions;
 use crate::shared::ebpf::records::{
-    PERISCOPE_CFG_BURSTS, PERISCOPE_CFG_DNS, PERISCOPE_CFG_FLOWS, PERISCOPE_CFG_RECORDS,
+    PERISCOPE_CFG_BURSTS, PERISCOPE_CFG_DNS, PERISCOPE_CFG_FLOWS, PERISCOPE_CFG_LOCALITY,
+    PERISCOPE_CFG_RECORDS,
 };
 use crate::shared::netns::NamespaceScope;
 
@@ -277,6 +278,8 @@ pub struct Shared<'a> {
     pub sample_rate: u32,
     pub always_emit_dns: bool,
     pub dns_ports: &'a [u16],
+    /// Classify packets local/forwarded ([`PERISCOPE_CFG_LOCALITY`]).
+    pub locality: bool,
     pub ring_buffer_size: u32,
     pub poll_interval: ConfigDuration,
     pub counters_interval: ConfigDuration,
@@ -339,7 +342,13 @@ impl Shared<'_> {
 
     /// The program flags and sampling rate.
     pub fn records(&self) -> RecordOptions {
-        let mut flags = match self.events {
+        // Each packet classified local or forwarded: one hash lookup (docs/metrics.md).
+        let mut flags = if self.locality {
+            PERISCOPE_CFG_LOCALITY
+        } else {
+            0
+        };
+        flags |= match self.events {
             EventsMode::All | EventsMode::Sample => PERISCOPE_CFG_RECORDS,
             EventsMode::None => 0,
         };
@@ -429,23 +438,30 @@ mod tests {
             sample_rate: 50,
             always_emit_dns,
             dns_ports: &[5353],
+            locality: true,
             ring_buffer_size: 1 << 20,
             poll_interval: default_poll_interval(),
             counters_interval: default_counters_interval(),
             bursts: &bursts,
             flows: &flows,
         };
-        let r = shared(EventsMode::All, false).records();
+        let records = |events, dns| {
+            let mut r = shared(events, dns).records();
+            assert_ne!(r.flags & PERISCOPE_CFG_LOCALITY, 0, "always classified");
+            r.flags &= !PERISCOPE_CFG_LOCALITY;
+            r
+        };
+        let r = records(EventsMode::All, false);
         assert_eq!((r.flags, r.sample_rate), (PERISCOPE_CFG_RECORDS, 0));
         assert_eq!(r.dns_ports, [5353, 0, 0, 0]);
-        let r = shared(EventsMode::Sample, true).records();
+        let r = records(EventsMode::Sample, true);
         assert_eq!(
             (r.flags, r.sample_rate),
             (PERISCOPE_CFG_RECORDS | PERISCOPE_CFG_DNS, 50)
         );
-        let r = shared(EventsMode::None, true).records();
+        let r = records(EventsMode::None, true);
         assert_eq!((r.flags, r.sample_rate), (PERISCOPE_CFG_DNS, 0));
-        let r = shared(EventsMode::None, false).records();
+        let r = records(EventsMode::None, false);
         assert_eq!(r.flags, 0);
         assert_eq!(r.flows, None);
     }
@@ -463,6 +479,7 @@ mod tests {
                 sample_rate: 0,
                 always_emit_dns: false,
                 dns_ports: &[],
+                locality: true,
                 ring_buffer_size: 1 << 20,
                 poll_interval: default_poll_interval(),
                 counters_interval: default_counters_interval(),
@@ -479,7 +496,7 @@ mod tests {
             ..FlowsConfig::default()
         });
         assert!(errors.is_empty(), "{errors:?}");
-        assert_eq!(r.flags, PERISCOPE_CFG_FLOWS);
+        assert_eq!(r.flags, PERISCOPE_CFG_FLOWS | PERISCOPE_CFG_LOCALITY);
         assert_eq!(
             r.flows,
             Some(FlowOptions {

@@ -11,7 +11,8 @@ use aya::maps::{Map, MapData, PerCpuArray, RingBuf};
 use aya::Pod;
 
 use periscope_pipeline::model::{
-    BurstEvent, DeviceCounters, Direction, DnsEvent, FlowCounters, NetnsId, PacketEvent, Transport,
+    BurstEvent, DeviceCounters, Direction, DnsEvent, FlowCounters, Locality, NetnsId, PacketEvent,
+    Transport,
 };
 use periscope_pipeline::DnsTable;
 
@@ -55,8 +56,8 @@ impl Scope<'_> {
     }
 }
 
-/// Records delivered per namespace, device, direction and transport.
-type DeliveredKey = (NetnsId, u32, Direction, Transport);
+/// Records delivered per namespace, device, direction, transport and locality.
+type DeliveredKey = (NetnsId, u32, Direction, Transport, Locality);
 
 /// The shared maps user space reads, and what it read so far.
 pub(super) struct Reader {
@@ -182,6 +183,7 @@ impl Reader {
                             ev.device.ifindex,
                             ev.direction,
                             ev.transport,
+                            ev.locality,
                         ))
                         .or_default() += 1;
                     f(ev);
@@ -216,13 +218,15 @@ impl Reader {
                     return;
                 };
                 let transport = Transport::from_ip_protocol(key.l4_proto);
+                let locality = Locality::from_kernel(key.locality);
                 let e = agg
-                    .entry((netns, key.ifindex, direction, transport))
+                    .entry((netns, key.ifindex, direction, transport, locality))
                     .or_insert_with(|| DeviceCounters {
                         timestamp_ns: now,
                         device: device(key.netns_inode, key.netns_cookie, key.ifindex),
                         direction,
                         transport,
+                        locality,
                         ..DeviceCounters::default()
                     });
                 e.packets += c.packets;
@@ -245,6 +249,7 @@ impl Reader {
                 c.device.ifindex,
                 c.direction,
                 c.transport,
+                c.locality,
             )
         });
         v
@@ -284,7 +289,7 @@ impl Reader {
         for k in &keys {
             let _ = sys::delete(self.counters.fd().as_fd(), k);
         }
-        self.delivered.retain(|(n, i, _, _), _| !gone(*n, *i));
+        self.delivered.retain(|(n, i, _, _, _), _| !gone(*n, *i));
         // Every packet a flow counts is in its device's counters too: their keys name every
         // device with flows.
         if let Some((map, harvester)) = &mut self.flows {

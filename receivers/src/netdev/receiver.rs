@@ -331,6 +331,9 @@ impl Handling<'_> {
                     }
                 }
             }
+            Discovery::Addresses { netns, addresses } => {
+                attacher.set_addresses(netns, &addresses);
+            }
             d => handle_removal(attacher, d, output, batch),
         }
     }
@@ -350,7 +353,9 @@ fn handle_removal(
     batch: &mut periscope_pipeline::model::EventBatch,
 ) {
     match d {
-        Discovery::NamespaceAdded(_) | Discovery::DeviceAdded { .. } => {}
+        Discovery::NamespaceAdded(_)
+        | Discovery::DeviceAdded { .. }
+        | Discovery::Addresses { .. } => {}
         Discovery::DeviceRemoved { netns, ifindex } => {
             // Its records first, then its final counters (see detach.rs).
             poll(attacher, output, batch);
@@ -362,6 +367,7 @@ fn handle_removal(
         Discovery::NamespaceRemoved(netns) => {
             poll(attacher, output, batch);
             let last = attacher.remove_namespace(netns);
+            attacher.set_addresses(netns, &[]);
             // Flows first: the device's last counters retire all its series.
             push_flows(output, batch, attacher.take_last_flows());
             push_counters(output, batch, last);

@@ -22,7 +22,7 @@ use crate::shared::ebpf::names;
 use crate::shared::kernel;
 
 /// The packet object's maps that are shared (everything but its `.data`/`.rodata` globals).
-pub(super) const SHARED: [&str; 7] = [
+pub(super) const SHARED: [&str; 8] = [
     names::EVENTS,
     names::COUNTERS,
     names::STATS,
@@ -30,6 +30,7 @@ pub(super) const SHARED: [&str; 7] = [
     names::BURST_ZERO,
     names::BURST_STATS,
     names::FLOWS,
+    names::LOCAL_ADDRS,
 ];
 
 /// The folder under a receiver's pin root that holds its shared maps (not a namespace's).

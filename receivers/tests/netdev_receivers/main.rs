@@ -80,6 +80,12 @@ fn devices(ns: &Netns) -> Vec<Device> {
             name,
             kind: String::new(),
             up: true,
+            link: 0,
+            link_netnsid: None,
+            master: 0,
+            peer: None,
+            serves_peer: false,
+            leaf_peer: None,
         })
         .collect()
 }

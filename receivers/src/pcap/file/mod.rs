@@ -298,6 +298,7 @@ impl CaptureReader {
             DeviceInfo {
                 name,
                 netns_name: None,
+                ..DeviceInfo::default()
             },
         );
         device

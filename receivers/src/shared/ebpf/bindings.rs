@@ -38,6 +38,8 @@ pub const PERISCOPE_CFG_DNS: periscope_config_flags = 2;
 pub const PERISCOPE_CFG_BURSTS: periscope_config_flags = 16;
 #[doc = " Count packets per 5-tuple in the per-CPU hash `periscope_flows` (packet_flow.h);\n packets whose flow finds no room are counted in the device's flows_overflow_*."]
 pub const PERISCOPE_CFG_FLOWS: periscope_config_flags = 32;
+#[doc = " Classify every packet as local or forwarded (periscope_local_addrs, workload section\n below): periscope_dev_key.locality and periscope_packet.locality."]
+pub const PERISCOPE_CFG_LOCALITY: periscope_config_flags = 64;
 #[doc = " Bits of periscope_config.flags."]
 pub type periscope_config_flags = __u32;
 #[doc = " One packet seen by an XDP or TC program; written to the `periscope_events` ring\n buffer. 80 bytes."]
@@ -76,7 +78,8 @@ pub struct periscope_packet {
     pub tcp_flags: __u8,
     #[doc = " enum periscope_packet_flags"]
     pub flags: __u8,
-    pub _pad0: __u8,
+    #[doc = " enum periscope_locality (workload section below); 0 if not classified"]
+    pub locality: __u8,
     #[doc = " outermost VLAN id (12 bits) if PERISCOPE_PKT_VLAN"]
     pub vlan_id: __u16,
     pub _pad1: __u32,
@@ -119,8 +122,8 @@ const _: () = {
         [::core::mem::offset_of!(periscope_packet, tcp_flags) - 39usize];
     ["Offset of field: periscope_packet::flags"]
         [::core::mem::offset_of!(periscope_packet, flags) - 40usize];
-    ["Offset of field: periscope_packet::_pad0"]
-        [::core::mem::offset_of!(periscope_packet, _pad0) - 41usize];
+    ["Offset of field: periscope_packet::locality"]
+        [::core::mem::offset_of!(periscope_packet, locality) - 41usize];
     ["Offset of field: periscope_packet::vlan_id"]
         [::core::mem::offset_of!(periscope_packet, vlan_id) - 42usize];
     ["Offset of field: periscope_packet::_pad1"]
@@ -145,7 +148,9 @@ pub struct periscope_dev_key {
     pub hook: __u8,
     #[doc = " periscope_packet.l4_proto: IP protocol, 0 if not IP"]
     pub l4_proto: __u8,
-    pub _pad: [__u8; 5usize],
+    #[doc = " enum periscope_locality (workload section below)"]
+    pub locality: __u8,
+    pub _pad: [__u8; 4usize],
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
@@ -163,8 +168,10 @@ const _: () = {
         [::core::mem::offset_of!(periscope_dev_key, hook) - 17usize];
     ["Offset of field: periscope_dev_key::l4_proto"]
         [::core::mem::offset_of!(periscope_dev_key, l4_proto) - 18usize];
+    ["Offset of field: periscope_dev_key::locality"]
+        [::core::mem::offset_of!(periscope_dev_key, locality) - 19usize];
     ["Offset of field: periscope_dev_key::_pad"]
-        [::core::mem::offset_of!(periscope_dev_key, _pad) - 19usize];
+        [::core::mem::offset_of!(periscope_dev_key, _pad) - 20usize];
 };
 #[doc = " Value of `periscope_counters` (one per CPU; user space sums them). Exact: every\n packet the program sees is counted here, whether or not its record made it\n into the ring buffer. 40 bytes."]
 #[repr(C)]
@@ -1048,4 +1055,31 @@ const _: () = {
         [::core::mem::offset_of!(periscope_queue, _pad1) - 52usize];
     ["Offset of field: periscope_queue::ifname"]
         [::core::mem::offset_of!(periscope_queue, ifname) - 56usize];
+};
+#[doc = " Not classified: not IPv4/IPv6 (ARP, LLDP, ...), or PERISCOPE_CFG_LOCALITY off."]
+pub const PERISCOPE_LOCALITY_UNKNOWN: periscope_locality = 0;
+#[doc = " Received for an address of the device's namespace (or multicast/broadcast), or sent\n from one: the namespace's own stack is an end of it."]
+pub const PERISCOPE_LOCALITY_LOCAL: periscope_locality = 1;
+#[doc = " Any other IP packet: routed or bridged through the namespace."]
+pub const PERISCOPE_LOCALITY_FORWARDED: periscope_locality = 2;
+#[doc = " Whether a packet is to or from the observing namespace's own stack, or forwarded through it\n (periscope_dev_key.locality, periscope_packet.locality)."]
+pub type periscope_locality = __u8;
+#[doc = " Key of the hash `periscope_local_addrs` (shared by every instance of a receiver): the\n addresses of each namespace, kept by user space from rtnetlink (RTM_NEWADDR/RTM_DELADDR,\n IFA_LOCAL and IFA_BROADCAST). The value is a __u8, 1. 24 bytes."]
+#[repr(C)]
+#[derive(
+    Debug, Default, Copy, Clone, Hash, PartialEq, Eq, bytemuck :: Pod, bytemuck :: Zeroable,
+)]
+pub struct periscope_local_key {
+    pub netns_cookie: __u64,
+    #[doc = " IPv4: first 4 bytes, rest zero; network byte order"]
+    pub addr: [__u8; 16usize],
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of periscope_local_key"][::core::mem::size_of::<periscope_local_key>() - 24usize];
+    ["Alignment of periscope_local_key"][::core::mem::align_of::<periscope_local_key>() - 8usize];
+    ["Offset of field: periscope_local_key::netns_cookie"]
+        [::core::mem::offset_of!(periscope_local_key, netns_cookie) - 0usize];
+    ["Offset of field: periscope_local_key::addr"]
+        [::core::mem::offset_of!(periscope_local_key, addr) - 8usize];
 };

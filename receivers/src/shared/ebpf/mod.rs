@@ -41,6 +41,9 @@ pub mod names {
     pub const FLOWS: &str = "periscope_flows";
     /// Per-CPU array with one [`Stats`](super::Stats) at index 0.
     pub const STATS: &str = "periscope_stats";
+    /// Hash of the namespaces' addresses (`struct periscope_local_key` → `__u8`), for the
+    /// local/forwarded test (`PERISCOPE_CFG_LOCALITY`).
+    pub const LOCAL_ADDRS: &str = "periscope_local_addrs";
     /// The `.rodata` global holding a [`Config`](super::Config).
     pub const CONFIG: &str = "periscope_config";
     /// The `.rodata` global of the socket objects, a [`SocketConfig`](super::SocketConfig).

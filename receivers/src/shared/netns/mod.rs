@@ -9,8 +9,10 @@ mod discover;
 mod enter;
 mod fds;
 mod owner;
+mod peers;
 mod procevents;
 mod scope;
+mod tracked;
 mod watch;
 
 use std::path::PathBuf;
@@ -18,7 +20,7 @@ use std::path::PathBuf;
 use periscope_pipeline::model::NetnsId;
 
 pub(crate) use devices::rtnetlink_request;
-pub use devices::{list_devices, Device};
+pub use devices::{list_addresses, list_devices, Device, DeviceAddress};
 pub(crate) use discover::HOST_PATH;
 pub use discover::{host_namespace, scan};
 pub use enter::{netns_cookie, run_each_in, run_in, NetnsHandle};
@@ -60,4 +62,10 @@ pub enum Discovery {
     DeviceAdded { netns: NetnsId, device: Device },
     /// A device left the namespace (deleted or moved elsewhere).
     DeviceRemoved { netns: NetnsId, ifindex: u32 },
+    /// The addresses of a namespace's devices (all of them, after the namespace is reported,
+    /// and again whenever they change): what the programs tell local traffic by.
+    Addresses {
+        netns: NetnsId,
+        addresses: Vec<std::net::IpAddr>,
+    },
 }

@@ -31,10 +31,12 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{SendTimeoutError, Sender};
 use inotify::{Inotify, WatchDescriptor, WatchMask};
-use netlink_sys::Socket;
 use periscope_pipeline::model::NetnsId;
 
-use super::devices::{link_subscription, list_devices, parse_links, LinkUpdate, RECV_BUF};
+use super::devices::{
+    link_subscription, list_addresses, list_devices, parse_links, request_socket, DeviceAddress,
+    LinkUpdate, RECV_BUF,
+};
 use super::discover::{
     bind_mounts, host_found, merge, names_by_inode, pid_namespaces, proc_namespaces, stat_at,
     unmounted_bind_files, BIND_DIRS,
@@ -42,8 +44,10 @@ use super::discover::{
 use super::enter::{run_in, socket_cookie, NetnsHandle};
 use super::fds::{ctx, drain_eventfd, epoll_add, epoll_del, epoll_rearm, owned, wake};
 use super::owner::owner_cgroup;
+use super::peers::{addresses, Peers};
 use super::procevents::{Pids, ProcEvents};
 use super::scope::{cgroup_pids, cgroup_relative, in_cgroup, resolve_listed, NamespaceScope};
+use super::tracked::Tracked;
 use super::Found;
 use super::{Device, Discovery, Namespace};
 
@@ -172,6 +176,7 @@ pub fn watch(scope: NamespaceScope, events: Sender<Discovery>) -> io::Result<Wat
         proc_dir: File::open("/proc").ok(),
         wake: wake_fd.clone(),
         tracked: HashMap::new(),
+        peers: Peers::default(),
         host,
         last_scan: Vec::new(),
         found_through: HashSet::new(),
@@ -211,14 +216,6 @@ const TOKEN_INOTIFY: u64 = u64::MAX - 1;
 const TOKEN_MOUNTS: u64 = u64::MAX - 2;
 const TOKEN_PROCS: u64 = u64::MAX - 3;
 // Netlink sockets use the namespace's inode (u32) as their token: no clash with the above.
-
-/// A namespace in scope, held open while tracked.
-struct Tracked {
-    ns: Namespace,
-    handle: NetnsHandle,
-    links: Socket,
-    devices: BTreeMap<u32, Device>,
-}
 
 /// The sending side, which gives up when the watcher stops or the receiver is gone.
 struct Out {
@@ -267,6 +264,8 @@ struct Loop {
     proc_dir: Option<File>,
     wake: Arc<OwnedFd>,
     tracked: HashMap<u32, Tracked>,
+    /// Sequence numbers of the `RTM_GETNSID` requests.
+    peers: Peers,
     host: Found,
     /// The last `/proc` (scope `All`) or cgroup (scope `Cgroup`) scan, reused by the quick
     /// rescans that events trigger between two periodic ones.
@@ -533,9 +532,12 @@ impl Loop {
             let links = link_subscription()?;
             let cookie = socket_cookie(links.as_raw_fd())?;
             let devices = list_devices()?;
-            Ok((links, cookie, devices))
+            let query = request_socket()?;
+            // After the subscription: an address added meanwhile is in one or the other.
+            let addrs = list_addresses()?;
+            Ok((links, cookie, devices, query, addrs))
         });
-        let (links, cookie, devices) = match inside.and_then(|r| r) {
+        let (links, cookie, devices, query, addrs) = match inside.and_then(|r| r) {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(path = %f.path.display(), error = %e, "netns watcher: cannot watch namespace");
@@ -575,6 +577,11 @@ impl Loop {
                 device,
             });
         }
+        let addrs: std::collections::BTreeSet<DeviceAddress> = addrs.into_iter().collect();
+        self.out.send(Discovery::Addresses {
+            netns: ns.id,
+            addresses: addresses(&addrs),
+        });
         self.tracked.insert(
             ns.id.inode,
             Tracked {
@@ -582,8 +589,33 @@ impl Loop {
                 handle,
                 links,
                 devices: map,
+                addrs,
+                query,
+                nsids: HashMap::new(),
+                nsids_complete: false,
             },
         );
+        // The new namespace may be where unresolved peers are.
+        for t in self.tracked.values_mut() {
+            t.nsids_complete = false;
+        }
+        self.resolve_peers();
+    }
+
+    /// Resolves veth peers across namespaces and decides which namespace each serves; reports
+    /// the devices whose peer or role changed.
+    fn resolve_peers(&mut self) {
+        let changed = self.peers.resolve(&mut self.tracked, self.host.inode);
+        for (inode, ifindex) in changed {
+            let Some(t) = self.tracked.get(&inode) else {
+                continue;
+            };
+            if let Some(device) = t.devices.get(&ifindex) {
+                let device = device.clone();
+                let netns = t.ns.id;
+                self.out.send(Discovery::DeviceAdded { netns, device });
+            }
+        }
     }
 
     fn remove(&mut self, inode: u32) {
@@ -595,6 +627,9 @@ impl Loop {
         let id = t.ns.id;
         // Close the socket and the nsfs fd before reporting, so the namespace can die.
         drop(t);
+        for other in self.tracked.values_mut() {
+            other.nsids.retain(|_, n| *n != id);
+        }
         self.out.send(Discovery::NamespaceRemoved(id));
     }
 
@@ -623,22 +658,39 @@ impl Loop {
             }
         }
         let netns = t.ns.id;
+        let addrs_before = t.addrs.clone();
+        let mut links_changed = false;
         for u in updates {
             match u {
                 LinkUpdate::New(mut device, has_kind) => {
-                    if !has_kind {
-                        if let Some(known) = t.devices.get(&device.ifindex) {
+                    if let Some(known) = t.devices.get(&device.ifindex) {
+                        if !has_kind {
                             device.kind = known.kind.clone();
+                        }
+                        // Resolved here, not by the kernel: kept while the link is the same.
+                        if known.link == device.link && known.link_netnsid == device.link_netnsid {
+                            device.peer = known.peer;
+                            device.serves_peer = known.serves_peer;
+                            device.leaf_peer = known.leaf_peer;
                         }
                     }
                     if t.devices.get(&device.ifindex) != Some(&device) {
                         t.devices.insert(device.ifindex, device.clone());
+                        links_changed = true;
                         self.out.send(Discovery::DeviceAdded { netns, device });
                     }
                 }
                 LinkUpdate::Del(ifindex) => {
+                    t.addrs.retain(|a| a.ifindex != ifindex);
                     if t.devices.remove(&ifindex).is_some() {
+                        links_changed = true;
                         self.out.send(Discovery::DeviceRemoved { netns, ifindex });
+                    }
+                }
+                LinkUpdate::AddrNew(a) => t.addrs.extend(a),
+                LinkUpdate::AddrDel(a) => {
+                    for a in a {
+                        t.addrs.remove(&a);
                     }
                 }
             }
@@ -662,6 +714,22 @@ impl Loop {
                 }
                 Err(e) => tracing::warn!(error = %e, "netns watcher: device resync failed"),
             }
+            match run_in(&t.handle, list_addresses).and_then(|r| r) {
+                Ok(now) => t.addrs = now.into_iter().collect(),
+                Err(e) => tracing::warn!(error = %e, "netns watcher: address resync failed"),
+            }
+            links_changed = true;
+        }
+        if links_changed {
+            // A link made here may have made this namespace number another one.
+            t.nsids_complete = false;
+        }
+        if t.addrs != addrs_before {
+            let addresses = addresses(&t.addrs);
+            self.out.send(Discovery::Addresses { netns, addresses });
+        }
+        if links_changed {
+            self.resolve_peers();
         }
     }
 

@@ -143,8 +143,8 @@ pub fn report(receivers: Option<&Receivers>) -> (String, bool) {
 
 /// Before `run`: receivers that need kernel hooks need bpffs. Returns a one-line error naming
 /// what is missing. The capabilities are each receiver's own check at build (what they need
-/// depends on the receiver and its namespaces: docs/deploy.md); tracefs only `tcp_udp` reads,
-/// and it mounts it itself.
+/// depends on the receiver and its namespaces: docs/deploy.md); tracefs only `tcp_udp` and
+/// `qdisc` read, and they mount it themselves.
 pub fn preflight(receivers: &Receivers) -> Result<(), String> {
     let Some(first_id) = receivers
         .iter()

@@ -104,7 +104,11 @@ const DEQUEUE: (&str, &str) = ("periscope_qdisc_dequeue", "qdisc_dequeue");
 const DROPS: (&str, &str) = ("periscope_queue_drop", "kfree_skb");
 
 impl QdiscConfig {
-    /// The capabilities it needs (tp_btf and a ring buffer, like `tcp_udp`).
+    /// The capabilities it needs (measured: `scripts/measure-caps`, docs/deploy.md): CAP_BPF
+    /// (maps) and CAP_PERFMON (tp_btf programs), as `tcp_udp`; not CAP_NET_ADMIN (no
+    /// networking program) nor CAP_SYS_ADMIN (global tracepoints: a device of any namespace
+    /// is seen without entering it). As a uid other than 0, the drop reasons also need
+    /// tracefs to be readable (CAP_DAC_READ_SEARCH); without it drops are off, with a warning.
     pub fn capabilities(&self) -> Vec<kernel::Need> {
         vec![kernel::NEED_BPF, kernel::NEED_PERFMON]
     }
@@ -147,7 +151,24 @@ impl QdiscConfig {
         };
         let config = self.queue_config(&reasons);
         if self.drops && config.drop_reasons == [0; 4] {
-            tracing::warn!(receiver = %id, "the kernel names no qdisc drop reason (tracefs format of skb:kfree_skb); queue drops are not reported");
+            // Unreadable rather than empty, most often: tracefs is root's, mode 0700, and a
+            // uid other than 0 reads it only with CAP_DAC_READ_SEARCH or CAP_DAC_OVERRIDE
+            // (measured: scripts/measure-caps, docs/deploy.md).
+            let format =
+                std::path::Path::new(kernel::TRACEFS_PATH).join("events/skb/kfree_skb/format");
+            match std::fs::read_to_string(&format) {
+                Err(e) => tracing::warn!(
+                    receiver = %id,
+                    "{}: {e} (as a uid other than 0, reading tracefs needs CAP_DAC_READ_SEARCH or CAP_DAC_OVERRIDE); \
+                     queue drops are not reported",
+                    format.display()
+                ),
+                Ok(_) => tracing::warn!(
+                    receiver = %id,
+                    "the kernel names no qdisc drop reason ({}); queue drops are not reported",
+                    format.display()
+                ),
+            }
         }
         let mut loader = EbpfLoader::new();
         loader.map_max_entries(names::EVENTS, self.ring_buffer_size);

@@ -9,7 +9,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use periscope_receivers::shared::kernel::{smallest_grant, Need};
-use periscope_receivers::{cgroup_skb, netdev, sk_msg, sockops, tcp_udp, tcx, xdp};
+use periscope_receivers::{cgroup_skb, netdev, qdisc, sk_msg, sockops, tcp_udp, tcx, xdp};
 use periscope_testkit::periscope::{describe_output, periscope_command};
 use periscope_testkit::{output_with_timeout, test_name, TestDir};
 use serde_json::Value;
@@ -313,6 +313,14 @@ fn receivers(cfg: &Value) -> Vec<Needs> {
                     .then(|| (PathBuf::from("/sys/kernel/tracing"), false));
                 (c.capabilities(), tracefs.into_iter().collect())
             }
+            // Global tracepoints: no namespace, no cgroup; tracefs for the drop reasons.
+            "qdisc" => {
+                let c: qdisc::QdiscConfig = options(id, v);
+                let tracefs = c
+                    .drops
+                    .then(|| (PathBuf::from("/sys/kernel/tracing"), false));
+                (c.capabilities(), tracefs.into_iter().collect())
+            }
             other => panic!("receiver {id}: type {other} is not a kernel receiver"),
         };
         out.push(Needs {
@@ -415,5 +423,47 @@ fn the_capabilities_are_the_measured_set_for_the_config() {
             .collect();
         let got: BTreeSet<String> = r.capabilities().into_iter().collect();
         assert_eq!(got, want, "{}: the DaemonSet's capabilities", r.dir);
+    }
+}
+
+/// `qdisc` (queue delay, opt-in) is in neither kustomization. Added to either config it changes
+/// no capability — CAP_BPF and CAP_PERFMON, measured (docs/deploy.md), which host-only grants
+/// and CAP_SYS_ADMIN stands in for in the base — but its drop reasons need tracefs.
+#[test]
+fn adding_qdisc_changes_no_capability_and_needs_tracefs() {
+    let grant = |cfg: &Value| -> BTreeSet<String> {
+        let needs: Vec<Need> = receivers(cfg)
+            .into_iter()
+            .flat_map(|n| n.capabilities)
+            .collect();
+        smallest_grant(&needs)
+            .iter()
+            .map(|c| c.name.to_string())
+            .collect()
+    };
+    for r in all(test_name!()) {
+        let mut cfg = config(&r);
+        assert!(
+            receivers(&cfg).iter().all(|n| !n.id.starts_with("qdisc")),
+            "{}: the config enables qdisc: update docs/deploy.md and this test",
+            r.dir
+        );
+        let before = grant(&cfg);
+        cfg["receivers"]["qdisc"] = Value::Null;
+        assert_eq!(grant(&cfg), before, "{}: with qdisc added", r.dir);
+        let q = receivers(&cfg)
+            .into_iter()
+            .find(|n| n.id == "qdisc")
+            .expect("qdisc");
+        assert_eq!(
+            q.paths,
+            [(PathBuf::from("/sys/kernel/tracing"), false)],
+            "{}",
+            r.dir
+        );
+        cfg["receivers"]["qdisc"] = serde_json::json!({"drops": false});
+        assert!(receivers(&cfg)
+            .iter()
+            .any(|n| n.id == "qdisc" && n.paths.is_empty()));
     }
 }

@@ -546,3 +546,50 @@ fn an_accepted_socket_with_an_unknown_cgroup_takes_its_namespaces_container() {
     );
     assert_eq!(get(&series[0], names::ATTR_CONTAINER_ID).cloned(), s(ID));
 }
+
+/// A node-side veth's series carries its peer's namespace (`periscope.peer.netns.*`, from the
+/// receiver): identity names the container in it, as it would the device's own namespace.
+#[test]
+fn a_node_side_devices_peer_namespace_is_named_by_its_container() {
+    let f = Fixture::new("peer");
+    let proc_root = f.root.join("proc");
+    let peer_inode = 4_026_533_222u32;
+    std::fs::create_dir_all(proc_root.join("9/ns")).expect("mkdir");
+    std::os::unix::fs::symlink(format!("net:[{peer_inode}]"), proc_root.join("9/ns/net"))
+        .expect("link");
+    std::fs::write(
+        proc_root.join("9/cgroup"),
+        format!("0::/system.slice/docker-{ID}.scope\n"),
+    )
+    .expect("cgroup");
+    let mut config = f.config();
+    config.proc_root = proc_root;
+    config.netns.containers = true;
+    let (mut p, _) = identity(&config, SocketTable::default());
+    let series = |peer: u32| {
+        metric(vec![vec![
+            KeyValue::new(names::ATTR_NETNS_INODE, i64::from(f.netns_inode)),
+            KeyValue::new(names::ATTR_PEER_NETNS_INODE, i64::from(peer)),
+        ]])
+    };
+    let out = run(&mut p, series(peer_inode));
+    let a = &out[0];
+    assert_eq!(get(a, names::ATTR_PEER_CONTAINER_ID).cloned(), s(ID));
+    assert_eq!(
+        get(a, names::ATTR_PEER_CONTAINER_NAME).cloned(),
+        s("checkout-1")
+    );
+    // The device's own namespace keeps its own name; no container of its own.
+    assert_eq!(get(a, names::ATTR_NETNS_NAME).cloned(), s("pod-a"));
+    assert!(get(a, names::ATTR_CONTAINER_ID).is_none(), "{a:?}");
+    // A peer namespace nobody is in: nothing added.
+    let none = run(&mut p, series(4_026_533_223));
+    assert!(get(&none[0], names::ATTR_PEER_CONTAINER_ID).is_none());
+    // Excluded: not added.
+    let mut off = config.clone();
+    off.exclude = vec![names::ATTR_PEER_CONTAINER_NAME.to_string()];
+    let (mut p, _) = identity(&off, SocketTable::default());
+    let out = run(&mut p, series(peer_inode));
+    assert!(get(&out[0], names::ATTR_PEER_CONTAINER_NAME).is_none());
+    assert_eq!(get(&out[0], names::ATTR_PEER_CONTAINER_ID).cloned(), s(ID));
+}

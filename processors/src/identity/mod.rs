@@ -75,20 +75,7 @@ struct Wanted {
     k8s_pod: u16,
     /// Which of [`K8S_PEER_ATTRIBUTES`].
     k8s_peer: u8,
-    /// Which of [`PEER_NETNS_ATTRIBUTES`]: the container and pod of a node-side device's peer
-    /// namespace (`periscope.peer.netns.*`).
-    peer_netns: u8,
 }
-
-/// What identity adds for `periscope.peer.netns.*` (a veth's other end), in bit order of
-/// [`Wanted::peer_netns`]; the pod's name and namespace need the `kubernetes` source.
-const PEER_NETNS_ATTRIBUTES: [&str; 5] = [
-    names::ATTR_PEER_CONTAINER_ID,
-    names::ATTR_PEER_CONTAINER_NAME,
-    names::ATTR_PEER_K8S_POD_UID,
-    names::ATTR_PEER_K8S_POD_NAME,
-    names::ATTR_PEER_K8S_NAMESPACE_NAME,
-];
 
 /// What `kubernetes` adds to a pod's telemetry, in bit order of [`Wanted::k8s_pod`].
 const K8S_POD_ATTRIBUTES: [&str; 9] = [
@@ -160,10 +147,6 @@ impl Wanted {
             } else {
                 0
             },
-            peer_netns: PEER_NETNS_ATTRIBUTES
-                .iter()
-                .filter(|a| c && config.netns.enabled && on(a))
-                .fold(0, |b, a| b | bit(&PEER_NETNS_ATTRIBUTES, a)) as u8,
             pid: p && config.process.from_sockets && on(names::ATTR_PROCESS_PID),
             exe_name: p && on(names::ATTR_PROCESS_NAME),
             exe_path: p && on(names::ATTR_PROCESS_EXECUTABLE_PATH),
@@ -207,7 +190,6 @@ impl Wanted {
             || self.dns_name
             || self.dns_server
             || self.k8s_peer != 0
-            || self.peer_netns != 0
     }
 }
 
@@ -478,85 +460,6 @@ impl Identity {
         ] {
             if let (true, Some(v)) = (on(key), value) {
                 set(attrs, key, v.to_string());
-            }
-        }
-    }
-
-    /// Adds the container and pod of a node-side device's peer namespace
-    /// (`periscope.peer.netns.inode`/`.cookie`), from what was captured of it while it was
-    /// alive, else a scan, as for the device's own namespace.
-    fn enrich_peer_netns(&mut self, attrs: &mut Attributes, want: Wanted, now: Instant) {
-        if want.peer_netns == 0 {
-            return;
-        }
-        let int = |key: &str| match attrs.iter().find(|kv| kv.key == key).map(|kv| &kv.value) {
-            Some(AnyValue::Int(i)) => u64::try_from(*i).ok(),
-            _ => None,
-        };
-        let Some(inode) = int(names::ATTR_PEER_NETNS_INODE).and_then(|i| u32::try_from(i).ok())
-        else {
-            return;
-        };
-        let peer = NetnsId {
-            inode,
-            cookie: int(names::ATTR_PEER_NETNS_COOKIE).unwrap_or(0),
-        };
-        let info = match self.captured_namespace(peer) {
-            Some(info) => Some(info),
-            None => match self.netns.as_mut() {
-                Some(n) if self.missing_netns.get(&peer, now).is_none() => {
-                    match n.lookup(peer, now) {
-                        Lookup::Found(info) => Some(info),
-                        Lookup::Failed => {
-                            self.missing_netns.insert(peer, (), now);
-                            None
-                        }
-                        Lookup::KnownMissing => None,
-                    }
-                }
-                _ => None,
-            },
-        };
-        let Some(info) = info else { return };
-        let on = |name: &str| u32::from(want.peer_netns) & bit(&PEER_NETNS_ATTRIBUTES, name) != 0;
-        if let Some((id, runtime)) = &info.workload.container {
-            if on(names::ATTR_PEER_CONTAINER_ID) {
-                set(attrs, names::ATTR_PEER_CONTAINER_ID, id.clone());
-            }
-            if on(names::ATTR_PEER_CONTAINER_NAME) {
-                let d = self.runtime.describe(id, *runtime, now);
-                if let Some(n) = &d.name {
-                    set(attrs, names::ATTR_PEER_CONTAINER_NAME, n.clone());
-                }
-            }
-        }
-        let uid = info.workload.pod.as_ref().map(|p| p.0.clone());
-        if let (true, Some(uid)) = (on(names::ATTR_PEER_K8S_POD_UID), &uid) {
-            set(attrs, names::ATTR_PEER_K8S_POD_UID, uid.clone());
-        }
-        let Some(source) = self.kubernetes.as_ref() else {
-            return;
-        };
-        let pod = {
-            let store = source.store();
-            uid.as_deref()
-                .and_then(|u| store.pod(u))
-                .or_else(|| {
-                    let (id, _) = info.workload.container.as_ref()?;
-                    store.pod_of_container(id)
-                })
-                .cloned()
-        };
-        if let Some(pod) = pod {
-            if on(names::ATTR_PEER_K8S_POD_NAME) {
-                set(attrs, names::ATTR_PEER_K8S_POD_NAME, pod.name.to_string());
-            }
-            if on(names::ATTR_PEER_K8S_NAMESPACE_NAME) {
-                set(
-                    attrs,
-                    names::ATTR_PEER_K8S_NAMESPACE_NAME,
-                    pod.namespace.to_string(),
-                );
             }
         }
     }
@@ -858,7 +761,6 @@ impl Identity {
         }
         let own_pod = workload.as_ref().and_then(|w| w.pod.as_ref());
         self.enrich_peer(attrs, want, own_pod.map(|p| p.0.as_str()));
-        self.enrich_peer_netns(attrs, want, now);
     }
 
     /// Adds the identity of the ids in `attrs` as for a span that began at `since_ns`: for a

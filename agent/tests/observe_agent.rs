@@ -432,7 +432,7 @@ fn a_stalled_client_loses_records_and_the_agent_keeps_pace() {
     if !(bpf_capable(TEST) && require_tools(TEST, &["ip"])) {
         return;
     }
-    use periscope_testkit::otlp::metrics::{read_requests, sum_series};
+    use periscope_testkit::otlp::metrics::{read_metrics, sum_series};
     const FLOWS: u16 = 2000;
     let dir = TestDir::new("observe_stalled");
     let (a, b) = pods("osa0", "10.77.3.1/24", "osb0", "10.77.3.2/24");
@@ -465,7 +465,7 @@ fn a_stalled_client_loses_records_and_the_agent_keeps_pace() {
 
     // Transmitted packets of flows from `ports` on a's device, as the agent last reported them.
     let counted = |ports: std::ops::Range<u16>| -> i64 {
-        sum_series(&read_requests(&metrics), "periscope.network.packets")
+        sum_series(&read_metrics(&metrics), "periscope.network.packets")
             .iter()
             .filter(|s| {
                 s.attr("network.interface.name") == Some("osa0")
@@ -520,7 +520,7 @@ fn a_stalled_client_loses_records_and_the_agent_keeps_pace() {
         // When the agent exported the last of them: the export time of the first point at which
         // every flow of the phase had its packet, after the last datagram (the test's own
         // polling is left out).
-        let requests = read_requests(&metrics);
+        let requests = read_metrics(&metrics);
         let mut first: std::collections::BTreeMap<String, u64> = Default::default();
         for p in periscope_testkit::otlp::metrics::points(&requests) {
             let a = &p.attributes;
@@ -597,7 +597,7 @@ fn a_stalled_client_loses_records_and_the_agent_keeps_pace() {
     assert!(lost > 0, "no lost notice after {records} records");
     // Self-telemetry: the observe exporter counted the loss as dropped; nothing else dropped.
     std::thread::sleep(Duration::from_millis(1500));
-    let dropped = sum_series(&read_requests(&metrics), "periscope.component.dropped");
+    let dropped = sum_series(&read_metrics(&metrics), "periscope.component.dropped");
     let by = |id: &str| -> i64 {
         dropped
             .iter()

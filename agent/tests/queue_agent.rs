@@ -233,7 +233,25 @@ fn a_bursts_span_carries_its_queue_delay() {
         hist.count,
         hist.sum / hist.count.max(1) as f64
     );
-    assert_eq!(hist.count, sent, "samples = packets the tbf sent");
+    // Every packet the tbf sent is a sample, or was counted (and logged) as a dequeue whose
+    // enqueue the program did not see: the LRU table can evict early under contention.
+    let unmatched: u64 = stderr
+        .lines()
+        .filter_map(|l| {
+            let i = l.find(" dequeued packets gave no queue-delay sample")?;
+            l[..i].rsplit(' ').next()?.parse::<u64>().ok()
+        })
+        .sum();
+    assert!(
+        hist.count <= sent && sent - hist.count <= unmatched,
+        "{} samples, {unmatched} counted unmatched, tc sent {sent}",
+        hist.count
+    );
+    assert!(
+        hist.count * 50 >= sent * 49,
+        "{} samples of {sent}: more than 2% unmatched",
+        hist.count
+    );
     // The generator's datagrams (and at most an ARP probe or two).
     assert!(
         sent >= (N + tail) as u64 && sent <= (N + tail) as u64 + 2,

@@ -402,7 +402,10 @@ const MAX_SERIES: usize = 100_000;
 /// what happened in each interval.
 #[derive(Default)]
 pub struct Records {
-    last: HashMap<(&'static str, String), (u64, u64)>,
+    /// Keyed by a 64-bit hash of the series' attributes, not the attributes themselves: an
+    /// entry per series costs ~40 bytes instead of its whole attribute text (a node's
+    /// thousands of series; two series would share an entry with odds of ~1e-10 at 100,000).
+    last: HashMap<(&'static str, u64), (u64, u64)>,
 }
 
 /// Attribute → record field, for the fields filters and tables use.
@@ -509,7 +512,7 @@ impl Records {
     fn delta(
         &mut self,
         metric: &'static str,
-        key: String,
+        key: &str,
         temporality: Temporality,
         p: &periscope_pipeline::model::NumberPoint,
     ) -> (u64, u64) {
@@ -521,7 +524,10 @@ impl Records {
         if self.last.len() >= MAX_SERIES {
             self.last.clear();
         }
-        match self.last.insert((metric, key), (value, p.time_ns)) {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(&key, &mut h);
+        let hash = std::hash::Hasher::finish(&h);
+        match self.last.insert((metric, hash), (value, p.time_ns)) {
             Some((prev, t)) if prev <= value => (value - prev, p.time_ns.saturating_sub(t)),
             _ => since_start,
         }
@@ -560,7 +566,7 @@ impl Records {
                     };
                     for p in points {
                         let key = series_key(&p.attributes);
-                        let (n, interval) = self.delta(name, key.clone(), *temporality, p);
+                        let (n, interval) = self.delta(name, &key, *temporality, p);
                         if n == 0 {
                             continue;
                         }

@@ -45,6 +45,7 @@ use periscope_pipeline::model::{
 use periscope_pipeline::telemetry::{names, now_ns};
 use periscope_pipeline::NamespaceTable;
 
+pub(crate) use config::validate_histograms;
 pub use config::{HistogramKind, LatencyConfig, Role, RttSample, DEFAULT_BOUNDARIES};
 pub use recorder::Recorder;
 

@@ -238,32 +238,50 @@ impl ComponentConfig for LatencyConfig {
                 ));
             }
         }
-        if self.histograms.is_empty() {
-            p.push(Invalid::new(
-                "histograms",
-                "must name at least one of `explicit`, `exponential`",
-            ));
-        }
-        if self.max_size < 2 {
-            p.push(Invalid::new("max_size", "must be at least 2"));
-        }
-        if !(exponential::MIN_SCALE..=exponential::MAX_SCALE).contains(&self.max_scale) {
-            p.push(Invalid::new(
-                "max_scale",
-                format!(
-                    "must be from {} to {}",
-                    exponential::MIN_SCALE,
-                    exponential::MAX_SCALE
-                ),
-            ));
-        }
-        if !(1..=5).contains(&self.significant_figures) {
-            p.push(Invalid::new("significant_figures", "must be from 1 to 5"));
-        }
+        validate_histograms(
+            &self.histograms,
+            self.max_size,
+            self.max_scale,
+            self.significant_figures,
+            &mut p,
+        );
         if p.is_empty() {
             Ok(())
         } else {
             Err(p)
         }
+    }
+}
+
+/// The histogram options the `latency` and `queue` processors share: which kinds, the
+/// exponential histogram's size and scale, and the explicit one's recorder precision.
+pub(crate) fn validate_histograms(
+    histograms: &[HistogramKind],
+    max_size: u32,
+    max_scale: i32,
+    significant_figures: u8,
+    p: &mut Vec<Invalid>,
+) {
+    if histograms.is_empty() {
+        p.push(Invalid::new(
+            "histograms",
+            "must name at least one of `explicit`, `exponential`",
+        ));
+    }
+    if max_size < 2 {
+        p.push(Invalid::new("max_size", "must be at least 2"));
+    }
+    if !(exponential::MIN_SCALE..=exponential::MAX_SCALE).contains(&max_scale) {
+        p.push(Invalid::new(
+            "max_scale",
+            format!(
+                "must be from {} to {}",
+                exponential::MIN_SCALE,
+                exponential::MAX_SCALE
+            ),
+        ));
+    }
+    if !(1..=5).contains(&significant_figures) {
+        p.push(Invalid::new("significant_figures", "must be from 1 to 5"));
     }
 }

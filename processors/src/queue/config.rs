@@ -8,7 +8,7 @@ use periscope_pipeline::component::{ComponentConfig, Invalid};
 use periscope_pipeline::config::{Boundaries, PositiveDuration};
 use periscope_pipeline::model::Temporality;
 
-use crate::latency::exponential;
+use crate::latency::validate_histograms;
 use crate::latency::HistogramKind;
 
 /// Turns the `qdisc` receiver's queue records into per-device series (namespace, interface,
@@ -102,28 +102,13 @@ impl ComponentConfig for QueueConfig {
 
     fn validate(&self) -> Result<(), Vec<Invalid>> {
         let mut p = Vec::new();
-        if self.histograms.is_empty() {
-            p.push(Invalid::new(
-                "histograms",
-                "must name at least one of `explicit`, `exponential`",
-            ));
-        }
-        if self.max_size < 2 {
-            p.push(Invalid::new("max_size", "must be at least 2"));
-        }
-        if !(exponential::MIN_SCALE..=exponential::MAX_SCALE).contains(&self.max_scale) {
-            p.push(Invalid::new(
-                "max_scale",
-                format!(
-                    "must be from {} to {}",
-                    exponential::MIN_SCALE,
-                    exponential::MAX_SCALE
-                ),
-            ));
-        }
-        if !(1..=5).contains(&self.significant_figures) {
-            p.push(Invalid::new("significant_figures", "must be from 1 to 5"));
-        }
+        validate_histograms(
+            &self.histograms,
+            self.max_size,
+            self.max_scale,
+            self.significant_figures,
+            &mut p,
+        );
         Invalid::all(p)
     }
 }

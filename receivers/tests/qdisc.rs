@@ -266,7 +266,21 @@ fn tbf_delays_match_the_rate() {
             payload: 400,
         },
     ] {
-        let o = run_case(&a, &b, &case);
+        // The delay model needs every frame's sample. The LRU table may evict an entry early
+        // under contention (counted as the receiver's dropped): such a run is repeated, at most
+        // twice; a frame missing without that count fails at once.
+        let mut o = run_case(&a, &b, &case);
+        for _ in 0..2 {
+            let missing = case.count.saturating_sub(o.samples.len() as u64);
+            if missing == 0 || missing > o.dropped {
+                break;
+            }
+            eprintln!(
+                "{missing} frames without a sample, {} counted unmatched: again",
+                o.dropped
+            );
+            o = run_case(&a, &b, &case);
+        }
         let frame = case.payload as u64 + HEADERS;
         let secs_per_byte = 8.0 / case.rate_bps as f64;
         eprintln!(

@@ -465,6 +465,21 @@ fn run(test: &str, privileges: Privileges, subnet: u8) {
         if_n.is_empty(),
         "{test}: devices without their names: {if_n:?}"
     );
+    // A host-side veth is named after the container it serves, on every point of its series.
+    for (veth, c) in [(&sender_veth, &sender), (&receiver_veth, &receiver)] {
+        let peers: Vec<Option<&str>> = series
+            .iter()
+            .filter(|s| {
+                s.attr("network.interface.name") == Some(veth.as_str())
+                    && s.attr("network.transport") == Some("udp")
+            })
+            .map(|s| s.attr("periscope.peer.container.name"))
+            .collect();
+        assert!(
+            !peers.is_empty() && peers.iter().all(|p| *p == Some(c.as_str())),
+            "{test}: {veth}'s udp series carry periscope.peer.container.name {peers:?}, want {c}"
+        );
+    }
 
     // Churn: a container counted and removed at once (its final points under its name), the
     // next one (which may get its address) counted on its own, the sender restarted into a new

@@ -528,3 +528,199 @@ fn workload_direction_locality_and_pod_names_on_a_node() {
     // once out of a and once into b in the workload totals (asserted above, exactly).
     drop(n);
 }
+
+/// A 64-hex-digit id (container) unique to this run.
+fn hex_id(salt: u64) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let seed = nanos ^ (u64::from(std::process::id()) << 32) ^ salt.wrapping_mul(0x9e37_79b9);
+    (0..4)
+        .map(|i| format!("{:016x}", seed.rotate_left(i * 16) ^ (i as u64 + salt)))
+        .collect()
+}
+
+/// Pods made the way CNI makes them: the namespace (a bind mount) and its veth first, the
+/// container's process only after the agent has found the namespace. The node-side veth's
+/// series must carry the container (`periscope.peer.container.id`, `.name` from Docker's state)
+/// and the pod (`periscope.peer.k8s.pod.uid`) from its first point, with exactly the
+/// generator's datagrams; the pod's own device does not (its namespace was named before its
+/// first process: identity names every point, so it must not start naming them later).
+#[test]
+fn a_node_side_veth_names_the_container_that_came_after_its_namespace() {
+    use periscope_receivers::socket::find_cgroup2;
+    use periscope_testkit::cgroup::{command_in, Cgroups};
+    let test = "a_node_side_veth_names_the_container_that_came_after_its_namespace";
+    if !require_root_and_tools(test, &["ip", "sleep"]) {
+        return;
+    }
+    let Some(cg2) = find_cgroup2() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{test}: no cgroup v2 mount"
+        );
+        periscope_testkit::skip(test, "no cgroup v2 mount");
+        return;
+    };
+    let dir = TestDir::new("workload_late");
+    let pid = std::process::id();
+    let (docker_id, cri_id, uid_hex) = (hex_id(1), hex_id(2), hex_id(3));
+    let pod_uid = format!(
+        "{}-{}-{}-{}-{}",
+        &uid_hex[0..8],
+        &uid_hex[8..12],
+        &uid_hex[12..16],
+        &uid_hex[16..20],
+        &uid_hex[20..32]
+    );
+    // Docker's state for the container's name.
+    let docker_root = dir.join("docker");
+    let state = docker_root.join("containers").join(&docker_id);
+    std::fs::create_dir_all(&state).expect("mkdir docker state");
+    std::fs::write(
+        state.join("config.v2.json"),
+        r#"{"Name":"/wk-checkout","Config":{"Image":"shop/checkout:2.1"}}"#,
+    )
+    .expect("docker state");
+
+    let out = dir.join("late.jsonl");
+    let (va, vb, pa, pb) = (
+        format!("wv{pid}a"),
+        format!("wv{pid}b"),
+        format!("wp{pid}a"),
+        format!("wp{pid}b"),
+    );
+    let yaml = format!(
+        "receivers:\n  tcx:\n    namespaces: all\n    interfaces: {{include: [\"wv{pid}*\", \"wp{pid}*\"]}}\n    \
+         events: none\n    counters_interval: 100ms\n\
+         processors:\n  flow: {{interval: 500ms}}\n  identity: {{container: {{docker_root: {}}}}}\n\
+         exporters:\n  file: {{path: {}, flush_interval: 100ms}}\n\
+         service:\n  pipelines:\n    metrics: {{receivers: [tcx], processors: [flow, identity], exporters: [file]}}\n  \
+         telemetry: {{logs: {{level: info}}, metrics: {{enabled: false}}}}\n",
+        yaml_path(&docker_root),
+        yaml_path(&out)
+    );
+    let config = dir.write("late.yaml", yaml);
+    let mut agent = start_agent(&config, "periscope run (tcx, all namespaces)");
+    // Attached to what is there already before the pods come.
+    std::thread::sleep(Duration::from_secs(2));
+
+    let node = namespace("knode");
+    let (a, b) = (namespace("ka"), namespace("kb"));
+    for (pod, host_if, pod_if, net) in [(&a, &va, &pa, 1), (&b, &vb, &pb, 2)] {
+        node.ip(&[
+            "link",
+            "add",
+            host_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            pod_if,
+            "netns",
+            pod.name(),
+        ]);
+        node.ip(&["addr", "add", &format!("10.62.{net}.1/24"), "dev", host_if]);
+        node.ip(&["link", "set", host_if, "up"]);
+        pod.ip(&["addr", "add", &format!("10.62.{net}.2/24"), "dev", pod_if]);
+        pod.ip(&["link", "set", pod_if, "up"]);
+    }
+    // The agent finds the namespaces (bind mounts) with nobody in them.
+    std::thread::sleep(Duration::from_secs(2));
+
+    // The containers: a Docker one in pod a, a pod's CRI container in pod b.
+    let mut tree = Cgroups::new();
+    let parent = tree.mkdir(cg2.join(format!("periscope-workload-{pid}.slice")));
+    let docker_cgroup = tree.mkdir(parent.join(format!("docker-{docker_id}.scope")));
+    let pod_slice = tree.mkdir(parent.join(format!(
+        "kubepods-besteffort-pod{}.slice",
+        pod_uid.replace('-', "_")
+    )));
+    let cri_cgroup = tree.mkdir(pod_slice.join(format!("cri-containerd-{cri_id}.scope")));
+    let _containers: Vec<Background> = [(&docker_cgroup, &a), (&cri_cgroup, &b)]
+        .into_iter()
+        .map(|(cg, ns)| Background::spawn(command_in(cg, ns, "sleep").arg("300"), "container"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+
+    let sent_a = udp(
+        (&a, Ipv4Addr::new(10, 62, 1, 2)),
+        (&node, Ipv4Addr::new(10, 62, 1, 1)),
+        40,
+        100,
+    );
+    let sent_b = udp(
+        (&b, Ipv4Addr::new(10, 62, 2, 2)),
+        (&node, Ipv4Addr::new(10, 62, 2, 1)),
+        25,
+        100,
+    );
+
+    // Per (device, container id, container name, pod uid, own container id): udp packets.
+    type Key = (String, String, String, String, String);
+    let want: BTreeMap<Key, i64> = [
+        (
+            (
+                va.clone(),
+                docker_id.clone(),
+                "wk-checkout".to_string(),
+                "-".to_string(),
+                "-".to_string(),
+            ),
+            sent_a,
+        ),
+        (
+            (
+                vb.clone(),
+                cri_id.clone(),
+                "-".to_string(),
+                pod_uid.clone(),
+                "-".to_string(),
+            ),
+            sent_b,
+        ),
+        (
+            (pa.clone(), "-".into(), "-".into(), "-".into(), "-".into()),
+            sent_a,
+        ),
+        (
+            (pb.clone(), "-".into(), "-".into(), "-".into(), "-".into()),
+            sent_b,
+        ),
+    ]
+    .into_iter()
+    .collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut got: BTreeMap<Key, i64> = BTreeMap::new();
+        for s in series(&out, "periscope.network.packets") {
+            let dev = s.attr("network.interface.name").unwrap_or("-");
+            if s.attr("network.transport") != Some("udp")
+                || ![&va, &vb, &pa, &pb].contains(&&dev.to_string())
+            {
+                continue;
+            }
+            let a = |k: &str| s.attr(k).unwrap_or("-").to_string();
+            let key = (
+                dev.to_string(),
+                a("periscope.peer.container.id"),
+                a("periscope.peer.container.name"),
+                a("periscope.peer.k8s.pod.uid"),
+                a("container.id"),
+            );
+            *got.entry(key).or_default() += s.value;
+        }
+        if got == want {
+            break;
+        }
+        assert!(
+            !agent.has_exited() && Instant::now() < deadline,
+            "{test}: udp packets by (device, peer container id, name, pod uid, own container):\n{}\n--- stderr ---\n{}",
+            table(&want, &got),
+            agent.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    eprintln!("{test}:\n{}", table(&want, &want));
+    stop_agent(agent, Duration::from_secs(10));
+}

@@ -91,6 +91,12 @@ pub struct NamespaceInfo {
     /// namespace when it was discovered, if any: names its container or pod after the process
     /// is gone.
     pub cgroup: Option<String>,
+    /// `cgroup` was learned after the namespace was reported (it was made before any process
+    /// was in it: CNI and `ip netns add` do that), from the first process seen in it. Only
+    /// names captured with a series before its first export use it (`periscope.peer.*` of a
+    /// node-side device); `identity`, which names every point, does not: an attribute its
+    /// series' first points lacked would make a second series of the same counts.
+    pub cgroup_late: bool,
 }
 
 /// A shared, thread-safe table from namespace (inode and cookie) to what is known of it.

@@ -12,6 +12,7 @@ mod socket_join;
 pub mod sockets;
 pub mod telemetry;
 pub mod topology;
+pub mod workload;
 
 pub use devices::{DeviceInfo, DeviceTable, NamespaceInfo, NamespaceTable};
 pub use dns::{DnsTable, Resolution};

@@ -37,7 +37,7 @@ use rustc_hash::FxHashMap;
 use periscope_pipeline::component::{
     BuildContext, ComponentConfig, Emitter, Processor, ProcessorConfig,
 };
-use periscope_pipeline::devices::DeviceTable;
+use periscope_pipeline::devices::{DeviceTable, NamespaceTable};
 use periscope_pipeline::model::{
     BurstEvent, BurstPhase, DeviceRef, Direction, Event, HistogramPoint, KeyValue, Metric,
     MetricData, NumberPoint, PacketEvent, Payload, QueueEvent, QueueEventKind, Span, SpanEvent,
@@ -55,15 +55,18 @@ pub use config::{BurstConfig, DEFAULT_BOUNDARIES};
 
 impl ProcessorConfig for BurstConfig {
     fn build(&self, ctx: &BuildContext) -> anyhow::Result<Box<dyn Processor>> {
-        Ok(Box::new(Burst::new(
-            BurstConfig {
-                // Not in a metrics pipeline, which drops them.
-                spans: self.spans && ctx.carries_spans(),
-                ..self.clone()
-            },
-            ctx.id.to_string(),
-            ctx.devices.clone(),
-        )?))
+        Ok(Box::new(
+            Burst::new(
+                BurstConfig {
+                    // Not in a metrics pipeline, which drops them.
+                    spans: self.spans && ctx.carries_spans(),
+                    ..self.clone()
+                },
+                ctx.id.to_string(),
+                ctx.devices.clone(),
+            )?
+            .with_namespaces(ctx.namespaces.clone()),
+        ))
     }
 }
 
@@ -217,6 +220,13 @@ pub struct Burst {
 }
 
 impl Burst {
+    /// Names the container and pod of node-side devices' peers from what receivers captured
+    /// of their namespaces.
+    pub fn with_namespaces(mut self, namespaces: NamespaceTable) -> Self {
+        self.names.set_namespaces(namespaces);
+        self
+    }
+
     pub fn new(
         config: BurstConfig,
         scope_name: String,

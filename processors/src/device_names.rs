@@ -12,9 +12,11 @@ use std::sync::Arc;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use periscope_pipeline::devices::DeviceTable;
+use periscope_pipeline::devices::{DeviceTable, NamespaceTable};
 use periscope_pipeline::model::{DeviceRef, Direction, KeyValue, NetnsId, WorkloadDirection};
 use periscope_pipeline::telemetry::names;
+
+use crate::identity::cgroup::parse_cgroup_path;
 
 /// Adds a namespace's id: `periscope.netns.inode`, and `periscope.netns.cookie` when known
 /// (live hooks; a replayed capture has none, and its output stays as it was).
@@ -46,6 +48,9 @@ pub struct Names {
     pub loopback: bool,
     /// The other end of a veth in another namespace.
     pub peer: Option<PeerNames>,
+    /// A collect emitted a series with these names: what is learned from now on is not filled
+    /// in (a series' attributes never change after its first point).
+    published: bool,
 }
 
 /// The other end of a veth, as captured with the device.
@@ -56,17 +61,28 @@ pub struct PeerNames {
     pub netns_name: Option<Arc<str>>,
     /// The peer device's name (`periscope.peer.interface.name`), if registered.
     pub interface: Option<Arc<str>>,
+    /// The container (`periscope.peer.container.id`) and pod (`periscope.peer.k8s.pod.uid`)
+    /// of the peer's namespace, from the cgroup of a process in it; `identity` names them.
+    pub container: Option<Arc<str>>,
+    pub pod_uid: Option<Arc<str>>,
 }
 
 impl Names {
-    fn of(devices: &DeviceTable, device: &DeviceRef) -> Names {
+    fn of(devices: &DeviceTable, namespaces: &NamespaceTable, device: &DeviceRef) -> Names {
         match devices.get(device) {
             Some(info) => {
                 // The peer's own registration has the names learned since (a namespace named
                 // late, the peer attached after this device).
                 let peer = info.peer.map(|p| {
                     let now = devices.get(&p.device);
+                    let workload = namespaces
+                        .get(&p.device.netns)
+                        .and_then(|n| n.cgroup)
+                        .map(|c| parse_cgroup_path(&c))
+                        .unwrap_or_default();
                     PeerNames {
+                        container: workload.container.map(|c| Arc::from(c.0)),
+                        pod_uid: workload.pod.map(|p| Arc::from(p.0)),
                         netns: p.device.netns,
                         netns_name: now
                             .as_ref()
@@ -83,6 +99,7 @@ impl Names {
                     serves_peer: info.serves_peer,
                     loopback: info.loopback,
                     peer,
+                    published: false,
                 }
             }
             None => Names {
@@ -92,6 +109,7 @@ impl Names {
                 serves_peer: false,
                 loopback: false,
                 peer: None,
+                published: false,
             },
         }
     }
@@ -139,6 +157,12 @@ impl Names {
                     n.to_string(),
                 ));
             }
+            if let Some(c) = &p.container {
+                a.push(KeyValue::new(names::ATTR_PEER_CONTAINER_ID, c.to_string()));
+            }
+            if let Some(u) = &p.pod_uid {
+                a.push(KeyValue::new(names::ATTR_PEER_K8S_POD_UID, u.to_string()));
+            }
         }
     }
 }
@@ -147,6 +171,7 @@ impl Names {
 #[derive(Debug)]
 pub struct DeviceNames {
     devices: DeviceTable,
+    namespaces: NamespaceTable,
     known: FxHashMap<DeviceRef, Names>,
 }
 
@@ -154,8 +179,15 @@ impl DeviceNames {
     pub fn new(devices: DeviceTable) -> Self {
         DeviceNames {
             devices,
+            namespaces: NamespaceTable::default(),
             known: FxHashMap::default(),
         }
+    }
+
+    /// Reads what receivers captured of namespaces (the container and pod a node-side device
+    /// serves) from `namespaces`.
+    pub fn set_namespaces(&mut self, namespaces: NamespaceTable) {
+        self.namespaces = namespaces;
     }
 
     /// The table names are read from (to tell whether a device is gone).
@@ -166,7 +198,7 @@ impl DeviceNames {
     /// Captures `device`'s names unless they are (a series of it was made before).
     pub fn capture(&mut self, device: DeviceRef) {
         if !self.known.contains_key(&device) {
-            let names = Names::of(&self.devices, &device);
+            let names = Names::of(&self.devices, &self.namespaces, &device);
             self.known.insert(device, names);
         }
     }
@@ -177,7 +209,7 @@ impl DeviceNames {
         self.known
             .get(device)
             .cloned()
-            .unwrap_or_else(|| Names::of(&self.devices, device))
+            .unwrap_or_else(|| Names::of(&self.devices, &self.namespaces, device))
     }
 
     /// The names captured for `device`, if they were.
@@ -189,7 +221,7 @@ impl DeviceNames {
     pub fn push_attributes(&self, a: &mut Vec<KeyValue>, device: &DeviceRef) {
         match self.known.get(device) {
             Some(n) => n.push_attributes(a, device),
-            None => Names::of(&self.devices, device).push_attributes(a, device),
+            None => Names::of(&self.devices, &self.namespaces, device).push_attributes(a, device),
         }
     }
 
@@ -223,8 +255,30 @@ impl DeviceNames {
                     || n.peer
                         .as_ref()
                         .is_none_or(|p| p.netns_name.is_none() || p.interface.is_none()));
-            if !n.registered || named_late || peer_late {
-                *n = Names::of(&self.devices, d);
+            // The peer's container and pod: its first process may start after the device is
+            // up (CNI makes the namespace first); filled in only before the series' first point.
+            let workload_late = !n.published
+                && n.peer.as_ref().is_some_and(|p| {
+                    p.container.is_none()
+                        && p.pod_uid.is_none()
+                        && self
+                            .namespaces
+                            .get(&p.netns)
+                            .is_some_and(|i| i.cgroup.is_some())
+                });
+            if !n.registered || named_late || peer_late || workload_late {
+                let mut now = Names::of(&self.devices, &self.namespaces, d);
+                if n.published {
+                    let before = n
+                        .peer
+                        .as_ref()
+                        .map(|p| (p.container.clone(), p.pod_uid.clone()));
+                    if let Some(p) = &mut now.peer {
+                        (p.container, p.pod_uid) = before.unwrap_or_default();
+                    }
+                }
+                now.published = n.published;
+                *n = now;
             } else if *n.interface != *info.name || n.netns.as_deref() != info.netns_name.as_deref()
             {
                 renamed.push(*d);
@@ -237,6 +291,9 @@ impl DeviceNames {
     /// renamed, or forgotten by a delta collect), so that memory follows the series.
     pub fn after_collect(&mut self, in_use: &FxHashSet<DeviceRef>) {
         self.known.retain(|d, _| in_use.contains(d));
+        for n in self.known.values_mut() {
+            n.published = true;
+        }
     }
 
     /// Devices whose names are kept.
@@ -335,6 +392,112 @@ mod tests {
         // A real rename after that still is one.
         t.insert(dev(1), info("eth9", "pod-a"));
         assert_eq!(n.renamed(), vec![dev(1)]);
+    }
+
+    /// A pod's node-side veth (serves its peer, whose namespace's first process is the pod's
+    /// container).
+    fn node_side(t: &DeviceTable, peer: NetnsId) {
+        t.insert(
+            dev(1),
+            DeviceInfo {
+                name: "veth3a9f".into(),
+                serves_peer: true,
+                peer: Some(periscope_pipeline::devices::DevicePeer {
+                    device: DeviceRef {
+                        netns: peer,
+                        ifindex: 2,
+                    },
+                    name: Some("eth0".into()),
+                    netns_name: Some("cni-1".into()),
+                }),
+                ..Default::default()
+            },
+        );
+    }
+
+    const POD_CGROUP: &str = "/kubepods.slice/kubepods-besteffort.slice/\
+        kubepods-besteffort-pod1d2e3f40_5a6b_4c7d_8e9f_0a1b2c3d4e5f.slice/\
+        cri-containerd-3f2a9c0d1e2b3a4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4.scope";
+
+    fn peer_attrs(n: &DeviceNames) -> (Option<String>, Option<String>) {
+        let mut a = Vec::new();
+        n.push_attributes(&mut a, &dev(1));
+        let get = |k: &str| {
+            a.iter()
+                .find(|kv| kv.key == k)
+                .map(|kv| format!("{:?}", kv.value))
+        };
+        (
+            get(names::ATTR_PEER_CONTAINER_ID),
+            get(names::ATTR_PEER_K8S_POD_UID),
+        )
+    }
+
+    #[test]
+    fn the_peers_container_and_pod_are_captured_with_the_series_and_learned_late_only_before_its_first_point(
+    ) {
+        use periscope_pipeline::devices::{NamespaceInfo, NamespaceTable};
+        let peer = NetnsId {
+            inode: 4026533000,
+            cookie: 77,
+        };
+        let info = |cgroup: Option<&str>, late: bool| NamespaceInfo {
+            name: Some("cni-1".into()),
+            cgroup: cgroup.map(str::to_string),
+            cgroup_late: late,
+        };
+        // Known when the series began.
+        let (t, ns) = (DeviceTable::default(), NamespaceTable::default());
+        ns.insert(peer, info(Some(POD_CGROUP), false));
+        node_side(&t, peer);
+        let mut n = DeviceNames::new(t.clone());
+        n.set_namespaces(ns.clone());
+        n.capture(dev(1));
+        let (c, p) = peer_attrs(&n);
+        assert!(c.is_some_and(|c| c.contains("3f2a9c0d")), "container id");
+        assert!(p.is_some_and(|p| p.contains("1d2e3f40-5a6b")), "pod uid");
+
+        // The pod's first process came after the series' first record, before its first
+        // point: filled in.
+        let (t, ns) = (DeviceTable::default(), NamespaceTable::default());
+        ns.insert(peer, info(None, false));
+        node_side(&t, peer);
+        let mut n = DeviceNames::new(t.clone());
+        n.set_namespaces(ns.clone());
+        n.capture(dev(1));
+        assert_eq!(peer_attrs(&n), (None, None));
+        ns.insert(peer, info(Some(POD_CGROUP), true));
+        assert!(n.renamed().is_empty(), "not a rename");
+        assert!(
+            peer_attrs(&n).0.is_some(),
+            "filled in before the first point"
+        );
+
+        // ... after its first point: not (the series keeps the attributes it was born with).
+        let (t, ns) = (DeviceTable::default(), NamespaceTable::default());
+        ns.insert(peer, info(None, false));
+        node_side(&t, peer);
+        let mut n = DeviceNames::new(t.clone());
+        n.set_namespaces(ns.clone());
+        n.capture(dev(1));
+        n.after_collect(&[dev(1)].into_iter().collect());
+        ns.insert(peer, info(Some(POD_CGROUP), true));
+        assert!(n.renamed().is_empty());
+        assert_eq!(
+            peer_attrs(&n),
+            (None, None),
+            "not added to a published series"
+        );
+        // A peer name learned late is still filled in, without the workload.
+        t.insert(dev(1), {
+            let mut i = t.get(&dev(1)).expect("registered");
+            if let Some(p) = &mut i.peer {
+                p.name = None;
+            }
+            i
+        });
+        n.after_collect(&[dev(1)].into_iter().collect());
+        assert_eq!(peer_attrs(&n), (None, None));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use periscope_pipeline::component::{
     BuildContext, ComponentConfig, Emitter, Processor, ProcessorConfig,
 };
 use periscope_pipeline::config::PositiveDuration;
-use periscope_pipeline::devices::DeviceTable;
+use periscope_pipeline::devices::{DeviceTable, NamespaceTable};
 use periscope_pipeline::model::{
     CgroupCounters, DeviceCounters, DeviceRef, Direction, Event, FlowCounters, KeyValue, Locality,
     Metric, MetricData, NetnsId, NetworkType, NumberPoint, PacketEvent, Payload, Temporality,
@@ -79,6 +79,7 @@ impl ProcessorConfig for FlowConfig {
     fn build(&self, ctx: &BuildContext) -> anyhow::Result<Box<dyn Processor>> {
         Ok(Box::new(
             Flow::new(self.clone(), ctx.devices.clone(), ctx.id.to_string())
+                .with_namespaces(ctx.namespaces.clone())
                 .with_sockets(ctx.sockets.clone()),
         ))
     }
@@ -196,6 +197,13 @@ impl Flow {
             sockets: None,
             next_emit,
         }
+    }
+
+    /// Names the container and pod of node-side devices' peers from what receivers captured
+    /// of their namespaces.
+    pub fn with_namespaces(mut self, namespaces: NamespaceTable) -> Self {
+        self.names.set_namespaces(namespaces);
+        self
     }
 
     /// Joins flows with the sockets of `sockets` (with `flow_attributes`): the kernel's

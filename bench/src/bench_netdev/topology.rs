@@ -138,6 +138,7 @@ pub(crate) fn namespace(name: &str) -> Result<(Namespace, NetnsHandle)> {
         name: Some(name.to_string()),
         path,
         cgroup: None,
+        cgroup_late: false,
     };
     let handle = NetnsHandle::open(&ns)?;
     ns.id.cookie = netns_cookie(&handle)?;

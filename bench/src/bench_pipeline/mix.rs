@@ -233,6 +233,7 @@ fn cycle(ctx: &BuildContext) -> Vec<Event> {
             NamespaceInfo {
                 name: Some(format!("pod-{i}")),
                 cgroup: None,
+                cgroup_late: false,
             },
         );
     }

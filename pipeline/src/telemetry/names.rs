@@ -41,6 +41,13 @@ pub const ATTR_PEER_NETNS_INODE: &str = "periscope.peer.netns.inode";
 pub const ATTR_PEER_NETNS_COOKIE: &str = "periscope.peer.netns.cookie";
 pub const ATTR_PEER_NETNS_NAME: &str = "periscope.peer.netns.name";
 pub const ATTR_PEER_INTERFACE_NAME: &str = "periscope.peer.interface.name";
+/// The container and pod of a node-side device's peer namespace: ids captured with the
+/// device's names, names added by `identity`.
+pub const ATTR_PEER_CONTAINER_ID: &str = "periscope.peer.container.id";
+pub const ATTR_PEER_CONTAINER_NAME: &str = "periscope.peer.container.name";
+pub const ATTR_PEER_K8S_POD_UID: &str = "periscope.peer.k8s.pod.uid";
+pub const ATTR_PEER_K8S_POD_NAME: &str = "periscope.peer.k8s.pod.name";
+pub const ATTR_PEER_K8S_NAMESPACE_NAME: &str = "periscope.peer.k8s.namespace.name";
 /// Packet records a kernel receiver read from its ring buffer (flow processor).
 pub const NETWORK_RECORDS_DELIVERED: &str = "periscope.network.records.delivered";
 /// Packet records lost to a full ring buffer (flow processor).
@@ -291,6 +298,11 @@ pub const ALL: &[&str] = &[
     ATTR_PEER_NETNS_COOKIE,
     ATTR_PEER_NETNS_NAME,
     ATTR_PEER_INTERFACE_NAME,
+    ATTR_PEER_CONTAINER_ID,
+    ATTR_PEER_CONTAINER_NAME,
+    ATTR_PEER_K8S_POD_UID,
+    ATTR_PEER_K8S_POD_NAME,
+    ATTR_PEER_K8S_NAMESPACE_NAME,
     CGROUP_PACKETS,
     CGROUP_BYTES,
     TCP_CONNECTIONS,

@@ -72,6 +72,7 @@ fn named(t: &NamespaceTable, netns: NetnsId, name: &str) {
         NamespaceInfo {
             name: Some(name.into()),
             cgroup: None,
+            cgroup_late: false,
         },
     );
 }

@@ -257,6 +257,9 @@ pub const ATTRIBUTES: &[&str] = &[
     names::ATTR_K8S_PEER_OWNER_KIND,
     names::ATTR_K8S_PEER_OWNER_NAME,
     names::ATTR_K8S_PEER_SERVICE_NAME,
+    names::ATTR_PEER_CONTAINER_NAME,
+    names::ATTR_PEER_K8S_POD_NAME,
+    names::ATTR_PEER_K8S_NAMESPACE_NAME,
 ];
 
 /// The prefixes of the labels and annotations `kubernetes.labels` and

@@ -75,6 +75,11 @@ struct Wanted {
     k8s_pod: u16,
     /// Which of [`K8S_PEER_ATTRIBUTES`].
     k8s_peer: u8,
+    /// `periscope.peer.container.name` of a node-side device's `periscope.peer.container.id`.
+    peer_container_name: bool,
+    /// `periscope.peer.k8s.pod.name` / `.k8s.namespace.name` of its `periscope.peer.k8s.pod.uid`.
+    peer_pod_name: bool,
+    peer_pod_namespace: bool,
 }
 
 /// What `kubernetes` adds to a pod's telemetry, in bit order of [`Wanted::k8s_pod`].
@@ -147,6 +152,9 @@ impl Wanted {
             } else {
                 0
             },
+            peer_container_name: c && on(names::ATTR_PEER_CONTAINER_NAME),
+            peer_pod_name: k && on(names::ATTR_PEER_K8S_POD_NAME),
+            peer_pod_namespace: k && on(names::ATTR_PEER_K8S_NAMESPACE_NAME),
             pid: p && config.process.from_sockets && on(names::ATTR_PROCESS_PID),
             exe_name: p && on(names::ATTR_PROCESS_NAME),
             exe_path: p && on(names::ATTR_PROCESS_EXECUTABLE_PATH),
@@ -190,6 +198,9 @@ impl Wanted {
             || self.dns_name
             || self.dns_server
             || self.k8s_peer != 0
+            || self.peer_container_name
+            || self.peer_pod_name
+            || self.peer_pod_namespace
     }
 }
 
@@ -464,6 +475,44 @@ impl Identity {
         }
     }
 
+    /// Names the container and pod a node-side device serves, from the ids its series was
+    /// captured with (`periscope.peer.container.id`, `periscope.peer.k8s.pod.uid`): lookups by
+    /// id only, no scan.
+    fn name_peer_workload(&mut self, attrs: &mut Attributes, want: Wanted, now: Instant) {
+        let container = string(attrs, names::ATTR_PEER_CONTAINER_ID).map(str::to_owned);
+        if let (true, Some(id)) = (want.peer_container_name, &container) {
+            let d = self.runtime.describe(id, None, now);
+            if let Some(n) = &d.name {
+                set(attrs, names::ATTR_PEER_CONTAINER_NAME, n.clone());
+            }
+        }
+        if !(want.peer_pod_name || want.peer_pod_namespace) {
+            return;
+        }
+        let Some(source) = self.kubernetes.as_ref() else {
+            return;
+        };
+        let pod = {
+            let store = source.store();
+            string(attrs, names::ATTR_PEER_K8S_POD_UID)
+                .and_then(|u| store.pod(u))
+                .or_else(|| container.as_deref().and_then(|c| store.pod_of_container(c)))
+                .cloned()
+        };
+        if let Some(pod) = pod {
+            if want.peer_pod_name {
+                set(attrs, names::ATTR_PEER_K8S_POD_NAME, pod.name.to_string());
+            }
+            if want.peer_pod_namespace {
+                set(
+                    attrs,
+                    names::ATTR_PEER_K8S_NAMESPACE_NAME,
+                    pod.namespace.to_string(),
+                );
+            }
+        }
+    }
+
     /// Reads what the receivers captured of each namespace (its name, the cgroup of a process
     /// in it) from `namespaces`, before scanning for it: it names namespaces that are gone.
     pub fn with_namespaces(mut self, namespaces: NamespaceTable) -> Self {
@@ -474,7 +523,12 @@ impl Identity {
     /// What the receivers captured of `netns` while it was alive, if they named it or knew
     /// its container.
     fn captured_namespace(&self, netns: NetnsId) -> Option<Arc<netns::NetnsInfo>> {
-        let info = self.namespaces.get(&netns)?;
+        let mut info = self.namespaces.get(&netns)?;
+        // Learned after the namespace's first series: naming them by it now would change their
+        // attributes after their first points (see `NamespaceInfo::cgroup_late`).
+        if info.cgroup_late {
+            info.cgroup = None;
+        }
         if info.name.is_none() && info.cgroup.is_none() {
             return None;
         }
@@ -761,6 +815,7 @@ impl Identity {
         }
         let own_pod = workload.as_ref().and_then(|w| w.pod.as_ref());
         self.enrich_peer(attrs, want, own_pod.map(|p| p.0.as_str()));
+        self.name_peer_workload(attrs, want, now);
     }
 
     /// Adds the identity of the ids in `attrs` as for a span that began at `since_ns`: for a

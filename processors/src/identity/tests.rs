@@ -441,6 +441,7 @@ fn namespaces_are_named_by_cookie_from_what_was_captured_while_they_were_alive()
         periscope_pipeline::NamespaceInfo {
             name: Some("pod-a".into()),
             cgroup: Some(pod_cgroup),
+            cgroup_late: false,
         },
     );
     // pod-a is deleted, its inode goes to pod-b.
@@ -450,6 +451,7 @@ fn namespaces_are_named_by_cookie_from_what_was_captured_while_they_were_alive()
         periscope_pipeline::NamespaceInfo {
             name: Some("pod-b".into()),
             cgroup: None,
+            cgroup_late: false,
         },
     );
     let point = |cookie: i64| {
@@ -545,4 +547,79 @@ fn an_accepted_socket_with_an_unknown_cgroup_takes_its_namespaces_container() {
         )]),
     );
     assert_eq!(get(&series[0], names::ATTR_CONTAINER_ID).cloned(), s(ID));
+}
+
+/// A node-side veth's series carries the ids of its peer namespace's container and pod (the
+/// flow processor captured them with the series): identity names them, by id only.
+#[test]
+fn a_node_side_devices_peer_container_is_named_from_its_id() {
+    let f = Fixture::new("peer");
+    let config = f.config();
+    let (mut p, _) = identity(&config, SocketTable::default());
+    let series = |id: &str| {
+        metric(vec![vec![
+            KeyValue::new(names::ATTR_NETNS_INODE, i64::from(f.netns_inode)),
+            KeyValue::new(names::ATTR_PEER_NETNS_INODE, 4_026_533_222i64),
+            KeyValue::new(names::ATTR_PEER_CONTAINER_ID, id.to_string()),
+        ]])
+    };
+    let out = run(&mut p, series(ID));
+    let a = &out[0];
+    assert_eq!(
+        get(a, names::ATTR_PEER_CONTAINER_NAME).cloned(),
+        s("checkout-1")
+    );
+    // The device's own namespace keeps its own name; no container of its own.
+    assert_eq!(get(a, names::ATTR_NETNS_NAME).cloned(), s("pod-a"));
+    assert!(get(a, names::ATTR_CONTAINER_ID).is_none(), "{a:?}");
+    // An id the runtime does not know: nothing added.
+    let other = "f".repeat(64);
+    let none = run(&mut p, series(&other));
+    assert!(get(&none[0], names::ATTR_PEER_CONTAINER_NAME).is_none());
+    // Excluded: not added.
+    let mut off = config.clone();
+    off.exclude = vec![names::ATTR_PEER_CONTAINER_NAME.to_string()];
+    let (mut p, _) = identity(&off, SocketTable::default());
+    let out = run(&mut p, series(ID));
+    assert!(get(&out[0], names::ATTR_PEER_CONTAINER_NAME).is_none());
+}
+
+/// A namespace whose cgroup was learned after it was reported (its first process came later)
+/// does not name the namespace's own series: their first points went out without it.
+#[test]
+fn a_cgroup_learned_late_does_not_name_the_namespaces_own_series() {
+    let f = Fixture::new("late");
+    let pod_cgroup = format!(
+        "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/crio-{ID}.scope",
+        UID.replace('-', "_")
+    );
+    let netns = NetnsId {
+        inode: 4_026_533_500,
+        cookie: 9,
+    };
+    let run_with = |late: bool| {
+        let table = NamespaceTable::default();
+        table.insert(
+            netns,
+            periscope_pipeline::NamespaceInfo {
+                name: Some("cni-1".into()),
+                cgroup: Some(pod_cgroup.clone()),
+                cgroup_late: late,
+            },
+        );
+        let (p, _) = identity(&f.config(), SocketTable::default());
+        let mut p = p.with_namespaces(table);
+        run(
+            &mut p,
+            metric(vec![vec![
+                KeyValue::new(names::ATTR_NETNS_INODE, i64::from(netns.inode)),
+                KeyValue::new(names::ATTR_NETNS_COOKIE, 9i64),
+            ]]),
+        )
+    };
+    assert_eq!(
+        get(&run_with(false)[0], names::ATTR_K8S_POD_UID).cloned(),
+        s(UID)
+    );
+    assert!(get(&run_with(true)[0], names::ATTR_K8S_POD_UID).is_none());
 }

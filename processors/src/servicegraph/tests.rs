@@ -39,6 +39,7 @@ fn processor(config: ServiceGraphConfig) -> ServiceGraph {
             NamespaceInfo {
                 name: Some(name.into()),
                 cgroup: None,
+                cgroup_late: false,
             },
         );
     }

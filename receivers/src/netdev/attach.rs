@@ -273,6 +273,7 @@ impl Attacher {
             NamespaceInfo {
                 name: ns.name.clone(),
                 cgroup: ns.cgroup.clone(),
+                cgroup_late: ns.cgroup_late,
             },
         );
         if let Some(state) = self.namespaces.get_mut(&ns.id) {

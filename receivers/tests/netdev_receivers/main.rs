@@ -67,6 +67,7 @@ fn namespace(ns: &Netns) -> Namespace {
         name: Some(ns.name().to_string()),
         path: ns.path(),
         cgroup: None,
+        cgroup_late: false,
     }
 }
 

@@ -104,6 +104,7 @@ fn listed_scope_takes_only_what_is_listed() {
             name: None,
             path: PathBuf::new(),
             cgroup: None,
+            cgroup_late: false,
         })])
         .filter_map(|e| match e {
             Discovery::NamespaceAdded(ns) => Some(ns.id.inode),

@@ -54,6 +54,7 @@ fn with_cookie(found: Found) -> io::Result<Namespace> {
         name: found.name,
         path: found.path,
         cgroup,
+        cgroup_late: false,
     })
 }
 

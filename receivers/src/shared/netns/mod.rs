@@ -45,8 +45,11 @@ pub struct Namespace {
     /// A path through which it was found and can be opened (`/run/netns/x`, `/proc/PID/ns/net`).
     pub path: PathBuf,
     /// The cgroup v2 path of a process found in it when it was discovered (names its container
-    /// or pod after the process is gone), if one was.
+    /// or pod after the process is gone), if one was; else of the first process seen in it
+    /// later (`cgroup_late`, sent as an update).
     pub cgroup: Option<String>,
+    /// `cgroup` was learned after the namespace was first reported.
+    pub cgroup_late: bool,
 }
 
 /// What the watcher reports. Devices are reported only for namespaces in scope, after the
@@ -54,7 +57,8 @@ pub struct Namespace {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Discovery {
     /// A namespace in scope appeared (or was there at start). Sent again, as an update, when
-    /// a namespace already reported gets a name (a bind mount appeared after its process).
+    /// a namespace already reported gets a name (a bind mount appeared after its process) or,
+    /// found without a process, its first process (`cgroup_late`).
     NamespaceAdded(Namespace),
     /// A namespace is gone (no process, no bind mount): forget it and its devices.
     NamespaceRemoved(NetnsId),

@@ -34,6 +34,21 @@ pub(crate) fn owner_cgroup(f: &Found, procs: &[Found]) -> Option<String> {
         .find_map(cgroup_of)
 }
 
+/// For a namespace found before any process was in it: the cgroup of a process in it (`pid`,
+/// else one of `procs` with its inode) that names a container or pod — not a host process that
+/// entered it for a moment (`ip netns exec`, a CNI plugin).
+pub(crate) fn workload_cgroup(inode: u32, pid: Option<u32>, procs: &[Found]) -> Option<String> {
+    pid.into_iter()
+        .chain(
+            procs
+                .iter()
+                .filter(|p| p.inode == inode)
+                .filter_map(|p| pid_of(&p.path)),
+        )
+        .filter_map(cgroup_of)
+        .find(|c| !periscope_pipeline::workload::parse_cgroup_path(c).is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -43,7 +43,7 @@ use super::discover::{
 };
 use super::enter::{run_in, socket_cookie, NetnsHandle};
 use super::fds::{ctx, drain_eventfd, epoll_add, epoll_del, epoll_rearm, owned, wake};
-use super::owner::owner_cgroup;
+use super::owner::{owner_cgroup, workload_cgroup};
 use super::peers::{addresses, Peers};
 use super::procevents::{Pids, ProcEvents};
 use super::scope::{cgroup_pids, cgroup_relative, in_cgroup, resolve_listed, NamespaceScope};
@@ -414,7 +414,16 @@ impl Loop {
             let Ok(inode) = u32::try_from(ino) else {
                 continue;
             };
-            if self.tracked.contains_key(&inode) {
+            if let Some(t) = self.tracked.get_mut(&inode) {
+                // Found before any process was in it (CNI, `ip netns add`): the first one of
+                // a container tells whose it is (a pod's pause container).
+                if t.ns.cgroup.is_none() {
+                    if let Some(cg) = workload_cgroup(inode, Some(pid), &[]) {
+                        t.ns.cgroup = Some(cg);
+                        t.ns.cgroup_late = true;
+                        self.out.send(Discovery::NamespaceAdded(t.ns.clone()));
+                    }
+                }
                 continue;
             }
             let known =
@@ -485,6 +494,13 @@ impl Loop {
             match self.tracked.get_mut(&f.inode) {
                 None => self.add(f),
                 Some(t) => {
+                    let mut update = false;
+                    // Found before any process was in it: one of a container the scan saw.
+                    if t.ns.cgroup.is_none() && f.inode != self.host.inode {
+                        t.ns.cgroup = workload_cgroup(f.inode, None, &self.last_scan);
+                        t.ns.cgroup_late = t.ns.cgroup.is_some();
+                        update = t.ns.cgroup_late;
+                    }
                     if f.name.is_some() && f.name != t.ns.name {
                         t.ns.name = f.name;
                         // Found first through a process (`ip netns add` is one, for a moment,
@@ -493,6 +509,9 @@ impl Loop {
                         if BIND_DIRS.iter().any(|d| f.path.starts_with(d)) {
                             t.ns.path = f.path;
                         }
+                        update = true;
+                    }
+                    if update {
                         let ns = t.ns.clone();
                         self.out.send(Discovery::NamespaceAdded(ns));
                     }
@@ -562,6 +581,7 @@ impl Loop {
             name: f.name,
             path: f.path,
             cgroup,
+            cgroup_late: false,
         };
         tracing::debug!(
             ?ns,

@@ -495,8 +495,9 @@ impl Loop {
                 None => self.add(f),
                 Some(t) => {
                     let mut update = false;
-                    // Found before any process was in it: one of a container the scan saw.
-                    if t.ns.cgroup.is_none() && f.inode != self.host.inode {
+                    // Found before any process was in it: one of a container the last full
+                    // scan saw (quick rescans reuse that scan: nothing new to look at).
+                    if full && t.ns.cgroup.is_none() && f.inode != self.host.inode {
                         t.ns.cgroup = workload_cgroup(f.inode, None, &self.last_scan);
                         t.ns.cgroup_late = t.ns.cgroup.is_some();
                         update = t.ns.cgroup_late;

@@ -1,13 +1,16 @@
 //! The latest value of every series, and its rendering in the Prometheus text format 0.0.4 or
 //! OpenMetrics 1.0.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rustc_hash::FxHashMap;
+
 use periscope_pipeline::model::{
-    Attributes, ExponentialHistogramPoint, HistogramPoint, MetricData, MetricsBatch, Number,
-    Resource, Scope, Temporality,
+    AnyValue, Attributes, ExponentialHistogramPoint, HistogramPoint, MetricData, MetricsBatch,
+    Number, Resource, Scope, Temporality,
 };
 
 use super::names::{metric_name, sanitize_label_name, unit_suffix, NameKind};
@@ -52,7 +55,10 @@ struct Family {
     help: String,
     /// The unit word (`bytes`), when the name ends with it (OpenMetrics `# UNIT`).
     unit: Option<String>,
-    series: HashMap<Labels, Series>,
+    /// By the series' labels as the exposition writes them (`a="1",b="2"`): one string per
+    /// series, looked up without allocating (a vector of label strings per series cost ~2 KiB
+    /// each and an allocation per label of every point).
+    series: FxHashMap<Box<str>, Series>,
 }
 
 /// What a scrape sees.
@@ -127,17 +133,17 @@ fn add_attributes(labels: &mut BTreeMap<String, Vec<(String, String)>>, attrs: &
 /// each anew (a `String` per attribute of every point) was the largest part of the exporter's
 /// CPU with ~900 series (`perf`, `bench-scale` idle).
 #[derive(Debug, Default)]
-struct LabelNames(std::collections::HashMap<String, String>);
+struct LabelNames(std::collections::HashMap<String, Arc<str>>);
 
 /// Keys kept at most (attribute keys are few; a flood of distinct ones is sanitized each time).
 const LABEL_NAMES_KEPT: usize = 4096;
 
 impl LabelNames {
-    fn get(&mut self, key: &str) -> String {
+    fn get(&mut self, key: &str) -> Arc<str> {
         if let Some(n) = self.0.get(key) {
             return n.clone();
         }
-        let n = sanitize_label_name(key);
+        let n: Arc<str> = sanitize_label_name(key).into();
         if self.0.len() < LABEL_NAMES_KEPT {
             self.0.insert(key.to_string(), n.clone());
         }
@@ -145,42 +151,92 @@ impl LabelNames {
     }
 }
 
-/// A point's labels, as `add_attributes` and `finish` make them from `base`, the scope's
-/// labels (replacing base labels of the same name) and `attrs`, without a map per point:
-/// sorted by name; values of keys that sanitize to one name joined with `;` in key order.
-fn point_labels(
-    names: &mut LabelNames,
-    base: &[(String, Vec<(String, String)>)],
-    scope: &[(String, String)],
-    attrs: &Attributes,
-) -> Labels {
-    let mut parts: Vec<(String, std::borrow::Cow<'static, str>, String)> =
-        Vec::with_capacity(base.len() + scope.len() + attrs.len());
+/// One part of a label: its name, the attribute key it came from (empty for resource and
+/// scope labels) and its value.
+type LabelPart<'a> = (Arc<str>, &'a str, PartValue<'a>);
+
+#[derive(Clone, Copy)]
+enum PartValue<'a> {
+    Text(&'a str),
+    Value(&'a AnyValue),
+}
+
+/// The labels every point of a batch has: `base` (job, instance) unless the scope's labels
+/// replace them, and the scope's.
+fn fixed_parts<'a>(
+    base: &'a [(String, Vec<(String, String)>)],
+    scope: &'a [(String, String)],
+) -> Vec<LabelPart<'a>> {
+    let mut parts = Vec::new();
     for (name, values) in base {
         if scope.iter().any(|(s, _)| s == name) {
             continue;
         }
         for (k, v) in values {
-            parts.push((name.clone(), k.clone().into(), v.clone()));
+            parts.push((Arc::from(name.as_str()), k.as_str(), PartValue::Text(v)));
         }
     }
     for (name, v) in scope {
-        parts.push((name.clone(), "".into(), v.clone()));
+        parts.push((Arc::from(name.as_str()), "", PartValue::Text(v)));
     }
+    parts
+}
+
+/// Writes a point's labels as the exposition has them (`a="1",b="2"`) into `out`, as
+/// `add_attributes` and `finish` make them from the batch's `fixed` labels and `attrs`,
+/// without allocating once `parts` and `out` have grown: sorted by name; values of keys that
+/// sanitize to one name joined with `;` in key order.
+fn write_point_labels<'a>(
+    names: &mut LabelNames,
+    fixed: &[LabelPart<'a>],
+    attrs: &'a Attributes,
+    parts: &mut Vec<LabelPart<'a>>,
+    out: &mut String,
+) {
+    parts.clear();
+    parts.extend(fixed.iter().cloned());
     for kv in attrs {
-        parts.push((names.get(&kv.key), kv.key.clone(), kv.value.to_string()));
+        parts.push((names.get(&kv.key), &kv.key, PartValue::Value(&kv.value)));
     }
     // Stable: equal keys keep their order, as `finish` keeps it.
-    parts.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-    let mut out: Labels = Vec::with_capacity(parts.len());
-    for (name, _, v) in parts {
-        match out.last_mut() {
-            Some((n, joined)) if *n == name => {
-                joined.push(';');
-                joined.push_str(&v);
+    parts.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    out.clear();
+    let mut last: Option<&str> = None;
+    for (name, _, v) in parts.iter() {
+        if last == Some(&**name) {
+            out.push(';');
+        } else {
+            if last.is_some() {
+                out.push_str("\",");
             }
-            _ => out.push((name, v)),
+            out.push_str(name);
+            out.push_str("=\"");
+            last = Some(name);
         }
+        match v {
+            PartValue::Text(t) => escape_label_value(out, t),
+            PartValue::Value(AnyValue::String(t)) => escape_label_value(out, t),
+            PartValue::Value(other) => {
+                let _ = write!(out, "{other}");
+            }
+        }
+    }
+    if last.is_some() {
+        out.push('"');
+    }
+}
+
+/// Labels as the exposition writes them (`a="1",b="2"`).
+fn render_labels(labels: &Labels) -> String {
+    let mut out = String::new();
+    for (i, (k, v)) in labels.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(k);
+        out.push_str("=\"");
+        escape_label_value(&mut out, v);
+        out.push('"');
     }
     out
 }
@@ -261,12 +317,16 @@ impl Store {
     }
 
     /// Stores the batch's points: latest value per series, deltas added up.
-    pub fn ingest(&mut self, batch: &MetricsBatch) -> Refused {
+    pub fn ingest<'b>(&mut self, batch: &'b MetricsBatch) -> Refused {
         let now = Instant::now();
         let mut refused = Refused::default();
         let base = job_instance(&batch.resource);
         self.target_info(&batch.resource, &base, now);
         let scope_labels = scope_labels(&batch.scope);
+        let fixed = fixed_parts(&base, &scope_labels);
+        // Reused for every point.
+        let mut parts: Vec<LabelPart<'_>> = Vec::new();
+        let mut labels = String::new();
         for m in &batch.metrics {
             let (kind, temporality) = match &m.data {
                 MetricData::Sum {
@@ -297,7 +357,7 @@ impl Store {
                     m.description.to_string()
                 },
                 unit,
-                series: HashMap::new(),
+                series: FxHashMap::default(),
             });
             if family.kind != kind {
                 refused.type_conflict += m.data.len() as u64;
@@ -308,33 +368,34 @@ impl Store {
             // when there is something to say.
             let regular = !delta && !matches!(m.data, MetricData::Gauge { .. });
             let names = &mut self.label_names;
-            let mut put = |attrs: &Attributes, time_ns: u64, value: Value, series: &mut usize| {
-                let labels = point_labels(names, &base, &scope_labels, attrs);
-                match family.series.get_mut(&labels) {
-                    Some(s) => {
-                        s.value = if delta { add(&s.value, value) } else { value };
-                        s.updated = now;
-                        if regular && s.time_ns > 0 && time_ns > s.time_ns {
-                            let gap = Duration::from_nanos(time_ns - s.time_ns);
-                            s.cadence = Some(gap.max(MIN_CADENCE));
+            let mut put =
+                |attrs: &'b Attributes, time_ns: u64, value: Value, series: &mut usize| {
+                    write_point_labels(names, &fixed, attrs, &mut parts, &mut labels);
+                    match family.series.get_mut(labels.as_str()) {
+                        Some(s) => {
+                            s.value = if delta { add(&s.value, value) } else { value };
+                            s.updated = now;
+                            if regular && s.time_ns > 0 && time_ns > s.time_ns {
+                                let gap = Duration::from_nanos(time_ns - s.time_ns);
+                                s.cadence = Some(gap.max(MIN_CADENCE));
+                            }
+                            s.time_ns = time_ns;
                         }
-                        s.time_ns = time_ns;
+                        None if *series >= self.limit => refused.over_limit += 1,
+                        None => {
+                            *series += 1;
+                            family.series.insert(
+                                labels.as_str().into(),
+                                Series {
+                                    value,
+                                    updated: now,
+                                    time_ns,
+                                    cadence: None,
+                                },
+                            );
+                        }
                     }
-                    None if *series >= self.limit => refused.over_limit += 1,
-                    None => {
-                        *series += 1;
-                        family.series.insert(
-                            labels,
-                            Series {
-                                value,
-                                updated: now,
-                                time_ns,
-                                cadence: None,
-                            },
-                        );
-                    }
-                }
-            };
+                };
             match &m.data {
                 MetricData::Sum { points, .. } | MetricData::Gauge { points } => {
                     for p in points {
@@ -435,7 +496,9 @@ impl Store {
                 out.push_str("# HELP target_info Target metadata\n# TYPE target_info gauge\n");
             }
             for labels in self.targets.keys() {
-                sample(&mut out, "target_info", labels, None, |o| o.push('1'));
+                sample(&mut out, "target_info", &render_labels(labels), None, |o| {
+                    o.push('1')
+                });
             }
         }
         for (name, f) in &self.families {
@@ -581,29 +644,20 @@ fn add(old: &Value, new: Value) -> Value {
     }
 }
 
+/// One sample line; `labels` as [`write_point_labels`] writes them.
 fn sample(
     out: &mut String,
     name: &str,
-    labels: &Labels,
+    labels: &str,
     le: Option<&str>,
     value: impl FnOnce(&mut String),
 ) {
     out.push_str(name);
     if !labels.is_empty() || le.is_some() {
         out.push('{');
-        let mut first = true;
-        for (k, v) in labels {
-            if !first {
-                out.push(',');
-            }
-            first = false;
-            out.push_str(k);
-            out.push_str("=\"");
-            escape_label_value(out, v);
-            out.push('"');
-        }
+        out.push_str(labels);
         if let Some(le) = le {
-            if !first {
+            if !labels.is_empty() {
                 out.push(',');
             }
             out.push_str("le=\"");

@@ -186,6 +186,13 @@ fn point_labels_are_those_of_a_map_per_point() {
         ],
         vec![KeyValue::new("a_b", "2"), KeyValue::new("a.b", "1")],
         vec![KeyValue::new("job", "attr"), KeyValue::new("_x", "4")],
+        // Values to escape, and values that are not strings.
+        vec![
+            KeyValue::new("q", "a\"b\\c\nd"),
+            KeyValue::new("n", 42i64),
+            KeyValue::new("d", 0.5f64),
+            KeyValue::new("b", true),
+        ],
     ];
     let mut names = LabelNames::default();
     for scope in &scopes {
@@ -195,14 +202,13 @@ fn point_labels_are_those_of_a_map_per_point() {
                 map.insert(k.clone(), vec![(String::new(), v.clone())]);
             }
             add_attributes(&mut map, a);
-            let want = finish(map);
+            let want = render_labels(&finish(map));
+            let fixed = fixed_parts(&base, scope);
+            let (mut parts, mut got) = (Vec::new(), String::new());
             // Twice: sanitized names come from the cache the second time.
             for _ in 0..2 {
-                assert_eq!(
-                    point_labels(&mut names, &base, scope, a),
-                    want,
-                    "{scope:?} {a:?}"
-                );
+                write_point_labels(&mut names, &fixed, a, &mut parts, &mut got);
+                assert_eq!(got, want, "{scope:?} {a:?}");
             }
         }
     }

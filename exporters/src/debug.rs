@@ -109,6 +109,11 @@ impl<W: Write> DebugExporter<W> {
 
 impl<W: Write + Send> Exporter for DebugExporter<W> {
     fn export(&mut self, telemetry: Telemetry) -> anyhow::Result<()> {
+        self.export_shared(std::sync::Arc::new(telemetry))
+    }
+
+    /// Reads the batch only: no copy of a batch other exporters get too.
+    fn export_shared(&mut self, telemetry: std::sync::Arc<Telemetry>) -> anyhow::Result<()> {
         self.text.clear();
         let summarized = self.verbosity == Verbosity::Basic
             && summary(&self.name, &mut self.records, &telemetry, &mut self.text);

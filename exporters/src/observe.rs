@@ -221,6 +221,11 @@ impl Drop for ObserveExporter {
 
 impl Exporter for ObserveExporter {
     fn export(&mut self, telemetry: Telemetry) -> anyhow::Result<()> {
+        self.export_shared(std::sync::Arc::new(telemetry))
+    }
+
+    /// Reads the batch only: no copy of a batch other exporters get too.
+    fn export_shared(&mut self, telemetry: std::sync::Arc<Telemetry>) -> anyhow::Result<()> {
         let lines = self.records.from_telemetry(&telemetry);
         self.publish(lines);
         Ok(())

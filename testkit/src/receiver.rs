@@ -43,7 +43,7 @@ pub fn run<C: ReceiverConfig>(config: &C, stop: StopSignal) -> anyhow::Result<Ru
                     other => panic!("offline receivers send only packet events, got {other:?}"),
                 }));
             }
-            Payload::Telemetry(_) => panic!("a receiver sent telemetry"),
+            Payload::Telemetry(_) | Payload::Shared(_) => panic!("a receiver sent telemetry"),
         }
     }
     let result = thread.join().expect("receiver thread panicked");

@@ -170,7 +170,12 @@ impl PrometheusExporter {
 
 impl Exporter for PrometheusExporter {
     fn export(&mut self, telemetry: Telemetry) -> anyhow::Result<()> {
-        let Telemetry::Metrics(batch) = telemetry else {
+        self.export_shared(std::sync::Arc::new(telemetry))
+    }
+
+    /// Reads the batch only: no copy of a batch other exporters get too.
+    fn export_shared(&mut self, telemetry: std::sync::Arc<Telemetry>) -> anyhow::Result<()> {
+        let Telemetry::Metrics(batch) = &*telemetry else {
             anyhow::bail!("the prometheus exporter serves metrics only; spans are dropped");
         };
         let refused = self

@@ -190,6 +190,7 @@ impl Emitter {
         match payload {
             Payload::Events(b) => self.events(b),
             Payload::Telemetry(t) => self.telemetry(t),
+            Payload::Shared(t) => self.telemetry(std::sync::Arc::unwrap_or_clone(t)),
         }
     }
 
@@ -220,6 +221,12 @@ pub trait Processor: Send {
 pub trait Exporter: Send {
     /// Ships (or buffers) one batch. An error counts the batch's items as dropped.
     fn export(&mut self, telemetry: Telemetry) -> anyhow::Result<()>;
+
+    /// Ships a batch other exporters get too. Exporters that only read it override this and
+    /// save the copy [`export`](Self::export) needs.
+    fn export_shared(&mut self, telemetry: std::sync::Arc<Telemetry>) -> anyhow::Result<()> {
+        self.export(std::sync::Arc::unwrap_or_clone(telemetry))
+    }
 
     /// Writes out whatever is buffered; called when the input ends, before the run exits.
     fn flush(&mut self) -> anyhow::Result<()> {

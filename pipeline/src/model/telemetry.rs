@@ -347,6 +347,9 @@ impl fmt::Display for Signal {
 pub enum Payload {
     Events(crate::model::EventBatch),
     Telemetry(Telemetry),
+    /// Telemetry several exporters get at once (a pipeline's end): one copy for all of them,
+    /// not one each. Only exporters receive it.
+    Shared(std::sync::Arc<Telemetry>),
 }
 
 impl Payload {
@@ -355,6 +358,7 @@ impl Payload {
         match self {
             Payload::Events(b) => b.len(),
             Payload::Telemetry(t) => t.item_count(),
+            Payload::Shared(t) => t.item_count(),
         }
     }
 }

@@ -434,11 +434,15 @@ fn run_exporter(
     for payload in rx {
         let n = payload.item_count() as u64;
         counters.add_received(n);
-        let Payload::Telemetry(t) = payload else {
-            counters.add_dropped(n);
-            continue;
+        let exported = match payload {
+            Payload::Telemetry(t) => exporter.export(t),
+            Payload::Shared(t) => exporter.export_shared(t),
+            Payload::Events(_) => {
+                counters.add_dropped(n);
+                continue;
+            }
         };
-        match exporter.export(t) {
+        match exported {
             Ok(()) => counters.add_sent(n),
             Err(e) => {
                 counters.add_dropped(n);
@@ -507,15 +511,18 @@ fn run_pipeline(
                         _ => {}
                     }
                     counters.add_sent(n);
-                    if let Some((last, rest)) = outputs.split_last() {
-                        for o in rest {
-                            o.send(Payload::Telemetry(t.clone()));
+                    // Several exporters share one copy.
+                    if let [only] = outputs.as_slice() {
+                        only.send(Payload::Telemetry(t));
+                    } else {
+                        let shared = Arc::new(t);
+                        for o in &outputs {
+                            o.send(Payload::Shared(shared.clone()));
                         }
-                        last.send(Payload::Telemetry(t));
                     }
                 }
                 // Telemetry of the other signal belongs to another pipeline: not a loss.
-                Payload::Telemetry(_) => {}
+                Payload::Telemetry(_) | Payload::Shared(_) => {}
                 Payload::Events(_) => {
                     counters.add_dropped(n);
                     if !warned {

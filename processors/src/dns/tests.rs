@@ -80,7 +80,7 @@ fn flush(p: &mut Dns) -> (Vec<HistogramPoint>, Vec<Span>) {
                 }
             }
             Payload::Telemetry(Telemetry::Traces(t)) => spans.extend(t.spans),
-            Payload::Events(_) => panic!("events at flush"),
+            Payload::Events(_) | Payload::Shared(_) => panic!("events at flush"),
         }
     }
     (points, spans)

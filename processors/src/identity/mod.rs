@@ -908,6 +908,11 @@ impl Processor for Identity {
                 self.telemetry(&mut t);
                 out.telemetry(t);
             }
+            Payload::Shared(t) => {
+                let mut t = Arc::unwrap_or_clone(t);
+                self.telemetry(&mut t);
+                out.telemetry(t);
+            }
         }
     }
 

@@ -149,7 +149,7 @@ fn run(p: &mut Identity, t: Telemetry) -> Vec<Attributes> {
                     }
                 }
             }
-            Payload::Events(_) => panic!("no events expected"),
+            Payload::Events(_) | Payload::Shared(_) => panic!("no events expected"),
         }
     }
     result

@@ -182,7 +182,7 @@ impl Exporter for PrometheusExporter {
             .store
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .ingest(&batch);
+            .ingest(batch);
         let n = refused.over_limit + refused.type_conflict;
         if n > 0 {
             self.counters.add_dropped(n);

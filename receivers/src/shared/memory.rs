@@ -17,8 +17,8 @@ pub fn one_arena() {
 }
 
 /// Returns free heap memory of every malloc arena to the system (`malloc_trim(0)`); a no-op
-/// where the C library has no such call. Costs a walk of the free lists: call it after loads,
-/// not per event.
+/// where the C library has no such call. Costs a walk of the free lists (0.1–2.5 ms with 110
+/// pods' series): call it after loads and once per counters interval, not per event.
 pub fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks and releases the allocator's free memory.

@@ -24,6 +24,7 @@ use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use periscope_testkit::kube_api::{pod as kube_pod, FakeKubeApi, Resource};
 use periscope_testkit::netns::{udp as send_udp, UdpTraffic};
 use periscope_testkit::otlp::{read_metrics, sum_series, Series};
 use periscope_testkit::periscope::{start_agent, stop_agent};
@@ -543,7 +544,8 @@ fn hex_id(salt: u64) -> String {
 /// Pods made the way CNI makes them: the namespace (a bind mount) and its veth first, the
 /// container's process only after the agent has found the namespace. The node-side veth's
 /// series must carry the container (`periscope.peer.container.id`, `.name` from Docker's state)
-/// and the pod (`periscope.peer.k8s.pod.uid`) from its first point, with exactly the
+/// and the pod (`periscope.peer.k8s.pod.uid`, its name and namespace from a fake Kubernetes
+/// API) from its first point, with exactly the
 /// generator's datagrams; the pod's own device does not (its namespace was named before its
 /// first process: identity names every point, so it must not start naming them later).
 #[test]
@@ -583,6 +585,23 @@ fn a_node_side_veth_names_the_container_that_came_after_its_namespace() {
     )
     .expect("docker state");
 
+    // The API knows pod b (by the uid in its cgroup path) before its container starts.
+    let api = FakeKubeApi::start();
+    let pod_name = format!("checkout-7d9f-{}", &uid_hex[32..37]);
+    api.apply(
+        Resource::Pods,
+        kube_pod(
+            "shop",
+            &pod_name,
+            &pod_uid,
+            "node-e2e",
+            Some("10.62.2.2"),
+            Some(("ReplicaSet", "checkout-7d9f")),
+            &[&cri_id],
+        ),
+    );
+    let kubeconfig = api.kubeconfig(dir.path());
+
     let out = dir.join("late.jsonl");
     let (va, vb, pa, pb) = (
         format!("wv{pid}a"),
@@ -593,11 +612,13 @@ fn a_node_side_veth_names_the_container_that_came_after_its_namespace() {
     let yaml = format!(
         "receivers:\n  tcx:\n    namespaces: all\n    interfaces: {{include: [\"wv{pid}*\", \"wp{pid}*\"]}}\n    \
          events: none\n    counters_interval: 100ms\n\
-         processors:\n  flow: {{interval: 500ms}}\n  identity: {{container: {{docker_root: {}}}}}\n\
+         processors:\n  flow: {{interval: 500ms}}\n  identity: {{container: {{docker_root: {}}}, \
+         kubernetes: {{enabled: true, node_name: node-e2e, kubeconfig: {}}}}}\n\
          exporters:\n  file: {{path: {}, flush_interval: 100ms}}\n\
          service:\n  pipelines:\n    metrics: {{receivers: [tcx], processors: [flow, identity], exporters: [file]}}\n  \
          telemetry: {{logs: {{level: info}}, metrics: {{enabled: false}}}}\n",
         yaml_path(&docker_root),
+        yaml_path(&kubeconfig),
         yaml_path(&out)
     );
     let config = dir.write("late.yaml", yaml);
@@ -656,14 +677,17 @@ fn a_node_side_veth_names_the_container_that_came_after_its_namespace() {
         100,
     );
 
-    // Per (device, container id, container name, pod uid, own container id): udp packets.
-    type Key = (String, String, String, String, String);
+    // Per (device, container id, container name, pod uid, pod name, its namespace, own
+    // container id): udp packets.
+    type Key = (String, String, String, String, String, String, String);
     let want: BTreeMap<Key, i64> = [
         (
             (
                 va.clone(),
                 docker_id.clone(),
                 "wk-checkout".to_string(),
+                "-".to_string(),
+                "-".to_string(),
                 "-".to_string(),
                 "-".to_string(),
             ),
@@ -675,16 +699,34 @@ fn a_node_side_veth_names_the_container_that_came_after_its_namespace() {
                 cri_id.clone(),
                 "-".to_string(),
                 pod_uid.clone(),
+                pod_name.clone(),
+                "shop".to_string(),
                 "-".to_string(),
             ),
             sent_b,
         ),
         (
-            (pa.clone(), "-".into(), "-".into(), "-".into(), "-".into()),
+            (
+                pa.clone(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+            ),
             sent_a,
         ),
         (
-            (pb.clone(), "-".into(), "-".into(), "-".into(), "-".into()),
+            (
+                pb.clone(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+            ),
             sent_b,
         ),
     ]
@@ -706,6 +748,8 @@ fn a_node_side_veth_names_the_container_that_came_after_its_namespace() {
                 a("periscope.peer.container.id"),
                 a("periscope.peer.container.name"),
                 a("periscope.peer.k8s.pod.uid"),
+                a("periscope.peer.k8s.pod.name"),
+                a("periscope.peer.k8s.namespace.name"),
                 a("container.id"),
             );
             *got.entry(key).or_default() += s.value;
@@ -715,7 +759,7 @@ fn a_node_side_veth_names_the_container_that_came_after_its_namespace() {
         }
         assert!(
             !agent.has_exited() && Instant::now() < deadline,
-            "{test}: udp packets by (device, peer container id, name, pod uid, own container):\n{}\n--- stderr ---\n{}",
+            "{test}: udp packets by (device, peer container id, name, pod uid, name, namespace, own container):\n{}\n--- stderr ---\n{}",
             table(&want, &got),
             agent.stderr()
         );

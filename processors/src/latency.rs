@@ -222,16 +222,7 @@ pub struct Latency {
 
 impl Latency {
     pub fn new(config: LatencyConfig, scope_name: String) -> anyhow::Result<Self> {
-        if let Err(problems) = config.validate() {
-            anyhow::bail!(
-                "invalid latency config: {}",
-                problems
-                    .iter()
-                    .map(|p| format!("{}: {}", p.path, p.message))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            );
-        }
+        config.ensure_valid()?;
         let role = |r: &Role| match r {
             Role::Client => SocketRole::Client,
             Role::Server => SocketRole::Server,

@@ -76,16 +76,7 @@ pub struct Queue {
 
 impl Queue {
     pub fn new(config: QueueConfig, scope_name: String) -> anyhow::Result<Self> {
-        if let Err(problems) = config.validate() {
-            anyhow::bail!(
-                "invalid queue config: {}",
-                problems
-                    .iter()
-                    .map(|p| format!("{}: {}", p.path, p.message))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            );
-        }
+        config.ensure_valid()?;
         let options = TableOptions::new(&scope_name, config.cardinality_limit, config.temporality);
         Ok(Queue {
             delay: SeriesTable::new(&options, names::QUEUE_DELAY),

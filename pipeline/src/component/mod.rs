@@ -69,6 +69,22 @@ pub trait ComponentConfig:
     fn validate(&self) -> Result<(), Vec<Invalid>> {
         Ok(())
     }
+
+    /// [`validate`](Self::validate) as one error (`invalid burst config: path: message; ...`),
+    /// for constructors that may be handed a config no one checked (tests, benchmarks).
+    fn ensure_valid(&self) -> anyhow::Result<()> {
+        self.validate().map_err(|problems| {
+            anyhow::anyhow!(
+                "invalid {} config: {}",
+                Self::TYPE,
+                problems
+                    .iter()
+                    .map(|p| format!("{}: {}", p.path, p.message))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
+        })
+    }
 }
 
 /// What `build` gets to know about its surroundings.
@@ -231,5 +247,57 @@ pub trait Exporter: Send {
     /// Writes out whatever is buffered; called when the input ends, before the run exits.
     fn flush(&mut self) -> anyhow::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+    struct Probe {
+        interval_ms: u64,
+        limit: u64,
+    }
+
+    impl ComponentConfig for Probe {
+        const TYPE: &'static str = "probe";
+
+        fn validate(&self) -> Result<(), Vec<Invalid>> {
+            let mut p = Vec::new();
+            if self.interval_ms == 0 {
+                p.push(Invalid::new("interval_ms", "must be at least 1"));
+            }
+            if self.limit == 0 {
+                p.push(Invalid::new("limit", "must be at least 1"));
+            }
+            if p.is_empty() {
+                Ok(())
+            } else {
+                Err(p)
+            }
+        }
+    }
+
+    #[test]
+    fn ensure_valid_names_the_type_and_every_problem() {
+        let ok = Probe {
+            interval_ms: 1,
+            limit: 1,
+        };
+        assert!(ok.ensure_valid().is_ok());
+        let bad = Probe {
+            interval_ms: 0,
+            limit: 0,
+        };
+        assert_eq!(
+            bad.ensure_valid()
+                .map_err(|e| e.to_string())
+                .err()
+                .as_deref(),
+            Some(
+                "invalid probe config: interval_ms: must be at least 1; limit: must be at least 1"
+            )
+        );
     }
 }

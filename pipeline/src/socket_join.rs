@@ -44,7 +44,7 @@ pub struct DeviceTotals {
 }
 
 /// (namespace, transport, local addr, local port, remote addr, remote port).
-type SocketKey = (NetnsId, Transport, IpAddr, u16, IpAddr, u16);
+type SocketKey = crate::model::SocketTuple;
 /// (namespace, egress, transport, source, source port, destination, destination port).
 type FlowKey = (NetnsId, bool, Transport, IpAddr, u16, IpAddr, u16);
 
@@ -92,14 +92,7 @@ impl Join {
         if !carries_stats(e) {
             return;
         }
-        let key: SocketKey = (
-            e.netns,
-            e.transport,
-            e.local_addr,
-            e.local_port,
-            e.remote_addr,
-            e.remote_port,
-        );
+        let key: SocketKey = e.tuple();
         let now = Instant::now();
         self.expire(now, linger);
         if !self.stats.contains_key(&key) && self.stats.len() >= capacity {

@@ -22,7 +22,7 @@ pub struct SocketOwner {
 }
 
 /// (namespace, transport, local addr, local port, remote addr, remote port).
-type TupleKey = (NetnsId, Transport, IpAddr, u16, IpAddr, u16);
+type TupleKey = crate::model::SocketTuple;
 
 #[derive(Debug)]
 struct Inner {
@@ -73,14 +73,7 @@ impl SocketTable {
         let Ok(mut t) = self.inner.write() else {
             return;
         };
-        let key: TupleKey = (
-            e.netns,
-            e.transport,
-            e.local_addr,
-            e.local_port,
-            e.remote_addr,
-            e.remote_port,
-        );
+        let key: TupleKey = e.tuple();
         let owner = SocketOwner {
             process: e.process,
             cgroup_id: e.cgroup_id,

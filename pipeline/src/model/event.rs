@@ -470,6 +470,24 @@ pub struct SocketEvent {
     pub duration_ns: u64,
 }
 
+/// A socket by its namespace, transport and own view of its 4-tuple: (namespace, transport,
+/// local address, local port, remote address, remote port).
+pub type SocketTuple = (NetnsId, Transport, IpAddr, u16, IpAddr, u16);
+
+impl SocketEvent {
+    /// The socket's [`SocketTuple`].
+    pub fn tuple(&self) -> SocketTuple {
+        (
+            self.netns,
+            self.transport,
+            self.local_addr,
+            self.local_port,
+            self.remote_addr,
+            self.remote_port,
+        )
+    }
+}
+
 impl Default for SocketEvent {
     fn default() -> Self {
         SocketEvent {

@@ -424,6 +424,8 @@ const FIELDS: &[(&str, &str)] = &[
     ("periscope.workload.direction", "workload_direction"),
     ("periscope.traffic.locality", "locality"),
     ("periscope.peer.netns.name", "peer_netns"),
+    ("periscope.peer.k8s.pod.name", "peer_pod"),
+    ("periscope.peer.container.name", "peer_container"),
     ("network.transport", "protocol"),
     ("process.executable.name", "process"),
     ("process.pid", "pid"),

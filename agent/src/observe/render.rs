@@ -80,7 +80,16 @@ fn place(r: &Value) -> String {
     };
     let iface = s(r, "interface");
     if !iface.is_empty() {
-        p = format!("{iface}@{p}");
+        // A node-side veth: the pod (else container) it serves.
+        let serves = match (s(r, "peer_pod"), s(r, "peer_container")) {
+            (pod, _) if !pod.is_empty() => pod,
+            (_, c) => c,
+        };
+        p = if serves.is_empty() {
+            format!("{iface}@{p}")
+        } else {
+            format!("{iface}→{serves}@{p}")
+        };
     }
     let process = s(r, "process");
     if !process.is_empty() {
@@ -384,6 +393,18 @@ mod tests {
         assert_eq!(rows[1].1.bytes, 2000);
         assert_eq!(t.seconds(), 4.0);
         assert!(t.render(10).contains("b "));
+    }
+
+    #[test]
+    fn a_node_side_veth_is_placed_with_the_pod_it_serves() {
+        let r = serde_json::json!({"netns": "host", "interface": "veth3a9f",
+                                   "peer_pod": "checkout-7d9f-x2x4z", "peer_container": "c"});
+        assert_eq!(place(&r), "veth3a9f→checkout-7d9f-x2x4z@host");
+        let r =
+            serde_json::json!({"netns": "host", "interface": "veth3a9f", "peer_container": "web"});
+        assert_eq!(place(&r), "veth3a9f→web@host");
+        let r = serde_json::json!({"netns": "pod-a", "interface": "eth0", "peer_netns": "host"});
+        assert_eq!(place(&r), "eth0@pod-a");
     }
 
     #[test]

@@ -383,7 +383,20 @@ fn tbf_drops_match_tc() {
             count,
             payload: 1000,
         };
-        let o = run_case(&a, &b, &case);
+        // A dequeue the kernel did not trace (see tbf_delays_match_the_rate): run again, at
+        // most twice.
+        let mut o = run_case(&a, &b, &case);
+        for _ in 0..2 {
+            if o.samples.len() as u64 >= o.tc_end.sent_packets {
+                break;
+            }
+            eprintln!(
+                "{} samples of tc's {} sent: again",
+                o.samples.len(),
+                o.tc_end.sent_packets
+            );
+            o = run_case(&a, &b, &case);
+        }
         let frame = case.payload as u64 + HEADERS;
         eprintln!(
             "limit {limit} B, {count} frames: {} samples, {} drops; tc: {:?}",
@@ -502,7 +515,15 @@ fn a_full_queued_table_counts_what_it_cannot_match() {
         count: 60,
         payload: 1000,
     };
-    let o = run_case(&a, &b, &case);
+    // A dequeue the kernel did not trace (see tbf_delays_match_the_rate): run again, at most
+    // twice.
+    let mut o = run_case(&a, &b, &case);
+    for _ in 0..2 {
+        if o.samples.len() as u64 + o.dropped >= o.tc_end.sent_packets {
+            break;
+        }
+        o = run_case(&a, &b, &case);
+    }
     eprintln!(
         "max_queued 8, {} frames queued: {} samples, {} unmatched; tc: {:?}",
         case.count,

@@ -27,10 +27,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use periscope_receivers::socket::find_cgroup2;
-use periscope_testkit::cgroup::{command_in, inode, Cgroups};
+use periscope_testkit::cgroup::{command_in, container_id, inode, pod_uid, Cgroups};
 use periscope_testkit::otlp::{read_metrics, read_spans, sum_series, Series, Span};
 use periscope_testkit::periscope::{start_agent, stop_agent};
 use periscope_testkit::process::{eventually, output_with_timeout, Background};
@@ -63,19 +63,6 @@ for _ in range(n):
 print(os.getpid(), " ".join(map(str, ports)), flush=True)
 time.sleep(600)
 "#;
-
-/// 64 hex digits, different for every run.
-fn container_id(salt: u64) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_nanos() as u64;
-    let seed =
-        nanos ^ (u64::from(std::process::id()) << 32) ^ salt.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    (0..4)
-        .map(|i| format!("{:016x}", seed.rotate_left(i * 16) ^ (i as u64 + salt)))
-        .collect()
-}
 
 fn metric_series(path: &Path, metric: &str) -> Vec<Series> {
     sum_series(&read_metrics(path), metric)
@@ -306,14 +293,7 @@ fn identity_names_processes_containers_pods_and_namespaces() {
     let docker_id = container_id(salt * 2 + 1);
     let cri_id = container_id(salt * 2 + 2);
     let uid_hex = container_id(salt * 2 + 3);
-    let pod_uid = format!(
-        "{}-{}-{}-{}-{}",
-        &uid_hex[0..8],
-        &uid_hex[8..12],
-        &uid_hex[12..16],
-        &uid_hex[16..20],
-        &uid_hex[20..32]
-    );
+    let pod_uid = pod_uid(&uid_hex);
     let mut tree = Cgroups::new();
     let parent = tree.mkdir(cg2.join(format!(
         "periscope-identity-{}-{salt}.slice",

@@ -18,10 +18,10 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use periscope_receivers::socket::find_cgroup2;
-use periscope_testkit::cgroup::{command_in, Cgroups};
+use periscope_testkit::cgroup::{command_in, container_id, pod_uid, Cgroups};
 use periscope_testkit::kube_api::{pod, FakeKubeApi, Resource};
 use periscope_testkit::otlp::{read_metrics, read_spans, sum_series, Series, Span};
 use periscope_testkit::periscope::{start_agent, stop_agent};
@@ -57,19 +57,6 @@ for _ in range(n):
 print(os.getpid(), " ".join(map(str, ports)), flush=True)
 time.sleep(600)
 "#;
-
-/// 64 hex digits, different for every run.
-fn hex64(salt: u64) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_nanos() as u64;
-    let seed =
-        nanos ^ (u64::from(std::process::id()) << 32) ^ salt.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    (0..4)
-        .map(|i| format!("{:016x}", seed.rotate_left(i * 16) ^ (i as u64 + salt)))
-        .collect()
-}
 
 fn check_spans(
     rows: &[Span],
@@ -164,16 +151,9 @@ impl Scene {
             "ks0",
             &format!("{SERVER_ADDR}/24"),
         );
-        let cri_id = hex64(salt * 3 + 1);
-        let u = hex64(salt * 3 + 2);
-        let pod_uid = format!(
-            "{}-{}-{}-{}-{}",
-            &u[0..8],
-            &u[8..12],
-            &u[12..16],
-            &u[16..20],
-            &u[20..32]
-        );
+        let cri_id = container_id(salt * 3 + 1);
+        let u = container_id(salt * 3 + 2);
+        let pod_uid = pod_uid(&u);
         let mut tree = Cgroups::new();
         let parent =
             tree.mkdir(cg2.join(format!("periscope-k8s-{}-{salt}.slice", std::process::id())));
@@ -203,7 +183,7 @@ impl Scene {
             pod(
                 "data",
                 "db-0",
-                &hex64(salt * 3 + 3)[..36],
+                &container_id(salt * 3 + 3)[..36],
                 "node-other",
                 Some(SERVER_ADDR),
                 Some(("StatefulSet", "db")),

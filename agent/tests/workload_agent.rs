@@ -530,17 +530,6 @@ fn workload_direction_locality_and_pod_names_on_a_node() {
     drop(n);
 }
 
-/// A 64-hex-digit id (container) unique to this run.
-fn hex_id(salt: u64) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    let seed = nanos ^ (u64::from(std::process::id()) << 32) ^ salt.wrapping_mul(0x9e37_79b9);
-    (0..4)
-        .map(|i| format!("{:016x}", seed.rotate_left(i * 16) ^ (i as u64 + salt)))
-        .collect()
-}
-
 /// Pods made the way CNI makes them: the namespace (a bind mount) and its veth first, the
 /// container's process only after the agent has found the namespace. The node-side veth's
 /// series must carry the container (`periscope.peer.container.id`, `.name` from Docker's state)
@@ -551,7 +540,7 @@ fn hex_id(salt: u64) -> String {
 #[test]
 fn a_node_side_veth_names_the_container_that_came_after_its_namespace() {
     use periscope_receivers::socket::find_cgroup2;
-    use periscope_testkit::cgroup::{command_in, Cgroups};
+    use periscope_testkit::cgroup::{command_in, container_id, pod_uid, Cgroups};
     let test = "a_node_side_veth_names_the_container_that_came_after_its_namespace";
     if !require_root_and_tools(test, &["ip", "sleep"]) {
         return;
@@ -566,15 +555,8 @@ fn a_node_side_veth_names_the_container_that_came_after_its_namespace() {
     };
     let dir = TestDir::new("workload_late");
     let pid = std::process::id();
-    let (docker_id, cri_id, uid_hex) = (hex_id(1), hex_id(2), hex_id(3));
-    let pod_uid = format!(
-        "{}-{}-{}-{}-{}",
-        &uid_hex[0..8],
-        &uid_hex[8..12],
-        &uid_hex[12..16],
-        &uid_hex[16..20],
-        &uid_hex[20..32]
-    );
+    let (docker_id, cri_id, uid_hex) = (container_id(1), container_id(2), container_id(3));
+    let pod_uid = pod_uid(&uid_hex);
     // Docker's state for the container's name.
     let docker_root = dir.join("docker");
     let state = docker_root.join("containers").join(&docker_id);
@@ -680,55 +662,23 @@ fn a_node_side_veth_names_the_container_that_came_after_its_namespace() {
     // Per (device, container id, container name, pod uid, pod name, its namespace, own
     // container id): udp packets.
     type Key = (String, String, String, String, String, String, String);
+    // `-`: not there.
+    let key = |dev: &str, attrs: [&str; 6]| -> Key {
+        let [a, b, c, d, e, f] = attrs.map(str::to_string);
+        (dev.to_string(), a, b, c, d, e, f)
+    };
+    let none = ["-"; 6];
     let want: BTreeMap<Key, i64> = [
         (
-            (
-                va.clone(),
-                docker_id.clone(),
-                "wk-checkout".to_string(),
-                "-".to_string(),
-                "-".to_string(),
-                "-".to_string(),
-                "-".to_string(),
-            ),
+            key(&va, [&docker_id, "wk-checkout", "-", "-", "-", "-"]),
             sent_a,
         ),
         (
-            (
-                vb.clone(),
-                cri_id.clone(),
-                "-".to_string(),
-                pod_uid.clone(),
-                pod_name.clone(),
-                "shop".to_string(),
-                "-".to_string(),
-            ),
+            key(&vb, [&cri_id, "-", &pod_uid, &pod_name, "shop", "-"]),
             sent_b,
         ),
-        (
-            (
-                pa.clone(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-            ),
-            sent_a,
-        ),
-        (
-            (
-                pb.clone(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-            ),
-            sent_b,
-        ),
+        (key(&pa, none), sent_a),
+        (key(&pb, none), sent_b),
     ]
     .into_iter()
     .collect();

@@ -446,25 +446,25 @@ mod tests {
             cgroup: cgroup.map(str::to_string),
             cgroup_late: late,
         };
+        // A node-side veth whose series begins now, its peer namespace's cgroup as given.
+        let begin = |cgroup: Option<&str>| {
+            let (t, ns) = (DeviceTable::default(), NamespaceTable::default());
+            ns.insert(peer, info(cgroup, false));
+            node_side(&t, peer);
+            let mut n = DeviceNames::new(t.clone());
+            n.set_namespaces(ns.clone());
+            n.capture(dev(1));
+            (t, ns, n)
+        };
         // Known when the series began.
-        let (t, ns) = (DeviceTable::default(), NamespaceTable::default());
-        ns.insert(peer, info(Some(POD_CGROUP), false));
-        node_side(&t, peer);
-        let mut n = DeviceNames::new(t.clone());
-        n.set_namespaces(ns.clone());
-        n.capture(dev(1));
+        let (_, _, n) = begin(Some(POD_CGROUP));
         let (c, p) = peer_attrs(&n);
         assert!(c.is_some_and(|c| c.contains("3f2a9c0d")), "container id");
         assert!(p.is_some_and(|p| p.contains("1d2e3f40-5a6b")), "pod uid");
 
         // The pod's first process came after the series' first record, before its first
         // point: filled in.
-        let (t, ns) = (DeviceTable::default(), NamespaceTable::default());
-        ns.insert(peer, info(None, false));
-        node_side(&t, peer);
-        let mut n = DeviceNames::new(t.clone());
-        n.set_namespaces(ns.clone());
-        n.capture(dev(1));
+        let (_, ns, mut n) = begin(None);
         assert_eq!(peer_attrs(&n), (None, None));
         ns.insert(peer, info(Some(POD_CGROUP), true));
         assert!(n.renamed().is_empty(), "not a rename");
@@ -474,12 +474,7 @@ mod tests {
         );
 
         // ... after its first point: not (the series keeps the attributes it was born with).
-        let (t, ns) = (DeviceTable::default(), NamespaceTable::default());
-        ns.insert(peer, info(None, false));
-        node_side(&t, peer);
-        let mut n = DeviceNames::new(t.clone());
-        n.set_namespaces(ns.clone());
-        n.capture(dev(1));
+        let (t, ns, mut n) = begin(None);
         n.after_collect(&[dev(1)].into_iter().collect());
         ns.insert(peer, info(Some(POD_CGROUP), true));
         assert!(n.renamed().is_empty());

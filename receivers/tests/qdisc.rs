@@ -156,6 +156,32 @@ struct Outcome {
     tc_lag: Duration,
 }
 
+/// [`run_case`], run again (at most twice) while `complete` says a run missed frames: the
+/// kernel's `qdisc:qdisc_dequeue` tracepoint does not fire for a dequeue now and then (6.18,
+/// seen with `perf record` beside the agent: one or two of 110 in a fifth of the runs), and the
+/// LRU table may evict an entry early under contention.
+fn run_case_complete(
+    a: &Netns,
+    b: &Netns,
+    case: &Case,
+    complete: impl Fn(&Outcome) -> bool,
+) -> Outcome {
+    let mut o = run_case(a, b, case);
+    for _ in 0..2 {
+        if complete(&o) {
+            break;
+        }
+        eprintln!(
+            "{} samples, {} counted unmatched, tc sent {}: again",
+            o.samples.len(),
+            o.dropped,
+            o.tc_end.sent_packets
+        );
+        o = run_case(a, b, case);
+    }
+    o
+}
+
 fn run_case(a: &Netns, b: &Netns, case: &Case) -> Outcome {
     tc(
         a,
@@ -266,23 +292,8 @@ fn tbf_delays_match_the_rate() {
             payload: 400,
         },
     ] {
-        // The delay model needs every frame's sample. The LRU table may evict an entry early
-        // under contention (counted as the receiver's dropped), and the kernel's
-        // `qdisc:qdisc_dequeue` tracepoint does not fire for a dequeue now and then (6.18, seen
-        // with `perf record` beside the agent: one or two of 110 in a fifth of the runs): such
-        // a run is repeated, at most twice.
-        let mut o = run_case(&a, &b, &case);
-        for _ in 0..2 {
-            let missing = case.count.saturating_sub(o.samples.len() as u64);
-            if missing == 0 {
-                break;
-            }
-            eprintln!(
-                "{missing} frames without a sample, {} counted unmatched: again",
-                o.dropped
-            );
-            o = run_case(&a, &b, &case);
-        }
+        // The delay model needs every frame's sample.
+        let o = run_case_complete(&a, &b, &case, |o| o.samples.len() as u64 >= case.count);
         let frame = case.payload as u64 + HEADERS;
         let secs_per_byte = 8.0 / case.rate_bps as f64;
         eprintln!(
@@ -383,20 +394,9 @@ fn tbf_drops_match_tc() {
             count,
             payload: 1000,
         };
-        // A dequeue the kernel did not trace (see tbf_delays_match_the_rate): run again, at
-        // most twice.
-        let mut o = run_case(&a, &b, &case);
-        for _ in 0..2 {
-            if o.samples.len() as u64 >= o.tc_end.sent_packets {
-                break;
-            }
-            eprintln!(
-                "{} samples of tc's {} sent: again",
-                o.samples.len(),
-                o.tc_end.sent_packets
-            );
-            o = run_case(&a, &b, &case);
-        }
+        let o = run_case_complete(&a, &b, &case, |o| {
+            o.samples.len() as u64 >= o.tc_end.sent_packets
+        });
         let frame = case.payload as u64 + HEADERS;
         eprintln!(
             "limit {limit} B, {count} frames: {} samples, {} drops; tc: {:?}",
@@ -515,15 +515,9 @@ fn a_full_queued_table_counts_what_it_cannot_match() {
         count: 60,
         payload: 1000,
     };
-    // A dequeue the kernel did not trace (see tbf_delays_match_the_rate): run again, at most
-    // twice.
-    let mut o = run_case(&a, &b, &case);
-    for _ in 0..2 {
-        if o.samples.len() as u64 + o.dropped >= o.tc_end.sent_packets {
-            break;
-        }
-        o = run_case(&a, &b, &case);
-    }
+    let o = run_case_complete(&a, &b, &case, |o| {
+        o.samples.len() as u64 + o.dropped >= o.tc_end.sent_packets
+    });
     eprintln!(
         "max_queued 8, {} frames queued: {} samples, {} unmatched; tc: {:?}",
         case.count,

@@ -107,3 +107,27 @@ pub fn command_in(cgroup: &Path, ns: &Netns, program: &str) -> Command {
         .arg(program);
     cmd
 }
+
+/// 64 hex digits (a container id), different for every run and every `salt`.
+pub fn container_id(salt: u64) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let seed =
+        nanos ^ (u64::from(std::process::id()) << 32) ^ salt.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (0..4)
+        .map(|i| format!("{:016x}", seed.rotate_left(i * 16) ^ (i as u64 + salt)))
+        .collect()
+}
+
+/// A pod uid (8-4-4-4-12) made of the first 32 digits of `hex` (e.g. a [`container_id`]).
+pub fn pod_uid(hex: &str) -> String {
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}

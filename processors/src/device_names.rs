@@ -269,6 +269,15 @@ impl DeviceNames {
             if !n.registered || named_late || peer_late || workload_late {
                 let mut now = Names::of(&self.devices, &self.namespaces, d);
                 if n.published {
+                    // A published series only gains names, never loses one: a peer the
+                    // watcher re-reports unresolved (churn elsewhere) stays as captured.
+                    if now.peer.is_none() && n.peer.is_some() {
+                        now.peer = n.peer.clone();
+                        now.serves_peer = n.serves_peer;
+                    }
+                    if now.netns.is_none() {
+                        now.netns = n.netns.clone();
+                    }
                     let before = n
                         .peer
                         .as_ref()
@@ -493,6 +502,42 @@ mod tests {
         });
         n.after_collect(&[dev(1)].into_iter().collect());
         assert_eq!(peer_attrs(&n), (None, None));
+    }
+
+    /// Seen in CI (docker_agent): while other containers churned, the watcher re-reported a
+    /// live host veth without its peer; the series, named in an unnamed namespace (refreshed
+    /// at every collect), lost its peer attributes and became a second series of the same
+    /// counts.
+    #[test]
+    fn a_published_series_keeps_its_peer_when_the_device_is_re_reported_without_one() {
+        let peer = NetnsId {
+            inode: 4026533000,
+            cookie: 77,
+        };
+        let t = DeviceTable::default();
+        node_side(&t, peer);
+        // The host namespace has no name: its devices are looked at again at every collect.
+        t.insert(dev(1), {
+            let mut i = t.get(&dev(1)).expect("registered");
+            i.netns_name = None;
+            i
+        });
+        let mut n = DeviceNames::new(t.clone());
+        n.capture(dev(1));
+        n.after_collect(&[dev(1)].into_iter().collect());
+        let mut before = Vec::new();
+        n.push_attributes(&mut before, &dev(1));
+        t.insert(
+            dev(1),
+            DeviceInfo {
+                name: "veth3a9f".into(),
+                ..Default::default()
+            },
+        );
+        assert!(n.renamed().is_empty());
+        let mut after = Vec::new();
+        n.push_attributes(&mut after, &dev(1));
+        assert_eq!(after, before);
     }
 
     #[test]

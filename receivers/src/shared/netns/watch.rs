@@ -417,7 +417,8 @@ impl Loop {
             if let Some(t) = self.tracked.get_mut(&inode) {
                 // Found before any process was in it (CNI, `ip netns add`): the first one of
                 // a container tells whose it is (a pod's pause container).
-                if t.ns.cgroup.is_none() {
+                // Not the host's: a container's runtime starts its first process there.
+                if t.ns.cgroup.is_none() && inode != self.host.inode {
                     if let Some(cg) = workload_cgroup(inode, Some(pid), &[]) {
                         t.ns.cgroup = Some(cg);
                         t.ns.cgroup_late = true;

@@ -8,7 +8,7 @@
  * those with payload also a periscope_dns record carrying up to 512 bytes of it; with
  * PERISCOPE_CFG_BURSTS, microburst detection per device and direction (burst_observe,
  * periscope_burst records in the same ring buffer); with PERISCOPE_CFG_FLOWS, packets and
- * bytes per 5-tuple in the per-CPU hash periscope_flows; with PERISCOPE_CFG_LOCALITY, each
+ * bytes per 5-tuple in per-CPU flow slots (packet_flow.h); with PERISCOPE_CFG_LOCALITY, each
  * packet classified local or forwarded (part of the counter key and of the record). The header
  * parser is in packet_parse.h, the burst detector in packet_burst.h, the flow table in
  * packet_flow.h, the locality in packet_locality.h (headers of this file only).
@@ -86,11 +86,39 @@ struct pkt_ctx {
 	void *ctx;          /* struct xdp_md * or struct __sk_buff *, for DNS payload copies */
 };
 
-static __always_inline void count_lost_record(struct periscope_dev_counters *c)
+/* The counters of `key`, inserted zeroed if new; NULL (counted in periscope_stats) when the
+ * table has no room. */
+static __always_inline struct periscope_dev_counters *
+dev_counters(const struct periscope_dev_key *key)
+{
+	struct periscope_dev_counters *c = bpf_map_lookup_elem(&periscope_counters, key);
+
+	if (!c) {
+		struct periscope_dev_counters zero = {};
+		__u32 z = 0;
+		struct periscope_stats *s;
+
+		/* Another CPU may have inserted it meanwhile: EEXIST is fine. */
+		bpf_map_update_elem(&periscope_counters, key, &zero, BPF_NOEXIST);
+		c = bpf_map_lookup_elem(&periscope_counters, key);
+		if (c)
+			return c;
+		s = bpf_map_lookup_elem(&periscope_stats, &z);
+		if (s)
+			s->counters_map_full++;
+	}
+	return c;
+}
+
+/* `c`: the key's counters if the packet looked them up (a packet a flow slot took did not). */
+static __always_inline void count_lost_record(const struct periscope_dev_key *key,
+					      struct periscope_dev_counters *c)
 {
 	__u32 zero = 0;
 	struct periscope_stats *s;
 
+	if (!c)
+		c = dev_counters(key);
 	if (c)
 		c->records_lost++;
 	s = bpf_map_lookup_elem(&periscope_stats, &zero);
@@ -118,6 +146,7 @@ static __always_inline int is_dns(const struct periscope_packet *rec)
 /* The extra periscope_dns record of a DNS packet: its identity and up to
  * PERISCOPE_DNS_PAYLOAD bytes of its L4 payload. */
 static __always_inline void emit_dns(struct pkt_ctx *p, const struct periscope_packet *pkt,
+				     const struct periscope_dev_key *key,
 				     struct periscope_dev_counters *c)
 {
 	struct periscope_dns *rec;
@@ -137,7 +166,7 @@ static __always_inline void emit_dns(struct pkt_ctx *p, const struct periscope_p
 	n = ((n - 1) & (PERISCOPE_DNS_PAYLOAD - 1)) + 1;
 	rec = bpf_ringbuf_reserve(&periscope_events, sizeof(*rec), 0);
 	if (!rec) {
-		count_lost_record(c);
+		count_lost_record(key, c);
 		return;
 	}
 	if (p->hook == PERISCOPE_HOOK_XDP)
@@ -184,7 +213,7 @@ static __always_inline void observe(struct pkt_ctx *p)
 		.direction = p->direction,
 		.hook = p->hook,
 	};
-	struct periscope_dev_counters *c;
+	struct periscope_dev_counters *c = NULL;
 	struct periscope_packet *rec;
 	__u32 flags = periscope_config.flags;
 	__u32 rate = periscope_config.sample_rate;
@@ -195,26 +224,19 @@ static __always_inline void observe(struct pkt_ctx *p)
 	if (flags & PERISCOPE_CFG_LOCALITY)
 		key.locality = packet_locality(&pkt, key.netns_cookie, p->direction);
 
-	c = bpf_map_lookup_elem(&periscope_counters, &key);
-	if (!c) {
-		struct periscope_dev_counters zero = {};
-
-		/* Another CPU may have inserted it meanwhile: EEXIST is fine. */
-		bpf_map_update_elem(&periscope_counters, &key, &zero, BPF_NOEXIST);
-		c = bpf_map_lookup_elem(&periscope_counters, &key);
+	/* A packet a flow slot takes is counted there only (user space adds the slots to the
+	 * device's totals); the rest here. */
+	if (!(flags & PERISCOPE_CFG_FLOWS) || !flow_observe(&key, &pkt, p->len)) {
+		c = dev_counters(&key);
+		if (c) {
+			c->packets++;
+			c->bytes += p->len;
+			if (flags & PERISCOPE_CFG_FLOWS) {
+				c->flows_overflow_packets++;
+				c->flows_overflow_bytes += p->len;
+			}
+		}
 	}
-	if (c) {
-		c->packets++;
-		c->bytes += p->len;
-	} else {
-		__u32 zero = 0;
-		struct periscope_stats *s = bpf_map_lookup_elem(&periscope_stats, &zero);
-
-		if (s)
-			s->counters_map_full++;
-	}
-	if (flags & PERISCOPE_CFG_FLOWS)
-		flow_observe(&key, &pkt, p->len, c);
 	if (flags & PERISCOPE_CFG_BURSTS)
 		burst_observe(&key, p->len);
 
@@ -222,14 +244,14 @@ static __always_inline void observe(struct pkt_ctx *p)
 		emit = rate <= 1 || bpf_get_prandom_u32() % rate == 0;
 	if ((flags & PERISCOPE_CFG_DNS) && is_dns(&pkt)) {
 		emit = 1;
-		emit_dns(p, &pkt, c);
+		emit_dns(p, &pkt, &key, c);
 	}
 	if (!emit)
 		return;
 
 	rec = bpf_ringbuf_reserve(&periscope_events, sizeof(*rec), 0);
 	if (!rec) {
-		count_lost_record(c);
+		count_lost_record(&key, c);
 		return;
 	}
 	pkt.kind = PERISCOPE_RECORD_PACKET;

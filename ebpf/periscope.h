@@ -76,8 +76,10 @@ enum periscope_config_flags : __u32 {
 	/* Detect bursts per device and direction (parameters in the `.rodata` global
 	 * periscope_burst_config); write periscope_burst records. */
 	PERISCOPE_CFG_BURSTS = 16,
-	/* Count packets per 5-tuple in the per-CPU hash `periscope_flows` (packet_flow.h);
-	 * packets whose flow finds no room are counted in the device's flows_overflow_*. */
+	/* Count packets per 5-tuple in the flow slots (periscope_flows_0/_1, packet_flow.h);
+	 * a packet counted there is not in periscope_counters (user space adds the drained
+	 * slots to the device's totals); a packet whose flow finds no slot is counted in
+	 * periscope_counters and in its flows_overflow_*. */
 	PERISCOPE_CFG_FLOWS = 32,
 	/* Classify every packet as local or forwarded (periscope_local_addrs, workload section
 	 * below): periscope_dev_key.locality and periscope_packet.locality. */
@@ -137,8 +139,9 @@ struct periscope_dev_counters {
 	__u64 packets;
 	__u64 bytes;        /* sum of periscope_packet.len */
 	__u64 records_lost; /* ring-buffer reservations that failed for this key */
-	/* With PERISCOPE_CFG_FLOWS: packets (and their bytes) whose flow found no room in
-	 * `periscope_flows` (table full): counted here, never lost silently. */
+	/* With PERISCOPE_CFG_FLOWS: packets (and their bytes) whose flow found no slot in
+	 * the flow table (its probe window full): counted here, never lost silently. With
+	 * flows on, packets/bytes above count only the packets no flow slot took. */
 	__u64 flows_overflow_packets;
 	__u64 flows_overflow_bytes;
 };
@@ -146,10 +149,11 @@ struct periscope_dev_counters {
 /* ---- flows: per-5-tuple counters in packet.bpf.c (PERISCOPE_CFG_FLOWS) ----------- */
 
 /*
- * Key of the per-CPU hash `periscope_flows`: one entry per namespace, device, direction,
- * hook and 5-tuple. Packets that are not IPv4/IPv6 have ip_version 0 and zero addresses
- * and ports (one entry per device, direction and hook for all of them), so that the flows
- * of a device and its overflow counters add up to its counters. 56 bytes.
+ * A flow: one per namespace, device, direction, hook, locality and 5-tuple. Packets that
+ * are not IPv4/IPv6 have ip_version 0 and zero addresses and ports (one flow per device,
+ * direction and hook for all of them), so that the flows of a device and its overflow
+ * counters add up to its counters. Every field of periscope_dev_key is here: user space
+ * adds a drained flow to its device's totals. 64 bytes.
  */
 struct periscope_flow_key {
 	__u64 netns_cookie;
@@ -163,21 +167,41 @@ struct periscope_flow_key {
 	__u16 dport;        /* as in periscope_packet (ICMP: code) */
 	__u8 saddr[16];     /* as in periscope_packet: IPv4 in the first 4 bytes */
 	__u8 daddr[16];
+	__u8 locality;      /* as in periscope_dev_key */
+	__u8 _pad[7];
 };
 
 /*
- * Value of `periscope_flows` (one per CPU; user space sums them, and takes the earliest
- * first_seen_ns and the latest last_seen_ns). 40 bytes.
+ * What one CPU counted of a flow in one generation. 40 bytes.
  */
 struct periscope_flow_value {
 	__u64 packets;
 	__u64 bytes;          /* L2 frame length, as in periscope_dev_counters */
 	__u64 first_seen_ns;  /* CLOCK_MONOTONIC, tick-granular (bpf_ktime_get_coarse_ns), of the
-			       * entry's first packet on this CPU; 0: none */
-	__u64 last_seen_ns;   /* the same clock, of its latest packet on this CPU */
+			       * flow's first packet on this CPU in this generation; 0: none */
+	__u64 last_seen_ns;   /* the same clock, of its latest packet */
 	__u8 tcp_flags;       /* every TCP flags byte seen, OR-ed */
-	__u8 _pad[7];
+	__u8 _pad[3];
+	__u32 generation;     /* the periscope_flow_generation the slot was taken in */
 };
+
+/*
+ * A slot of the flow table: the per-CPU arrays `periscope_flows_0` and `periscope_flows_1`,
+ * `flow_slots` entries each (a power of two). Generation g (the single u32 of the array
+ * `periscope_flow_generation`) writes table g & 1; a slot whose value.generation is not g
+ * is free. A flow's slot is found by hashing its key and probing PERISCOPE_FLOW_PROBES
+ * slots from there (at a quarter full, about 1 flow in 10^5 finds none and overflows); every CPU has its own slots, so no update races another. User space
+ * drains a generation whole: it makes g + 1 current, waits for an RCU grace period (every
+ * program that read g has returned), then reads table g & 1, whose slots of generation g
+ * are final. No slot is ever deleted while a program may write it. 104 bytes.
+ */
+struct periscope_flow_slot {
+	struct periscope_flow_key key;
+	struct periscope_flow_value value;
+};
+
+/* Slots probed for a flow before it overflows. */
+#define PERISCOPE_FLOW_PROBES 8
 
 /*
  * Value of the single-entry per-CPU array `periscope_stats`: losses that no
@@ -200,7 +224,7 @@ struct periscope_config {
 	__u32 flags;        /* enum periscope_config_flags */
 	__u32 sample_rate;  /* with PERISCOPE_CFG_RECORDS: 1 in N packets; 0 and 1 mean every */
 	__u16 dns_ports[4]; /* with PERISCOPE_CFG_DNS: ports that are DNS besides 53; 0 = unused */
-	__u32 _pad;
+	__u32 flow_slot_mask; /* with PERISCOPE_CFG_FLOWS: flow_slots - 1 (a power of two) */
 };
 
 /*

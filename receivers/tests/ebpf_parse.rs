@@ -24,7 +24,7 @@ const CONFIG: Config = Config {
     flags: PERISCOPE_CFG_RECORDS,
     sample_rate: 0,
     dns_ports: [5353, 0, 0, 0],
-    _pad: 0,
+    flow_slot_mask: 0,
 };
 
 /// The object with its XDP and TC egress programs loaded.

@@ -1,39 +1,38 @@
-//! Harvesting the kernel's flow table (`periscope_flows`, `ebpf/packet_flow.h`): every
-//! `counters_interval` the whole per-CPU hash is read with batched lookups
-//! (`BPF_MAP_LOOKUP_BATCH`, see [`super::table_syscalls`]), each entry's CPUs are summed, and
-//! every flow whose totals changed becomes a [`FlowCounters`] event with its cumulative totals.
+//! Draining the kernel's flow table (`ebpf/packet_flow.h`; the scheme is documented at
+//! `struct periscope_flow_slot` in `ebpf/periscope.h`): per-CPU slots in two arrays, written in
+//! alternate generations. A drain makes the next generation current, waits for an RCU grace
+//! period (`membarrier(MEMBARRIER_CMD_GLOBAL)`: every program that still wrote the old
+//! generation has returned), then reads the old table whole with batched lookups: its slots of
+//! that generation are final, so nothing is lost or counted twice, and no slot is deleted
+//! under a program that may be writing it.
 //!
-//! The table may hold the flows of many namespaces (the namespace is in every key): one
-//! [`FlowHarvester`] per table.
+//! A packet a slot took is not in the device's kernel counters (one table update per packet
+//! is what makes flows cost little more than counters): every drained slot is added to its
+//! device's totals here ([`FlowTable::devices`]), which the counters read adds to the
+//! kernel's. So a device's counters stay exact whatever happens to its flows.
 //!
-//! **Eviction.** The programs never delete: an entry idle (no packet on any CPU) for longer
-//! than the idle timeout is deleted here with `BPF_MAP_LOOKUP_AND_DELETE_ELEM`, whose values
-//! are the entry's final ones, and the flow's last point goes out (`last: true`). Small race:
-//! a program that looked the entry up just before the deletion still adds its packet to the
-//! element being freed, and that packet is lost from the flow (never from the device's
-//! counters, which count every packet): it takes a packet arriving in the microseconds of
-//! the deletion of a flow that was silent for a whole idle timeout. A packet after the
-//! deletion inserts a fresh entry: a new flow, whose cumulative totals start again.
-//!
-//! **What user space keeps.** Several kernel entries may make one downstream flow (packets
-//! of one device and direction seen at two hooks; ICMP types, which the kernel key keeps but
-//! events do not; IP protocols that are all `other`): they are summed per flow, and the
-//! totals of entries evicted while others of the same flow live on are kept with it. Every
-//! flow kept has at least one entry in the kernel table, so user space holds at most
-//! `table_size` flows (about 200 bytes each): the bound is the kernel table's.
+//! **What user space keeps.** Several slots may make one downstream flow (CPUs, packets of
+//! one device and direction seen at two hooks, ICMP types, which the kernel key keeps but
+//! events do not; IP protocols that are all `other`): they are summed per flow. At most
+//! `table_size` flows are tracked; a flow that finds no room is counted in its device's
+//! overflow, like a packet that found no slot. A flow without a packet for `idle_timeout`
+//! ends: its last point goes out (`last: true`) and its room is freed.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::BorrowedFd;
+use std::os::fd::AsFd;
 use std::time::Duration;
+
+use aya::maps::{Array, Map, MapData};
 
 use periscope_pipeline::model::{
     DeviceRef, Direction, FlowCounters, Locality, NetnsId, NetworkType, Transport,
 };
 
 use super::decode::{device, direction, transport_and_ports};
-use super::table_syscalls::{self as sys, TableReader};
-use crate::shared::ebpf::{FlowKey, FlowValue, MonoClock};
+use super::shared_maps::SharedMaps;
+use super::table_syscalls::TableReader;
+use crate::shared::ebpf::{names, FlowKey, FlowSlot, FlowValue, MonoClock};
 
 /// What identifies a flow downstream: the key of a [`FlowCounters`] event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -82,126 +81,157 @@ fn v4(a: &[u8; 16]) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))
 }
 
-/// One downstream flow: what its evicted entries had, what its live entries have now.
+/// One downstream flow.
 #[derive(Clone, Copy, Debug, Default)]
 struct Tracked {
-    /// Sum of the final values of its entries evicted so far.
-    evicted: FlowValue,
-    /// Sum of its entries still in the table, as this harvest read them.
-    live: FlowValue,
-    /// How many of its entries this harvest found still in the table.
-    live_entries: u32,
+    /// Everything drained of it so far.
+    total: FlowValue,
     /// Packets and bytes of the last point sent (a flow that did not change sends none).
     reported: (u64, u64),
-}
-
-impl Tracked {
-    fn total(&self) -> FlowValue {
-        let mut t = self.evicted;
-        t.add(&self.live);
-        t
-    }
 }
 
 /// Options of the flow table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowOptions {
-    /// Entries of the kernel table (`max_entries`).
+    /// Most flows tracked at once (user space).
     pub table_size: u32,
-    /// Entries without a packet for this long are evicted (their flow ends).
+    /// Kernel slots per CPU and generation (`max_entries` of each array; a power of two).
+    pub slots: u32,
+    /// A flow without a packet for this long ends.
     pub idle_timeout: Duration,
 }
 
-/// What one harvest found besides the flows.
+/// The key of a device's counters: namespace, ifindex, direction, transport, locality.
+pub(super) type DeviceKey = (NetnsId, u32, Direction, Transport, Locality);
+
+/// What the drains added to one device key.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct HarvestStats {
-    /// Entries read.
-    pub entries: usize,
-    /// Entries evicted (idle).
-    pub evicted: usize,
-    /// Whether the batched lookup was used (else one syscall per key).
-    pub batched: bool,
+pub(super) struct DeviceFlows {
+    /// Packets and bytes the slots counted (not in the kernel's counters).
+    pub(super) packets: u64,
+    pub(super) bytes: u64,
+    /// Of those, what no tracked flow had room for.
+    pub(super) overflow_packets: u64,
+    pub(super) overflow_bytes: u64,
 }
 
-/// The user-space side of one flow table (see the module docs).
-pub(super) struct FlowHarvester {
+/// `membarrier(2)`'s `MEMBARRIER_CMD_GLOBAL`: returns after an RCU grace period.
+const MEMBARRIER_CMD_GLOBAL: libc::c_int = 1;
+
+/// The user-space side of the flow table (see the module docs).
+pub(super) struct FlowTable {
+    tables: [MapData; 2],
+    generation: Array<MapData, u32>,
+    reader: TableReader<u32, FlowSlot>,
     tracked: HashMap<FlowId, Tracked>,
+    devices: HashMap<DeviceKey, DeviceFlows>,
+    table_size: usize,
     idle_timeout_ns: u64,
-    reader: TableReader<FlowKey, FlowValue>,
+    /// Whether the grace-period wait failed once (then a sleep stands in for it).
+    grace_failed: bool,
+    /// A drain happened since the last [`harvest`](Self::harvest).
+    drained: bool,
 }
 
-impl FlowHarvester {
-    pub(super) fn new(options: FlowOptions) -> anyhow::Result<FlowHarvester> {
-        Ok(FlowHarvester {
-            tracked: HashMap::new(),
-            idle_timeout_ns: u64::try_from(options.idle_timeout.as_nanos()).unwrap_or(u64::MAX),
+impl FlowTable {
+    /// Opens the tables from the receiver's shared maps.
+    pub(super) fn open(maps: &SharedMaps, options: FlowOptions) -> anyhow::Result<FlowTable> {
+        let table = |name: &str| -> anyhow::Result<MapData> {
+            match maps.open(name)? {
+                Map::PerCpuArray(m) => Ok(m),
+                _ => anyhow::bail!("{name} is not a per-CPU array"),
+            }
+        };
+        Ok(FlowTable {
+            tables: [table(names::FLOWS[0])?, table(names::FLOWS[1])?],
+            generation: Array::try_from(maps.open(names::FLOW_GENERATION)?)?,
             reader: TableReader::new()?,
+            tracked: HashMap::new(),
+            devices: HashMap::new(),
+            table_size: options.table_size as usize,
+            idle_timeout_ns: u64::try_from(options.idle_timeout.as_nanos()).unwrap_or(u64::MAX),
+            grace_failed: false,
+            drained: false,
         })
     }
 
-    /// Reads the table `map`, evicts idle entries and appends a point for every flow that
-    /// changed (and a last one for every flow that ended) to `out`, stamped `now_unix_ns`.
-    pub(super) fn harvest(
-        &mut self,
-        map: BorrowedFd<'_>,
-        now_unix_ns: u64,
-        out: &mut Vec<FlowCounters>,
-    ) -> HarvestStats {
-        let clock = &MonoClock::now();
-        let now_mono = MonoClock::mono_now_ns();
-        for t in self.tracked.values_mut() {
-            t.live = FlowValue::default();
-            t.live_entries = 0;
-        }
-        let mut stats = HarvestStats::default();
-        let idle = self.idle_timeout_ns;
-        let tracked = &mut self.tracked;
-        let read = self.reader.read_all(map, &mut |key, value| {
-            stats.entries += 1;
-            let Some(id) = FlowId::of(key) else {
+    /// Moves what the kernel counted since the last drain into the tracked flows and the
+    /// devices' totals.
+    pub(super) fn drain(&mut self) {
+        self.drained = true;
+        let g = match self.generation.get(&0, 0) {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::warn!("reading the flow generation: {e}");
                 return;
-            };
-            let t = tracked.entry(id).or_default();
-            if value.last_seen_ns.saturating_add(idle) < now_mono {
-                // Idle: its final values come with the deletion (see the module docs).
-                match sys::lookup_and_delete(map, key, value) {
-                    Ok(Some(last)) => {
-                        t.evicted.add(&last);
-                        stats.evicted += 1;
-                        return;
-                    }
-                    Ok(None) => return, // deleted meanwhile (a device's flows forgotten)
-                    Err(e) => tracing::debug!("evicting a flow (kept): {e}"),
+            }
+        };
+        if let Err(e) = self.generation.set(0, g.wrapping_add(1), 0) {
+            tracing::warn!("advancing the flow generation: {e}");
+            return;
+        }
+        self.grace_period();
+        let (tracked, devices, cap) = (&mut self.tracked, &mut self.devices, self.table_size);
+        let table = self.tables[(g & 1) as usize].fd().as_fd();
+        let read = self.reader.read_per_cpu(table, &mut |_, per_cpu| {
+            for slot in per_cpu {
+                if slot.value.generation == g && slot.value.packets > 0 {
+                    fold(tracked, devices, cap, slot);
                 }
             }
-            t.live.add(value);
-            t.live_entries += 1;
         });
-        match read {
-            Ok(batched) => stats.batched = batched,
-            Err(e) => {
-                tracing::warn!("reading the flow table: {e}");
-                return stats;
-            }
+        if let Err(e) = read {
+            tracing::warn!("reading the flow table: {e}");
         }
+    }
+
+    /// Waits until every program run that may have read the old generation has returned.
+    fn grace_period(&mut self) {
+        // SAFETY: membarrier takes no pointers.
+        let r = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) };
+        if r != 0 {
+            if !self.grace_failed {
+                tracing::warn!(
+                    "membarrier(MEMBARRIER_CMD_GLOBAL) failed ({}): the flow table waits 20 ms \
+                     before each drain instead (a program run takes microseconds)",
+                    std::io::Error::last_os_error()
+                );
+                self.grace_failed = true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// What the drains added to each device key (packets the kernel's counters lack).
+    pub(super) fn devices(&self) -> &HashMap<DeviceKey, DeviceFlows> {
+        &self.devices
+    }
+
+    /// Appends a point for every flow that changed, and a last one for every flow that
+    /// ended, to `out`, stamped `now_unix_ns`. Drains first unless a counters read just did.
+    pub(super) fn harvest(&mut self, now_unix_ns: u64, out: &mut Vec<FlowCounters>) {
+        if !self.drained {
+            self.drain();
+        }
+        self.drained = false;
+        let clock = &MonoClock::now();
+        let now_mono = MonoClock::mono_now_ns();
+        let idle = self.idle_timeout_ns;
         self.tracked.retain(|id, t| {
-            let ended = t.live_entries == 0;
-            let total = t.total();
-            if ended || (total.packets, total.bytes) != t.reported {
-                out.push(point(id, &total, clock, now_unix_ns, ended));
-                t.reported = (total.packets, total.bytes);
+            let ended = t.total.last_seen_ns.saturating_add(idle) < now_mono;
+            if ended || (t.total.packets, t.total.bytes) != t.reported {
+                out.push(point(id, &t.total, clock, now_unix_ns, ended));
+                t.reported = (t.total.packets, t.total.bytes);
             }
             !ended
         });
-        stats
     }
 
-    /// The final points (`last: true`) of a device that went away (`ifindex`), or of every
-    /// device of a namespace that did, from the table as it is now; the entries stay in the
-    /// table until [`forget_device`](Self::forget_device) or until the table goes.
+    /// The last points (`last: true`) of the flows of a device that went away (`ifindex`),
+    /// or of every device of a namespace that did, as the last drain left them; they are no
+    /// longer tracked.
     pub(super) fn last_of(
         &mut self,
-        map: BorrowedFd<'_>,
         netns: NetnsId,
         ifindex: Option<u32>,
         now_unix_ns: u64,
@@ -209,56 +239,65 @@ impl FlowHarvester {
     ) {
         let clock = &MonoClock::now();
         // By cookie: an inode comes back with later namespaces.
-        let ours = |n: NetnsId, i: u32| n == netns && ifindex.is_none_or(|x| x == i);
-        let mut live: HashMap<FlowId, FlowValue> = HashMap::new();
-        let read = self.reader.read_all(map, &mut |key, value| {
-            let n = NetnsId {
-                inode: key.netns_inode,
-                cookie: key.netns_cookie,
-            };
-            if !ours(n, key.ifindex) {
-                return;
+        let ours = |id: &FlowId| {
+            id.device.netns == netns && ifindex.is_none_or(|x| x == id.device.ifindex)
+        };
+        self.tracked.retain(|id, t| {
+            if !ours(id) {
+                return true;
             }
-            if let Some(id) = FlowId::of(key) {
-                live.entry(id).or_default().add(value);
-            }
+            out.push(point(id, &t.total, clock, now_unix_ns, true));
+            false
         });
-        if let Err(e) = read {
-            tracing::warn!("reading the flow table: {e}");
-        }
-        for (id, value) in live {
-            let mut total = self
-                .tracked
-                .remove(&id)
-                .map(|t| t.evicted)
-                .unwrap_or_default();
-            total.add(&value);
-            out.push(point(&id, &total, clock, now_unix_ns, true));
-        }
-        self.tracked
-            .retain(|id, _| !ours(id.device.netns, id.device.ifindex));
     }
 
-    /// Deletes a device's entries from the table and what user space kept of them (an
-    /// ifindex may be reused by a later device): read its last points first.
-    pub(super) fn forget_device(&mut self, map: BorrowedFd<'_>, netns: NetnsId, ifindex: u32) {
-        let mut keys = Vec::new();
-        let read = self.reader.read_all(map, &mut |key, _| {
-            if key.ifindex == ifindex
-                && key.netns_inode == netns.inode
-                && key.netns_cookie == netns.cookie
-            {
-                keys.push(*key);
-            }
-        });
-        if let Err(e) = read {
-            tracing::warn!("reading the flow table: {e}");
-        }
-        for k in &keys {
-            let _ = sys::delete(map, k);
-        }
+    /// Forgets the flows and device totals of the devices `gone` says yes to (an ifindex may
+    /// be reused by a later device): read their last points and counters first.
+    pub(super) fn forget(&mut self, gone: &dyn Fn(NetnsId, u32) -> bool) {
         self.tracked
-            .retain(|id, _| !(id.device.ifindex == ifindex && id.device.netns == netns));
+            .retain(|id, _| !gone(id.device.netns, id.device.ifindex));
+        self.devices.retain(|(n, i, _, _, _), _| !gone(*n, *i));
+    }
+}
+
+/// Adds one CPU's slot of the drained generation to its device and its flow.
+fn fold(
+    tracked: &mut HashMap<FlowId, Tracked>,
+    devices: &mut HashMap<DeviceKey, DeviceFlows>,
+    cap: usize,
+    slot: &FlowSlot,
+) {
+    let (key, value) = (&slot.key, &slot.value);
+    let Some(id) = FlowId::of(key) else {
+        return; // not a direction the programs write: a bug, not traffic
+    };
+    let netns = NetnsId {
+        inode: key.netns_inode,
+        cookie: key.netns_cookie,
+    };
+    let device = devices
+        .entry((
+            netns,
+            key.ifindex,
+            id.direction,
+            Transport::from_ip_protocol(key.l4_proto),
+            Locality::from_kernel(key.locality),
+        ))
+        .or_default();
+    device.packets += value.packets;
+    device.bytes += value.bytes;
+    let room = tracked.len() < cap;
+    match tracked.get_mut(&id) {
+        Some(t) => t.total.add(value),
+        None if room => {
+            let mut t = Tracked::default();
+            t.total.add(value);
+            tracked.insert(id, t);
+        }
+        None => {
+            device.overflow_packets += value.packets;
+            device.overflow_bytes += value.bytes;
+        }
     }
 }
 
@@ -295,8 +334,7 @@ mod tests {
     use super::*;
     use crate::shared::ebpf::records::{PERISCOPE_DIR_EGRESS, PERISCOPE_HOOK_TC};
 
-    #[test]
-    fn kernel_keys_map_to_the_identity_packet_records_have() {
+    fn key(sport: u16) -> FlowKey {
         let mut k = FlowKey {
             netns_inode: 5,
             netns_cookie: 9,
@@ -305,12 +343,18 @@ mod tests {
             hook: PERISCOPE_HOOK_TC,
             l4_proto: 17,
             ip_version: 4,
-            sport: 1000,
+            sport,
             dport: 53,
             ..FlowKey::default()
         };
         k.saddr[..4].copy_from_slice(&[10, 0, 0, 1]);
         k.daddr[..4].copy_from_slice(&[10, 0, 0, 2]);
+        k
+    }
+
+    #[test]
+    fn kernel_keys_map_to_the_identity_packet_records_have() {
+        let mut k = key(1000);
         let id = FlowId::of(&k).unwrap();
         assert_eq!(id.direction, Direction::Egress);
         assert_eq!(
@@ -327,5 +371,33 @@ mod tests {
         assert_eq!((a.src_port, a.dst_port), (0, 0));
         k.direction = 7;
         assert!(FlowId::of(&k).is_none());
+    }
+
+    #[test]
+    fn every_drained_packet_reaches_its_device_and_flows_past_the_cap_overflow() {
+        let slot = |sport: u16, packets: u64| FlowSlot {
+            key: key(sport),
+            value: FlowValue {
+                packets,
+                bytes: packets * 100,
+                first_seen_ns: 1,
+                last_seen_ns: 2,
+                ..FlowValue::default()
+            },
+        };
+        let (mut tracked, mut devices) = (HashMap::new(), HashMap::new());
+        // Two CPUs' slots of one flow, then two more flows with room for one.
+        for s in [slot(1, 3), slot(1, 4), slot(2, 5), slot(3, 6)] {
+            fold(&mut tracked, &mut devices, 2, &s);
+        }
+        assert_eq!(tracked.len(), 2);
+        assert_eq!(tracked[&FlowId::of(&key(1)).unwrap()].total.packets, 7);
+        let d = devices.values().next().copied().unwrap();
+        assert_eq!(devices.len(), 1);
+        assert_eq!((d.packets, d.bytes), (18, 1800));
+        assert_eq!((d.overflow_packets, d.overflow_bytes), (6, 600));
+        // The tracked flows and the overflow add up to the device.
+        let in_flows: u64 = tracked.values().map(|t| t.total.packets).sum();
+        assert_eq!(in_flows + d.overflow_packets, d.packets);
     }
 }

@@ -82,8 +82,10 @@ pub fn load_packet_sized(
         loader.map_max_entries(names::EVENTS, bytes);
     }
     if config.flags & PERISCOPE_CFG_FLOWS == 0 {
-        // A preallocated hash costs its whole size when loaded.
-        loader.map_max_entries(names::FLOWS, 1);
+        // An array costs its whole size when loaded.
+        for name in names::FLOWS {
+            loader.map_max_entries(name, 1);
+        }
     }
     loader.override_global(names::CONFIG, config, true);
     let mut bpf = PACKET.load(&mut loader)?;
@@ -117,7 +119,7 @@ pub(super) fn new_loader(
         flags: records.flags,
         sample_rate: records.sample_rate,
         dns_ports: records.dns_ports,
-        _pad: 0,
+        flow_slot_mask: records.flows.map_or(0, |f| f.slots - 1),
     }));
     let mut l = EbpfLoader::new();
     // No kernel BTF kept (~18 MiB parsed, for the agent's lifetime): the packet programs read
@@ -125,8 +127,10 @@ pub(super) fn new_loader(
     // CO-RE relocations would leave as compiled.
     l.btf(None);
     l.map_max_entries(names::EVENTS, ring_size(records, ring_bytes));
-    // A preallocated hash costs its whole size when loaded: one entry when flows are off.
-    l.map_max_entries(names::FLOWS, records.flows.map_or(1, |f| f.table_size));
+    // An array costs its whole size when loaded: one slot when flows are off.
+    for name in names::FLOWS {
+        l.map_max_entries(name, records.flows.map_or(1, |f| f.slots));
+    }
     l.override_global(names::CONFIG, config, true);
     if let Some(b) = records.bursts {
         let b: &'static BurstConfig = Box::leak(Box::new(b));

@@ -44,7 +44,7 @@ pub use decode::{
     decode_burst, decode_dns, decode_packet, is_dns_record, BurstRecordError, DecodeError,
     DnsRecordError,
 };
-pub use flows::{FlowOptions, HarvestStats};
+pub use flows::FlowOptions;
 pub use instance::{chain, load_packet, load_packet_sized, packet_object, Hook, PACKET, PRELOADED};
 pub(crate) use options::{
     default_counters_interval, default_poll_interval, default_ring_buffer_size, default_sample_rate,

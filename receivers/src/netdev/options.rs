@@ -183,21 +183,26 @@ pub enum EventsMode {
     None,
 }
 
-/// Per-flow (5-tuple) counters in the kernel: a per-CPU hash per table of `table_size`
-/// entries that the programs update per packet (no record per packet), read every
-/// `counters_interval`; flows idle for `idle_timeout` are evicted and end. Packets of flows
-/// that find the table full are counted in their device's overflow counters. Off by default.
+/// Per-flow (5-tuple) counters in the kernel: per-CPU slots that the programs update per
+/// packet (no record per packet), drained every `counters_interval` into at most
+/// `table_size` flows in user space; flows idle for `idle_timeout` end. Packets of flows that
+/// find no slot, or no room among the flows, are counted in their device's overflow
+/// counters. Off by default.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FlowsConfig {
     /// Count flows in the kernel (default false).
     #[serde(default)]
     pub enabled: bool,
-    /// Most flows the kernel table holds at once (default 16384). Preallocated when loaded:
-    /// about 128 bytes plus 40 bytes per possible CPU per entry (16384 entries: 3.4 MB on 2
-    /// CPUs, 44 MB on 64).
+    /// Most flows tracked at once (default 16384; about 200 bytes each in user space). A
+    /// flow is tracked from its first packet until it ends.
     #[serde(default = "default_flow_table_size")]
     pub table_size: u32,
+    /// Slots per CPU in the kernel, a power of two (default 4096): the most distinct flows
+    /// one CPU counts in one `counters_interval`. Preallocated when loaded: two tables of
+    /// 104 bytes per slot per possible CPU (4096 slots: 0.85 MB per CPU, 54 MB on 64).
+    #[serde(default = "default_flow_slots")]
+    pub slots: u32,
     /// A flow without a packet for this long ends (its entry is evicted); default 60s, at
     /// least 1s.
     #[serde(default = "default_flow_idle_timeout")]
@@ -206,6 +211,13 @@ pub struct FlowsConfig {
 
 /// Largest flow table accepted (16 Mi entries).
 pub const MAX_FLOW_TABLE: u32 = 1 << 24;
+
+/// Most kernel slots per CPU accepted (1 Mi: 218 MB per CPU).
+pub const MAX_FLOW_SLOTS: u32 = 1 << 20;
+
+fn default_flow_slots() -> u32 {
+    4096
+}
 
 fn default_flow_table_size() -> u32 {
     16384
@@ -220,6 +232,7 @@ impl Default for FlowsConfig {
         FlowsConfig {
             enabled: false,
             table_size: default_flow_table_size(),
+            slots: default_flow_slots(),
             idle_timeout: default_flow_idle_timeout(),
         }
     }
@@ -236,6 +249,15 @@ impl FlowsConfig {
                 ),
             ));
         }
+        if !self.slots.is_power_of_two() || self.slots > MAX_FLOW_SLOTS {
+            errors.push(Invalid::new(
+                "flows.slots",
+                format!(
+                    "{}: must be a power of two from 1 to {MAX_FLOW_SLOTS} (e.g. 4096)",
+                    self.slots
+                ),
+            ));
+        }
         if self.idle_timeout.0 < Duration::from_secs(1) {
             errors.push(Invalid::new(
                 "flows.idle_timeout",
@@ -248,6 +270,7 @@ impl FlowsConfig {
     pub fn resolve(&self) -> Option<FlowOptions> {
         self.enabled.then_some(FlowOptions {
             table_size: self.table_size,
+            slots: self.slots,
             idle_timeout: self.idle_timeout.0,
         })
     }
@@ -501,17 +524,20 @@ mod tests {
             r.flows,
             Some(FlowOptions {
                 table_size: 16384,
+                slots: 4096,
                 idle_timeout: Duration::from_secs(60)
             })
         );
         let (_, errors) = check(FlowsConfig {
             enabled: true,
             table_size: 0,
+            slots: 3000,
             idle_timeout: ConfigDuration::from_millis(10),
         });
-        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert_eq!(errors.len(), 3, "{errors:?}");
         assert_eq!(errors[0], "flows.table_size");
-        assert_eq!(errors[1], "flows.idle_timeout");
+        assert_eq!(errors[1], "flows.slots");
+        assert_eq!(errors[2], "flows.idle_timeout");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use periscope_pipeline::model::{
 use periscope_pipeline::DnsTable;
 
 use super::decode::{decode_burst, decode_dns, decode_packet, device, direction, is_dns_record};
-use super::flows::{FlowHarvester, FlowOptions};
+use super::flows::{FlowOptions, FlowTable};
 use super::shared_maps::SharedMaps;
 use super::table_syscalls::{self as sys, TableReader};
 use crate::shared::ebpf::records::PERISCOPE_RECORD_BURST;
@@ -74,8 +74,8 @@ pub(super) struct Reader {
     delivered: HashMap<DeliveredKey, u64>,
     /// Burst losses (records, state) read last time.
     burst_losses_seen: (u64, u64),
-    /// The flow table `periscope_flows` and its harvest, with `flows` on.
-    flows: Option<(MapData, FlowHarvester)>,
+    /// The flow table and what was drained of it, with `flows` on.
+    flows: Option<FlowTable>,
 }
 
 impl Reader {
@@ -98,30 +98,26 @@ impl Reader {
         })
     }
 
-    /// Reads the flow table `periscope_flows` too (the programs count flows:
-    /// `PERISCOPE_CFG_FLOWS`).
+    /// Reads the flow table too (the programs count flows: `PERISCOPE_CFG_FLOWS`).
     pub(super) fn with_flows(
         mut self,
         maps: &SharedMaps,
         options: FlowOptions,
     ) -> anyhow::Result<Reader> {
-        let data = match maps.open(names::FLOWS)? {
-            Map::PerCpuHashMap(m) => m,
-            _ => anyhow::bail!("periscope_flows is not a per-CPU hash"),
-        };
-        self.flows = Some((data, FlowHarvester::new(options)?));
+        self.flows = Some(FlowTable::open(maps, options)?);
         Ok(self)
     }
 
     /// The flows that changed since the last call, and the last points of those that ended
-    /// (idle, evicted).
+    /// (idle).
     pub(super) fn flows(&mut self, now: u64, out: &mut Vec<FlowCounters>) {
-        if let Some((map, harvester)) = &mut self.flows {
-            harvester.harvest(map.fd().as_fd(), now, out);
+        if let Some(table) = &mut self.flows {
+            table.harvest(now, out);
         }
     }
 
-    /// The last points of the flows of one device (`ifindex`) or of every device of `netns`.
+    /// The last points of the flows of one device (`ifindex`) or of every device of `netns`
+    /// (after a [`counters`](Self::counters) read of the same scope, which drains the table).
     pub(super) fn last_flows(
         &mut self,
         netns: NetnsId,
@@ -129,8 +125,8 @@ impl Reader {
         now: u64,
         out: &mut Vec<FlowCounters>,
     ) {
-        if let Some((map, harvester)) = &mut self.flows {
-            harvester.last_of(map.fd().as_fd(), netns, ifindex, now, out);
+        if let Some(table) = &mut self.flows {
+            table.last_of(netns, ifindex, now, out);
         }
     }
 
@@ -204,6 +200,10 @@ impl Reader {
     pub(super) fn counters(&mut self, now: u64, scope: Scope<'_>) -> Vec<DeviceCounters> {
         let mut agg: HashMap<DeliveredKey, DeviceCounters> = HashMap::new();
         let flows = self.flows.is_some();
+        // With flows on, most packets are in the flow slots only: drain them first.
+        if let Some(table) = &mut self.flows {
+            table.drain();
+        }
         let read = self
             .table
             .read_all(self.counters.fd().as_fd(), &mut |key, c| {
@@ -238,6 +238,28 @@ impl Reader {
             });
         if let Err(e) = read {
             tracing::warn!("reading periscope_counters: {e}");
+        }
+        if let Some(table) = &self.flows {
+            for (&(netns, ifindex, direction, transport, locality), f) in table.devices() {
+                if !scope.takes(netns, ifindex) {
+                    continue;
+                }
+                let e = agg
+                    .entry((netns, ifindex, direction, transport, locality))
+                    .or_insert_with(|| DeviceCounters {
+                        timestamp_ns: now,
+                        device: device(netns.inode, netns.cookie, ifindex),
+                        direction,
+                        transport,
+                        locality,
+                        flows: true,
+                        ..DeviceCounters::default()
+                    });
+                e.packets += f.packets;
+                e.bytes += f.bytes;
+                e.flows_overflow_packets += f.overflow_packets;
+                e.flows_overflow_bytes += f.overflow_bytes;
+            }
         }
         for (key, c) in agg.iter_mut() {
             c.records_delivered = self.delivered.get(key).copied().unwrap_or(0);
@@ -274,28 +296,12 @@ impl Reader {
         if let Err(e) = read {
             tracing::warn!("reading periscope_counters: {e}");
         }
-        let mut devices: Vec<(NetnsId, u32)> = keys
-            .iter()
-            .map(|k| {
-                let n = NetnsId {
-                    inode: k.netns_inode,
-                    cookie: k.netns_cookie,
-                };
-                (n, k.ifindex)
-            })
-            .collect();
-        devices.sort_unstable_by_key(|(n, i)| (n.cookie, n.inode, *i));
-        devices.dedup();
         for k in &keys {
             let _ = sys::delete(self.counters.fd().as_fd(), k);
         }
         self.delivered.retain(|(n, i, _, _, _), _| !gone(*n, *i));
-        // Every packet a flow counts is in its device's counters too: their keys name every
-        // device with flows.
-        if let Some((map, harvester)) = &mut self.flows {
-            for (netns, ifindex) in devices {
-                harvester.forget_device(map.fd().as_fd(), netns, ifindex);
-            }
+        if let Some(table) = &mut self.flows {
+            table.forget(&gone);
         }
     }
 

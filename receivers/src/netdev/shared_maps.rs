@@ -22,14 +22,16 @@ use crate::shared::ebpf::names;
 use crate::shared::kernel;
 
 /// The packet object's maps that are shared (everything but its `.data`/`.rodata` globals).
-pub(super) const SHARED: [&str; 8] = [
+pub(super) const SHARED: [&str; 10] = [
     names::EVENTS,
     names::COUNTERS,
     names::STATS,
     names::BURST_STATE,
     names::BURST_ZERO,
     names::BURST_STATS,
-    names::FLOWS,
+    names::FLOWS[0],
+    names::FLOWS[1],
+    names::FLOW_GENERATION,
     names::LOCAL_ADDRS,
 ];
 

@@ -1,24 +1,17 @@
-//! The bpf(2) commands that reading the shared per-CPU hashes needs and aya 0.14 does not
+//! The bpf(2) commands that reading the shared per-CPU tables needs and aya 0.14 does not
 //! offer: batched lookups of a whole table (`BPF_MAP_LOOKUP_BATCH`, kernel 5.6; a few calls
 //! instead of two per key, which was most of a counters read with a hundred namespaces),
 //! falling back to one `BPF_MAP_GET_NEXT_KEY` + `BPF_MAP_LOOKUP_ELEM` per key where the
-//! batch command is not supported, and `BPF_MAP_LOOKUP_AND_DELETE_ELEM` (per-CPU hashes:
-//! 5.14) for the flow table's evictions.
+//! batch command is not supported.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
-use crate::shared::ebpf::{DevCounters, FlowKey, FlowValue};
+use crate::shared::ebpf::DevCounters;
 
 /// A per-CPU value whose CPUs' copies add up to one.
 pub(super) trait PerCpuValue: Copy + Default {
     fn add(&mut self, other: &Self);
-}
-
-impl PerCpuValue for FlowValue {
-    fn add(&mut self, other: &Self) {
-        FlowValue::add(self, other)
-    }
 }
 
 impl PerCpuValue for DevCounters {
@@ -33,7 +26,6 @@ const ENOTSUPP: i32 = 524;
 const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
-const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 
 /// Entries asked for per batch call (a hash bucket larger than that is retried with more).
@@ -98,6 +90,18 @@ pub(super) struct TableReader<K, V> {
 }
 
 impl<K: Copy + Default, V: PerCpuValue> TableReader<K, V> {
+    /// Calls `f` with every entry of the table and its value summed over the CPUs; returns
+    /// whether batched lookups were used. `f` may delete the entry it is given.
+    pub(super) fn read_all(
+        &mut self,
+        map: BorrowedFd<'_>,
+        f: &mut dyn FnMut(&K, &V),
+    ) -> io::Result<bool> {
+        self.read_per_cpu(map, &mut |k, per_cpu| f(k, &sum(per_cpu)))
+    }
+}
+
+impl<K: Copy + Default, V: Copy + Default> TableReader<K, V> {
     pub(super) fn new() -> io::Result<TableReader<K, V>> {
         Ok(TableReader {
             cpus: possible_cpus()?,
@@ -107,12 +111,12 @@ impl<K: Copy + Default, V: PerCpuValue> TableReader<K, V> {
         })
     }
 
-    /// Calls `f` with every entry of the table and its value summed over the CPUs; returns
+    /// Calls `f` with every entry of the table and its value on each possible CPU; returns
     /// whether batched lookups were used. `f` may delete the entry it is given.
-    pub(super) fn read_all(
+    pub(super) fn read_per_cpu(
         &mut self,
         map: BorrowedFd<'_>,
-        f: &mut dyn FnMut(&K, &V),
+        f: &mut dyn FnMut(&K, &[V]),
     ) -> io::Result<bool> {
         if self.batch_works != Some(false) {
             match self.read_batched(map, f) {
@@ -137,7 +141,7 @@ impl<K: Copy + Default, V: PerCpuValue> TableReader<K, V> {
         Ok(false)
     }
 
-    fn read_batched(&mut self, map: BorrowedFd<'_>, f: &mut dyn FnMut(&K, &V)) -> io::Result<()> {
+    fn read_batched(&mut self, map: BorrowedFd<'_>, f: &mut dyn FnMut(&K, &[V])) -> io::Result<()> {
         let mut capacity = BATCH;
         let mut token: u32 = 0;
         let mut first = true;
@@ -171,8 +175,10 @@ impl<K: Copy + Default, V: PerCpuValue> TableReader<K, V> {
             };
             let n = (attr.count as usize).min(capacity);
             for i in 0..n {
-                let value = sum(&self.values[i * self.cpus..(i + 1) * self.cpus]);
-                f(&self.keys[i], &value);
+                f(
+                    &self.keys[i],
+                    &self.values[i * self.cpus..(i + 1) * self.cpus],
+                );
             }
             if done {
                 return Ok(());
@@ -182,7 +188,7 @@ impl<K: Copy + Default, V: PerCpuValue> TableReader<K, V> {
         }
     }
 
-    fn read_per_key(&mut self, map: BorrowedFd<'_>, f: &mut dyn FnMut(&K, &V)) -> io::Result<()> {
+    fn read_per_key(&mut self, map: BorrowedFd<'_>, f: &mut dyn FnMut(&K, &[V])) -> io::Result<()> {
         // Keys first (a deletion by `f` must not end the walk early), then their values.
         let mut keys = std::mem::take(&mut self.keys);
         keys.clear();
@@ -212,7 +218,7 @@ impl<K: Copy + Default, V: PerCpuValue> TableReader<K, V> {
                 ..ElemAttr::default()
             };
             match bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) {
-                Ok(()) => f(k, &sum(&self.values[..self.cpus])),
+                Ok(()) => f(k, &self.values[..self.cpus]),
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
                 Err(e) => return Err(e),
             }
@@ -226,38 +232,6 @@ fn sum<V: PerCpuValue>(per_cpu: &[V]) -> V {
     let mut total = V::default();
     per_cpu.iter().for_each(|v| total.add(v));
     total
-}
-
-/// Deletes an entry and returns its last values (summed), `None` if it was gone already.
-/// Kernels without lookup-and-delete for per-CPU hashes (before 5.14) get a plain delete,
-/// and `read` (the values read before) is returned. `Err`: the entry is still there.
-pub(super) fn lookup_and_delete(
-    map: BorrowedFd<'_>,
-    key: &FlowKey,
-    read: &FlowValue,
-) -> io::Result<Option<FlowValue>> {
-    let cpus = possible_cpus()?;
-    let mut values = vec![FlowValue::default(); cpus];
-    let mut attr = ElemAttr {
-        map_fd: map.as_raw_fd() as u32,
-        key: key as *const FlowKey as u64,
-        value_or_next_key: values.as_mut_ptr() as u64,
-        ..ElemAttr::default()
-    };
-    match bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM, &mut attr) {
-        Ok(()) => Ok(Some(sum(&values))),
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::EINVAL | libc::EOPNOTSUPP | ENOTSUPP)
-            ) =>
-        {
-            delete(map, key)?;
-            Ok(Some(*read))
-        }
-        Err(e) => Err(e),
-    }
 }
 
 /// Deletes an entry (gone already is fine).

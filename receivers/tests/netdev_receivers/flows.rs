@@ -12,8 +12,9 @@ use periscope_testkit::capture::GroundTruth;
 
 use super::*;
 
-/// `tcx` with flows on, no packet records, counters every 200 ms.
-fn tcx_flows(id: &str, table_size: u32, idle_timeout: ConfigDuration) -> Running {
+/// `tcx` with flows on (`table_size` flows tracked, `slots` kernel slots per CPU), no packet
+/// records, counters every 200 ms (a drain of the kernel slots each).
+fn tcx_flows(id: &str, table_size: u32, slots: u32, idle_timeout: ConfigDuration) -> Running {
     Running::start(
         move |ctx| {
             TcxConfig {
@@ -22,6 +23,7 @@ fn tcx_flows(id: &str, table_size: u32, idle_timeout: ConfigDuration) -> Running
                 flows: FlowsConfig {
                     enabled: true,
                     table_size,
+                    slots,
                     idle_timeout,
                 },
                 ..TcxConfig::default()
@@ -104,7 +106,7 @@ fn per_flow_totals_from_the_kernel_equal_tsharks_per_flow_and_idle_flows_end() {
     const SOCKETS: u16 = 1200;
     const PER_SOCKET: usize = 3;
     let topo = Topology::new();
-    let tcx = tcx_flows("tcx/flows", 16384, ConfigDuration::from_secs(1));
+    let tcx = tcx_flows("tcx/flows", 16384, 4096, ConfigDuration::from_secs(1));
     tcx.add(&topo.pod2);
     // A socket on the port: no ICMP port-unreachable replies (whose quoted headers tshark
     // would report as ports).
@@ -299,7 +301,7 @@ fn a_flood_of_a_million_distinct_flows_overflows_exactly_and_keeps_memory_bounde
     const RSS_BOUND_KIB: u64 = 128 * 1024;
     let topo = Topology::new();
     // pod2 has no route back to 10.201.1-16.1: it drops the datagrams without a reply.
-    let tcx = tcx_flows("tcx/flood", TABLE, ConfigDuration::from_secs(60));
+    let tcx = tcx_flows("tcx/flood", TABLE, TABLE, ConfigDuration::from_secs(60));
     tcx.add(&topo.pod1);
     let rss_before = rss_kib();
     let t = Instant::now();

@@ -18,8 +18,8 @@ pub mod records;
 pub use clock::{BootClock, MonoClock};
 pub use records::{
     BurstConfig, BurstRecord, BurstStats, CgroupCountersRecord, CgroupKey, Config, DevCounters,
-    DevKey, DnsRecord, DropRecord, FlowKey, FlowValue, NetnsSlot, PacketRecord, QueueConfig,
-    QueueRecord, Record, SocketConfig, SocketRecord, SocketStats, Stats,
+    DevKey, DnsRecord, DropRecord, FlowKey, FlowSlot, FlowValue, NetnsSlot, PacketRecord,
+    QueueConfig, QueueRecord, Record, SocketConfig, SocketRecord, SocketStats, Stats,
 };
 
 use aya::{Ebpf, EbpfLoader};
@@ -36,9 +36,11 @@ pub mod names {
     pub const EVENTS: &str = "periscope_events";
     /// Per-CPU hash [`DevKey`](super::DevKey) → [`DevCounters`](super::DevCounters).
     pub const COUNTERS: &str = "periscope_counters";
-    /// Per-CPU hash [`FlowKey`](super::FlowKey) → [`FlowValue`](super::FlowValue) (with
-    /// `PERISCOPE_CFG_FLOWS`).
-    pub const FLOWS: &str = "periscope_flows";
+    /// Per-CPU arrays of [`FlowSlot`](super::FlowSlot)s, written in even and odd
+    /// generations (with `PERISCOPE_CFG_FLOWS`).
+    pub const FLOWS: [&str; 2] = ["periscope_flows_0", "periscope_flows_1"];
+    /// Array with the flow table's current generation (one `u32`).
+    pub const FLOW_GENERATION: &str = "periscope_flow_generation";
     /// Per-CPU array with one [`Stats`](super::Stats) at index 0.
     pub const STATS: &str = "periscope_stats";
     /// Hash of the namespaces' addresses (`struct periscope_local_key` → `__u8`), for the

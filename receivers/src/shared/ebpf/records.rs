@@ -15,11 +15,12 @@ pub type PacketRecord = periscope_packet;
 pub type DevKey = periscope_dev_key;
 /// `struct periscope_dev_counters`: value of `periscope_counters`, one per CPU.
 pub type DevCounters = periscope_dev_counters;
-/// `struct periscope_flow_key`: key of the per-CPU hash `periscope_flows` (one flow of one
-/// device, direction and hook).
+/// `struct periscope_flow_key`: one flow of one device, direction, hook and locality.
 pub type FlowKey = periscope_flow_key;
-/// `struct periscope_flow_value`: value of `periscope_flows`, one per CPU.
+/// `struct periscope_flow_value`: what one CPU counted of a flow in one generation.
 pub type FlowValue = periscope_flow_value;
+/// `struct periscope_flow_slot`: a slot of the per-CPU arrays `periscope_flows_0`/`_1`.
+pub type FlowSlot = periscope_flow_slot;
 /// `struct periscope_stats`: value of the one-entry per-CPU array `periscope_stats`.
 pub type Stats = periscope_stats;
 /// `struct periscope_config`: the `.rodata` global `periscope_config`, set before load.
@@ -174,9 +175,11 @@ mod tests {
     #[test]
     fn flow_key_and_value_have_the_kernel_layout() {
         // bindgen checks every offset at compile time; these are the sizes the C header's
-        // comments promise (and the per-entry memory docs/configuration.md counts with).
-        assert_eq!(size_of::<FlowKey>(), 56);
+        // comments promise (and the per-slot memory docs/configuration.md counts with). The
+        // program compares and hashes a key as eight u64 words.
+        assert_eq!(size_of::<FlowKey>(), 64);
         assert_eq!(size_of::<FlowValue>(), 40);
+        assert_eq!(size_of::<FlowSlot>(), 104);
         assert_eq!(size_of::<DevCounters>(), 40);
         assert_eq!(std::mem::offset_of!(FlowKey, saddr), 24);
         assert_eq!(std::mem::offset_of!(DevCounters, flows_overflow_bytes), 32);

@@ -190,7 +190,7 @@ struct periscope_flow_value {
  * `flow_slots` entries each (a power of two). Generation g (the single u32 of the array
  * `periscope_flow_generation`) writes table g & 1; a slot whose value.generation is not g
  * is free. A flow's slot is found by hashing its key and probing PERISCOPE_FLOW_PROBES
- * slots from there (at a quarter full, about 1 flow in 10^5 finds none and overflows); every CPU has its own slots, so no update races another. User space
+ * slots from there (half full: about 1 flow in 10^5 finds none and overflows; three quarters: 1 in 10^3); every CPU has its own slots, so no update races another. User space
  * drains a generation whole: it makes g + 1 current, waits for an RCU grace period (every
  * program that read g has returned), then reads table g & 1, whose slots of generation g
  * are final. No slot is ever deleted while a program may write it. 104 bytes.
@@ -201,7 +201,7 @@ struct periscope_flow_slot {
 };
 
 /* Slots probed for a flow before it overflows. */
-#define PERISCOPE_FLOW_PROBES 8
+#define PERISCOPE_FLOW_PROBES 16
 
 /*
  * Value of the single-entry per-CPU array `periscope_stats`: losses that no

@@ -218,7 +218,7 @@ impl Setup<'_> {
                         records: RecordOptions {
                             flows: mode.flows().then_some(FlowOptions {
                                 table_size: 16384,
-                                slots: 4096,
+                                slots: 8192,
                                 idle_timeout: std::time::Duration::from_secs(60),
                             }),
                             dns_ports: [0; 4],

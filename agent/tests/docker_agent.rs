@@ -155,7 +155,7 @@ fn agent_config(out_dir: &Path) -> String {
          processors:\n  flow: {{interval: 1s}}\n  identity: {{}}\n\
          exporters:\n  file: {{path: {}, flush_interval: 200ms}}\n\
          service:\n  pipelines:\n    metrics: {{receivers: [tcx], processors: [flow, identity], exporters: [file]}}\n  \
-         telemetry: {{logs: {{level: info}}, metrics: {{enabled: false}}}}\n",
+         telemetry: {{logs: {{level: 'info,periscope_receivers=debug'}}, metrics: {{enabled: false}}}}\n",
         yaml_path(&out_dir.join("metrics.jsonl"))
     )
 }
@@ -191,9 +191,14 @@ fn wait_seen(test: &str, metrics: &Path, agent: &str, container: &str, namespace
                 Command::new("docker").args(["logs", agent]),
                 Duration::from_secs(10),
             );
+            // Which namespace it was in (inode), to find it in the agent's log.
+            let inode = docker(&["inspect", "-f", "{{.State.Pid}}", container])
+                .ok()
+                .and_then(|pid| std::fs::metadata(format!("/proc/{pid}/ns/net")).ok())
+                .map(|m| std::os::unix::fs::MetadataExt::ino(&m));
             panic!(
-                "{test}: the agent did not report {container}'s devices in {namespaces} namespaces \
-                 within 90 s (saw {seen:?}); its log:\n{}{}",
+                "{test}: the agent did not report {container}'s devices (netns inode {inode:?}) in \
+                 {namespaces} namespaces within 90 s (saw {seen:?}); its log:\n{}{}",
                 String::from_utf8_lossy(&log.stdout),
                 String::from_utf8_lossy(&log.stderr)
             );

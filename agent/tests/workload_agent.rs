@@ -534,9 +534,10 @@ fn workload_direction_locality_and_pod_names_on_a_node() {
 /// container's process only after the agent has found the namespace. The node-side veth's
 /// series must carry the container (`periscope.peer.container.id`, `.name` from Docker's state)
 /// and the pod (`periscope.peer.k8s.pod.uid`, its name and namespace from a fake Kubernetes
-/// API) from its first point, with exactly the
-/// generator's datagrams; the pod's own device does not (its namespace was named before its
-/// first process: identity names every point, so it must not start naming them later).
+/// API) from its first point, with exactly the generator's datagrams; so must the pod's own
+/// device (`container.id`): nothing of its namespace was named before. A third pod sends
+/// before its container starts: its series were named without a container, and keep that
+/// (identity names every point: naming them later would split their counts in two series).
 #[test]
 fn a_node_side_veth_names_the_container_that_came_after_its_namespace() {
     use periscope_receivers::socket::find_cgroup2;
@@ -555,7 +556,12 @@ fn a_node_side_veth_names_the_container_that_came_after_its_namespace() {
     };
     let dir = TestDir::new("workload_late");
     let pid = std::process::id();
-    let (docker_id, cri_id, uid_hex) = (container_id(1), container_id(2), container_id(3));
+    let (docker_id, cri_id, uid_hex, late_id) = (
+        container_id(1),
+        container_id(2),
+        container_id(3),
+        container_id(4),
+    );
     let pod_uid = pod_uid(&uid_hex);
     // Docker's state for the container's name.
     let docker_root = dir.join("docker");
@@ -564,6 +570,13 @@ fn a_node_side_veth_names_the_container_that_came_after_its_namespace() {
     std::fs::write(
         state.join("config.v2.json"),
         r#"{"Name":"/wk-checkout","Config":{"Image":"shop/checkout:2.1"}}"#,
+    )
+    .expect("docker state");
+    let late_state = docker_root.join("containers").join(&late_id);
+    std::fs::create_dir_all(&late_state).expect("mkdir docker state");
+    std::fs::write(
+        late_state.join("config.v2.json"),
+        r#"{"Name":"/wk-late","Config":{"Image":"shop/late:1"}}"#,
     )
     .expect("docker state");
 
@@ -585,11 +598,13 @@ fn a_node_side_veth_names_the_container_that_came_after_its_namespace() {
     let kubeconfig = api.kubeconfig(dir.path());
 
     let out = dir.join("late.jsonl");
-    let (va, vb, pa, pb) = (
+    let (va, vb, vc, pa, pb, pc) = (
         format!("wv{pid}a"),
         format!("wv{pid}b"),
+        format!("wv{pid}c"),
         format!("wp{pid}a"),
         format!("wp{pid}b"),
+        format!("wp{pid}c"),
     );
     let yaml = format!(
         "receivers:\n  tcx:\n    namespaces: all\n    interfaces: {{include: [\"wv{pid}*\", \"wp{pid}*\"]}}\n    \
@@ -609,8 +624,8 @@ fn a_node_side_veth_names_the_container_that_came_after_its_namespace() {
     std::thread::sleep(Duration::from_secs(2));
 
     let node = namespace("knode");
-    let (a, b) = (namespace("ka"), namespace("kb"));
-    for (pod, host_if, pod_if, net) in [(&a, &va, &pa, 1), (&b, &vb, &pb, 2)] {
+    let (a, b, c) = (namespace("ka"), namespace("kb"), namespace("kc"));
+    for (pod, host_if, pod_if, net) in [(&a, &va, &pa, 1), (&b, &vb, &pb, 2), (&c, &vc, &pc, 3)] {
         node.ip(&[
             "link",
             "add",
@@ -628,7 +643,15 @@ fn a_node_side_veth_names_the_container_that_came_after_its_namespace() {
         pod.ip(&["addr", "add", &format!("10.62.{net}.2/24"), "dev", pod_if]);
         pod.ip(&["link", "set", pod_if, "up"]);
     }
-    // The agent finds the namespaces (bind mounts) with nobody in them.
+    // The agent finds the namespaces (bind mounts) with nobody in them. Pod c sends before
+    // its container starts: its series are named (without a container) before the agent
+    // learns whose namespace it is, and must keep their attributes after.
+    let early_c = udp(
+        (&c, Ipv4Addr::new(10, 62, 3, 2)),
+        (&node, Ipv4Addr::new(10, 62, 3, 1)),
+        15,
+        100,
+    );
     std::thread::sleep(Duration::from_secs(2));
 
     // The containers: a Docker one in pod a, a pod's CRI container in pod b.
@@ -640,10 +663,12 @@ fn a_node_side_veth_names_the_container_that_came_after_its_namespace() {
         pod_uid.replace('-', "_")
     )));
     let cri_cgroup = tree.mkdir(pod_slice.join(format!("cri-containerd-{cri_id}.scope")));
-    let _containers: Vec<Background> = [(&docker_cgroup, &a), (&cri_cgroup, &b)]
-        .into_iter()
-        .map(|(cg, ns)| Background::spawn(command_in(cg, ns, "sleep").arg("300"), "container"))
-        .collect();
+    let late_cgroup = tree.mkdir(parent.join(format!("docker-{late_id}.scope")));
+    let _containers: Vec<Background> =
+        [(&docker_cgroup, &a), (&cri_cgroup, &b), (&late_cgroup, &c)]
+            .into_iter()
+            .map(|(cg, ns)| Background::spawn(command_in(cg, ns, "sleep").arg("300"), "container"))
+            .collect();
     std::thread::sleep(Duration::from_millis(500));
 
     let sent_a = udp(
@@ -658,6 +683,13 @@ fn a_node_side_veth_names_the_container_that_came_after_its_namespace() {
         25,
         100,
     );
+    let sent_c = early_c
+        + udp(
+            (&c, Ipv4Addr::new(10, 62, 3, 2)),
+            (&node, Ipv4Addr::new(10, 62, 3, 1)),
+            20,
+            100,
+        );
 
     // Per (device, container id, container name, pod uid, pod name, its namespace, own
     // container id): udp packets.
@@ -677,8 +709,13 @@ fn a_node_side_veth_names_the_container_that_came_after_its_namespace() {
             key(&vb, [&cri_id, "-", &pod_uid, &pod_name, "shop", "-"]),
             sent_b,
         ),
-        (key(&pa, none), sent_a),
-        (key(&pb, none), sent_b),
+        // Nothing of pods a and b was named before their containers started: their own
+        // series carry their containers from the first point.
+        (key(&pa, ["-", "-", "-", "-", "-", &docker_id]), sent_a),
+        (key(&pb, ["-", "-", "-", "-", "-", &cri_id]), sent_b),
+        // Pod c's were: one series each, without the container, before and after.
+        (key(&vc, none), sent_c),
+        (key(&pc, none), sent_c),
     ]
     .into_iter()
     .collect();
@@ -688,7 +725,7 @@ fn a_node_side_veth_names_the_container_that_came_after_its_namespace() {
         for s in series(&out, "periscope.network.packets") {
             let dev = s.attr("network.interface.name").unwrap_or("-");
             if s.attr("network.transport") != Some("udp")
-                || ![&va, &vb, &pa, &pb].contains(&&dev.to_string())
+                || ![&va, &vb, &vc, &pa, &pb, &pc].contains(&&dev.to_string())
             {
                 continue;
             }

@@ -8,6 +8,7 @@
 //! for the boot, so a kept entry never names a device of a later namespace that reuses the
 //! inode.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
@@ -92,10 +93,14 @@ pub struct NamespaceInfo {
     /// is gone.
     pub cgroup: Option<String>,
     /// `cgroup` was learned after the namespace was reported (it was made before any process
-    /// was in it: CNI and `ip netns add` do that), from the first process seen in it. Only
-    /// names captured with a series before its first export use it (`periscope.peer.*` of a
-    /// node-side device); `identity`, which names every point, does not: an attribute its
-    /// series' first points lacked would make a second series of the same counts.
+    /// was in it: CNI and `ip netns add` do that; or found through a runtime's setup process
+    /// that exited before its cgroup was read), from the first process seen in it. Kept by
+    /// the table only if a series of the namespace was named before ([`NamespaceTable::
+    /// get_for_naming`]): `identity`, which names every point, then does not use it (an
+    /// attribute its series' first points lacked would make a second series of the same
+    /// counts); learned before that, it is as good as captured at discovery. Names captured
+    /// with a series before its first export use it either way (`periscope.peer.*` of a
+    /// node-side device).
     pub cgroup_late: bool,
 }
 
@@ -104,14 +109,37 @@ pub struct NamespaceInfo {
 /// read by `identity`.
 #[derive(Clone, Debug, Default)]
 pub struct NamespaceTable {
-    inner: Arc<RwLock<RetainedMap<NetnsId, NamespaceInfo>>>,
+    inner: Arc<RwLock<RetainedMap<NetnsId, NamespaceEntry>>>,
+}
+
+#[derive(Debug)]
+struct NamespaceEntry {
+    info: NamespaceInfo,
+    /// A series of the namespace was named with `info` ([`NamespaceTable::get_for_naming`]):
+    /// from then on a cgroup learned late stays late. Set under the read lock.
+    named: AtomicBool,
 }
 
 impl NamespaceTable {
-    /// Registers a namespace that is alive, or what became known of it (a name).
-    pub fn insert(&self, netns: NetnsId, info: NamespaceInfo) {
+    /// Registers a namespace that is alive, or what became known of it (a name, a cgroup).
+    /// A late cgroup (`cgroup_late`) counts as late only if a series of the namespace was
+    /// named already.
+    pub fn insert(&self, netns: NetnsId, mut info: NamespaceInfo) {
         if let Ok(mut map) = self.inner.write() {
-            map.insert(netns, info);
+            let old = map.get(&netns);
+            let named = old.is_some_and(|e| e.named.load(Ordering::Relaxed));
+            info.cgroup_late = match old {
+                // Sent again (a name became known): the cgroup keeps what it was.
+                Some(e) if e.info.cgroup == info.cgroup => e.info.cgroup_late,
+                _ => info.cgroup_late && named,
+            };
+            map.insert(
+                netns,
+                NamespaceEntry {
+                    info,
+                    named: AtomicBool::new(named),
+                },
+            );
         }
     }
 
@@ -124,7 +152,19 @@ impl NamespaceTable {
 
     /// What is known of it, alive or recently gone.
     pub fn get(&self, netns: &NetnsId) -> Option<NamespaceInfo> {
-        self.inner.read().ok().and_then(|m| m.get(netns).cloned())
+        self.inner
+            .read()
+            .ok()
+            .and_then(|m| m.get(netns).map(|e| e.info.clone()))
+    }
+
+    /// As [`get`](Self::get), for naming a series by it: what is learned of the namespace's
+    /// cgroup from now on is late (`cgroup_late`).
+    pub fn get_for_naming(&self, netns: &NetnsId) -> Option<NamespaceInfo> {
+        let map = self.inner.read().ok()?;
+        let entry = map.get(netns)?;
+        entry.named.store(true, Ordering::Relaxed);
+        Some(entry.info.clone())
     }
 
     /// Whether the namespace is registered and has not gone away.
@@ -163,5 +203,50 @@ mod tests {
         let new = dev(4026532000, 11, 2);
         assert_eq!(t.get(&new), None);
         assert_eq!(t.interface_name(&new), "if2");
+    }
+
+    #[test]
+    fn a_cgroup_learned_before_any_series_was_named_is_not_late() {
+        let t = NamespaceTable::default();
+        let ns = NetnsId {
+            inode: 4026532001,
+            cookie: 5,
+        };
+        let late = |cgroup: &str| NamespaceInfo {
+            name: None,
+            cgroup: Some(cgroup.into()),
+            cgroup_late: true,
+        };
+        t.insert(ns, NamespaceInfo::default());
+        t.insert(ns, late("/docker/a"));
+        assert_eq!(t.get(&ns).map(|i| i.cgroup_late), Some(false));
+        // Named with it: a cgroup learned from now on is late.
+        assert!(t.get_for_naming(&ns).is_some());
+        t.insert(ns, late("/docker/b"));
+        assert_eq!(t.get(&ns).map(|i| i.cgroup_late), Some(true));
+        // Sent again with a name: the cgroup stays as it was.
+        t.insert(
+            ns,
+            NamespaceInfo {
+                name: Some("x".into()),
+                ..late("/docker/b")
+            },
+        );
+        assert_eq!(t.get(&ns).map(|i| i.cgroup_late), Some(true));
+        let early = NetnsId { cookie: 7, ..ns };
+        t.insert(early, late("/docker/d"));
+        assert!(t.get_for_naming(&early).is_some());
+        t.insert(
+            early,
+            NamespaceInfo {
+                name: Some("y".into()),
+                ..late("/docker/d")
+            },
+        );
+        assert_eq!(t.get(&early).map(|i| i.cgroup_late), Some(false));
+        // Another namespace with the same inode starts afresh.
+        let next = NetnsId { cookie: 6, ..ns };
+        t.insert(next, late("/docker/c"));
+        assert_eq!(t.get(&next).map(|i| i.cgroup_late), Some(false));
     }
 }

@@ -139,6 +139,7 @@ pub(crate) fn namespace(name: &str) -> Result<(Namespace, NetnsHandle)> {
         path,
         cgroup: None,
         cgroup_late: false,
+        fd: None,
     };
     let handle = NetnsHandle::open(&ns)?;
     ns.id.cookie = netns_cookie(&handle)?;

@@ -523,9 +523,9 @@ impl Identity {
     /// What the receivers captured of `netns` while it was alive, if they named it or knew
     /// its container.
     fn captured_namespace(&self, netns: NetnsId) -> Option<Arc<netns::NetnsInfo>> {
-        let mut info = self.namespaces.get(&netns)?;
-        // Learned after the namespace's first series: naming them by it now would change their
-        // attributes after their first points (see `NamespaceInfo::cgroup_late`).
+        let mut info = self.namespaces.get_for_naming(&netns)?;
+        // Learned after a series of the namespace was named: naming them by it now would
+        // change their attributes after their first points (see `NamespaceInfo::cgroup_late`).
         if info.cgroup_late {
             info.cgroup = None;
         }

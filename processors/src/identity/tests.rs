@@ -587,7 +587,7 @@ fn a_node_side_devices_peer_container_is_named_from_its_id() {
 /// A namespace whose cgroup was learned after it was reported (its first process came later)
 /// does not name the namespace's own series: their first points went out without it.
 #[test]
-fn a_cgroup_learned_late_does_not_name_the_namespaces_own_series() {
+fn a_cgroup_learned_late_names_the_namespaces_series_only_if_none_was_named_before() {
     let f = Fixture::new("late");
     let pod_cgroup = format!(
         "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/crio-{ID}.scope",
@@ -597,29 +597,35 @@ fn a_cgroup_learned_late_does_not_name_the_namespaces_own_series() {
         inode: 4_026_533_500,
         cookie: 9,
     };
-    let run_with = |late: bool| {
+    // The cgroup is learned late (`late`) after a series of the namespace was named (`named`)
+    // or before; the uid of the point named after it.
+    let run_with = |late: bool, named_before: bool| {
         let table = NamespaceTable::default();
-        table.insert(
-            netns,
-            periscope_pipeline::NamespaceInfo {
-                name: Some("cni-1".into()),
-                cgroup: Some(pod_cgroup.clone()),
-                cgroup_late: late,
-            },
-        );
+        let info = |cgroup: Option<String>| periscope_pipeline::NamespaceInfo {
+            name: Some("cni-1".into()),
+            cgroup,
+            cgroup_late: late,
+        };
+        table.insert(netns, info(None));
         let (p, _) = identity(&f.config(), SocketTable::default());
-        let mut p = p.with_namespaces(table);
-        run(
-            &mut p,
+        let mut p = p.with_namespaces(table.clone());
+        let point = || {
             metric(vec![vec![
                 KeyValue::new(names::ATTR_NETNS_INODE, i64::from(netns.inode)),
                 KeyValue::new(names::ATTR_NETNS_COOKIE, 9i64),
-            ]]),
-        )
+            ]])
+        };
+        if named_before {
+            let first = run(&mut p, point());
+            assert!(get(&first[0], names::ATTR_K8S_POD_UID).is_none());
+        }
+        table.insert(netns, info(Some(pod_cgroup.clone())));
+        get(&run(&mut p, point())[0], names::ATTR_K8S_POD_UID).cloned()
     };
-    assert_eq!(
-        get(&run_with(false)[0], names::ATTR_K8S_POD_UID).cloned(),
-        s(UID)
-    );
-    assert!(get(&run_with(true)[0], names::ATTR_K8S_POD_UID).is_none());
+    assert_eq!(run_with(false, false), s(UID));
+    assert_eq!(run_with(false, true), s(UID));
+    // Late, before any series was named: as good as captured at discovery.
+    assert_eq!(run_with(true, false), s(UID));
+    // Late, after: the namespace's series keep the attributes they had.
+    assert_eq!(run_with(true, true), None);
 }

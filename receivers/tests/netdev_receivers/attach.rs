@@ -140,3 +140,104 @@ fn the_watcher_driven_receiver_attaches_listed_namespaces_as_they_appear() {
     );
     drop(late);
 }
+
+/// A namespace reported through a process that has exited since (a container runtime's setup
+/// process, found by the watcher a moment before it exits): the receiver must open it through
+/// the fd the watcher holds, not the dead path; and refuse a fd of another namespace (cookie).
+#[test]
+fn a_namespace_found_through_a_process_that_exited_is_attached_through_the_watchers_fd() {
+    use periscope_receivers::shared::netns::{NetnsFd, NetnsHandle};
+    use std::os::fd::OwnedFd;
+    let test =
+        "a_namespace_found_through_a_process_that_exited_is_attached_through_the_watchers_fd";
+    let Some(_serial) = SERIAL.lock_if(bpf_capable(test)) else {
+        return;
+    };
+    let ns = netns();
+    // The process it was found through, gone now.
+    let mut setup = Command::new("ip")
+        .args(["netns", "exec", ns.name(), "true"])
+        .spawn()
+        .expect("spawn ip netns exec");
+    let dead = PathBuf::from(format!("/proc/{}/ns/net", setup.id()));
+    assert!(setup.wait().expect("wait").success());
+    assert!(!dead.exists(), "{} still there", dead.display());
+    let fd = || -> NetnsFd {
+        let f = std::fs::File::open(ns.path()).expect("open the namespace");
+        NetnsFd::new(OwnedFd::from(f))
+    };
+    let found = Namespace {
+        path: dead,
+        fd: None,
+        ..namespace(&ns)
+    };
+    // Another namespace's fd under this one's id: refused.
+    let other = netns();
+    let wrong = Namespace {
+        fd: Some(NetnsFd::new(OwnedFd::from(
+            std::fs::File::open(other.path()).expect("open"),
+        ))),
+        ..found.clone()
+    };
+    let e = NetnsHandle::open(&wrong).expect_err("another namespace's fd");
+    assert!(e.to_string().contains("expected"), "{e}");
+
+    let tcx = Running::tcx(test);
+    let lo = device(&ns, "lo");
+    let send = |n: &Namespace| {
+        tcx.discovery
+            .send(Discovery::NamespaceAdded(n.clone()))
+            .expect("receiver gone");
+        tcx.discovery
+            .send(Discovery::DeviceAdded {
+                netns: n.id,
+                device: lo.clone(),
+            })
+            .expect("receiver gone");
+    };
+    // By the dead path alone: nothing to open (as before the watcher shared its fd).
+    send(&found);
+    std::thread::sleep(Duration::from_millis(500));
+    let at = DeviceRef {
+        netns: found.id,
+        ifindex: lo.ifindex,
+    };
+    assert!(
+        tcx.devices.get(&at).is_none(),
+        "attached through a path that is gone"
+    );
+    send(&Namespace {
+        fd: Some(fd()),
+        ..found.clone()
+    });
+    tcx.wait_for(found.id, lo.ifindex);
+    // Counting there: 3 pings on lo, each request and reply out and in once.
+    ns.ip(&["link", "set", "lo", "up"]);
+    run_ok(
+        Command::new("ip").args([
+            "netns",
+            "exec",
+            ns.name(),
+            "ping",
+            "-c",
+            "3",
+            "-i",
+            "0.2",
+            "-W",
+            "1",
+            "127.0.0.1",
+        ]),
+        Duration::from_secs(10),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let last = last_counters(&tcx.stop());
+    let icmp = |dir| {
+        last.get(&(at, dir, Transport::Icmp))
+            .map_or(0, |c| c.packets)
+    };
+    assert_eq!(
+        (icmp(Direction::Egress), icmp(Direction::Ingress)),
+        (6, 6),
+        "ICMP packets on lo (egress, ingress)"
+    );
+}

@@ -68,6 +68,7 @@ fn namespace(ns: &Netns) -> Namespace {
         path: ns.path(),
         cgroup: None,
         cgroup_late: false,
+        fd: None,
     }
 }
 

@@ -105,6 +105,7 @@ fn listed_scope_takes_only_what_is_listed() {
             path: PathBuf::new(),
             cgroup: None,
             cgroup_late: false,
+            fd: None,
         })])
         .filter_map(|e| match e {
             Discovery::NamespaceAdded(ns) => Some(ns.id.inode),

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use periscope_pipeline::model::NetnsId;
 
-use super::enter::{inode_u32, netns_cookie, path_fs_magic, NetnsHandle, NSFS_MAGIC};
+use super::enter::{inode_u32, netns_cookie, path_fs_magic, NetnsFd, NetnsHandle, NSFS_MAGIC};
 use super::{Found, Namespace};
 
 /// Folders where tools bind-mount namespaces under a name (`ip netns`, Docker).
@@ -47,6 +47,7 @@ fn with_cookie(found: Found) -> io::Result<Namespace> {
     let cookie = netns_cookie(&handle)?;
     let cgroup = super::owner::owner_cgroup(&found, &[]);
     Ok(Namespace {
+        fd: Some(NetnsFd::new(handle.fd)),
         id: NetnsId {
             inode: found.inode,
             cookie,

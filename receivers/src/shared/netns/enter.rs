@@ -6,6 +6,7 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::Arc;
 
 use super::Namespace;
 
@@ -24,10 +25,67 @@ pub struct NetnsHandle {
     pub inode: u32,
 }
 
+/// An open nsfs file shared by clones (a discovery event and what holds it): equal when it
+/// is the same open file.
+#[derive(Clone, Debug)]
+pub struct NetnsFd(Arc<OwnedFd>);
+
+impl NetnsFd {
+    /// Shares `fd`.
+    pub fn new(fd: OwnedFd) -> Self {
+        NetnsFd(Arc::new(fd))
+    }
+}
+
+impl PartialEq for NetnsFd {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for NetnsFd {}
+
 impl NetnsHandle {
-    /// Opens `ns.path` and checks that it is still the namespace with `ns.id.inode`.
+    /// Opens `ns` (a duplicate of its shared fd, else its path) and checks that it is still
+    /// the namespace `ns.id`: its inode, and its cookie where the kernel tells it without
+    /// entering (`NS_GET_ID`; the inode alone is reused after a namespace dies).
     pub fn open(ns: &Namespace) -> io::Result<Self> {
-        Self::open_path(&ns.path, Some(ns.id.inode))
+        let handle = match &ns.fd {
+            Some(fd) => {
+                let what = || format!("the namespace found at {}", ns.path.display());
+                let file = File::from(
+                    fd.0.try_clone()
+                        .map_err(|e| io::Error::new(e.kind(), format!("dup {}: {e}", what())))?,
+                );
+                let inode = inode_u32(file.metadata()?.ino(), &ns.path)?;
+                if inode != ns.id.inode {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("{}: namespace {inode}, expected {}", what(), ns.id.inode),
+                    ));
+                }
+                Self {
+                    fd: file.into(),
+                    inode,
+                }
+            }
+            None => Self::open_path(&ns.path, Some(ns.id.inode))?,
+        };
+        if ns.id.cookie != 0 {
+            if let Ok(cookie) = nsfs_cookie(handle.fd.as_raw_fd()) {
+                if cookie != ns.id.cookie {
+                    return Err(io::Error::new(
+                        io::ErrorKind::NotFound,
+                        format!(
+                            "{}: now the namespace with cookie {cookie}, expected {} (it went away)",
+                            ns.path.display(),
+                            ns.id.cookie
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(handle)
     }
 
     /// Opens a network namespace file; with `expect`, fails unless it has that inode (the path

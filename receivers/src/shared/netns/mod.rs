@@ -23,7 +23,7 @@ pub(crate) use devices::rtnetlink_request;
 pub use devices::{list_addresses, list_devices, Device, DeviceAddress};
 pub(crate) use discover::HOST_PATH;
 pub use discover::{host_namespace, scan};
-pub use enter::{netns_cookie, run_each_in, run_in, NetnsHandle};
+pub use enter::{netns_cookie, run_each_in, run_in, NetnsFd, NetnsHandle};
 pub use scope::NamespaceScope;
 pub use watch::{watch, Watcher};
 
@@ -50,6 +50,10 @@ pub struct Namespace {
     pub cgroup: Option<String>,
     /// `cgroup` was learned after the namespace was first reported.
     pub cgroup_late: bool,
+    /// The namespace, open (the watcher's fd, shared): opens it after the process it was found
+    /// through (`path`) has exited — a runtime's setup process often has by the time a
+    /// receiver gets to it. `None`: open `path`.
+    pub fd: Option<NetnsFd>,
 }
 
 /// What the watcher reports. Devices are reported only for namespaces in scope, after the

@@ -26,12 +26,26 @@ fn parse_cgroup(text: &str) -> Option<String> {
 }
 
 /// The cgroup of a process in namespace `f`: its own pid if it was found through
-/// `/proc/PID/ns/net`, else a process of `procs` (the last `/proc` scan) with the same inode.
+/// `/proc/PID/ns/net`, and processes of `procs` (the last `/proc` scan) with the same inode;
+/// the first that names a container or pod, else the first readable one. (A runtime's setup
+/// process may be first, and gone or still in the runtime's cgroup.)
 pub(crate) fn owner_cgroup(f: &Found, procs: &[Found]) -> Option<String> {
-    std::iter::once(f)
+    let mut first = None;
+    let pids = std::iter::once(f)
         .chain(procs.iter().filter(|p| p.inode == f.inode))
-        .filter_map(|p| pid_of(&p.path))
-        .find_map(cgroup_of)
+        .filter_map(|p| pid_of(&p.path));
+    for cgroup in pids.filter_map(cgroup_of) {
+        if names_workload(Some(&cgroup)) {
+            return Some(cgroup);
+        }
+        first.get_or_insert(cgroup);
+    }
+    first
+}
+
+/// Whether a cgroup names a container or pod (not a host service or session).
+pub(crate) fn names_workload(cgroup: Option<&str>) -> bool {
+    cgroup.is_some_and(|c| !periscope_pipeline::workload::parse_cgroup_path(c).is_empty())
 }
 
 /// For a namespace found before any process was in it: the cgroup of a process in it (`pid`,
@@ -46,7 +60,7 @@ pub(crate) fn workload_cgroup(inode: u32, pid: Option<u32>, procs: &[Found]) -> 
                 .filter_map(|p| pid_of(&p.path)),
         )
         .filter_map(cgroup_of)
-        .find(|c| !periscope_pipeline::workload::parse_cgroup_path(c).is_empty())
+        .find(|c| names_workload(Some(c)))
 }
 
 #[cfg(test)]

@@ -41,9 +41,9 @@ use super::discover::{
     bind_mounts, host_found, merge, names_by_inode, pid_namespaces, proc_namespaces, stat_at,
     unmounted_bind_files, BIND_DIRS,
 };
-use super::enter::{run_in, socket_cookie, NetnsHandle};
+use super::enter::{run_in, socket_cookie, NetnsFd, NetnsHandle};
 use super::fds::{ctx, drain_eventfd, epoll_add, epoll_del, epoll_rearm, owned, wake};
-use super::owner::{owner_cgroup, workload_cgroup};
+use super::owner::{names_workload, owner_cgroup, workload_cgroup};
 use super::peers::{addresses, Peers};
 use super::procevents::{Pids, ProcEvents};
 use super::scope::{cgroup_pids, cgroup_relative, in_cgroup, resolve_listed, NamespaceScope};
@@ -206,6 +206,10 @@ const BIND_RETRY_FOR: Duration = Duration::from_secs(2);
 /// an overflow triggers a full rescan): a namespace found through a process is seen up to
 /// this much later.
 const PROC_COALESCE: Duration = Duration::from_millis(10);
+
+/// How many processes of a namespace first seen in one batch of process events are kept as
+/// candidates to tell whose it is.
+const PIDS_PER_NEW_NAMESPACE: usize = 8;
 
 /// The proc connector socket is armed for one wake-up at a time (re-armed after
 /// [`PROC_COALESCE`]).
@@ -398,6 +402,8 @@ impl Loop {
         // Most new processes are in a namespace already tracked: build this only when one
         // is not (the proc connector wakes this thread for every fork, exec and exit).
         let mut known: Option<HashSet<u32>> = None;
+        // Namespaces first seen in this batch, and how many of their processes were kept.
+        let mut fresh: Vec<(u32, usize)> = Vec::new();
         let mut new = false;
         let mut rel = String::new();
         for pid in pids.new {
@@ -415,10 +421,11 @@ impl Loop {
                 continue;
             };
             if let Some(t) = self.tracked.get_mut(&inode) {
-                // Found before any process was in it (CNI, `ip netns add`): the first one of
-                // a container tells whose it is (a pod's pause container).
+                // Found before any process of a container was in it (CNI, `ip netns add`, a
+                // runtime's setup process): the first one of a container tells whose it is
+                // (a pod's pause container).
                 // Not the host's: a container's runtime starts its first process there.
-                if t.ns.cgroup.is_none() && inode != self.host.inode {
+                if !names_workload(t.ns.cgroup.as_deref()) && inode != self.host.inode {
                     if let Some(cg) = workload_cgroup(inode, Some(pid), &[]) {
                         t.ns.cgroup = Some(cg);
                         t.ns.cgroup_late = true;
@@ -429,14 +436,28 @@ impl Loop {
             }
             let known =
                 known.get_or_insert_with(|| self.last_scan.iter().map(|f| f.inode).collect());
+            let path = PathBuf::from(format!("/proc/{pid}/ns/net"));
             if known.insert(inode) {
                 self.last_scan.push(Found {
                     inode,
                     name: None,
-                    path: PathBuf::from(format!("/proc/{pid}/ns/net")),
+                    path,
                 });
                 self.found_through.insert(pid);
                 new = true;
+                fresh.push((inode, 1));
+            } else if let Some((_, n)) = fresh.iter_mut().find(|(i, _)| *i == inode) {
+                // More processes of a namespace first seen in this batch: the first may be a
+                // runtime's setup process, gone before its cgroup is read; a later one (the
+                // container's) names it at discovery (`owner_cgroup`).
+                if *n < PIDS_PER_NEW_NAMESPACE {
+                    *n += 1;
+                    self.last_scan.push(Found {
+                        inode,
+                        name: None,
+                        path,
+                    });
+                }
             }
         }
         new
@@ -462,7 +483,10 @@ impl Loop {
                     self.last_scan = pid_namespaces(cgroup_pids(dir));
                 }
                 let names = names_by_inode(&binds);
+                // One per inode (process events may have added more of a new one).
+                let mut seen = HashSet::new();
                 let mut found = self.last_scan.clone();
+                found.retain(|f| seen.insert(f.inode));
                 for f in &mut found {
                     if let Some(n) = names.get(&f.inode) {
                         f.name = Some(n.clone());
@@ -496,12 +520,15 @@ impl Loop {
                 None => self.add(f),
                 Some(t) => {
                     let mut update = false;
-                    // Found before any process was in it: one of a container the last full
+                    // Found before any process of a container was in it: one the last full
                     // scan saw (quick rescans reuse that scan: nothing new to look at).
-                    if full && t.ns.cgroup.is_none() && f.inode != self.host.inode {
-                        t.ns.cgroup = workload_cgroup(f.inode, None, &self.last_scan);
-                        t.ns.cgroup_late = t.ns.cgroup.is_some();
-                        update = t.ns.cgroup_late;
+                    if full && !names_workload(t.ns.cgroup.as_deref()) && f.inode != self.host.inode
+                    {
+                        if let Some(cg) = workload_cgroup(f.inode, None, &self.last_scan) {
+                            t.ns.cgroup = Some(cg);
+                            t.ns.cgroup_late = true;
+                            update = true;
+                        }
                     }
                     if f.name.is_some() && f.name != t.ns.name {
                         t.ns.name = f.name;
@@ -575,7 +602,16 @@ impl Loop {
             return;
         }
         let cgroup = owner_cgroup(&f, &self.last_scan);
+        // Shared with the receivers: the process it was found through may exit first.
+        let fd = match handle.fd.try_clone() {
+            Ok(fd) => Some(NetnsFd::new(fd)),
+            Err(e) => {
+                tracing::debug!(error = %e, "netns watcher: dup of a namespace fd");
+                None
+            }
+        };
         let ns = Namespace {
+            fd,
             id: NetnsId {
                 inode: f.inode,
                 cookie,

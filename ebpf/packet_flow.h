@@ -102,11 +102,16 @@ static __always_inline int flow_observe(const struct periscope_dev_key *dk,
 		 * without the runs of taken slots that linear probing grows. */
 		idx = ((__u32)h + i * (i + 1) / 2) & mask;
 		/* Two call sites, one map each: the verifier inlines a lookup only when a call
-		 * site always sees the same map. */
-		if (gen & 1)
+		 * site always sees the same map. The empty asm statements differ (their operand),
+		 * so clang cannot sink the two calls into one call on a selected map (it did:
+		 * every probe was then an out-of-line helper call). */
+		if (gen & 1) {
 			s = bpf_map_lookup_elem(&periscope_flows_1, &idx);
-		else
+			asm volatile("" ::"i"(1));
+		} else {
 			s = bpf_map_lookup_elem(&periscope_flows_0, &idx);
+			asm volatile("" ::"i"(0));
+		}
 		if (!s)
 			return 0;
 		if (s->value.generation != gen || !s->value.packets) {

@@ -30,6 +30,8 @@ pub(crate) struct Sample {
     pub(crate) lost: u64,
     /// Packets the kernel counters saw on veth-rx ingress (0 when nothing is attached).
     pub(crate) counted_rx: u64,
+    /// Packets the flow slots had no room for (counted in the device totals only).
+    pub(crate) flows_overflow: u64,
     pub(crate) wall: Duration,
 }
 
@@ -205,7 +207,7 @@ pub(crate) fn flood(topo: &Topology, packets: u64, attached: &mut Attached) -> R
     let records = joined(consumer.join(), "consumer")?;
     let (sent, sender_ns) = joined(sender.join(), "sender")??;
     let sink_ns = joined(sink.join(), "sink")??;
-    let (mut lost, mut counted_rx) = (0, 0);
+    let (mut lost, mut counted_rx, mut flows_overflow) = (0, 0, 0);
     if let Attached::Periscope(a) = attached {
         let (counters, l) = a.read_counters();
         lost = l;
@@ -215,6 +217,7 @@ pub(crate) fn flood(topo: &Topology, packets: u64, attached: &mut Attached) -> R
             .map(|c| c.packets)
             .max()
             .unwrap_or(0);
+        flows_overflow = counters.iter().map(|c| c.flows_overflow_packets).sum();
     }
     Ok(Sample {
         sent,
@@ -225,6 +228,7 @@ pub(crate) fn flood(topo: &Topology, packets: u64, attached: &mut Attached) -> R
         records,
         lost,
         counted_rx,
+        flows_overflow,
         wall,
     })
 }

@@ -281,7 +281,8 @@ fn run() -> Result<()> {
                 let others = s.others();
                 eprintln!(
                     "round {round} {:<13} {:>7.1} ns/pkt (proc/stat {:>7.1}, others {:>4.0}%) sent \
-                     {} recv {} counted {} records {} lost {} reader {:.0} ms wall {:.2} s{}",
+                     {} recv {} counted {} records {} lost {} flows overflow {} reader {:.0} ms \
+                     wall {:.2} s{}",
                     mode.name(),
                     s.cpu_ns as f64 / s.sent as f64,
                     s.stat_ns as f64 / s.sent as f64,
@@ -291,6 +292,7 @@ fn run() -> Result<()> {
                     s.counted_rx,
                     s.records,
                     s.lost,
+                    s.flows_overflow,
                     s.reader_ns as f64 / 1e6,
                     s.wall.as_secs_f64(),
                     if others > MAX_OTHERS && tries < RETRIES {

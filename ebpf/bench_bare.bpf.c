@@ -5,6 +5,8 @@
  * and writes no record, so the cost of attaching any XDP program to a veth (the
  * driver then runs its own NAPI and converts each skb to an xdp_buff and back)
  * can be told apart from the cost of periscope's parsing, keying and records.
+ * bench_bare_tc is the same for TCX (the `bare-tcx` mode): what the hook and any
+ * program run cost on a veth, below which no TC program gets.
  * Not used by the agent.
  */
 #include "vmlinux.h"
@@ -33,6 +35,19 @@ int bench_bare_xdp(struct xdp_md *ctx)
 		c->bytes += ctx->data_end - ctx->data;
 	}
 	return XDP_PASS;
+}
+
+SEC("classifier")
+int bench_bare_tc(struct __sk_buff *skb)
+{
+	__u32 zero = 0;
+	struct bench_bare_counter *c = bpf_map_lookup_elem(&bench_bare_counters, &zero);
+
+	if (c) {
+		c->packets += 1;
+		c->bytes += skb->len;
+	}
+	return -1; /* TCX_NEXT: the packet goes on as if nothing were attached */
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

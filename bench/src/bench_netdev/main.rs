@@ -9,6 +9,9 @@
 //! machine hit every mode alike), attaching and detaching the programs around the flood:
 //!
 //! - `none`: nothing attached;
+//! - `bare-tcx`: the same file's TC program on the flood's two TCX hooks (egress of the
+//!   sender's veth, ingress of the receiver's): what TCX and a program run cost, the floor
+//!   of every `tcx-*` mode (their `×bare` column);
 //! - `bare-xdp`: `ebpf/bench_bare.bpf.c`, an XDP program that only bumps a per-CPU counter
 //!   (what any XDP program costs on a veth);
 //! - `xdp-counters`, `xdp-records`: the `xdp` receiver's attachment (every device of both
@@ -25,8 +28,8 @@
 //!   root qdisc (for every mode of the run, `none` included: the ratio is the program's cost
 //!   over the same queue).
 //!
-//! `--only MODE,MODE` (or `--modes`) runs only those modes (and the baselines `none` and
-//! `bare-xdp`).
+//! `--only MODE,MODE` (or `--modes`) runs only those modes (and the baselines `none`,
+//! `bare-xdp` and `bare-tcx`).
 //!
 //! CPU per packet = (sender thread + sink thread + every `ksoftirqd`) CPU time / packets sent,
 //! each from the scheduler's exact runtime (`CLOCK_THREAD_CPUTIME_ID`,
@@ -232,7 +235,10 @@ fn run() -> Result<()> {
     }
     let runs = |m: modes::Mode| {
         args.only.is_empty()
-            || matches!(m, modes::Mode::None | modes::Mode::BareXdp)
+            || matches!(
+                m,
+                modes::Mode::None | modes::Mode::BareXdp | modes::Mode::BareTcx
+            )
             || args.only.iter().any(|o| o == m.name())
     };
     let setup = Setup {

@@ -1,7 +1,9 @@
 //! The modes a round runs (what is attached during the flood) and attaching each.
 
 use anyhow::{bail, Context, Result};
-use aya::programs::{Xdp, XdpMode};
+use aya::programs::links::LinkOrder;
+use aya::programs::tc::TcAttachOptions;
+use aya::programs::{SchedClassifier, TcAttachType, Xdp, XdpMode};
 use aya::EbpfLoader;
 use periscope_pipeline::component::Receiver as _;
 use periscope_pipeline::devices::DeviceTable;
@@ -20,6 +22,9 @@ use crate::RING_BYTES;
 pub(crate) enum Mode {
     None,
     BareXdp,
+    /// `ebpf/bench_bare.bpf.c`'s TC program on the flood's two hooks (TCX egress of `veth-tx`,
+    /// ingress of `veth-rx`): what TCX and a program run cost, below any periscope mode.
+    BareTcx,
     XdpCounters,
     XdpRecords,
     TcxCounters,
@@ -41,7 +46,7 @@ pub(crate) enum Mode {
     TcxLocality,
 }
 
-pub(crate) const MODES: [Mode; 12] = [
+pub(crate) const MODES: [Mode; 13] = [
     Mode::None,
     Mode::BareXdp,
     Mode::XdpCounters,
@@ -54,13 +59,18 @@ pub(crate) const MODES: [Mode; 12] = [
     Mode::XdpFlows,
     Mode::Qdisc,
     Mode::TcxLocality,
+    Mode::BareTcx,
 ];
+
+/// Where `bare-tcx` is in [`MODES`] (last: the report's indices of the others stay).
+pub(crate) const BARE_TCX: usize = 12;
 
 impl Mode {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Mode::None => "none",
             Mode::BareXdp => "bare-xdp",
+            Mode::BareTcx => "bare-tcx",
             Mode::XdpCounters => "xdp-counters",
             Mode::XdpRecords => "xdp-records",
             Mode::TcxCounters => "tcx-counters",
@@ -202,6 +212,31 @@ impl Setup<'_> {
                 let (_, handle) = namespace(&self.topo.rx)?;
                 run_in(&handle, || prog.attach("veth-rx", XdpMode::default()))?
                     .context("attaching bench_bare_xdp to veth-rx")?;
+                Ok(Attached::Bare(Box::new(ebpf)))
+            }
+            Mode::BareTcx => {
+                let mut ebpf = EbpfLoader::new()
+                    .load(bench_bare_object()?)
+                    .context("loading bench_bare.bpf.o")?;
+                let prog: &mut SchedClassifier = ebpf
+                    .program_mut("bench_bare_tc")
+                    .context("no bench_bare_tc")?
+                    .try_into()?;
+                prog.load()?;
+                for (ns, dev, at) in [
+                    (&self.topo.tx, "veth-tx", TcAttachType::Egress),
+                    (&self.topo.rx, "veth-rx", TcAttachType::Ingress),
+                ] {
+                    let (_, handle) = namespace(ns)?;
+                    run_in(&handle, || {
+                        prog.attach_with_options(
+                            dev,
+                            at,
+                            TcAttachOptions::TcxOrder(LinkOrder::default()),
+                        )
+                    })?
+                    .with_context(|| format!("attaching bench_bare_tc to {dev}"))?;
+                }
                 Ok(Attached::Bare(Box::new(ebpf)))
             }
             _ => {

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::process::Command;
 
 use crate::flood::Sample;
-use crate::modes::MODES;
+use crate::modes::{BARE_TCX, MODES};
 use crate::{Args, BATCH, MAX_OTHERS, PAYLOAD, POLL, RING_BYTES};
 
 /// The report of a run: `samples[i]` are mode `MODES[i]`'s rounds; `retried` rounds were rerun.
@@ -107,6 +107,8 @@ pub(crate) fn render(args: &Args, samples: &[Vec<Sample>], retried: usize) -> St
             iqr(i, 0),
             if mode.xdp() {
                 format!("{:.3}", paired(i, 1))
+            } else if mode.name().starts_with("tcx") && !samples[BARE_TCX].is_empty() {
+                format!("{:.3}", paired(i, BARE_TCX))
             } else {
                 "-".into()
             },

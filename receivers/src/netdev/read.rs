@@ -219,16 +219,11 @@ impl Reader {
                 };
                 let transport = Transport::from_ip_protocol(key.l4_proto);
                 let locality = Locality::from_kernel(key.locality);
-                let e = agg
-                    .entry((netns, key.ifindex, direction, transport, locality))
-                    .or_insert_with(|| DeviceCounters {
-                        timestamp_ns: now,
-                        device: device(key.netns_inode, key.netns_cookie, key.ifindex),
-                        direction,
-                        transport,
-                        locality,
-                        ..DeviceCounters::default()
-                    });
+                let e = entry(
+                    &mut agg,
+                    (netns, key.ifindex, direction, transport, locality),
+                    now,
+                );
                 e.packets += c.packets;
                 e.bytes += c.bytes;
                 e.records_lost += c.records_lost;
@@ -244,17 +239,12 @@ impl Reader {
                 if !scope.takes(netns, ifindex) {
                     continue;
                 }
-                let e = agg
-                    .entry((netns, ifindex, direction, transport, locality))
-                    .or_insert_with(|| DeviceCounters {
-                        timestamp_ns: now,
-                        device: device(netns.inode, netns.cookie, ifindex),
-                        direction,
-                        transport,
-                        locality,
-                        flows: true,
-                        ..DeviceCounters::default()
-                    });
+                let e = entry(
+                    &mut agg,
+                    (netns, ifindex, direction, transport, locality),
+                    now,
+                );
+                e.flows = true;
                 e.packets += f.packets;
                 e.bytes += f.bytes;
                 e.flows_overflow_packets += f.overflow_packets;
@@ -340,4 +330,23 @@ fn sum<T: Pod + Copy + Default>(per_cpu: &[T], add: impl Fn(&mut T, &T)) -> T {
     let mut total = T::default();
     per_cpu.iter().for_each(|v| add(&mut total, v));
     total
+}
+
+/// The totals of `key` in `agg`: zero, stamped `now`, if it has none yet.
+fn entry(
+    agg: &mut HashMap<DeliveredKey, DeviceCounters>,
+    key: DeliveredKey,
+    now: u64,
+) -> &mut DeviceCounters {
+    agg.entry(key).or_insert_with(|| {
+        let (netns, ifindex, direction, transport, locality) = key;
+        DeviceCounters {
+            timestamp_ns: now,
+            device: device(netns.inode, netns.cookie, ifindex),
+            direction,
+            transport,
+            locality,
+            ..DeviceCounters::default()
+        }
+    })
 }

@@ -24,29 +24,28 @@ struct {
 	__type(value, struct bench_bare_counter);
 } bench_bare_counters SEC(".maps");
 
-SEC("xdp")
-int bench_bare_xdp(struct xdp_md *ctx)
+static __always_inline void count(__u64 len)
 {
 	__u32 zero = 0;
 	struct bench_bare_counter *c = bpf_map_lookup_elem(&bench_bare_counters, &zero);
 
 	if (c) {
 		c->packets += 1;
-		c->bytes += ctx->data_end - ctx->data;
+		c->bytes += len;
 	}
+}
+
+SEC("xdp")
+int bench_bare_xdp(struct xdp_md *ctx)
+{
+	count(ctx->data_end - ctx->data);
 	return XDP_PASS;
 }
 
 SEC("classifier")
 int bench_bare_tc(struct __sk_buff *skb)
 {
-	__u32 zero = 0;
-	struct bench_bare_counter *c = bpf_map_lookup_elem(&bench_bare_counters, &zero);
-
-	if (c) {
-		c->packets += 1;
-		c->bytes += skb->len;
-	}
+	count(skb->len);
 	return -1; /* TCX_NEXT: the packet goes on as if nothing were attached */
 }
 

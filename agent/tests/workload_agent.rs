@@ -563,22 +563,22 @@ fn a_node_side_veth_names_the_container_that_came_after_its_namespace() {
         container_id(4),
     );
     let pod_uid = pod_uid(&uid_hex);
-    // Docker's state for the container's name.
+    // Docker's state for the containers' names.
     let docker_root = dir.join("docker");
-    let state = docker_root.join("containers").join(&docker_id);
-    std::fs::create_dir_all(&state).expect("mkdir docker state");
-    std::fs::write(
-        state.join("config.v2.json"),
-        r#"{"Name":"/wk-checkout","Config":{"Image":"shop/checkout:2.1"}}"#,
-    )
-    .expect("docker state");
-    let late_state = docker_root.join("containers").join(&late_id);
-    std::fs::create_dir_all(&late_state).expect("mkdir docker state");
-    std::fs::write(
-        late_state.join("config.v2.json"),
-        r#"{"Name":"/wk-late","Config":{"Image":"shop/late:1"}}"#,
-    )
-    .expect("docker state");
+    for (id, config) in [
+        (
+            &docker_id,
+            r#"{"Name":"/wk-checkout","Config":{"Image":"shop/checkout:2.1"}}"#,
+        ),
+        (
+            &late_id,
+            r#"{"Name":"/wk-late","Config":{"Image":"shop/late:1"}}"#,
+        ),
+    ] {
+        let state = docker_root.join("containers").join(id);
+        std::fs::create_dir_all(&state).expect("mkdir docker state");
+        std::fs::write(state.join("config.v2.json"), config).expect("docker state");
+    }
 
     // The API knows pod b (by the uid in its cgroup path) before its container starts.
     let api = FakeKubeApi::start();

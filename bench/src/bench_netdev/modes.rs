@@ -201,9 +201,7 @@ impl Setup<'_> {
             Mode::None => Ok(Attached::Nothing),
             Mode::Qdisc => Ok(Attached::Qdisc(Box::new(QdiscRun::start()?))),
             Mode::BareXdp => {
-                let mut ebpf = EbpfLoader::new()
-                    .load(bench_bare_object()?)
-                    .context("loading bench_bare.bpf.o")?;
+                let mut ebpf = bench_bare()?;
                 let prog: &mut Xdp = ebpf
                     .program_mut("bench_bare_xdp")
                     .context("no bench_bare_xdp")?
@@ -215,9 +213,7 @@ impl Setup<'_> {
                 Ok(Attached::Bare(Box::new(ebpf)))
             }
             Mode::BareTcx => {
-                let mut ebpf = EbpfLoader::new()
-                    .load(bench_bare_object()?)
-                    .context("loading bench_bare.bpf.o")?;
+                let mut ebpf = bench_bare()?;
                 let prog: &mut SchedClassifier = ebpf
                     .program_mut("bench_bare_tc")
                     .context("no bench_bare_tc")?
@@ -318,6 +314,13 @@ impl Setup<'_> {
             }
         }
     }
+}
+
+/// `bench_bare.bpf.o`, loaded (its programs are not yet).
+fn bench_bare() -> Result<aya::Ebpf> {
+    EbpfLoader::new()
+        .load(bench_bare_object()?)
+        .context("loading bench_bare.bpf.o")
 }
 
 /// `bench_bare.bpf.o` (`ebpf/bench_bare.bpf.c`): an XDP program (`bench_bare_xdp`) that only
